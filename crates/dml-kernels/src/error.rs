@@ -1,0 +1,54 @@
+//! Errors of dml-kernels.
+
+/// Everything that can go wrong in dml-kernels.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A metric name that is not one of [`crate::Metric::ALL`].
+    #[error("unknown metric `{0}` (expected one of euclidean, squared_euclidean, cosine, dot)")]
+    UnknownMetric(String),
+    /// Two matrices whose embedding dimensions differ.
+    #[error("dimension mismatch: {left} has {left_dim} columns but {right} has {right_dim}")]
+    DimensionMismatch {
+        /// Name of the first operand.
+        left: &'static str,
+        /// Its number of columns.
+        left_dim: usize,
+        /// Name of the second operand.
+        right: &'static str,
+        /// Its number of columns.
+        right_dim: usize,
+    },
+    /// An output buffer of the wrong shape.
+    #[error("output has shape {got:?} but {expected:?} is needed")]
+    OutputShape {
+        /// The shape that was needed.
+        expected: (usize, usize),
+        /// The shape that was given.
+        got: (usize, usize),
+    },
+    /// A NaN or infinite value in an input matrix.
+    #[error("non-finite value in {matrix} at row {row}, column {col}")]
+    NonFinite {
+        /// Name of the matrix.
+        matrix: &'static str,
+        /// Row of the first non-finite value.
+        row: usize,
+        /// Column of the first non-finite value.
+        col: usize,
+    },
+    /// `k` outside `1..=n`.
+    #[error("k = {k} is invalid: it must be between 1 and {available} (the number of candidates)")]
+    InvalidK {
+        /// The requested k.
+        k: usize,
+        /// How many neighbours each query can have.
+        available: usize,
+    },
+    /// An empty input where at least one row is needed.
+    #[error("{0} has no rows")]
+    Empty(&'static str),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

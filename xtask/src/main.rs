@@ -1,0 +1,41 @@
+//! `cargo xtask`: everything this project needs done beyond `cargo build`, in one binary.
+//!
+//! Each task lives in its own module; every task installs what it needs first, idempotently.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod libtorch;
+mod pyref;
+mod test;
+mod util;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "dml project automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install LibTorch (the version tch expects) from the PyPI `torch` wheel into .libtorch/.
+    Libtorch(libtorch::Args),
+    /// Set up the Python reference stack (torch, pytorch-metric-learning, faiss) in .venv-ref.
+    Pyref(pyref::Args),
+    /// Set up what is missing, then run fmt, clippy and every test of the workspace (CI runs this).
+    Test(test::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.task {
+        Task::Libtorch(args) => libtorch::run(&args),
+        Task::Pyref(args) => pyref::run(&args),
+        Task::Test(args) => test::run(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
