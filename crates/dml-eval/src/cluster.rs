@@ -1,0 +1,441 @@
+//! k-means clustering and the clustering scores NMI and AMI.
+
+use std::collections::HashMap;
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Rows per parallel task in the assignment step: large enough for an efficient GEMM, small
+/// enough that the block × centroids distance tile stays in cache-friendly sizes.
+const ROW_BLOCK: usize = 256;
+
+/// Parameters of [`kmeans`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KMeansParams {
+    /// Number of runs from independent k-means++ seedings; the lowest inertia wins.
+    pub restarts: usize,
+    /// Maximum Lloyd iterations per run (a run stops once no assignment changes).
+    pub max_iter: usize,
+    /// Seed of the seedings.
+    pub seed: u64,
+}
+
+impl Default for KMeansParams {
+    fn default() -> Self {
+        Self {
+            restarts: 1,
+            max_iter: 50,
+            seed: 0,
+        }
+    }
+}
+
+/// A k-means clustering.
+#[derive(Debug, Clone)]
+pub struct KMeans {
+    /// Cluster of each point, in `0..k`.
+    pub assignments: Vec<u32>,
+    /// `k × d` centroids.
+    pub centroids: Array2<f32>,
+    /// Sum of squared distances of the points to their centroids.
+    pub inertia: f64,
+    /// Lloyd iterations of the winning run.
+    pub n_iter: usize,
+}
+
+/// Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), deterministic in
+/// `params.seed`.
+///
+/// Squared distances are computed in GEMM form (`‖x‖² − 2x·c + ‖c‖²`, clamped at 0) in `f32`;
+/// centroids and inertia are accumulated in `f64`. Ties go to the lower cluster index. A cluster
+/// that loses all its points is moved onto the point farthest from its current centroid, as
+/// scikit-learn does, so exactly `k` clusters come back whenever there are `k` distinct points.
+///
+/// pytorch-metric-learning uses faiss k-means (random initial centroids, 20 iterations); any two
+/// k-means implementations can land in different local optima, so NMI values agree only where
+/// the clusters are clear.
+pub fn kmeans(x: ArrayView2<'_, f32>, k: usize, params: &KMeansParams) -> Result<KMeans> {
+    let n = x.nrows();
+    if n == 0 {
+        return Err(Error::Empty("k-means input"));
+    }
+    if k == 0 || k > n {
+        return Err(Error::TooManyClusters { k, n });
+    }
+    if params.restarts == 0 {
+        return Err(Error::ZeroParameter {
+            name: "kmeans_restarts",
+        });
+    }
+    if params.max_iter == 0 {
+        return Err(Error::ZeroParameter {
+            name: "kmeans_max_iter",
+        });
+    }
+    check_finite(x, "k-means input")?;
+    let x = x.as_standard_layout();
+    let x_norms: Array1<f32> = x.outer_iter().map(|r| r.dot(&r)).collect();
+    let mut best: Option<KMeans> = None;
+    for run in 0..params.restarts {
+        let mut rng = ChaCha8Rng::seed_from_u64(params.seed.wrapping_add(run as u64));
+        let init = kmeans_plus_plus(x.view(), k, &mut rng);
+        let result = lloyd(x.view(), x_norms.view(), init, params.max_iter);
+        if best.as_ref().is_none_or(|b| result.inertia < b.inertia) {
+            best = Some(result);
+        }
+    }
+    best.ok_or(Error::ZeroParameter {
+        name: "kmeans_restarts",
+    })
+}
+
+pub(crate) fn check_finite(x: ArrayView2<'_, f32>, matrix: &'static str) -> Result<()> {
+    for (row, r) in x.outer_iter().enumerate() {
+        if let Some(col) = r.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { matrix, row, col });
+        }
+    }
+    Ok(())
+}
+
+fn sq_dist(a: ndarray::ArrayView1<'_, f32>, b: ndarray::ArrayView1<'_, f32>) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&p, &q)| {
+            let d = f64::from(p) - f64::from(q);
+            d * d
+        })
+        .sum()
+}
+
+/// k-means++: the first centre uniformly, each next one with probability ∝ D(x)², the squared
+/// distance to the nearest centre chosen so far.
+fn kmeans_plus_plus(
+    x: ArrayView2<'_, f32>,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> Array2<f32> {
+    let (n, d) = x.dim();
+    let mut centroids = Array2::<f32>::zeros((k, d));
+    let first = rng.random_range(0..n);
+    centroids.row_mut(0).assign(&x.row(first));
+    let mut d2: Vec<f64> = x
+        .outer_iter()
+        .into_par_iter()
+        .map(|r| sq_dist(r, x.row(first)))
+        .collect();
+    for c in 1..k {
+        let total: f64 = d2.iter().sum();
+        let chosen = if total > 0.0 {
+            let target = rng.random::<f64>() * total;
+            let mut acc = 0.0;
+            let mut chosen = n - 1;
+            for (i, &w) in d2.iter().enumerate() {
+                acc += w;
+                if acc > target && w > 0.0 {
+                    chosen = i;
+                    break;
+                }
+            }
+            // Rounding can leave `chosen` on a point at distance 0; step back to a positive one.
+            if d2[chosen] == 0.0 {
+                chosen = d2.iter().rposition(|&w| w > 0.0).unwrap_or(chosen);
+            }
+            chosen
+        } else {
+            // Every point coincides with a centre already (fewer than k distinct points).
+            rng.random_range(0..n)
+        };
+        centroids.row_mut(c).assign(&x.row(chosen));
+        let centre = x.row(chosen);
+        d2.par_iter_mut()
+            .zip(x.outer_iter().into_par_iter())
+            .for_each(|(w, r)| *w = w.min(sq_dist(r, centre)));
+    }
+    centroids
+}
+
+/// Nearest centroid (and its squared distance) of every point, in GEMM form.
+fn assign(
+    x: ArrayView2<'_, f32>,
+    x_norms: ndarray::ArrayView1<'_, f32>,
+    centroids: ArrayView2<'_, f32>,
+    out: &mut [u32],
+    out_d2: &mut [f32],
+) {
+    let c_norms: Array1<f32> = centroids.outer_iter().map(|r| r.dot(&r)).collect();
+    let ct = centroids.t();
+    out.par_chunks_mut(ROW_BLOCK)
+        .zip(out_d2.par_chunks_mut(ROW_BLOCK))
+        .enumerate()
+        .for_each(|(b, (ass, dd))| {
+            let start = b * ROW_BLOCK;
+            let block = x.slice(s![start..start + ass.len(), ..]);
+            let dots = block.dot(&ct);
+            for (i, row) in dots.outer_iter().enumerate() {
+                let xn = x_norms[start + i];
+                let mut best = 0usize;
+                let mut best_d = f32::INFINITY;
+                for (j, &dot) in row.iter().enumerate() {
+                    let dist = (xn - 2.0 * dot + c_norms[j]).max(0.0);
+                    if dist < best_d {
+                        best_d = dist;
+                        best = j;
+                    }
+                }
+                ass[i] = best as u32;
+                dd[i] = best_d;
+            }
+        });
+}
+
+fn lloyd(
+    x: ArrayView2<'_, f32>,
+    x_norms: ndarray::ArrayView1<'_, f32>,
+    mut centroids: Array2<f32>,
+    max_iter: usize,
+) -> KMeans {
+    let (n, d) = x.dim();
+    let k = centroids.nrows();
+    let mut assignments = vec![u32::MAX; n];
+    let mut next = vec![0u32; n];
+    let mut d2 = vec![0f32; n];
+    let mut n_iter = 0;
+    for _ in 0..max_iter {
+        assign(x, x_norms, centroids.view(), &mut next, &mut d2);
+        n_iter += 1;
+        if next == assignments {
+            break;
+        }
+        std::mem::swap(&mut assignments, &mut next);
+        // Centroid update: f64 sums, folded per thread, then reduced.
+        let (sums, counts) = x
+            .axis_chunks_iter(Axis(0), ROW_BLOCK)
+            .into_par_iter()
+            .enumerate()
+            .fold(
+                || (vec![0f64; k * d], vec![0usize; k]),
+                |(mut sums, mut counts), (b, block)| {
+                    for (i, row) in block.outer_iter().enumerate() {
+                        let c = assignments[b * ROW_BLOCK + i] as usize;
+                        counts[c] += 1;
+                        for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
+                            *s += f64::from(v);
+                        }
+                    }
+                    (sums, counts)
+                },
+            )
+            .reduce(
+                || (vec![0f64; k * d], vec![0usize; k]),
+                |(mut sa, mut ca), (sb, cb)| {
+                    sa.iter_mut().zip(&sb).for_each(|(a, b)| *a += b);
+                    ca.iter_mut().zip(&cb).for_each(|(a, b)| *a += b);
+                    (sa, ca)
+                },
+            );
+        // Empty clusters move onto the points worst served by their centroid.
+        let mut far: Vec<usize> = Vec::new();
+        if counts.contains(&0) {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| d2[b].total_cmp(&d2[a]).then(a.cmp(&b)));
+            far = order;
+        }
+        let mut far_iter = far.into_iter();
+        for c in 0..k {
+            let mut row = centroids.row_mut(c);
+            if counts[c] == 0 {
+                if let Some(p) = far_iter.next() {
+                    row.assign(&x.row(p));
+                }
+            } else {
+                let inv = 1.0 / counts[c] as f64;
+                for (dst, &s) in row.iter_mut().zip(&sums[c * d..(c + 1) * d]) {
+                    *dst = (s * inv) as f32;
+                }
+            }
+        }
+    }
+    // Final assignment to the final centroids, and its exact inertia.
+    assign(x, x_norms, centroids.view(), &mut next, &mut d2);
+    let inertia = x
+        .outer_iter()
+        .into_par_iter()
+        .zip(next.par_iter())
+        .map(|(r, &c)| sq_dist(r, centroids.row(c as usize)))
+        .sum();
+    KMeans {
+        assignments: next,
+        centroids,
+        inertia,
+        n_iter,
+    }
+}
+
+fn entropy(counts: &[u64], n: f64) -> f64 {
+    if counts.len() <= 1 {
+        return 0.0;
+    }
+    let ln_n = n.ln();
+    -counts
+        .iter()
+        .map(|&c| {
+            let c = c as f64;
+            c / n * (c.ln() - ln_n)
+        })
+        .sum::<f64>()
+}
+
+/// Mutual information from a contingency table given as `(i, j, n_ij)` triples.
+fn mutual_info_cells(a: &[u64], b: &[u64], cells: &[(usize, usize, u64)], n: f64) -> f64 {
+    if a.len() == 1 || b.len() == 1 {
+        return 0.0;
+    }
+    let ln_n = n.ln();
+    let mi: f64 = cells
+        .iter()
+        .map(|&(i, j, nij)| {
+            let nij = nij as f64;
+            let p = nij / n;
+            let outer = (a[i] as f64) * (b[j] as f64);
+            let v = p * (nij.ln() - ln_n) + p * (-outer.ln() + 2.0 * ln_n);
+            if v.abs() < f64::EPSILON { 0.0 } else { v }
+        })
+        .sum();
+    mi.max(0.0)
+}
+
+struct Table {
+    a: Vec<u64>,
+    b: Vec<u64>,
+    cells: Vec<(usize, usize, u64)>,
+    n: f64,
+}
+
+fn table(labels_true: &[u32], labels_pred: &[u32]) -> Result<Table> {
+    if labels_true.len() != labels_pred.len() {
+        return Err(Error::ClusteringLengths {
+            n_true: labels_true.len(),
+            n_pred: labels_pred.len(),
+        });
+    }
+    let mut rows: HashMap<u32, usize> = HashMap::new();
+    let mut cols: HashMap<u32, usize> = HashMap::new();
+    let mut cells: HashMap<(usize, usize), u64> = HashMap::new();
+    let mut a: Vec<u64> = Vec::new();
+    let mut b: Vec<u64> = Vec::new();
+    for (&t, &p) in labels_true.iter().zip(labels_pred) {
+        let next = rows.len();
+        let i = *rows.entry(t).or_insert(next);
+        if i == a.len() {
+            a.push(0);
+        }
+        a[i] += 1;
+        let next = cols.len();
+        let j = *cols.entry(p).or_insert(next);
+        if j == b.len() {
+            b.push(0);
+        }
+        b[j] += 1;
+        *cells.entry((i, j)).or_insert(0) += 1;
+    }
+    let mut cells: Vec<(usize, usize, u64)> =
+        cells.into_iter().map(|((i, j), c)| (i, j, c)).collect();
+    // A fixed order makes the f64 sums reproducible run to run.
+    cells.sort_unstable();
+    Ok(Table {
+        a,
+        b,
+        cells,
+        n: labels_true.len() as f64,
+    })
+}
+
+/// Normalised mutual information `MI / mean(H(true), H(pred))` (natural logarithms, arithmetic
+/// mean), with scikit-learn's conventions: 1 when both labelings have a single class (or are
+/// empty), 0 when the mutual information is 0.
+///
+/// This is `sklearn.metrics.normalized_mutual_info_score` with its default
+/// `average_method="arithmetic"`, the function pytorch-metric-learning's `AccuracyCalculator`
+/// calls.
+pub fn normalized_mutual_info(labels_true: &[u32], labels_pred: &[u32]) -> Result<f64> {
+    let t = table(labels_true, labels_pred)?;
+    if t.a.len() == t.b.len() && t.a.len() <= 1 {
+        return Ok(1.0);
+    }
+    let mi = mutual_info_cells(&t.a, &t.b, &t.cells, t.n);
+    if mi == 0.0 {
+        return Ok(0.0);
+    }
+    let normaliser = 0.5 * (entropy(&t.a, t.n) + entropy(&t.b, t.n));
+    Ok(mi / normaliser)
+}
+
+/// Adjusted mutual information `(MI − E[MI]) / (mean(H(true), H(pred)) − E[MI])` (Vinh et al.
+/// 2010), with scikit-learn's conventions and arithmetic mean: 1 when both labelings have a
+/// single class, 0 when exactly one of them does.
+///
+/// The expected mutual information under the hypergeometric model costs
+/// `O(Σ_ij min(a_i, b_j))`; it runs in parallel over the classes.
+pub fn adjusted_mutual_info(labels_true: &[u32], labels_pred: &[u32]) -> Result<f64> {
+    let t = table(labels_true, labels_pred)?;
+    if t.a.len() == t.b.len() && t.a.len() <= 1 {
+        return Ok(1.0);
+    }
+    if t.a.len() == 1 || t.b.len() == 1 {
+        return Ok(0.0);
+    }
+    let mi = mutual_info_cells(&t.a, &t.b, &t.cells, t.n);
+    let emi = expected_mutual_info(&t.a, &t.b, labels_true.len());
+    let normaliser = 0.5 * (entropy(&t.a, t.n) + entropy(&t.b, t.n));
+    let keep_sign = |v: f64| {
+        if v < 0.0 {
+            v.min(-f64::EPSILON)
+        } else {
+            v.max(f64::EPSILON)
+        }
+    };
+    Ok(keep_sign(mi - emi) / keep_sign(normaliser - emi))
+}
+
+/// `E[MI]` of two labelings with marginals `a` and `b` under the hypergeometric model.
+fn expected_mutual_info(a: &[u64], b: &[u64], n: usize) -> f64 {
+    // ln(m!) for m in 0..=n: a running sum of logarithms (exact integers, f64 accumulation).
+    let mut ln_fact = vec![0f64; n + 1];
+    for m in 1..=n {
+        ln_fact[m] = ln_fact[m - 1] + (m as f64).ln();
+    }
+    let nf = n as f64;
+    let ln_n = nf.ln();
+    let n = n as u64;
+    a.par_iter()
+        .map(|&ai| {
+            let mut sum = 0.0;
+            for &bj in b {
+                let start = 1.max((ai + bj).saturating_sub(n));
+                let end = ai.min(bj);
+                let fixed = ln_fact[ai as usize]
+                    + ln_fact[bj as usize]
+                    + ln_fact[(n - ai) as usize]
+                    + ln_fact[(n - bj) as usize]
+                    - ln_fact[n as usize];
+                let ln_ab = (ai as f64).ln() + (bj as f64).ln();
+                for nij in start..=end {
+                    let term1 = nij as f64 / nf;
+                    let term2 = ln_n + (nij as f64).ln() - ln_ab;
+                    let gln = fixed
+                        - ln_fact[nij as usize]
+                        - ln_fact[(ai - nij) as usize]
+                        - ln_fact[(bj - nij) as usize]
+                        - ln_fact[(n + nij - ai - bj) as usize];
+                    sum += term1 * term2 * gln.exp();
+                }
+            }
+            sum
+        })
+        .sum()
+}

@@ -1,0 +1,157 @@
+//! Errors of dml-eval.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in dml-eval.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the k-NN / distance layer.
+    #[error(transparent)]
+    Kernels(#[from] dml_kernels::Error),
+    /// A set of embeddings with no rows.
+    #[error("{0} has no rows")]
+    Empty(&'static str),
+    /// Embeddings with no columns.
+    #[error("{0} has zero columns (embedding dimension 0)")]
+    ZeroDim(&'static str),
+    /// Embeddings and labels of different lengths.
+    #[error("{what} has {n_rows} rows but {n_labels} labels")]
+    LabelCount {
+        /// Which set (`"embeddings"`, `"query"`, `"reference"`).
+        what: &'static str,
+        /// Number of embedding rows.
+        n_rows: usize,
+        /// Number of labels.
+        n_labels: usize,
+    },
+    /// Query and reference embeddings of different dimensions.
+    #[error("query has {query_dim} columns but reference has {reference_dim}")]
+    DimensionMismatch {
+        /// Columns of the query set.
+        query_dim: usize,
+        /// Columns of the reference set.
+        reference_dim: usize,
+    },
+    /// A NaN or infinite embedding value.
+    #[error("non-finite value in {matrix} at row {row}, column {col}")]
+    NonFinite {
+        /// Which set.
+        matrix: &'static str,
+        /// Row of the first non-finite value.
+        row: usize,
+        /// Its column.
+        col: usize,
+    },
+    /// Leaving each query out needs at least two items.
+    #[error("leave-one-out evaluation needs at least 2 items, got {0}")]
+    TooFewItems(usize),
+    /// Not a single query has a same-class item among the references.
+    #[error(
+        "none of the {n_queries} queries has a same-class reference, so retrieval metrics are undefined"
+    )]
+    NoPositives {
+        /// Number of queries.
+        n_queries: usize,
+    },
+    /// `recall_at` contains 0.
+    #[error("recall_at contains k = 0; every k must be at least 1")]
+    ZeroRecallK,
+    /// `kmeans_restarts` or `kmeans_max_iter` is 0.
+    #[error("{name} must be at least 1, got 0")]
+    ZeroParameter {
+        /// The parameter's name.
+        name: &'static str,
+    },
+    /// k-means asked for more clusters than points.
+    #[error("k-means cannot make {k} clusters from {n} points")]
+    TooManyClusters {
+        /// Requested number of clusters.
+        k: usize,
+        /// Number of points.
+        n: usize,
+    },
+    /// Two label lists of different lengths given to a clustering score.
+    #[error("labels_true has {n_true} entries but labels_pred has {n_pred}")]
+    ClusteringLengths {
+        /// Length of `labels_true`.
+        n_true: usize,
+        /// Length of `labels_pred`.
+        n_pred: usize,
+    },
+    /// A file that could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file that is not a well-formed `.npy` file (bad magic, bad header, truncated data).
+    #[error("{} is not a valid .npy file: {reason}", path.display())]
+    NpyFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `.npy` file of a dtype that cannot be used here.
+    #[error("{} has dtype `{dtype}` but {expected} is needed", path.display())]
+    NpyDtype {
+        /// The file.
+        path: PathBuf,
+        /// The dtype descriptor found in the header (for example `<i4`).
+        dtype: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// A `.npy` array with the wrong number of dimensions.
+    #[error("{} holds a {ndim}-dimensional array of shape {shape:?} but a {expected}-dimensional one is needed", path.display())]
+    NpyNdim {
+        /// The file.
+        path: PathBuf,
+        /// Its number of dimensions.
+        ndim: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The number of dimensions needed.
+        expected: usize,
+    },
+    /// A NaN or infinite value in an embeddings file.
+    #[error("{} has a non-finite value ({value}) at row {row}, column {col}", path.display())]
+    NpyNonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Row of the first non-finite value.
+        row: usize,
+        /// Its column.
+        col: usize,
+        /// The value.
+        value: f64,
+    },
+    /// A label that does not fit a `u32` class id (negative or too large).
+    #[error("{} has label {value} at row {row}; labels must be between 0 and {}", path.display(), u32::MAX)]
+    NpyLabel {
+        /// The file.
+        path: PathBuf,
+        /// Row of the first invalid label.
+        row: usize,
+        /// The label.
+        value: i128,
+    },
+    /// Embeddings and labels files of different lengths.
+    #[error("{} has {n_rows} rows but {} has {n_labels} labels", embeddings.display(), labels.display())]
+    FileLengthMismatch {
+        /// The embeddings file.
+        embeddings: PathBuf,
+        /// Its number of rows.
+        n_rows: usize,
+        /// The labels file.
+        labels: PathBuf,
+        /// Its number of labels.
+        n_labels: usize,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
