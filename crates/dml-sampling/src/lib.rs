@@ -1,5 +1,57 @@
 //! PK batch sampling and mining strategies for deep metric learning, free of libtorch.
+//!
+//! A training step of deep metric learning draws a batch of `P` classes × `K` items
+//! ([`PkSampler`]), embeds it, computes the batch's pairwise distance matrix and lets a
+//! [`Miner`] choose the tuples the loss sees: pairs ([`Pairs`]) or triplets ([`Triplets`]), with
+//! optional weights, together a [`Tuples`]. Miners take a plain `ndarray` view of the matrix and
+//! the labels, so this crate works with any framework; the metric
+//! ([`dml_kernels::Metric`]) tells a miner whether small (distances) or large (similarities)
+//! means close.
+//!
+//! Miners: [`AllMiner`], [`UniformMiner`], [`HardNegativeMiner`], [`SemiHardMiner`],
+//! [`BatchHardMiner`], [`NPairsMiner`], [`LiftedStructuredMiner`], [`DistanceWeightedMiner`],
+//! [`MultiSimilarityMiner`]; each documents its paper, formula and pytorch-metric-learning
+//! equivalent. [`MinerConfig`] builds any of them from a config file.
+//!
+//! Most users reach this crate through the facade crate `dml` (`dml::sampling`).
+//!
+//! # Example
+//!
+//! ```
+//! use dml_kernels::Metric;
+//! use dml_sampling::{BatchHardMiner, Miner, Tuples};
+//! use ndarray::array;
+//! use rand::SeedableRng;
+//!
+//! # fn main() -> dml_sampling::Result<()> {
+//! // Four items of two classes on a line; Euclidean distances.
+//! let x = [0.0f32, 1.0, 3.0, 3.5];
+//! let labels = [0, 0, 1, 1];
+//! let dist = ndarray::Array2::from_shape_fn((4, 4), |(i, j)| (x[i] - x[j]).abs());
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let tuples = BatchHardMiner::default().mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?;
+//! let Tuples::Triplets(t) = tuples else { unreachable!() };
+//! // Item 1's hardest positive is item 0 and its hardest negative is item 2.
+//! assert_eq!((t.anchor[1], t.positive[1], t.negative[1]), (1, 0, 2));
+//! # let _ = array![[0.0f32]];
+//! # Ok(())
+//! # }
+//! ```
 
+#![warn(missing_docs)]
+
+mod error;
+mod miner;
+mod miners;
 mod tuples;
 
-pub use crate::tuples::{Pairs, Triplets, Tuples};
+pub use crate::{
+    error::{Error, Result},
+    miner::{Miner, MinerConfig, TupleKind},
+    miners::{
+        AllMiner, BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, HardNegativeSelect,
+        LiftedStructuredMiner, MultiSimilarityMiner, NPairsMiner, PairSelect, SemiHardFallback,
+        SemiHardMiner, SemiHardSelect, UniformMiner, unit_sphere_log_density,
+    },
+    tuples::{Pairs, Triplets, Tuples},
+};

@@ -42,3 +42,242 @@ pub enum Tuples {
     /// Triplets.
     Triplets(Triplets),
 }
+
+/// Converts a batch size into a `u32` index bound.
+///
+/// A batch whose indices do not fit in `u32` would need more than 2³² pairs to enumerate, so
+/// memory runs out long before this can fail; it still fails loudly rather than wrapping.
+pub(crate) fn index_bound(n: usize) -> u32 {
+    u32::try_from(n).expect("batch size exceeds u32::MAX")
+}
+
+/// The `i`-th weight, 1 when there are no weights (or too few).
+fn weight_at(weights: Option<&[f32]>, i: usize) -> f32 {
+    weights.and_then(|w| w.get(i)).copied().unwrap_or(1.0)
+}
+
+impl Pairs {
+    /// Every positive pair `(i, j)` with `labels[i] == labels[j]`, `i ≠ j`, and every negative
+    /// pair `(i, j)` with `labels[i] != labels[j]`, each in row-major order (by `i`, then `j`),
+    /// without weights.
+    ///
+    /// Both orders `(i, j)` and `(j, i)` appear, as in pytorch-metric-learning's
+    /// `get_all_pairs_indices`, which this matches index for index.
+    ///
+    /// # Panics
+    /// If `labels.len()` exceeds `u32::MAX` (the quadratic output could not be allocated anyway).
+    pub fn all(labels: &[u32]) -> Pairs {
+        let n = index_bound(labels.len());
+        let mut out = Pairs::default();
+        for i in 0..n {
+            let li = labels[i as usize];
+            for j in 0..n {
+                if labels[j as usize] == li {
+                    if i != j {
+                        out.pos_anchor.push(i);
+                        out.positive.push(j);
+                    }
+                } else {
+                    out.neg_anchor.push(i);
+                    out.negative.push(j);
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of positive pairs.
+    pub fn n_pos(&self) -> usize {
+        self.pos_anchor.len()
+    }
+
+    /// Number of negative pairs.
+    pub fn n_neg(&self) -> usize {
+        self.neg_anchor.len()
+    }
+
+    /// Total number of pairs, positive and negative.
+    pub fn len(&self) -> usize {
+        self.n_pos() + self.n_neg()
+    }
+
+    /// `true` when there is neither a positive nor a negative pair.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every `(positive pair, negative pair)` combination that shares its anchor, as triplets.
+    ///
+    /// This is pytorch-metric-learning's `convert_to_triplets` for a pair tuple: positive pair
+    /// `(a, p)` and negative pair `(a, n)` give the triplet `(a, p, n)`, ordered by positive pair
+    /// and then by negative pair. A triplet's weight is the product of its two pairs' weights,
+    /// a missing side counting as 1; the result has weights only when the pairs have some.
+    pub fn to_triplets(&self) -> Triplets {
+        // Group negative pairs by anchor (CSR layout) so the join is linear in its output.
+        let n_anchor = self
+            .neg_anchor
+            .iter()
+            .map(|&a| a as usize + 1)
+            .max()
+            .unwrap_or(0);
+        // Only the first `n_neg` entries are well formed if the vectors disagree in length.
+        let n_neg = self.neg_anchor.len().min(self.negative.len());
+        let mut offsets = vec![0usize; n_anchor + 1];
+        for &a in &self.neg_anchor[..n_neg] {
+            offsets[a as usize + 1] += 1;
+        }
+        for i in 0..n_anchor {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut by_anchor = vec![0usize; n_neg];
+        for (j, &a) in self.neg_anchor[..n_neg].iter().enumerate() {
+            by_anchor[fill[a as usize]] = j;
+            fill[a as usize] += 1;
+        }
+
+        let weighted = self.pos_weight.is_some() || self.neg_weight.is_some();
+        let mut out = Triplets::default();
+        let mut weights = Vec::new();
+        for (i, (&a, &p)) in self.pos_anchor.iter().zip(&self.positive).enumerate() {
+            let a_us = a as usize;
+            if a_us >= n_anchor {
+                continue;
+            }
+            let w_pos = weight_at(self.pos_weight.as_deref(), i);
+            for &j in &by_anchor[offsets[a_us]..offsets[a_us + 1]] {
+                out.anchor.push(a);
+                out.positive.push(p);
+                out.negative.push(self.negative[j]);
+                if weighted {
+                    weights.push(w_pos * weight_at(self.neg_weight.as_deref(), j));
+                }
+            }
+        }
+        if weighted {
+            out.weight = Some(weights);
+        }
+        out
+    }
+}
+
+impl Triplets {
+    /// Every triplet `(a, p, n)` with `labels[a] == labels[p]`, `a ≠ p` and
+    /// `labels[a] != labels[n]`, ordered by anchor, then positive, then negative, without
+    /// weights.
+    ///
+    /// This matches pytorch-metric-learning's `get_all_triplets_indices` index for index.
+    ///
+    /// # Panics
+    /// If `labels.len()` exceeds `u32::MAX` (the cubic output could not be allocated anyway).
+    pub fn all(labels: &[u32]) -> Triplets {
+        let n = index_bound(labels.len());
+        let mut out = Triplets::default();
+        let mut pos = Vec::new();
+        let mut neg = Vec::new();
+        for a in 0..n {
+            let la = labels[a as usize];
+            pos.clear();
+            neg.clear();
+            for j in 0..n {
+                if labels[j as usize] == la {
+                    if j != a {
+                        pos.push(j);
+                    }
+                } else {
+                    neg.push(j);
+                }
+            }
+            for &p in &pos {
+                out.anchor.extend(std::iter::repeat_n(a, neg.len()));
+                out.positive.extend(std::iter::repeat_n(p, neg.len()));
+                out.negative.extend_from_slice(&neg);
+            }
+        }
+        out
+    }
+
+    /// Number of triplets.
+    pub fn len(&self) -> usize {
+        self.anchor.len()
+    }
+
+    /// `true` when there is no triplet.
+    pub fn is_empty(&self) -> bool {
+        self.anchor.is_empty()
+    }
+
+    /// The triplets as pairs: `(a, p)` positive and `(a, n)` negative for each triplet, in
+    /// triplet order, duplicates kept.
+    ///
+    /// This is pytorch-metric-learning's `convert_to_pairs` for a triplet tuple. Each pair
+    /// carries its triplet's weight.
+    pub fn to_pairs(&self) -> Pairs {
+        Pairs {
+            pos_anchor: self.anchor.clone(),
+            positive: self.positive.clone(),
+            neg_anchor: self.anchor.clone(),
+            negative: self.negative.clone(),
+            pos_weight: self.weight.clone(),
+            neg_weight: self.weight.clone(),
+        }
+    }
+}
+
+impl Tuples {
+    /// Number of tuples: pairs (positive plus negative) or triplets.
+    pub fn len(&self) -> usize {
+        match self {
+            Tuples::Pairs(p) => p.len(),
+            Tuples::Triplets(t) => t.len(),
+        }
+    }
+
+    /// `true` when there is no tuple.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tuples as pairs (see [`Triplets::to_pairs`]); pairs are returned as they are.
+    pub fn to_pairs(&self) -> Pairs {
+        match self {
+            Tuples::Pairs(p) => p.clone(),
+            Tuples::Triplets(t) => t.to_pairs(),
+        }
+    }
+
+    /// The tuples as triplets (see [`Pairs::to_triplets`]); triplets are returned as they are.
+    pub fn to_triplets(&self) -> Triplets {
+        match self {
+            Tuples::Pairs(p) => p.to_triplets(),
+            Tuples::Triplets(t) => t.clone(),
+        }
+    }
+
+    /// Checks that every index is below `n` (the batch size), so that a loss can index with
+    /// them safely.
+    pub fn check_indices(&self, n: usize) -> crate::Result<()> {
+        let vecs: Vec<&[u32]> = match self {
+            Tuples::Pairs(p) => vec![&p.pos_anchor, &p.positive, &p.neg_anchor, &p.negative],
+            Tuples::Triplets(t) => vec![&t.anchor, &t.positive, &t.negative],
+        };
+        for v in vecs {
+            if let Some(&index) = v.iter().find(|&&i| i as usize >= n) {
+                return Err(crate::Error::IndexOutOfRange { index, n });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<Pairs> for Tuples {
+    fn from(p: Pairs) -> Self {
+        Tuples::Pairs(p)
+    }
+}
+
+impl From<Triplets> for Tuples {
+    fn from(t: Triplets) -> Self {
+        Tuples::Triplets(t)
+    }
+}

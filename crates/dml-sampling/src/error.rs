@@ -1,0 +1,106 @@
+//! The one error type of dml-sampling.
+
+/// Everything that can go wrong when sampling batches or mining tuples.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The distance matrix is not `n × n` for `n` labels.
+    #[error("distance matrix is {rows}×{cols} but there are {n_labels} labels")]
+    DistanceShape {
+        /// Rows of the matrix.
+        rows: usize,
+        /// Columns of the matrix.
+        cols: usize,
+        /// Number of labels.
+        n_labels: usize,
+    },
+    /// A batch is too large for `u32` indices.
+    #[error("batch of {n} items is too large for u32 indices")]
+    BatchTooLarge {
+        /// Batch size.
+        n: usize,
+    },
+    /// `p · k < 2`: a batch needs at least two items to hold any pair.
+    #[error("p·k must be at least 2, got p = {p}, k = {k}")]
+    BatchTooSmall {
+        /// Classes per batch.
+        p: usize,
+        /// Items per class.
+        k: usize,
+    },
+    /// `p` exceeds the number of classes that can serve a batch.
+    #[error(
+        "p = {p} classes per batch but only {n_classes} classes have at least {min_items} items"
+    )]
+    TooFewClasses {
+        /// Classes per batch asked for.
+        p: usize,
+        /// Classes that can serve.
+        n_classes: usize,
+        /// Items a class needs to serve.
+        min_items: usize,
+    },
+    /// A margin must be finite and positive.
+    #[error("margin must be finite and positive, got {margin}")]
+    InvalidMargin {
+        /// The offending margin.
+        margin: f32,
+    },
+    /// The multi-similarity epsilon must be finite and non-negative.
+    #[error("epsilon must be finite and non-negative, got {epsilon}")]
+    InvalidEpsilon {
+        /// The offending epsilon.
+        epsilon: f32,
+    },
+    /// Distance-weighted cut-offs must satisfy `0 ≤ cutoff < nonzero_loss_cutoff`.
+    #[error(
+        "cut-offs must be finite with 0 <= cutoff < nonzero_loss_cutoff, got cutoff = {cutoff}, nonzero_loss_cutoff = {nonzero_loss_cutoff}"
+    )]
+    InvalidCutoffs {
+        /// Lower distance clip.
+        cutoff: f32,
+        /// Upper distance beyond which negatives are left out.
+        nonzero_loss_cutoff: f32,
+    },
+    /// The embedding dimension of the unit sphere must be at least 2.
+    #[error("embedding dimension must be at least 2, got {dim}")]
+    InvalidEmbeddingDim {
+        /// The offending dimension.
+        dim: usize,
+    },
+    /// The distance-weighted weight cap λ must be finite and positive.
+    #[error("max_weight must be finite and positive, got {max_weight}")]
+    InvalidMaxWeight {
+        /// The offending cap.
+        max_weight: f64,
+    },
+    /// A count parameter that must be at least 1 is 0.
+    #[error("{name} must be at least 1")]
+    ZeroCount {
+        /// The parameter's name.
+        name: &'static str,
+    },
+    /// A histogram needs at least one bin and a finite range `lo < hi`.
+    #[error(
+        "histogram needs bins >= 1 and finite lo < hi, got bins = {bins}, range = [{lo}, {hi}]"
+    )]
+    InvalidHistogram {
+        /// Number of bins.
+        bins: usize,
+        /// Lower edge.
+        lo: f32,
+        /// Upper edge.
+        hi: f32,
+    },
+    /// A tuple index is outside the batch.
+    #[error("tuple index {index} is out of range for a batch of {n}")]
+    IndexOutOfRange {
+        /// The offending index.
+        index: u32,
+        /// Batch size.
+        n: usize,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

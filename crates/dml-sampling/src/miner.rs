@@ -1,0 +1,199 @@
+//! The [`Miner`] trait, its serde configuration [`MinerConfig`], and what every miner shares.
+
+use std::borrow::Cow;
+
+use dml_kernels::Metric;
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::miners::{
+    AllMiner, BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, LiftedStructuredMiner,
+    MultiSimilarityMiner, NPairsMiner, SemiHardMiner, UniformMiner,
+};
+use crate::{Error, Result, Tuples};
+
+/// Picks training tuples from a batch, given the batch's pairwise distance (or similarity)
+/// matrix and labels.
+///
+/// `dist` is the `n × n` matrix of `metric` between the batch's embeddings (as
+/// `dml_kernels::self_pairwise` returns it); `labels[i]` is the class of row `i`. Under a
+/// distance metric "hard" means small for negatives and large for positives; under a similarity
+/// ([`Metric::is_similarity`]) it is the other way round, and every miner honours that.
+///
+/// A batch without any valid tuple (a single class, only singleton classes, a single item)
+/// gives an empty [`Tuples`], never an error; errors are reserved for malformed input (a matrix
+/// whose shape does not match the labels) and invalid parameters.
+///
+/// Randomised miners draw only from `rng`, so a seeded RNG gives the same tuples on every run.
+pub trait Miner: std::fmt::Debug + Send + Sync {
+    /// Mines tuples from the batch.
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples>;
+
+    /// The miner's configuration name (the `kind` in [`MinerConfig`]).
+    fn name(&self) -> &'static str;
+}
+
+/// Which tuple form the [`AllMiner`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TupleKind {
+    /// Every positive and every negative pair ([`crate::Pairs::all`]).
+    Pairs,
+    /// Every valid triplet ([`crate::Triplets::all`]).
+    #[default]
+    Triplets,
+}
+
+/// A miner and its parameters, as written in a config file.
+///
+/// Tagged by `kind`; unknown keys are rejected. Parameters left out take the defaults given on
+/// each miner's fields. In TOML:
+///
+/// ```toml
+/// [miner]
+/// kind = "semi_hard"
+/// margin = 0.2
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MinerConfig {
+    /// [`AllMiner`]: every pair or every triplet.
+    All(AllMiner),
+    /// [`UniformMiner`]: random negatives for each positive pair.
+    Uniform(UniformMiner),
+    /// [`HardNegativeMiner`]: the closest negative for each positive pair, or all hard triplets.
+    HardNegative(HardNegativeMiner),
+    /// [`SemiHardMiner`]: negatives farther than the positive but within the margin.
+    SemiHard(SemiHardMiner),
+    /// [`BatchHardMiner`]: hardest positive and hardest negative per anchor.
+    BatchHard(BatchHardMiner),
+    /// [`NPairsMiner`]: one positive per class, other classes' positives as negatives.
+    NPairs(NPairsMiner),
+    /// [`LiftedStructuredMiner`]: every positive pair with the negatives of both ends.
+    LiftedStructured(LiftedStructuredMiner),
+    /// [`DistanceWeightedMiner`]: negatives drawn against the unit-sphere distance density.
+    DistanceWeighted(DistanceWeightedMiner),
+    /// [`MultiSimilarityMiner`]: pairs kept by the multi-similarity epsilon rule.
+    MultiSimilarity(MultiSimilarityMiner),
+}
+
+impl MinerConfig {
+    /// Validates the parameters and returns the miner.
+    pub fn build(&self) -> Result<Box<dyn Miner>> {
+        Ok(match self {
+            MinerConfig::All(m) => Box::new(m.clone()),
+            MinerConfig::Uniform(m) => {
+                m.validate()?;
+                Box::new(m.clone())
+            }
+            MinerConfig::HardNegative(m) => Box::new(m.clone()),
+            MinerConfig::SemiHard(m) => {
+                m.validate()?;
+                Box::new(m.clone())
+            }
+            MinerConfig::BatchHard(m) => Box::new(m.clone()),
+            MinerConfig::NPairs(m) => Box::new(m.clone()),
+            MinerConfig::LiftedStructured(m) => Box::new(m.clone()),
+            MinerConfig::DistanceWeighted(m) => {
+                m.validate()?;
+                Box::new(m.clone())
+            }
+            MinerConfig::MultiSimilarity(m) => {
+                m.validate()?;
+                Box::new(m.clone())
+            }
+        })
+    }
+
+    /// The `kind` string of this configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MinerConfig::All(_) => "all",
+            MinerConfig::Uniform(_) => "uniform",
+            MinerConfig::HardNegative(_) => "hard_negative",
+            MinerConfig::SemiHard(_) => "semi_hard",
+            MinerConfig::BatchHard(_) => "batch_hard",
+            MinerConfig::NPairs(_) => "n_pairs",
+            MinerConfig::LiftedStructured(_) => "lifted_structured",
+            MinerConfig::DistanceWeighted(_) => "distance_weighted",
+            MinerConfig::MultiSimilarity(_) => "multi_similarity",
+        }
+    }
+}
+
+/// A validated batch: the matrix as one row-major slice, checked against the labels, and the sign that turns
+/// the metric's values into dissimilarities (`v = sign · x`, smaller is closer).
+pub(crate) struct Batch<'d, 'l> {
+    data: Cow<'d, [f32]>,
+    _labels: std::marker::PhantomData<&'l [u32]>,
+    pub(crate) n: usize,
+    sign: f32,
+}
+
+impl<'d, 'l> Batch<'d, 'l> {
+    /// Checks the shape and borrows (or, for a non-contiguous view, copies) the matrix.
+    pub(crate) fn new(
+        dist: ArrayView2<'d, f32>,
+        metric: Metric,
+        labels: &'l [u32],
+    ) -> Result<Batch<'d, 'l>> {
+        let (rows, cols) = dist.dim();
+        let n = labels.len();
+        if rows != n || cols != n {
+            return Err(Error::DistanceShape {
+                rows,
+                cols,
+                n_labels: n,
+            });
+        }
+        if u32::try_from(n).is_err() {
+            return Err(Error::BatchTooLarge { n });
+        }
+        let data = match dist.to_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(dist.iter().copied().collect()),
+        };
+        let sign = if metric.is_similarity() { -1.0 } else { 1.0 };
+        Ok(Batch {
+            data,
+            _labels: std::marker::PhantomData,
+            n,
+            sign,
+        })
+    }
+
+    /// Row `i` of the matrix in the metric's own values.
+    #[inline]
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.n..(i + 1) * self.n]
+    }
+
+    /// The dissimilarity of a raw value: the value for distances, its negation for similarities.
+    #[inline]
+    pub(crate) fn dis(&self, x: f32) -> f32 {
+        self.sign * x
+    }
+
+    /// Runs `f` for every anchor and concatenates the per-anchor outputs in anchor order, in
+    /// parallel for large batches. The output does not depend on the number of threads.
+    pub(crate) fn per_anchor<T, F>(&self, f: F) -> Vec<T>
+    where
+        T: Send,
+        F: Fn(usize) -> T + Sync + Send,
+    {
+        // Below this many matrix entries the rayon hand-off costs more than it saves.
+        const PAR_MIN_ENTRIES: usize = 64 * 64;
+        if self.n * self.n >= PAR_MIN_ENTRIES {
+            (0..self.n).into_par_iter().map(f).collect()
+        } else {
+            (0..self.n).map(f).collect()
+        }
+    }
+}

@@ -1,0 +1,221 @@
+use dml_kernels::Metric;
+use ndarray::ArrayView2;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{AnchorRngs, concat_triplets, split_row};
+use crate::miner::Batch;
+use crate::{Error, Miner, Result, Triplets, Tuples};
+
+/// `ln q(d)`: the log density of the distance `d` between two points drawn independently and
+/// uniformly on the unit sphere `S^{dim−1}` of `R^dim`.
+///
+/// ```text
+/// q(d) = Γ(n/2) / (√π · Γ((n−1)/2)) · d^(n−2) · (1 − d²/4)^((n−3)/2),    0 < d < 2, n = dim
+/// ```
+///
+/// (Wu et al., *Sampling Matters in Deep Embedding Learning*, ICCV 2017, § 4, with the
+/// normalising constant, which follows from the density `∝ (1 − t²)^((n−3)/2)` of the cosine
+/// `t = 1 − d²/2`.) Everything is computed in log space, so `dim = 512` or more is fine. Returns
+/// `-inf` outside `(0, 2)` (and at the ends, where the density vanishes for `n > 3`), and NaN for
+/// `dim < 2` or a NaN `d`.
+pub fn unit_sphere_log_density(d: f64, dim: usize) -> f64 {
+    if dim < 2 || d.is_nan() {
+        return f64::NAN;
+    }
+    if !(d > 0.0 && d < 2.0) {
+        return f64::NEG_INFINITY;
+    }
+    let n = dim as f64;
+    let log_norm = ln_gamma(n / 2.0) - 0.5 * std::f64::consts::PI.ln() - ln_gamma((n - 1.0) / 2.0);
+    log_norm + (n - 2.0) * d.ln() + 0.5 * (n - 3.0) * (-0.25 * d * d).ln_1p()
+}
+
+/// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, 9 terms; relative error below 1e-13 here).
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection: Γ(x) Γ(1 − x) = π / sin(πx).
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + G + 0.5;
+    for (i, &c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Distance-weighted negative sampling.
+///
+/// Wu, Manmatha, Smola and Krähenbühl, *Sampling Matters in Deep Embedding Learning* (ICCV 2017),
+/// § 4: for every positive pair `(a, p)` one negative `n` of `a` is drawn with probability
+///
+/// ```text
+/// P(n | a) ∝ min(λ, q(max(d_an, cutoff))⁻¹)   if d_an < nonzero_loss_cutoff,   0 otherwise
+/// ```
+///
+/// where `q` is the density of pairwise distances on the unit sphere in `embedding_dim`
+/// dimensions ([`unit_sphere_log_density`]). Clipping the distance below at `cutoff` (0.5)
+/// bounds the weights of near-duplicate negatives; negatives at or beyond `nonzero_loss_cutoff`
+/// (1.4, the margin-loss boundary `β + α`) would give zero loss and are left out. Weights are
+/// formed and normalised per anchor in log space, so `embedding_dim = 512` does not overflow.
+/// Anchors all of whose negatives lie beyond the cut-off keep no triplet.
+///
+/// The distances must be Euclidean distances between L2-normalised embeddings: a
+/// [`Metric::Euclidean`] matrix is used as it is, a [`Metric::SquaredEuclidean`] one through its
+/// square root, and a [`Metric::Cosine`] or [`Metric::Dot`] similarity `s` (of unit vectors)
+/// through `d = sqrt(max(0, 2 − 2s))`.
+///
+/// Differences from pytorch-metric-learning's `DistanceWeightedMiner(cutoff, nonzero_loss_cutoff)`:
+/// pml draws for each anchor as many random positives (with replacement) as its class has
+/// members, while here every positive pair is used exactly once; pml normalises the weights by
+/// one global maximum, so in high dimension whole anchors can underflow to zero weight and be
+/// dropped, while here each anchor is normalised on its own; pml has no cap λ (`max_weight =
+/// None` here, the default, is the same); pml requires its own normalised `LpDistance`.
+/// Wu et al.'s reference implementation (mxnet) matches pml in all three respects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistanceWeightedMiner {
+    /// Dimension `n` of the embedding space (the sphere is `S^{n−1}`). Required in configs;
+    /// default 128 otherwise.
+    pub embedding_dim: usize,
+    /// Lower clip of the distance, in `[0, nonzero_loss_cutoff)`. Default: 0.5.
+    pub cutoff: f32,
+    /// Negatives at this distance or farther are never drawn. Default: 1.4.
+    pub nonzero_loss_cutoff: f32,
+    /// The cap λ on the inverse density `q(d)⁻¹` (an absolute value: `q` is normalised).
+    /// Default: none.
+    pub max_weight: Option<f64>,
+}
+
+impl Default for DistanceWeightedMiner {
+    fn default() -> Self {
+        DistanceWeightedMiner {
+            embedding_dim: 128,
+            cutoff: 0.5,
+            nonzero_loss_cutoff: 1.4,
+            max_weight: None,
+        }
+    }
+}
+
+impl DistanceWeightedMiner {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<()> {
+        if self.embedding_dim < 2 {
+            return Err(Error::InvalidEmbeddingDim {
+                dim: self.embedding_dim,
+            });
+        }
+        let (c, z) = (self.cutoff, self.nonzero_loss_cutoff);
+        if !(c.is_finite() && z.is_finite() && c >= 0.0 && c < z) {
+            return Err(Error::InvalidCutoffs {
+                cutoff: c,
+                nonzero_loss_cutoff: z,
+            });
+        }
+        if let Some(l) = self.max_weight {
+            if !(l.is_finite() && l > 0.0) {
+                return Err(Error::InvalidMaxWeight { max_weight: l });
+            }
+        }
+        Ok(())
+    }
+
+    /// The unnormalised log weight `ln min(λ, q(max(d, cutoff))⁻¹)` of a negative at unit-sphere
+    /// distance `d`; `None` when the negative is never drawn (beyond the cut-off, or a weight
+    /// that is not finite).
+    pub fn log_weight(&self, d: f64) -> Option<f64> {
+        if d.is_nan() || d >= f64::from(self.nonzero_loss_cutoff) {
+            return None;
+        }
+        let d = d.max(f64::from(self.cutoff));
+        let mut lw = -unit_sphere_log_density(d, self.embedding_dim);
+        if let Some(l) = self.max_weight {
+            lw = lw.min(l.ln());
+        }
+        lw.is_finite().then_some(lw)
+    }
+}
+
+/// The Euclidean distance on the unit sphere that a metric value stands for.
+fn sphere_distance(metric: Metric, x: f32) -> f64 {
+    let x = f64::from(x);
+    match metric {
+        Metric::Euclidean => x,
+        Metric::SquaredEuclidean => x.max(0.0).sqrt(),
+        Metric::Cosine | Metric::Dot => (2.0 - 2.0 * x).max(0.0).sqrt(),
+    }
+}
+
+impl Miner for DistanceWeightedMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        self.validate()?;
+        let batch = Batch::new(dist, metric, labels)?;
+        let rngs = AnchorRngs::new(rng);
+        let parts = batch.per_anchor(|a| {
+            let (mut pos, mut neg) = (Vec::new(), Vec::new());
+            split_row(labels, a, &mut pos, &mut neg);
+            let mut t = Triplets::default();
+            if pos.is_empty() || neg.is_empty() {
+                return t;
+            }
+            let row = batch.row(a);
+            // Log weights of the drawable negatives, then a cumulative distribution after
+            // subtracting this anchor's maximum (so the largest weight is exactly 1).
+            let mut cand = Vec::with_capacity(neg.len());
+            let mut lw = Vec::with_capacity(neg.len());
+            for &n in &neg {
+                if let Some(w) = self.log_weight(sphere_distance(metric, row[n as usize])) {
+                    cand.push(n);
+                    lw.push(w);
+                }
+            }
+            if cand.is_empty() {
+                return t;
+            }
+            let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut cdf = Vec::with_capacity(lw.len());
+            let mut acc = 0.0;
+            for w in &lw {
+                acc += (w - max).exp();
+                cdf.push(acc);
+            }
+            let mut r = rngs.for_anchor(a);
+            for &p in &pos {
+                let u = r.random::<f64>() * acc;
+                // First index whose cumulative weight exceeds u; u < acc so it exists.
+                let k = cdf.partition_point(|&c| c <= u).min(cand.len() - 1);
+                t.anchor.push(a as u32);
+                t.positive.push(p);
+                t.negative.push(cand[k]);
+            }
+            t
+        });
+        Ok(concat_triplets(parts).into())
+    }
+
+    fn name(&self) -> &'static str {
+        "distance_weighted"
+    }
+}

@@ -1,0 +1,315 @@
+use dml_kernels::Metric;
+use ndarray::ArrayView2;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{AnchorRngs, concat_triplets, split_row};
+use crate::miner::Batch;
+use crate::{Error, Miner, Result, Triplets, Tuples};
+
+/// How the [`HardNegativeMiner`] picks negatives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HardNegativeSelect {
+    /// For each positive pair `(a, p)`, the single negative closest to `a` (ties: lower index).
+    #[default]
+    Hardest,
+    /// Every triplet whose negative is at least as close to the anchor as the positive.
+    AllHard,
+}
+
+/// Hard negatives: negatives closer to the anchor than they should be.
+///
+/// With [`HardNegativeSelect::Hardest`] (the default) each positive pair `(a, p)` gets the
+/// triplet `(a, p, n*)`, `n* = argmin_n d(a, n)` over the negatives of `a` (argmax of the
+/// similarity for cosine / dot): the "hardest negative" of Schroff et al., *FaceNet* (CVPR 2015),
+/// § 3.2, taken within the batch. pytorch-metric-learning equivalent:
+/// `BatchEasyHardMiner(pos_strategy="all", neg_strategy="hard")` followed by
+/// `convert_to_triplets`.
+///
+/// With [`HardNegativeSelect::AllHard`] every triplet with `d(a, n) ≤ d(a, p)`
+/// (`s(a, n) ≥ s(a, p)` for similarities) is returned, ordered by anchor, positive, negative:
+/// pytorch-metric-learning's `TripletMarginMiner(type_of_triplets="hard")` (any margin ≥ 0),
+/// the same set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HardNegativeMiner {
+    /// Hardest negative per positive pair, or all hard triplets. Default: hardest.
+    pub select: HardNegativeSelect,
+}
+
+impl Miner for HardNegativeMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        _rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        let batch = Batch::new(dist, metric, labels)?;
+        let select = self.select;
+        let parts = batch.per_anchor(|a| {
+            let (mut pos, mut neg) = (Vec::new(), Vec::new());
+            split_row(labels, a, &mut pos, &mut neg);
+            let mut t = Triplets::default();
+            if pos.is_empty() || neg.is_empty() {
+                return t;
+            }
+            let row = batch.row(a);
+            match select {
+                HardNegativeSelect::Hardest => {
+                    let n = argmin_by(&neg, |j| batch.dis(row[j as usize]));
+                    for &p in &pos {
+                        t.anchor.push(a as u32);
+                        t.positive.push(p);
+                        t.negative.push(n);
+                    }
+                }
+                HardNegativeSelect::AllHard => {
+                    for &p in &pos {
+                        let v_ap = batch.dis(row[p as usize]);
+                        for &n in &neg {
+                            if batch.dis(row[n as usize]) <= v_ap {
+                                t.anchor.push(a as u32);
+                                t.positive.push(p);
+                                t.negative.push(n);
+                            }
+                        }
+                    }
+                }
+            }
+            t
+        });
+        Ok(concat_triplets(parts).into())
+    }
+
+    fn name(&self) -> &'static str {
+        "hard_negative"
+    }
+}
+
+/// The candidate with the smallest key; ties go to the earlier (lower) index. NaN keys lose
+/// against every number. `cands` must not be empty.
+fn argmin_by(cands: &[u32], key: impl Fn(u32) -> f32) -> u32 {
+    let mut best = cands[0];
+    let mut best_v = key(best);
+    for &c in &cands[1..] {
+        let v = key(c);
+        if v < best_v || (best_v.is_nan() && !v.is_nan()) {
+            best = c;
+            best_v = v;
+        }
+    }
+    best
+}
+
+/// How the [`SemiHardMiner`] picks among the semi-hard negatives of a positive pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemiHardSelect {
+    /// One semi-hard negative drawn uniformly at random per positive pair.
+    #[default]
+    Random,
+    /// Every semi-hard negative (pytorch-metric-learning's `TripletMarginMiner` "semihard").
+    All,
+}
+
+/// What the [`SemiHardMiner`] does for a positive pair without semi-hard negatives
+/// (only used with [`SemiHardSelect::Random`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemiHardFallback {
+    /// Leave the pair out (as pytorch-metric-learning does).
+    #[default]
+    Skip,
+    /// Use the anchor's closest negative.
+    Hardest,
+    /// Use the anchor's farthest negative (TensorFlow Addons' `triplet_semihard_loss`).
+    Easiest,
+}
+
+/// Semi-hard negatives: farther from the anchor than the positive, but inside the margin.
+///
+/// Schroff et al., *FaceNet: A Unified Embedding for Face Recognition and Clustering*
+/// (CVPR 2015), eq. 4: for each positive pair `(a, p)` the negatives `n` with
+///
+/// ```text
+/// d(a, p) < d(a, n) ≤ d(a, p) + margin        (distances)
+/// s(a, p) − margin ≤ s(a, n) < s(a, p)        (similarities: cosine, dot)
+/// ```
+///
+/// The band's edges follow pytorch-metric-learning's `TripletMarginMiner(margin,
+/// type_of_triplets="semihard")`, which [`SemiHardSelect::All`] reproduces exactly (same set,
+/// ordered by anchor, positive, negative). FaceNet states the band on squared distances; pass a
+/// squared-Euclidean matrix to mine exactly that. [`SemiHardSelect::Random`] (the default)
+/// keeps one random semi-hard negative per pair, so that every positive pair weighs the same,
+/// and applies the [`SemiHardFallback`] when the band is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemiHardMiner {
+    /// Width of the band, in the metric's units. Default: 0.2.
+    pub margin: f32,
+    /// One random semi-hard negative per pair, or all of them. Default: random.
+    pub select: SemiHardSelect,
+    /// What to do for a pair without semi-hard negatives. Default: skip.
+    pub fallback: SemiHardFallback,
+}
+
+impl Default for SemiHardMiner {
+    fn default() -> Self {
+        SemiHardMiner {
+            margin: 0.2,
+            select: SemiHardSelect::Random,
+            fallback: SemiHardFallback::Skip,
+        }
+    }
+}
+
+impl SemiHardMiner {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.margin.is_finite() && self.margin > 0.0) {
+            return Err(Error::InvalidMargin {
+                margin: self.margin,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Miner for SemiHardMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        self.validate()?;
+        let batch = Batch::new(dist, metric, labels)?;
+        let rngs = AnchorRngs::new(rng);
+        let margin = self.margin;
+        let parts = batch.per_anchor(|a| {
+            let (mut pos, mut neg) = (Vec::new(), Vec::new());
+            split_row(labels, a, &mut pos, &mut neg);
+            let mut t = Triplets::default();
+            if pos.is_empty() || neg.is_empty() {
+                return t;
+            }
+            let row = batch.row(a);
+            // Negatives' dissimilarities, gathered once per anchor.
+            let v_neg: Vec<f32> = neg.iter().map(|&n| batch.dis(row[n as usize])).collect();
+            let mut r = rngs.for_anchor(a);
+            let mut band = Vec::new();
+            for &p in &pos {
+                let v_ap = batch.dis(row[p as usize]);
+                // `v_an - v_ap` is pml's triplet margin; the band is (0, margin].
+                let in_band = |v_an: f32| {
+                    let m = v_an - v_ap;
+                    m > 0.0 && m <= margin
+                };
+                match self.select {
+                    SemiHardSelect::All => {
+                        for (&n, &v) in neg.iter().zip(&v_neg) {
+                            if in_band(v) {
+                                t.anchor.push(a as u32);
+                                t.positive.push(p);
+                                t.negative.push(n);
+                            }
+                        }
+                    }
+                    SemiHardSelect::Random => {
+                        band.clear();
+                        band.extend(
+                            neg.iter()
+                                .zip(&v_neg)
+                                .filter(|&(_, &v)| in_band(v))
+                                .map(|(&n, _)| n),
+                        );
+                        let n = if band.is_empty() {
+                            match self.fallback {
+                                SemiHardFallback::Skip => continue,
+                                SemiHardFallback::Hardest => {
+                                    argmin_by(&neg, |j| batch.dis(row[j as usize]))
+                                }
+                                SemiHardFallback::Easiest => {
+                                    argmin_by(&neg, |j| -batch.dis(row[j as usize]))
+                                }
+                            }
+                        } else {
+                            band[r.random_range(0..band.len())]
+                        };
+                        t.anchor.push(a as u32);
+                        t.positive.push(p);
+                        t.negative.push(n);
+                    }
+                }
+            }
+            t
+        });
+        Ok(concat_triplets(parts).into())
+    }
+
+    fn name(&self) -> &'static str {
+        "semi_hard"
+    }
+}
+
+/// Batch-hard triplets: for each anchor, its hardest positive and its hardest negative.
+///
+/// Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person Re-Identification*
+/// (2017), eq. 5: for anchor `a`,
+///
+/// ```text
+/// p* = argmax_{p: y_p = y_a, p ≠ a} d(a, p)      n* = argmin_{n: y_n ≠ y_a} d(a, n)
+/// ```
+///
+/// (argmin / argmax swapped for similarities), one triplet `(a, p*, n*)` per anchor that has at
+/// least one positive and one negative, in anchor order; ties go to the lower index.
+/// pytorch-metric-learning equivalent: `BatchHardMiner`, the same triplets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchHardMiner {}
+
+impl Miner for BatchHardMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        _rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        let batch = Batch::new(dist, metric, labels)?;
+        // One fused pass per row: no index lists needed.
+        let picks = batch.per_anchor(|a| {
+            let row = batch.row(a);
+            let la = labels[a];
+            let (mut p_best, mut vp) = (u32::MAX, f32::NEG_INFINITY);
+            let (mut n_best, mut vn) = (u32::MAX, f32::INFINITY);
+            for (j, (&l, &x)) in labels.iter().zip(row).enumerate() {
+                let v = batch.dis(x);
+                if l == la {
+                    if j != a && (v > vp || p_best == u32::MAX) {
+                        p_best = j as u32;
+                        vp = v;
+                    }
+                } else if v < vn || n_best == u32::MAX {
+                    n_best = j as u32;
+                    vn = v;
+                }
+            }
+            (p_best != u32::MAX && n_best != u32::MAX).then_some((a as u32, p_best, n_best))
+        });
+        let mut t = Triplets::default();
+        for (a, p, n) in picks.into_iter().flatten() {
+            t.anchor.push(a);
+            t.positive.push(p);
+            t.negative.push(n);
+        }
+        Ok(t.into())
+    }
+
+    fn name(&self) -> &'static str {
+        "batch_hard"
+    }
+}

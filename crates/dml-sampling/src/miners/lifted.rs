@@ -1,0 +1,67 @@
+use dml_kernels::Metric;
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::miner::Batch;
+use crate::{Miner, Pairs, Result, Tuples};
+
+/// Lifted structured tuples: every positive pair once, with the negatives of both its ends.
+///
+/// Song, Xiang, Jegelka and Savarese, *Deep Metric Learning via Lifted Structured Feature
+/// Embedding* (CVPR 2016), eq. 4: for each positive pair `{i, j}`,
+///
+/// ```text
+/// J_ij = log( Σ_{(i,k) ∈ N} exp(α − D_ik) + Σ_{(j,l) ∈ N} exp(α − D_jl) ) + D_ij
+/// ```
+///
+/// Returned as [`Pairs`]: positive pairs `(i, j)` with `i < j` (each unordered pair once, as
+/// in the paper's `1/(2|P|) Σ`), and every negative pair `(a, n)` whose anchor `a` belongs to some
+/// positive pair, in row-major order. A loss finds the negatives of `{i, j}` as the negative pairs
+/// anchored at `i` or at `j`, which is how pytorch-metric-learning's `LiftedStructureLoss` reads
+/// its pair tuple (there without a miner all ordered positive pairs are used, so each unordered
+/// pair counts twice).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiftedStructuredMiner {}
+
+impl Miner for LiftedStructuredMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        _rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        Batch::new(dist, metric, labels)?;
+        let n = labels.len();
+        let mut out = Pairs::default();
+        let mut has_pos = vec![false; n];
+        for i in 0..n {
+            for j in i + 1..n {
+                if labels[i] == labels[j] {
+                    out.pos_anchor.push(i as u32);
+                    out.positive.push(j as u32);
+                    has_pos[i] = true;
+                    has_pos[j] = true;
+                }
+            }
+        }
+        for a in (0..n).filter(|&a| has_pos[a]) {
+            for j in 0..n {
+                if labels[j] != labels[a] {
+                    out.neg_anchor.push(a as u32);
+                    out.negative.push(j as u32);
+                }
+            }
+        }
+        if out.neg_anchor.is_empty() {
+            // A single class: no positive pair has a negative, so nothing can be learnt.
+            return Ok(Pairs::default().into());
+        }
+        Ok(out.into())
+    }
+
+    fn name(&self) -> &'static str {
+        "lifted_structured"
+    }
+}

@@ -1,0 +1,101 @@
+use dml_kernels::Metric;
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::miner::Batch;
+use crate::{Error, Miner, Pairs, Result, Tuples};
+
+/// Multi-similarity pair mining.
+///
+/// Wang, Han, Huang, Dong and Scott, *Multi-Similarity Loss with General Pair Weighting for Deep
+/// Metric Learning* (CVPR 2019), eqs. 5–6: with similarities `S`, a negative pair `(a, n)` is
+/// kept if `S_an + ε > min_{p ∈ P_a} S_ap`, and a positive pair `(a, p)` is kept if
+/// `S_ap − ε < max_{n ∈ N_a} S_an`. For a distance metric the inequalities flip:
+/// `d_an − ε < max_p d_ap` and `d_ap + ε > min_n d_an`. Anchors without a positive or without a
+/// negative keep nothing. Pairs come in row-major order.
+///
+/// pytorch-metric-learning equivalent: `MultiSimilarityMiner(epsilon)` (the same pair sets; pml
+/// orders each anchor's pairs by value instead).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiSimilarityMiner {
+    /// The ε of the rule, in the metric's units. Default: 0.1.
+    pub epsilon: f32,
+}
+
+impl Default for MultiSimilarityMiner {
+    fn default() -> Self {
+        MultiSimilarityMiner { epsilon: 0.1 }
+    }
+}
+
+impl MultiSimilarityMiner {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(Error::InvalidEpsilon {
+                epsilon: self.epsilon,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Miner for MultiSimilarityMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        _rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        self.validate()?;
+        let batch = Batch::new(dist, metric, labels)?;
+        let eps = self.epsilon;
+        let parts = batch.per_anchor(|a| {
+            let row = batch.row(a);
+            let la = labels[a];
+            // Dissimilarities: hardest (largest) positive, hardest (smallest) negative.
+            let (mut max_pos, mut min_neg) = (f32::NEG_INFINITY, f32::INFINITY);
+            for (j, (&l, &x)) in labels.iter().zip(row).enumerate() {
+                let v = batch.dis(x);
+                if l == la {
+                    if j != a {
+                        max_pos = max_pos.max(v);
+                    }
+                } else {
+                    min_neg = min_neg.min(v);
+                }
+            }
+            let (mut pos, mut neg) = (Vec::new(), Vec::new());
+            if max_pos == f32::NEG_INFINITY || min_neg == f32::INFINITY {
+                return (pos, neg);
+            }
+            for (j, (&l, &x)) in labels.iter().zip(row).enumerate() {
+                let v = batch.dis(x);
+                if l == la {
+                    if j != a && v + eps > min_neg {
+                        pos.push(j as u32);
+                    }
+                } else if v - eps < max_pos {
+                    neg.push(j as u32);
+                }
+            }
+            (pos, neg)
+        });
+        let mut out = Pairs::default();
+        for (a, (pos, neg)) in parts.into_iter().enumerate() {
+            out.pos_anchor
+                .extend(std::iter::repeat_n(a as u32, pos.len()));
+            out.positive.extend(pos);
+            out.neg_anchor
+                .extend(std::iter::repeat_n(a as u32, neg.len()));
+            out.negative.extend(neg);
+        }
+        Ok(out.into())
+    }
+
+    fn name(&self) -> &'static str {
+        "multi_similarity"
+    }
+}

@@ -1,0 +1,87 @@
+use dml_kernels::Metric;
+use ndarray::ArrayView2;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::miner::Batch;
+use crate::{Miner, Result, Triplets, Tuples};
+
+/// How the [`NPairsMiner`] picks each class's (anchor, positive) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairSelect {
+    /// The class's two lowest batch indices (pytorch-metric-learning's choice). A PK batch is
+    /// already shuffled within each class, so this is random across batches.
+    #[default]
+    First,
+    /// Two distinct members drawn at random.
+    Random,
+}
+
+/// N-pair tuples: one (anchor, positive) pair per class; the other classes' positives are the
+/// anchor's negatives.
+///
+/// Sohn, *Improved Deep Metric Learning with Multi-class N-pair Loss Objective* (NeurIPS 2016):
+/// with pairs `(a_i, p_i)` from `N` distinct classes, the loss of anchor `i` is
+/// `log(1 + Σ_{j≠i} exp(f_{a_i}·f_{p_j} − f_{a_i}·f_{p_i}))`. The miner returns the triplets
+/// `(a_i, p_i, p_j)` for every `j ≠ i`, grouped by anchor, classes in ascending label order.
+/// Classes with a single member take no part; fewer than two classes with a pair give nothing.
+/// pytorch-metric-learning equivalent: the pairs `NPairsLoss` builds with
+/// `convert_to_pos_pairs_with_unique_labels` (same pairs with [`PairSelect::First`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NPairsMiner {
+    /// How each class's pair is picked. Default: first.
+    pub select: PairSelect,
+}
+
+impl Miner for NPairsMiner {
+    fn mine(
+        &self,
+        dist: ArrayView2<'_, f32>,
+        metric: Metric,
+        labels: &[u32],
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Tuples> {
+        Batch::new(dist, metric, labels)?;
+        let mut members: Vec<(u32, u32)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l, i as u32))
+            .collect();
+        members.sort_unstable();
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        for class in members.chunk_by(|x, y| x.0 == y.0) {
+            if class.len() < 2 {
+                continue;
+            }
+            let (i, j) = match self.select {
+                PairSelect::First => (0, 1),
+                PairSelect::Random => {
+                    let i = rng.random_range(0..class.len());
+                    let j = rng.random_range(0..class.len() - 1);
+                    (i, if j >= i { j + 1 } else { j })
+                }
+            };
+            pairs.push((class[i].1, class[j].1));
+        }
+        let mut t = Triplets::default();
+        if pairs.len() < 2 {
+            return Ok(t.into());
+        }
+        for (i, &(a, p)) in pairs.iter().enumerate() {
+            for (j, &(_, n)) in pairs.iter().enumerate() {
+                if i != j {
+                    t.anchor.push(a);
+                    t.positive.push(p);
+                    t.negative.push(n);
+                }
+            }
+        }
+        Ok(t.into())
+    }
+
+    fn name(&self) -> &'static str {
+        "n_pairs"
+    }
+}
