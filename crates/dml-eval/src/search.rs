@@ -72,7 +72,7 @@ fn naive_knn(
                     Metric::Cosine => q.dot(&r) / (qn * norms[j]).max(1e-12),
                     Metric::Dot => q.dot(&r),
                 };
-                (if metric.is_similarity() { -v } else { v }, j as u32)
+                ((if metric.is_similarity() { -v } else { v }) + 0.0, j as u32)
             })
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
