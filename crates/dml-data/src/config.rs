@@ -1,0 +1,155 @@
+//! [`DataConfig`]: which data set to use, as it appears in a TOML config.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::dataset::{Dataset, Subset, class_disjoint_subsets};
+use crate::files::{ImageFileDataset, cars196, cub200, image_folder, inshop, sop};
+use crate::idx::Idx;
+use crate::memory::Digits;
+
+/// Where `cargo xtask data mnist` puts MNIST.
+pub const MNIST_DIR: &str = "data/mnist";
+/// Where `cargo xtask data fashion-mnist` puts Fashion-MNIST.
+pub const FASHION_MNIST_DIR: &str = "data/fashion-mnist";
+
+/// A data set and how to split it, tagged by `kind`:
+///
+/// ```toml
+/// [data]
+/// kind = "cub200"
+/// root = "data/CUB_200_2011"
+/// ```
+///
+/// Every kind except `sop` and `inshop` is split class-disjointly ([`class_disjoint_split`]:
+/// first half of the classes for training); `sop` and `inshop` use their published files, which
+/// are class-disjoint too.
+///
+/// [`class_disjoint_split`]: crate::class_disjoint_split
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// The embedded UCI digits (1,797 images of 8 × 8): classes 0–4 train, 5–9 test.
+    Digits,
+    /// A folder with the four MNIST-format IDX files (plain or `.gz`), train and test joined.
+    Idx {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// Fashion-MNIST as `cargo xtask data fashion-mnist` stores it.
+    FashionMnist {
+        /// The folder. Default: `data/fashion-mnist`.
+        #[serde(default = "default_fashion")]
+        path: PathBuf,
+    },
+    /// MNIST as `cargo xtask data mnist` stores it.
+    Mnist {
+        /// The folder. Default: `data/mnist`.
+        #[serde(default = "default_mnist")]
+        path: PathBuf,
+    },
+    /// One folder per class.
+    ImageFolder {
+        /// The folder holding the class folders.
+        root: PathBuf,
+    },
+    /// CUB-200-2011 (`CUB_200_2011/`): classes 1–100 train, 101–200 test.
+    Cub200 {
+        /// The `CUB_200_2011` folder.
+        root: PathBuf,
+    },
+    /// Cars196 (with `cars_annos.txt`): classes 1–98 train, 99–196 test.
+    Cars196 {
+        /// The folder holding `cars_annos.txt` and `car_ims/`.
+        root: PathBuf,
+    },
+    /// Stanford Online Products: `Ebay_train.txt` / `Ebay_test.txt`.
+    Sop {
+        /// The `Stanford_Online_Products` folder.
+        root: PathBuf,
+    },
+    /// In-Shop Clothes Retrieval: train; query and gallery (the test set is both together).
+    Inshop {
+        /// The folder holding `list_eval_partition.txt` and `img/`.
+        root: PathBuf,
+    },
+}
+
+fn default_fashion() -> PathBuf {
+    FASHION_MNIST_DIR.into()
+}
+
+fn default_mnist() -> PathBuf {
+    MNIST_DIR.into()
+}
+
+/// The training and test data sets built from a [`DataConfig`].
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// The training classes.
+    pub train: Arc<dyn Dataset>,
+    /// The held-out classes (for In-Shop: query followed by gallery).
+    pub test: Arc<dyn Dataset>,
+    /// For In-Shop only: the query images, to be searched in [`gallery`](Split::gallery).
+    pub query: Option<Arc<dyn Dataset>>,
+    /// For In-Shop only: the gallery images.
+    pub gallery: Option<Arc<dyn Dataset>>,
+}
+
+impl Split {
+    fn disjoint(all: Arc<dyn Dataset>) -> Result<Split> {
+        let (train, test) = class_disjoint_subsets(all)?;
+        Ok(Split {
+            train: Arc::new(train),
+            test: Arc::new(test),
+            query: None,
+            gallery: None,
+        })
+    }
+}
+
+impl DataConfig {
+    /// Reads the data set's index (not the images) and splits it.
+    pub fn build(&self) -> Result<Split> {
+        match self {
+            DataConfig::Digits => Split::disjoint(Arc::new(Digits::load()?)),
+            DataConfig::Idx { path }
+            | DataConfig::FashionMnist { path }
+            | DataConfig::Mnist { path } => Split::disjoint(Arc::new(Idx::load_dir(path)?)),
+            DataConfig::ImageFolder { root } => Split::disjoint(Arc::new(image_folder(root)?.0)),
+            DataConfig::Cub200 { root } => Split::disjoint(Arc::new(cub200(root)?)),
+            DataConfig::Cars196 { root } => Split::disjoint(Arc::new(cars196(root)?)),
+            DataConfig::Sop { root } => {
+                let (train, test) = sop(root)?;
+                Ok(Split {
+                    train: Arc::new(train),
+                    test: Arc::new(test),
+                    query: None,
+                    gallery: None,
+                })
+            }
+            DataConfig::Inshop { root } => {
+                let parts = inshop(root)?;
+                let n_query = parts.query.len();
+                let mut paths = parts.query.paths().to_vec();
+                paths.extend_from_slice(parts.gallery.paths());
+                let mut labels = parts.query.labels().to_vec();
+                labels.extend_from_slice(parts.gallery.labels());
+                let test: Arc<dyn Dataset> = Arc::new(ImageFileDataset::new(paths, labels)?);
+                let n_test = test.len();
+                Ok(Split {
+                    train: Arc::new(parts.train),
+                    query: Some(Arc::new(Subset::new(test.clone(), (0..n_query).collect())?)),
+                    gallery: Some(Arc::new(Subset::new(
+                        test.clone(),
+                        (n_query..n_test).collect(),
+                    )?)),
+                    test,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The error type of this crate.
+
+use std::path::PathBuf;
+
+/// What can go wrong while reading or loading a data set.
+///
+/// Every variant that concerns a file names it, so a message such as
+/// `data/mnist/train-images-idx3-ubyte: truncated: expected 47040016 bytes, found 1000` says
+/// which file to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a file or folder.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file does not start with the magic number its format requires.
+    #[error("{}: bad magic number {found:#010x}: {expected}", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The first four bytes, big-endian.
+        found: u32,
+        /// What was expected, in words.
+        expected: &'static str,
+    },
+    /// A file is shorter than its header says.
+    #[error("{}: truncated: expected {expected} bytes, found {found}", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The size the header implies.
+        expected: u64,
+        /// The size found.
+        found: u64,
+    },
+    /// A file is longer than its header says.
+    #[error("{}: {extra} unexpected trailing bytes after the data", path.display())]
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// How many bytes follow the data.
+        extra: u64,
+    },
+    /// An image file and its label file disagree on the number of items.
+    #[error(
+        "{} holds {n_images} images but {} holds {n_labels} labels",
+        images.display(),
+        labels.display()
+    )]
+    CountMismatch {
+        /// The image file.
+        images: PathBuf,
+        /// Number of images.
+        n_images: usize,
+        /// The label file.
+        labels: PathBuf,
+        /// Number of labels.
+        n_labels: usize,
+    },
+    /// A file's content is malformed (a bad line, a bad value, an unsupported layout).
+    #[error("{}: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line number where there is one.
+        reason: String,
+    },
+    /// An image could not be decoded.
+    #[error("{}: cannot decode image: {source}", path.display())]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: image::ImageError,
+    },
+    /// An item index is out of range.
+    #[error("item index {index} out of range for a data set of {len} items")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The number of items.
+        len: usize,
+    },
+    /// Items of different sizes were asked for in one batch and no transform fixes the size.
+    #[error(
+        "item {index} is {found:?} (C, H, W) but the batch is {expected:?}; use a transform with a fixed output size"
+    )]
+    ShapeMismatch {
+        /// The item index.
+        index: usize,
+        /// The batch's item shape.
+        expected: [usize; 3],
+        /// The item's shape.
+        found: [usize; 3],
+    },
+    /// The data set's items have no common shape and no transform gives one.
+    #[error("the items of this data set differ in size; use a transform with a fixed output size")]
+    VariableItemSize,
+    /// A class-disjoint split needs at least two classes.
+    #[error("a class-disjoint split needs at least 2 classes, found {n_classes}")]
+    TooFewClasses {
+        /// Number of distinct classes.
+        n_classes: usize,
+    },
+    /// A transform parameter is invalid.
+    #[error("invalid transform: {reason}")]
+    InvalidTransform {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A data set is missing from disk.
+    #[error("{}: not found; {hint}", path.display())]
+    NotFound {
+        /// The file or folder looked for.
+        path: PathBuf,
+        /// How to get it.
+        hint: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Malformed {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
