@@ -13,6 +13,9 @@
 //! [`MultiSimilarityMiner`]; each documents its paper, formula and pytorch-metric-learning
 //! equivalent. [`MinerConfig`] builds any of them from a config file.
 //!
+//! [`MiningSummary`] counts what a miner picked and histograms its positive and negative
+//! distances; [`unit_sphere_log_density`] is the density those are compared against.
+//!
 //! Most users reach this crate through the facade crate `dml` (`dml::sampling`).
 //!
 //! # Example
@@ -43,6 +46,8 @@
 mod error;
 mod miner;
 mod miners;
+mod pk;
+mod summary;
 mod tuples;
 
 pub use crate::{
@@ -53,5 +58,7 @@ pub use crate::{
         LiftedStructuredMiner, MultiSimilarityMiner, NPairsMiner, PairSelect, SemiHardFallback,
         SemiHardMiner, SemiHardSelect, UniformMiner, unit_sphere_log_density,
     },
+    pk::{Epoch, PkSampler},
+    summary::{Histogram, MiningSummary},
     tuples::{Pairs, Triplets, Tuples},
 };

@@ -128,10 +128,10 @@ impl DistanceWeightedMiner {
                 nonzero_loss_cutoff: z,
             });
         }
-        if let Some(l) = self.max_weight {
-            if !(l.is_finite() && l > 0.0) {
-                return Err(Error::InvalidMaxWeight { max_weight: l });
-            }
+        if let Some(l) = self.max_weight
+            && !(l.is_finite() && l > 0.0)
+        {
+            return Err(Error::InvalidMaxWeight { max_weight: l });
         }
         Ok(())
     }
