@@ -1,0 +1,368 @@
+//! Invariants of every miner against naive references, on random batches and every metric.
+
+use std::collections::BTreeSet;
+
+use dml_kernels::Metric;
+use dml_sampling::{
+    AllMiner, BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, HardNegativeSelect,
+    LiftedStructuredMiner, Miner, MultiSimilarityMiner, NPairsMiner, PairSelect, Pairs,
+    SemiHardFallback, SemiHardMiner, SemiHardSelect, Triplets, TupleKind, Tuples, UniformMiner,
+};
+use ndarray::Array2;
+use proptest::prelude::*;
+use rand::SeedableRng;
+
+/// Naive metric matrix of unit-normalised points (so every metric is meaningful for every miner).
+fn matrix(x: &[Vec<f32>], metric: Metric) -> Array2<f32> {
+    let unit: Vec<Vec<f64>> = x
+        .iter()
+        .map(|v| {
+            let n = v
+                .iter()
+                .map(|&a| f64::from(a) * f64::from(a))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-6);
+            v.iter().map(|&a| f64::from(a) / n).collect()
+        })
+        .collect();
+    let n = x.len();
+    Array2::from_shape_fn((n, n), |(i, j)| {
+        let dot: f64 = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum();
+        let sq: f64 = unit[i]
+            .iter()
+            .zip(&unit[j])
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        (match metric {
+            Metric::Euclidean => sq.sqrt(),
+            Metric::SquaredEuclidean => sq,
+            Metric::Cosine | Metric::Dot => dot,
+        }) as f32
+    })
+}
+
+/// Dissimilarity: smaller is closer, whatever the metric.
+fn dis(metric: Metric, x: f32) -> f32 {
+    if metric.is_similarity() { -x } else { x }
+}
+
+fn rng() -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(7)
+}
+
+fn trip(t: Tuples) -> Triplets {
+    match t {
+        Tuples::Triplets(t) => t,
+        Tuples::Pairs(_) => panic!("expected triplets"),
+    }
+}
+
+fn pairs(t: Tuples) -> Pairs {
+    match t {
+        Tuples::Pairs(p) => p,
+        Tuples::Triplets(_) => panic!("expected pairs"),
+    }
+}
+
+fn check_triplet_labels(t: &Triplets, labels: &[u32]) {
+    for i in 0..t.len() {
+        let (a, p, n) = (
+            t.anchor[i] as usize,
+            t.positive[i] as usize,
+            t.negative[i] as usize,
+        );
+        assert_ne!(a, p);
+        assert_eq!(labels[a], labels[p]);
+        assert_ne!(labels[a], labels[n]);
+    }
+}
+
+fn batch() -> impl Strategy<Value = (Vec<u32>, Vec<Vec<f32>>)> {
+    (1usize..24, 1u32..5).prop_flat_map(|(n, c)| {
+        (
+            proptest::collection::vec(0..c, n),
+            proptest::collection::vec(proptest::collection::vec(-1.0f32..1.0, 3), n),
+        )
+    })
+}
+
+fn all_metrics() -> impl Strategy<Value = Metric> {
+    prop::sample::select(Metric::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn batch_hard_is_naive_argmax_argmin((labels, x) in batch(), metric in all_metrics()) {
+        let d = matrix(&x, metric);
+        let t = trip(BatchHardMiner::default().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let mut want = Triplets::default();
+        for a in 0..labels.len() {
+            let v = |j: usize| dis(metric, d[[a, j]]);
+            let pos: Vec<usize> = (0..labels.len()).filter(|&j| j != a && labels[j] == labels[a]).collect();
+            let neg: Vec<usize> = (0..labels.len()).filter(|&j| labels[j] != labels[a]).collect();
+            if pos.is_empty() || neg.is_empty() { continue; }
+            // Strict comparisons in index order: ties keep the lower index.
+            let p = pos.iter().copied().fold(pos[0], |b, j| if v(j) > v(b) { j } else { b });
+            let n = neg.iter().copied().fold(neg[0], |b, j| if v(j) < v(b) { j } else { b });
+            want.anchor.push(a as u32); want.positive.push(p as u32); want.negative.push(n as u32);
+        }
+        prop_assert_eq!(t, want);
+    }
+
+    #[test]
+    fn hard_and_semi_hard_sets_are_naive_filters((labels, x) in batch(), metric in all_metrics(), margin in 0.05f32..0.8) {
+        let d = matrix(&x, metric);
+        let all = Triplets::all(&labels);
+        let v = |i: u32, j: u32| dis(metric, d[[i as usize, j as usize]]);
+        let filter = |keep: &dyn Fn(f32, f32) -> bool| -> Triplets {
+            let mut t = Triplets::default();
+            for i in 0..all.len() {
+                let (a, p, n) = (all.anchor[i], all.positive[i], all.negative[i]);
+                if keep(v(a, p), v(a, n)) { t.anchor.push(a); t.positive.push(p); t.negative.push(n); }
+            }
+            t
+        };
+        let hard = trip(HardNegativeMiner { select: HardNegativeSelect::AllHard }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        prop_assert_eq!(hard, filter(&|ap, an| an <= ap));
+        let semi = trip(SemiHardMiner { margin, select: SemiHardSelect::All, ..Default::default() }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        prop_assert_eq!(semi, filter(&|ap, an| an - ap > 0.0 && an - ap <= margin));
+    }
+
+    #[test]
+    fn random_semi_hard_stays_in_band((labels, x) in batch(), metric in all_metrics(), margin in 0.05f32..0.8) {
+        let d = matrix(&x, metric);
+        let v = |i: u32, j: u32| dis(metric, d[[i as usize, j as usize]]);
+        let all = Triplets::all(&labels);
+        let with_band: BTreeSet<(u32, u32)> = (0..all.len())
+            .filter(|&i| { let m = v(all.anchor[i], all.negative[i]) - v(all.anchor[i], all.positive[i]); m > 0.0 && m <= margin })
+            .map(|i| (all.anchor[i], all.positive[i]))
+            .collect();
+        let t = trip(SemiHardMiner { margin, ..Default::default() }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        check_triplet_labels(&t, &labels);
+        let got: BTreeSet<(u32, u32)> = t.anchor.iter().copied().zip(t.positive.iter().copied()).collect();
+        prop_assert_eq!(got.len(), t.len(), "one triplet per positive pair");
+        prop_assert_eq!(&got, &with_band);
+        for i in 0..t.len() {
+            let m = v(t.anchor[i], t.negative[i]) - v(t.anchor[i], t.positive[i]);
+            prop_assert!(m > 0.0 && m <= margin);
+        }
+        // With a fallback every positive pair that has a negative gets one triplet.
+        let fb = trip(SemiHardMiner { margin, fallback: SemiHardFallback::Hardest, ..Default::default() }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let pairs_with_neg: BTreeSet<(u32, u32)> = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect();
+        prop_assert_eq!(fb.len(), pairs_with_neg.len());
+        check_triplet_labels(&fb, &labels);
+    }
+
+    #[test]
+    fn hardest_negative_per_pair((labels, x) in batch(), metric in all_metrics()) {
+        let d = matrix(&x, metric);
+        let t = trip(HardNegativeMiner::default().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        check_triplet_labels(&t, &labels);
+        let all = Triplets::all(&labels);
+        let pairs: BTreeSet<(u32, u32)> = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect();
+        prop_assert_eq!(t.len(), pairs.len());
+        for i in 0..t.len() {
+            let a = t.anchor[i] as usize;
+            let best = (0..labels.len()).filter(|&j| labels[j] != labels[a]).map(|j| dis(metric, d[[a, j]])).fold(f32::INFINITY, f32::min);
+            prop_assert_eq!(dis(metric, d[[a, t.negative[i] as usize]]), best);
+        }
+    }
+
+    #[test]
+    fn multi_similarity_is_the_epsilon_rule((labels, x) in batch(), metric in all_metrics(), eps in 0.0f32..0.5) {
+        let d = matrix(&x, metric);
+        let p = pairs(MultiSimilarityMiner { epsilon: eps }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let n = labels.len();
+        let mut want = Pairs::default();
+        for a in 0..n {
+            let v = |j: usize| dis(metric, d[[a, j]]);
+            let pos: Vec<usize> = (0..n).filter(|&j| j != a && labels[j] == labels[a]).collect();
+            let neg: Vec<usize> = (0..n).filter(|&j| labels[j] != labels[a]).collect();
+            if pos.is_empty() || neg.is_empty() { continue; }
+            let max_pos = pos.iter().map(|&j| v(j)).fold(f32::NEG_INFINITY, f32::max);
+            let min_neg = neg.iter().map(|&j| v(j)).fold(f32::INFINITY, f32::min);
+            for &j in &pos { if v(j) + eps > min_neg { want.pos_anchor.push(a as u32); want.positive.push(j as u32); } }
+            for &j in &neg { if v(j) - eps < max_pos { want.neg_anchor.push(a as u32); want.negative.push(j as u32); } }
+        }
+        prop_assert_eq!(p, want);
+    }
+
+    #[test]
+    fn sampling_miners_respect_labels((labels, x) in batch(), metric in all_metrics(), k in 1usize..4) {
+        let d = matrix(&x, metric);
+        let all = Triplets::all(&labels);
+        let n_pos_pairs = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect::<BTreeSet<_>>().len();
+
+        let u = trip(UniformMiner { negatives_per_positive: k }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        check_triplet_labels(&u, &labels);
+        prop_assert_eq!(u.len(), n_pos_pairs * k);
+
+        let dw = DistanceWeightedMiner { embedding_dim: 3, ..Default::default() };
+        let t = trip(dw.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        check_triplet_labels(&t, &labels);
+        prop_assert!(t.len() <= n_pos_pairs);
+        for i in 0..t.len() {
+            let x = d[[t.anchor[i] as usize, t.negative[i] as usize]];
+            let sd = match metric {
+                Metric::Euclidean => x,
+                Metric::SquaredEuclidean => x.max(0.0).sqrt(),
+                _ => (2.0 - 2.0 * x).max(0.0).sqrt(),
+            };
+            prop_assert!(sd < 1.4 + 1e-6, "negative beyond the cut-off: {}", sd);
+        }
+
+        for select in [PairSelect::First, PairSelect::Random] {
+            let np = trip(NPairsMiner { select }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+            check_triplet_labels(&np, &labels);
+            let classes_with_pair = {
+                let mut c: Vec<u32> = labels.clone(); c.sort_unstable();
+                c.chunk_by(|a, b| a == b).filter(|g| g.len() >= 2).count()
+            };
+            let expect = if classes_with_pair >= 2 { classes_with_pair * (classes_with_pair - 1) } else { 0 };
+            prop_assert_eq!(np.len(), expect);
+            // One anchor per class, and each negative is another anchor's positive.
+            let anchors: BTreeSet<u32> = np.anchor.iter().copied().collect();
+            let positives: BTreeSet<u32> = np.positive.iter().copied().collect();
+            prop_assert_eq!(anchors.len(), if expect > 0 { classes_with_pair } else { 0 });
+            for &n in &np.negative { prop_assert!(positives.contains(&n)); }
+        }
+
+        let l = pairs(LiftedStructuredMiner::default().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let has_neg = labels.iter().any(|&y| y != labels[0]);
+        let unordered = n_pos_pairs / 2;
+        let all_pairs = Pairs::all(&labels);
+        let any_pos = all_pairs.n_pos() > 0;
+        prop_assert_eq!(l.n_pos(), if has_neg { unordered } else { 0 });
+        for i in 0..l.n_pos() {
+            prop_assert!(l.pos_anchor[i] < l.positive[i]);
+            prop_assert_eq!(labels[l.pos_anchor[i] as usize], labels[l.positive[i] as usize]);
+        }
+        for i in 0..l.n_neg() {
+            prop_assert_ne!(labels[l.neg_anchor[i] as usize], labels[l.negative[i] as usize]);
+        }
+        prop_assert_eq!(l.is_empty(), !(has_neg && any_pos));
+
+        let a = AllMiner { output: TupleKind::Pairs }.mine(d.view(), metric, &labels, &mut rng()).unwrap();
+        prop_assert_eq!(a, Tuples::Pairs(all_pairs));
+    }
+}
+
+#[test]
+fn degenerate_batches_give_empty_tuples() {
+    let miners: Vec<Box<dyn Miner>> = vec![
+        Box::new(AllMiner::default()),
+        Box::new(UniformMiner::default()),
+        Box::new(HardNegativeMiner::default()),
+        Box::new(SemiHardMiner {
+            fallback: SemiHardFallback::Easiest,
+            ..Default::default()
+        }),
+        Box::new(BatchHardMiner::default()),
+        Box::new(NPairsMiner::default()),
+        Box::new(LiftedStructuredMiner::default()),
+        Box::new(DistanceWeightedMiner::default()),
+        Box::new(MultiSimilarityMiner::default()),
+    ];
+    let x: Vec<Vec<f32>> = (0..5).map(|i| vec![i as f32, 1.0, 0.5]).collect();
+    for labels in [vec![3u32; 5], vec![0, 1, 2, 3, 4]] {
+        let d = matrix(&x, Metric::Euclidean);
+        for m in &miners {
+            let t = m
+                .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
+                .unwrap();
+            assert!(t.is_empty(), "{} on {labels:?}", m.name());
+        }
+    }
+    for m in &miners {
+        let t = m
+            .mine(
+                Array2::zeros((0, 0)).view(),
+                Metric::Cosine,
+                &[],
+                &mut rng(),
+            )
+            .unwrap();
+        assert!(t.is_empty(), "{} on an empty batch", m.name());
+        let err = m
+            .mine(
+                Array2::zeros((3, 2)).view(),
+                Metric::Cosine,
+                &[0, 1, 0],
+                &mut rng(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                dml_sampling::Error::DistanceShape {
+                    rows: 3,
+                    cols: 2,
+                    n_labels: 3
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn non_contiguous_views_are_read_correctly() {
+    let labels = [0u32, 0, 1, 1, 2, 2];
+    let x: Vec<Vec<f32>> = (0..6)
+        .map(|i| vec![(i as f32).sin(), (i as f32).cos(), 0.3])
+        .collect();
+    let d = matrix(&x, Metric::Euclidean);
+    let dt = d.t().to_owned(); // symmetric, so the transposed view holds the same matrix
+    let a = BatchHardMiner::default()
+        .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
+        .unwrap();
+    let b = BatchHardMiner::default()
+        .mine(dt.t(), Metric::Euclidean, &labels, &mut rng())
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn randomised_miners_are_reproducible_and_thread_independent() {
+    // 128 items: large enough for the parallel path.
+    let labels: Vec<u32> = (0..128).map(|i| i / 4).collect();
+    let x: Vec<Vec<f32>> = (0..128)
+        .map(|i| {
+            vec![
+                (i as f32 * 0.37).sin(),
+                (i as f32 * 0.11).cos(),
+                (i as f32 * 0.05).sin(),
+            ]
+        })
+        .collect();
+    let d = matrix(&x, Metric::Euclidean);
+    let miners: Vec<Box<dyn Miner>> = vec![
+        Box::new(UniformMiner::default()),
+        Box::new(SemiHardMiner {
+            margin: 0.5,
+            ..Default::default()
+        }),
+        Box::new(DistanceWeightedMiner {
+            embedding_dim: 3,
+            ..Default::default()
+        }),
+    ];
+    for m in &miners {
+        let a = m
+            .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
+            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let b = pool.install(|| {
+            m.mine(d.view(), Metric::Euclidean, &labels, &mut rng())
+                .unwrap()
+        });
+        assert_eq!(a, b, "{}", m.name());
+        assert!(!a.is_empty());
+    }
+}
