@@ -1,0 +1,775 @@
+//! Tests of dml-data against independent references: scikit-learn's own digits loader (fixture),
+//! naive re-implementations, hand-made files in the published layouts.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dml_data::*;
+use ndarray::Array3;
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn fixture() -> serde_json::Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/digits.json"
+    ))
+    .expect("fixture present");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn ints(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn digits_match_sklearn() {
+    let fx = fixture();
+    let d = Digits::load().unwrap();
+    assert_eq!(d.len(), fx["n_items"].as_u64().unwrap() as usize);
+    assert_eq!(d.item_shape(), Some([1, 8, 8]));
+    let mut counts = vec![0u64; 10];
+    for &l in d.labels() {
+        counts[l as usize] += 1;
+    }
+    assert_eq!(counts, ints(&fx["counts_per_class"]));
+    assert_eq!(
+        counts,
+        vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    );
+    let first: Vec<u64> = d.labels()[..20].iter().map(|&l| l as u64).collect();
+    assert_eq!(first, ints(&fx["first_labels"]));
+    for (i, key) in [(0usize, "item_0"), (1000, "item_1000")] {
+        let px: Vec<u64> = d
+            .pixels(i)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as u64)
+            .collect();
+        assert_eq!(px, ints(&fx[key]));
+    }
+    let sum: u64 = d.data().iter().map(|&v| v as u64).sum();
+    assert_eq!(sum, fx["pixel_sum"].as_u64().unwrap());
+}
+
+#[test]
+fn digits_split_and_batch() {
+    let d: Arc<dyn Dataset> = Arc::new(Digits::load().unwrap());
+    let (train, test) = class_disjoint_subsets(d.clone()).unwrap();
+    assert_eq!(train.len() + test.len(), 1797);
+    assert_eq!(train.len(), 178 + 182 + 177 + 183 + 181);
+    assert!(train.labels().iter().all(|&c| c < 5));
+    assert!(test.labels().iter().all(|&c| c >= 5));
+    // Without a transform an item is its values / 16.
+    let (batch, labels) = load_batch(&test, &[3, 0, 7], None, 1).unwrap();
+    assert_eq!(batch.dim(), (3, 1, 8, 8));
+    for (p, &i) in [3usize, 0, 7].iter().enumerate() {
+        assert_eq!(labels[p], test.labels()[i]);
+        let raw = d.pixels(test.indices()[i]).unwrap();
+        for (k, &v) in raw.data.iter().enumerate() {
+            assert_eq!(batch[[p, 0, k / 8, k % 8]], v as f32 / 16.0);
+        }
+    }
+}
+
+#[test]
+fn load_batch_is_deterministic_across_thread_counts() {
+    let d = Digits::load().unwrap();
+    let t = Transform {
+        crop: Crop::RandomResized {
+            size: 12,
+            scale: (0.3, 1.0),
+            ratio: (0.75, 1.333),
+        },
+        hflip: true,
+        normalize: Some(Normalize {
+            mean: vec![0.5],
+            std: vec![0.25],
+        }),
+    };
+    let idx: Vec<usize> = (0..300).map(|i| (i * 7) % 1797).collect();
+    let run = |threads: usize, seed: u64| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| load_batch(&d, &idx, Some(&t), seed).unwrap())
+    };
+    let (a, la) = run(1, 9);
+    let (b, lb) = run(4, 9);
+    assert_eq!(a, b);
+    assert_eq!(la, lb);
+    let (c, _) = run(4, 10);
+    assert_ne!(a, c);
+    // Each item equals a single `load` with the documented per-position RNG.
+    for p in [0usize, 17, 299] {
+        let one = d.load(idx[p], Some(&t), &mut item_rng(9, p)).unwrap();
+        assert_eq!(one, a.index_axis(ndarray::Axis(0), p));
+    }
+}
+
+/// A synthetic RGB image: value depends on (y, x, c) so any misplacement shows.
+fn rgb_image(h: usize, w: usize) -> InMemoryDataset {
+    let data: Vec<u8> = (0..h * w * 3).map(|k| ((k * 37) % 251) as u8).collect();
+    InMemoryDataset::new(data, vec![0], [3, h, w], 255.0).unwrap()
+}
+
+fn plain(ds: &InMemoryDataset) -> Array3<f32> {
+    ds.load(0, None, &mut ChaCha8Rng::seed_from_u64(0)).unwrap()
+}
+
+#[test]
+fn identity_geometries_leave_the_image_unchanged() {
+    let ds = rgb_image(10, 10);
+    let reference = plain(&ds);
+    // Naive reference for the conversion: HWC / 255 -> CHW.
+    let px = ds.pixels(0).unwrap();
+    for c in 0..3 {
+        for y in 0..10 {
+            for x in 0..10 {
+                assert!(
+                    (reference[[c, y, x]] - px.data[(y * 10 + x) * 3 + c] as f32 / 255.0).abs()
+                        < 1e-6
+                );
+            }
+        }
+    }
+    let centre = Transform {
+        crop: Crop::Center {
+            resize: 10,
+            size: 10,
+        },
+        ..Transform::default()
+    };
+    let full = Transform {
+        crop: Crop::RandomResized {
+            size: 10,
+            scale: (1.0, 1.0),
+            ratio: (1.0, 1.0),
+        },
+        ..Transform::default()
+    };
+    for t in [centre, full] {
+        let out = ds
+            .load(0, Some(&t), &mut ChaCha8Rng::seed_from_u64(3))
+            .unwrap();
+        assert!(
+            out.iter()
+                .zip(reference.iter())
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{t:?}"
+        );
+    }
+}
+
+#[test]
+fn centre_crop_after_resize_by_hand() {
+    // 4 x 6 image, resize shorter side 4 -> 4 (scale 1), centre crop 2: rows 1..3, cols 2..4.
+    let data: Vec<u8> = (0..24).map(|v| v as u8 * 10).collect();
+    let ds = InMemoryDataset::new(data, vec![0], [1, 4, 6], 255.0).unwrap();
+    let t = Transform {
+        crop: Crop::Center { resize: 4, size: 2 },
+        ..Transform::default()
+    };
+    let out = ds
+        .load(0, Some(&t), &mut ChaCha8Rng::seed_from_u64(0))
+        .unwrap();
+    let expect = [[8.0, 9.0], [14.0, 15.0]];
+    for y in 0..2 {
+        for x in 0..2 {
+            assert!((out[[0, y, x]] * 255.0 - expect[y][x] * 10.0).abs() < 1e-3);
+        }
+    }
+    // Downscale 2x of a 4x4 by resize 2 + crop 2: each output is the mean of a 2x2 block
+    // (bilinear at the block centre).
+    let data: Vec<u8> = (0..16).map(|v| v as u8 * 10).collect();
+    let ds = InMemoryDataset::new(data, vec![0], [1, 4, 4], 255.0).unwrap();
+    let t = Transform {
+        crop: Crop::Center { resize: 2, size: 2 },
+        ..Transform::default()
+    };
+    let out = ds
+        .load(0, Some(&t), &mut ChaCha8Rng::seed_from_u64(0))
+        .unwrap();
+    let expect = [[25.0, 45.0], [105.0, 125.0]];
+    for y in 0..2 {
+        for x in 0..2 {
+            assert!(
+                (out[[0, y, x]] * 255.0 - expect[y][x]).abs() < 1e-3,
+                "{out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn flip_and_normalise() {
+    let ds = rgb_image(5, 7);
+    let reference = plain(&ds);
+    let t = Transform {
+        hflip: true,
+        normalize: Some(Normalize::imagenet()),
+        ..Transform::default()
+    };
+    let (mut flipped, mut kept) = (0, 0);
+    for seed in 0..40 {
+        let out = ds
+            .load(0, Some(&t), &mut ChaCha8Rng::seed_from_u64(seed))
+            .unwrap();
+        let mirror = (0..3).all(|c| {
+            (0..5).all(|y| {
+                (0..7).all(|x| {
+                    let v = (reference[[c, y, 6 - x]] - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    (out[[c, y, x]] - v).abs() < 1e-5
+                })
+            })
+        });
+        let same = (0..3).all(|c| {
+            (0..5).all(|y| {
+                (0..7).all(|x| {
+                    let v = (reference[[c, y, x]] - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    (out[[c, y, x]] - v).abs() < 1e-5
+                })
+            })
+        });
+        assert!(mirror || same);
+        if mirror { flipped += 1 } else { kept += 1 }
+    }
+    assert!(flipped > 5 && kept > 5, "{flipped} {kept}");
+}
+
+#[test]
+fn random_resized_crop_stays_in_range_and_varies() {
+    let ds = rgb_image(30, 20);
+    let t = Transform::train(16);
+    let (lo, hi) = plain(&ds)
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut outs = BTreeSet::new();
+    for seed in 0..10 {
+        let mut t2 = t.clone();
+        t2.normalize = None;
+        let out = ds
+            .load(0, Some(&t2), &mut ChaCha8Rng::seed_from_u64(seed))
+            .unwrap();
+        assert_eq!(out.dim(), (3, 16, 16));
+        assert!(out.iter().all(|&v| v >= lo - 1e-6 && v <= hi + 1e-6));
+        outs.insert(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+    assert!(outs.len() >= 8);
+}
+
+#[test]
+fn invalid_transforms_are_errors() {
+    let d = Digits::load().unwrap();
+    let bad_scale = Transform {
+        crop: Crop::RandomResized {
+            size: 8,
+            scale: (0.9, 0.1),
+            ratio: (1.0, 1.0),
+        },
+        ..Transform::default()
+    };
+    let bad_norm = Transform {
+        normalize: Some(Normalize {
+            mean: vec![0.0, 0.0, 0.0],
+            std: vec![1.0, 1.0, 1.0],
+        }),
+        ..Transform::default()
+    };
+    for t in [bad_scale, bad_norm] {
+        assert!(matches!(
+            load_batch(&d, &[0], Some(&t), 0),
+            Err(Error::InvalidTransform { .. })
+        ));
+    }
+    assert!(matches!(
+        load_batch(&d, &[0, 5000], None, 0),
+        Err(Error::IndexOutOfRange {
+            index: 5000,
+            len: 1797
+        })
+    ));
+}
+
+fn naive_split(labels: &[u32]) -> (Vec<usize>, Vec<usize>) {
+    let mut classes: Vec<u32> = labels.to_vec();
+    classes.sort();
+    classes.dedup();
+    let train_classes = &classes[..classes.len() / 2];
+    (0..labels.len()).partition(|&i| train_classes.contains(&labels[i]))
+}
+
+proptest! {
+    #[test]
+    fn split_matches_naive(labels in proptest::collection::vec(0u32..40, 0..200)) {
+        let distinct = labels.iter().collect::<BTreeSet<_>>().len();
+        match class_disjoint_split(&labels) {
+            Ok(got) => prop_assert_eq!(got, naive_split(&labels)),
+            Err(Error::TooFewClasses { n_classes }) => {
+                prop_assert!(distinct < 2);
+                prop_assert_eq!(n_classes, distinct);
+            }
+            Err(e) => prop_assert!(false, "unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation(n in 0usize..300, seed in any::<u64>()) {
+        let a = shuffled_indices(n, seed);
+        prop_assert_eq!(&a, &shuffled_indices(n, seed));
+        let mut s = a.clone();
+        s.sort();
+        prop_assert_eq!(s, (0..n).collect::<Vec<_>>());
+    }
+}
+
+// ---------- IDX ----------
+
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn idx_round_trip_and_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = (0..3 * 4 * 5).map(|v| v as u8).collect();
+    write(
+        &dir.path().join("train-images-idx3-ubyte"),
+        &idx_bytes(&[3, 4, 5], &pixels),
+    );
+    write(
+        &dir.path().join("train-labels-idx1-ubyte"),
+        &idx_bytes(&[3], &[7, 1, 9]),
+    );
+    // The test part gzip-compressed, as distributed.
+    write(
+        &dir.path().join("t10k-images-idx3-ubyte.gz"),
+        &gzip(&idx_bytes(&[2, 4, 5], &pixels[..40])),
+    );
+    write(
+        &dir.path().join("t10k-labels-idx1-ubyte.gz"),
+        &gzip(&idx_bytes(&[2], &[0, 2])),
+    );
+    let ds = Idx::load_dir(dir.path()).unwrap();
+    assert_eq!(ds.labels(), &[7, 1, 9, 0, 2]);
+    assert_eq!(ds.item_shape(), Some([1, 4, 5]));
+    assert_eq!(&ds.pixels(1).unwrap().data[..], &pixels[20..40]);
+    assert_eq!(&ds.pixels(4).unwrap().data[..], &pixels[20..40]);
+    let (b, _) = load_batch(&ds, &[2], None, 0).unwrap();
+    assert!((b[[0, 0, 1, 2]] - pixels[40 + 7] as f32 / 255.0).abs() < 1e-6);
+}
+
+#[test]
+fn idx_errors_name_the_file_and_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let good_images = idx_bytes(&[2, 2, 2], &[1; 8]);
+    write(&p("bad_magic"), &[0x12, 0x34, 0x08, 0x03, 0, 0, 0, 0]);
+    write(
+        &p("bad_type"),
+        &idx_bytes(&[2], &[1, 2])[..]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if i == 2 { 0x0D } else { b })
+            .collect::<Vec<_>>(),
+    );
+    write(&p("truncated"), &good_images[..good_images.len() - 3]);
+    write(&p("short_header"), &[0, 0, 8, 3, 0, 0]);
+    write(&p("trailing"), &[good_images.clone(), vec![0, 0]].concat());
+    write(&p("images"), &good_images);
+    write(&p("labels3"), &idx_bytes(&[3], &[0, 1, 2]));
+    write(&p("not_gzip.gz"), &[0x1f, 0x8b, 1, 2, 3]);
+
+    let e = read_idx_images(p("bad_magic")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BadMagic {
+                found: 0x1234_0803,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("bad_magic"));
+    assert!(matches!(
+        read_idx_labels(p("bad_type")),
+        Err(Error::BadMagic { .. })
+    ));
+    let e = read_idx_images(p("truncated")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Truncated {
+                expected: 24,
+                found: 21,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&p("truncated").display().to_string())
+    );
+    assert!(matches!(
+        read_idx_images(p("short_header")),
+        Err(Error::Truncated {
+            expected: 16,
+            found: 6,
+            ..
+        })
+    ));
+    assert!(matches!(
+        read_idx_images(p("trailing")),
+        Err(Error::TrailingBytes { extra: 2, .. })
+    ));
+    assert!(matches!(
+        read_idx_images(p("labels3")),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        read_idx_images(p("not_gzip.gz")),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        read_idx_images(p("missing")),
+        Err(Error::Io { .. })
+    ));
+    let e = Idx::load(p("images"), p("labels3")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::CountMismatch {
+                n_images: 2,
+                n_labels: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("images") && e.to_string().contains("labels3"));
+    assert!(matches!(
+        Idx::load_dir(dir.path()),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The parser never panics and never accepts bytes whose length disagrees with the header.
+    #[test]
+    fn idx_parser_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        if let Ok(arr) = parse_idx(&bytes, Path::new("fuzz")) {
+            let n: usize = arr.dims.iter().product();
+            prop_assert_eq!(arr.data.len(), n);
+            prop_assert_eq!(bytes.len(), 4 + 4 * arr.dims.len() + n);
+        }
+    }
+}
+
+// ---------- image files ----------
+
+fn save_png(path: &Path, w: u32, h: u32, seed: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([x as u8 * 9 + seed, y as u8 * 5, seed])
+    })
+    .save(path)
+    .unwrap();
+}
+
+fn save_jpg(path: &Path, w: u32, h: u32, seed: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(w, h, |x, _| image::Rgb([x as u8, seed, 100]))
+        .save_with_format(path, image::ImageFormat::Jpeg)
+        .unwrap();
+}
+
+#[test]
+fn image_folder_loads_and_reports_corrupt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    save_png(&root.join("b_cat/1.png"), 6, 4, 1);
+    save_jpg(&root.join("b_cat/2.JPG"), 9, 7, 2);
+    save_png(&root.join("a_dog/x.png"), 5, 5, 3);
+    write(&root.join("a_dog/notes.txt"), b"not an image");
+    let (ds, names) = image_folder(root).unwrap();
+    assert_eq!(names, vec!["a_dog", "b_cat"]);
+    assert_eq!(ds.labels(), &[0, 1, 1]);
+    // The PNG decodes to exactly the pixels written.
+    let px = ds.pixels(1).unwrap();
+    assert_eq!((px.height, px.width, px.channels), (4, 6, 3));
+    assert_eq!(&px.data[..3], &[1, 0, 1]);
+    assert_eq!(&px.data[3 * 5..3 * 6], &[9 * 5 + 1, 0, 1]);
+    // Sizes vary, so a batch needs a fixed-size transform.
+    assert!(matches!(
+        load_batch(&ds, &[0, 1], None, 0),
+        Err(Error::VariableItemSize)
+    ));
+    let (b, l) = load_batch(&ds, &[0, 1, 2], Some(&Transform::eval(8, 6)), 0).unwrap();
+    assert_eq!(b.dim(), (3, 3, 6, 6));
+    assert_eq!(l, vec![0, 1, 1]);
+    let (b, _) = load_batch(&ds, &[2, 2], Some(&Transform::train(5)), 0).unwrap();
+    assert_eq!(b.dim(), (2, 3, 5, 5));
+    assert!(b.iter().all(|v| v.is_finite()));
+
+    // A truncated PNG and garbage with an image extension: errors naming the file.
+    let png = std::fs::read(root.join("b_cat/1.png")).unwrap();
+    write(&root.join("c/trunc.png"), &png[..png.len() / 2]);
+    write(
+        &root.join("c/garbage.jpg"),
+        b"\xff\xd8\xffnot really a jpeg",
+    );
+    let (ds, _) = image_folder(root).unwrap();
+    for name in ["garbage.jpg", "trunc.png"] {
+        let i = ds.paths().iter().position(|p| p.ends_with(name)).unwrap();
+        let e = load_batch(&ds, &[0, i], Some(&Transform::eval(4, 4)), 0).unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }), "{e}");
+        assert!(e.to_string().contains(name), "{e}");
+    }
+    assert!(matches!(
+        image_folder(root.join("nope")),
+        Err(Error::Io { .. })
+    ));
+}
+
+fn tiny(root: &Path, rel: &str) -> PathBuf {
+    let p = root.join(rel);
+    save_png(&p, 4, 3, 7);
+    p
+}
+
+#[test]
+fn cub200_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Four classes (ids 1..4), two images each; ids out of order in the label file.
+    let mut images = String::new();
+    let mut classes = String::new();
+    for id in 1..=8u32 {
+        let class = (id + 1) / 2;
+        let rel = format!("{class:03}.Bird_{class}/img_{id}.jpg");
+        save_jpg(&root.join("images").join(&rel), 5, 4, id as u8);
+        images.push_str(&format!("{id} {rel}\n"));
+    }
+    for id in (1..=8u32).rev() {
+        classes.push_str(&format!("{id} {}\n", (id + 1) / 2));
+    }
+    write(&root.join("images.txt"), images.as_bytes());
+    write(&root.join("image_class_labels.txt"), classes.as_bytes());
+    let ds = cub200(root).unwrap();
+    assert_eq!(ds.labels(), &[0, 0, 1, 1, 2, 2, 3, 3]);
+    assert!(ds.paths()[2].ends_with("images/002.Bird_2/img_3.jpg"));
+    let split = DataConfig::Cub200 {
+        root: root.to_path_buf(),
+    }
+    .build()
+    .unwrap();
+    assert_eq!(split.train.labels(), &[0, 0, 1, 1]);
+    assert_eq!(split.test.labels(), &[2, 2, 3, 3]);
+    let (b, _) = load_batch(
+        split.test.as_ref(),
+        &[0, 3],
+        Some(&Transform::eval(4, 4)),
+        1,
+    )
+    .unwrap();
+    assert_eq!(b.dim(), (2, 3, 4, 4));
+
+    write(&root.join("image_class_labels.txt"), b"1 1\n2 x\n");
+    let e = cub200(root).unwrap_err();
+    assert!(
+        e.to_string().contains("image_class_labels.txt: line 2"),
+        "{e}"
+    );
+    write(&root.join("image_class_labels.txt"), b"1 1\n");
+    let e = cub200(root).unwrap_err();
+    assert!(e.to_string().contains("image id 2 has no class"), "{e}");
+    assert!(matches!(
+        cub200(root.join("missing")),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn cars196_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut annos = String::new();
+    for (i, class) in [3u32, 1, 2, 4, 4, 1].iter().enumerate() {
+        let rel = format!("car_ims/{:06}.jpg", i + 1);
+        save_jpg(&root.join(&rel), 6, 4, i as u8);
+        annos.push_str(&format!("{rel} {class}\n"));
+    }
+    write(&root.join("cars_annos.txt"), annos.as_bytes());
+    let split = DataConfig::Cars196 {
+        root: root.to_path_buf(),
+    }
+    .build()
+    .unwrap();
+    assert_eq!(split.train.labels(), &[0, 1, 0]);
+    assert_eq!(split.test.labels(), &[2, 3, 3]);
+    write(&root.join("cars_annos.txt"), b"car_ims/000001.jpg 0\n");
+    assert!(matches!(cars196(root), Err(Error::Malformed { .. })));
+}
+
+#[test]
+fn sop_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let header = "image_id class_id super_class_id path\n";
+    let mut train = header.to_owned();
+    let mut test = header.to_owned();
+    for (i, class) in [1u32, 1, 2, 2].iter().enumerate() {
+        let rel = format!("bicycle_final/{i}_0.JPG");
+        tiny(root, &rel);
+        train.push_str(&format!("{} {class} 1 {rel}\n", i + 1));
+    }
+    for (i, class) in [3u32, 3, 3].iter().enumerate() {
+        let rel = format!("chair_final/{i}_1.JPG");
+        tiny(root, &rel);
+        test.push_str(&format!("{} {class} 2 {rel}\n", i + 5));
+    }
+    write(&root.join("Ebay_train.txt"), train.as_bytes());
+    write(&root.join("Ebay_test.txt"), test.as_bytes());
+    let split = DataConfig::Sop {
+        root: root.to_path_buf(),
+    }
+    .build()
+    .unwrap();
+    assert_eq!(split.train.labels(), &[0, 0, 1, 1]);
+    assert_eq!(split.test.labels(), &[2, 2, 2]);
+    let (b, _) = load_batch(
+        split.train.as_ref(),
+        &[0, 1, 2, 3],
+        Some(&Transform::train(3)),
+        0,
+    )
+    .unwrap();
+    assert_eq!(b.dim(), (4, 3, 3, 3));
+    write(
+        &root.join("Ebay_test.txt"),
+        format!("{header}1 2 3\n").as_bytes(),
+    );
+    let e = sop(root).unwrap_err();
+    assert!(e.to_string().contains("Ebay_test.txt: line 2"), "{e}");
+}
+
+#[test]
+fn inshop_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let rows = [
+        (
+            "img/WOMEN/Dresses/id_00000002/02_1_front.jpg",
+            "id_00000002",
+            "train",
+        ),
+        (
+            "img/WOMEN/Dresses/id_00000002/02_2_side.jpg",
+            "id_00000002",
+            "train",
+        ),
+        (
+            "img/MEN/Denim/id_00000080/01_1_front.jpg",
+            "id_00000080",
+            "query",
+        ),
+        (
+            "img/MEN/Denim/id_00000080/01_2_side.jpg",
+            "id_00000080",
+            "gallery",
+        ),
+        (
+            "img/MEN/Denim/id_00000081/01_1_front.jpg",
+            "id_00000081",
+            "gallery",
+        ),
+    ];
+    let mut text = format!("{}\nimage_name item_id evaluation_status\n", rows.len());
+    for (rel, id, status) in rows {
+        tiny(root, rel);
+        text.push_str(&format!("{rel}   {id}   {status}\n"));
+    }
+    write(&root.join("Eval/list_eval_partition.txt"), text.as_bytes());
+    let parts = inshop(root).unwrap();
+    assert_eq!(parts.train.labels(), &[2, 2]);
+    assert_eq!(parts.query.labels(), &[80]);
+    assert_eq!(parts.gallery.labels(), &[80, 81]);
+    let split = DataConfig::Inshop {
+        root: root.to_path_buf(),
+    }
+    .build()
+    .unwrap();
+    assert_eq!(split.test.labels(), &[80, 80, 81]);
+    assert_eq!(split.query.unwrap().labels(), &[80]);
+    assert_eq!(split.gallery.unwrap().labels(), &[80, 81]);
+    write(
+        &root.join("list_eval_partition.txt"),
+        b"1\nheader\na.jpg id_1 valid\n",
+    );
+    assert!(inshop(root).unwrap_err().to_string().contains("line 3"));
+}
+
+#[test]
+fn config_from_toml() {
+    let c: DataConfig = toml::from_str("kind = \"digits\"").unwrap();
+    assert_eq!(c, DataConfig::Digits);
+    let c: DataConfig = toml::from_str("kind = \"fashion_mnist\"").unwrap();
+    assert_eq!(
+        c,
+        DataConfig::FashionMnist {
+            path: FASHION_MNIST_DIR.into()
+        }
+    );
+    let c: DataConfig = toml::from_str("kind = \"cub200\"\nroot = \"x\"").unwrap();
+    assert_eq!(c, DataConfig::Cub200 { root: "x".into() });
+    let e = toml::from_str::<DataConfig>("kind = \"cub200\"\nroot = \"x\"\nrot = 1").unwrap_err();
+    assert!(e.to_string().contains("rot"), "{e}");
+    assert!(toml::from_str::<DataConfig>("kind = \"imagenet\"").is_err());
+    let split = DataConfig::Digits.build().unwrap();
+    assert_eq!(split.train.len() + split.test.len(), 1797);
+    let e = DataConfig::Mnist {
+        path: "/nonexistent/mnist".into(),
+    }
+    .build()
+    .unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("cargo xtask data"));
+    let t: Transform =
+        toml::from_str("hflip = true\n[crop]\nkind = \"center\"\nresize = 256\nsize = 224")
+            .unwrap();
+    assert_eq!(
+        t.crop,
+        Crop::Center {
+            resize: 256,
+            size: 224
+        }
+    );
+}
