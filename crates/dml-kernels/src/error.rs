@@ -48,6 +48,28 @@ pub enum Error {
     /// An empty input where at least one row is needed.
     #[error("{0} has no rows")]
     Empty(&'static str),
+    /// More rows than a `u32` neighbour index can name.
+    #[error("{matrix} has {rows} rows, more than the {max} that u32 indices can address")]
+    TooManyRows {
+        /// Name of the matrix.
+        matrix: &'static str,
+        /// Its number of rows.
+        rows: usize,
+        /// The largest number of rows supported.
+        max: usize,
+    },
+    /// A tensor that is not a matrix (rank 2) where one is needed.
+    #[error("{name} must be a matrix (rank 2) but has shape {shape:?}")]
+    NotAMatrix {
+        /// Name of the operand.
+        name: &'static str,
+        /// Its shape.
+        shape: Vec<i64>,
+    },
+    /// An error raised by LibTorch.
+    #[cfg(feature = "tch")]
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
 }
 
 /// `Result` with [`Error`].

@@ -1,0 +1,191 @@
+//! Pairwise distance and similarity matrices in GEMM form.
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
+use rayon::prelude::*;
+
+use crate::{
+    Error, Metric, Result, check,
+    gemm::gemm_nt,
+    normalize::{inv_norm, squared_norm},
+};
+
+/// Rows of an output tile (one rayon task computes a band of this many rows).
+const TILE_ROWS: usize = 64;
+/// Columns of an output tile: `TILE_ROWS × TILE_COLS` f32 stay in a core's L2 cache.
+const TILE_COLS: usize = 1024;
+
+/// Per-row factors a metric needs besides the dot products.
+pub(crate) fn row_factors(metric: Metric, x: ArrayView2<'_, f32>) -> Array1<f32> {
+    let f = |i: usize| {
+        let row = x.index_axis(Axis(0), i);
+        match metric {
+            Metric::Euclidean | Metric::SquaredEuclidean => squared_norm(row),
+            Metric::Cosine => inv_norm(row),
+            Metric::Dot => 0.0,
+        }
+    };
+    if metric == Metric::Dot {
+        return Array1::zeros(x.nrows());
+    }
+    (0..x.nrows())
+        .into_par_iter()
+        .with_min_len(1024)
+        .map(f)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// The scale the GEMM applies so that the epilogue needs no multiplication by 2.
+///
+/// For distances the tile holds `−2·a·b`; for similarities it holds `sign·a·b`.
+#[inline]
+pub(crate) fn gemm_alpha(metric: Metric, sign: f32) -> f32 {
+    match metric {
+        Metric::Euclidean | Metric::SquaredEuclidean => -2.0,
+        Metric::Cosine | Metric::Dot => sign,
+    }
+}
+
+/// Turns a GEMM tile entry into the metric's value (or, for `SquaredEuclidean` and `Euclidean`
+/// before the square root, the squared distance).
+///
+/// `t` is `gemm_alpha(metric, ·) · a·b`; `fa`, `fb` are the rows' [`row_factors`]. This single
+/// function is used by both [`pairwise`] and [`crate::knn`], so their values agree bit for bit.
+#[inline(always)]
+pub(crate) fn finish(metric: Metric, t: f32, fa: f32, fb: f32) -> f32 {
+    match metric {
+        // Clamped at zero: cancellation in ‖a‖² + ‖b‖² − 2a·b can go slightly negative.
+        Metric::Euclidean | Metric::SquaredEuclidean => ((fa + fb) + t).max(0.0),
+        // `fa * fb` first: it commutes exactly, so (i, j) and (j, i) round alike.
+        Metric::Cosine => (t * (fa * fb)).clamp(-1.0, 1.0),
+        Metric::Dot => t,
+    }
+}
+
+/// The pairwise matrix `out[i, j] = metric(a[i], b[j])` (n×m).
+///
+/// Computed in GEMM form (`‖a‖² + ‖b‖² − 2·a·bᵀ`, clamped at zero, for the Euclidean metrics;
+/// `a·bᵀ` scaled by inverse norms for cosine), tile by tile in parallel, each tile finished while
+/// it is in cache. Cosine uses the same norm floor as [`crate::l2_normalize`], so a zero row has
+/// similarity 0 to everything.
+///
+/// # Errors
+/// [`Error::DimensionMismatch`] if `a` and `b` have different numbers of columns,
+/// [`Error::NonFinite`] if either holds a NaN or an infinity.
+///
+/// ```
+/// use dml_kernels::{Metric, pairwise};
+/// use ndarray::array;
+///
+/// let d = pairwise(Metric::Euclidean, array![[0.0_f32, 0.0]].view(), array![[3.0, 4.0]].view())?;
+/// assert_eq!(d, array![[5.0_f32]]);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn pairwise(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+) -> Result<Array2<f32>> {
+    let mut out = Array2::zeros((a.nrows(), b.nrows()));
+    pairwise_into(metric, a, b, out.view_mut())?;
+    Ok(out)
+}
+
+/// [`pairwise`] into a caller-provided n×m buffer (any strides), allocating nothing of size n×m.
+///
+/// # Errors
+/// As [`pairwise`], plus [`Error::OutputShape`] if `out` is not `a.nrows() × b.nrows()`.
+pub fn pairwise_into(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    out: ArrayViewMut2<'_, f32>,
+) -> Result<()> {
+    check::same_dim(a, "a", b, "b")?;
+    let expected = (a.nrows(), b.nrows());
+    if out.dim() != expected {
+        return Err(Error::OutputShape {
+            expected,
+            got: out.dim(),
+        });
+    }
+    check::finite(a, "a")?;
+    check::finite(b, "b")?;
+    let fa = row_factors(metric, a);
+    let fb = row_factors(metric, b);
+    fill(metric, a, b, &fa, &fb, out);
+    Ok(())
+}
+
+/// The pairwise matrix of `x` with itself (n×n).
+///
+/// For the distances the diagonal is exactly zero and the matrix is exactly symmetric, whatever
+/// the rounding of the GEMM form would give; for the similarities it is exactly symmetric.
+///
+/// # Errors
+/// [`Error::NonFinite`] if `x` holds a NaN or an infinity.
+pub fn self_pairwise(metric: Metric, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    check::finite(x, "x")?;
+    let f = row_factors(metric, x);
+    let n = x.nrows();
+    let mut out = Array2::zeros((n, n));
+    fill(metric, x, x, &f, &f, out.view_mut());
+    symmetrize(&mut out);
+    if !metric.is_similarity() {
+        out.diag_mut().fill(0.0);
+    }
+    Ok(out)
+}
+
+/// Copies the upper triangle onto the lower one, in cache-sized square blocks.
+fn symmetrize(out: &mut Array2<f32>) {
+    const B: usize = 64;
+    let n = out.nrows();
+    for bi in (0..n).step_by(B) {
+        for bj in (bi..n).step_by(B) {
+            for i in bi..(bi + B).min(n) {
+                for j in bj.max(i + 1)..(bj + B).min(n) {
+                    out[[j, i]] = out[[i, j]];
+                }
+            }
+        }
+    }
+}
+
+/// Fills `out` tile by tile: GEMM, then the metric's epilogue while the tile is hot.
+fn fill(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    fa: &Array1<f32>,
+    fb: &Array1<f32>,
+    mut out: ArrayViewMut2<'_, f32>,
+) {
+    let m = b.nrows();
+    if out.is_empty() {
+        return;
+    }
+    let alpha = gemm_alpha(metric, 1.0);
+    out.axis_chunks_iter_mut(Axis(0), TILE_ROWS)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(bi, mut band)| {
+            let r0 = bi * TILE_ROWS;
+            let rows = band.nrows();
+            let a_band = a.slice(s![r0..r0 + rows, ..]);
+            for c0 in (0..m).step_by(TILE_COLS) {
+                let c1 = (c0 + TILE_COLS).min(m);
+                let mut tile = band.slice_mut(s![.., c0..c1]);
+                gemm_nt(alpha, a_band, b.slice(s![c0..c1, ..]), tile.view_mut());
+                for (i, mut row) in tile.axis_iter_mut(Axis(0)).enumerate() {
+                    let fai = fa[r0 + i];
+                    let fbs = fb.slice(s![c0..c1]);
+                    if metric == Metric::Euclidean {
+                        row.zip_mut_with(&fbs, |t, &fbj| *t = finish(metric, *t, fai, fbj).sqrt());
+                    } else {
+                        row.zip_mut_with(&fbs, |t, &fbj| *t = finish(metric, *t, fai, fbj));
+                    }
+                }
+            }
+        });
+}

@@ -1,0 +1,432 @@
+//! The ndarray kernels against naive f64 references, plus their invariants and errors.
+//!
+//! Tolerances. The kernels use the GEMM form in f32, whose error for the squared distance is
+//! bounded by a few `d · ε · (‖a‖² + ‖b‖²)` (ε = 2⁻²⁴); with d ≤ 24 we assert
+//! `|got − want| ≤ 1e-5 · (‖a‖² + ‖b‖²)` for squared Euclidean, the square root of that bound for
+//! Euclidean (`|√x − √y| ≤ √|x − y|`), `1e-5 · ‖a‖·‖b‖` for dot products and `1e-5` for cosine.
+//! On integer-valued inputs every sum is exact in f32, so there the k-NN is checked for exact
+//! equality with a full sort of the pairwise matrix, ties included.
+
+use dml_kernels::{
+    Error, Metric, NORM_EPS, knn, knn_self, l2_normalize, l2_normalize_inplace, pairwise,
+    pairwise_into, self_pairwise,
+};
+use ndarray::{Array2, ArrayView1, ArrayView2, s};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// Naive references (f64, direct formulas, O(n·m·d)).
+
+fn norm64(x: ArrayView1<'_, f32>) -> f64 {
+    x.iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn naive(metric: Metric, a: ArrayView1<'_, f32>, b: ArrayView1<'_, f32>) -> f64 {
+    let sq: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    let eps = f64::from(NORM_EPS);
+    match metric {
+        Metric::Euclidean => sq.sqrt(),
+        Metric::SquaredEuclidean => sq,
+        Metric::Cosine => dot / (norm64(a).max(eps) * norm64(b).max(eps)),
+        Metric::Dot => dot,
+    }
+}
+
+fn tolerance(metric: Metric, a: ArrayView1<'_, f32>, b: ArrayView1<'_, f32>) -> f64 {
+    let (na, nb) = (norm64(a), norm64(b));
+    let sq_tol = 1e-5 * (na * na + nb * nb) + 1e-30;
+    match metric {
+        Metric::Euclidean => sq_tol.sqrt(),
+        Metric::SquaredEuclidean => sq_tol,
+        Metric::Cosine => 1e-5,
+        Metric::Dot => 1e-5 * na * nb + 1e-30,
+    }
+}
+
+fn assert_matches_naive(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    got: ArrayView2<'_, f32>,
+) {
+    assert_eq!(got.dim(), (a.nrows(), b.nrows()));
+    for i in 0..a.nrows() {
+        for j in 0..b.nrows() {
+            let want = naive(metric, a.row(i), b.row(j));
+            let tol = tolerance(metric, a.row(i), b.row(j));
+            let g = f64::from(got[[i, j]]);
+            assert!(
+                (g - want).abs() <= tol,
+                "{metric} [{i},{j}]: got {g}, want {want} (tol {tol})"
+            );
+        }
+    }
+}
+
+/// A full sort of each row of a pairwise matrix: closest first, ties by lower index, optionally
+/// leaving out the diagonal.
+fn full_sort(
+    metric: Metric,
+    d: ArrayView2<'_, f32>,
+    k: usize,
+    skip_diag: bool,
+) -> (Array2<u32>, Array2<f32>) {
+    let mut idx = Array2::zeros((d.nrows(), k));
+    let mut val = Array2::zeros((d.nrows(), k));
+    for i in 0..d.nrows() {
+        let mut order: Vec<usize> = (0..d.ncols()).filter(|&j| !(skip_diag && j == i)).collect();
+        order.sort_by(|&x, &y| {
+            let (vx, vy) = (d[[i, x]], d[[i, y]]);
+            let c = if metric.is_similarity() {
+                vy.total_cmp(&vx)
+            } else {
+                vx.total_cmp(&vy)
+            };
+            c.then(x.cmp(&y))
+        });
+        for (r, &j) in order.iter().take(k).enumerate() {
+            idx[[i, r]] = j as u32;
+            val[[i, r]] = d[[i, j]];
+        }
+    }
+    (idx, val)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies.
+
+fn metric() -> impl Strategy<Value = Metric> {
+    prop::sample::select(Metric::ALL.to_vec())
+}
+
+fn matrix(rows: std::ops::Range<usize>, d: usize) -> impl Strategy<Value = Array2<f32>> {
+    rows.prop_flat_map(move |n| {
+        prop::collection::vec(-10.0_f32..10.0, n * d)
+            .prop_map(move |v| Array2::from_shape_vec((n, d), v).expect("shape"))
+    })
+}
+
+/// Small integers: every product and sum is exact in f32, and ties are frequent.
+fn int_matrix(rows: std::ops::Range<usize>, d: usize) -> impl Strategy<Value = Array2<f32>> {
+    rows.prop_flat_map(move |n| {
+        prop::collection::vec(-2_i8..=2, n * d).prop_map(move |v| {
+            Array2::from_shape_vec((n, d), v.into_iter().map(f32::from).collect()).expect("shape")
+        })
+    })
+}
+
+fn two_matrices() -> impl Strategy<Value = (Array2<f32>, Array2<f32>)> {
+    (1_usize..24).prop_flat_map(|d| (matrix(0..20, d), matrix(0..20, d)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pairwise_matches_naive(metric in metric(), (a, b) in two_matrices()) {
+        let got = pairwise(metric, a.view(), b.view()).expect("pairwise");
+        assert_matches_naive(metric, a.view(), b.view(), got.view());
+        if !metric.is_similarity() {
+            prop_assert!(got.iter().all(|&v| v >= 0.0));
+        }
+        if metric == Metric::Cosine {
+            prop_assert!(got.iter().all(|&v| (-1.0..=1.0).contains(&v)));
+        }
+    }
+
+    #[test]
+    fn pairwise_into_equals_pairwise(metric in metric(), (a, b) in two_matrices()) {
+        let want = pairwise(metric, a.view(), b.view()).expect("pairwise");
+        // A transposed (column-major) output buffer exercises non-contiguous strides.
+        let mut out = Array2::from_elem((b.nrows(), a.nrows()), f32::NAN);
+        pairwise_into(metric, a.view(), b.view(), out.view_mut().reversed_axes()).expect("into");
+        prop_assert_eq!(out.t(), want.view());
+    }
+
+    #[test]
+    fn self_pairwise_invariants(metric in metric(), x in (1_usize..24).prop_flat_map(|d| matrix(0..24, d))) {
+        let d = self_pairwise(metric, x.view()).expect("self_pairwise");
+        assert_matches_naive(metric, x.view(), x.view(), d.view());
+        prop_assert_eq!(d.view(), d.t());
+        if !metric.is_similarity() {
+            prop_assert!(d.diag().iter().all(|&v| v == 0.0));
+            prop_assert!(d.iter().all(|&v| v >= 0.0));
+        }
+    }
+
+    #[test]
+    fn euclidean_triangle_inequality(x in (1_usize..16).prop_flat_map(|d| matrix(3..12, d))) {
+        let d = self_pairwise(Metric::Euclidean, x.view()).expect("self_pairwise");
+        let max_sq = x.rows().into_iter().map(|r| norm64(r).powi(2)).fold(0.0, f64::max);
+        // Each of the three distances may be off by √(1e-5 · 2·max‖x‖²).
+        let tol = 3.0 * (2e-5 * max_sq).sqrt() + 1e-6;
+        let n = x.nrows();
+        for i in 0..n {
+            for j in 0..n {
+                for k in 0..n {
+                    let lhs = f64::from(d[[i, k]]);
+                    let rhs = f64::from(d[[i, j]]) + f64::from(d[[j, k]]);
+                    prop_assert!(lhs <= rhs + tol, "d({i},{k}) = {lhs} > {rhs}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn knn_equals_full_sort_exactly_on_integers(
+        metric in metric(),
+        (q, r) in (1_usize..8).prop_flat_map(|d| (int_matrix(1..12, d), int_matrix(1..40, d))),
+        k_frac in 0.0_f64..1.0,
+    ) {
+        let k = 1 + (k_frac * (r.nrows() - 1) as f64) as usize;
+        let nn = knn(metric, q.view(), r.view(), k).expect("knn");
+        let d = pairwise(metric, q.view(), r.view()).expect("pairwise");
+        let (idx, val) = full_sort(metric, d.view(), k, false);
+        prop_assert_eq!(&nn.indices, &idx);
+        prop_assert_eq!(&nn.scores, &val);
+    }
+
+    #[test]
+    fn knn_self_equals_full_sort_exactly_on_integers(
+        metric in metric(),
+        x in (1_usize..8).prop_flat_map(|d| int_matrix(2..40, d)),
+        k_frac in 0.0_f64..1.0,
+    ) {
+        let k = 1 + (k_frac * (x.nrows() - 2) as f64) as usize;
+        let nn = knn_self(metric, x.view(), k).expect("knn_self");
+        let d = self_pairwise(metric, x.view()).expect("self_pairwise");
+        let (idx, val) = full_sort(metric, d.view(), k, true);
+        prop_assert_eq!(&nn.indices, &idx);
+        prop_assert_eq!(&nn.scores, &val);
+        for (i, row) in nn.indices.rows().into_iter().enumerate() {
+            prop_assert!(row.iter().all(|&j| j as usize != i));
+        }
+    }
+
+    #[test]
+    fn knn_matches_naive_on_floats(
+        metric in metric(),
+        (q, r) in (1_usize..16).prop_flat_map(|d| (matrix(1..10, d), matrix(1..40, d))),
+        k in 1_usize..6,
+    ) {
+        let k = k.min(r.nrows());
+        let nn = knn(metric, q.view(), r.view(), k).expect("knn");
+        for i in 0..q.nrows() {
+            // The reference's k best values (f64), which the returned scores must match within
+            // tolerance, in order; and each returned score must be the pair's own value.
+            let mut want: Vec<f64> = (0..r.nrows()).map(|j| naive(metric, q.row(i), r.row(j))).collect();
+            want.sort_by(|x, y| if metric.is_similarity() { y.total_cmp(x) } else { x.total_cmp(y) });
+            let tol = 2.0 * (0..r.nrows()).map(|j| tolerance(metric, q.row(i), r.row(j))).fold(0.0, f64::max);
+            for (c, &w) in want.iter().take(k).enumerate() {
+                let j = nn.indices[[i, c]] as usize;
+                let got = f64::from(nn.scores[[i, c]]);
+                prop_assert!((got - w).abs() <= tol, "rank {c}: {got} vs {w}");
+                prop_assert!((got - naive(metric, q.row(i), r.row(j))).abs() <= tol);
+            }
+            for c in 1..k {
+                let (prev, cur) = (nn.scores[[i, c - 1]], nn.scores[[i, c]]);
+                prop_assert!(!metric.is_closer(cur, prev), "scores out of order");
+                if prev == cur {
+                    prop_assert!(nn.indices[[i, c - 1]] < nn.indices[[i, c]], "tie not by index");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn l2_normalize_gives_unit_rows(x in (1_usize..24).prop_flat_map(|d| matrix(0..10, d))) {
+        let u = l2_normalize(x.view());
+        for (row, orig) in u.rows().into_iter().zip(x.rows()) {
+            let n = norm64(row);
+            if norm64(orig) > 1e-6 {
+                prop_assert!((n - 1.0).abs() <= 1e-5, "norm {n}");
+            }
+        }
+        let mut v = x.clone();
+        l2_normalize_inplace(v.view_mut());
+        prop_assert_eq!(v, u);
+    }
+}
+
+#[test]
+fn zero_and_tiny_rows_stay_finite() {
+    let x = ndarray::array![[0.0_f32, 0.0, 0.0], [1e-30, 0.0, -1e-30], [1.0, 2.0, 2.0]];
+    let u = l2_normalize(x.view());
+    assert!(u.iter().all(|v| v.is_finite()));
+    assert_eq!(u.row(0).to_vec(), vec![0.0, 0.0, 0.0]);
+    assert_eq!(u.row(2).to_vec(), vec![1.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0]);
+    // Cosine with a zero row is 0, not NaN.
+    let c = self_pairwise(Metric::Cosine, x.view()).expect("cosine");
+    assert!(c.iter().all(|v| v.is_finite()));
+    assert_eq!(c[[0, 2]], 0.0);
+}
+
+/// Sizes that cross the kernels' internal tile and block boundaries (64 rows, 1024 columns).
+#[test]
+fn knn_across_block_boundaries() {
+    let d = 5;
+    let q = Array2::from_shape_fn((130, d), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0);
+    let r = Array2::from_shape_fn((2100, d), |(i, j)| {
+        ((i * 13 + j * 11 + i / 7) % 5) as f32 - 2.0
+    });
+    for metric in Metric::ALL {
+        let nn = knn(metric, q.view(), r.view(), 17).expect("knn");
+        let dm = pairwise(metric, q.view(), r.view()).expect("pairwise");
+        let (idx, val) = full_sort(metric, dm.view(), 17, false);
+        assert_eq!(nn.indices, idx, "{metric}");
+        assert_eq!(nn.scores, val, "{metric}");
+        let nn = knn_self(metric, r.slice(s![..1500, ..]), 9).expect("knn_self");
+        let dm = self_pairwise(metric, r.slice(s![..1500, ..])).expect("self_pairwise");
+        let (idx, val) = full_sort(metric, dm.view(), 9, true);
+        assert_eq!(nn.indices, idx, "{metric}");
+        assert_eq!(nn.scores, val, "{metric}");
+    }
+}
+
+#[test]
+fn errors() {
+    let a = Array2::<f32>::zeros((3, 4));
+    let b = Array2::<f32>::zeros((5, 2));
+    assert!(matches!(
+        pairwise(Metric::Euclidean, a.view(), b.view()),
+        Err(Error::DimensionMismatch {
+            left: "a",
+            left_dim: 4,
+            right: "b",
+            right_dim: 2
+        })
+    ));
+    assert!(matches!(
+        knn(Metric::Dot, a.view(), b.view(), 1),
+        Err(Error::DimensionMismatch {
+            left_dim: 4,
+            right_dim: 2,
+            ..
+        })
+    ));
+    let r = Array2::<f32>::zeros((5, 4));
+    assert!(matches!(
+        knn(Metric::Cosine, a.view(), r.view(), 0),
+        Err(Error::InvalidK { k: 0, available: 5 })
+    ));
+    assert!(matches!(
+        knn(Metric::Cosine, a.view(), r.view(), 6),
+        Err(Error::InvalidK { k: 6, available: 5 })
+    ));
+    assert!(matches!(
+        knn_self(Metric::Euclidean, r.view(), 5),
+        Err(Error::InvalidK { k: 5, available: 4 })
+    ));
+    assert!(matches!(
+        knn_self(Metric::Euclidean, Array2::<f32>::zeros((0, 4)).view(), 1),
+        Err(Error::InvalidK { k: 1, available: 0 })
+    ));
+
+    let mut bad = Array2::<f32>::zeros((6, 4));
+    bad[[4, 2]] = f32::NAN;
+    bad[[5, 0]] = f32::INFINITY;
+    let e = pairwise(Metric::Euclidean, a.view(), bad.view()).expect_err("nan");
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                matrix: "b",
+                row: 4,
+                col: 2
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "non-finite value in b at row 4, column 2");
+    assert!(matches!(
+        knn(Metric::Dot, bad.view(), r.view(), 1),
+        Err(Error::NonFinite {
+            matrix: "query",
+            row: 4,
+            col: 2
+        })
+    ));
+    assert!(matches!(
+        knn_self(
+            Metric::Dot,
+            bad.slice(s![5.., ..]).view().to_owned().view(),
+            1
+        ),
+        Err(Error::InvalidK { .. })
+    ));
+    assert!(matches!(
+        self_pairwise(Metric::Cosine, bad.slice(s![5.., ..])),
+        Err(Error::NonFinite {
+            matrix: "x",
+            row: 0,
+            col: 0
+        })
+    ));
+
+    let mut out = Array2::<f32>::zeros((3, 4));
+    assert!(matches!(
+        pairwise_into(Metric::Dot, a.view(), r.view(), out.view_mut()),
+        Err(Error::OutputShape {
+            expected: (3, 5),
+            got: (3, 4)
+        })
+    ));
+}
+
+#[test]
+fn empty_inputs_give_empty_outputs() {
+    let a = Array2::<f32>::zeros((0, 4));
+    let b = Array2::<f32>::zeros((3, 4));
+    for metric in Metric::ALL {
+        assert_eq!(
+            pairwise(metric, a.view(), b.view())
+                .expect("pairwise")
+                .dim(),
+            (0, 3)
+        );
+        assert_eq!(
+            pairwise(metric, b.view(), a.view())
+                .expect("pairwise")
+                .dim(),
+            (3, 0)
+        );
+        assert_eq!(self_pairwise(metric, a.view()).expect("self").dim(), (0, 0));
+        let nn = knn(metric, a.view(), b.view(), 2).expect("knn");
+        assert_eq!(nn.indices.dim(), (0, 2));
+    }
+}
+
+#[test]
+fn hand_computed_values() {
+    let a = ndarray::array![[1.0_f32, 0.0], [0.0, 2.0]];
+    let b = ndarray::array![[1.0_f32, 1.0], [-3.0, 0.0]];
+    let e = pairwise(Metric::Euclidean, a.view(), b.view()).expect("pairwise");
+    assert_eq!(
+        e,
+        ndarray::array![[1.0, 4.0], [2.0_f32.sqrt(), 13.0_f32.sqrt()]]
+    );
+    let s = pairwise(Metric::SquaredEuclidean, a.view(), b.view()).expect("pairwise");
+    assert_eq!(s, ndarray::array![[1.0, 16.0], [2.0, 13.0]]);
+    let dot = pairwise(Metric::Dot, a.view(), b.view()).expect("pairwise");
+    assert_eq!(dot, ndarray::array![[1.0, -3.0], [2.0, 0.0]]);
+    let c = pairwise(Metric::Cosine, a.view(), b.view()).expect("pairwise");
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    assert!((c[[0, 0]] - h).abs() < 1e-6 && (c[[0, 1]] + 1.0).abs() < 1e-6);
+    assert!((c[[1, 0]] - h).abs() < 1e-6 && c[[1, 1]].abs() < 1e-6);
+    // Similarities: largest first.
+    let nn = knn(Metric::Dot, a.view(), b.view(), 2).expect("knn");
+    assert_eq!(nn.indices, ndarray::array![[0_u32, 1], [0, 1]]);
+    assert_eq!(nn.scores, ndarray::array![[1.0, -3.0], [2.0, 0.0]]);
+}
