@@ -26,10 +26,7 @@ fn one_optimiser_step_lowers_the_loss() -> anyhow::Result<()> {
         .double_value(&[]);
 
     assert!(before.is_finite() && after.is_finite());
-    assert!(
-        after < before,
-        "loss did not decrease: {before} -> {after}"
-    );
+    assert!(after < before, "loss did not decrease: {before} -> {after}");
     Ok(())
 }
 

@@ -1,0 +1,321 @@
+//! [`EmbeddingNet`]: a backbone, a linear embedding head, optional L2 normalisation.
+
+use std::path::Path as FsPath;
+
+use tch::nn::{self, ModuleT};
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{LoadReport, load_into_scope};
+use crate::config::{ModelConfig, RESNET_MIN_SIDE};
+use crate::{Error, InputShape, Result};
+
+/// The floor under an embedding's norm when normalising: each row is divided by
+/// `max(‖x‖₂, NORM_EPS)`, PyTorch's `F.normalize` rule and value (as in `dml_kernels::NORM_EPS`),
+/// so a zero embedding stays zero instead of turning into NaN.
+pub const NORM_EPS: f64 = 1e-12;
+
+/// The backbone's layers.
+#[derive(Debug)]
+enum Backbone {
+    Mlp {
+        layers: Vec<nn::Linear>,
+        dropout: f64,
+    },
+    ConvNet {
+        blocks: Vec<(nn::Conv2D, Option<nn::BatchNorm>)>,
+    },
+    ResNet(Box<dyn ModuleT>),
+}
+
+/// An embedding network: `backbone → linear head → (L2 normalisation)`, built from a
+/// [`ModelConfig`] for one [`InputShape`].
+///
+/// Variables live under `p / "backbone"` and `p / "head"` (`head.weight`, `head.bias`), so
+/// checkpoint keys are stable and the backbone can be loaded on its own
+/// ([`load_backbone`](Self::load_backbone)). Batches are `[N, C, H, W]` `f32` tensors on the
+/// network's device (the MLP also takes `[N, C*H*W]`); [`embed`](Self::embed) checks them and
+/// returns `[N, embedding_dim]`.
+///
+/// # Training and evaluation
+/// `train = true` puts batch norm in training mode (batch statistics, running statistics updated)
+/// and enables dropout, unless the config freezes batch norm, in which case batch-norm layers
+/// always use, and never update, their running statistics; their affine weights still learn.
+#[derive(Debug)]
+pub struct EmbeddingNet {
+    config: ModelConfig,
+    input: InputShape,
+    backbone: Backbone,
+    head: nn::Linear,
+    feature_dim: i64,
+    backbone_scope: String,
+}
+
+impl EmbeddingNet {
+    /// Builds the network's variables under `p` (on `p`'s device) after validating the config
+    /// against the input shape.
+    ///
+    /// # Errors
+    /// [`Error::EmbeddingDim`], [`Error::LayerWidth`], [`Error::NoBlocks`], [`Error::Dropout`],
+    /// [`Error::InputShape`], [`Error::InputTooSmall`], [`Error::InputChannels`].
+    pub fn new(p: &nn::Path, config: &ModelConfig, input: InputShape) -> Result<Self> {
+        config.validate(input)?;
+        let bp = p / "backbone";
+        let backbone_scope = bp.components().collect::<Vec<_>>().join(".");
+        let (backbone, feature_dim) = match config {
+            ModelConfig::Mlp(c) => {
+                let mut layers = Vec::with_capacity(c.hidden.len());
+                let mut width = input.numel();
+                for (i, &h) in c.hidden.iter().enumerate() {
+                    layers.push(nn::linear(
+                        &bp / format!("fc{}", i + 1),
+                        width,
+                        h,
+                        Default::default(),
+                    ));
+                    width = h;
+                }
+                (
+                    Backbone::Mlp {
+                        layers,
+                        dropout: c.dropout,
+                    },
+                    width,
+                )
+            }
+            ModelConfig::ConvNet(c) => {
+                let mut blocks = Vec::with_capacity(c.channels.len());
+                let mut c_in = input.channels;
+                for (i, &c_out) in c.channels.iter().enumerate() {
+                    let bb = &bp / i.to_string();
+                    // A bias before batch norm is cancelled by its mean subtraction.
+                    let conv_cfg = nn::ConvConfig {
+                        padding: 1,
+                        bias: !c.batch_norm,
+                        ..Default::default()
+                    };
+                    let conv = nn::conv2d(&bb / "conv", c_in, c_out, 3, conv_cfg);
+                    let bn = c
+                        .batch_norm
+                        .then(|| nn::batch_norm2d(&bb / "bn", c_out, Default::default()));
+                    blocks.push((conv, bn));
+                    c_in = c_out;
+                }
+                (Backbone::ConvNet { blocks }, c_in)
+            }
+            ModelConfig::Resnet18(_) => (
+                Backbone::ResNet(Box::new(tch::vision::resnet::resnet18_no_final_layer(&bp))),
+                512,
+            ),
+            ModelConfig::Resnet50(_) => (
+                Backbone::ResNet(Box::new(tch::vision::resnet::resnet50_no_final_layer(&bp))),
+                2048,
+            ),
+        };
+        let head = nn::linear(
+            p / "head",
+            feature_dim,
+            config.embedding_dim(),
+            Default::default(),
+        );
+        Ok(Self {
+            config: config.clone(),
+            input,
+            backbone,
+            head,
+            feature_dim,
+            backbone_scope,
+        })
+    }
+
+    /// The config the network was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The input shape the network was built for.
+    pub fn input_shape(&self) -> InputShape {
+        self.input
+    }
+
+    /// The size of the embeddings.
+    pub fn embedding_dim(&self) -> i64 {
+        self.config.embedding_dim()
+    }
+
+    /// The size of the backbone's output (the head's input): 512 for ResNet-18, 2048 for
+    /// ResNet-50, the last channel count for the ConvNet, the last hidden width for the MLP.
+    pub fn feature_dim(&self) -> i64 {
+        self.feature_dim
+    }
+
+    /// The var-store name prefix of the backbone's variables (for example `backbone`, or
+    /// `model.backbone` when built under `root / "model"`).
+    pub fn backbone_scope(&self) -> &str {
+        &self.backbone_scope
+    }
+
+    /// The device of the network's weights.
+    pub fn device(&self) -> Device {
+        self.head.ws.device()
+    }
+
+    /// Loads pre-trained backbone weights from a `.safetensors` or tch `.ot` file whose names are
+    /// relative to the backbone (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; names that
+    /// already carry the backbone scope are accepted too). The head keeps its values.
+    ///
+    /// Tensors in the file that the backbone lacks (a classifier's `fc.*`, torchvision's
+    /// `num_batches_tracked`) are skipped and listed in the report.
+    ///
+    /// # Errors
+    /// [`Error::WeightsMismatch`] listing the backbone variables the file lacks and the tensors
+    /// whose shapes differ (nothing is loaded then); [`Error::Io`] and [`Error::WeightsFile`] when
+    /// the file cannot be read or parsed.
+    pub fn load_backbone(
+        &self,
+        vs: &mut nn::VarStore,
+        path: impl AsRef<FsPath>,
+    ) -> Result<LoadReport> {
+        load_into_scope(vs, &self.backbone_scope, path.as_ref())
+    }
+
+    /// Embeds a batch: `[N, C, H, W]` (or `[N, C*H*W]` for the MLP) to `[N, embedding_dim]`.
+    ///
+    /// The ConvNet and the ResNets take any image at least as large as their minimum (their
+    /// global pooling makes the output independent of the size); the MLP takes exactly the input
+    /// shape it was built for.
+    ///
+    /// # Errors
+    /// [`Error::BatchShape`], [`Error::BatchKind`], [`Error::BatchDevice`] when the batch does not
+    /// fit; [`Error::BatchTooSmall`] when a training-mode batch norm would see one value per
+    /// channel. All are checked before LibTorch sees the batch.
+    pub fn embed(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_batch(xs, train)?;
+        let bn_train = train && !self.config.freeze_batch_norm();
+        let features = match &self.backbone {
+            Backbone::Mlp { layers, dropout } => {
+                let mut x = xs.flatten(1, -1);
+                for layer in layers {
+                    x = x.apply(layer).relu();
+                    if *dropout > 0.0 {
+                        x = x.dropout(*dropout, train);
+                    }
+                }
+                x
+            }
+            Backbone::ConvNet { blocks } => {
+                let mut x = xs.shallow_clone();
+                for (conv, bn) in blocks {
+                    x = x.apply(conv);
+                    if let Some(bn) = bn {
+                        x = x.apply_t(bn, bn_train);
+                    }
+                    x = x.relu().max_pool2d_default(2);
+                }
+                x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+            }
+            Backbone::ResNet(net) => {
+                // Grey images: the same plane on the three channels ImageNet weights expect.
+                let x = if xs.size()[1] == 1 {
+                    xs.expand([-1, 3, -1, -1], false)
+                } else {
+                    xs.shallow_clone()
+                };
+                // The ResNet has no dropout, so its `train` flag is exactly batch norm's mode.
+                net.forward_t(&x, bn_train)
+            }
+        };
+        let out = features.apply(&self.head);
+        Ok(if self.config.normalize() {
+            l2_normalize(&out)
+        } else {
+            out
+        })
+    }
+
+    fn check_batch(&self, xs: &Tensor, train: bool) -> Result<()> {
+        let (kind, device) = (self.head.ws.kind(), self.head.ws.device());
+        if xs.kind() != kind {
+            return Err(Error::BatchKind {
+                expected: kind,
+                got: xs.kind(),
+            });
+        }
+        if xs.device() != device {
+            return Err(Error::BatchDevice {
+                expected: device,
+                got: xs.device(),
+            });
+        }
+        let size = xs.size();
+        let InputShape {
+            channels,
+            height,
+            width,
+        } = self.input;
+        let bad = |expected: String| {
+            Err(Error::BatchShape {
+                expected,
+                got: size.clone(),
+            })
+        };
+        match &self.config {
+            ModelConfig::Mlp(_) => {
+                let fits = match size.as_slice() {
+                    [n, c, h, w] => *n > 0 && [*c, *h, *w] == [channels, height, width],
+                    [n, f] => *n > 0 && *f == self.input.numel(),
+                    _ => false,
+                };
+                if !fits {
+                    return bad(format!(
+                        "[N, {channels}, {height}, {width}] or [N, {}] with N > 0",
+                        self.input.numel()
+                    ));
+                }
+            }
+            ModelConfig::ConvNet(_) | ModelConfig::Resnet18(_) | ModelConfig::Resnet50(_) => {
+                let (min, min_c) = match &self.config {
+                    ModelConfig::ConvNet(c) => (c.min_side(), channels),
+                    _ => (RESNET_MIN_SIDE, channels),
+                };
+                let fits = match size.as_slice() {
+                    [n, c, h, w] => *n > 0 && *c == min_c && *h >= min && *w >= min,
+                    _ => false,
+                };
+                if !fits {
+                    return bad(format!("[N, {min_c}, H, W] with N > 0 and H, W >= {min}"));
+                }
+                // ResNet's last stage can shrink to 1×1; a batch norm there in training mode
+                // with one item would see a single value per channel, which LibTorch rejects.
+                if train
+                    && !self.config.freeze_batch_norm()
+                    && !matches!(self.config, ModelConfig::ConvNet(_))
+                {
+                    let last = |side: i64| (0..5).fold(side, |s, _| (s - 1) / 2 + 1);
+                    if size[0] * last(size[2]) * last(size[3]) < 2 {
+                        return Err(Error::BatchTooSmall(size[0]));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModuleT for EmbeddingNet {
+    /// [`EmbeddingNet::embed`], for code written against tch's traits.
+    ///
+    /// # Panics
+    /// When `embed` returns an error (a batch that does not fit); call `embed` to get a `Result`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self.embed(xs, train) {
+            Ok(out) => out,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Rows scaled to unit L2 norm: `x / max(‖x‖₂, NORM_EPS)`, differentiable.
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    let norm = x.norm_scalaropt_dim(2, [1i64].as_slice(), true);
+    x / norm.clamp_min(NORM_EPS)
+}
