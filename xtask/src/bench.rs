@@ -1,0 +1,85 @@
+//! `cargo xtask bench`: the criterion benches of every layer, then the report.
+//!
+//! Two steps, both in the `bench` profile so everything compiles once:
+//! 1. `cargo bench -p dml-benches --bench kernels --bench mining ...`: criterion measures each
+//!    case and writes its estimates under `target/criterion/`.
+//! 2. `cargo bench -p dml-benches --bench runner -- report`: reads those estimates, measures
+//!    peak memory in child processes, with `--compare` times the Python reference (pml, faiss,
+//!    numpy, torch) on the same inputs alternately with dml, and writes the table:
+//!    `docs/benchmarks.md` for a full run of every case, `target/dml-bench/` otherwise.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::util::{cargo, project_root, run as sh};
+
+/// The criterion targets of `benches/`, one per layer.
+const TOPICS: [&str; 5] = ["kernels", "mining", "losses", "train", "eval"];
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Smoke run: tiny sizes, few samples, about a minute; the report goes to target/dml-bench/.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also time the Python reference stack (set up in .venv-ref if missing) on the same inputs.
+    #[arg(long)]
+    pub compare: bool,
+    /// Only the cases whose id (`topic/function/sizes`) contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Skip criterion and only rebuild the report from its last estimates (and the comparison).
+    #[arg(long)]
+    pub report_only: bool,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    crate::libtorch::ensure_installed()?;
+    let python = if args.compare {
+        Some(crate::pyref::ensure()?)
+    } else {
+        None
+    };
+    let root = project_root();
+    let scale = if args.quick { "quick" } else { "full" };
+    let criterion_home = root.join("target").join("criterion");
+
+    if !args.report_only {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", "dml-benches"]);
+        for topic in TOPICS {
+            cmd.args(["--bench", topic]);
+        }
+        if let Some(filter) = &args.filter {
+            cmd.args(["--", filter]);
+        }
+        cmd.env("DML_BENCH_SCALE", scale)
+            .env("CRITERION_HOME", &criterion_home);
+        sh(&mut cmd)?;
+    }
+
+    let out: PathBuf = if args.quick || args.filter.is_some() {
+        root.join("target")
+            .join("dml-bench")
+            .join(format!("benchmarks-{scale}.md"))
+    } else {
+        root.join("docs").join("benchmarks.md")
+    };
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "dml-benches", "--bench", "runner", "--", "report"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--criterion-dir")
+        .arg(&criterion_home);
+    if let Some(py) = &python {
+        cmd.arg("--compare").arg(py);
+    }
+    if let Some(filter) = &args.filter {
+        cmd.args(["--filter", filter]);
+    }
+    cmd.env("DML_BENCH_SCALE", scale)
+        .env("CRITERION_HOME", &criterion_home);
+    sh(&mut cmd)?;
+    eprintln!("xtask bench: report in {}", out.display());
+    Ok(())
+}
