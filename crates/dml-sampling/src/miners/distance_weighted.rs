@@ -136,18 +136,53 @@ impl DistanceWeightedMiner {
         Ok(())
     }
 
-    /// The unnormalised log weight `ln min(λ, q(max(d, cutoff))⁻¹)` of a negative at unit-sphere
-    /// distance `d`; `None` when the negative is never drawn (beyond the cut-off, or a weight
-    /// that is not finite).
+    /// The log weight `ln min(λ, q(max(d, cutoff))⁻¹)` of a negative at unit-sphere distance
+    /// `d`; `None` when the negative is never drawn (at or beyond `nonzero_loss_cutoff`, or a
+    /// weight that is not finite).
     pub fn log_weight(&self, d: f64) -> Option<f64> {
-        if d.is_nan() || d >= f64::from(self.nonzero_loss_cutoff) {
+        LogWeight::new(self).eval(d)
+    }
+}
+
+/// [`DistanceWeightedMiner::log_weight`] with the density's constants computed once.
+struct LogWeight {
+    log_norm: f64,
+    a: f64,
+    b: f64,
+    cutoff: f64,
+    nonzero: f64,
+    log_cap: f64,
+}
+
+impl LogWeight {
+    fn new(m: &DistanceWeightedMiner) -> LogWeight {
+        let n = m.embedding_dim as f64;
+        LogWeight {
+            // ln q(1) without the d-dependent terms: the normalising constant.
+            log_norm: ln_gamma(n / 2.0)
+                - 0.5 * std::f64::consts::PI.ln()
+                - ln_gamma((n - 1.0) / 2.0),
+            a: n - 2.0,
+            b: 0.5 * (n - 3.0),
+            cutoff: f64::from(m.cutoff),
+            nonzero: f64::from(m.nonzero_loss_cutoff),
+            log_cap: m.max_weight.map_or(f64::INFINITY, f64::ln),
+        }
+    }
+
+    #[inline]
+    fn eval(&self, d: f64) -> Option<f64> {
+        if d.is_nan() || d >= self.nonzero {
             return None;
         }
-        let d = d.max(f64::from(self.cutoff));
-        let mut lw = -unit_sphere_log_density(d, self.embedding_dim);
-        if let Some(l) = self.max_weight {
-            lw = lw.min(l.ln());
+        let d = d.max(self.cutoff);
+        if !(d > 0.0 && d < 2.0) {
+            // Outside the sphere's distance range the density is 0: an infinite weight that
+            // only a cap can make usable.
+            return self.log_cap.is_finite().then_some(self.log_cap);
         }
+        let lq = self.log_norm + self.a * d.ln() + self.b * (-0.25 * d * d).ln_1p();
+        let lw = (-lq).min(self.log_cap);
         lw.is_finite().then_some(lw)
     }
 }
@@ -173,6 +208,7 @@ impl Miner for DistanceWeightedMiner {
         self.validate()?;
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
+        let log_weight = LogWeight::new(self);
         let parts = batch.per_anchor(|a| {
             let (mut pos, mut neg) = (Vec::new(), Vec::new());
             split_row(labels, a, &mut pos, &mut neg);
@@ -186,7 +222,7 @@ impl Miner for DistanceWeightedMiner {
             let mut cand = Vec::with_capacity(neg.len());
             let mut lw = Vec::with_capacity(neg.len());
             for &n in &neg {
-                if let Some(w) = self.log_weight(sphere_distance(metric, row[n as usize])) {
+                if let Some(w) = log_weight.eval(sphere_distance(metric, row[n as usize])) {
                     cand.push(n);
                     lw.push(w);
                 }

@@ -197,35 +197,28 @@ impl Miner for SemiHardMiner {
                 return t;
             }
             let row = batch.row(a);
-            // Negatives' dissimilarities, gathered once per anchor.
+            // Negatives' dissimilarities, gathered once per anchor. A PK batch has few positives
+            // per anchor, so a linear scan per positive pair beats sorting the negatives.
             let v_neg: Vec<f32> = neg.iter().map(|&n| batch.dis(row[n as usize])).collect();
             let mut r = rngs.for_anchor(a);
-            let mut band = Vec::new();
+            let mut band: Vec<u32> = Vec::new();
             for &p in &pos {
                 let v_ap = batch.dis(row[p as usize]);
-                // `v_an - v_ap` is pml's triplet margin; the band is (0, margin].
-                let in_band = |v_an: f32| {
-                    let m = v_an - v_ap;
-                    m > 0.0 && m <= margin
-                };
+                band.clear();
+                // pml's triplet margin `v_an − v_ap` must lie in (0, margin].
+                for (&n, &v) in neg.iter().zip(&v_neg) {
+                    let m = v - v_ap;
+                    if m > 0.0 && m <= margin {
+                        band.push(n);
+                    }
+                }
                 match self.select {
                     SemiHardSelect::All => {
-                        for (&n, &v) in neg.iter().zip(&v_neg) {
-                            if in_band(v) {
-                                t.anchor.push(a as u32);
-                                t.positive.push(p);
-                                t.negative.push(n);
-                            }
-                        }
+                        t.anchor.extend(std::iter::repeat_n(a as u32, band.len()));
+                        t.positive.extend(std::iter::repeat_n(p, band.len()));
+                        t.negative.extend_from_slice(&band);
                     }
                     SemiHardSelect::Random => {
-                        band.clear();
-                        band.extend(
-                            neg.iter()
-                                .zip(&v_neg)
-                                .filter(|&(_, &v)| in_band(v))
-                                .map(|(&n, _)| n),
-                        );
                         let n = if band.is_empty() {
                             match self.fallback {
                                 SemiHardFallback::Skip => continue,
