@@ -63,6 +63,9 @@ pub fn kmeans(x: ArrayView2<'_, f32>, k: usize, params: &KMeansParams) -> Result
     if n == 0 {
         return Err(Error::Empty("k-means input"));
     }
+    if x.ncols() == 0 {
+        return Err(Error::ZeroDim("k-means input"));
+    }
     if k == 0 || k > n {
         return Err(Error::TooManyClusters { k, n });
     }
@@ -112,30 +115,49 @@ fn sq_dist(a: ndarray::ArrayView1<'_, f32>, b: ndarray::ArrayView1<'_, f32>) -> 
         .sum()
 }
 
+/// Squared distance in `f32` with eight independent accumulators (vectorises); the seeding
+/// only needs it to weigh points, and sums the weights in `f64`.
+#[inline]
+fn sq_dist_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&p, &q)| (p - q) * (p - q))
+        .sum();
+    for (pa, pb) in ca.zip(cb) {
+        for l in 0..8 {
+            let d = pa[l] - pb[l];
+            acc[l] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// k-means++: the first centre uniformly, each next one with probability ∝ D(x)², the squared
 /// distance to the nearest centre chosen so far.
-fn kmeans_plus_plus(
-    x: ArrayView2<'_, f32>,
-    k: usize,
-    rng: &mut ChaCha8Rng,
-) -> Array2<f32> {
+fn kmeans_plus_plus(x: ArrayView2<'_, f32>, k: usize, rng: &mut ChaCha8Rng) -> Array2<f32> {
     let (n, d) = x.dim();
+    let x = x.as_standard_layout();
+    let flat = x.as_slice().expect("standard layout is contiguous");
+    let row = |i: usize| &flat[i * d..(i + 1) * d];
     let mut centroids = Array2::<f32>::zeros((k, d));
     let first = rng.random_range(0..n);
     centroids.row_mut(0).assign(&x.row(first));
-    let mut d2: Vec<f64> = x
-        .outer_iter()
-        .into_par_iter()
-        .map(|r| sq_dist(r, x.row(first)))
+    let mut d2: Vec<f32> = flat
+        .par_chunks(d.max(1))
+        .map(|r| sq_dist_f32(r, row(first)))
         .collect();
     for c in 1..k {
-        let total: f64 = d2.iter().sum();
+        let total: f64 = d2.par_iter().map(|&w| f64::from(w)).sum();
         let chosen = if total > 0.0 {
             let target = rng.random::<f64>() * total;
             let mut acc = 0.0;
             let mut chosen = n - 1;
             for (i, &w) in d2.iter().enumerate() {
-                acc += w;
+                acc += f64::from(w);
                 if acc > target && w > 0.0 {
                     chosen = i;
                     break;
@@ -151,10 +173,10 @@ fn kmeans_plus_plus(
             rng.random_range(0..n)
         };
         centroids.row_mut(c).assign(&x.row(chosen));
-        let centre = x.row(chosen);
+        let centre = row(chosen);
         d2.par_iter_mut()
-            .zip(x.outer_iter().into_par_iter())
-            .for_each(|(w, r)| *w = w.min(sq_dist(r, centre)));
+            .zip(flat.par_chunks(d.max(1)))
+            .for_each(|(w, r)| *w = w.min(sq_dist_f32(r, centre)));
     }
     centroids
 }

@@ -119,7 +119,16 @@ pub fn evaluate(
     if embeddings.nrows() < 2 {
         return Err(Error::TooFewItems(embeddings.nrows()));
     }
-    run(embeddings, labels, embeddings, labels, true, metric, cfg)
+    run(
+        embeddings,
+        labels,
+        embeddings,
+        labels,
+        true,
+        metric,
+        cfg,
+        NEIGHBOUR_BUDGET,
+    )
 }
 
 /// Evaluates `query` against a separate `reference` set (a gallery): each query's neighbours are
@@ -151,6 +160,7 @@ pub fn evaluate_with_reference(
         false,
         metric,
         cfg,
+        NEIGHBOUR_BUDGET,
     )
 }
 
@@ -171,6 +181,7 @@ fn check_set(x: ArrayView2<'_, f32>, labels: &[u32], what: &'static str) -> Resu
     cluster::check_finite(x, what)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     query: ArrayView2<'_, f32>,
     query_labels: &[u32],
@@ -179,6 +190,7 @@ fn run(
     leave_one_out: bool,
     metric: Metric,
     cfg: &EvalConfig,
+    neighbour_budget: usize,
 ) -> Result<Metrics> {
     let n_query = query.nrows();
     let self_count = usize::from(leave_one_out);
@@ -191,16 +203,12 @@ fn run(
             .map_or(0, |&c| c.saturating_sub(self_count))
     };
     let max_r = query_labels.iter().map(|&l| r_of(l)).max().unwrap_or(0);
-    let ks: Vec<usize> = cfg
-        .recall_at
-        .iter()
-        .map(|&k| k.min(n_candidates))
-        .collect();
+    let ks: Vec<usize> = cfg.recall_at.iter().map(|&k| k.min(n_candidates)).collect();
     let k = ks.iter().copied().max().unwrap_or(0).max(max_r).max(1);
 
     // Stream blocks of queries through the k-NN search; each block's neighbour lists are turned
     // into per-query scores and dropped before the next block.
-    let block_rows = (NEIGHBOUR_BUDGET / (k + 1)).clamp(1, n_query);
+    let block_rows = (neighbour_budget / (k + 1)).clamp(1, n_query);
     let mut acc = Accumulator::new(ks.len());
     for start in (0..n_query).step_by(block_rows) {
         let end = (start + block_rows).min(n_query);
@@ -264,4 +272,54 @@ fn run(
         n_queries: n_query,
         n_queries_without_positive: acc.n_without_positive() as usize,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+
+    /// Streaming through tiny blocks gives the same scores as one block (up to f64 summation
+    /// order), in both modes.
+    #[test]
+    fn block_size_does_not_change_the_scores() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let x = Array2::from_shape_fn((97, 6), |_| rng.random_range(-1.0f32..1.0));
+        let y: Vec<u32> = (0..97).map(|i| (i % 9) as u32).collect();
+        let cfg = EvalConfig {
+            recall_at: vec![1, 3, 10],
+            nmi: false,
+            ..EvalConfig::default()
+        };
+        for leave_one_out in [true, false] {
+            let (r, rl) = if leave_one_out {
+                (x.view(), &y[..])
+            } else {
+                (x.slice(s![40.., ..]), &y[40..])
+            };
+            let q = x.slice(s![..60, ..]);
+            let q = if leave_one_out { x.view() } else { q };
+            let ql = if leave_one_out { &y[..] } else { &y[..60] };
+            let whole = run(
+                q,
+                ql,
+                r,
+                rl,
+                leave_one_out,
+                Metric::Euclidean,
+                &cfg,
+                usize::MAX,
+            )
+            .expect("whole");
+            for budget in [1, 20, 200] {
+                let blocked = run(q, ql, r, rl, leave_one_out, Metric::Euclidean, &cfg, budget)
+                    .expect("blocked");
+                assert_eq!(blocked.recall_at, whole.recall_at);
+                assert_eq!(blocked.precision_at_1, whole.precision_at_1);
+                assert!((blocked.r_precision - whole.r_precision).abs() < 1e-14);
+                assert!((blocked.map_at_r - whole.map_at_r).abs() < 1e-14);
+            }
+        }
+    }
 }

@@ -87,7 +87,12 @@ pub fn read_embeddings(path: impl AsRef<Path>) -> Result<Array2<f32>> {
     } else {
         Array2::from_shape_vec((rows, cols), values)
     }
-    .map_err(|e| format_error(path, format!("shape {rows}×{cols} does not fit the data: {e}")))?;
+    .map_err(|e| {
+        format_error(
+            path,
+            format!("shape {rows}×{cols} does not fit the data: {e}"),
+        )
+    })?;
     // Fortran-ordered files come back in standard (C) layout like every other array.
     let array = if header.fortran_order {
         array.as_standard_layout().into_owned()

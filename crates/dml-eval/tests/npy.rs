@@ -7,7 +7,9 @@ use dml_eval::{Error, npy};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/npy")
+        .join(name)
 }
 
 fn expected() -> (Vec<Vec<f32>>, Vec<u32>) {
@@ -16,16 +18,32 @@ fn expected() -> (Vec<Vec<f32>>, Vec<u32>) {
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("f") as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("f") as f32)
+                .collect()
+        })
         .collect();
-    let y = v["labels"].as_array().expect("labels").iter().map(|l| l.as_u64().expect("l") as u32).collect();
+    let y = v["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_u64().expect("l") as u32)
+        .collect();
     (x, y)
 }
 
 #[test]
 fn reads_embeddings_numpy_wrote() {
     let (want, _) = expected();
-    for name in ["emb_f32.npy", "emb_f64.npy", "emb_f32_fortran.npy", "emb_f32_big_endian.npy"] {
+    for name in [
+        "emb_f32.npy",
+        "emb_f64.npy",
+        "emb_f32_fortran.npy",
+        "emb_f32_big_endian.npy",
+    ] {
         let x = npy::read_embeddings(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(x.dim(), (5, 3), "{name}");
         assert!(x.is_standard_layout(), "{name}");
@@ -43,7 +61,8 @@ fn reads_embeddings_numpy_wrote() {
 fn reads_labels_of_every_integer_dtype() {
     let (_, want) = expected();
     for dt in ["int32", "int64", "uint8", "uint16", "uint64", "int8"] {
-        let y = npy::read_labels(fixture(&format!("labels_{dt}.npy"))).unwrap_or_else(|e| panic!("{dt}: {e}"));
+        let y = npy::read_labels(fixture(&format!("labels_{dt}.npy")))
+            .unwrap_or_else(|e| panic!("{dt}: {e}"));
         assert_eq!(y, want, "{dt}");
     }
 }
@@ -51,34 +70,97 @@ fn reads_labels_of_every_integer_dtype() {
 #[test]
 fn refuses_bad_content_with_a_precise_error() {
     let err = npy::read_embeddings(fixture("emb_nan.npy")).expect_err("nan");
-    assert!(matches!(err, Error::NpyNonFinite { row: 3, col: 1, .. }), "{err}");
-    assert!(err.to_string().contains("emb_nan.npy") && err.to_string().contains("row 3, column 1"), "{err}");
+    assert!(
+        matches!(err, Error::NpyNonFinite { row: 3, col: 1, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("emb_nan.npy") && err.to_string().contains("row 3, column 1"),
+        "{err}"
+    );
 
     let err = npy::read_embeddings(fixture("emb_3d.npy")).expect_err("3d");
-    assert!(matches!(err, Error::NpyNdim { ndim: 3, expected: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NpyNdim {
+                ndim: 3,
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = npy::read_embeddings(fixture("emb_int.npy")).expect_err("int");
-    assert!(matches!(&err, Error::NpyDtype { dtype, .. } if dtype == "<i4"), "{err}");
+    assert!(
+        matches!(&err, Error::NpyDtype { dtype, .. } if dtype == "<i4"),
+        "{err}"
+    );
 
     let err = npy::read_labels(fixture("labels_negative.npy")).expect_err("negative");
-    assert!(matches!(err, Error::NpyLabel { row: 2, value: -4, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NpyLabel {
+                row: 2,
+                value: -4,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = npy::read_labels(fixture("labels_float.npy")).expect_err("float");
-    assert!(matches!(&err, Error::NpyDtype { dtype, .. } if dtype == "<f4"), "{err}");
+    assert!(
+        matches!(&err, Error::NpyDtype { dtype, .. } if dtype == "<f4"),
+        "{err}"
+    );
     let err = npy::read_labels(fixture("labels_bool.npy")).expect_err("bool");
-    assert!(matches!(&err, Error::NpyDtype { dtype, .. } if dtype == "|b1"), "{err}");
+    assert!(
+        matches!(&err, Error::NpyDtype { dtype, .. } if dtype == "|b1"),
+        "{err}"
+    );
     let err = npy::read_labels(fixture("labels_2d.npy")).expect_err("2d");
-    assert!(matches!(err, Error::NpyNdim { ndim: 2, expected: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NpyNdim {
+                ndim: 2,
+                expected: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn length_check_names_both_files() {
-    let (x, y) = (npy::read_embeddings(fixture("emb_f32.npy")).expect("x"), npy::read_labels(fixture("labels_short.npy")).expect("y"));
-    let err = npy::check_lengths(fixture("emb_f32.npy"), &x, fixture("labels_short.npy"), &y).expect_err("mismatch");
+    let (x, y) = (
+        npy::read_embeddings(fixture("emb_f32.npy")).expect("x"),
+        npy::read_labels(fixture("labels_short.npy")).expect("y"),
+    );
+    let err = npy::check_lengths(fixture("emb_f32.npy"), &x, fixture("labels_short.npy"), &y)
+        .expect_err("mismatch");
     let msg = err.to_string();
-    assert!(matches!(err, Error::FileLengthMismatch { n_rows: 5, n_labels: 4, .. }));
-    assert!(msg.contains("emb_f32.npy") && msg.contains("labels_short.npy"), "{msg}");
-    let err = npy::read_embeddings_and_labels(fixture("emb_f32.npy"), fixture("labels_short.npy")).expect_err("mismatch");
+    assert!(matches!(
+        err,
+        Error::FileLengthMismatch {
+            n_rows: 5,
+            n_labels: 4,
+            ..
+        }
+    ));
+    assert!(
+        msg.contains("emb_f32.npy") && msg.contains("labels_short.npy"),
+        "{msg}"
+    );
+    let err = npy::read_embeddings_and_labels(fixture("emb_f32.npy"), fixture("labels_short.npy"))
+        .expect_err("mismatch");
     assert!(matches!(err, Error::FileLengthMismatch { .. }));
-    assert!(npy::read_embeddings_and_labels(fixture("emb_f32.npy"), fixture("labels_int64.npy")).is_ok());
+    assert!(
+        npy::read_embeddings_and_labels(fixture("emb_f32.npy"), fixture("labels_int64.npy"))
+            .is_ok()
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -108,7 +190,11 @@ fn refuses_corrupt_files() {
     let p = write(dir.path(), "extra.npy", &extra);
     assert!(format_reason(npy::read_embeddings(&p).expect_err("extra")).contains("follow"));
 
-    let p = write(dir.path(), "magic.npy", b"PK\x03\x04 this is a zip, not an npy file");
+    let p = write(
+        dir.path(),
+        "magic.npy",
+        b"PK\x03\x04 this is a zip, not an npy file",
+    );
     assert!(format_reason(npy::read_embeddings(&p).expect_err("magic")).contains("magic"));
 
     let p = write(dir.path(), "empty.npy", b"");
@@ -133,5 +219,8 @@ fn refuses_corrupt_files() {
 
     let missing = dir.path().join("missing.npy");
     let err = npy::read_labels(&missing).expect_err("missing");
-    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("missing.npy"), "{err}");
+    assert!(
+        matches!(err, Error::Io { .. }) && err.to_string().contains("missing.npy"),
+        "{err}"
+    );
 }

@@ -17,24 +17,44 @@ fn matrix(v: &Value) -> Array2<f32> {
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("number") as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("number") as f32)
+                .collect()
+        })
         .collect();
     let d = rows[0].len();
     Array2::from_shape_vec((rows.len(), d), rows.concat()).expect("rectangular")
 }
 
 fn labels(v: &Value) -> Vec<u32> {
-    v.as_array().expect("labels").iter().map(|x| x.as_u64().expect("label") as u32).collect()
+    v.as_array()
+        .expect("labels")
+        .iter()
+        .map(|x| x.as_u64().expect("label") as u32)
+        .collect()
 }
 
 fn no_nmi(ks: &[usize]) -> EvalConfig {
-    EvalConfig { recall_at: ks.to_vec(), nmi: false, ..EvalConfig::default() }
+    EvalConfig {
+        recall_at: ks.to_vec(),
+        nmi: false,
+        ..EvalConfig::default()
+    }
 }
 
 #[test]
 fn matches_pytorch_metric_learning_fixtures() {
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/retrieval.json")).expect("json");
-    let ks: Vec<usize> = fixture["recall_ks"].as_array().expect("ks").iter().map(|k| k.as_u64().expect("k") as usize).collect();
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/retrieval.json")).expect("json");
+    let ks: Vec<usize> = fixture["recall_ks"]
+        .as_array()
+        .expect("ks")
+        .iter()
+        .map(|k| k.as_u64().expect("k") as usize)
+        .collect();
     let cases = fixture["cases"].as_array().expect("cases");
     assert!(cases.len() >= 10);
     for case in cases {
@@ -56,16 +76,38 @@ fn matches_pytorch_metric_learning_fixtures() {
         }
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         let close = |ours: f64, key: &str, theirs: f64| {
-            assert!((ours - theirs).abs() <= PML_TOL, "{name} {key}: ours {ours}, pml {theirs}");
+            assert!(
+                (ours - theirs).abs() <= PML_TOL,
+                "{name} {key}: ours {ours}, pml {theirs}"
+            );
         };
-        close(m.precision_at_1, "precision_at_1", case["precision_at_1"].as_f64().expect("p1"));
-        close(m.r_precision, "r_precision", case["r_precision"].as_f64().expect("rp"));
-        close(m.map_at_r, "map_at_r", case["map_at_r"].as_f64().expect("map"));
+        close(
+            m.precision_at_1,
+            "precision_at_1",
+            case["precision_at_1"].as_f64().expect("p1"),
+        );
+        close(
+            m.r_precision,
+            "r_precision",
+            case["r_precision"].as_f64().expect("rp"),
+        );
+        close(
+            m.map_at_r,
+            "map_at_r",
+            case["map_at_r"].as_f64().expect("map"),
+        );
         for &k in &ks {
             let theirs = case["recall_at"][k.to_string()].as_f64().expect("recall");
-            close(m.recall_at_k(k).expect("requested"), &format!("recall_at_{k}"), theirs);
+            close(
+                m.recall_at_k(k).expect("requested"),
+                &format!("recall_at_{k}"),
+                theirs,
+            );
         }
-        assert!(m.n_queries_without_positive >= 1, "{name}: fixtures include queries without positives");
+        assert!(
+            m.n_queries_without_positive >= 1,
+            "{name}: fixtures include queries without positives"
+        );
     }
 }
 
@@ -119,43 +161,97 @@ fn errors_name_the_problem() {
     let cfg = no_nmi(&[1]);
     assert!(matches!(
         evaluate(x.view(), &[0, 1], Metric::Euclidean, &cfg),
-        Err(Error::LabelCount { what: "embeddings", n_rows: 3, n_labels: 2 })
+        Err(Error::LabelCount {
+            what: "embeddings",
+            n_rows: 3,
+            n_labels: 2
+        })
     ));
-    assert!(matches!(evaluate(x.view(), &[0, 1, 2], Metric::Euclidean, &cfg), Err(Error::NoPositives { n_queries: 3 })));
+    assert!(matches!(
+        evaluate(x.view(), &[0, 1, 2], Metric::Euclidean, &cfg),
+        Err(Error::NoPositives { n_queries: 3 })
+    ));
     assert!(matches!(
         evaluate(x.view(), &[0, 0, 1], Metric::Euclidean, &no_nmi(&[1, 0])),
         Err(Error::ZeroRecallK)
     ));
     let one = array![[0.0f32, 1.0]];
-    assert!(matches!(evaluate(one.view(), &[0], Metric::Euclidean, &cfg), Err(Error::TooFewItems(1))));
+    assert!(matches!(
+        evaluate(one.view(), &[0], Metric::Euclidean, &cfg),
+        Err(Error::TooFewItems(1))
+    ));
     let mut bad = x.clone();
     bad[[2, 1]] = f32::NAN;
     let err = evaluate(bad.view(), &[0, 0, 1], Metric::Euclidean, &cfg).expect_err("nan");
-    assert!(matches!(err, Error::NonFinite { matrix: "embeddings", row: 2, col: 1 }), "{err}");
-    assert_eq!(err.to_string(), "non-finite value in embeddings at row 2, column 1");
+    assert!(
+        matches!(
+            err,
+            Error::NonFinite {
+                matrix: "embeddings",
+                row: 2,
+                col: 1
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "non-finite value in embeddings at row 2, column 1"
+    );
     let r3 = array![[0.0f32, 1.0, 2.0]];
     assert!(matches!(
-        evaluate_with_reference(x.view(), &[0, 0, 1], r3.view(), &[0], Metric::Euclidean, &cfg),
-        Err(Error::DimensionMismatch { query_dim: 2, reference_dim: 3 })
+        evaluate_with_reference(
+            x.view(),
+            &[0, 0, 1],
+            r3.view(),
+            &[0],
+            Metric::Euclidean,
+            &cfg
+        ),
+        Err(Error::DimensionMismatch {
+            query_dim: 2,
+            reference_dim: 3
+        })
     ));
-    let kmeans_zero = EvalConfig { kmeans_restarts: 0, ..EvalConfig::default() };
+    let kmeans_zero = EvalConfig {
+        kmeans_restarts: 0,
+        ..EvalConfig::default()
+    };
     assert!(matches!(
         evaluate(x.view(), &[0, 0, 1], Metric::Euclidean, &kmeans_zero),
-        Err(Error::ZeroParameter { name: "kmeans_restarts" })
+        Err(Error::ZeroParameter {
+            name: "kmeans_restarts"
+        })
     ));
 }
 
 #[test]
 fn json_keys() {
     let x = array![[0.0f32], [0.1], [5.0], [5.1]];
-    let m = evaluate(x.view(), &[0, 0, 1, 1], Metric::Euclidean, &EvalConfig::sop()).expect("evaluate");
+    let m = evaluate(
+        x.view(),
+        &[0, 0, 1, 1],
+        Metric::Euclidean,
+        &EvalConfig::sop(),
+    )
+    .expect("evaluate");
     let j = m.to_json();
-    for key in ["recall_at_1", "recall_at_10", "recall_at_100", "recall_at_1000", "precision_at_1", "r_precision", "map_at_r", "nmi"] {
+    for key in [
+        "recall_at_1",
+        "recall_at_10",
+        "recall_at_100",
+        "recall_at_1000",
+        "precision_at_1",
+        "r_precision",
+        "map_at_r",
+        "nmi",
+    ] {
         assert!(j.get(key).is_some(), "missing {key} in {j}");
     }
     assert_eq!(j["recall_at_1000"], 1.0);
     // Metrics round-trips through serde.
-    let back: dml_eval::Metrics = serde_json::from_str(&serde_json::to_string(&m).expect("ser")).expect("de");
+    let back: dml_eval::Metrics =
+        serde_json::from_str(&serde_json::to_string(&m).expect("ser")).expect("de");
     assert_eq!(back, m);
 }
 
@@ -163,7 +259,8 @@ fn small_grid() -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
     (2usize..28, 1usize..4, 1u32..6).prop_flat_map(|(n, d, c)| {
         (
             proptest::collection::vec(-3i8..=3, n * d).prop_map(move |v| {
-                Array2::from_shape_vec((n, d), v.into_iter().map(f32::from).collect()).expect("shape")
+                Array2::from_shape_vec((n, d), v.into_iter().map(f32::from).collect())
+                    .expect("shape")
             }),
             proptest::collection::vec(0..c, n),
         )

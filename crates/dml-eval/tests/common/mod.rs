@@ -6,16 +6,28 @@ use dml_eval::Metric;
 use ndarray::{Array2, ArrayView2};
 
 /// Scores of every (query, reference) pair in f64, "smaller is closer" for all metrics.
-pub fn naive_rank_keys(metric: Metric, q: ArrayView2<'_, f32>, r: ArrayView2<'_, f32>) -> Array2<f64> {
+pub fn naive_rank_keys(
+    metric: Metric,
+    q: ArrayView2<'_, f32>,
+    r: ArrayView2<'_, f32>,
+) -> Array2<f64> {
     let mut out = Array2::zeros((q.nrows(), r.nrows()));
     for i in 0..q.nrows() {
         for j in 0..r.nrows() {
             let a = q.row(i);
             let b = r.row(j);
-            let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+            let dot: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
             let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
             let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-            let d2: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+            let d2: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+                .sum();
             out[[i, j]] = match metric {
                 Metric::Euclidean => d2.sqrt(),
                 Metric::SquaredEuclidean => d2,
@@ -91,7 +103,9 @@ pub fn naive_ranking(
     let keys = naive_rank_keys(metric, query, reference);
     (0..query.nrows())
         .map(|i| {
-            let mut order: Vec<usize> = (0..reference.nrows()).filter(|&j| !(leave_one_out && j == i)).collect();
+            let mut order: Vec<usize> = (0..reference.nrows())
+                .filter(|&j| !(leave_one_out && j == i))
+                .collect();
             order.sort_by(|&a, &b| keys[[i, a]].total_cmp(&keys[[i, b]]).then(a.cmp(&b)));
             order.into_iter().map(|j| reference_labels[j]).collect()
         })
