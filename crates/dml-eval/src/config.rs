@@ -17,8 +17,8 @@ pub struct EvalConfig {
     pub recall_at: Vec<usize>,
     /// Whether to run k-means on the queries and report NMI. Default `true`.
     pub nmi: bool,
-    /// Whether to also report AMI (adjusted mutual information) of the same clustering; needs
-    /// `nmi`-style clustering, which is run when either flag is set. Default `false`.
+    /// Whether to also report AMI (adjusted mutual information) of the same k-means clustering
+    /// (k-means runs once when either flag is set). Default `false`.
     pub ami: bool,
     /// Seed of the k-means++ seeding. Default `0`.
     pub seed: u64,
