@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// Queries per block (one rayon task).
-const QUERY_BLOCK: usize = 64;
+const QUERY_BLOCK: usize = 128;
 /// References per block: a `QUERY_BLOCK × REF_BLOCK` f32 tile stays in a core's L2 cache.
 const REF_BLOCK: usize = 1024;
 
@@ -176,7 +176,19 @@ fn offer(top: &mut TopK<'_>, keys: &[f32], r0: usize, skip: usize) {
     }
 }
 
+/// Candidates found by one task: for each of its queries, up to `k` (key, index) pairs sorted by
+/// key then index, with `lens[i]` of them valid.
+struct Partial {
+    keys: Vec<f32>,
+    idx: Vec<u32>,
+    lens: Vec<usize>,
+}
+
 /// The search proper; inputs are validated.
+///
+/// Work is split into (query block × reference range) tasks. Usually there are enough query
+/// blocks to keep every thread busy and each task scans all references; with few queries the
+/// references are cut into ranges as well and the per-range candidates merged afterwards.
 fn search(
     metric: Metric,
     query: ArrayView2<'_, f32>,
@@ -191,19 +203,35 @@ fn search(
     // Keys are "smaller is closer": distances as they are, similarities negated (exactly).
     let alpha = gemm_alpha(metric, -1.0);
 
-    let blocks: Vec<(Vec<f32>, Vec<u32>)> = (0..nq.div_ceil(QUERY_BLOCK))
+    let n_qblocks = nq.div_ceil(QUERY_BLOCK);
+    let want_tasks = 4 * rayon::current_num_threads();
+    let n_parts = if n_qblocks >= want_tasks {
+        1
+    } else {
+        want_tasks
+            .div_ceil(n_qblocks.max(1))
+            .min(nr.div_ceil(4 * REF_BLOCK))
+            .max(1)
+    };
+    let part_len = nr.div_ceil(n_parts);
+
+    let partials: Vec<Partial> = (0..n_qblocks * n_parts)
         .into_par_iter()
-        .map(|b| {
+        .map(|task| {
+            let (b, part) = (task / n_parts, task % n_parts);
             let q0 = b * QUERY_BLOCK;
             let q1 = (q0 + QUERY_BLOCK).min(nq);
+            let (p0, p1) = (part * part_len, ((part + 1) * part_len).min(nr));
             let rows = q1 - q0;
             let q_blk = query.slice(s![q0..q1, ..]);
-            let mut keys = vec![0.0_f32; rows * k];
-            let mut idx = vec![0_u32; rows * k];
-            let mut lens = vec![0_usize; rows];
-            let mut tile = Array2::<f32>::zeros((rows, REF_BLOCK.min(nr)));
-            for r0 in (0..nr).step_by(REF_BLOCK) {
-                let r1 = (r0 + REF_BLOCK).min(nr);
+            let mut out = Partial {
+                keys: vec![0.0; rows * k],
+                idx: vec![0; rows * k],
+                lens: vec![0; rows],
+            };
+            let mut tile = Array2::<f32>::zeros((rows, REF_BLOCK.min(p1.saturating_sub(p0))));
+            for r0 in (p0..p1).step_by(REF_BLOCK) {
+                let r1 = (r0 + REF_BLOCK).min(p1);
                 let mut t = tile.slice_mut(s![.., ..r1 - r0]);
                 gemm_nt(alpha, q_blk, reference.slice(s![r0..r1, ..]), t.view_mut());
                 let fr_blk = fr.slice(s![r0..r1]);
@@ -211,43 +239,58 @@ fn search(
                     let fqi = fq[q0 + i];
                     row.zip_mut_with(&fr_blk, |v, &frj| *v = finish(metric, *v, fqi, frj));
                     let mut top = TopK {
-                        keys: &mut keys[i * k..(i + 1) * k],
-                        idx: &mut idx[i * k..(i + 1) * k],
-                        len: lens[i],
+                        keys: &mut out.keys[i * k..(i + 1) * k],
+                        idx: &mut out.idx[i * k..(i + 1) * k],
+                        len: out.lens[i],
                     };
                     let skip = if exclude_self { q0 + i } else { usize::MAX };
                     match row.as_slice() {
                         Some(s) => offer(&mut top, s, r0, skip),
                         None => offer(&mut top, &row.to_vec(), r0, skip),
                     }
-                    lens[i] = top.len;
+                    out.lens[i] = top.len;
                 }
             }
-            (keys, idx)
+            out
         })
         .collect();
 
     let mut indices = Array2::<u32>::zeros((nq, k));
     let mut scores = Array2::<f32>::zeros((nq, k));
-    for (b, (keys, idx)) in blocks.into_iter().enumerate() {
-        let q0 = b * QUERY_BLOCK;
-        for (i, (kr, ir)) in keys.chunks_exact(k).zip(idx.chunks_exact(k)).enumerate() {
-            let mut row: Vec<(f32, u32)> = kr
-                .iter()
-                .zip(ir)
-                .map(|(&key, &id)| (key_to_score(metric, key), id))
-                .collect();
-            if metric == Metric::Euclidean {
-                // sqrt can map distinct squared distances to one value; restore index order.
-                row.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-            }
-            for (r, (score, id)) in row.into_iter().enumerate() {
-                scores[[q0 + i, r]] = score;
-                indices[[q0 + i, r]] = id;
-            }
+    let mut row: Vec<(f32, u32)> = Vec::with_capacity(k * n_parts);
+    for q in 0..nq {
+        let (b, i) = (q / QUERY_BLOCK, q % QUERY_BLOCK);
+        row.clear();
+        // Ranges are in increasing index order, so a stable sort by key alone keeps ties in
+        // index order.
+        for part in &partials[b * n_parts..(b + 1) * n_parts] {
+            let len = part.lens[i];
+            let keys = &part.keys[i * k..i * k + len];
+            let idx = &part.idx[i * k..i * k + len];
+            row.extend(keys.iter().copied().zip(idx.iter().copied()));
+        }
+        if n_parts > 1 {
+            row.sort_by(|x, y| cmp_key(x.0, y.0));
+        }
+        for v in row.iter_mut() {
+            v.0 = key_to_score(metric, v.0);
+        }
+        if metric == Metric::Euclidean {
+            // sqrt can map distinct squared distances to one value; restore index order.
+            row[..k].sort_by(|x, y| cmp_key(x.0, y.0).then(x.1.cmp(&y.1)));
+        }
+        for (r, &(score, id)) in row.iter().take(k).enumerate() {
+            scores[[q, r]] = score;
+            indices[[q, r]] = id;
         }
     }
     Neighbours { indices, scores }
+}
+
+/// Orders keys as the top-k buffer does: `-0.0 == 0.0` (unlike `total_cmp`), NaN (impossible
+/// for finite inputs) equal to everything.
+fn cmp_key(a: f32, b: f32) -> std::cmp::Ordering {
+    a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
 }
 
 #[inline]

@@ -4,7 +4,7 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 
 use crate::{
-    Error, Metric, Result, check,
+    Error, Metric, Result, alloc, check,
     gemm::gemm_nt,
     normalize::{inv_norm, squared_norm},
 };
@@ -86,7 +86,7 @@ pub fn pairwise(
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
 ) -> Result<Array2<f32>> {
-    let mut out = Array2::zeros((a.nrows(), b.nrows()));
+    let mut out = alloc::zeros(a.nrows(), b.nrows());
     pairwise_into(metric, a, b, out.view_mut())?;
     Ok(out)
 }
@@ -113,7 +113,7 @@ pub fn pairwise_into(
     check::finite(b, "b")?;
     let fa = row_factors(metric, a);
     let fb = row_factors(metric, b);
-    fill(metric, a, b, &fa, &fb, out);
+    fill(metric, a, b, &fa, &fb, out, false);
     Ok(())
 }
 
@@ -128,29 +128,50 @@ pub fn self_pairwise(metric: Metric, x: ArrayView2<'_, f32>) -> Result<Array2<f3
     check::finite(x, "x")?;
     let f = row_factors(metric, x);
     let n = x.nrows();
-    let mut out = Array2::zeros((n, n));
-    fill(metric, x, x, &f, &f, out.view_mut());
-    symmetrize(&mut out);
+    let mut out = alloc::zeros(n, n);
+    // Only tiles that touch the upper triangle are computed (half the flops); the lower triangle
+    // is then a copy, which makes the result exactly symmetric.
+    fill(metric, x, x, &f, &f, out.view_mut(), true);
+    mirror_upper(&mut out);
     if !metric.is_similarity() {
         out.diag_mut().fill(0.0);
     }
     Ok(out)
 }
 
-/// Copies the upper triangle onto the lower one, in cache-sized square blocks.
-fn symmetrize(out: &mut Array2<f32>) {
+/// Copies the strict upper triangle of a square matrix onto the lower one, in parallel over
+/// bands of destination rows, in square blocks so that both sides stay in cache.
+fn mirror_upper(out: &mut Array2<f32>) {
     const B: usize = 64;
     let n = out.nrows();
-    for bi in (0..n).step_by(B) {
-        for bj in (bi..n).step_by(B) {
-            for i in bi..(bi + B).min(n) {
-                for j in bj.max(i + 1)..(bj + B).min(n) {
-                    out[[j, i]] = out[[i, j]];
+    debug_assert!(out.is_standard_layout());
+    let base = SyncPtr(out.as_mut_ptr());
+    (0..n.div_ceil(B)).into_par_iter().for_each(|band| {
+        let p = base;
+        let j0 = band * B;
+        let j1 = (j0 + B).min(n);
+        for i0 in (0..j1).step_by(B) {
+            for j in j0..j1 {
+                for i in i0..(i0 + B).min(j) {
+                    // SAFETY: `out` is a standard-layout n×n array, so `r * n + c` with r, c < n
+                    // is in bounds. This task writes only entries (j, i) with i < j and j in its
+                    // own band, which no other task writes; it reads only entries (i, j) with
+                    // i < j, which no task writes. So no location is written twice or read
+                    // while written.
+                    unsafe { *p.0.add(j * n + i) = *p.0.add(i * n + j) };
                 }
             }
         }
-    }
+    });
 }
+
+/// A raw pointer that may cross threads; see the SAFETY note in [`mirror_upper`].
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: used only by `mirror_upper`, whose tasks access disjoint locations.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
 
 /// Fills `out` tile by tile: GEMM, then the metric's epilogue while the tile is hot.
 fn fill(
@@ -160,6 +181,7 @@ fn fill(
     fa: &Array1<f32>,
     fb: &Array1<f32>,
     mut out: ArrayViewMut2<'_, f32>,
+    upper_only: bool,
 ) {
     let m = b.nrows();
     if out.is_empty() {
@@ -175,6 +197,9 @@ fn fill(
             let a_band = a.slice(s![r0..r0 + rows, ..]);
             for c0 in (0..m).step_by(TILE_COLS) {
                 let c1 = (c0 + TILE_COLS).min(m);
+                if upper_only && c1 <= r0 {
+                    continue;
+                }
                 let mut tile = band.slice_mut(s![.., c0..c1]);
                 gemm_nt(alpha, a_band, b.slice(s![c0..c1, ..]), tile.view_mut());
                 for (i, mut row) in tile.axis_iter_mut(Axis(0)).enumerate() {

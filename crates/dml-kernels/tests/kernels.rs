@@ -90,10 +90,12 @@ fn full_sort(
         order.sort_by(|&x, &y| {
             let (vx, vy) = (d[[i, x]], d[[i, y]]);
             let c = if metric.is_similarity() {
-                vy.total_cmp(&vx)
+                vy.partial_cmp(&vx)
             } else {
-                vx.total_cmp(&vy)
-            };
+                vx.partial_cmp(&vy)
+            }
+            // partial_cmp, not total_cmp: −0 and +0 are the same value (inputs are finite).
+            .expect("finite");
             c.then(x.cmp(&y))
         });
         for (r, &j) in order.iter().take(k).enumerate() {
@@ -292,6 +294,53 @@ fn knn_across_block_boundaries() {
         let (idx, val) = full_sort(metric, dm.view(), 9, true);
         assert_eq!(nn.indices, idx, "{metric}");
         assert_eq!(nn.scores, val, "{metric}");
+    }
+}
+
+/// Few queries against many references: the search also splits the references into ranges and
+/// merges the per-range candidates.
+#[test]
+fn knn_with_few_queries_splits_references() {
+    let d = 3;
+    let q = Array2::from_shape_fn((3, d), |(i, j)| ((i + 2 * j) % 5) as f32 - 2.0);
+    let r = Array2::from_shape_fn((20_000, d), |(i, j)| {
+        ((i * 7 + j * 5 + i / 3) % 5) as f32 - 2.0
+    });
+    for metric in Metric::ALL {
+        let nn = knn(metric, q.view(), r.view(), 40).expect("knn");
+        let dm = pairwise(metric, q.view(), r.view()).expect("pairwise");
+        let (idx, val) = full_sort(metric, dm.view(), 40, false);
+        assert_eq!(nn.indices, idx, "{metric}");
+        assert_eq!(nn.scores, val, "{metric}");
+    }
+}
+
+/// Outputs over 4 MiB take the huge-page allocation path; check them entry by entry.
+#[test]
+fn large_outputs_match_naive() {
+    let x = Array2::from_shape_fn((1100, 3), |(i, j)| {
+        ((i * 5 + j * 3 + i / 11) % 7) as f32 - 3.0
+    });
+    let y = x.slice(s![..1000, ..]);
+    for metric in Metric::ALL {
+        let d = self_pairwise(metric, x.view()).expect("self_pairwise");
+        assert_eq!(d.view(), d.t());
+        let p = pairwise(metric, x.view(), y).expect("pairwise");
+        for i in (0..1100).step_by(7) {
+            for j in (0..1000).step_by(3) {
+                let want = if i == j && !metric.is_similarity() {
+                    0.0
+                } else {
+                    naive(metric, x.row(i), y.row(j))
+                };
+                let tol = tolerance(metric, x.row(i), y.row(j));
+                assert!(
+                    (f64::from(d[[i, j]]) - want).abs() <= tol,
+                    "{metric} self [{i},{j}]"
+                );
+                assert!((f64::from(p[[i, j]]) - naive(metric, x.row(i), y.row(j))).abs() <= tol);
+            }
+        }
     }
 }
 
