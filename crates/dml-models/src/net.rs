@@ -273,16 +273,28 @@ impl EmbeddingNet {
                 }
             }
             ModelConfig::ConvNet(_) | ModelConfig::Resnet18(_) | ModelConfig::Resnet50(_) => {
-                let (min, min_c) = match &self.config {
-                    ModelConfig::ConvNet(c) => (c.min_side(), channels),
-                    _ => (RESNET_MIN_SIDE, channels),
+                // The ResNets repeat a grey plane to RGB, so they take either, whatever they
+                // were built for; the ConvNet's first convolution fixes its channels.
+                let (min, channels_ok, in_words) = match &self.config {
+                    ModelConfig::ConvNet(c) => (
+                        c.min_side(),
+                        size.get(1) == Some(&channels),
+                        channels.to_string(),
+                    ),
+                    _ => (
+                        RESNET_MIN_SIDE,
+                        matches!(size.get(1), Some(1 | 3)),
+                        "1 or 3".to_owned(),
+                    ),
                 };
                 let fits = match size.as_slice() {
-                    [n, c, h, w] => *n > 0 && *c == min_c && *h >= min && *w >= min,
+                    [n, _, h, w] => *n > 0 && channels_ok && *h >= min && *w >= min,
                     _ => false,
                 };
                 if !fits {
-                    return bad(format!("[N, {min_c}, H, W] with N > 0 and H, W >= {min}"));
+                    return bad(format!(
+                        "[N, {in_words}, H, W] with N > 0 and H, W >= {min}"
+                    ));
                 }
                 // ResNet's last stage can shrink to 1×1; a batch norm there in training mode
                 // with one item would see a single value per channel, which LibTorch rejects.
