@@ -1,1 +1,66 @@
-//! (being written)
+//! dml: deep metric learning in Rust.
+//!
+//! This facade re-exports every layer as a module and adds what only it can own: the run
+//! [`Config`] (one TOML document), the [`Trainer`] that runs the training loop, checkpoints, the
+//! metrics log, plots, the loss × miner comparison, and the `dml` command-line tool.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`kernels`] | metrics, L2 normalisation, pairwise distances, exact k-NN |
+//! | [`sampling`] | PK batch sampler, miners (uniform, semi-hard, batch-hard, distance-weighted, …) |
+//! | [`losses`] | contrastive, triplet, margin, lifted structured, N-pair, multi-similarity losses |
+//! | [`models`] | embedding networks (MLP, ConvNet, ResNet) on tch |
+//! | [`data`] | data sets and class-disjoint splits |
+//! | [`eval`] | Recall@K, precision@1, R-precision, MAP@R, NMI |
+//!
+//! One training step: PK sampler → [`data::load_batch`] → tensor → [`models::EmbeddingNet`] →
+//! embeddings → a detached copy → [`kernels::self_pairwise`] → miner → tuples → loss → backward →
+//! [`Optimizer`] step. See [`Trainer`].
+//!
+//! ```
+//! use dml::{Config, Trainer};
+//!
+//! # fn main() -> dml::Result<()> {
+//! // The embedded default: margin loss + distance-weighted sampling on the 8×8 digits,
+//! // trained on classes 0–4 and evaluated on the unseen classes 5–9.
+//! let mut config = Config::digits();
+//! config.train.epochs = 1;
+//! config.batch.batches_per_epoch = Some(2);
+//! config.train.plots = false;
+//! config.run.device = dml::models::DeviceChoice::Cpu;
+//! let dir = std::env::temp_dir().join(format!("dml-doc-{}", std::process::id()));
+//! config.run.output_dir = Some(dir.clone());
+//! config.validate()?;
+//!
+//! let mut trainer = Trainer::new(config)?;
+//! let report = trainer.fit()?;
+//! let recall_at_1 = report.final_metrics.as_ref().and_then(|m| m.get("recall_at_1"));
+//! assert!(recall_at_1.is_some_and(|r| (0.0..=1.0).contains(r)));
+//! # std::fs::remove_dir_all(dir).ok();
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub use dml_data as data;
+pub use dml_eval as eval;
+pub use dml_kernels as kernels;
+pub use dml_losses as losses;
+pub use dml_models as models;
+pub use dml_sampling as sampling;
+
+pub mod checkpoint;
+pub mod compare;
+pub mod config;
+mod error;
+pub mod log;
+pub mod optim;
+pub mod plots;
+pub mod trainer;
+
+pub use crate::{
+    config::{Config, ConfigError},
+    error::{Error, Result},
+    optim::{Optimizer, OptimizerKind},
+    trainer::{TrainReport, Trainer},
+};

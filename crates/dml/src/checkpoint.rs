@@ -1,0 +1,288 @@
+//! Training checkpoints: one safetensors file holding the weights, the optimiser state and the
+//! training state, written atomically.
+//!
+//! Layout: every VarStore variable (trainable or not, so batch-norm statistics come back too) is
+//! stored as `vars.<name>`, the optimiser moments as `optim.m.<name>` / `optim.v.<name>`, and the
+//! [`TrainState`] as JSON under the metadata key `dml.state`. A safetensors file is readable from
+//! Python (`safetensors.torch.load_file`), so a checkpoint is never locked into this crate.
+//!
+//! Writing goes to a temporary file in the same folder, which is flushed to disk (`fsync`) and then
+//! renamed over the target: a crash or Ctrl-C at any instant leaves either the old checkpoint or
+//! the new one, never a torn file.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::optim::Optimizer;
+use crate::{Error, Result};
+
+/// The metadata key holding the [`TrainState`] JSON.
+pub const STATE_KEY: &str = "dml.state";
+
+/// One row of the training history: an epoch's mean loss and, on evaluation epochs, the metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The epoch (1-based: the first epoch is 1; epoch 0 is the untrained network).
+    pub epoch: u64,
+    /// Mean training loss over the epoch's batches (`None` for epoch 0).
+    pub loss: Option<f64>,
+    /// Mean number of tuples the miner returned per batch (`None` for epoch 0).
+    pub tuples_per_batch: Option<f64>,
+    /// The learning-rate factor of the schedule during this epoch.
+    pub lr_factor: f64,
+    /// Wall-clock seconds the epoch's training took (not counting evaluation).
+    pub train_seconds: f64,
+    /// Metrics on the held-out classes (`recall_at_1`, …, `nmi`), when the epoch was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+}
+
+/// Where training stands: enough, with the weights and the optimiser state, to continue exactly
+/// where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs fully completed.
+    pub epochs_done: u64,
+    /// Batches already done in the epoch after `epochs_done` (non-zero only for a checkpoint
+    /// written by Ctrl-C in the middle of an epoch).
+    pub batches_done: u64,
+    /// Sum of the batch losses of the partial epoch.
+    pub partial_loss_sum: f64,
+    /// Sum of the tuple counts of the partial epoch.
+    pub partial_tuples_sum: f64,
+    /// Seconds of training spent on the partial epoch.
+    pub partial_seconds: f64,
+    /// Optimiser steps taken.
+    pub n_steps: u64,
+    /// The run's seed; every per-batch RNG is derived from it, the epoch and the batch index, so
+    /// no RNG state needs saving.
+    pub seed: u64,
+    /// The full configuration of the run, as TOML.
+    pub config: String,
+    /// One record per completed epoch.
+    pub history: Vec<EpochRecord>,
+}
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The training state.
+    pub state: TrainState,
+    /// Variables, by VarStore name.
+    pub vars: BTreeMap<String, Tensor>,
+    /// Optimiser state, by the names of [`Optimizer::state`].
+    pub optim: BTreeMap<String, Tensor>,
+}
+
+struct TensorBytes {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &TensorBytes {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn dtype_of(kind: Kind) -> Option<safetensors::Dtype> {
+    use safetensors::Dtype as D;
+    Some(match kind {
+        Kind::Float => D::F32,
+        Kind::Double => D::F64,
+        Kind::Half => D::F16,
+        Kind::BFloat16 => D::BF16,
+        Kind::Int64 => D::I64,
+        Kind::Int => D::I32,
+        Kind::Int16 => D::I16,
+        Kind::Int8 => D::I8,
+        Kind::Uint8 => D::U8,
+        Kind::Bool => D::BOOL,
+        _ => return None,
+    })
+}
+
+fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
+    use safetensors::Dtype as D;
+    Some(match dtype {
+        D::F32 => Kind::Float,
+        D::F64 => Kind::Double,
+        D::F16 => Kind::Half,
+        D::BF16 => Kind::BFloat16,
+        D::I64 => Kind::Int64,
+        D::I32 => Kind::Int,
+        D::I16 => Kind::Int16,
+        D::I8 => Kind::Int8,
+        D::U8 => Kind::Uint8,
+        D::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+fn to_bytes(name: &str, t: &Tensor) -> Result<TensorBytes> {
+    let t = t
+        .f_detach()?
+        .f_to_device(tch::Device::Cpu)?
+        .f_contiguous()?;
+    let kind = t.f_kind()?;
+    let dtype = dtype_of(kind).ok_or_else(|| Error::UnsupportedKind {
+        name: name.to_owned(),
+        kind: format!("{kind:?}"),
+    })?;
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    Ok(TensorBytes { dtype, shape, data })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, `fsync`, rename, and
+/// an `fsync` of the folder so the rename itself is durable.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.unwrap_or_else(|| "checkpoint".to_owned()),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename durable; not every platform can open a directory, so failure to sync
+        // it is not an error.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Saves the VarStore's variables, the optimiser state and `state` to `path`, atomically.
+pub fn save(
+    path: &Path,
+    vs: &tch::nn::VarStore,
+    optim: &Optimizer,
+    state: &TrainState,
+) -> Result<()> {
+    let mut tensors: BTreeMap<String, TensorBytes> = BTreeMap::new();
+    for (name, t) in vs.variables() {
+        let key = format!("vars.{name}");
+        tensors.insert(key.clone(), to_bytes(&key, &t)?);
+    }
+    for (name, t) in optim.state() {
+        let key = format!("optim.{name}");
+        tensors.insert(key.clone(), to_bytes(&key, &t)?);
+    }
+    let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let metadata = HashMap::from([(STATE_KEY.to_owned(), json)]);
+    let bytes = safetensors::serialize(
+        tensors.iter().map(|(k, v)| (k.as_str(), v)),
+        &Some(metadata),
+    )
+    .map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(STATE_KEY))
+        .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not a dml checkpoint")))?;
+    let state: TrainState =
+        serde_json::from_str(json).map_err(|e| bad(format!("bad training state: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let mut vars = BTreeMap::new();
+    let mut optim = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| Error::UnsupportedKind {
+            name: name.clone(),
+            kind: format!("{:?}", view.dtype()),
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+        if let Some(rest) = name.strip_prefix("vars.") {
+            vars.insert(rest.to_owned(), t);
+        } else if let Some(rest) = name.strip_prefix("optim.") {
+            optim.insert(rest.to_owned(), t);
+        }
+    }
+    Ok(Checkpoint { state, vars, optim })
+}
+
+impl Checkpoint {
+    /// Copies the saved variables into `vs` (every variable of `vs` must be present with the same
+    /// shape) and the saved moments into `optim`.
+    pub fn restore(&self, vs: &tch::nn::VarStore, optim: &mut Optimizer) -> Result<()> {
+        restore_vars(&self.vars, vs)?;
+        optim.load_state(&self.optim, self.state.n_steps)
+    }
+}
+
+/// Copies `vars` into the variables of `vs` with the same names.
+pub fn restore_vars(vars: &BTreeMap<String, Tensor>, vs: &tch::nn::VarStore) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    for (name, mut dst) in vs.variables() {
+        let src = vars
+            .get(&name)
+            .ok_or_else(|| Error::CheckpointMissingTensor(format!("vars.{name}")))?;
+        if src.size() != dst.size() {
+            return Err(Error::CheckpointShape {
+                name: format!("vars.{name}"),
+                expected: dst.size(),
+                found: src.size(),
+            });
+        }
+        dst.f_copy_(src)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `dml compare`: the losses × miners grid of "Sampling Matters in Deep Embedding Learning"
+//! (Wu et al., 2017), trained from one base config.
+//!
+//! Each cell replaces the base config's `[loss]` and `[miner]` (keeping the base's parameters
+//! when the kind is the base's own, the kind's defaults otherwise; a distance-weighted miner is
+//! sized to the model's embeddings) and trains in `<out>/<loss>-<miner>/` with the same seed, so
+//! every cell sees the same initial weights and the same batches. The table (`compare.md`), the
+//! raw numbers (`compare.json`) and one histogram of sampled negative distances per miner
+//! (`negative_distances.{png,svg}`, from the first loss's run) are written to `<out>`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use dml_losses::LossConfig;
+use dml_sampling::MinerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::trainer::Trainer;
+use crate::{Error, Result};
+
+/// One cell of the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The loss kind.
+    pub loss: String,
+    /// The miner kind.
+    pub miner: String,
+    /// Held-out metrics after the last epoch.
+    pub metrics: BTreeMap<String, f64>,
+    /// Seconds of training.
+    pub train_seconds: f64,
+}
+
+/// The whole grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareReport {
+    /// The K of Recall@K, in order.
+    pub recall_at: Vec<usize>,
+    /// Epochs each cell trained.
+    pub epochs: u64,
+    /// The cells, losses major.
+    pub cells: Vec<Cell>,
+}
+
+impl CompareReport {
+    /// The grid as a markdown table: one row per (loss, miner), Recall@K and NMI in percent.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("| loss | miner |");
+        for k in &self.recall_at {
+            s.push_str(&format!(" R@{k} |"));
+        }
+        s.push_str(" NMI |\n|---|---|");
+        for _ in &self.recall_at {
+            s.push_str("---:|");
+        }
+        s.push_str("---:|\n");
+        for c in &self.cells {
+            s.push_str(&format!("| {} | {} |", c.loss, c.miner));
+            for k in &self.recall_at {
+                match c.metrics.get(&format!("recall_at_{k}")) {
+                    Some(v) => s.push_str(&format!(" {:.1} |", 100.0 * v)),
+                    None => s.push_str(" - |"),
+                }
+            }
+            match c.metrics.get("nmi") {
+                Some(v) => s.push_str(&format!(" {:.1} |\n", 100.0 * v)),
+                None => s.push_str(" - |\n"),
+            }
+        }
+        s
+    }
+}
+
+/// The loss config of `kind`: the base's own when it is of that kind, else the kind's defaults.
+pub fn loss_config(base: &Config, kind: &str) -> Result<LossConfig> {
+    if base.loss.name() == kind {
+        return Ok(base.loss.clone());
+    }
+    toml::from_str(&format!("kind = {kind:?}")).map_err(|e| Error::ConfigParse {
+        path: "--losses".to_owned(),
+        message: format!("`{kind}`: {}", e.to_string().trim_end()),
+    })
+}
+
+/// The miner config of `kind`: the base's own when it is of that kind, else the kind's defaults
+/// (a distance-weighted miner sized to the model's embeddings).
+pub fn miner_config(base: &Config, kind: &str) -> Result<MinerConfig> {
+    if base.miner.kind() == kind {
+        return Ok(base.miner.clone());
+    }
+    let text = if kind == "distance_weighted" {
+        format!(
+            "kind = {kind:?}\nembedding_dim = {}",
+            base.model.embedding_dim()
+        )
+    } else {
+        format!("kind = {kind:?}")
+    };
+    toml::from_str(&text).map_err(|e| Error::ConfigParse {
+        path: "--miners".to_owned(),
+        message: format!("`{kind}`: {}", e.to_string().trim_end()),
+    })
+}
+
+/// Trains every (loss, miner) cell and writes the table, the JSON and the histogram plot into
+/// `out_dir`.
+pub fn run(
+    base: &Config,
+    losses: &[String],
+    miners: &[String],
+    out_dir: &Path,
+    interrupt: Option<Arc<AtomicBool>>,
+) -> Result<CompareReport> {
+    // Build every config first, so a typo in the last kind fails before hours of training.
+    let mut grid = Vec::new();
+    for l in losses {
+        for m in miners {
+            let mut c = base.clone();
+            c.loss = loss_config(base, l)?;
+            c.miner = miner_config(base, m)?;
+            c.run.name = format!("{l}-{m}");
+            c.run.output_dir = Some(out_dir.join(format!("{l}-{m}")));
+            c.train.plots = false;
+            c.train.eval_before = false;
+            c.validate()?;
+            grid.push((l.clone(), m.clone(), c));
+        }
+    }
+    let mut cells = Vec::new();
+    let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
+    for (l, m, c) in grid {
+        eprintln!("compare: training {l} loss with {m} miner");
+        let mut trainer = Trainer::new(c)?;
+        if let Some(flag) = &interrupt {
+            trainer.set_interrupt(flag.clone());
+        }
+        let report = trainer.fit()?;
+        if report.interrupted {
+            return Err(Error::Checkpoint {
+                path: trainer.output_dir().to_path_buf(),
+                message: "interrupted; the cells trained so far are in their folders".to_owned(),
+            });
+        }
+        if !histograms.iter().any(|(name, _)| *name == m) {
+            histograms.push((m.clone(), trainer.last_negative_distances().to_vec()));
+        }
+        cells.push(Cell {
+            loss: l,
+            miner: m,
+            metrics: report.final_metrics.unwrap_or_default(),
+            train_seconds: report.train_seconds,
+        });
+    }
+    let report = CompareReport {
+        recall_at: base.eval.recall_at.clone(),
+        epochs: base.train.epochs,
+        cells,
+    };
+    crate::checkpoint::write_atomic(&out_dir.join("compare.md"), report.markdown().as_bytes())?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Checkpoint {
+        path: out_dir.join("compare.json"),
+        message: e.to_string(),
+    })?;
+    crate::checkpoint::write_atomic(&out_dir.join("compare.json"), json.as_bytes())?;
+    let first_loss = losses.first().map(String::as_str).unwrap_or("");
+    crate::plots::distance_histograms(
+        &histograms,
+        base.model.embedding_dim() as usize,
+        &format!("negatives sampled in the last epoch ({first_loss} loss)"),
+        &out_dir.join("negative_distances"),
+    )?;
+    Ok(report)
+}
+
+/// The folder of one cell.
+pub fn cell_dir(out_dir: &Path, loss: &str, miner: &str) -> PathBuf {
+    out_dir.join(format!("{loss}-{miner}"))
+}

@@ -1,0 +1,550 @@
+//! The run configuration: one TOML document for data, model, batch, miner, loss, optimiser,
+//! schedule, training, evaluation and output.
+//!
+//! Every table and every struct rejects unknown keys (`deny_unknown_fields`), so a typo such as
+//! `epoch = 3` is an error naming the key, its line and its column, never a silently ignored
+//! setting. Every field but `[data]` has a default, stated in its documentation; a minimal config
+//! is
+//!
+//! ```toml
+//! [data]
+//! kind = "digits"
+//! ```
+//!
+//! [`Config::validate`] checks the rules the schema cannot express, one [`ConfigError`] variant
+//! per rule. The shipped configs are in `configs/` (`digits.toml` is the embedded default).
+
+use std::path::{Path, PathBuf};
+
+use dml_kernels::Metric;
+use dml_losses::LossConfig;
+use dml_models::{DeviceChoice, ModelConfig};
+use dml_sampling::MinerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::optim::{Group, GroupSettings, OptimizerKind};
+use crate::{Error, Result};
+
+/// The configuration shipped as `configs/digits.toml`, built into the library: margin loss with
+/// distance-weighted sampling on the embedded 8×8 digits.
+pub const DIGITS_TOML: &str = include_str!("../../../configs/digits.toml");
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed, device, threads and output folder.
+    #[serde(default)]
+    pub run: RunConfig,
+    /// The data set and its class-disjoint train/test split (required).
+    pub data: dml_data::DataConfig,
+    /// The embedding network, including its embedding size and L2 normalisation (default: the
+    /// models crate's default ConvNet).
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// P classes × K items per batch.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Augmentation and resizing of training and evaluation items.
+    #[serde(default)]
+    pub transform: TransformConfig,
+    /// The miner and its parameters (default: distance-weighted sampling with its defaults and
+    /// the default model's embedding size, 64).
+    #[serde(default = "default_miner")]
+    pub miner: MinerConfig,
+    /// The loss and its parameters (default: margin loss with its defaults).
+    #[serde(default = "default_loss")]
+    pub loss: LossConfig,
+    /// The optimiser and its learning rates.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule (default: constant).
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Epochs, evaluation period and checkpoints.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// What is measured on the held-out classes.
+    #[serde(default)]
+    pub eval: EvalSettings,
+}
+
+fn default_miner() -> MinerConfig {
+    // Sized for the default model (the ConvNet's 64-d embeddings); `validate` insists the two agree.
+    MinerConfig::DistanceWeighted(dml_sampling::DistanceWeightedMiner {
+        embedding_dim: ModelConfig::default().embedding_dim() as usize,
+        ..Default::default()
+    })
+}
+
+fn default_loss() -> LossConfig {
+    LossConfig::Margin(Default::default())
+}
+
+/// Seed, device, threads and output folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// A name for the run, used in plot titles (default `"run"`).
+    pub name: String,
+    /// The seed from which every random choice of the run is derived: initial weights, batches,
+    /// augmentation, mining (default 0). The same seed gives the same numbers on the CPU.
+    pub seed: u64,
+    /// `auto`, `cpu` or `cuda` (default `auto`: CUDA when available).
+    pub device: DeviceChoice,
+    /// LibTorch intra-op threads; `0` leaves LibTorch's choice (default 0). Fix it for
+    /// bit-for-bit reproducible CPU runs across machines.
+    pub threads: usize,
+    /// Where the metrics log, checkpoints and plots go (default `runs/<name>`); relative paths
+    /// are relative to the current folder.
+    pub output_dir: Option<PathBuf>,
+    /// Pre-trained backbone weights (safetensors, e.g. an ImageNet ResNet converted from
+    /// torchvision; see `docs/models.md`) loaded before training (default none: random
+    /// initialisation from the seed).
+    pub pretrained_backbone: Option<PathBuf>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: "run".to_owned(),
+            seed: 0,
+            device: DeviceChoice::Auto,
+            threads: 0,
+            output_dir: None,
+            pretrained_backbone: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The output folder: `output_dir`, or `runs/<name>`.
+    pub fn output_dir(&self) -> PathBuf {
+        self.output_dir
+            .clone()
+            .unwrap_or_else(|| Path::new("runs").join(&self.name))
+    }
+}
+
+/// The PK batch: `p` classes, `k` items of each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Classes per batch (default 8).
+    pub p: usize,
+    /// Items per class (default 4).
+    pub k: usize,
+    /// Batches per epoch; `None` takes the sampler's own count (about one pass over the training
+    /// items) (default `None`).
+    pub batches_per_epoch: Option<usize>,
+    /// Items embedded at once during evaluation (default 256).
+    pub eval_batch_size: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            p: 8,
+            k: 4,
+            batches_per_epoch: None,
+            eval_batch_size: 256,
+        }
+    }
+}
+
+/// How items become tensors: `[transform.train]` for training batches, `[transform.test]` for
+/// evaluation and embedding (each a [`dml_data::Transform`]: `crop`, `hflip`, `normalize`).
+/// Without one, an item is its pixels scaled to [0, 1] (right for the digits and MNIST-like
+/// sets; image-file data sets of varying sizes need a crop).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformConfig {
+    /// The training transform (default none).
+    pub train: Option<dml_data::Transform>,
+    /// The evaluation transform (default none).
+    pub test: Option<dml_data::Transform>,
+}
+
+/// The optimiser: one update rule and learning rate for the network, with optional overrides for
+/// the embedding head and for the loss's own parameters (such as the margin loss's β, which the
+/// "Sampling Matters" reference trains with SGD at a much larger learning rate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// `adam`, `adamw` or `sgd` (default `adam`).
+    pub kind: OptimizerKind,
+    /// Learning rate of the backbone, and of every group without its own (default 1e-3).
+    pub lr: f64,
+    /// Learning rate of the embedding head (default: `lr`).
+    pub head_lr: Option<f64>,
+    /// Learning rate of the loss's parameters (default: `lr`).
+    pub loss_lr: Option<f64>,
+    /// Update rule of the loss's parameters (default: `kind`). The loss group never has weight
+    /// decay: decaying β towards 0 would be a regulariser nobody asked for.
+    pub loss_kind: Option<OptimizerKind>,
+    /// Weight decay of the network (L2 for `adam`/`sgd`, decoupled for `adamw`) (default 0).
+    pub weight_decay: f64,
+    /// SGD momentum (default 0.9).
+    pub momentum: f64,
+    /// Nesterov momentum for SGD (default `false`).
+    pub nesterov: bool,
+    /// Adam's β₁, β₂ (default `[0.9, 0.999]`).
+    pub betas: [f64; 2],
+    /// Adam's ε (default 1e-8).
+    pub eps: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            head_lr: None,
+            loss_lr: None,
+            loss_kind: None,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            nesterov: false,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// The settings of each parameter group.
+    pub fn groups(&self) -> std::collections::BTreeMap<Group, GroupSettings> {
+        let base = GroupSettings {
+            kind: self.kind,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            betas: (self.betas[0], self.betas[1]),
+            eps: self.eps,
+        };
+        let head = GroupSettings {
+            lr: self.head_lr.unwrap_or(self.lr),
+            ..base
+        };
+        let loss = GroupSettings {
+            kind: self.loss_kind.unwrap_or(self.kind),
+            lr: self.loss_lr.unwrap_or(self.lr),
+            weight_decay: 0.0,
+            ..base
+        };
+        [
+            (Group::Backbone, base),
+            (Group::Head, head),
+            (Group::Loss, loss),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+/// How the learning rate changes over epochs: a factor applied to every group's rate.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleConfig {
+    /// Factor 1 throughout.
+    #[default]
+    Constant,
+    /// Multiply by `gamma` at each epoch listed in `milestones` (the 0-based epoch index at which
+    /// the new rate starts, as the "Sampling Matters" reference code counts), e.g.
+    /// `milestones = [12, 14, 16, 18]`, `gamma = 0.5`.
+    Step {
+        /// Epochs at which the rate is multiplied by `gamma`.
+        milestones: Vec<u64>,
+        /// The multiplier (default 0.1).
+        #[serde(default = "default_gamma")]
+        gamma: f64,
+    },
+    /// Cosine annealing from 1 to `min_factor` over the run, after `warmup_epochs` of linear
+    /// warm-up from `1 / (warmup_epochs + 1)`; evaluated per step.
+    Cosine {
+        /// The final factor (default 0).
+        #[serde(default)]
+        min_factor: f64,
+        /// Epochs of linear warm-up (default 0).
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+}
+
+fn default_gamma() -> f64 {
+    0.1
+}
+
+impl ScheduleConfig {
+    /// The learning-rate factor at `progress` epochs into a run of `epochs` epochs (`progress`
+    /// is fractional inside an epoch: epoch index + batch / batches_per_epoch).
+    pub fn factor(&self, progress: f64, epochs: u64) -> f64 {
+        match self {
+            ScheduleConfig::Constant => 1.0,
+            ScheduleConfig::Step { milestones, gamma } => {
+                let epoch = progress.floor() as u64;
+                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
+                gamma.powi(passed as i32)
+            }
+            ScheduleConfig::Cosine {
+                min_factor,
+                warmup_epochs,
+            } => {
+                let warm = *warmup_epochs as f64;
+                if progress < warm {
+                    return (progress + 1.0) / (warm + 1.0);
+                }
+                let span = (epochs as f64 - warm).max(1e-12);
+                let t = ((progress - warm) / span).clamp(0.0, 1.0);
+                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// Epochs, evaluation period and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Epochs to train (default 10).
+    pub epochs: u64,
+    /// Evaluate on the held-out classes every this many epochs, and after the last (default 1;
+    /// 0 evaluates only after the last epoch).
+    pub eval_every: u64,
+    /// Also evaluate the untrained network before the first epoch, as epoch 0 (default `true`).
+    pub eval_before: bool,
+    /// Write `checkpoint.safetensors` every this many epochs, and after the last (default 1).
+    pub checkpoint_every: u64,
+    /// Show a progress bar when standard error is a terminal (default `true`).
+    pub progress: bool,
+    /// Write the plots at the end of the run (default `true`).
+    pub plots: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            eval_every: 1,
+            eval_before: true,
+            checkpoint_every: 1,
+            progress: true,
+            plots: true,
+        }
+    }
+}
+
+/// What is measured on the held-out classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// The metric used for retrieval (default `euclidean`; on L2-normalised embeddings every
+    /// metric ranks the same).
+    pub metric: Metric,
+    /// The K of Recall@K (default `[1, 2, 4, 8]`).
+    pub recall_at: Vec<usize>,
+    /// Compute NMI of k-means clusters (default `true`).
+    pub nmi: bool,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        EvalSettings {
+            metric: Metric::Euclidean,
+            recall_at: vec![1, 2, 4, 8],
+            nmi: true,
+        }
+    }
+}
+
+/// A rule of the configuration that was broken, one variant per rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `batch.p < 2`: a batch needs two classes to hold a negative.
+    #[error("batch.p must be at least 2, got {0}")]
+    BatchP(usize),
+    /// `batch.k < 2`: a batch needs two items per class to hold a positive.
+    #[error("batch.k must be at least 2, got {0}")]
+    BatchK(usize),
+    /// `batch.batches_per_epoch = 0`.
+    #[error("batch.batches_per_epoch must be positive")]
+    BatchesPerEpoch,
+    /// `batch.eval_batch_size = 0`.
+    #[error("batch.eval_batch_size must be positive")]
+    EvalBatchSize,
+    /// `train.epochs = 0`.
+    #[error("train.epochs must be positive")]
+    Epochs,
+    /// A learning rate that is not a positive finite number.
+    #[error("optimizer.{key} must be positive and finite, got {value}")]
+    LearningRate {
+        /// The key (`lr`, `head_lr`, `loss_lr`).
+        key: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// A negative or non-finite weight decay.
+    #[error("optimizer.weight_decay must be non-negative and finite, got {0}")]
+    WeightDecay(f64),
+    /// Momentum outside [0, 1).
+    #[error("optimizer.momentum must be in [0, 1), got {0}")]
+    Momentum(f64),
+    /// Nesterov without momentum.
+    #[error("optimizer.nesterov needs a positive momentum")]
+    NesterovWithoutMomentum,
+    /// Adam betas outside [0, 1).
+    #[error("optimizer.betas must both be in [0, 1), got {0:?}")]
+    Betas([f64; 2]),
+    /// A non-positive ε.
+    #[error("optimizer.eps must be positive and finite, got {0}")]
+    Eps(f64),
+    /// A step schedule's γ that is not positive.
+    #[error("schedule.gamma must be positive and finite, got {0}")]
+    Gamma(f64),
+    /// Cosine `min_factor` outside [0, 1].
+    #[error("schedule.min_factor must be in [0, 1], got {0}")]
+    MinFactor(f64),
+    /// Cosine warm-up as long as the run.
+    #[error("schedule.warmup_epochs ({warmup}) must be less than train.epochs ({epochs})")]
+    Warmup {
+        /// Warm-up epochs.
+        warmup: u64,
+        /// Epochs.
+        epochs: u64,
+    },
+    /// The distance-weighted miner's `embedding_dim` differs from the model's: its density q(d)
+    /// would be that of another sphere.
+    #[error(
+        "miner.embedding_dim ({miner}) must equal the model's embedding_dim ({model}) for distance-weighted sampling"
+    )]
+    MinerDim {
+        /// The miner's value.
+        miner: usize,
+        /// The model's.
+        model: i64,
+    },
+    /// Empty `eval.recall_at`.
+    #[error("eval.recall_at must list at least one k")]
+    RecallAtEmpty,
+    /// A zero in `eval.recall_at`.
+    #[error("eval.recall_at values must be positive")]
+    RecallAtZero,
+}
+
+impl Config {
+    /// Parses a TOML document. Unknown keys are errors naming the key and where it is; `origin`
+    /// names the document in messages (a path, or `<string>`).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| Error::ConfigParse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads and parses a TOML file (not validated: call [`Config::validate`]).
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// The embedded default: `configs/digits.toml`.
+    pub fn digits() -> Config {
+        // The embedded file is parsed by a test, so this cannot fail in a released build.
+        Config::from_toml_str(DIGITS_TOML, "configs/digits.toml")
+            .unwrap_or_else(|e| unreachable!("the embedded digits config is valid: {e}"))
+    }
+
+    /// The config as TOML (what a checkpoint stores).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+
+    /// Checks the rules that the schema cannot express; the miner, loss, model and data are
+    /// checked by their own crates when they are built.
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        if self.batch.p < 2 {
+            return Err(ConfigError::BatchP(self.batch.p));
+        }
+        if self.batch.k < 2 {
+            return Err(ConfigError::BatchK(self.batch.k));
+        }
+        if self.batch.batches_per_epoch == Some(0) {
+            return Err(ConfigError::BatchesPerEpoch);
+        }
+        if self.batch.eval_batch_size == 0 {
+            return Err(ConfigError::EvalBatchSize);
+        }
+        if self.train.epochs == 0 {
+            return Err(ConfigError::Epochs);
+        }
+        let o = &self.optimizer;
+        for (key, value) in [
+            ("lr", Some(o.lr)),
+            ("head_lr", o.head_lr),
+            ("loss_lr", o.loss_lr),
+        ] {
+            if let Some(value) = value
+                && !(value.is_finite() && value > 0.0)
+            {
+                return Err(ConfigError::LearningRate { key, value });
+            }
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(ConfigError::WeightDecay(o.weight_decay));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(ConfigError::Momentum(o.momentum));
+        }
+        if o.nesterov && o.momentum == 0.0 {
+            return Err(ConfigError::NesterovWithoutMomentum);
+        }
+        if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return Err(ConfigError::Betas(o.betas));
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(ConfigError::Eps(o.eps));
+        }
+        match &self.schedule {
+            ScheduleConfig::Constant => {}
+            ScheduleConfig::Step { gamma, .. } => {
+                if !(gamma.is_finite() && *gamma > 0.0) {
+                    return Err(ConfigError::Gamma(*gamma));
+                }
+            }
+            ScheduleConfig::Cosine {
+                min_factor,
+                warmup_epochs,
+            } => {
+                if !(0.0..=1.0).contains(min_factor) {
+                    return Err(ConfigError::MinFactor(*min_factor));
+                }
+                if *warmup_epochs >= self.train.epochs {
+                    return Err(ConfigError::Warmup {
+                        warmup: *warmup_epochs,
+                        epochs: self.train.epochs,
+                    });
+                }
+            }
+        }
+        if let MinerConfig::DistanceWeighted(m) = &self.miner
+            && m.embedding_dim as i64 != self.model.embedding_dim()
+        {
+            return Err(ConfigError::MinerDim {
+                miner: m.embedding_dim,
+                model: self.model.embedding_dim(),
+            });
+        }
+        if self.eval.recall_at.is_empty() {
+            return Err(ConfigError::RecallAtEmpty);
+        }
+        if self.eval.recall_at.contains(&0) {
+            return Err(ConfigError::RecallAtZero);
+        }
+        Ok(())
+    }
+}

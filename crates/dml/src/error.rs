@@ -1,0 +1,121 @@
+//! Errors of the dml facade: configuration, checkpoints, plots, and those of every layer.
+
+use std::path::PathBuf;
+
+use crate::optim::Group;
+
+/// Everything that can go wrong in the facade.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration file is not valid TOML or does not match the schema (the message names
+    /// the key and its line and column).
+    #[error("invalid config {path}: {message}")]
+    ConfigParse {
+        /// The file (or `<string>` for a config given as text).
+        path: String,
+        /// What the TOML parser said, with the location.
+        message: String,
+    },
+    /// A configuration value breaks a rule that the schema alone cannot express.
+    #[error("invalid config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// An I/O error on a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint lacks a tensor the model or optimiser needs.
+    #[error("checkpoint has no tensor `{0}` (was it written for another model or optimiser?)")]
+    CheckpointMissingTensor(String),
+    /// A checkpoint tensor has another shape than the variable it should fill.
+    #[error("checkpoint tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    CheckpointShape {
+        /// The tensor.
+        name: String,
+        /// The variable's shape.
+        expected: Vec<i64>,
+        /// The saved shape.
+        found: Vec<i64>,
+    },
+    /// A tensor of a dtype safetensors cannot hold.
+    #[error("tensor `{name}` has unsupported kind {kind}")]
+    UnsupportedKind {
+        /// The tensor.
+        name: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// A trainable variable belongs to a group with no optimiser settings.
+    #[error("no optimiser settings for group {group:?} (variable `{name}`)")]
+    MissingOptimizerGroup {
+        /// The group.
+        group: Group,
+        /// The variable.
+        name: String,
+    },
+    /// Two inputs that must have the same length do not.
+    #[error("{what}: expected {expected} entries, found {found}")]
+    LengthMismatch {
+        /// What was compared.
+        what: &'static str,
+        /// The expected length.
+        expected: usize,
+        /// The length found.
+        found: usize,
+    },
+    /// A plot could not be drawn or written.
+    #[error("plot {path}: {message}")]
+    Plot {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("loss is not finite ({loss}) at epoch {epoch}, batch {batch}")]
+    NonFiniteLoss {
+        /// The loss value.
+        loss: f64,
+        /// The epoch (1-based).
+        epoch: u64,
+        /// The batch within the epoch (0-based).
+        batch: u64,
+    },
+    /// A distance or k-NN kernel failed.
+    #[error(transparent)]
+    Kernels(#[from] dml_kernels::Error),
+    /// Sampling or mining failed.
+    #[error(transparent)]
+    Sampling(#[from] dml_sampling::Error),
+    /// Evaluation failed.
+    #[error(transparent)]
+    Eval(#[from] dml_eval::Error),
+    /// A loss failed.
+    #[error(transparent)]
+    Losses(#[from] dml_losses::Error),
+    /// A model failed.
+    #[error(transparent)]
+    Models(#[from] dml_models::Error),
+    /// Loading data failed.
+    #[error(transparent)]
+    Data(#[from] dml_data::Error),
+    /// An error reported by LibTorch.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,82 @@
+//! The metrics log: one JSON object per line (`metrics.jsonl`), appended after every epoch.
+//!
+//! Each line is an [`EpochRecord`]: `{"epoch":3,"loss":0.12,"tuples_per_batch":…,"lr_factor":1.0,
+//! "train_seconds":…,"metrics":{"recall_at_1":0.91,…}}`. JSON lines can be read while the run is
+//! going (`tail -f`, `pandas.read_json(path, lines=True)`), and a crash loses at most the line
+//! being written. On resumption the log is rewritten from the checkpoint's history, so lines of
+//! epochs the checkpoint does not cover (written after it, then lost to the interruption) do not
+//! linger twice.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{EpochRecord, write_atomic};
+use crate::{Error, Result};
+
+/// An append-only JSON-lines file of [`EpochRecord`]s.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Starts the log at `path` with exactly the records of `history` (none for a fresh run).
+    pub fn create(path: &Path, history: &[EpochRecord]) -> Result<MetricsLog> {
+        let mut text = String::new();
+        for r in history {
+            text.push_str(&line(path, r)?);
+        }
+        write_atomic(path, text.as_bytes())?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record as a line and flushes it.
+    pub fn append(&mut self, record: &EpochRecord) -> Result<()> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let text = line(&self.path, record)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.flush().map_err(io)
+    }
+
+    /// Reads every record of a log file.
+    pub fn read(path: &Path) -> Result<Vec<EpochRecord>> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: {e}", i + 1),
+                })
+            })
+            .collect()
+    }
+}
+
+fn line(path: &Path, r: &EpochRecord) -> Result<String> {
+    let mut s = serde_json::to_string(r).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    s.push('\n');
+    Ok(s)
+}

@@ -1,0 +1,408 @@
+//! `dml`: train, embed, evaluate and search with deep metric learning models.
+//!
+//! ```text
+//! dml train   --config configs/digits.toml [--resume]
+//! dml eval    --embeddings E.npy --labels L.npy [--query Q.npy --query-labels QL.npy] [--json]
+//! dml embed   --checkpoint runs/digits/checkpoint.safetensors --out E.npy [--split test]
+//! dml search  --embeddings E.npy --queries Q.npy -k 10
+//! dml compare --config configs/fashion-mnist.toml --losses contrastive,triplet,margin \
+//!             --miners uniform,semi_hard,batch_hard,distance_weighted
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use dml::eval::{EvalConfig, Metric};
+use dml::trainer::{Split, Trainer};
+use dml::{Config, compare};
+
+#[derive(Parser)]
+#[command(
+    name = "dml",
+    version,
+    about = "Deep metric learning: train, embed, evaluate, search"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a TOML config (metrics log, checkpoints and plots in the output folder).
+    Train(TrainArgs),
+    /// Retrieval and clustering metrics of saved embeddings (.npy).
+    Eval(EvalArgs),
+    /// Embed a split of the config's data set with a checkpoint; writes embeddings and labels.
+    Embed(EmbedArgs),
+    /// The k nearest items of a saved embedding set for each query.
+    Search(SearchArgs),
+    /// Train every loss × miner pair from one base config and tabulate Recall@K and NMI.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The run config (TOML); without it, the embedded digits config.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue from `<output_dir>/checkpoint.safetensors`.
+    #[arg(long)]
+    resume: bool,
+    /// Override `train.epochs`.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Override `run.output_dir`.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Override `run.seed`.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the final metrics as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Embeddings, an n×d float32/float64 .npy (the reference set, and the queries unless
+    /// --query is given).
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// Labels of --embeddings, a 1-d integer .npy.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Separate query embeddings (.npy); each query is searched among --embeddings.
+    #[arg(long, requires = "query_labels")]
+    query: Option<PathBuf>,
+    /// Labels of --query.
+    #[arg(long, requires = "query")]
+    query_labels: Option<PathBuf>,
+    /// The K of Recall@K, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    recall_at: Vec<usize>,
+    /// Distance or similarity used for retrieval.
+    #[arg(long, default_value = "euclidean")]
+    metric: Metric,
+    /// Skip NMI (k-means), the slowest part on large sets.
+    #[arg(long)]
+    no_nmi: bool,
+    /// Seed of the k-means used for NMI.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    /// The training classes.
+    Train,
+    /// The held-out classes.
+    Test,
+}
+
+#[derive(clap::Args)]
+struct EmbedArgs {
+    /// A checkpoint written by `dml train` (it holds its config).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Where to write the embeddings (.npy, float32, n×d); labels go beside it as
+    /// `<stem>.labels.npy` (int64) unless --labels-out is given.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to write the labels (.npy, int64).
+    #[arg(long)]
+    labels_out: Option<PathBuf>,
+    /// Which split of the checkpoint's data set to embed.
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitArg,
+    /// A different data config (TOML with a [data] table, or a full run config) to embed
+    /// instead of the checkpoint's own data set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// The searched set (.npy, n×d).
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// The queries (.npy, q×d).
+    #[arg(long)]
+    queries: PathBuf,
+    /// Neighbours per query.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Distance or similarity.
+    #[arg(long, default_value = "euclidean")]
+    metric: Metric,
+    /// Print JSON (`{"indices": [[…]], "scores": [[…]]}`) instead of one line per query.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// The base run config; each cell replaces its [loss] and [miner].
+    #[arg(long)]
+    config: PathBuf,
+    /// Loss kinds, comma-separated (each with its default parameters).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "contrastive,triplet,margin"
+    )]
+    losses: Vec<String>,
+    /// Miner kinds, comma-separated (each with its default parameters).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "uniform,semi_hard,batch_hard,distance_weighted"
+    )]
+    miners: Vec<String>,
+    /// Override `train.epochs` of every cell.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Override the output folder (default `<output_dir>/compare`).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train(a),
+        Command::Eval(a) => eval(a),
+        Command::Embed(a) => embed(a),
+        Command::Search(a) => search(a),
+        Command::Compare(a) => compare_cmd(a),
+    };
+    if let Err(err) = result {
+        // A closed pipe (`dml search … | head`) is how the reader says it has enough.
+        let broken_pipe = err.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    let config = match path {
+        Some(p) => Config::from_file(p)?,
+        None => Config::digits(),
+    };
+    config.validate().context("invalid config")?;
+    Ok(config)
+}
+
+/// Ctrl-C sets the flag; the trainer checks it between steps and checkpoints before returning.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // A second handler cannot be installed (e.g. in tests); then Ctrl-C simply kills the process,
+    // which the atomic checkpoints survive.
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            // Second Ctrl-C: the user does not want to wait for the checkpoint.
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint (Ctrl-C again to quit at once)");
+    });
+    flag
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let mut config = load_config(a.config.as_deref())?;
+    if let Some(e) = a.epochs {
+        config.train.epochs = e;
+    }
+    if let Some(d) = a.output_dir {
+        config.run.output_dir = Some(d);
+    }
+    if let Some(s) = a.seed {
+        config.run.seed = s;
+    }
+    config.validate().context("invalid config")?;
+    let mut trainer = if a.resume {
+        Trainer::resume(config)?
+    } else {
+        Trainer::new(config)?
+    };
+    trainer.set_interrupt(interrupt_flag());
+    let report = trainer.fit()?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        write!(out, "{report}")?;
+    }
+    if report.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let cfg = EvalConfig {
+        recall_at: a.recall_at.clone(),
+        nmi: !a.no_nmi,
+        seed: a.seed,
+        ..EvalConfig::default()
+    };
+    let (reference, ref_labels) =
+        dml::eval::npy::read_embeddings_and_labels(&a.embeddings, &a.labels)?;
+    let metrics = match (&a.query, &a.query_labels) {
+        (Some(q), Some(ql)) => {
+            let (query, query_labels) = dml::eval::npy::read_embeddings_and_labels(q, ql)?;
+            dml::eval::evaluate_with_reference(
+                query.view(),
+                &query_labels,
+                reference.view(),
+                &ref_labels,
+                a.metric,
+                &cfg,
+            )?
+        }
+        _ => dml::eval::evaluate(reference.view(), &ref_labels, a.metric, &cfg)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", metrics.to_json())?;
+    } else {
+        write!(out, "{metrics}")?;
+    }
+    Ok(())
+}
+
+fn embed(a: EmbedArgs) -> Result<()> {
+    let checkpoint = dml::checkpoint::load(&a.checkpoint)?;
+    let mut config = Config::from_toml_str(
+        &checkpoint.state.config,
+        &format!("{} (embedded config)", a.checkpoint.display()),
+    )?;
+    if let Some(data) = &a.data {
+        config.data = dml::trainer::read_data_config(data)?;
+    }
+    let trainer = Trainer::from_checkpoint(config, &checkpoint)?;
+    let split = match a.split {
+        SplitArg::Train => Split::Train,
+        SplitArg::Test => Split::Test,
+    };
+    let (x, y) = trainer.embed_split(split)?;
+    let labels_out = a.labels_out.unwrap_or_else(|| labels_path_for(&a.out));
+    write_npy_f32(&a.out, &x)?;
+    let y = ndarray::Array1::from_iter(y.iter().map(|&l| i64::from(l)));
+    ndarray_npy::write_npy(&labels_out, &y)
+        .with_context(|| format!("could not write {}", labels_out.display()))?;
+    eprintln!(
+        "wrote {} embeddings of dimension {} to {} and their labels to {}",
+        x.nrows(),
+        x.ncols(),
+        a.out.display(),
+        labels_out.display()
+    );
+    Ok(())
+}
+
+/// `E.npy` → `E.labels.npy`.
+fn labels_path_for(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "embeddings".to_owned());
+    out.with_file_name(format!("{stem}.labels.npy"))
+}
+
+fn write_npy_f32(path: &Path, x: &ndarray::Array2<f32>) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    ndarray_npy::write_npy(path, x).with_context(|| format!("could not write {}", path.display()))
+}
+
+fn search(a: SearchArgs) -> Result<()> {
+    let reference = dml::eval::npy::read_embeddings(&a.embeddings)?;
+    let queries = dml::eval::npy::read_embeddings(&a.queries)?;
+    if queries.ncols() != reference.ncols() {
+        bail!(
+            "{} has dimension {} but {} has dimension {}",
+            a.queries.display(),
+            queries.ncols(),
+            a.embeddings.display(),
+            reference.ncols()
+        );
+    }
+    if a.k == 0 || a.k > reference.nrows() {
+        bail!(
+            "-k must be between 1 and the {} items of {}, got {}",
+            reference.nrows(),
+            a.embeddings.display(),
+            a.k
+        );
+    }
+    let nn = dml::kernels::knn(a.metric, queries.view(), reference.view(), a.k)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        let indices: Vec<Vec<u32>> = nn.indices.rows().into_iter().map(|r| r.to_vec()).collect();
+        let scores: Vec<Vec<f32>> = nn.scores.rows().into_iter().map(|r| r.to_vec()).collect();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "metric": a.metric.name(), "indices": indices, "scores": scores }),
+        )?;
+        writeln!(out)?;
+    } else {
+        for (q, (idx, sc)) in nn
+            .indices
+            .rows()
+            .into_iter()
+            .zip(nn.scores.rows())
+            .enumerate()
+        {
+            write!(out, "{q}:")?;
+            for (i, s) in idx.iter().zip(sc.iter()) {
+                write!(out, " {i}({s:.4})")?;
+            }
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn compare_cmd(a: CompareArgs) -> Result<()> {
+    let mut config = load_config(Some(&a.config))?;
+    if let Some(e) = a.epochs {
+        config.train.epochs = e;
+    }
+    let out_dir = a
+        .output_dir
+        .unwrap_or_else(|| config.run.output_dir().join("compare"));
+    let report = compare::run(
+        &config,
+        &a.losses,
+        &a.miners,
+        &out_dir,
+        Some(interrupt_flag()),
+    )?;
+    print!("{}", report.markdown());
+    eprintln!(
+        "wrote {} and {}; distance histograms in {}",
+        out_dir.join("compare.md").display(),
+        out_dir.join("compare.json").display(),
+        out_dir.join("negative_distances.png").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,522 @@
+//! Plots of a run, each written as PNG and SVG: training curves, a 2-D map of held-out
+//! embeddings, and the distances each miner samples against the density of distances on the unit
+//! sphere (the picture behind distance-weighted sampling).
+//!
+//! Text is rendered with DejaVu Sans, embedded in the binary (`assets/DejaVuSans.ttf`, Bitstream
+//! Vera licence in `assets/DejaVuSans-LICENSE.txt`), so plots come out the same on a headless
+//! machine with no fonts installed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::checkpoint::EpochRecord;
+use crate::{Error, Result};
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Registers the embedded font under plotters' `sans-serif` family (once per process).
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The bytes are a valid TrueType font checked in with the crate; a failure here would be
+        // a packaging bug, and text would then simply be missing, so it is not fatal.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 560;
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A drawing routine generic over the backend, so one body serves PNG and SVG.
+trait Drawer {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
+}
+
+type DrawResult = std::result::Result<(), String>;
+
+fn e2s<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+/// Draws `d` into `<stem>.png` and `<stem>.svg` and returns both paths.
+fn render<D: Drawer>(stem: &Path, size: (u32, u32), d: &D) -> Result<Vec<PathBuf>> {
+    register_font();
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        d.draw(&root).map_err(|e| plot_err(&png, e))?;
+        root.present().map_err(|e| plot_err(&png, e))?;
+    }
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        d.draw(&root).map_err(|e| plot_err(&svg, e))?;
+        root.present().map_err(|e| plot_err(&svg, e))?;
+    }
+    Ok(vec![png, svg])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training curves.
+
+struct Curves<'a> {
+    history: &'a [EpochRecord],
+    title: &'a str,
+}
+
+impl Drawer for Curves<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(e2s)?;
+        let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        let (left, right) = root.split_horizontally(WIDTH / 2);
+        let n_epochs = self
+            .history
+            .iter()
+            .map(|r| r.epoch)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+
+        // Loss per epoch.
+        let losses: Vec<(f64, f64)> = self
+            .history
+            .iter()
+            .filter_map(|r| Some((r.epoch as f64, r.loss?)))
+            .filter(|p| p.1.is_finite())
+            .collect();
+        let (lo, hi) = padded_range(losses.iter().map(|p| p.1), 0.0);
+        let mut chart = ChartBuilder::on(&left)
+            .caption("training loss (mean per epoch)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.5f64..n_epochs as f64 + 0.5, lo..hi)
+            .map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        chart
+            .draw_series(LineSeries::new(
+                losses.iter().copied(),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(e2s)?;
+        chart
+            .draw_series(losses.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+            .map_err(e2s)?;
+
+        // Recall@K per evaluated epoch, one line per K.
+        let mut ks: Vec<(usize, String)> = Vec::new();
+        for r in self.history {
+            for key in r.metrics.iter().flat_map(|m| m.keys()) {
+                if let Some(k) = key.strip_prefix("recall_at_").and_then(|k| k.parse().ok())
+                    && !ks.iter().any(|(kk, _)| *kk == k)
+                {
+                    ks.push((k, key.clone()));
+                }
+            }
+        }
+        ks.sort();
+        let mut chart = ChartBuilder::on(&right)
+            .caption("Recall@K on the held-out classes", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..n_epochs as f64 + 0.5, 0f64..1.0)
+            .map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("recall")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        for (i, (k, key)) in ks.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> = self
+                .history
+                .iter()
+                .filter_map(|r| Some((r.epoch as f64, *r.metrics.as_ref()?.get(key)?)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
+                .map_err(e2s)?
+                .label(format!("Recall@{k}"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(e2s)?;
+        }
+        if !ks.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(e2s)?;
+        }
+        Ok(())
+    }
+}
+
+/// The range of `values` with 5 % padding, always including `include`.
+fn padded_range(values: impl Iterator<Item = f64>, include: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = (include, include);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if hi - lo < 1e-12 {
+        hi = lo + 1.0;
+    }
+    let pad = 0.05 * (hi - lo);
+    (lo - pad, hi + pad)
+}
+
+/// Plots the mean training loss per epoch and Recall@K per evaluated epoch side by side, into
+/// `<stem>.png` and `<stem>.svg`.
+pub fn training_curves(history: &[EpochRecord], title: &str, stem: &Path) -> Result<Vec<PathBuf>> {
+    render(stem, (WIDTH, HEIGHT), &Curves { history, title })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding map.
+
+/// Projects the rows of `x` onto their first two principal components (centred; components from
+/// power iteration with deflation on the covariance, started from a fixed vector, each with its
+/// sign fixed so its largest-magnitude entry is positive), so the map is deterministic.
+pub fn pca_2d(x: ArrayView2<'_, f32>) -> Array2<f32> {
+    let (n, d) = x.dim();
+    if n == 0 || d == 0 {
+        return Array2::zeros((n, 2));
+    }
+    let x = x.mapv(f64::from);
+    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
+    let centred = &x - &mean;
+    let mut cov = centred.t().dot(&centred) / (n.max(2) - 1) as f64;
+    let mut components = Vec::with_capacity(2);
+    for c in 0..2.min(d) {
+        // A fixed start that is not orthogonal to typical leading components.
+        let mut v = Array1::from_iter((0..d).map(|i| 1.0 + ((i * 7 + c * 3) % 11) as f64 / 11.0));
+        let mut lambda = 0.0;
+        for _ in 0..500 {
+            let w = cov.dot(&v);
+            let norm = w.dot(&w).sqrt();
+            if norm < 1e-300 {
+                break;
+            }
+            let next = w / norm;
+            let delta = (&next - &v).mapv(f64::abs).sum();
+            v = next;
+            lambda = norm;
+            if delta < 1e-12 {
+                break;
+            }
+        }
+        let pivot = v
+            .iter()
+            .copied()
+            .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+        if pivot < 0.0 {
+            v.mapv_inplace(|e| -e);
+        }
+        // Deflate: remove the found component from the covariance.
+        let outer = v
+            .view()
+            .insert_axis(Axis(1))
+            .dot(&v.view().insert_axis(Axis(0)));
+        cov = cov - outer * lambda;
+        components.push(v);
+    }
+    let mut out = Array2::zeros((n, 2));
+    for (c, v) in components.iter().enumerate() {
+        let proj = centred.dot(v);
+        out.column_mut(c).assign(&proj.mapv(|e| e as f32));
+    }
+    out
+}
+
+/// The most classes drawn on an embedding map; beyond this the colours stop being distinguishable.
+pub const MAX_MAP_CLASSES: usize = 20;
+
+struct Map<'a> {
+    points: Array2<f32>,
+    labels: &'a [u32],
+    classes: Vec<u32>,
+    title: &'a str,
+    caption: String,
+}
+
+impl Drawer for Map<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(e2s)?;
+        let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        let (plot, foot) = root.split_vertically(root.dim_in_pixel().1 - 30);
+        foot.draw(&Text::new(
+            self.caption.clone(),
+            (10, 5),
+            ("sans-serif", 14).into_font().color(&BLACK.mix(0.7)),
+        ))
+        .map_err(e2s)?;
+        let xs = self.points.column(0);
+        let ys = self.points.column(1);
+        let (x0, x1) = padded_range(xs.iter().map(|&v| f64::from(v)), 0.0);
+        let (y0, y1) = padded_range(ys.iter().map(|&v| f64::from(v)), 0.0);
+        let (plot, legend) = plot.split_horizontally(plot.dim_in_pixel().0 - 130);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("principal component 1")
+            .y_desc("principal component 2")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        for (ci, class) in self.classes.iter().enumerate() {
+            let colour = Palette99::pick(ci).to_rgba();
+            chart
+                .draw_series(
+                    self.labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| *l == class)
+                        .map(|(i, _)| {
+                            let p = (f64::from(xs[i]), f64::from(ys[i]));
+                            Circle::new(p, 3, colour.mix(0.75).filled())
+                        }),
+                )
+                .map_err(e2s)?;
+            let y = 20 + 22 * ci as i32;
+            legend
+                .draw(&Circle::new((14, y), 5, colour.filled()))
+                .map_err(e2s)?;
+            legend
+                .draw(&Text::new(
+                    format!("class {class}"),
+                    (26, y - 8),
+                    ("sans-serif", 14),
+                ))
+                .map_err(e2s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Plots held-out embeddings projected to 2-D by PCA ([`pca_2d`]), coloured by class, into
+/// `<stem>.png` and `<stem>.svg`. With more than [`MAX_MAP_CLASSES`] classes only the
+/// [`MAX_MAP_CLASSES`] smallest class ids are drawn (the PCA still uses every point); the caption
+/// says so.
+pub fn embedding_map(
+    embeddings: ArrayView2<'_, f32>,
+    labels: &[u32],
+    title: &str,
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    if embeddings.nrows() != labels.len() {
+        return Err(Error::LengthMismatch {
+            what: "embedding map labels",
+            expected: embeddings.nrows(),
+            found: labels.len(),
+        });
+    }
+    let points = pca_2d(embeddings);
+    let mut classes: Vec<u32> = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let n_classes = classes.len();
+    classes.truncate(MAX_MAP_CLASSES);
+    let mut caption = format!(
+        "{} points, {}-d embeddings projected on their first two principal components (PCA, deterministic)",
+        labels.len(),
+        embeddings.ncols()
+    );
+    if n_classes > MAX_MAP_CLASSES {
+        caption.push_str(&format!("; {MAX_MAP_CLASSES} of {n_classes} classes shown"));
+    }
+    render(
+        stem,
+        (900, 720),
+        &Map {
+            points,
+            labels,
+            classes,
+            title,
+            caption,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sampled distances against the unit-sphere density.
+
+/// Number of histogram bins over [0, 2].
+const BINS: usize = 40;
+
+/// `q(d)` on a grid over (0, 2), normalised numerically to integrate to 1 (the analytic constant
+/// overflows in high dimension, and normalising the log-density is exact up to the quadrature).
+fn sphere_density(dim: usize, n: usize) -> Vec<(f64, f64)> {
+    let xs: Vec<f64> = (1..n).map(|i| 2.0 * i as f64 / n as f64).collect();
+    let logs: Vec<f64> = xs
+        .iter()
+        .map(|&d| dml_sampling::unit_sphere_log_density(d, dim))
+        .collect();
+    let max = logs
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let ys: Vec<f64> = logs
+        .iter()
+        .map(|&l| if l.is_finite() { (l - max).exp() } else { 0.0 })
+        .collect();
+    let area: f64 = ys.iter().sum::<f64>() * 2.0 / n as f64;
+    xs.into_iter()
+        .zip(ys)
+        .map(|(x, y)| (x, if area > 0.0 { y / area } else { 0.0 }))
+        .collect()
+}
+
+/// Normalised histogram (a density: bar areas sum to 1) of `values` over [0, 2].
+fn density_histogram(values: &[f32]) -> Vec<f64> {
+    let mut counts = vec![0usize; BINS];
+    let mut n = 0usize;
+    for &v in values {
+        if !v.is_finite() {
+            continue;
+        }
+        let b = ((f64::from(v) / 2.0) * BINS as f64).floor();
+        let b = (b.max(0.0) as usize).min(BINS - 1);
+        counts[b] += 1;
+        n += 1;
+    }
+    let width = 2.0 / BINS as f64;
+    counts
+        .into_iter()
+        .map(|c| {
+            if n > 0 {
+                c as f64 / (n as f64 * width)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+struct Histograms<'a> {
+    series: &'a [(String, Vec<f32>)],
+    dim: usize,
+    title: &'a str,
+}
+
+impl Drawer for Histograms<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(e2s)?;
+        let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        let (panels_area, foot) = root.split_vertically(root.dim_in_pixel().1 - 30);
+        foot.draw(&Text::new(
+            format!(
+                "bars: distances of the negatives each miner picked (density); line: q(d), density of the distance between two uniform points on the unit sphere in {} dimensions",
+                self.dim
+            ),
+            (10, 5),
+            ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
+        ))
+        .map_err(e2s)?;
+        let n = self.series.len().max(1);
+        let cols = n.min(3);
+        let rows = n.div_ceil(cols);
+        let panels = panels_area.split_evenly((rows, cols));
+        let q = sphere_density(self.dim, 400);
+        let width = 2.0 / BINS as f64;
+        for ((name, values), panel) in self.series.iter().zip(panels.iter()) {
+            let hist = density_histogram(values);
+            let y_max = hist
+                .iter()
+                .copied()
+                .chain(q.iter().map(|p| p.1))
+                .fold(0.0f64, f64::max)
+                .max(1e-6)
+                * 1.08;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(
+                    format!("{name} ({} negatives)", values.len()),
+                    ("sans-serif", 16),
+                )
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(50)
+                .build_cartesian_2d(0f64..2.0, 0f64..y_max)
+                .map_err(e2s)?;
+            chart
+                .configure_mesh()
+                .x_desc("distance")
+                .y_desc("density")
+                .label_style(("sans-serif", 12))
+                .draw()
+                .map_err(e2s)?;
+            chart
+                .draw_series(hist.iter().enumerate().map(|(b, &h)| {
+                    let x0 = b as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width, h)], BLUE.mix(0.45).filled())
+                }))
+                .map_err(e2s)?;
+            chart
+                .draw_series(LineSeries::new(q.iter().copied(), RED.stroke_width(2)))
+                .map_err(e2s)?;
+        }
+        Ok(())
+    }
+}
+
+/// For each `(miner name, negative distances)` series, a panel with the histogram of the
+/// distances the miner sampled and the analytic density `q(d)` of pairwise distances between
+/// uniform points on the unit sphere in `dim` dimensions
+/// ([`dml_sampling::unit_sphere_log_density`]). Uniform sampling follows `q(d)`, concentrated
+/// near √2 in high dimension; distance-weighted sampling flattens it. Written to `<stem>.png`
+/// and `<stem>.svg`.
+pub fn distance_histograms(
+    series: &[(String, Vec<f32>)],
+    dim: usize,
+    title: &str,
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    let cols = series.len().clamp(1, 3) as u32;
+    let rows = series.len().max(1).div_ceil(3) as u32;
+    render(
+        stem,
+        (420 * cols, 360 * rows + 70),
+        &Histograms { series, dim, title },
+    )
+}

@@ -1,0 +1,706 @@
+//! The training loop.
+//!
+//! One step: the PK sampler picks indices → [`dml_data::load_batch`] decodes and augments them →
+//! a batch tensor → [`EmbeddingNet`] → embeddings (B×D) → a detached copy as an ndarray →
+//! [`dml_kernels::self_pairwise`] with the loss's metric → the miner → tuples → the loss on the
+//! tensor embeddings → backward → [`Optimizer`] step.
+//!
+//! # Reproducibility
+//! Every random choice of step `b` of epoch `e` draws from a seed derived from (run seed, e, b)
+//! alone: the batch (the sampler is a function of seed and epoch), augmentation, LibTorch's own
+//! generator (dropout), and the miner's RNG. So no RNG state needs saving, and a run resumed from
+//! a checkpoint (even one written by Ctrl-C in the middle of an epoch) takes exactly the steps of
+//! the uninterrupted run; on the CPU with a fixed thread count the numbers are identical.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use dml_data::{Dataset, Transform};
+use dml_eval::{EvalConfig, Metrics};
+use dml_losses::Loss;
+use dml_models::{EmbeddingNet, InputShape};
+use dml_sampling::{Miner, PkSampler, Tuples};
+use ndarray::{Array2, ArrayView2};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::checkpoint::{self, Checkpoint, EpochRecord, TrainState};
+use crate::config::Config;
+use crate::log::MetricsLog;
+use crate::optim::Optimizer;
+use crate::{Error, Result};
+
+/// File names inside the output folder.
+pub mod files {
+    /// The checkpoint, rewritten atomically.
+    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    /// The metrics log (JSON lines).
+    pub const METRICS: &str = "metrics.jsonl";
+    /// The resolved config of the run.
+    pub const CONFIG: &str = "config.toml";
+    /// The final report (JSON).
+    pub const REPORT: &str = "report.json";
+    /// The plots folder.
+    pub const PLOTS: &str = "plots";
+}
+
+/// At most this many sampled negative distances are kept per epoch for the histogram plot.
+const MAX_KEPT_DISTANCES: usize = 200_000;
+
+/// Which part of the data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training classes.
+    Train,
+    /// The held-out classes.
+    Test,
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Epochs completed.
+    pub epochs: u64,
+    /// Metrics of the untrained network on the held-out classes (epoch 0), when evaluated.
+    pub initial_metrics: Option<BTreeMap<String, f64>>,
+    /// Metrics after the last evaluated epoch.
+    pub final_metrics: Option<BTreeMap<String, f64>>,
+    /// The output folder.
+    pub output_dir: PathBuf,
+    /// Plot files written.
+    pub plots: Vec<PathBuf>,
+    /// Seconds spent training (this process), evaluation excluded.
+    pub train_seconds: f64,
+    /// Whether Ctrl-C stopped the run early (a checkpoint was written).
+    pub interrupted: bool,
+}
+
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |m: &BTreeMap<String, f64>| {
+            let mut keys: Vec<String> = m.keys().cloned().collect();
+            // recall_at_<k> in numeric order, then the rest.
+            keys.sort_by_key(|k| {
+                k.strip_prefix("recall_at_")
+                    .and_then(|k| k.parse::<usize>().ok())
+                    .map_or((1, 0, k.clone()), |n| (0, n, String::new()))
+            });
+            keys
+        };
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted after {} epochs; checkpoint saved",
+                self.epochs
+            )?;
+        } else {
+            writeln!(
+                f,
+                "trained {} epochs in {:.1} s",
+                self.epochs, self.train_seconds
+            )?;
+        }
+        if let Some(fin) = &self.final_metrics {
+            writeln!(f, "held-out classes:      untrained   trained")?;
+            for k in keys(fin) {
+                let before = self
+                    .initial_metrics
+                    .as_ref()
+                    .and_then(|m| m.get(&k))
+                    .map_or("       -".to_owned(), |v| format!("{v:8.4}"));
+                writeln!(f, "  {k:<20} {before}  {:8.4}", fin[&k])?;
+            }
+        }
+        writeln!(f, "output: {}", self.output_dir.display())?;
+        for p in &self.plots {
+            writeln!(f, "  plot: {}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs training as a [`Config`] describes it.
+#[derive(Debug)]
+pub struct Trainer {
+    config: Config,
+    device: Device,
+    vs: nn::VarStore,
+    net: EmbeddingNet,
+    loss: Box<dyn Loss>,
+    miner: Box<dyn Miner>,
+    optim: Optimizer,
+    sampler: PkSampler,
+    split: dml_data::Split,
+    state: TrainState,
+    output_dir: PathBuf,
+    interrupt: Option<Arc<AtomicBool>>,
+    last_negatives: Vec<f32>,
+    last_test_embeddings: Option<(Array2<f32>, Vec<u32>)>,
+}
+
+/// A 64-bit mix (SplitMix64's finaliser) of the run seed with an epoch and a batch index.
+pub fn step_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ batch.wrapping_mul(0xD1B5_4A32_D192_ED03).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Reads a `[data]` table from a TOML file holding either a whole run config or only `[data]`.
+pub fn read_data_config(path: &Path) -> Result<dml_data::DataConfig> {
+    #[derive(Deserialize)]
+    struct DataOnly {
+        data: dml_data::DataConfig,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Ok(c) = Config::from_toml_str(&text, &path.display().to_string()) {
+        return Ok(c.data);
+    }
+    toml::from_str::<DataOnly>(&text)
+        .map(|d| d.data)
+        .map_err(|e| Error::ConfigParse {
+            path: path.display().to_string(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+}
+
+fn metrics_map(m: &Metrics) -> BTreeMap<String, f64> {
+    match m.to_json() {
+        serde_json::Value::Object(o) => o
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("n_"))
+            .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+impl Trainer {
+    /// Builds everything a fresh run needs: data, network, loss, miner, optimiser. Weights are
+    /// initialised from the run seed.
+    pub fn new(config: Config) -> Result<Trainer> {
+        config.validate()?;
+        let trainer = Trainer::build(config, None)?;
+        Ok(trainer)
+    }
+
+    /// Continues the run whose checkpoint is `<output_dir>/checkpoint.safetensors`. The config
+    /// must match the checkpoint's except for `train.epochs` (which may grow) and the progress
+    /// and plot switches; otherwise the error says so.
+    pub fn resume(config: Config) -> Result<Trainer> {
+        config.validate()?;
+        let path = config.run.output_dir().join(files::CHECKPOINT);
+        let ckpt = checkpoint::load(&path)?;
+        let saved = Config::from_toml_str(&ckpt.state.config, &path.display().to_string())?;
+        let comparable = |c: &Config| {
+            let mut c = c.clone();
+            c.train.epochs = 0;
+            c.train.progress = false;
+            c.train.plots = false;
+            c.run.output_dir = None;
+            c
+        };
+        if comparable(&saved) != comparable(&config) {
+            return Err(Error::Checkpoint {
+                path,
+                message: "the config differs from the one the checkpoint was trained with (only train.epochs, train.progress and train.plots may change on resume)".to_owned(),
+            });
+        }
+        Trainer::build(config, Some(&ckpt))
+    }
+
+    /// A trainer whose network and optimiser hold a checkpoint's state (for `dml embed`).
+    pub fn from_checkpoint(config: Config, ckpt: &Checkpoint) -> Result<Trainer> {
+        Trainer::build(config, Some(ckpt))
+    }
+
+    fn build(config: Config, ckpt: Option<&Checkpoint>) -> Result<Trainer> {
+        if config.run.threads > 0 {
+            tch::set_num_threads(config.run.threads as i32);
+        }
+        let seed = config.run.seed;
+        tch::manual_seed(step_seed(seed, u64::MAX, 0) as i64);
+        let device = config.run.device.resolve()?;
+        let split = config.data.build()?;
+        let train_tf = config.transform.train.as_ref();
+        let shape = dml_data::batch_item_shape(split.train.as_ref(), train_tf)?;
+        let input = InputShape::new(shape[0] as i64, shape[1] as i64, shape[2] as i64);
+        let mut vs = nn::VarStore::new(device);
+        let net = EmbeddingNet::new(&(vs.root() / "model"), &config.model, input)?;
+        if let (Some(path), None) = (&config.run.pretrained_backbone, ckpt) {
+            net.load_backbone(&mut vs, path)?;
+        }
+        let n_classes = split
+            .train
+            .labels()
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        let loss = config.loss.build(&(vs.root() / "loss"), n_classes)?;
+        let miner = config.miner.build()?;
+        let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
+        let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
+        let state = match ckpt {
+            Some(c) => {
+                c.restore(&vs, &mut optim)?;
+                TrainState {
+                    config: config.to_toml_string(),
+                    ..c.state.clone()
+                }
+            }
+            None => TrainState {
+                epochs_done: 0,
+                batches_done: 0,
+                partial_loss_sum: 0.0,
+                partial_tuples_sum: 0.0,
+                partial_seconds: 0.0,
+                n_steps: 0,
+                seed,
+                config: config.to_toml_string(),
+                history: Vec::new(),
+            },
+        };
+        let output_dir = config.run.output_dir();
+        Ok(Trainer {
+            config,
+            device,
+            vs,
+            net,
+            loss,
+            miner,
+            optim,
+            sampler,
+            split,
+            state,
+            output_dir,
+            interrupt: None,
+            last_negatives: Vec::new(),
+            last_test_embeddings: None,
+        })
+    }
+
+    /// A flag that, once set (by a Ctrl-C handler), makes [`Trainer::fit`] write a checkpoint
+    /// after the current step and return.
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    /// The run's config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The variables (network under `model.`, loss parameters under `loss.`).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The network.
+    pub fn net(&self) -> &EmbeddingNet {
+        &self.net
+    }
+
+    /// The training state (epochs done, history).
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The output folder.
+    pub fn output_dir(&self) -> &Path {
+        &self.output_dir
+    }
+
+    /// Negative distances the miner picked during the last epoch trained by this process (at
+    /// most 200 000, the first ones).
+    pub fn last_negative_distances(&self) -> &[f32] {
+        &self.last_negatives
+    }
+
+    /// The batches of epoch `epoch` (0-based): the sampler's epoch, or, with
+    /// `batch.batches_per_epoch`, that many batches taken from consecutive sampler passes.
+    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        match self.config.batch.batches_per_epoch {
+            None => self.sampler.epoch(epoch).collect(),
+            Some(n) => {
+                let mut out = Vec::with_capacity(n);
+                let mut pass = 0u64;
+                while out.len() < n {
+                    let stream = epoch.wrapping_mul(1 << 20).wrapping_add(pass);
+                    out.extend(self.sampler.epoch(stream).take(n - out.len()));
+                    pass += 1;
+                }
+                out
+            }
+        }
+    }
+
+    fn to_tensor(&self, x: &ndarray::Array4<f32>) -> Result<Tensor> {
+        let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+        let x = x.as_standard_layout();
+        let data = x
+            .as_slice()
+            .ok_or_else(|| Error::Torch(tch::TchError::Kind("batch not contiguous".into())))?;
+        Ok(Tensor::f_from_slice(data)?
+            .f_view(shape.as_slice())?
+            .f_to_device(self.device)?)
+    }
+
+    fn tensor_to_array2(t: &Tensor) -> Result<Array2<f32>> {
+        let t = t
+            .f_detach()?
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
+        let size = t.size();
+        let (n, d) = (size[0] as usize, size[1] as usize);
+        let v: Vec<f32> = Vec::<f32>::try_from(&t.f_flatten(0, -1)?)?;
+        Array2::from_shape_vec((n, d), v)
+            .map_err(|e| Error::Torch(tch::TchError::Shape(format!("embeddings {n}×{d}: {e}"))))
+    }
+
+    /// One optimiser step on `indices`; returns (loss, number of tuples).
+    fn step(
+        &mut self,
+        epoch: u64,
+        batch: u64,
+        indices: &[usize],
+        lr_factor: f64,
+    ) -> Result<(f64, usize)> {
+        let seed = step_seed(self.state.seed, epoch, batch);
+        tch::manual_seed(seed as i64);
+        let (x, labels) = dml_data::load_batch(
+            self.split.train.as_ref(),
+            indices,
+            self.config.transform.train.as_ref(),
+            seed,
+        )?;
+        let xs = self.to_tensor(&x)?;
+        let emb = self.net.embed(&xs, true)?;
+        let emb_nd = Self::tensor_to_array2(&emb)?;
+        let metric = self.loss.metric();
+        let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
+        let tuples = self.miner.mine(dist.view(), metric, &labels, &mut rng)?;
+        let n_tuples = tuple_count(&tuples);
+        self.keep_negatives(&tuples, dist.view());
+        let loss = self.loss.forward(&emb, &labels, Some(&tuples))?;
+        let value = loss.f_double_value(&[])?;
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                loss: value,
+                epoch: epoch + 1,
+                batch,
+            });
+        }
+        self.optim.zero_grad();
+        loss.f_backward()?;
+        self.optim.step(lr_factor)?;
+        Ok((value, n_tuples))
+    }
+
+    fn keep_negatives(&mut self, tuples: &Tuples, dist: ArrayView2<'_, f32>) {
+        let room = MAX_KEPT_DISTANCES.saturating_sub(self.last_negatives.len());
+        let (a, n): (&[u32], &[u32]) = match tuples {
+            Tuples::Pairs(p) => (&p.neg_anchor, &p.negative),
+            Tuples::Triplets(t) => (&t.anchor, &t.negative),
+        };
+        self.last_negatives.extend(
+            a.iter()
+                .zip(n)
+                .take(room)
+                .map(|(&i, &j)| dist[[i as usize, j as usize]]),
+        );
+    }
+
+    /// Embeds the whole of `dataset` in batches of `batch.eval_batch_size`, with the test
+    /// transform and the network in evaluation mode.
+    pub fn embed_dataset(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
+        let n = dataset.len();
+        let bs = self.config.batch.eval_batch_size.max(1);
+        let dim = self.net.embedding_dim() as usize;
+        let mut out = Array2::<f32>::zeros((n, dim));
+        let mut labels = Vec::with_capacity(n);
+        let _guard = tch::no_grad_guard();
+        let tf: Option<&Transform> = self.config.transform.test.as_ref();
+        for start in (0..n).step_by(bs) {
+            let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
+            let (x, y) = dml_data::load_batch(dataset, &idx, tf, self.state.seed)?;
+            let emb = self.net.embed(&self.to_tensor(&x)?, false)?;
+            let e = Self::tensor_to_array2(&emb)?;
+            out.slice_mut(ndarray::s![start..start + idx.len(), ..])
+                .assign(&e);
+            labels.extend(y);
+        }
+        Ok((out, labels))
+    }
+
+    /// Embeds one split.
+    pub fn embed_split(&self, split: Split) -> Result<(Array2<f32>, Vec<u32>)> {
+        match split {
+            Split::Train => self.embed_dataset(self.split.train.as_ref()),
+            Split::Test => self.embed_dataset(self.split.test.as_ref()),
+        }
+    }
+
+    /// Evaluates on the held-out classes (for In-Shop: queries against the gallery).
+    pub fn evaluate(&mut self) -> Result<Metrics> {
+        let eval_cfg = EvalConfig {
+            recall_at: self.config.eval.recall_at.clone(),
+            nmi: self.config.eval.nmi,
+            seed: self.state.seed,
+            ..EvalConfig::default()
+        };
+        let metric = self.config.eval.metric;
+        let metrics = match (&self.split.query, &self.split.gallery) {
+            (Some(q), Some(g)) => {
+                let (qx, qy) = self.embed_dataset(q.as_ref())?;
+                let (gx, gy) = self.embed_dataset(g.as_ref())?;
+                dml_eval::evaluate_with_reference(
+                    qx.view(),
+                    &qy,
+                    gx.view(),
+                    &gy,
+                    metric,
+                    &eval_cfg,
+                )?
+            }
+            _ => {
+                let (x, y) = self.embed_dataset(self.split.test.as_ref())?;
+                let m = dml_eval::evaluate(x.view(), &y, metric, &eval_cfg)?;
+                self.last_test_embeddings = Some((x, y));
+                m
+            }
+        };
+        Ok(metrics)
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let mut state = self.state.clone();
+        state.n_steps = self.optim.n_steps();
+        checkpoint::save(
+            &self.output_dir.join(files::CHECKPOINT),
+            &self.vs,
+            &self.optim,
+            &state,
+        )
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    fn progress_bar(&self, len: u64, epoch: u64) -> indicatif::ProgressBar {
+        if !self.config.train.progress || !std::io::stderr().is_terminal() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        let style = indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.config.train.epochs));
+        bar
+    }
+
+    /// Trains the remaining epochs (evaluating, logging and checkpointing as configured), writes
+    /// the plots and the report, and returns the report. With the interrupt flag set it stops
+    /// after the current step, writes a checkpoint and returns with `interrupted: true`.
+    pub fn fit(&mut self) -> Result<TrainReport> {
+        std::fs::create_dir_all(&self.output_dir).map_err(|source| Error::Io {
+            path: self.output_dir.clone(),
+            source,
+        })?;
+        checkpoint::write_atomic(
+            &self.output_dir.join(files::CONFIG),
+            self.config.to_toml_string().as_bytes(),
+        )?;
+        let mut log =
+            MetricsLog::create(&self.output_dir.join(files::METRICS), &self.state.history)?;
+        let epochs = self.config.train.epochs;
+        let mut train_seconds = 0.0;
+        let mut interrupted = false;
+
+        if self.state.epochs_done == 0
+            && self.state.batches_done == 0
+            && self.state.history.is_empty()
+            && self.config.train.eval_before
+        {
+            let m = self.evaluate()?;
+            let record = EpochRecord {
+                epoch: 0,
+                loss: None,
+                tuples_per_batch: None,
+                lr_factor: 0.0,
+                train_seconds: 0.0,
+                metrics: Some(metrics_map(&m)),
+            };
+            log.append(&record)?;
+            self.state.history.push(record);
+        }
+
+        while self.state.epochs_done < epochs {
+            let epoch = self.state.epochs_done;
+            let batches = self.epoch_batches(epoch);
+            let n_batches = batches.len() as u64;
+            let bar = self.progress_bar(n_batches, epoch);
+            bar.set_position(self.state.batches_done);
+            self.last_negatives.clear();
+            let start = Instant::now();
+            let mut items = 0usize;
+            let mut lr_factor = 1.0;
+            for (b, indices) in batches
+                .iter()
+                .enumerate()
+                .skip(self.state.batches_done as usize)
+            {
+                let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
+                lr_factor = self.config.schedule.factor(progress, epochs);
+                let (loss, n_tuples) = self.step(epoch, b as u64, indices, lr_factor)?;
+                self.state.partial_loss_sum += loss;
+                self.state.partial_tuples_sum += n_tuples as f64;
+                self.state.batches_done = b as u64 + 1;
+                items += indices.len();
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {loss:.4}, {:.0} items/s",
+                    items as f64 / secs
+                ));
+                bar.inc(1);
+                if self.interrupted() {
+                    interrupted = true;
+                    break;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            train_seconds += secs;
+            self.state.partial_seconds += secs;
+            if interrupted && self.state.batches_done < n_batches {
+                self.save_checkpoint()?;
+                break;
+            }
+            // The epoch is complete.
+            let done = self.state.batches_done.max(1) as f64;
+            let mut record = EpochRecord {
+                epoch: epoch + 1,
+                loss: Some(self.state.partial_loss_sum / done),
+                tuples_per_batch: Some(self.state.partial_tuples_sum / done),
+                lr_factor,
+                train_seconds: self.state.partial_seconds,
+                metrics: None,
+            };
+            self.state.epochs_done += 1;
+            self.state.batches_done = 0;
+            self.state.partial_loss_sum = 0.0;
+            self.state.partial_tuples_sum = 0.0;
+            self.state.partial_seconds = 0.0;
+            let last = self.state.epochs_done == epochs;
+            let every = self.config.train.eval_every;
+            if last || (every > 0 && self.state.epochs_done % every == 0) {
+                record.metrics = Some(metrics_map(&self.evaluate()?));
+            }
+            tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
+            log.append(&record)?;
+            self.state.history.push(record);
+            let ck = self.config.train.checkpoint_every;
+            if last || interrupted || (ck > 0 && self.state.epochs_done % ck == 0) {
+                self.save_checkpoint()?;
+            }
+            if interrupted {
+                break;
+            }
+        }
+
+        let plots = if self.config.train.plots && !interrupted {
+            self.write_plots()?
+        } else {
+            Vec::new()
+        };
+        let initial_metrics = self
+            .state
+            .history
+            .iter()
+            .find(|r| r.epoch == 0)
+            .and_then(|r| r.metrics.clone());
+        let final_metrics = self
+            .state
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.epoch > 0 && r.metrics.is_some())
+            .and_then(|r| r.metrics.clone());
+        let report = TrainReport {
+            epochs: self.state.epochs_done,
+            initial_metrics,
+            final_metrics,
+            output_dir: self.output_dir.clone(),
+            plots,
+            train_seconds,
+            interrupted,
+        };
+        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Checkpoint {
+            path: self.output_dir.join(files::REPORT),
+            message: e.to_string(),
+        })?;
+        checkpoint::write_atomic(&self.output_dir.join(files::REPORT), json.as_bytes())?;
+        Ok(report)
+    }
+
+    /// Writes the training curves, the map of held-out embeddings and the histogram of sampled
+    /// negative distances into `<output_dir>/plots/`.
+    pub fn write_plots(&mut self) -> Result<Vec<PathBuf>> {
+        let dir = self.output_dir.join(files::PLOTS);
+        let name = self.config.run.name.clone();
+        let mut out = crate::plots::training_curves(
+            &self.state.history,
+            &format!(
+                "{name}: {} loss, {} miner",
+                self.loss.name(),
+                self.miner.name()
+            ),
+            &dir.join("curves"),
+        )?;
+        if self.last_test_embeddings.is_none() && self.split.query.is_none() {
+            self.evaluate()?;
+        }
+        if let Some((x, y)) = &self.last_test_embeddings {
+            out.extend(crate::plots::embedding_map(
+                x.view(),
+                y,
+                &format!("{name}: held-out classes"),
+                &dir.join("embeddings"),
+            )?);
+        }
+        if !self.last_negatives.is_empty() {
+            out.extend(crate::plots::distance_histograms(
+                &[(self.miner.name().to_owned(), self.last_negatives.clone())],
+                self.net.embedding_dim() as usize,
+                &format!("{name}: sampled negative distances (last epoch)"),
+                &dir.join("negative_distances"),
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+fn tuple_count(t: &Tuples) -> usize {
+    match t {
+        Tuples::Pairs(p) => p.pos_anchor.len() + p.neg_anchor.len(),
+        Tuples::Triplets(t) => t.anchor.len(),
+    }
+}

@@ -1,0 +1,271 @@
+//! The `dml` binary, run as a process on small .npy files the tests write.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ndarray::{Array1, Array2};
+
+fn dml(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dml"))
+        .args(args)
+        .output()
+        .expect("the dml binary runs")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Three tight clusters in 2-d plus one point of class 2 placed inside class 0's cluster.
+fn fixture(dir: &Path) -> (Array2<f32>, Vec<u32>) {
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    let centres = [(0.0f32, 0.0f32), (10.0, 0.0), (0.0, 10.0)];
+    for (c, &(x, y)) in centres.iter().enumerate() {
+        for i in 0..4 {
+            rows.push([x + 0.1 * i as f32, y - 0.07 * i as f32]);
+            labels.push(c as u32);
+        }
+    }
+    rows.push([0.05, 0.02]);
+    labels.push(2);
+    let x = Array2::from_shape_vec((rows.len(), 2), rows.concat()).unwrap();
+    ndarray_npy::write_npy(dir.join("e.npy"), &x).unwrap();
+    let y = Array1::from_iter(labels.iter().map(|&l| i64::from(l)));
+    ndarray_npy::write_npy(dir.join("l.npy"), &y).unwrap();
+    (x, labels)
+}
+
+/// Recall@k by brute force, leaving each query out.
+fn naive_recall(x: &Array2<f32>, labels: &[u32], k: usize) -> f64 {
+    let n = x.nrows();
+    let mut hits = 0;
+    let mut counted = 0;
+    for q in 0..n {
+        if !(0..n).any(|j| j != q && labels[j] == labels[q]) {
+            continue;
+        }
+        counted += 1;
+        let mut d: Vec<(f32, usize)> = (0..n)
+            .filter(|&j| j != q)
+            .map(|j| {
+                let dx = x[[q, 0]] - x[[j, 0]];
+                let dy = x[[q, 1]] - x[[j, 1]];
+                ((dx * dx + dy * dy).sqrt(), j)
+            })
+            .collect();
+        d.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        if d.iter().take(k).any(|&(_, j)| labels[j] == labels[q]) {
+            hits += 1;
+        }
+    }
+    hits as f64 / counted as f64
+}
+
+#[test]
+fn eval_json_has_the_documented_keys_and_naive_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, labels) = fixture(dir.path());
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&dir.path().join("e.npy")),
+        "--labels",
+        s(&dir.path().join("l.npy")),
+        "--recall-at",
+        "1,2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "recall_at_1",
+        "recall_at_2",
+        "precision_at_1",
+        "r_precision",
+        "map_at_r",
+        "nmi",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    let r1 = v["recall_at_1"].as_f64().unwrap();
+    let r2 = v["recall_at_2"].as_f64().unwrap();
+    assert!((r1 - naive_recall(&x, &labels, 1)).abs() < 1e-9, "{r1}");
+    assert!((r2 - naive_recall(&x, &labels, 2)).abs() < 1e-9, "{r2}");
+    // The stray class-2 point sits in class 0's cluster: Recall@1 is 12/13 by hand.
+    assert!((r1 - 12.0 / 13.0).abs() < 1e-9);
+}
+
+#[test]
+fn eval_with_separate_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let q = Array2::from_shape_vec((2, 2), vec![10.0f32, 0.1, 0.0, 9.9]).unwrap();
+    ndarray_npy::write_npy(dir.path().join("q.npy"), &q).unwrap();
+    ndarray_npy::write_npy(dir.path().join("ql.npy"), &Array1::from(vec![1i64, 0])).unwrap();
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&dir.path().join("e.npy")),
+        "--labels",
+        s(&dir.path().join("l.npy")),
+        "--query",
+        s(&dir.path().join("q.npy")),
+        "--query-labels",
+        s(&dir.path().join("ql.npy")),
+        "--recall-at",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The first query lands in class 1's cluster (right), the second in class 2's (wrong).
+    assert_eq!(v["recall_at_1"].as_f64().unwrap(), 0.5);
+}
+
+#[test]
+fn bad_file_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let bad = dir.path().join("broken.npy");
+    std::fs::write(&bad, b"not an npy file").unwrap();
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&bad),
+        "--labels",
+        s(&dir.path().join("l.npy")),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.npy"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+
+    let missing = dir.path().join("missing.npy");
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&missing),
+        "--labels",
+        s(&dir.path().join("l.npy")),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.npy"));
+}
+
+#[test]
+fn search_returns_the_nearest_items() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let q = Array2::from_shape_vec((1, 2), vec![10.0f32, 0.0]).unwrap();
+    ndarray_npy::write_npy(dir.path().join("q.npy"), &q).unwrap();
+    let out = dml(&[
+        "search",
+        "--embeddings",
+        s(&dir.path().join("e.npy")),
+        "--queries",
+        s(&dir.path().join("q.npy")),
+        "-k",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // (10, 0) is item 4 itself, then items 5 and 6 of the same cluster (by hand).
+    assert_eq!(v["indices"], serde_json::json!([[4, 5, 6]]));
+    assert_eq!(v["scores"][0][0].as_f64().unwrap(), 0.0);
+
+    let out = dml(&[
+        "search",
+        "--embeddings",
+        s(&dir.path().join("e.npy")),
+        "--queries",
+        s(&dir.path().join("q.npy")),
+        "-k",
+        "100",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn train_rejects_unknown_config_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[data]\nkind = \"digits\"\n[batch]\nP = 4\n").unwrap();
+    let out = dml(&["train", "--config", s(&cfg)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `P`"), "{err}");
+    assert!(err.contains("c.toml"), "{err}");
+}
+
+#[test]
+fn train_then_embed_writes_npy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out = dml(&[
+        "train",
+        "--epochs",
+        "1",
+        "--output-dir",
+        s(&out_dir),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["epochs"], 1);
+    assert!(out_dir.join("metrics.jsonl").exists());
+    assert!(out_dir.join("plots/curves.png").exists());
+    assert!(out_dir.join("plots/embeddings.svg").exists());
+    assert!(out_dir.join("plots/negative_distances.png").exists());
+
+    let emb = dir.path().join("test.npy");
+    let out = dml(&[
+        "embed",
+        "--checkpoint",
+        s(&out_dir.join("checkpoint.safetensors")),
+        "--out",
+        s(&emb),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let x: Array2<f32> = ndarray_npy::read_npy(&emb).unwrap();
+    let y: Array1<i64> = ndarray_npy::read_npy(dir.path().join("test.labels.npy")).unwrap();
+    assert_eq!(x.nrows(), y.len());
+    assert_eq!(x.ncols(), 32);
+    assert!(
+        y.iter().all(|&l| (5..10).contains(&l)),
+        "held-out digits are 5–9"
+    );
+    // The saved embeddings evaluate to the run's final Recall@1 (same network, same data).
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&emb),
+        "--labels",
+        s(&dir.path().join("test.labels.npy")),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = report["final_metrics"]["recall_at_1"].as_f64().unwrap();
+    assert!((v["recall_at_1"].as_f64().unwrap() - expected).abs() < 1e-12);
+}

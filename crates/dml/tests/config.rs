@@ -1,0 +1,162 @@
+//! The config schema: shipped configs parse and validate, unknown keys are rejected by name and
+//! place, and each validation rule fires.
+
+use dml::config::{Config, ConfigError, ScheduleConfig};
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn every_shipped_config_parses_and_validates() {
+    let dir = root().join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            c.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "expected the five shipped configs, found {n}");
+}
+
+#[test]
+fn embedded_default_is_the_digits_file() {
+    let c = Config::digits();
+    let from_file = Config::from_file(&root().join("configs/digits.toml")).unwrap();
+    assert_eq!(c, from_file);
+    assert_eq!(c.loss.name(), "margin");
+    assert_eq!(c.miner.kind(), "distance_weighted");
+}
+
+#[test]
+fn minimal_config_takes_documented_defaults() {
+    let c = Config::from_toml_str("[data]\nkind = \"digits\"\n", "<test>").unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.batch.p, 8);
+    assert_eq!(c.batch.k, 4);
+    assert_eq!(c.train.epochs, 10);
+    assert_eq!(c.optimizer.lr, 1e-3);
+    assert_eq!(c.eval.recall_at, vec![1, 2, 4, 8]);
+    assert_eq!(c.schedule, ScheduleConfig::Constant);
+    assert_eq!(c.run.output_dir(), std::path::Path::new("runs/run"));
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_name_and_line() {
+    let text = "[data]\nkind = \"digits\"\n\n[train]\nepochs = 3\nepoch = 4\n";
+    let err = Config::from_toml_str(text, "typo.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("typo.toml"), "{err}");
+    assert!(err.contains("epoch"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+}
+
+#[test]
+fn unknown_top_level_table_is_rejected() {
+    let text = "[data]\nkind = \"digits\"\n[trian]\nepochs = 3\n";
+    let err = Config::from_toml_str(text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trian"), "{err}");
+}
+
+#[test]
+fn unknown_key_inside_a_tagged_section_is_rejected() {
+    let text =
+        "[data]\nkind = \"digits\"\n[schedule]\nkind = \"step\"\nmilestones = [3]\ngama = 0.5\n";
+    let err = Config::from_toml_str(text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gama"), "{err}");
+}
+
+fn base() -> Config {
+    Config::from_toml_str("[data]\nkind = \"digits\"\n", "<test>").unwrap()
+}
+
+#[test]
+fn each_rule_has_its_error() {
+    let mut c = base();
+    c.batch.p = 1;
+    assert_eq!(c.validate(), Err(ConfigError::BatchP(1)));
+    let mut c = base();
+    c.batch.k = 1;
+    assert_eq!(c.validate(), Err(ConfigError::BatchK(1)));
+    let mut c = base();
+    c.train.epochs = 0;
+    assert_eq!(c.validate(), Err(ConfigError::Epochs));
+    let mut c = base();
+    c.optimizer.head_lr = Some(-1.0);
+    assert_eq!(
+        c.validate(),
+        Err(ConfigError::LearningRate {
+            key: "head_lr",
+            value: -1.0
+        })
+    );
+    let mut c = base();
+    c.optimizer.momentum = 1.0;
+    assert_eq!(c.validate(), Err(ConfigError::Momentum(1.0)));
+    let mut c = base();
+    c.eval.recall_at = vec![];
+    assert_eq!(c.validate(), Err(ConfigError::RecallAtEmpty));
+    let mut c = base();
+    c.eval.recall_at = vec![1, 0];
+    assert_eq!(c.validate(), Err(ConfigError::RecallAtZero));
+    let mut c = base();
+    c.schedule = ScheduleConfig::Cosine {
+        min_factor: 0.0,
+        warmup_epochs: 10,
+    };
+    assert_eq!(
+        c.validate(),
+        Err(ConfigError::Warmup {
+            warmup: 10,
+            epochs: 10
+        })
+    );
+    let c = Config::from_toml_str(
+        "[data]\nkind = \"digits\"\n[model]\nkind = \"mlp\"\nembedding_dim = 16\n",
+        "<test>",
+    )
+    .unwrap();
+    assert_eq!(
+        c.validate(),
+        Err(ConfigError::MinerDim {
+            miner: 64,
+            model: 16
+        })
+    );
+}
+
+#[test]
+fn schedules_by_hand() {
+    let step = ScheduleConfig::Step {
+        milestones: vec![2, 4],
+        gamma: 0.5,
+    };
+    assert_eq!(step.factor(0.0, 6), 1.0);
+    assert_eq!(step.factor(1.9, 6), 1.0);
+    assert_eq!(step.factor(2.0, 6), 0.5);
+    assert_eq!(step.factor(5.5, 6), 0.25);
+    let cos = ScheduleConfig::Cosine {
+        min_factor: 0.1,
+        warmup_epochs: 0,
+    };
+    assert!((cos.factor(0.0, 10) - 1.0).abs() < 1e-12);
+    // Half way: 0.1 + 0.9 · (1 + cos(π/2)) / 2 = 0.55.
+    assert!((cos.factor(5.0, 10) - 0.55).abs() < 1e-12);
+    assert!((cos.factor(10.0, 10) - 0.1).abs() < 1e-12);
+}
+
+#[test]
+fn config_round_trips_through_toml() {
+    let c = Config::digits();
+    let back = Config::from_toml_str(&c.to_toml_string(), "<roundtrip>").unwrap();
+    assert_eq!(c, back);
+}

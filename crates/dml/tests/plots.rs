@@ -1,0 +1,73 @@
+//! Plots are written as PNG and SVG, and the PCA is that of a hand-made data set.
+
+use dml::checkpoint::EpochRecord;
+use ndarray::Array2;
+
+#[test]
+fn pca_recovers_the_axis_of_largest_variance() {
+    // Points spread along (1, 1)/√2 with small noise along (1, −1)/√2.
+    let mut rows = Vec::new();
+    for i in 0..20 {
+        let t = i as f32 - 9.5;
+        let e = if i % 2 == 0 { 0.1 } else { -0.1 };
+        rows.extend([t + e, t - e, 0.0]);
+    }
+    let x = Array2::from_shape_vec((20, 3), rows).unwrap();
+    let p = dml::plots::pca_2d(x.view());
+    // First component: projection on (1, 1, 0)/√2 (sign fixed: largest entry positive).
+    for i in 0..20 {
+        let expected = (x[[i, 0]] + x[[i, 1]]) / 2f32.sqrt();
+        assert!(
+            (p[[i, 0]] - expected).abs() < 1e-3,
+            "{} vs {expected}",
+            p[[i, 0]]
+        );
+        let second = (x[[i, 0]] - x[[i, 1]]) / 2f32.sqrt();
+        assert!((p[[i, 1]].abs() - second.abs()).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn plots_are_written_in_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let history: Vec<EpochRecord> = (0..4)
+        .map(|e| EpochRecord {
+            epoch: e,
+            loss: (e > 0).then(|| 1.0 / e as f64),
+            tuples_per_batch: (e > 0).then_some(100.0),
+            lr_factor: 1.0,
+            train_seconds: 1.0,
+            metrics: Some(
+                [
+                    ("recall_at_1".to_owned(), 0.5 + 0.1 * e as f64),
+                    ("nmi".to_owned(), 0.4),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+        })
+        .collect();
+    let files = dml::plots::training_curves(&history, "test", &dir.path().join("curves")).unwrap();
+    let x = Array2::from_shape_fn((30, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
+    let labels: Vec<u32> = (0..30).map(|i| i % 3).collect();
+    let more =
+        dml::plots::embedding_map(x.view(), &labels, "map", &dir.path().join("map")).unwrap();
+    let hist = dml::plots::distance_histograms(
+        &[
+            ("uniform".into(), vec![1.3, 1.4, 1.41, 1.5]),
+            ("distance_weighted".into(), vec![0.6, 1.0, 1.2]),
+        ],
+        32,
+        "negatives",
+        &dir.path().join("hist"),
+    )
+    .unwrap();
+    for f in files.iter().chain(&more).chain(&hist) {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len > 1000, "{} is only {len} bytes", f.display());
+    }
+    let png = std::fs::read(dir.path().join("curves.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let svg = std::fs::read_to_string(dir.path().join("hist.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("uniform"));
+}

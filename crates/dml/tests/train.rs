@@ -1,0 +1,189 @@
+//! The trainer on the embedded digits: same seed → same numbers; resume → the uninterrupted run;
+//! Ctrl-C in the middle of an epoch → a checkpoint that resumes exactly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use dml::{Config, Trainer};
+use tch::Tensor;
+
+/// A small, fast digits run.
+fn config(dir: &Path, epochs: u64) -> Config {
+    let mut c = Config::digits();
+    c.run.output_dir = Some(dir.to_path_buf());
+    c.run.threads = 1;
+    c.train.epochs = epochs;
+    c.train.eval_every = 1;
+    c.train.eval_before = false;
+    c.train.plots = false;
+    c.train.progress = false;
+    c.batch.batches_per_epoch = Some(4);
+    c.validate().unwrap();
+    c
+}
+
+fn weights(t: &Trainer) -> BTreeMap<String, Vec<f64>> {
+    t.var_store()
+        .variables()
+        .into_iter()
+        .map(|(k, v)| {
+            let flat = v.to_kind(tch::Kind::Double).flatten(0, -1);
+            (k, Vec::<f64>::try_from(&flat).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn same_seed_same_numbers_and_resume_matches() {
+    let a_dir = tempfile::tempdir().unwrap();
+    let mut a = Trainer::new(config(a_dir.path(), 2)).unwrap();
+    let ra = a.fit().unwrap();
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut b = Trainer::new(config(b_dir.path(), 2)).unwrap();
+    let rb = b.fit().unwrap();
+    assert_eq!(weights(&a), weights(&b), "same seed, same weights");
+    assert_eq!(
+        a.state().history,
+        b.state()
+            .history
+            .clone()
+            .into_iter()
+            .map(|mut r| {
+                r.train_seconds = a.state().history[(r.epoch - 1) as usize].train_seconds;
+                r
+            })
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(ra.final_metrics, rb.final_metrics);
+
+    // 1 epoch, then resume for the second.
+    let c_dir = tempfile::tempdir().unwrap();
+    let mut c1 = Trainer::new(config(c_dir.path(), 1)).unwrap();
+    c1.fit().unwrap();
+    drop(c1);
+    let mut c2 = Trainer::resume(config(c_dir.path(), 2)).unwrap();
+    let rc = c2.fit().unwrap();
+    assert_eq!(
+        weights(&a),
+        weights(&c2),
+        "resumed weights equal the uninterrupted run's"
+    );
+    assert_eq!(ra.final_metrics, rc.final_metrics);
+    let losses = |t: &Trainer| t.state().history.iter().map(|r| r.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&a), losses(&c2));
+    // The log holds exactly the two epochs.
+    let log = dml::log::MetricsLog::read(&c_dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(log.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+
+    // Ctrl-C right after the first step: a mid-epoch checkpoint, and resuming it finishes the run
+    // with the same weights.
+    let d_dir = tempfile::tempdir().unwrap();
+    let mut d1 = Trainer::new(config(d_dir.path(), 2)).unwrap();
+    d1.set_interrupt(Arc::new(AtomicBool::new(true)));
+    let rd1 = d1.fit().unwrap();
+    assert!(rd1.interrupted);
+    assert_eq!(d1.state().batches_done, 1);
+    drop(d1);
+    let mut d2 = Trainer::resume(config(d_dir.path(), 2)).unwrap();
+    assert_eq!(d2.state().batches_done, 1);
+    d2.fit().unwrap();
+    assert_eq!(weights(&a), weights(&d2), "resumed from mid-epoch");
+}
+
+#[test]
+fn resume_with_a_changed_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(config(dir.path(), 1)).unwrap();
+    t.fit().unwrap();
+    let mut changed = config(dir.path(), 2);
+    changed.optimizer.lr *= 2.0;
+    let err = Trainer::resume(changed).unwrap_err().to_string();
+    assert!(err.contains("config differs"), "{err}");
+}
+
+#[test]
+fn checkpoint_round_trip_restores_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(config(dir.path(), 1)).unwrap();
+    t.fit().unwrap();
+    let ckpt = dml::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ckpt.state.epochs_done, 1);
+    assert_eq!(ckpt.state.n_steps, 4);
+    let fresh = Trainer::from_checkpoint(config(dir.path(), 1), &ckpt).unwrap();
+    assert_eq!(weights(&t), weights(&fresh));
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn adam_and_sgd_match_hand_calculation() {
+    use dml::optim::{Group, GroupSettings, Optimizer, OptimizerKind};
+    for kind in [
+        OptimizerKind::Adam,
+        OptimizerKind::Sgd,
+        OptimizerKind::Adamw,
+    ] {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let w = vs
+            .root()
+            .sub("model")
+            .sub("head")
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
+        let s = GroupSettings {
+            kind,
+            lr: 0.1,
+            weight_decay: 0.01,
+            momentum: 0.9,
+            nesterov: false,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        };
+        let mut opt = Optimizer::new(&vs, [(Group::Head, s)].into_iter().collect()).unwrap();
+        // Loss = sum(w²)/2, gradient = w. Two steps, computed by hand in f64 below.
+        let mut p = [1.0f64, -2.0];
+        let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
+        for t in 1..=2 {
+            opt.zero_grad();
+            let loss = (&w * &w).sum(tch::Kind::Float) / 2.0;
+            loss.backward();
+            opt.step(1.0).unwrap();
+            for i in 0..2 {
+                let mut g = p[i];
+                match kind {
+                    OptimizerKind::Sgd => {
+                        g += 0.01 * p[i];
+                        m[i] = 0.9 * m[i] + g;
+                        p[i] -= 0.1 * m[i];
+                    }
+                    OptimizerKind::Adam | OptimizerKind::Adamw => {
+                        if kind == OptimizerKind::Adam {
+                            g += 0.01 * p[i];
+                        } else {
+                            p[i] *= 1.0 - 0.1 * 0.01;
+                        }
+                        m[i] = 0.9 * m[i] + 0.1 * g;
+                        v[i] = 0.999 * v[i] + 0.001 * g * g;
+                        let mh = m[i] / (1.0 - 0.9f64.powi(t));
+                        let vh = v[i] / (1.0 - 0.999f64.powi(t));
+                        p[i] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+                    }
+                }
+            }
+        }
+        let got = Vec::<f32>::try_from(&w).unwrap();
+        for i in 0..2 {
+            assert!(
+                (f64::from(got[i]) - p[i]).abs() < 1e-5,
+                "{kind:?}: {got:?} vs {p:?}"
+            );
+        }
+    }
+}
