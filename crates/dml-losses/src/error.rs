@@ -1,0 +1,104 @@
+//! Errors of dml-losses.
+
+/// Everything that can go wrong in dml-losses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Embeddings that are not a `batch × dim` matrix.
+    #[error("embeddings must be a 2-d tensor (batch × dim), got shape {0:?}")]
+    EmbeddingsShape(Vec<i64>),
+    /// Embeddings of an integer or boolean kind.
+    #[error("embeddings must be floating point, got {0:?}")]
+    EmbeddingsKind(tch::Kind),
+    /// A label list whose length is not the batch size.
+    #[error("{labels} labels for a batch of {batch} embeddings")]
+    LabelCount {
+        /// Number of labels given.
+        labels: usize,
+        /// Number of embeddings (rows).
+        batch: usize,
+    },
+    /// A tuple index that does not address a row of the batch.
+    #[error("tuple index {index} in `{field}` is out of range for a batch of {batch}")]
+    IndexOutOfRange {
+        /// The tuple field holding the index (`anchor`, `positive`, ...).
+        field: &'static str,
+        /// The offending index.
+        index: u32,
+        /// The batch size.
+        batch: usize,
+    },
+    /// Tuple fields (or weights) of different lengths.
+    #[error("tuple field `{field}` has {got} entries but {expected} are needed")]
+    TupleLength {
+        /// The field whose length is wrong.
+        field: &'static str,
+        /// The length it should have.
+        expected: usize,
+        /// The length it has.
+        got: usize,
+    },
+    /// A tuple weight that is negative or not finite.
+    #[error("tuple weight {value} at position {position} must be finite and non-negative")]
+    InvalidWeight {
+        /// Position of the weight in its list.
+        position: usize,
+        /// The weight.
+        value: f32,
+    },
+    /// The same ordered pair listed as positive and as negative.
+    #[error("pair ({anchor}, {other}) is listed both as positive and as negative")]
+    PairBothPositiveAndNegative {
+        /// Anchor of the pair.
+        anchor: u32,
+        /// The other member.
+        other: u32,
+    },
+    /// A label that has no per-class parameter.
+    #[error("label {label} is out of range for {n_classes} classes")]
+    LabelOutOfRange {
+        /// The offending label.
+        label: u32,
+        /// The number of classes the loss was built for.
+        n_classes: usize,
+    },
+    /// A parameter that must be finite.
+    #[error("parameter `{name}` = {value} must be finite")]
+    NonFiniteParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A parameter that must be strictly positive.
+    #[error("parameter `{name}` = {value} must be positive")]
+    NonPositiveParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A parameter that must not be negative.
+    #[error("parameter `{name}` = {value} must not be negative")]
+    NegativeParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// Per-class β asked for without any class.
+    #[error("per-class beta needs n_classes > 0")]
+    PerClassBetaWithoutClasses,
+    /// Per-class β asked for without learning β (fixed per-class values would all be equal).
+    #[error("per-class beta needs learn_beta = true")]
+    PerClassBetaNotLearned,
+    /// An error reported by LibTorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// An error from the distance kernels.
+    #[error(transparent)]
+    Kernels(#[from] dml_kernels::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

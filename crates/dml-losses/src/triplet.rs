@@ -1,0 +1,139 @@
+//! Triplet margin loss (Weinberger & Saul 2009; Schroff et al. 2015), hinge or soft-plus.
+
+use dml_kernels::{Metric, tensor};
+use dml_sampling::Tuples;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::{Loss, Reduction, Result, tuples, util};
+
+/// Parameters of [`TripletLoss`]; the defaults are pml's `TripletMarginLoss()`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TripletConfig {
+    /// How much closer the positive must be than the negative. Default 0.05.
+    pub margin: f64,
+    /// Soft-plus `ln(1 + eˣ)` in place of the hinge `max(0, x)` (pml's `smooth_loss`).
+    /// Default false.
+    pub smooth: bool,
+    /// How embeddings are compared. Default [`Metric::Euclidean`].
+    pub metric: Metric,
+    /// Default [`Reduction::MeanNonZero`].
+    pub reduction: Reduction,
+}
+
+impl Default for TripletConfig {
+    fn default() -> Self {
+        Self {
+            margin: 0.05,
+            smooth: false,
+            metric: Metric::Euclidean,
+            reduction: Reduction::MeanNonZero,
+        }
+    }
+}
+
+impl TripletConfig {
+    /// Checks the parameters and builds the loss.
+    pub fn init(&self) -> Result<TripletLoss> {
+        util::finite("margin", self.margin)?;
+        Ok(TripletLoss { cfg: *self })
+    }
+}
+
+/// Triplet margin loss: each anchor should be closer to its positive than to its negative by at
+/// least `margin`.
+///
+/// ```text
+/// v(a, p, n) = d(a, p) − d(a, n) + margin        (s(a, n) − s(a, p) + margin for a similarity)
+/// L(a, p, n) = w · max(0, v)                     (hinge)
+///            = w · ln(1 + exp(v))                (smooth = true)
+/// L = reduce(L over triplets)
+/// ```
+///
+/// Without mined tuples every triplet of the batch is used (`O(B³)` in the worst case: mine
+/// for large batches). Pairs are joined into triplets as pml does: every positive pair with
+/// every negative pair that shares its anchor.
+///
+/// # Shapes
+/// - embeddings: `(B, D)`, floating point; labels: `B`.
+/// - [`forward`](Loss::forward): scalar. [`forward_no_reduction`](Loss::forward_no_reduction):
+///   `(T,)`, one loss per triplet.
+///
+/// # References
+/// K. Q. Weinberger, L. K. Saul, "Distance Metric Learning for Large Margin Nearest Neighbor
+/// Classification", JMLR 2009; F. Schroff, D. Kalenichenko, J. Philbin, "FaceNet", CVPR 2015.
+/// The soft-plus form is the "soft margin" of A. Hermans, L. Beyer, B. Leibe, "In Defense of the
+/// Triplet Loss for Person Re-Identification", 2017.
+///
+/// # pytorch-metric-learning
+/// `TripletMarginLoss(margin=0.05, smooth_loss=False)` with `AvgNonZeroReducer`. Differences:
+/// the metric applies to the embeddings as given (pml's default distance L2-normalises inside the
+/// loss); no `swap` option; without tuples all triplets are used (pml's
+/// `triplets_per_anchor="all"`, its default).
+#[derive(Debug, Clone)]
+pub struct TripletLoss {
+    cfg: TripletConfig,
+}
+
+impl TripletLoss {
+    /// The loss's parameters.
+    pub fn config(&self) -> &TripletConfig {
+        &self.cfg
+    }
+}
+
+impl Loss for TripletLoss {
+    fn forward(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
+        self.cfg.reduction.reduce(&losses, embeddings)
+    }
+
+    fn forward_no_reduction(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let batch = util::check_batch(embeddings, labels)?;
+        let t = tuples::triplets(labels, tuples, batch.n)?;
+        if t.anchor.is_empty() {
+            return util::empty_losses(embeddings);
+        }
+        let m = self.cfg.metric;
+        let flat = tensor::self_pairwise(m, embeddings)?.f_view([-1])?;
+        let d_ap = flat.f_take(&util::flat_index(
+            &t.anchor,
+            &t.positive,
+            batch.n,
+            batch.device,
+        )?)?;
+        let d_an = flat.f_take(&util::flat_index(
+            &t.anchor,
+            &t.negative,
+            batch.n,
+            batch.device,
+        )?)?;
+        let violation = util::margin_tt(m, &d_ap, &d_an)?.f_add_scalar(self.cfg.margin)?;
+        let losses = if self.cfg.smooth {
+            violation.f_softplus()?
+        } else {
+            violation.f_relu()?
+        };
+        let w = util::weight_tensor(t.weight.as_deref(), &batch)?;
+        util::apply_weights(losses, w.as_ref())
+    }
+
+    fn metric(&self) -> Metric {
+        self.cfg.metric
+    }
+
+    fn name(&self) -> &'static str {
+        "triplet"
+    }
+}

@@ -1,0 +1,63 @@
+//! Turning `Option<&Tuples>` into the checked pairs or triplets a loss needs.
+
+use std::borrow::Cow;
+
+use dml_sampling::{Pairs, Triplets, Tuples};
+
+use crate::{Result, util};
+
+/// The pairs a pair-based loss uses: the mined ones (triplets converted as pml does), or all
+/// pairs of the batch. Indices, lengths and weights are checked against a batch of `n`.
+pub(crate) fn pairs<'a>(
+    labels: &[u32],
+    tuples: Option<&'a Tuples>,
+    n: usize,
+) -> Result<Cow<'a, Pairs>> {
+    let p = match tuples {
+        None => return Ok(Cow::Owned(Pairs::all(labels))),
+        Some(Tuples::Pairs(p)) => Cow::Borrowed(p),
+        Some(t) => Cow::Owned(t.to_pairs()),
+    };
+    check_pairs(&p, n)?;
+    Ok(p)
+}
+
+/// The triplets a triplet-based loss uses: the mined ones (pairs converted as pml does), or all
+/// triplets of the batch. Indices, lengths and weights are checked against a batch of `n`.
+pub(crate) fn triplets<'a>(
+    labels: &[u32],
+    tuples: Option<&'a Tuples>,
+    n: usize,
+) -> Result<Cow<'a, Triplets>> {
+    let t = match tuples {
+        None => return Ok(Cow::Owned(Triplets::all(labels))),
+        Some(Tuples::Triplets(t)) => Cow::Borrowed(t),
+        Some(t @ Tuples::Pairs(p)) => {
+            // Check before converting, so errors name the caller's fields.
+            check_pairs(p, n)?;
+            Cow::Owned(t.to_triplets())
+        }
+    };
+    check_triplets(&t, n)?;
+    Ok(t)
+}
+
+fn check_pairs(p: &Pairs, n: usize) -> Result<()> {
+    util::check_len("positive", p.positive.len(), p.pos_anchor.len())?;
+    util::check_len("negative", p.negative.len(), p.neg_anchor.len())?;
+    util::check_weights("pos_weight", p.pos_weight.as_deref(), p.pos_anchor.len())?;
+    util::check_weights("neg_weight", p.neg_weight.as_deref(), p.neg_anchor.len())?;
+    util::check_indices("pos_anchor", &p.pos_anchor, n)?;
+    util::check_indices("positive", &p.positive, n)?;
+    util::check_indices("neg_anchor", &p.neg_anchor, n)?;
+    util::check_indices("negative", &p.negative, n)
+}
+
+fn check_triplets(t: &Triplets, n: usize) -> Result<()> {
+    util::check_len("positive", t.positive.len(), t.anchor.len())?;
+    util::check_len("negative", t.negative.len(), t.anchor.len())?;
+    util::check_weights("weight", t.weight.as_deref(), t.anchor.len())?;
+    util::check_indices("anchor", &t.anchor, n)?;
+    util::check_indices("positive", &t.positive, n)?;
+    util::check_indices("negative", &t.negative, n)
+}
