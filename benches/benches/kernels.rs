@@ -1,0 +1,10 @@
+//! criterion benchmarks of the `kernels` cases (see `dml_benches::cases`).
+
+use criterion::Criterion;
+use dml_benches::{Topic, bench_topic};
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_topic(&mut c, Topic::Kernels);
+    c.final_summary();
+}

@@ -1,0 +1,547 @@
+//! Every benchmark case, by layer. Inputs are built in `make` (outside the timed region); the
+//! returned closure is the timed region and the [`Reference`] its Python equivalent.
+
+use std::hint::black_box;
+
+use anyhow::Context;
+use dml_kernels::Metric;
+use dml_losses::LossConfig;
+use dml_models::{EmbeddingNet, InputShape, ModelConfig};
+use dml_sampling::{Miner, MinerConfig, Tuples};
+use ndarray::{Array2, ArrayView2};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::{Case, Input, Prepared, Reference, Scale, Topic, Weight, data};
+
+/// All cases at `scale`, in report order.
+pub fn cases(scale: Scale) -> Vec<Case> {
+    let mut out = Vec::new();
+    kernels(scale, &mut out);
+    mining(scale, &mut out);
+    losses(scale, &mut out);
+    train(scale, &mut out);
+    eval(scale, &mut out);
+    out
+}
+
+fn f32_input(x: &Array2<f32>) -> Input {
+    Input::F32(x.clone().into_dyn())
+}
+
+fn labels_input(labels: &[u32]) -> Input {
+    let v: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    Input::I64(ndarray::Array1::from(v).into_dyn())
+}
+
+fn tensor2(x: &Array2<f32>) -> anyhow::Result<Tensor> {
+    let (n, d) = x.dim();
+    let slice = x.as_slice().context("inputs are standard-layout arrays")?;
+    Ok(Tensor::f_from_slice(slice)?.f_view([n as i64, d as i64])?)
+}
+
+fn array2(t: &Tensor) -> anyhow::Result<Array2<f32>> {
+    let size = t.size();
+    let [n, m] = size[..] else {
+        anyhow::bail!("expected a matrix, got shape {size:?}");
+    };
+    let v = Vec::<f32>::try_from(&t.f_contiguous()?.f_view([-1])?)?;
+    Ok(Array2::from_shape_vec((n as usize, m as usize), v)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// dml-kernels
+
+fn kernels(scale: Scale, out: &mut Vec<Case>) {
+    let (small, large, knn) = match scale {
+        Scale::Quick => ((32, 32, 16), (256, 256, 16), (100, 2_000, 16, 10)),
+        Scale::Full => (
+            (256, 256, 128),
+            (8192, 8192, 128),
+            (10_000, 100_000, 128, 10),
+        ),
+    };
+    for (i, (n, m, d)) in [small, large].into_iter().enumerate() {
+        out.push(Case {
+            topic: Topic::Kernels,
+            function: "pairwise_euclidean".into(),
+            parameter: format!("{n}x{m}x{d}"),
+            items: (n * m) as u64,
+            unit: "pairs",
+            weight: if i == 0 { Weight::Light } else { Weight::Heavy },
+            peak_memory: i == 1,
+            note: "n×m Euclidean distance matrix (allocating the output); reference: numpy float32 GEMM form",
+            make: Box::new(move || {
+                let a = data::gaussian(n, d, 1);
+                let b = data::gaussian(m, d, 2);
+                let reference = Reference {
+                    op: "pairwise",
+                    params: json!({}),
+                    inputs: vec![("a", f32_input(&a)), ("b", f32_input(&b))],
+                    what: "numpy `a @ b.T` GEMM form, float32".into(),
+                };
+                Ok(Prepared {
+                    run: Box::new(move || {
+                        black_box(dml_kernels::pairwise(Metric::Euclidean, a.view(), b.view())?);
+                        Ok(())
+                    }),
+                    reference: Some(reference),
+                })
+            }),
+        });
+    }
+    let (q, r, d, k) = knn;
+    out.push(Case {
+        topic: Topic::Kernels,
+        function: "knn_euclidean".into(),
+        parameter: format!("{q}x{r}x{d}_k{k}"),
+        items: q as u64,
+        unit: "queries",
+        weight: Weight::Heavy,
+        peak_memory: true,
+        note: "exact k-NN of every query among the references; reference: faiss IndexFlatL2 (add + search)",
+        make: Box::new(move || {
+            let query = data::gaussian(q, d, 3);
+            let reference = data::gaussian(r, d, 4);
+            let refspec = Reference {
+                op: "knn",
+                params: json!({ "k": k }),
+                inputs: vec![
+                    ("query", f32_input(&query)),
+                    ("reference", f32_input(&reference)),
+                ],
+                what: "faiss `IndexFlatL2` add + search".into(),
+            };
+            Ok(Prepared {
+                run: Box::new(move || {
+                    black_box(dml_kernels::knn(
+                        Metric::Euclidean,
+                        query.view(),
+                        reference.view(),
+                        k,
+                    )?);
+                    Ok(())
+                }),
+                reference: Some(refspec),
+            })
+        }),
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// dml-sampling
+
+/// A miner as both sides configure it: dml's config, the metric it mines under, and the
+/// parameters `reference.py` builds the pml miner from.
+struct MinerSpec {
+    name: &'static str,
+    dml: Value,
+    metric: Metric,
+    pml: Value,
+    pml_what: &'static str,
+    /// Whether pml's version is cheap at B = 1024 (its triplet miners build B³ masks).
+    large_batch: bool,
+}
+
+fn miner_specs(dim: usize) -> Vec<MinerSpec> {
+    vec![
+        MinerSpec {
+            name: "semi_hard",
+            dml: json!({"kind": "semi_hard", "margin": 0.2, "select": "all"}),
+            metric: Metric::Euclidean,
+            pml: json!({"kind": "semi_hard", "margin": 0.2}),
+            pml_what: "TripletMarginMiner(0.2, \"semihard\")",
+            large_batch: false,
+        },
+        MinerSpec {
+            name: "hard_negative",
+            dml: json!({"kind": "hard_negative", "select": "all_hard"}),
+            metric: Metric::Euclidean,
+            pml: json!({"kind": "hard_negative", "margin": 0.0}),
+            pml_what: "TripletMarginMiner(0, \"hard\")",
+            large_batch: false,
+        },
+        MinerSpec {
+            name: "batch_hard",
+            dml: json!({"kind": "batch_hard"}),
+            metric: Metric::Euclidean,
+            pml: json!({"kind": "batch_hard"}),
+            pml_what: "BatchHardMiner()",
+            large_batch: true,
+        },
+        MinerSpec {
+            name: "distance_weighted",
+            dml: json!({"kind": "distance_weighted", "embedding_dim": dim,
+                        "cutoff": 0.5, "nonzero_loss_cutoff": 1.4}),
+            metric: Metric::Euclidean,
+            pml: json!({"kind": "distance_weighted", "cutoff": 0.5, "nonzero_loss_cutoff": 1.4}),
+            pml_what: "DistanceWeightedMiner(0.5, 1.4)",
+            large_batch: true,
+        },
+        MinerSpec {
+            name: "multi_similarity",
+            dml: json!({"kind": "multi_similarity", "epsilon": 0.1}),
+            metric: Metric::Cosine,
+            pml: json!({"kind": "multi_similarity", "epsilon": 0.1}),
+            pml_what: "MultiSimilarityMiner(0.1)",
+            large_batch: true,
+        },
+    ]
+}
+
+fn build_miner(cfg: &Value) -> anyhow::Result<Box<dyn Miner>> {
+    let cfg: MinerConfig =
+        serde_json::from_value(cfg.clone()).with_context(|| format!("miner config {cfg}"))?;
+    Ok(cfg.build()?)
+}
+
+/// Distances of the batch (the ndarray kernel) and the miner's tuples: what a training step
+/// does between the forward pass and the loss.
+fn mine(
+    miner: &dyn Miner,
+    metric: Metric,
+    emb: ArrayView2<'_, f32>,
+    labels: &[u32],
+    rng: &mut ChaCha8Rng,
+) -> anyhow::Result<Tuples> {
+    let dist = dml_kernels::self_pairwise(metric, emb)?;
+    Ok(miner.mine(dist.view(), metric, labels, rng)?)
+}
+
+fn mining(scale: Scale, out: &mut Vec<Case>) {
+    let (d, batches, k) = match scale {
+        Scale::Quick => (16, [16, 32, 64], 4),
+        Scale::Full => (128, [128, 256, 1024], 4),
+    };
+    for spec in miner_specs(d) {
+        for (i, &b) in batches.iter().enumerate() {
+            if i == 2 && !spec.large_batch {
+                continue;
+            }
+            let MinerSpec {
+                name,
+                ref dml,
+                metric,
+                ref pml,
+                pml_what,
+                ..
+            } = spec;
+            let (dml, pml) = (dml.clone(), pml.clone());
+            out.push(Case {
+                topic: Topic::Mining,
+                function: format!("miner_{name}"),
+                parameter: format!("B{b}xD{d}"),
+                items: b as u64,
+                unit: "items",
+                weight: Weight::Light,
+                peak_memory: false,
+                note: "distance matrix of the batch + mining, P×K batch with K = 4",
+                make: Box::new(move || {
+                    let labels = data::labels(b / k, k);
+                    let emb = data::clustered(&labels, d, 5);
+                    let miner = build_miner(&dml)?;
+                    let mut rng = ChaCha8Rng::seed_from_u64(0);
+                    let reference = Reference {
+                        op: "miner",
+                        params: json!({ "miner": pml }),
+                        inputs: vec![
+                            ("embeddings", f32_input(&emb)),
+                            ("labels", labels_input(&labels)),
+                        ],
+                        what: format!("pml `{pml_what}` (computes its own distances)"),
+                    };
+                    Ok(Prepared {
+                        run: Box::new(move || {
+                            black_box(mine(miner.as_ref(), metric, emb.view(), &labels, &mut rng)?);
+                            Ok(())
+                        }),
+                        reference: Some(reference),
+                    })
+                }),
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dml-losses
+
+struct LossSpec {
+    name: &'static str,
+    dml: Value,
+    metric: Metric,
+    miner: Option<(Value, Value)>,
+    pml: Value,
+    pml_what: &'static str,
+}
+
+fn loss_specs(dim: usize) -> Vec<LossSpec> {
+    vec![
+        LossSpec {
+            name: "contrastive",
+            dml: json!({"kind": "contrastive", "pos_margin": 0.0, "neg_margin": 1.0}),
+            metric: Metric::Euclidean,
+            miner: None,
+            pml: json!({"kind": "contrastive", "pos_margin": 0.0, "neg_margin": 1.0}),
+            pml_what: "ContrastiveLoss(0, 1), all pairs",
+        },
+        LossSpec {
+            name: "triplet",
+            dml: json!({"kind": "triplet", "margin": 0.2}),
+            metric: Metric::Euclidean,
+            miner: Some((
+                json!({"kind": "semi_hard", "margin": 0.2, "select": "all"}),
+                json!({"kind": "semi_hard", "margin": 0.2}),
+            )),
+            pml: json!({"kind": "triplet", "margin": 0.2}),
+            pml_what: "TripletMarginLoss(0.2) + TripletMarginMiner semihard",
+        },
+        LossSpec {
+            name: "margin",
+            dml: json!({"kind": "margin", "margin": 0.2, "beta": 1.2, "nu": 0.0, "learn_beta": true}),
+            metric: Metric::Euclidean,
+            miner: Some((
+                json!({"kind": "distance_weighted", "embedding_dim": dim,
+                       "cutoff": 0.5, "nonzero_loss_cutoff": 1.4}),
+                json!({"kind": "distance_weighted", "cutoff": 0.5, "nonzero_loss_cutoff": 1.4}),
+            )),
+            pml: json!({"kind": "margin", "margin": 0.2, "beta": 1.2, "nu": 0.0, "learn_beta": true}),
+            pml_what: "MarginLoss(learn_beta) + DistanceWeightedMiner",
+        },
+        LossSpec {
+            name: "lifted_structured",
+            dml: json!({"kind": "lifted_structured", "pos_margin": 0.0, "neg_margin": 1.0}),
+            metric: Metric::Euclidean,
+            miner: None,
+            pml: json!({"kind": "lifted_structured", "pos_margin": 0.0, "neg_margin": 1.0}),
+            pml_what: "LiftedStructureLoss(1, 0), all pairs",
+        },
+        LossSpec {
+            name: "n_pair",
+            dml: json!({"kind": "n_pair"}),
+            metric: Metric::Dot,
+            miner: None,
+            pml: json!({"kind": "n_pair"}),
+            pml_what: "NPairsLoss()",
+        },
+        LossSpec {
+            name: "multi_similarity",
+            dml: json!({"kind": "multi_similarity", "alpha": 2.0, "beta": 50.0, "base": 0.5}),
+            metric: Metric::Cosine,
+            miner: Some((
+                json!({"kind": "multi_similarity", "epsilon": 0.1}),
+                json!({"kind": "multi_similarity", "epsilon": 0.1}),
+            )),
+            pml: json!({"kind": "multi_similarity", "alpha": 2.0, "beta": 50.0, "base": 0.5}),
+            pml_what: "MultiSimilarityLoss(2, 50, 0.5) + MultiSimilarityMiner(0.1)",
+        },
+    ]
+}
+
+fn build_loss(
+    cfg: &Value,
+    p: &nn::Path,
+    n_classes: usize,
+) -> anyhow::Result<Box<dyn dml_losses::Loss>> {
+    let cfg: LossConfig =
+        serde_json::from_value(cfg.clone()).with_context(|| format!("loss config {cfg}"))?;
+    Ok(cfg.build(p, n_classes)?)
+}
+
+fn losses(scale: Scale, out: &mut Vec<Case>) {
+    let (b, d, k) = match scale {
+        Scale::Quick => (32, 16, 4),
+        Scale::Full => (256, 128, 4),
+    };
+    for spec in loss_specs(d) {
+        let LossSpec {
+            name,
+            dml,
+            metric,
+            miner,
+            pml,
+            pml_what,
+        } = spec;
+        let miner_note = if miner.is_some() {
+            "distances + mining + loss forward + backward"
+        } else {
+            "loss forward + backward (no miner: every pair)"
+        };
+        out.push(Case {
+            topic: Topic::Losses,
+            function: format!("loss_{name}"),
+            parameter: format!("B{b}xD{d}"),
+            items: b as u64,
+            unit: "items",
+            weight: Weight::Light,
+            peak_memory: false,
+            note: miner_note,
+            make: Box::new(move || {
+                let labels = data::labels(b / k, k);
+                let emb = data::clustered(&labels, d, 6);
+                let vs = nn::VarStore::new(Device::Cpu);
+                let loss = build_loss(&dml, &vs.root(), b / k)?;
+                let pml_miner = miner.as_ref().map(|(_, p)| p.clone());
+                let miner = match &miner {
+                    Some((cfg, _)) => Some(build_miner(cfg)?),
+                    None => None,
+                };
+                let x = tensor2(&emb)?.set_requires_grad(true);
+                let mut rng = ChaCha8Rng::seed_from_u64(0);
+                let reference = Reference {
+                    op: "loss",
+                    params: json!({ "loss": pml, "miner": pml_miner }),
+                    inputs: vec![
+                        ("embeddings", f32_input(&emb)),
+                        ("labels", labels_input(&labels)),
+                    ],
+                    what: format!("pml `{pml_what}`"),
+                };
+                Ok(Prepared {
+                    run: Box::new(move || {
+                        // The loss's learnable variables live in `vs`: keep it alive.
+                        let _ = &vs;
+                        let mut x = x.shallow_clone();
+                        x.zero_grad();
+                        let tuples = match &miner {
+                            Some(m) => {
+                                Some(mine(m.as_ref(), metric, emb.view(), &labels, &mut rng)?)
+                            }
+                            None => None,
+                        };
+                        let l = loss.forward(&x, &labels, tuples.as_ref())?;
+                        l.f_backward()?;
+                        drop(black_box(l));
+                        Ok(())
+                    }),
+                    reference: Some(reference),
+                })
+            }),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One training step: ConvNet on 28×28 images, margin loss, distance-weighted sampling.
+
+fn train(scale: Scale, out: &mut Vec<Case>) {
+    let (b, k) = match scale {
+        Scale::Quick => (16, 4),
+        Scale::Full => (128, 4),
+    };
+    let side = 28usize;
+    out.push(Case {
+        topic: Topic::Train,
+        function: "step_convnet_margin_dw".into(),
+        parameter: format!("B{b}x1x{side}x{side}"),
+        items: b as u64,
+        unit: "images",
+        weight: Weight::Light,
+        peak_memory: false,
+        note: "forward + distances + distance-weighted mining + margin loss + backward + Adam step",
+        make: Box::new(move || {
+            let labels = data::labels(b / k, k);
+            let images = data::images(b, side, 7);
+            let cfg = ModelConfig::default();
+            let ModelConfig::ConvNet(conv) = &cfg else {
+                anyhow::bail!("the default model is no longer the ConvNet");
+            };
+            let arch = json!({
+                "in_channels": 1,
+                "channels": conv.channels,
+                "batch_norm": conv.batch_norm,
+                "embedding_dim": conv.embedding_dim,
+                "normalize": conv.normalize,
+            });
+            let dim = conv.embedding_dim as usize;
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = EmbeddingNet::new(&(vs.root() / "model"), &cfg, InputShape::new(1, side as i64, side as i64))?;
+            let loss_cfg = json!({"kind": "margin", "margin": 0.2, "beta": 1.2, "nu": 0.0, "learn_beta": true});
+            let loss = build_loss(&loss_cfg, &(vs.root() / "loss"), b / k)?;
+            let miner_cfg = json!({"kind": "distance_weighted", "embedding_dim": dim,
+                                   "cutoff": 0.5, "nonzero_loss_cutoff": 1.4});
+            let miner = build_miner(&miner_cfg)?;
+            let lr = 1e-3;
+            let mut opt = nn::Adam::default().build(&vs, lr)?;
+            let xs = Tensor::f_from_slice(images.as_slice().context("standard layout")?)?
+                .f_view([b as i64, 1, side as i64, side as i64])?
+                .f_to_kind(Kind::Float)?;
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let reference = Reference {
+                op: "train",
+                params: json!({
+                    "arch": arch,
+                    "lr": lr,
+                    "loss": loss_cfg,
+                    "miner": {"kind": "distance_weighted", "cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
+                }),
+                inputs: vec![
+                    ("images", Input::F32(images.into_dyn())),
+                    ("labels", labels_input(&labels)),
+                ],
+                what: "torch ConvNet (same layers) + pml MarginLoss + DistanceWeightedMiner + torch.optim.Adam".into(),
+            };
+            Ok(Prepared {
+                run: Box::new(move || {
+                    let _ = &vs;
+                    opt.zero_grad();
+                    let emb = net.embed(&xs, true)?;
+                    let dist = dml_kernels::tensor::self_pairwise(Metric::Euclidean, &emb.detach())?;
+                    let dist = array2(&dist)?;
+                    let tuples = miner.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?;
+                    let l = loss.forward(&emb, &labels, Some(&tuples))?;
+                    l.f_backward()?;
+                    opt.step();
+                    drop(black_box(l));
+                    Ok(())
+                }),
+                reference: Some(reference),
+            })
+        }),
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// dml-eval
+
+fn eval(scale: Scale, out: &mut Vec<Case>) {
+    let (n_classes, per_class, d) = match scale {
+        Scale::Quick => (100, 20, 16),
+        Scale::Full => (1_000, 100, 128),
+    };
+    let n = n_classes * per_class;
+    out.push(Case {
+        topic: Topic::Eval,
+        function: "evaluate_euclidean".into(),
+        parameter: format!("{n}x{d}_{n_classes}classes"),
+        items: n as u64,
+        unit: "queries",
+        weight: Weight::Heavy,
+        peak_memory: true,
+        note: "leave-one-out retrieval: k-NN with k = largest class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI)",
+        make: Box::new(move || {
+            let labels = data::labels(n_classes, per_class);
+            let emb = data::clustered(&labels, d, 8);
+            let cfg = dml_eval::EvalConfig {
+                nmi: false,
+                ..Default::default()
+            };
+            let reference = Reference {
+                op: "eval",
+                params: json!({}),
+                inputs: vec![("embeddings", f32_input(&emb)), ("labels", labels_input(&labels))],
+                what: "pml `AccuracyCalculator(k=\"max_bin_count\")` with faiss: P@1, R-precision, MAP@R".into(),
+            };
+            Ok(Prepared {
+                run: Box::new(move || {
+                    black_box(dml_eval::evaluate(emb.view(), &labels, Metric::Euclidean, &cfg)?);
+                    Ok(())
+                }),
+                reference: Some(reference),
+            })
+        }),
+    });
+}
