@@ -12,7 +12,6 @@ use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
-use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::{Case, Input, Prepared, Reference, Scale, Topic, Weight, data};
@@ -464,8 +463,10 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
             let miner_cfg = json!({"kind": "distance_weighted", "embedding_dim": dim,
                                    "cutoff": 0.5, "nonzero_loss_cutoff": 1.4});
             let miner = build_miner(&miner_cfg)?;
-            let lr = 1e-3;
-            let mut opt = nn::Adam::default().build(&vs, lr)?;
+            // The facade's optimiser with its defaults (Adam, lr 1e-3), as `dml train` uses it.
+            let opt_cfg = dml::config::OptimizerConfig::default();
+            let lr = opt_cfg.lr;
+            let mut opt = dml::optim::Optimizer::new(&vs, opt_cfg.groups())?;
             let xs = Tensor::f_from_slice(images.as_slice().context("standard layout")?)?
                 .f_view([b as i64, 1, side as i64, side as i64])?
                 .f_to_kind(Kind::Float)?;
@@ -482,19 +483,22 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
                     ("images", Input::F32(images.into_dyn())),
                     ("labels", labels_input(&labels)),
                 ],
-                what: "torch ConvNet (same layers) + pml MarginLoss + DistanceWeightedMiner + torch.optim.Adam".into(),
+                what: "torch ConvNet (same layers) + pml `MarginLoss(learn_beta)` + `DistanceWeightedMiner` + `torch.optim.Adam`".into(),
             };
             Ok(Prepared {
                 run: Box::new(move || {
                     let _ = &vs;
-                    opt.zero_grad();
+                    // The steps of dml's Trainer::step, less data loading: forward, a detached
+                    // copy of the embeddings, distances and mining on the ndarray side, loss,
+                    // backward, optimiser step.
                     let emb = net.embed(&xs, true)?;
-                    let dist = dml_kernels::tensor::self_pairwise(Metric::Euclidean, &emb.detach())?;
-                    let dist = array2(&dist)?;
+                    let emb_nd = array2(&emb.f_detach()?)?;
+                    let dist = dml_kernels::self_pairwise(Metric::Euclidean, emb_nd.view())?;
                     let tuples = miner.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?;
                     let l = loss.forward(&emb, &labels, Some(&tuples))?;
+                    opt.zero_grad();
                     l.f_backward()?;
-                    opt.step();
+                    opt.step(1.0)?;
                     drop(black_box(l));
                     Ok(())
                 }),
