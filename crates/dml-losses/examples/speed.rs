@@ -74,25 +74,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cfg: LossConfig = serde_json::from_str(&format!(r#"{{"kind":"{name}"}}"#))?;
         let loss: Box<dyn Loss> = cfg.build(&(vs.root() / name), 32)?;
         let mut times = Vec::new();
+        let mut fwd = Vec::new();
         let mut value = 0.0;
         for _ in 0..40 {
             let xg = x.detach().set_requires_grad(true);
             let t0 = Instant::now();
             let v = loss.forward(&xg, &labels, tuples.as_ref())?;
+            fwd.push(t0.elapsed().as_secs_f64());
             v.f_backward()?;
             times.push(t0.elapsed().as_secs_f64());
             value = v.to_kind(Kind::Double).double_value(&[]);
         }
-        let mut tail = times[5..].to_vec();
-        tail.sort_by(f64::total_cmp);
+        let median = |v: &[f64]| {
+            let mut tail = v[5..].to_vec();
+            tail.sort_by(f64::total_cmp);
+            tail[tail.len() / 2] * 1e3
+        };
         let n = match &tuples {
             None => "all".to_string(),
             Some(Tuples::Pairs(p)) => format!("{}+{}", p.n_pos(), p.n_neg()),
             Some(Tuples::Triplets(t)) => format!("{}", t.len()),
         };
         println!(
-            "{name:18} tuples={n:22} median {:8.3} ms  loss={value:.5}",
-            tail[tail.len() / 2] * 1e3
+            "{name:18} tuples={n:22} median {:8.3} ms (forward {:.3} ms)  loss={value:.5}",
+            median(&times),
+            median(&fwd)
         );
     }
     Ok(())
