@@ -87,6 +87,9 @@ def write_safetensors(tensors, path):
                 f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's files are private; give a plain file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -56,11 +56,14 @@ pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
     let named: Vec<(String, Tensor)> = named.into_iter().collect();
 
     // The temporary file is deleted on drop, so every early return below cleans up after itself.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // Temporary files are private (0600) by default; a checkpoint gets a plain file's mode
+    // (0666 less the umask), as if it had been created directly.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.tempfile_in(dir).map_err(io)?;
     Tensor::write_safetensors(&named, tmp.path()).map_err(|e| match e {
         tch::TchError::SafeTensorError {
             err: safetensors_err,
