@@ -141,6 +141,9 @@ pub enum Error {
         /// Tensors present on both sides with different shapes.
         mismatched: Vec<ShapeMismatch>,
     },
+    /// An error from dml-kernels (normalisation of the embeddings).
+    #[error(transparent)]
+    Kernels(#[from] dml_kernels::Error),
     /// An error reported by LibTorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

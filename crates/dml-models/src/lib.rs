@@ -54,5 +54,5 @@ pub use crate::{
     config::{ConvNetConfig, InputShape, MlpConfig, ModelConfig, RESNET_MIN_SIDE, ResNetConfig},
     device::DeviceChoice,
     error::{Error, Result, ShapeMismatch},
-    net::{EmbeddingNet, NORM_EPS, l2_normalize},
+    net::EmbeddingNet,
 };

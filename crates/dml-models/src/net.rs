@@ -9,11 +9,6 @@ use crate::checkpoint::{LoadReport, load_into_scope};
 use crate::config::{ModelConfig, RESNET_MIN_SIDE};
 use crate::{Error, InputShape, Result};
 
-/// The floor under an embedding's norm when normalising: each row is divided by
-/// `max(‖x‖₂, NORM_EPS)`, PyTorch's `F.normalize` rule and value (as in `dml_kernels::NORM_EPS`),
-/// so a zero embedding stays zero instead of turning into NaN.
-pub const NORM_EPS: f64 = 1e-12;
-
 /// The backbone's layers.
 #[derive(Debug)]
 enum Backbone {
@@ -226,7 +221,7 @@ impl EmbeddingNet {
         };
         let out = features.apply(&self.head);
         Ok(if self.config.normalize() {
-            l2_normalize(&out)
+            dml_kernels::tensor::f_l2_normalize(&out)?
         } else {
             out
         })
@@ -324,10 +319,4 @@ impl ModuleT for EmbeddingNet {
             Err(e) => panic!("{e}"),
         }
     }
-}
-
-/// Rows scaled to unit L2 norm: `x / max(‖x‖₂, NORM_EPS)`, differentiable.
-pub fn l2_normalize(x: &Tensor) -> Tensor {
-    let norm = x.norm_scalaropt_dim(2, [1i64].as_slice(), true);
-    x / norm.clamp_min(NORM_EPS)
 }
