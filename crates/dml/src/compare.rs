@@ -77,7 +77,7 @@ impl CompareReport {
 /// The loss config of `kind`: the base's own when it is of that kind, else the kind's defaults.
 pub fn loss_config(base: &Config, kind: &str) -> Result<LossConfig> {
     if base.loss.name() == kind {
-        return Ok(base.loss.clone());
+        return Ok(base.loss);
     }
     toml::from_str(&format!("kind = {kind:?}")).map_err(|e| Error::ConfigParse {
         path: "--losses".to_owned(),

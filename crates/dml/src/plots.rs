@@ -447,7 +447,7 @@ impl Drawer for Histograms<'_> {
         let (panels_area, foot) = root.split_vertically(root.dim_in_pixel().1 - 30);
         foot.draw(&Text::new(
             format!(
-                "bars: distances of the negatives each miner picked (density); line: q(d), density of the distance between two uniform points on the unit sphere in {} dimensions",
+                "bars: negatives each miner picked (density); line: q(d), distances of uniform points on the unit sphere in {} dims",
                 self.dim
             ),
             (10, 5),
@@ -516,7 +516,7 @@ pub fn distance_histograms(
     let rows = series.len().max(1).div_ceil(3) as u32;
     render(
         stem,
-        (420 * cols, 360 * rows + 70),
+        ((420 * cols).max(900), 360 * rows + 70),
         &Histograms { series, dim, title },
     )
 }

@@ -611,14 +611,14 @@ impl Trainer {
             self.state.partial_seconds = 0.0;
             let last = self.state.epochs_done == epochs;
             let every = self.config.train.eval_every;
-            if last || (every > 0 && self.state.epochs_done % every == 0) {
+            if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
                 record.metrics = Some(metrics_map(&self.evaluate()?));
             }
             tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
             log.append(&record)?;
             self.state.history.push(record);
             let ck = self.config.train.checkpoint_every;
-            if last || interrupted || (ck > 0 && self.state.epochs_done % ck == 0) {
+            if last || interrupted || (ck > 0 && self.state.epochs_done.is_multiple_of(ck)) {
                 self.save_checkpoint()?;
             }
             if interrupted {

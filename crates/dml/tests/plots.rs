@@ -5,12 +5,14 @@ use ndarray::Array2;
 
 #[test]
 fn pca_recovers_the_axis_of_largest_variance() {
-    // Points spread along (1, 1)/√2 with small noise along (1, −1)/√2.
+    // Points spread along (1, 1)/√2 with small spread along (1, −1)/√2; each t comes with both
+    // signs of the offset, so the two directions are exactly uncorrelated and are the principal
+    // axes.
     let mut rows = Vec::new();
-    for i in 0..20 {
-        let t = i as f32 - 9.5;
-        let e = if i % 2 == 0 { 0.1 } else { -0.1 };
-        rows.extend([t + e, t - e, 0.0]);
+    for i in 0..10 {
+        let t = i as f32 - 4.5;
+        rows.extend([t + 0.1, t - 0.1, 0.0]);
+        rows.extend([t - 0.1, t + 0.1, 0.0]);
     }
     let x = Array2::from_shape_vec((20, 3), rows).unwrap();
     let p = dml::plots::pca_2d(x.view());

@@ -20,6 +20,12 @@ fn config(dir: &Path, epochs: u64) -> Config {
     c.train.plots = false;
     c.train.progress = false;
     c.batch.batches_per_epoch = Some(4);
+    // A schedule that does not depend on the total number of epochs, so a 1-epoch run resumed
+    // for a second epoch follows the 2-epoch run's rates (a cosine schedule would not).
+    c.schedule = dml::config::ScheduleConfig::Step {
+        milestones: vec![1],
+        gamma: 0.5,
+    };
     c.validate().unwrap();
     c
 }
@@ -39,25 +45,29 @@ fn weights(t: &Trainer) -> BTreeMap<String, Vec<f64>> {
 fn same_seed_same_numbers_and_resume_matches() {
     let a_dir = tempfile::tempdir().unwrap();
     let mut a = Trainer::new(config(a_dir.path(), 2)).unwrap();
-    let ra = a.fit().unwrap();
+    a.fit().unwrap();
 
     let b_dir = tempfile::tempdir().unwrap();
     let mut b = Trainer::new(config(b_dir.path(), 2)).unwrap();
-    let rb = b.fit().unwrap();
-    assert_eq!(weights(&a), weights(&b), "same seed, same weights");
-    assert_eq!(
-        a.state().history,
-        b.state()
+    b.fit().unwrap();
+    assert!(weights(&a) == weights(&b), "same seed, same weights");
+    let numbers = |t: &Trainer| {
+        t.state()
             .history
-            .clone()
-            .into_iter()
-            .map(|mut r| {
-                r.train_seconds = a.state().history[(r.epoch - 1) as usize].train_seconds;
-                r
+            .iter()
+            .map(|r| {
+                // Metrics to 1e-12: dml-eval's parallel sums may differ in the last bit between
+                // identical runs; weights and losses are compared exactly.
+                let metrics: Option<Vec<(String, i64)>> = r.metrics.as_ref().map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), (v * 1e12).round() as i64))
+                        .collect()
+                });
+                (r.epoch, r.loss, r.tuples_per_batch, metrics)
             })
             .collect::<Vec<_>>()
-    );
-    assert_eq!(ra.final_metrics, rb.final_metrics);
+    };
+    assert_eq!(numbers(&a), numbers(&b));
 
     // 1 epoch, then resume for the second.
     let c_dir = tempfile::tempdir().unwrap();
@@ -65,15 +75,12 @@ fn same_seed_same_numbers_and_resume_matches() {
     c1.fit().unwrap();
     drop(c1);
     let mut c2 = Trainer::resume(config(c_dir.path(), 2)).unwrap();
-    let rc = c2.fit().unwrap();
-    assert_eq!(
-        weights(&a),
-        weights(&c2),
+    c2.fit().unwrap();
+    assert!(
+        weights(&a) == weights(&c2),
         "resumed weights equal the uninterrupted run's"
     );
-    assert_eq!(ra.final_metrics, rc.final_metrics);
-    let losses = |t: &Trainer| t.state().history.iter().map(|r| r.loss).collect::<Vec<_>>();
-    assert_eq!(losses(&a), losses(&c2));
+    assert_eq!(numbers(&a), numbers(&c2));
     // The log holds exactly the two epochs.
     let log = dml::log::MetricsLog::read(&c_dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(log.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
@@ -90,7 +97,8 @@ fn same_seed_same_numbers_and_resume_matches() {
     let mut d2 = Trainer::resume(config(d_dir.path(), 2)).unwrap();
     assert_eq!(d2.state().batches_done, 1);
     d2.fit().unwrap();
-    assert_eq!(weights(&a), weights(&d2), "resumed from mid-epoch");
+    assert!(weights(&a) == weights(&d2), "resumed from mid-epoch");
+    assert_eq!(numbers(&a), numbers(&d2));
 }
 
 #[test]
@@ -113,7 +121,7 @@ fn checkpoint_round_trip_restores_weights() {
     assert_eq!(ckpt.state.epochs_done, 1);
     assert_eq!(ckpt.state.n_steps, 4);
     let fresh = Trainer::from_checkpoint(config(dir.path(), 1), &ckpt).unwrap();
-    assert_eq!(weights(&t), weights(&fresh));
+    assert!(weights(&t) == weights(&fresh));
     // No temporary file is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
