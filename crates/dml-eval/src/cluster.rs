@@ -151,7 +151,8 @@ fn kmeans_plus_plus(x: ArrayView2<'_, f32>, k: usize, rng: &mut ChaCha8Rng) -> A
         .map(|r| sq_dist_f32(r, row(first)))
         .collect();
     for c in 1..k {
-        let total: f64 = d2.par_iter().map(|&w| f64::from(w)).sum();
+        // Sequential: a parallel f64 sum would differ in its last bits from run to run.
+        let total: f64 = d2.iter().map(|&w| f64::from(w)).sum();
         let chosen = if total > 0.0 {
             let target = rng.random::<f64>() * total;
             let mut acc = 0.0;
@@ -234,32 +235,31 @@ fn lloyd(
             break;
         }
         std::mem::swap(&mut assignments, &mut next);
-        // Centroid update: f64 sums, folded per thread, then reduced.
-        let (sums, counts) = x
+        // Centroid update: f64 sums per fixed block, added in block order, so the centroids (and
+        // hence the clustering) are the same bits on every run and thread count.
+        let partials: Vec<(Vec<f64>, Vec<usize>)> = x
             .axis_chunks_iter(Axis(0), ROW_BLOCK)
             .into_par_iter()
             .enumerate()
-            .fold(
-                || (vec![0f64; k * d], vec![0usize; k]),
-                |(mut sums, mut counts), (b, block)| {
-                    for (i, row) in block.outer_iter().enumerate() {
-                        let c = assignments[b * ROW_BLOCK + i] as usize;
-                        counts[c] += 1;
-                        for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
-                            *s += f64::from(v);
-                        }
+            .map(|(b, block)| {
+                let mut sums = vec![0f64; k * d];
+                let mut counts = vec![0usize; k];
+                for (i, row) in block.outer_iter().enumerate() {
+                    let c = assignments[b * ROW_BLOCK + i] as usize;
+                    counts[c] += 1;
+                    for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
+                        *s += f64::from(v);
                     }
-                    (sums, counts)
-                },
-            )
-            .reduce(
-                || (vec![0f64; k * d], vec![0usize; k]),
-                |(mut sa, mut ca), (sb, cb)| {
-                    sa.iter_mut().zip(&sb).for_each(|(a, b)| *a += b);
-                    ca.iter_mut().zip(&cb).for_each(|(a, b)| *a += b);
-                    (sa, ca)
-                },
-            );
+                }
+                (sums, counts)
+            })
+            .collect();
+        let mut sums = vec![0f64; k * d];
+        let mut counts = vec![0usize; k];
+        for (sb, cb) in &partials {
+            sums.iter_mut().zip(sb).for_each(|(a, b)| *a += b);
+            counts.iter_mut().zip(cb).for_each(|(a, b)| *a += b);
+        }
         // Empty clusters move onto the points worst served by their centroid.
         let mut far: Vec<usize> = Vec::new();
         if counts.contains(&0) {
@@ -284,12 +284,13 @@ fn lloyd(
     }
     // Final assignment to the final centroids, and its exact inertia.
     assign(x, x_norms, centroids.view(), &mut next, &mut d2);
-    let inertia = x
+    let per_point: Vec<f64> = x
         .outer_iter()
         .into_par_iter()
         .zip(next.par_iter())
         .map(|(r, &c)| sq_dist(r, centroids.row(c as usize)))
-        .sum();
+        .collect();
+    let inertia = per_point.iter().sum();
     KMeans {
         assignments: next,
         centroids,
@@ -459,5 +460,7 @@ fn expected_mutual_info(a: &[u64], b: &[u64], n: usize) -> f64 {
             }
             sum
         })
+        .collect::<Vec<f64>>()
+        .iter()
         .sum()
 }

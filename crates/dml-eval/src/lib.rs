@@ -90,7 +90,7 @@ pub mod npy;
 mod retrieval;
 mod search;
 
-use ndarray::{ArrayView2, s};
+use ndarray::{ArrayView2, Axis, s};
 use rayon::prelude::*;
 
 pub use crate::{
@@ -106,6 +106,8 @@ use crate::retrieval::{Accumulator, class_counts};
 /// Upper bound on neighbour-list entries held at once (indices and scores of one block of
 /// queries): 4 Mi entries, about 32 MiB.
 const NEIGHBOUR_BUDGET: usize = 1 << 22;
+/// Queries scored per parallel task; a fixed size keeps the f64 sums deterministic.
+const SCORE_CHUNK: usize = 64;
 
 /// Evaluates one set of embeddings against itself: every item is a query, searched against all
 /// the other items (the query itself is left out by index).
@@ -226,23 +228,25 @@ fn run(
         let block = query.slice(s![start..end, ..]);
         let self_offset = leave_one_out.then_some(start);
         let idx = search::neighbour_indices(metric, block, reference, k, self_offset)?;
-        let block_acc = idx
-            .outer_iter()
+        // Fixed chunks, each summed in order, merged in order: the f64 sums (R-precision, MAP@R)
+        // are then the same bits on every run and thread count, unlike a work-stealing fold.
+        let chunk_accs: Vec<Accumulator> = idx
+            .axis_chunks_iter(Axis(0), SCORE_CHUNK)
             .into_par_iter()
             .enumerate()
-            .fold(
-                || (Accumulator::new(ks.len()), Vec::with_capacity(k)),
-                |(mut acc, mut buf), (i, row)| {
-                    let label = query_labels[start + i];
+            .map(|(c, chunk)| {
+                let mut chunk_acc = Accumulator::new(ks.len());
+                let mut buf = Vec::with_capacity(k);
+                for (i, row) in chunk.outer_iter().enumerate() {
+                    let label = query_labels[start + c * SCORE_CHUNK + i];
                     buf.clear();
                     buf.extend(row.iter().map(|&j| reference_labels[j as usize]));
-                    acc.add(label, r_of(label), &buf, &ks);
-                    (acc, buf)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(|| Accumulator::new(ks.len()), Accumulator::merge);
-        acc = acc.merge(block_acc);
+                    chunk_acc.add(label, r_of(label), &buf, &ks);
+                }
+                chunk_acc
+            })
+            .collect();
+        acc = chunk_accs.into_iter().fold(acc, Accumulator::merge);
     }
     if acc.n_scored() == 0 {
         return Err(Error::NoPositives { n_queries: n_query });
