@@ -53,7 +53,7 @@ fn real_main() -> Result<()> {
                 out: None,
                 criterion_dir: None,
                 filter: None,
-                rounds: 15,
+                rounds: 11,
             };
             let mut it = args[1..].iter();
             while let Some(flag) = it.next() {

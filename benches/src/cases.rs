@@ -72,7 +72,7 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
             unit: "pairs",
             weight: if i == 0 { Weight::Light } else { Weight::Heavy },
             peak_memory: i == 1,
-            note: "n×m Euclidean distance matrix (allocating the output); reference: numpy float32 GEMM form",
+            note: "n×m Euclidean distance matrix, allocating the output",
             make: Box::new(move || {
                 let a = data::gaussian(n, d, 1);
                 let b = data::gaussian(m, d, 2);
@@ -84,7 +84,11 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
                 };
                 Ok(Prepared {
                     run: Box::new(move || {
-                        black_box(dml_kernels::pairwise(Metric::Euclidean, a.view(), b.view())?);
+                        black_box(dml_kernels::pairwise(
+                            Metric::Euclidean,
+                            a.view(),
+                            b.view(),
+                        )?);
                         Ok(())
                     }),
                     reference: Some(reference),
@@ -101,7 +105,7 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
         unit: "queries",
         weight: Weight::Heavy,
         peak_memory: true,
-        note: "exact k-NN of every query among the references; reference: faiss IndexFlatL2 (add + search)",
+        note: "exact k-NN of every query among the references",
         make: Box::new(move || {
             let query = data::gaussian(q, d, 3);
             let reference = data::gaussian(r, d, 4);
@@ -237,7 +241,7 @@ fn mining(scale: Scale, out: &mut Vec<Case>) {
                 unit: "items",
                 weight: Weight::Light,
                 peak_memory: false,
-                note: "distance matrix of the batch + mining, P×K batch with K = 4",
+                note: "the batch's distance matrix + mining",
                 make: Box::new(move || {
                     let labels = data::labels(b / k, k);
                     let emb = data::clustered(&labels, d, 5);

@@ -176,11 +176,20 @@ fn time_dml(run: &mut RunFn, reps: usize) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
+/// The pause before each side's batch of runs.
+///
+/// Thread pools do not go to sleep the moment their work ends: OpenMP (libtorch, faiss) and
+/// OpenBLAS threads spin for a while, waiting for more. Two processes taking turns on the same
+/// cores would each pay for the other's spinning threads, which on a small machine costs more
+/// than the measured operation itself; a pause lets the other side's pools go idle first.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Times `run` and the worker's set-up operation alternately.
 ///
 /// One warm-up run each (the worker's set-up already ran it once), then rounds of `reps` runs
 /// per side, calibrated so a round takes about `round_secs` a side; the side that goes first
-/// swaps every round, so a drift of the machine's speed does not favour one side.
+/// swaps every round, so a drift of the machine's speed does not favour one side, and each
+/// side's batch starts after a [`SETTLE`] pause.
 pub fn compare(
     run: &mut RunFn,
     worker: &mut Worker,
@@ -188,7 +197,9 @@ pub fn compare(
     round_secs: f64,
     max_rounds: usize,
 ) -> Result<Comparison> {
+    std::thread::sleep(SETTLE);
     let t_dml = time_dml(run, 1)?;
+    std::thread::sleep(SETTLE);
     let t_ref = worker.time(1)?;
     let reps_for = |t: f64| ((round_secs / t.max(1e-9)).ceil() as usize).clamp(1, 100_000);
     let (reps_dml, reps_ref) = (reps_for(t_dml), reps_for(t_ref));
@@ -204,13 +215,23 @@ pub fn compare(
         reference: Vec::with_capacity(rounds),
         reps: (reps_dml, reps_ref),
     };
+    let mut dml_side = |out: &mut Comparison| -> Result<()> {
+        std::thread::sleep(SETTLE);
+        out.dml.push(time_dml(run, reps_dml)?);
+        Ok(())
+    };
+    let ref_side = |out: &mut Comparison, worker: &mut Worker| -> Result<()> {
+        std::thread::sleep(SETTLE);
+        out.reference.push(worker.time(reps_ref)?);
+        Ok(())
+    };
     for round in 0..rounds {
         if round % 2 == 0 {
-            out.dml.push(time_dml(run, reps_dml)?);
-            out.reference.push(worker.time(reps_ref)?);
+            dml_side(&mut out)?;
+            ref_side(&mut out, worker)?;
         } else {
-            out.reference.push(worker.time(reps_ref)?);
-            out.dml.push(time_dml(run, reps_dml)?);
+            ref_side(&mut out, worker)?;
+            dml_side(&mut out)?;
         }
     }
     Ok(out)
