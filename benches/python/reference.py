@@ -274,7 +274,8 @@ def serve():
                 reply = info()
             elif cmd == "setup":
                 run = setup(request)
-                run()  # one warm-up run, outside any measurement
+                if request.get("warmup", True):
+                    run()  # one warm-up run, outside any measurement
                 reply = {"ok": True}
             elif cmd == "run":
                 reps = int(request["reps"])

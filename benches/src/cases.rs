@@ -516,10 +516,27 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
 // dml-eval
 
 fn eval(scale: Scale, out: &mut Vec<Case>) {
-    let (n_classes, per_class, d) = match scale {
-        Scale::Quick => (100, 20, 16),
-        Scale::Full => (1_000, 100, 128),
+    let sizes = match scale {
+        Scale::Quick => [(100, 20, 16, Weight::Light, true)].to_vec(),
+        Scale::Full => [
+            (100, 100, 128, Weight::Heavy, false),
+            (1_000, 100, 128, Weight::Huge, true),
+        ]
+        .to_vec(),
     };
+    for (n_classes, per_class, d, weight, peak_memory) in sizes {
+        eval_case(n_classes, per_class, d, weight, peak_memory, out);
+    }
+}
+
+fn eval_case(
+    n_classes: usize,
+    per_class: usize,
+    d: usize,
+    weight: Weight,
+    peak_memory: bool,
+    out: &mut Vec<Case>,
+) {
     let n = n_classes * per_class;
     out.push(Case {
         topic: Topic::Eval,
@@ -527,8 +544,8 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
         parameter: format!("{n}x{d}_{n_classes}classes"),
         items: n as u64,
         unit: "queries",
-        weight: Weight::Heavy,
-        peak_memory: true,
+        weight,
+        peak_memory,
         note: "leave-one-out retrieval: k-NN with k = largest class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI)",
         make: Box::new(move || {
             let labels = data::labels(n_classes, per_class);

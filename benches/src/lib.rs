@@ -109,8 +109,11 @@ impl fmt::Display for Topic {
 pub enum Weight {
     /// Well under 100 ms a run.
     Light,
-    /// A second or more a run: ten flat samples.
+    /// Up to several seconds a run: ten flat samples.
     Heavy,
+    /// Tens of seconds a run: too slow for criterion's ten samples; the runner times it itself
+    /// (three runs, or the three rounds of the comparison).
+    Huge,
 }
 
 /// The timed closure of a case.
@@ -223,6 +226,13 @@ pub fn bench_topic(c: &mut Criterion, topic: Topic) {
     init_threads();
     let mut group = c.benchmark_group(topic.name());
     for case in cases(scale).into_iter().filter(|c| c.topic == topic) {
+        if case.weight == Weight::Huge && scale == Scale::Full {
+            eprintln!(
+                "{}: timed by the runner (`cargo xtask bench`), not by criterion",
+                case.id()
+            );
+            continue;
+        }
         let mut prepared = match case.prepare() {
             Ok(p) => p,
             Err(err) => {
@@ -249,7 +259,7 @@ pub fn bench_topic(c: &mut Criterion, topic: Topic) {
                     .warm_up_time(Duration::from_secs(1))
                     .measurement_time(Duration::from_secs(3));
             }
-            (Scale::Full, Weight::Heavy) => {
+            (Scale::Full, Weight::Heavy | Weight::Huge) => {
                 // Ten single-run samples: criterion's minimum, and plenty for runs of seconds.
                 group
                     .sample_size(10)

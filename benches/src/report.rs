@@ -64,6 +64,10 @@ pub struct Row {
     pub note: String,
     /// criterion's estimate of the dml side.
     pub criterion: Option<Estimate>,
+    /// Seconds per run of dml timed by the runner itself, for operations too slow for
+    /// criterion (used when `criterion` is absent).
+    #[serde(default)]
+    pub own: Vec<f64>,
     /// What the reference runs.
     pub reference: Option<String>,
     /// The alternating dml/reference measurement.
@@ -268,6 +272,16 @@ pub fn render(report: &Report) -> String {
                     format!("± {:.1} %", 100.0 * e.mad_ns / e.median_ns),
                     fmt_rate(r.items as f64 / (e.median_ns * 1e-9), &r.unit),
                 ),
+                None if !r.own.is_empty() => {
+                    let med = quantile(&r.own, 0.5);
+                    let lo = r.own.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = r.own.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (
+                        format!("{} †", fmt_secs(med)),
+                        format!("± {:.1} % †", 100.0 * (hi - lo) / 2.0 / med),
+                        fmt_rate(r.items as f64 / med, &r.unit),
+                    )
+                }
                 None => ("not measured".into(), "–".into(), "–".into()),
             };
             let _ = write!(
@@ -292,6 +306,18 @@ pub fn render(report: &Report) -> String {
             s.push('\n');
         }
         s.push('\n');
+        if rows
+            .iter()
+            .any(|r| r.criterion.is_none() && !r.own.is_empty())
+        {
+            let n = rows.iter().map(|r| r.own.len()).max().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "† Too slow for criterion's ten samples: the median of {n} runs timed by the \
+                 runner (the dml side of the comparison when there is one), spread = half the \
+                 range.\n"
+            );
+        }
         let mut seen = Vec::new();
         for r in &rows {
             if seen.contains(&&r.function) {

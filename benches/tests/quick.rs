@@ -27,7 +27,7 @@ fn every_quick_case_runs_and_its_reference_inputs_are_written() -> anyhow::Resul
             let path = path.as_str().expect("paths are strings");
             assert!(std::fs::metadata(path)?.len() > 0, "{path} is empty");
         }
-        let request = measure::setup_request(reference, inputs);
+        let request = measure::setup_request(reference, inputs, true);
         assert_eq!(request["op"], reference.op);
         rows.push(Row {
             id: case.id(),
