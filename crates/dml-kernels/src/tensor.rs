@@ -4,9 +4,23 @@
 //! [`crate::l2_normalize`]) and are tested against them. They run on the tensors' device and keep
 //! the autograd graph, so losses can backpropagate through them.
 //!
-//! The Euclidean distance is `sqrt(clamp(‖a‖² + ‖b‖² − 2·a·bᵀ, 0))` with the square root taken
-//! only where its argument is positive and zero elsewhere: the value is the same, but the gradient
-//! at zero distance is zero instead of the NaN that `sqrt(0)`'s infinite slope would give.
+//! They are written for few full-matrix passes, forward and backward, since losses call them on
+//! every step:
+//!
+//! - [`pairwise`] forms squared distances with one matrix product of rows augmented by their
+//!   squared norms, `[−2a, ‖a‖², 1] · [b, 1, ‖b‖²]ᵀ = ‖a‖² + ‖b‖² − 2·a·bᵀ` (as `torch.cdist`
+//!   does), then clamps at zero (`relu`, whose backward is a single pass).
+//! - [`self_pairwise`] takes the norms from the Gram matrix's own diagonal, `h = diag(G) − G` and
+//!   `d² = h + hᵀ`: the sum is symmetric bit for bit (addition commutes) and its diagonal is
+//!   exactly zero; so is the distance between two identical rows whenever the GEMM rounds their
+//!   product like each row's product with itself (LibTorch's CPU GEMM does).
+//! - The Euclidean square root is `sqrt(max(d², t)) − sqrt(t)` with `t` the smallest normal
+//!   number of the type (`sqrt(t)` is a power of two, so it cancels exactly): a squared distance
+//!   under `t` gives exactly zero with a zero gradient (instead of the NaN that `sqrt`'s infinite
+//!   slope at zero would give), and any distance above about `1e-11` (f32) is unchanged, because
+//!   subtracting `sqrt(t)` is below half its rounding step. Types whose smallest normal is not
+//!   that small (f16) take a slower masked square root instead.
+//!
 //! Cosine is `l2_normalize(a) · l2_normalize(b)ᵀ`, not clamped (to keep its gradient everywhere).
 
 use tch::{Kind, Tensor};
@@ -53,13 +67,34 @@ fn squared_norms(x: &Tensor) -> Result<Tensor> {
         .f_sum_dim_intlist([1_i64].as_slice(), true, None::<Kind>)?)
 }
 
-/// `sqrt` where `sq > 0`, zero elsewhere, with a finite gradient everywhere.
-fn safe_sqrt(sq: &Tensor) -> Result<Tensor> {
-    let positive = sq.f_gt(0.0)?;
-    let safe = sq.f_where_self(&positive, &sq.f_ones_like()?)?;
-    Ok(safe
-        .f_sqrt()?
-        .f_where_self(&positive, &sq.f_zeros_like()?)?)
+/// The smallest positive normal number `t` of a floating-point kind whose `sqrt(t)` is far below
+/// the rounding step of any distance that matters; `None` for kinds without one (f16).
+fn sqrt_floor(kind: Kind) -> Option<f64> {
+    match kind {
+        // f32 and bf16 share the exponent range: t = 2⁻¹²⁶, sqrt(t) = 2⁻⁶³.
+        Kind::Float | Kind::BFloat16 => Some(f64::from(f32::MIN_POSITIVE)),
+        // t = 2⁻¹⁰²², sqrt(t) = 2⁻⁵¹¹.
+        Kind::Double => Some(f64::MIN_POSITIVE),
+        _ => None,
+    }
+}
+
+/// `sqrt(max(sq, 0))` with a finite gradient everywhere (zero where `sq` is not positive).
+///
+/// Where the kind allows, `sqrt(max(sq, t)) − sqrt(t)` (see the module docs): three passes
+/// forward, three backward (`threshold` is `max` with a one-pass backward; the constant
+/// subtraction has none). Otherwise a masked square root. NaN propagates.
+fn finite_sqrt(sq: &Tensor) -> Result<Tensor> {
+    match sqrt_floor(sq.kind()) {
+        Some(t) => Ok(sq.f_threshold(t, t)?.f_sqrt()?.f_sub_scalar(t.sqrt())?),
+        None => {
+            let positive = sq.f_gt(0.0)?;
+            let safe = sq.f_where_self(&positive, &sq.f_ones_like()?)?;
+            Ok(safe
+                .f_sqrt()?
+                .f_where_self(&positive, &sq.f_zeros_like()?)?)
+        }
+    }
 }
 
 /// The pairwise matrix `metric(a[i], b[j])` (n×m) of two n×d and m×d tensors, differentiable.
@@ -79,51 +114,56 @@ pub fn pairwise(metric: Metric, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         });
     }
     match metric {
-        Metric::Euclidean => safe_sqrt(&squared(a, b)?),
-        Metric::SquaredEuclidean => squared(a, b),
+        Metric::Euclidean => finite_sqrt(&squared_raw(a, b)?),
+        Metric::SquaredEuclidean => Ok(squared_raw(a, b)?.f_relu()?),
         Metric::Cosine => Ok(f_l2_normalize(a)?.f_mm(&f_l2_normalize(b)?.f_tr()?)?),
         Metric::Dot => Ok(a.f_mm(&b.f_tr()?)?),
     }
 }
 
-/// `clamp(‖a‖² + ‖b‖² − 2·a·bᵀ, 0)`.
-fn squared(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// `‖a‖² + ‖b‖² − 2·a·bᵀ`, not clamped, as one product `[−2a, ‖a‖², 1] · [b, 1, ‖b‖²]ᵀ`.
+fn squared_raw(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let na = squared_norms(a)?;
-    let nb = squared_norms(b)?.f_tr()?;
-    let ab = a.f_mm(&b.f_tr()?)?;
-    Ok(na
-        .f_add(&nb)?
-        .f_sub(&ab.f_mul_scalar(2.0)?)?
-        .f_clamp_min(0.0)?)
+    let nb = squared_norms(b)?;
+    let ones_a = na.f_ones_like()?;
+    let left = Tensor::f_cat(&[a.f_mul_scalar(-2.0)?, na, ones_a], 1)?;
+    let ones_b = nb.f_ones_like()?;
+    let right = Tensor::f_cat(&[b.shallow_clone(), ones_b, nb], 1)?;
+    Ok(left.f_mm(&right.f_tr()?)?)
 }
 
 /// The pairwise matrix of `x` (n×d) with itself (n×n), differentiable.
 ///
-/// Symmetric; for the distances the diagonal is exactly zero with a zero gradient, so identical
-/// rows never produce NaN.
+/// Symmetric bit for bit; for the distances the diagonal is exactly zero with a zero gradient,
+/// and identical rows never produce NaN (their distance is zero with a zero gradient, or, if the
+/// GEMM rounds their products apart, a tiny positive value with a finite one).
 ///
 /// # Errors
 /// [`Error::NotAMatrix`] unless `x` is rank 2, [`Error::Torch`] for LibTorch's own errors.
 pub fn self_pairwise(metric: Metric, x: &Tensor) -> Result<Tensor> {
     check_matrix(x, "x")?;
-    let n = x.size()[0];
-    let raw = match metric {
-        Metric::Euclidean | Metric::SquaredEuclidean => squared(x, x)?,
-        Metric::Cosine => {
-            let u = f_l2_normalize(x)?;
-            u.f_mm(&u.f_tr()?)?
-        }
-        Metric::Dot => x.f_mm(&x.f_tr()?)?,
-    };
-    // Average with the transpose so the result is symmetric whatever the GEMM's rounding.
-    let sym = raw.f_add(&raw.f_tr()?)?.f_mul_scalar(0.5)?;
-    if metric.is_similarity() {
-        return Ok(sym);
-    }
-    let eye = Tensor::f_eye(n, (Kind::Bool, x.device()))?;
-    let sq = sym.f_masked_fill(&eye, 0.0)?;
     match metric {
-        Metric::Euclidean => safe_sqrt(&sq),
-        _ => Ok(sq),
+        Metric::Euclidean | Metric::SquaredEuclidean => {
+            // h_ij = x_i·x_i − x_i·x_j, so d²_ij = h_ij + h_ji: exactly symmetric, exactly zero
+            // on the diagonal.
+            let g = x.f_mm(&x.f_tr()?)?;
+            let h = g.f_diagonal(0, 0, 1)?.f_unsqueeze(1)?.f_sub(&g)?;
+            let sq = h.f_add(&h.f_tr()?)?;
+            if metric == Metric::Euclidean {
+                finite_sqrt(&sq)
+            } else {
+                Ok(sq.f_relu()?)
+            }
+        }
+        // s + sᵀ with s = (x/2)·xᵀ: the average of the product and its transpose (halving is
+        // exact), symmetric whatever the GEMM's rounding, in one full-matrix pass.
+        Metric::Cosine => symmetric_gram(&f_l2_normalize(x)?),
+        Metric::Dot => symmetric_gram(x),
     }
+}
+
+/// `(u·uᵀ + (u·uᵀ)ᵀ) / 2`, computed as `s + sᵀ` with `s = (u/2)·uᵀ`.
+fn symmetric_gram(u: &Tensor) -> Result<Tensor> {
+    let s = u.f_mul_scalar(0.5)?.f_mm(&u.f_tr()?)?;
+    Ok(s.f_add(&s.f_tr()?)?)
 }
