@@ -128,3 +128,113 @@ fn shape_errors() {
         Err(Error::NotAMatrix { name: "x", .. })
     ));
 }
+
+/// `(d * w).sum()`'s gradient with respect to `x` (and `y` when given), for a fixed weight `w`.
+fn weighted_grads(d: impl Fn(&Tensor, &Tensor) -> Tensor, x: &Tensor, y: &Tensor) -> [Tensor; 2] {
+    let (xg, yg) = (
+        x.detach().set_requires_grad(true),
+        y.detach().set_requires_grad(true),
+    );
+    let out = d(&xg, &yg);
+    let w = Tensor::arange(out.numel() as i64, (Kind::Double, Device::Cpu))
+        .view(out.size().as_slice())
+        .sin()
+        .to_kind(out.kind());
+    (out * w).sum(Kind::Double).backward();
+    [xg.grad(), yg.grad()]
+}
+
+/// The distances by explicit differences `x_i − y_j` (no GEMM form), in f64; `sqrt(sq + eye)` on
+/// the self version keeps the (constant, zero) diagonal's gradient out of the picture.
+fn naive_distances(metric: Metric, x: &Tensor, y: &Tensor, same: bool) -> Tensor {
+    let sq = (x.unsqueeze(1) - y.unsqueeze(0)).square().sum_dim_intlist(
+        [-1_i64].as_slice(),
+        false,
+        Kind::Double,
+    );
+    let n = sq.size()[0];
+    let eye = Tensor::eye(n, (Kind::Double, Device::Cpu));
+    let off = if same {
+        eye.ones_like() - &eye
+    } else {
+        eye.ones_like()
+    };
+    match metric {
+        Metric::Euclidean if same => (sq + &eye).sqrt() * off,
+        Metric::Euclidean => sq.sqrt(),
+        _ => sq * off,
+    }
+}
+
+#[test]
+fn gradients_match_explicit_differences() {
+    let x = to_tensor(random(9, 8, 6).view()).to_kind(Kind::Double);
+    let y = to_tensor(random(9, 8, 7).view()).to_kind(Kind::Double);
+    for metric in [Metric::Euclidean, Metric::SquaredEuclidean] {
+        // Self: only x's gradient (y unused).
+        let [got, _] = weighted_grads(
+            |a, _| tensor::self_pairwise(metric, &a.to_kind(Kind::Float)).expect("self"),
+            &x,
+            &y,
+        );
+        let [want, _] = weighted_grads(|a, _| naive_distances(metric, a, a, true), &x, &y);
+        let err = f64::try_from((&got - &want).abs().max()).expect("scalar");
+        assert!(err < 1e-3, "{metric} self: max gradient error {err}");
+        // Two matrices.
+        let got = weighted_grads(
+            |a, b| {
+                tensor::pairwise(metric, &a.to_kind(Kind::Float), &b.to_kind(Kind::Float))
+                    .expect("pairwise")
+            },
+            &x,
+            &y,
+        );
+        let want = weighted_grads(|a, b| naive_distances(metric, a, b, false), &x, &y);
+        for (g, w) in got.iter().zip(&want) {
+            let err = f64::try_from((g - w).abs().max()).expect("scalar");
+            assert!(err < 1e-3, "{metric} pairwise: max gradient error {err}");
+        }
+    }
+}
+
+#[test]
+fn other_float_kinds() {
+    let x = random(10, 16, 8);
+    let want = dml_kernels::self_pairwise(Metric::Euclidean, x.view()).expect("ndarray");
+    for (kind, tol) in [
+        (Kind::Double, 1e-4),
+        (Kind::Half, 5e-2),
+        (Kind::BFloat16, 5e-2),
+    ] {
+        let t = to_tensor(x.view()).to_kind(kind);
+        let got = to_array(&tensor::self_pairwise(Metric::Euclidean, &t).expect("tensor"));
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() <= tol * w.max(1.0), "{kind:?}: {g} vs {w}");
+        }
+        assert!((0..10).all(|i| got[[i, i]] == 0.0), "{kind:?} diagonal");
+        assert_eq!(got, got.t().to_owned(), "{kind:?} not symmetric");
+        let d = tensor::pairwise(Metric::Euclidean, &t, &t).expect("pairwise");
+        assert!(to_array(&d).iter().all(|v| v.is_finite()), "{kind:?}");
+    }
+}
+
+#[test]
+fn zero_distances_are_exact_zeros_with_zero_gradient() {
+    // Row 1 repeats row 0; pairwise(x, x) has zeros on its diagonal and at (0, 1), (1, 0).
+    let mut x = random(4, 8, 9);
+    let r0 = x.row(0).to_owned();
+    x.row_mut(1).assign(&r0);
+    let t = to_tensor(x.view()).set_requires_grad(true);
+    let d = tensor::pairwise(Metric::Euclidean, &t, &t).expect("pairwise");
+    let v = to_array(&d);
+    // The GEMM form leaves rounding noise of order sqrt(ulp(‖x‖²)) where the distance is zero;
+    // what matters is that it is small and that an exact zero has a zero gradient.
+    assert!(v[[0, 1]] < 1e-2 && v[[0, 0]] < 1e-2, "{v:?}");
+    d.sum(Kind::Float).backward();
+    assert!(to_array(&t.grad()).iter().all(|g| g.is_finite()));
+    let z = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let d = tensor::pairwise(Metric::Euclidean, &z, &z).expect("pairwise");
+    assert_eq!(to_array(&d), Array2::<f32>::zeros((3, 3)));
+    d.sum(Kind::Float).backward();
+    assert_eq!(to_array(&z.grad()), Array2::<f32>::zeros((3, 4)));
+}
