@@ -58,7 +58,10 @@ fn main() -> Result<(), dml_kernels::Error> {
             "pairwise(x, x) euclidean",
             Box::new(|x| tensor::pairwise(Metric::Euclidean, x, x).expect("dist")),
         ),
-        ("torch.cdist(x, x)", Box::new(|x| Tensor::cdist(x, x, 2.0, None))),
+        (
+            "torch.cdist(x, x)",
+            Box::new(|x| Tensor::cdist(x, x, 2.0, None)),
+        ),
     ];
     let mut best = vec![f64::INFINITY; cases.len()];
     let mut best_fwd = vec![f64::INFINITY; cases.len()];
