@@ -131,7 +131,9 @@ fn is_complete(dir: &Path) -> bool {
         && version_ok
         && dir.join("lib/libtorch_cpu.so").exists()
         && dir.join("lib/libtorch.so").exists()
-        && dir.join("include/torch/csrc/api/include/torch/torch.h").exists()
+        && dir
+            .join("include/torch/csrc/api/include/torch/torch.h")
+            .exists()
 }
 
 /// Installs `variant` if it is not complete, and points `current` at it.
@@ -153,7 +155,11 @@ pub fn ensure(variant: Variant) -> Result<()> {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        let tmp = base.join(format!(".tmp-{}-{}", variant.dir_name(), std::process::id()));
+        let tmp = base.join(format!(
+            ".tmp-{}-{}",
+            variant.dir_name(),
+            std::process::id()
+        ));
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
@@ -272,11 +278,24 @@ fn assemble_cpu(base: &Path, tmp: &Path) -> Result<()> {
     eprintln!("unpacking {}", torch_wheel.display());
     let mut zip = open_zip(&torch_wheel)?;
     for name in CPU_TORCH_LIBS {
-        extract_file(&mut zip, &torch_wheel, &format!("torch/lib/{name}"), &lib.join(name))?;
+        extract_file(
+            &mut zip,
+            &torch_wheel,
+            &format!("torch/lib/{name}"),
+            &lib.join(name),
+        )?;
     }
-    let n_headers = extract_tree(&mut zip, &torch_wheel, "torch/include/", &tmp.join("include"))?;
+    let n_headers = extract_tree(
+        &mut zip,
+        &torch_wheel,
+        "torch/include/",
+        &tmp.join("include"),
+    )?;
     if n_headers == 0 {
-        bail!("{} has no headers under torch/include/", torch_wheel.display());
+        bail!(
+            "{} has no headers under torch/include/",
+            torch_wheel.display()
+        );
     }
     for (wheel_prefix, name) in [
         ("nvidia_cuda_runtime-", CPU_CUDA_LIBS[0]),
@@ -284,7 +303,12 @@ fn assemble_cpu(base: &Path, tmp: &Path) -> Result<()> {
     ] {
         let wheel = find_wheel(&downloads, wheel_prefix)?;
         let mut zip = open_zip(&wheel)?;
-        extract_file(&mut zip, &wheel, &format!("nvidia/cu13/lib/{name}"), &lib.join(name))?;
+        extract_file(
+            &mut zip,
+            &wheel,
+            &format!("nvidia/cu13/lib/{name}"),
+            &lib.join(name),
+        )?;
     }
     // torch-sys links `-ltorch`; the wheel's libtorch.so would drag in libtorch_cuda.so.
     std::os::unix::fs::symlink("libtorch_cpu.so", lib.join("libtorch.so"))?;
@@ -312,7 +336,10 @@ fn assemble_cuda(tmp: &Path, final_dir: &Path) -> Result<()> {
         &format!("torch=={TORCH_VERSION}"),
     ]))?;
     let out = Command::new(&vpy)
-        .args(["-c", "import torch, os; print(os.path.dirname(torch.__file__))"])
+        .args([
+            "-c",
+            "import torch, os; print(os.path.dirname(torch.__file__))",
+        ])
         .output()
         .context("asking the venv's Python where torch is")?;
     if !out.status.success() {
