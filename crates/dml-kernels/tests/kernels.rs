@@ -275,7 +275,8 @@ fn zero_and_tiny_rows_stay_finite() {
     assert_eq!(c[[0, 2]], 0.0);
 }
 
-/// Sizes that cross the kernels' internal tile and block boundaries (64 rows, 1024 columns).
+/// Sizes that cross the kernels' internal tile and block boundaries (k-NN blocks of 128 queries ×
+/// 1024 references; pairwise tiles of up to 256 rows × 512 columns).
 #[test]
 fn knn_across_block_boundaries() {
     let d = 5;
