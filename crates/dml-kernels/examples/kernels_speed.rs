@@ -1,6 +1,6 @@
 //! Ad-hoc timing of the kernels on the sizes used to compare with numpy and faiss.
 //!
-//! `cargo run --release -p dml-kernels --example speed [quick]`
+//! `cargo run --release -p dml-kernels --example kernels_speed [quick]`
 //!
 //! Prints the best of a few runs and GFLOP/s counted as 2·n·m·d (the GEMM's work), so the
 //! figures compare directly with a BLAS sgemm of the same shape.

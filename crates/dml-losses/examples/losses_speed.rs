@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! .venv-ref/bin/python scripts/fixtures/dml_losses_speed.py 2
-//! cargo run --release -p dml-losses --example speed -- /tmp/dml_losses_speed
+//! cargo run --release -p dml-losses --example losses_speed -- /tmp/dml_losses_speed
 //! ```
 
 use std::time::Instant;
