@@ -3,13 +3,15 @@
 //! ```text
 //! runner report [--compare PYTHON] [--out FILE] [--criterion-dir DIR] [--filter TEXT] [--rounds N]
 //! runner peak ID
+//! runner render RESULTS_JSON OUT_MD
 //! ```
 //!
 //! `report` collects criterion's estimates of every case (run the criterion targets first),
 //! measures peak memory where it matters in child processes, with `--compare` times the Python
 //! reference against dml alternately, and writes the markdown table (and the raw JSON beside it
 //! in target/dml-bench/). `peak` is the child: it builds one case, runs it once and prints its
-//! peak memory. The scale comes from `DML_BENCH_SCALE` (`quick` or `full`).
+//! peak memory. `render` rewrites the markdown of a saved run (after editing benches/remarks.md)
+//! without measuring anything. The scale comes from `DML_BENCH_SCALE` (`quick` or `full`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,6 +70,16 @@ fn real_main() -> Result<()> {
                 }
             }
             report_cmd(&opts)
+        }
+        Some("render") => {
+            // Re-renders a saved run (e.g. after editing benches/remarks.md) without measuring.
+            let json = args.get(1).context("render needs the results JSON")?;
+            let out = args.get(2).context("render needs the output file")?;
+            let mut report: Report = serde_json::from_str(&std::fs::read_to_string(json)?)?;
+            report.remarks =
+                std::fs::read_to_string(project_root().join("benches/remarks.md")).ok();
+            std::fs::write(out, report::render(&report))?;
+            Ok(())
         }
         Some("peak") => {
             let id = args.get(1).context("peak needs a case id")?;
