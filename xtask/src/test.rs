@@ -8,12 +8,12 @@ use crate::util::{cargo, run as sh};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Skip `cargo fmt --check` and clippy (tests only).
+    /// Skip `cargo fmt --check`, clippy and the doc build (tests only).
     #[arg(long)]
     pub no_lint: bool,
 }
 
-/// Installs LibTorch if missing, then runs the cheapest checks first: fmt, clippy, tests.
+/// Installs LibTorch if missing, then runs the cheapest checks first: fmt, clippy, docs, tests.
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
     crate::libtorch::ensure_installed()?;
@@ -27,6 +27,10 @@ pub fn run(args: &Args) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        // Broken intra-doc links and malformed docs fail here rather than on docs.rs.
+        sh(cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"))?;
     }
     sh(cargo().args(["test", "--workspace"]))?;
     eprintln!(
