@@ -66,11 +66,19 @@ pub fn run(args: &Args) -> Result<()> {
         root.join("docs").join("benchmarks.md")
     };
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "dml-benches", "--bench", "runner", "--", "report"])
-        .arg("--out")
-        .arg(&out)
-        .arg("--criterion-dir")
-        .arg(&criterion_home);
+    cmd.args([
+        "bench",
+        "-p",
+        "dml-benches",
+        "--bench",
+        "runner",
+        "--",
+        "report",
+    ])
+    .arg("--out")
+    .arg(&out)
+    .arg("--criterion-dir")
+    .arg(&criterion_home);
     if let Some(py) = &python {
         cmd.arg("--compare").arg(py);
     }
