@@ -27,7 +27,7 @@ libraries allow:
 
 Usage (from the repository root, with the reference environment of `cargo xtask pyref`):
 
-    .venv-ref/bin/python scripts/compare_pml.py --epochs 3 --batches-per-epoch 100 \
+    .venv-ref/bin/python scripts/compare_pml.py --epochs 4 --batches-per-epoch 100 \
         --out runs/pml-compare/compare_pml.json
 
 It prints the markdown table and writes the JSON (cells, settings, wall times).
@@ -223,7 +223,7 @@ def train_cell(args, loss_kind, miner_kind, data):
             lab = y_tr[sel]
             tuples = miner(emb, lab)
             loss = loss_fn(emb, lab, tuples)
-            last_loss = float(loss)
+            last_loss = float(loss.detach())
             if not math.isfinite(last_loss):
                 raise RuntimeError(f"non-finite loss {last_loss} at epoch {epoch + 1}")
             opt.zero_grad()
@@ -262,7 +262,7 @@ def main():
     ap.add_argument("--data", default="data/fashion-mnist")
     ap.add_argument("--losses", default="contrastive,triplet,margin")
     ap.add_argument("--miners", default="uniform,semi_hard,batch_hard,distance_weighted")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batches-per-epoch", type=int, default=100)
     ap.add_argument("--p", type=int, default=5)
     ap.add_argument("--k", type=int, default=16)
