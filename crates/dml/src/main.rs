@@ -404,5 +404,17 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
         out_dir.join("compare.json").display(),
         out_dir.join("negative_distances.png").display()
     );
+    let failed: Vec<String> = report
+        .failures()
+        .map(|c| format!("{} + {}", c.loss, c.miner))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} cells failed: {}",
+            failed.len(),
+            report.cells.len(),
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
