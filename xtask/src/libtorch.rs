@@ -6,7 +6,8 @@
 //! ```text
 //! downloads/            the wheels pip fetched (kept, so a redo needs no network)
 //! cpu-2.13.0/           slim CPU LibTorch: lib/, include/, build-version, .complete
-//! cuda-2.13.0/          venv with the full CUDA wheel set; lib/ and include/ link into it
+//! cuda-2.13.0/          lib/ and include/ link into the venv below, build-version, .complete
+//! cuda-2.13.0-venv/     venv with the full CUDA wheel set (torch and its nvidia-* packages)
 //! current -> cpu-2.13.0 what `.cargo/config.toml` points LIBTORCH at
 //! ```
 //!
@@ -179,7 +180,11 @@ pub fn ensure(variant: Variant) -> Result<()> {
             "LibTorch {TORCH_VERSION} ({variant:?}) installed at {} in {:.1} s ({})",
             dir.display(),
             start.elapsed().as_secs_f64(),
-            human_size(dir_size(&dir)?)
+            // The CUDA variant's folder holds only links; its weight is in the venv beside it.
+            match variant {
+                Variant::Cpu => human_size(dir_size(&dir)?),
+                Variant::Cuda => format!("packages in {}-venv", dir.display()),
+            }
         );
     }
     switch_current(variant)
@@ -320,7 +325,12 @@ fn assemble_cpu(base: &Path, tmp: &Path) -> Result<()> {
 /// `lib/` and `include/` linking into its `torch/` folder. The venv lives in the final folder, so
 /// it is created there directly, and `tmp` only receives the links and the marker.
 fn assemble_cuda(tmp: &Path, final_dir: &Path) -> Result<()> {
-    let venv = final_dir.with_extension("venv");
+    // Beside the variant folder (`cuda-2.13.0-venv`), so that a reinstall of the variant keeps
+    // the 3 GB of wheels already installed.
+    let venv = match (final_dir.parent(), final_dir.file_name()) {
+        (Some(parent), Some(name)) => parent.join(format!("{}-venv", name.to_string_lossy())),
+        _ => bail!("{} is not a folder path", final_dir.display()),
+    };
     if !venv.join("bin/python").exists() {
         let mut cmd = Command::new(python());
         cmd.args(["-m", "venv"]).arg(&venv);
