@@ -16,6 +16,12 @@ fn main() {
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         panic!("LIBTORCH is not set: run `cargo xtask libtorch` from the workspace root");
     };
+    // Rerun when the install changes or disappears (torch-sys itself only watches the variable),
+    // so a deleted LibTorch gives the message below instead of a loader error at run time.
+    println!(
+        "cargo:rerun-if-changed={}",
+        libtorch.join("build-version").display()
+    );
     if !libtorch.join("build-version").exists() {
         panic!(
             "LibTorch not found at {}: run `cargo xtask libtorch` to install it",
