@@ -5,9 +5,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 
 use dml::{Config, Trainer};
 use tch::Tensor;
+
+/// LibTorch's random generator is global to the process and the test harness runs tests on
+/// several threads: two trainings seeding and drawing from it at once would interleave their
+/// draws. Every test here that touches LibTorch holds this lock.
+static TORCH: Mutex<()> = Mutex::new(());
+
+fn torch_lock() -> MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A small, fast digits run.
 fn config(dir: &Path, epochs: u64) -> Config {
@@ -43,6 +53,7 @@ fn weights(t: &Trainer) -> BTreeMap<String, Vec<f64>> {
 
 #[test]
 fn same_seed_same_numbers_and_resume_matches() {
+    let _torch = torch_lock();
     let a_dir = tempfile::tempdir().unwrap();
     let mut a = Trainer::new(config(a_dir.path(), 2)).unwrap();
     a.fit().unwrap();
@@ -103,6 +114,7 @@ fn same_seed_same_numbers_and_resume_matches() {
 
 #[test]
 fn resume_with_a_changed_config_is_refused() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut t = Trainer::new(config(dir.path(), 1)).unwrap();
     t.fit().unwrap();
@@ -114,6 +126,7 @@ fn resume_with_a_changed_config_is_refused() {
 
 #[test]
 fn checkpoint_round_trip_restores_weights() {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut t = Trainer::new(config(dir.path(), 1)).unwrap();
     t.fit().unwrap();
@@ -133,6 +146,7 @@ fn checkpoint_round_trip_restores_weights() {
 
 #[test]
 fn adam_and_sgd_match_hand_calculation() {
+    let _torch = torch_lock();
     use dml::optim::{Group, GroupSettings, Optimizer, OptimizerKind};
     for kind in [
         OptimizerKind::Adam,
