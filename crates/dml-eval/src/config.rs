@@ -15,6 +15,13 @@ pub struct EvalConfig {
     /// Online Products papers use `[1, 10, 100, 1000]`). A K larger than the number of
     /// candidates a query has is capped at that number (the key keeps the requested K).
     pub recall_at: Vec<usize>,
+    /// Whether to compute R-precision and MAP@R. Default `true`. Both need each query's R
+    /// nearest neighbours, R being the size of its class, so the k-NN search runs with
+    /// k = the largest class; on held-out sets with classes of thousands of items (full MNIST-like
+    /// test sets) that search dominates the evaluation. Switched off, k is the largest Recall@K
+    /// and [`Metrics::r_precision`](crate::Metrics::r_precision) and
+    /// [`Metrics::map_at_r`](crate::Metrics::map_at_r) are `None`.
+    pub r_metrics: bool,
     /// Whether to run k-means on the queries and report NMI. Default `true`.
     pub nmi: bool,
     /// Whether to also report AMI (adjusted mutual information) of the same k-means clustering
@@ -34,6 +41,7 @@ impl Default for EvalConfig {
     fn default() -> Self {
         Self {
             recall_at: vec![1, 2, 4, 8],
+            r_metrics: true,
             nmi: true,
             ami: false,
             seed: 0,

@@ -15,11 +15,13 @@ pub struct Metrics {
     /// Fraction of queries whose nearest neighbour has the query's class (equals Recall@1).
     pub precision_at_1: f64,
     /// Mean over queries of (same-class items among the R nearest) / R, where R is the number of
-    /// same-class references of the query.
-    pub r_precision: f64,
+    /// same-class references of the query; `None` when
+    /// [`EvalConfig::r_metrics`](crate::EvalConfig::r_metrics) is off.
+    pub r_precision: Option<f64>,
     /// Mean average precision at R (Musgrave et al. 2020): for each query,
-    /// `1/R · Σ_{i ≤ R} P@i · rel(i)`.
-    pub map_at_r: f64,
+    /// `1/R · Σ_{i ≤ R} P@i · rel(i)`; `None` when
+    /// [`EvalConfig::r_metrics`](crate::EvalConfig::r_metrics) is off.
+    pub map_at_r: Option<f64>,
     /// Normalised mutual information (arithmetic mean normalisation, as scikit-learn) between the
     /// query classes and a k-means clustering of the queries with k = number of query classes;
     /// `None` when not requested.
@@ -41,7 +43,7 @@ impl Metrics {
     }
 
     /// A flat JSON object with the keys `recall_at_<k>` (one per K), `precision_at_1`,
-    /// `r_precision`, `map_at_r`, `nmi` (`null` when not computed), `ami` (only when computed),
+    /// `r_precision`, `map_at_r`, `nmi` (each `null` when not computed), `ami` (only when computed),
     /// `n_queries` and `n_queries_without_positive`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
@@ -70,9 +72,13 @@ impl std::fmt::Display for Metrics {
         for &(k, v) in &self.recall_at {
             writeln!(f, "{:<16}{v:.4}", format!("recall@{k}"))?;
         }
-        writeln!(f, "{:<16}{:.4}", "precision@1", self.precision_at_1)?;
-        writeln!(f, "{:<16}{:.4}", "r_precision", self.r_precision)?;
-        write!(f, "{:<16}{:.4}", "map@r", self.map_at_r)?;
+        write!(f, "{:<16}{:.4}", "precision@1", self.precision_at_1)?;
+        if let Some(rp) = self.r_precision {
+            write!(f, "\n{:<16}{rp:.4}", "r_precision")?;
+        }
+        if let Some(map) = self.map_at_r {
+            write!(f, "\n{:<16}{map:.4}", "map@r")?;
+        }
         if let Some(nmi) = self.nmi {
             write!(f, "\n{:<16}{nmi:.4}", "nmi")?;
         }

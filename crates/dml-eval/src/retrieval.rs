@@ -38,9 +38,17 @@ impl Accumulator {
 
     /// Adds one query.
     ///
-    /// `neighbour_labels` holds at least `max(r, max(ks))` labels, closest first; `ks` are the
-    /// recall cut-offs already capped at the number of candidates.
-    pub(crate) fn add(&mut self, label: u32, r: usize, neighbour_labels: &[u32], ks: &[usize]) {
+    /// `neighbour_labels` holds at least `max(ks)` labels, closest first, and at least `r` when
+    /// `r_metrics` is set; `ks` are the recall cut-offs already capped at the number of
+    /// candidates.
+    pub(crate) fn add(
+        &mut self,
+        label: u32,
+        r: usize,
+        neighbour_labels: &[u32],
+        ks: &[usize],
+        r_metrics: bool,
+    ) {
         if r == 0 {
             self.n_without_positive += 1;
             return;
@@ -53,6 +61,9 @@ impl Accumulator {
                 *hits += u64::from(pos < k);
             }
             self.precision_at_1_hits += u64::from(pos == 0);
+        }
+        if !r_metrics {
+            return;
         }
         // R-precision and MAP@R look at the first R neighbours only.
         let mut n_relevant = 0u64;

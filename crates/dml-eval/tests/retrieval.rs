@@ -87,12 +87,12 @@ fn matches_pytorch_metric_learning_fixtures() {
             case["precision_at_1"].as_f64().expect("p1"),
         );
         close(
-            m.r_precision,
+            m.r_precision.expect("on by default"),
             "r_precision",
             case["r_precision"].as_f64().expect("rp"),
         );
         close(
-            m.map_at_r,
+            m.map_at_r.expect("on by default"),
             "map_at_r",
             case["map_at_r"].as_f64().expect("map"),
         );
@@ -124,8 +124,8 @@ fn hand_computed_example() {
     let y = [0, 0, 1, 0, 1];
     let m = evaluate(x.view(), &y, Metric::Euclidean, &no_nmi(&[1, 2, 3, 100])).expect("evaluate");
     assert_eq!(m.precision_at_1, 2.0 / 5.0);
-    assert_eq!(m.r_precision, (0.5 + 0.5 + 0.0 + 0.5 + 0.0) / 5.0);
-    assert_eq!(m.map_at_r, (0.5 + 0.5 + 0.0 + 0.25 + 0.0) / 5.0);
+    assert_eq!(m.r_precision, Some((0.5 + 0.5 + 0.0 + 0.5 + 0.0) / 5.0));
+    assert_eq!(m.map_at_r, Some((0.5 + 0.5 + 0.0 + 0.25 + 0.0) / 5.0));
     // Recall@2: q0 q1 yes, q2: 4(a) 1(a) no, q3: 3(b) 1(a) yes, q4: 4(a) 3(b) yes -> 4/5.
     assert_eq!(m.recall_at_k(2), Some(4.0 / 5.0));
     // Recall@3: q2 still no (4, 1, 0); Recall@100 is capped at the 4 candidates: all yes.
@@ -143,7 +143,7 @@ fn duplicates_of_the_query_stay_neighbours() {
     let y = [0, 0, 1, 1];
     let m = evaluate(x.view(), &y, Metric::Euclidean, &no_nmi(&[1])).expect("evaluate");
     assert_eq!(m.precision_at_1, 1.0);
-    assert_eq!(m.map_at_r, 1.0);
+    assert_eq!(m.map_at_r, Some(1.0));
 }
 
 #[test]
@@ -280,17 +280,26 @@ proptest! {
         let ranked = naive_ranking(metric, x.view(), x.view(), &y, true);
         let ks: Vec<usize> = KS.iter().map(|&k| k.min(x.nrows() - 1)).collect();
         let got = evaluate(x.view(), &y, metric, &no_nmi(&KS));
+        let without_r = evaluate(x.view(), &y, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
         match naive_scores(&y, &ranked, &ks) {
             None => prop_assert!(matches!(got, Err(Error::NoPositives { .. })), "expected NoPositives"),
             Some(want) => {
                 let got = got.expect("evaluate");
                 prop_assert!((got.precision_at_1 - want.p1).abs() < 1e-12);
-                prop_assert!((got.r_precision - want.r_precision).abs() < 1e-12);
-                prop_assert!((got.map_at_r - want.map_at_r).abs() < 1e-12);
+                prop_assert!((got.r_precision.expect("rp") - want.r_precision).abs() < 1e-12);
+                prop_assert!((got.map_at_r.expect("map") - want.map_at_r).abs() < 1e-12);
                 for (i, &k) in KS.iter().enumerate() {
                     prop_assert!((got.recall_at_k(k).expect("k") - want.recall[i]).abs() < 1e-12);
                 }
                 prop_assert_eq!(got.n_queries_without_positive, want.n_without_positive);
+                // Without the R-based metrics the search is shorter (k = largest K): the other
+                // scores must not move, and the R-based ones are absent, not zero.
+                let short = without_r.expect("evaluate without R metrics");
+                prop_assert_eq!(short.r_precision, None);
+                prop_assert_eq!(short.map_at_r, None);
+                prop_assert_eq!(short.precision_at_1, got.precision_at_1);
+                prop_assert_eq!(&short.recall_at, &got.recall_at);
+                prop_assert_eq!(short.n_queries_without_positive, got.n_queries_without_positive);
             }
         }
     }
@@ -302,18 +311,49 @@ proptest! {
         let ranked = naive_ranking(metric, q.view(), r.view(), &rl, false);
         let ks: Vec<usize> = KS.iter().map(|&k| k.min(r.nrows())).collect();
         let got = evaluate_with_reference(q.view(), &ql, r.view(), &rl, metric, &no_nmi(&KS));
+        let without_r = evaluate_with_reference(
+            q.view(), &ql, r.view(), &rl, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) },
+        );
         match naive_scores(&ql, &ranked, &ks) {
             None => prop_assert!(matches!(got, Err(Error::NoPositives { .. })), "expected NoPositives"),
             Some(want) => {
                 let got = got.expect("evaluate");
                 prop_assert!((got.precision_at_1 - want.p1).abs() < 1e-12);
-                prop_assert!((got.r_precision - want.r_precision).abs() < 1e-12);
-                prop_assert!((got.map_at_r - want.map_at_r).abs() < 1e-12);
+                prop_assert!((got.r_precision.expect("rp") - want.r_precision).abs() < 1e-12);
+                prop_assert!((got.map_at_r.expect("map") - want.map_at_r).abs() < 1e-12);
                 for (i, &k) in KS.iter().enumerate() {
                     prop_assert!((got.recall_at_k(k).expect("k") - want.recall[i]).abs() < 1e-12);
                 }
                 prop_assert_eq!(got.n_queries_without_positive, want.n_without_positive);
+                // Without the R-based metrics the search is shorter (k = largest K): the other
+                // scores must not move, and the R-based ones are absent, not zero.
+                let short = without_r.expect("evaluate without R metrics");
+                prop_assert_eq!(short.r_precision, None);
+                prop_assert_eq!(short.map_at_r, None);
+                prop_assert_eq!(short.precision_at_1, got.precision_at_1);
+                prop_assert_eq!(&short.recall_at, &got.recall_at);
+                prop_assert_eq!(short.n_queries_without_positive, got.n_queries_without_positive);
             }
         }
     }
+}
+
+#[test]
+fn r_metrics_off_reports_null_not_zero() {
+    let x = array![[0.0f32], [0.1], [0.2], [5.0], [5.1], [5.2]];
+    let y = [0, 0, 0, 1, 1, 1];
+    let cfg = EvalConfig {
+        r_metrics: false,
+        ..no_nmi(&[1, 2])
+    };
+    let m = evaluate(x.view(), &y, Metric::Euclidean, &cfg).expect("evaluate");
+    assert_eq!(m.recall_at_k(2), Some(1.0));
+    let j = m.to_json();
+    assert!(j["r_precision"].is_null(), "{j}");
+    assert!(j["map_at_r"].is_null(), "{j}");
+    let shown = m.to_string();
+    assert!(
+        shown.contains("recall@2") && !shown.contains("map@r"),
+        "{shown}"
+    );
 }

@@ -6,8 +6,19 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use dml_models::{DeviceChoice, EmbeddingNet, save_safetensors};
 use tch::{Device, nn};
+
+/// LibTorch's CPU generator is global to the process and the harness runs tests on several
+/// threads; the CPU/CUDA comparison needs both runs to draw the same batch, so each test here
+/// holds this lock while it seeds and draws.
+static TORCH: Mutex<()> = Mutex::new(());
+
+fn torch_lock() -> MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// cuDNN picks its own convolution algorithms (and TF32 where allowed), so CUDA and CPU agree to
 /// float32 accumulation-order noise, not bit for bit.
@@ -15,6 +26,7 @@ const REL_TOL: f64 = 1e-3;
 
 #[test]
 fn one_step_on_cuda_matches_the_cpu_for_each_network() -> anyhow::Result<()> {
+    let _torch = torch_lock();
     let cuda = DeviceChoice::Cuda.resolve()?;
     assert_eq!(cuda, Device::Cuda(0));
     assert_eq!(DeviceChoice::Auto.resolve()?, cuda);
@@ -46,6 +58,7 @@ fn one_step_on_cuda_matches_the_cpu_for_each_network() -> anyhow::Result<()> {
 
 #[test]
 fn a_checkpoint_saved_from_cuda_loads_on_the_cpu() -> anyhow::Result<()> {
+    let _torch = torch_lock();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("model.safetensors");
     let (name, config, input) = common::networks().swap_remove(1);

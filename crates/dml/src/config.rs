@@ -346,6 +346,9 @@ pub struct EvalSettings {
     pub recall_at: Vec<usize>,
     /// Compute NMI of k-means clusters (default `true`).
     pub nmi: bool,
+    /// Compute R-precision and MAP@R (default `true`). They need a k-NN search as deep as the
+    /// largest held-out class; switch off for held-out sets with classes of thousands of items.
+    pub r_metrics: bool,
 }
 
 impl Default for EvalSettings {
@@ -354,6 +357,7 @@ impl Default for EvalSettings {
             metric: Metric::Euclidean,
             recall_at: vec![1, 2, 4, 8],
             nmi: true,
+            r_metrics: true,
         }
     }
 }

@@ -91,6 +91,10 @@ struct EvalArgs {
     /// Skip NMI (k-means), the slowest part on large sets.
     #[arg(long)]
     no_nmi: bool,
+    /// Skip R-precision and MAP@R: the search then needs only the largest K neighbours instead
+    /// of a whole class's worth, which matters for classes of thousands of items.
+    #[arg(long)]
+    no_r_metrics: bool,
     /// Seed of the k-means used for NMI.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -258,6 +262,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let cfg = EvalConfig {
         recall_at: a.recall_at.clone(),
         nmi: !a.no_nmi,
+        r_metrics: !a.no_r_metrics,
         seed: a.seed,
         ..EvalConfig::default()
     };

@@ -458,6 +458,7 @@ impl Trainer {
         let eval_cfg = EvalConfig {
             recall_at: self.config.eval.recall_at.clone(),
             nmi: self.config.eval.nmi,
+            r_metrics: self.config.eval.r_metrics,
             seed: self.state.seed,
             ..EvalConfig::default()
         };
