@@ -146,9 +146,7 @@ impl Pairs {
             }
             let w_pos = weight_at(self.pos_weight.as_deref(), i);
             for &j in &by_anchor[offsets[a_us]..offsets[a_us + 1]] {
-                out.anchor.push(a);
-                out.positive.push(p);
-                out.negative.push(self.negative[j]);
+                out.push(a, p, self.negative[j]);
                 if weighted {
                     weights.push(w_pos * weight_at(self.neg_weight.as_deref(), j));
                 }
@@ -162,6 +160,13 @@ impl Pairs {
 }
 
 impl Triplets {
+    /// Appends the unweighted triplet `(a, p, n)`.
+    pub(crate) fn push(&mut self, a: u32, p: u32, n: u32) {
+        self.anchor.push(a);
+        self.positive.push(p);
+        self.negative.push(n);
+    }
+
     /// Every triplet `(a, p, n)` with `labels[a] == labels[p]`, `a ≠ p` and
     /// `labels[a] != labels[n]`, ordered by anchor, then positive, then negative, without
     /// weights.

@@ -2,12 +2,14 @@
 //! embeddings, and the distances each miner samples against the density of distances on the unit
 //! sphere (the picture behind distance-weighted sampling).
 //!
-//! Text is rendered with DejaVu Sans, embedded in the binary (`assets/DejaVuSans.ttf`, Bitstream
-//! Vera licence in `assets/DejaVuSans-LICENSE.txt`), so plots come out the same on a headless
-//! machine with no fonts installed.
+//! Each plot is drawn once, as SVG; the PNG is that SVG rasterised by resvg, so the two always
+//! show the same thing. Text is laid out and rendered with DejaVu Sans, embedded in the binary
+//! (`assets/DejaVuSans.ttf`, Bitstream Vera licence in `assets/DejaVuSans-LICENSE.txt`), so plots
+//! come out the same on a headless machine with no fonts installed. Files are written to a
+//! temporary name and renamed into place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use plotters::coord::Shift;
@@ -49,7 +51,8 @@ fn e2s<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
 }
 
-/// Draws `d` into `<stem>.png` and `<stem>.svg` and returns both paths.
+/// Draws `d` once as SVG, writes it to `<stem>.svg`, rasterises the same SVG into `<stem>.png`
+/// (resvg, with the embedded font) and returns both paths.
 fn render<D: Drawer>(stem: &Path, size: (u32, u32), d: &D) -> Result<Vec<PathBuf>> {
     register_font();
     if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -60,17 +63,84 @@ fn render<D: Drawer>(stem: &Path, size: (u32, u32), d: &D) -> Result<Vec<PathBuf
     }
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
+    let mut text = String::new();
     {
-        let root = BitMapBackend::new(&png, size).into_drawing_area();
-        d.draw(&root).map_err(|e| plot_err(&png, e))?;
-        root.present().map_err(|e| plot_err(&png, e))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
         d.draw(&root).map_err(|e| plot_err(&svg, e))?;
         root.present().map_err(|e| plot_err(&svg, e))?;
     }
+    write_file(&svg, text.as_bytes())?;
+    let pixels = rasterise(&text, size).map_err(|e| plot_err(&png, e))?;
+    write_file(&png, &pixels)?;
     Ok(vec![png, svg])
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a plot being
+/// looked at is never seen half-written.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Renders SVG text to PNG bytes at its own size, with the embedded font as `sans-serif`.
+fn rasterise(svg: &str, size: (u32, u32)) -> std::result::Result<Vec<u8>, String> {
+    render_pixmap(svg, size)?.encode_png().map_err(e2s)
+}
+
+fn render_pixmap(
+    svg: &str,
+    (width, height): (u32, u32),
+) -> std::result::Result<resvg::tiny_skia::Pixmap, String> {
+    use resvg::{tiny_skia, usvg};
+    static OPTIONS: OnceLock<usvg::Options<'static>> = OnceLock::new();
+    let options = OPTIONS.get_or_init(|| {
+        let mut o = usvg::Options::default();
+        let fonts = o.fontdb_mut();
+        fonts.load_font_data(FONT.to_vec());
+        fonts.set_sans_serif_family("DejaVu Sans");
+        o
+    });
+    let tree = usvg::Tree::from_str(svg, options).map_err(e2s)?;
+    let mut pixmap = tiny_skia::Pixmap::new(width, height)
+        .ok_or_else(|| format!("cannot allocate a {width}×{height} image"))?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        tiny_skia::Transform::identity(),
+        &mut pixmap.as_mut(),
+    );
+    Ok(pixmap)
+}
+
+/// Tick labels for a value axis spanning `lo..hi`: enough decimals for ticks a twentieth of the
+/// span apart, trailing zeros dropped ("0.9", "0.85", "1"), and no "-0".
+fn value_ticks(lo: f64, hi: f64) -> impl Fn(&f64) -> String {
+    let step = ((hi - lo).abs() / 20.0).max(1e-12);
+    let decimals = (-step.log10().floor()).clamp(0.0, 8.0) as usize;
+    move |v| {
+        let mut s = format!("{v:.decimals$}");
+        if s.contains('.') {
+            s.truncate(s.trim_end_matches('0').trim_end_matches('.').len());
+        }
+        if s == "-0" { "0".to_owned() } else { s }
+    }
+}
+
+/// Tick labels for the epoch axis: whole epochs only ("4", not "4.0"); ticks between epochs are
+/// left blank.
+fn epoch_ticks(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 && *v >= 0.0 {
+        format!("{}", v.round() as u64)
+    } else {
+        String::new()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,6 +183,8 @@ impl Drawer for Curves<'_> {
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("loss")
+            .x_label_formatter(&epoch_ticks)
+            .y_label_formatter(&value_ticks(lo, hi))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
@@ -149,6 +221,8 @@ impl Drawer for Curves<'_> {
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("recall")
+            .x_label_formatter(&epoch_ticks)
+            .y_label_formatter(&value_ticks(0.0, 1.0))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
@@ -301,6 +375,8 @@ impl Drawer for Map<'_> {
             .configure_mesh()
             .x_desc("principal component 1")
             .y_desc("principal component 2")
+            .x_label_formatter(&value_ticks(x0, x1))
+            .y_label_formatter(&value_ticks(y0, y1))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
@@ -483,6 +559,8 @@ impl Drawer for Histograms<'_> {
                 .configure_mesh()
                 .x_desc("distance")
                 .y_desc("density")
+                .x_label_formatter(&value_ticks(0.0, 2.0))
+                .y_label_formatter(&value_ticks(0.0, y_max))
                 .label_style(("sans-serif", 12))
                 .draw()
                 .map_err(e2s)?;
@@ -519,4 +597,49 @@ pub fn distance_histograms(
         ((420 * cols).max(900), 360 * rows + 70),
         &Histograms { series, dim, title },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_labels_are_exact_and_short() {
+        let f = value_ticks(-1.2, 0.8);
+        let labels: Vec<String> = [-1.2, -0.2, -1e-17, 0.0, 0.4, 0.30000000000000004]
+            .iter()
+            .map(&f)
+            .collect();
+        assert_eq!(labels, ["-1.2", "-0.2", "0", "0", "0.4", "0.3"]);
+        let f = value_ticks(0.0, 0.95);
+        assert_eq!([f(&0.85), f(&0.9), f(&1.0)], ["0.85", "0.9", "1"]);
+        let f = value_ticks(0.0, 11.0);
+        assert_eq!([f(&2.0), f(&10.0), f(&2.5)], ["2", "10", "2.5"]);
+        assert_eq!(
+            [epoch_ticks(&0.0), epoch_ticks(&4.0), epoch_ticks(&2.5)],
+            ["0", "4", ""]
+        );
+    }
+
+    #[test]
+    fn text_is_drawn_with_the_embedded_font() {
+        // usvg silently drops text whose font it cannot find, so count the ink.
+        let svg = |text: &str| {
+            format!(
+                r#"<svg xmlns="http://www.w3.org/2000/svg" width="60" height="20">
+                <text x="2" y="15" font-family="sans-serif" font-size="14">{text}</text></svg>"#
+            )
+        };
+        let ink = |text: &str| {
+            let pixmap = render_pixmap(&svg(text), (60, 20)).expect("render");
+            pixmap.pixels().iter().filter(|p| p.red() < 128).count()
+        };
+        assert_eq!(ink(""), 0);
+        assert!(ink("class") > 40, "no text drawn: {}", ink("class"));
+        let png = rasterise(&svg("class"), (60, 20)).expect("rasterise");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        // IHDR: width and height, big-endian, right after the signature and chunk header.
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 60);
+        assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 20);
+    }
 }

@@ -3,9 +3,9 @@ use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{AnchorRngs, concat_triplets, split_row};
+use super::{AnchorRngs, triplets_per_anchor};
 use crate::miner::Batch;
-use crate::{Error, Miner, Result, Triplets, Tuples};
+use crate::{Error, Miner, Result, Tuples};
 
 /// `ln q(d)`: the log density of the distance `d` between two points drawn independently and
 /// uniformly on the unit sphere `S^{dim−1}` of `R^dim`.
@@ -209,26 +209,20 @@ impl Miner for DistanceWeightedMiner {
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
         let log_weight = LogWeight::new(self);
-        let parts = batch.per_anchor(|a| {
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            split_row(labels, a, &mut pos, &mut neg);
-            let mut t = Triplets::default();
-            if pos.is_empty() || neg.is_empty() {
-                return t;
-            }
+        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let row = batch.row(a);
             // Log weights of the drawable negatives, then a cumulative distribution after
             // subtracting this anchor's maximum (so the largest weight is exactly 1).
             let mut cand = Vec::with_capacity(neg.len());
             let mut lw = Vec::with_capacity(neg.len());
-            for &n in &neg {
+            for &n in neg {
                 if let Some(w) = log_weight.eval(sphere_distance(metric, row[n as usize])) {
                     cand.push(n);
                     lw.push(w);
                 }
             }
             if cand.is_empty() {
-                return t;
+                return;
             }
             let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let mut cdf = Vec::with_capacity(lw.len());
@@ -238,17 +232,14 @@ impl Miner for DistanceWeightedMiner {
                 cdf.push(acc);
             }
             let mut r = rngs.for_anchor(a);
-            for &p in &pos {
+            for &p in pos {
                 let u = r.random::<f64>() * acc;
                 // First index whose cumulative weight exceeds u; u < acc so it exists.
                 let k = cdf.partition_point(|&c| c <= u).min(cand.len() - 1);
-                t.anchor.push(a as u32);
-                t.positive.push(p);
-                t.negative.push(cand[k]);
+                t.push(a as u32, p, cand[k]);
             }
-            t
         });
-        Ok(concat_triplets(parts).into())
+        Ok(t.into())
     }
 
     fn name(&self) -> &'static str {

@@ -3,7 +3,7 @@ use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{AnchorRngs, concat_triplets, split_row};
+use super::{AnchorRngs, triplets_per_anchor};
 use crate::miner::Batch;
 use crate::{Error, Miner, Result, Triplets, Tuples};
 
@@ -48,39 +48,28 @@ impl Miner for HardNegativeMiner {
     ) -> Result<Tuples> {
         let batch = Batch::new(dist, metric, labels)?;
         let select = self.select;
-        let parts = batch.per_anchor(|a| {
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            split_row(labels, a, &mut pos, &mut neg);
-            let mut t = Triplets::default();
-            if pos.is_empty() || neg.is_empty() {
-                return t;
-            }
+        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let row = batch.row(a);
             match select {
                 HardNegativeSelect::Hardest => {
-                    let n = argmin_by(&neg, |j| batch.dis(row[j as usize]));
-                    for &p in &pos {
-                        t.anchor.push(a as u32);
-                        t.positive.push(p);
-                        t.negative.push(n);
+                    let n = argmin_by(neg, |j| batch.dis(row[j as usize]));
+                    for &p in pos {
+                        t.push(a as u32, p, n);
                     }
                 }
                 HardNegativeSelect::AllHard => {
-                    for &p in &pos {
+                    for &p in pos {
                         let v_ap = batch.dis(row[p as usize]);
-                        for &n in &neg {
+                        for &n in neg {
                             if batch.dis(row[n as usize]) <= v_ap {
-                                t.anchor.push(a as u32);
-                                t.positive.push(p);
-                                t.negative.push(n);
+                                t.push(a as u32, p, n);
                             }
                         }
                     }
                 }
             }
-            t
         });
-        Ok(concat_triplets(parts).into())
+        Ok(t.into())
     }
 
     fn name(&self) -> &'static str {
@@ -189,20 +178,14 @@ impl Miner for SemiHardMiner {
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
         let margin = self.margin;
-        let parts = batch.per_anchor(|a| {
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            split_row(labels, a, &mut pos, &mut neg);
-            let mut t = Triplets::default();
-            if pos.is_empty() || neg.is_empty() {
-                return t;
-            }
+        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let row = batch.row(a);
             // Negatives' dissimilarities, gathered once per anchor. A PK batch has few positives
             // per anchor, so a linear scan per positive pair beats sorting the negatives.
             let v_neg: Vec<f32> = neg.iter().map(|&n| batch.dis(row[n as usize])).collect();
             let mut r = rngs.for_anchor(a);
             let mut band: Vec<u32> = Vec::new();
-            for &p in &pos {
+            for &p in pos {
                 let v_ap = batch.dis(row[p as usize]);
                 band.clear();
                 // pml's triplet margin `v_an − v_ap` must lie in (0, margin].
@@ -223,24 +206,21 @@ impl Miner for SemiHardMiner {
                             match self.fallback {
                                 SemiHardFallback::Skip => continue,
                                 SemiHardFallback::Hardest => {
-                                    argmin_by(&neg, |j| batch.dis(row[j as usize]))
+                                    argmin_by(neg, |j| batch.dis(row[j as usize]))
                                 }
                                 SemiHardFallback::Easiest => {
-                                    argmin_by(&neg, |j| -batch.dis(row[j as usize]))
+                                    argmin_by(neg, |j| -batch.dis(row[j as usize]))
                                 }
                             }
                         } else {
                             band[r.random_range(0..band.len())]
                         };
-                        t.anchor.push(a as u32);
-                        t.positive.push(p);
-                        t.negative.push(n);
+                        t.push(a as u32, p, n);
                     }
                 }
             }
-            t
         });
-        Ok(concat_triplets(parts).into())
+        Ok(t.into())
     }
 
     fn name(&self) -> &'static str {
@@ -295,9 +275,7 @@ impl Miner for BatchHardMiner {
         });
         let mut t = Triplets::default();
         for (a, p, n) in picks.into_iter().flatten() {
-            t.anchor.push(a);
-            t.positive.push(p);
-            t.negative.push(n);
+            t.push(a, p, n);
         }
         Ok(t.into())
     }

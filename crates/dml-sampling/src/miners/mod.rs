@@ -26,6 +26,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::Triplets;
+use crate::miner::Batch;
 
 /// Per-anchor RNGs for parallel miners: one seed drawn from the caller's RNG, then one ChaCha
 /// stream per anchor, so the result is the same whatever the number of threads.
@@ -48,8 +49,28 @@ impl AnchorRngs {
     }
 }
 
+/// The frame shared by the per-anchor triplet miners: for each anchor (in parallel), its
+/// positives and negatives are listed and `emit(anchor, positives, negatives, out)` appends that
+/// anchor's triplets; anchors without a positive or without a negative are skipped. The lists
+/// are concatenated in anchor order, so the result does not depend on the number of threads.
+pub(crate) fn triplets_per_anchor<F>(batch: &Batch<'_, '_>, labels: &[u32], emit: F) -> Triplets
+where
+    F: Fn(usize, &[u32], &[u32], &mut Triplets) + Sync + Send,
+{
+    let parts = batch.per_anchor(|a| {
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        split_row(labels, a, &mut pos, &mut neg);
+        let mut t = Triplets::default();
+        if !pos.is_empty() && !neg.is_empty() {
+            emit(a, &pos, &neg, &mut t);
+        }
+        t
+    });
+    concat_triplets(parts)
+}
+
 /// Per-anchor triplet lists, concatenated in anchor order.
-pub(crate) fn concat_triplets(parts: Vec<Triplets>) -> Triplets {
+fn concat_triplets(parts: Vec<Triplets>) -> Triplets {
     let total: usize = parts.iter().map(Triplets::len).sum();
     let mut out = Triplets {
         anchor: Vec::with_capacity(total),
@@ -66,7 +87,7 @@ pub(crate) fn concat_triplets(parts: Vec<Triplets>) -> Triplets {
 }
 
 /// Positives (same label, other index) and negatives (other label) of `anchor`.
-pub(crate) fn split_row(labels: &[u32], anchor: usize, pos: &mut Vec<u32>, neg: &mut Vec<u32>) {
+fn split_row(labels: &[u32], anchor: usize, pos: &mut Vec<u32>, neg: &mut Vec<u32>) {
     pos.clear();
     neg.clear();
     let la = labels[anchor];

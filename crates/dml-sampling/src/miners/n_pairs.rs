@@ -72,9 +72,7 @@ impl Miner for NPairsMiner {
         for (i, &(a, p)) in pairs.iter().enumerate() {
             for (j, &(_, n)) in pairs.iter().enumerate() {
                 if i != j {
-                    t.anchor.push(a);
-                    t.positive.push(p);
-                    t.negative.push(n);
+                    t.push(a, p, n);
                 }
             }
         }

@@ -3,9 +3,9 @@ use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{AnchorRngs, concat_triplets, split_row};
+use super::{AnchorRngs, triplets_per_anchor};
 use crate::miner::Batch;
-use crate::{Error, Miner, Result, Triplets, Tuples};
+use crate::{Error, Miner, Result, Tuples};
 
 /// Uniform negatives: for every positive pair `(a, p)`, `negatives_per_positive` negatives of
 /// `a` drawn uniformly at random, with replacement.
@@ -53,24 +53,15 @@ impl Miner for UniformMiner {
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
         let k = self.negatives_per_positive;
-        let parts = batch.per_anchor(|a| {
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            split_row(labels, a, &mut pos, &mut neg);
-            let mut t = Triplets::default();
-            if pos.is_empty() || neg.is_empty() {
-                return t;
-            }
+        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let mut r = rngs.for_anchor(a);
-            for &p in &pos {
+            for &p in pos {
                 for _ in 0..k {
-                    t.anchor.push(a as u32);
-                    t.positive.push(p);
-                    t.negative.push(neg[r.random_range(0..neg.len())]);
+                    t.push(a as u32, p, neg[r.random_range(0..neg.len())]);
                 }
             }
-            t
         });
-        Ok(concat_triplets(parts).into())
+        Ok(t.into())
     }
 
     fn name(&self) -> &'static str {
