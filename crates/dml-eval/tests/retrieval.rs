@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{naive_ranking, naive_scores};
-use dml_eval::{Error, EvalConfig, Metric, evaluate, evaluate_with_reference};
+use common::{Naive, naive_ranking, naive_scores};
+use dml_eval::{Error, EvalConfig, Metric, Metrics, evaluate, evaluate_with_reference};
 use ndarray::{Array2, array};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -269,6 +269,42 @@ fn small_grid() -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
 
 const KS: [usize; 5] = [1, 2, 3, 5, 50];
 
+/// Compares `evaluate`'s result (`got`, and `without_r` from the same call with
+/// `r_metrics: false`) against the naive oracle's scores (`None`: no query has a positive).
+fn check_against_naive(
+    got: Result<Metrics, Error>,
+    without_r: Result<Metrics, Error>,
+    want: Option<Naive>,
+) -> Result<(), TestCaseError> {
+    let Some(want) = want else {
+        prop_assert!(
+            matches!(got, Err(Error::NoPositives { .. })),
+            "expected NoPositives"
+        );
+        return Ok(());
+    };
+    let got = got.expect("evaluate");
+    prop_assert!((got.precision_at_1 - want.p1).abs() < 1e-12);
+    prop_assert!((got.r_precision.expect("rp") - want.r_precision).abs() < 1e-12);
+    prop_assert!((got.map_at_r.expect("map") - want.map_at_r).abs() < 1e-12);
+    for (i, &k) in KS.iter().enumerate() {
+        prop_assert!((got.recall_at_k(k).expect("k") - want.recall[i]).abs() < 1e-12);
+    }
+    prop_assert_eq!(got.n_queries_without_positive, want.n_without_positive);
+    // Without the R-based metrics the search is shorter (k = largest K): the other scores must
+    // not move, and the R-based ones are absent, not zero.
+    let short = without_r.expect("evaluate without R metrics");
+    prop_assert_eq!(short.r_precision, None);
+    prop_assert_eq!(short.map_at_r, None);
+    prop_assert_eq!(short.precision_at_1, got.precision_at_1);
+    prop_assert_eq!(&short.recall_at, &got.recall_at);
+    prop_assert_eq!(
+        short.n_queries_without_positive,
+        got.n_queries_without_positive
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -281,27 +317,7 @@ proptest! {
         let ks: Vec<usize> = KS.iter().map(|&k| k.min(x.nrows() - 1)).collect();
         let got = evaluate(x.view(), &y, metric, &no_nmi(&KS));
         let without_r = evaluate(x.view(), &y, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
-        match naive_scores(&y, &ranked, &ks) {
-            None => prop_assert!(matches!(got, Err(Error::NoPositives { .. })), "expected NoPositives"),
-            Some(want) => {
-                let got = got.expect("evaluate");
-                prop_assert!((got.precision_at_1 - want.p1).abs() < 1e-12);
-                prop_assert!((got.r_precision.expect("rp") - want.r_precision).abs() < 1e-12);
-                prop_assert!((got.map_at_r.expect("map") - want.map_at_r).abs() < 1e-12);
-                for (i, &k) in KS.iter().enumerate() {
-                    prop_assert!((got.recall_at_k(k).expect("k") - want.recall[i]).abs() < 1e-12);
-                }
-                prop_assert_eq!(got.n_queries_without_positive, want.n_without_positive);
-                // Without the R-based metrics the search is shorter (k = largest K): the other
-                // scores must not move, and the R-based ones are absent, not zero.
-                let short = without_r.expect("evaluate without R metrics");
-                prop_assert_eq!(short.r_precision, None);
-                prop_assert_eq!(short.map_at_r, None);
-                prop_assert_eq!(short.precision_at_1, got.precision_at_1);
-                prop_assert_eq!(&short.recall_at, &got.recall_at);
-                prop_assert_eq!(short.n_queries_without_positive, got.n_queries_without_positive);
-            }
-        }
+        check_against_naive(got, without_r, naive_scores(&y, &ranked, &ks))?;
     }
 
     #[test]
@@ -314,27 +330,7 @@ proptest! {
         let without_r = evaluate_with_reference(
             q.view(), &ql, r.view(), &rl, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) },
         );
-        match naive_scores(&ql, &ranked, &ks) {
-            None => prop_assert!(matches!(got, Err(Error::NoPositives { .. })), "expected NoPositives"),
-            Some(want) => {
-                let got = got.expect("evaluate");
-                prop_assert!((got.precision_at_1 - want.p1).abs() < 1e-12);
-                prop_assert!((got.r_precision.expect("rp") - want.r_precision).abs() < 1e-12);
-                prop_assert!((got.map_at_r.expect("map") - want.map_at_r).abs() < 1e-12);
-                for (i, &k) in KS.iter().enumerate() {
-                    prop_assert!((got.recall_at_k(k).expect("k") - want.recall[i]).abs() < 1e-12);
-                }
-                prop_assert_eq!(got.n_queries_without_positive, want.n_without_positive);
-                // Without the R-based metrics the search is shorter (k = largest K): the other
-                // scores must not move, and the R-based ones are absent, not zero.
-                let short = without_r.expect("evaluate without R metrics");
-                prop_assert_eq!(short.r_precision, None);
-                prop_assert_eq!(short.map_at_r, None);
-                prop_assert_eq!(short.precision_at_1, got.precision_at_1);
-                prop_assert_eq!(&short.recall_at, &got.recall_at);
-                prop_assert_eq!(short.n_queries_without_positive, got.n_queries_without_positive);
-            }
-        }
+        check_against_naive(got, without_r, naive_scores(&ql, &ranked, &ks))?;
     }
 }
 
