@@ -14,28 +14,45 @@ pub struct Args {
 }
 
 /// Installs LibTorch if missing, then runs the cheapest checks first: fmt, clippy, docs, tests.
+/// Ends with the wall time of each step, so a slow CI run shows where the time went.
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
-    crate::libtorch::ensure_installed()?;
+    let mut steps: Vec<(&str, f64)> = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let t = Instant::now();
+        f()?;
+        steps.push((name, t.elapsed().as_secs_f64()));
+        Ok(())
+    };
+    step("libtorch", &mut || crate::libtorch::ensure_installed())?;
     if !args.no_lint {
-        sh(cargo().args(["fmt", "--all", "--check"]))?;
-        sh(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        step("fmt", &mut || sh(cargo().args(["fmt", "--all", "--check"])))?;
+        step("clippy", &mut || {
+            sh(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })?;
         // Broken intra-doc links and malformed docs fail here rather than on docs.rs.
-        sh(cargo()
-            .args(["doc", "--workspace", "--no-deps"])
-            .env("RUSTDOCFLAGS", "-D warnings"))?;
+        step("doc", &mut || {
+            sh(cargo()
+                .args(["doc", "--workspace", "--no-deps"])
+                .env("RUSTDOCFLAGS", "-D warnings"))
+        })?;
     }
-    sh(cargo().args(["test", "--workspace"]))?;
+    step("test", &mut || sh(cargo().args(["test", "--workspace"])))?;
+    let breakdown: Vec<String> = steps
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.0} s"))
+        .collect();
     eprintln!(
-        "xtask test: all checks passed in {:.0} s",
-        start.elapsed().as_secs_f64()
+        "xtask test: all checks passed in {:.0} s ({})",
+        start.elapsed().as_secs_f64(),
+        breakdown.join(", ")
     );
     Ok(())
 }
