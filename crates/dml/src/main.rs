@@ -197,9 +197,27 @@ fn main() {
         if broken_pipe {
             std::process::exit(0);
         }
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", report(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// holds. The library errors name their source in their own message (so that `{}` alone is
+/// complete for library users), which `{:#}` would print a second time.
+fn report(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {

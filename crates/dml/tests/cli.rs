@@ -160,7 +160,11 @@ fn bad_file_error_names_the_file() {
         s(&dir.path().join("l.npy")),
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.npy"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.npy"), "{err}");
+    // The OS error appears once, not once per level of the error chain.
+    let os_error = std::fs::read(&missing).unwrap_err().to_string();
+    assert_eq!(err.matches(&os_error).count(), 1, "{err}");
 }
 
 #[test]
