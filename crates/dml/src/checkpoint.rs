@@ -220,6 +220,23 @@ pub fn save(
     write_atomic(path, &bytes)
 }
 
+/// What a safetensors parse error means for the user: a file cut short (a copy that did not
+/// finish, a full disk) or a file of another format. The library's own text is its variant name.
+fn unreadable(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    let what = match e {
+        E::HeaderTooSmall
+        | E::InvalidHeaderLength
+        | E::MetadataIncompleteBuffer
+        | E::InvalidOffset(_)
+        | E::TensorInvalidInfo
+        | E::InvalidTensorView(..)
+        | E::ValidationOverflow => "truncated or corrupt safetensors file",
+        _ => "not a safetensors file",
+    };
+    format!("{what} ({e:?})")
+}
+
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -230,8 +247,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         path: path.to_path_buf(),
         message,
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(unreadable(&e)))?;
     let json = meta
         .metadata()
         .as_ref()
@@ -239,8 +256,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not a dml checkpoint")))?;
     let state: TrainState =
         serde_json::from_str(json).map_err(|e| bad(format!("bad training state: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(unreadable(&e)))?;
     let mut vars = BTreeMap::new();
     let mut optim = BTreeMap::new();
     for (name, view) in st.tensors() {

@@ -142,6 +142,22 @@ fn checkpoint_round_trip_restores_weights() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty());
+
+    // A checkpoint cut short, or a file of another format, is refused with an error that says
+    // which and names the file.
+    let path = dir.path().join("checkpoint.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    for len in [4, 1000, bytes.len() - 1] {
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let err = dml::checkpoint::load(&cut).unwrap_err().to_string();
+        assert!(err.contains("truncated or corrupt"), "{len} bytes: {err}");
+        assert!(err.contains("cut.safetensors"), "{err}");
+    }
+    let foreign = dir.path().join("config.toml");
+    std::fs::write(&foreign, "[train]\nepochs = 3\n").unwrap();
+    let err = dml::checkpoint::load(&foreign).unwrap_err().to_string();
+    assert!(err.contains("not a safetensors file"), "{err}");
 }
 
 #[test]
