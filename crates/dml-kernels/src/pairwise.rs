@@ -131,8 +131,9 @@ pub fn self_pairwise(metric: Metric, x: ArrayView2<'_, f32>) -> Result<Array2<f3
     let f = row_factors(metric, x);
     let n = x.nrows();
     let mut out = alloc::zeros(n, n);
-    // Only tiles that touch the upper triangle are computed (half the flops); the lower triangle
-    // is then a copy, which makes the result exactly symmetric.
+    // Each band of rows is computed from its own diagonal rightwards, so about half the flops
+    // (also when the whole matrix is a single tile wide); the lower triangle is then a copy,
+    // which makes the result exactly symmetric.
     fill(metric, x, x, &f, &f, out.view_mut(), true);
     mirror_upper(&mut out);
     if !metric.is_similarity() {
@@ -228,11 +229,11 @@ fn fill_with(
             let r0 = bi * tile_rows;
             let rows = band.nrows();
             let a_band = a.slice(s![r0..r0 + rows, ..]);
-            for c0 in (0..m).step_by(tile_cols) {
+            // For the upper triangle a band's rows r0.. need only the columns r0..: its tiles
+            // start on the band's diagonal (the entries left of it are mirrored in later).
+            let c_start = if upper_only { r0.min(m) } else { 0 };
+            for c0 in (c_start..m).step_by(tile_cols) {
                 let c1 = (c0 + tile_cols).min(m);
-                if upper_only && c1 <= r0 {
-                    continue;
-                }
                 let mut tile = band.slice_mut(s![.., c0..c1]);
                 gemm_nt(alpha, a_band, b.slice(s![c0..c1, ..]), tile.view_mut());
                 if skip_epilogue {

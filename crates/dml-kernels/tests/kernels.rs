@@ -345,6 +345,37 @@ fn large_outputs_match_naive() {
     }
 }
 
+/// Sizes that cut the output into several bands of rows, with band edges off the tile grid:
+/// every entry of the upper triangle (each band is computed from its own diagonal) and its
+/// mirror image against the naive distance.
+#[test]
+fn self_pairwise_every_entry_across_bands() {
+    for n in [129, 300, 777] {
+        let x = Array2::from_shape_fn((n, 6), |(i, j)| {
+            ((i * 11 + j * 5 + i / 13) % 9) as f32 - 4.0
+        });
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let d = self_pairwise(metric, x.view()).expect("self_pairwise");
+            for i in 0..n {
+                for j in i..n {
+                    let want = if i == j && !metric.is_similarity() {
+                        0.0
+                    } else {
+                        naive(metric, x.row(i), x.row(j))
+                    };
+                    let tol = tolerance(metric, x.row(i), x.row(j));
+                    assert!(
+                        (f64::from(d[[i, j]]) - want).abs() <= tol,
+                        "{metric} n={n} [{i},{j}]: {} vs {want}",
+                        d[[i, j]]
+                    );
+                    assert_eq!(d[[i, j]], d[[j, i]], "{metric} n={n} [{i},{j}]");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn errors() {
     let a = Array2::<f32>::zeros((3, 4));
