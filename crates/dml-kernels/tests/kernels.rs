@@ -316,6 +316,23 @@ fn knn_with_few_queries_splits_references() {
     }
 }
 
+/// Entry (i, j) of `self_pairwise(metric, x)` against the naive value (zero on the diagonal of a
+/// distance).
+fn assert_self_entry(metric: Metric, x: ArrayView2<'_, f32>, d: &Array2<f32>, i: usize, j: usize) {
+    let want = if i == j && !metric.is_similarity() {
+        0.0
+    } else {
+        naive(metric, x.row(i), x.row(j))
+    };
+    let tol = tolerance(metric, x.row(i), x.row(j));
+    let got = d[[i, j]];
+    assert!(
+        (f64::from(got) - want).abs() <= tol,
+        "{metric} n={} [{i},{j}]: {got} vs {want}",
+        x.nrows()
+    );
+}
+
 /// Outputs over 4 MiB take the huge-page allocation path; check them entry by entry.
 #[test]
 fn large_outputs_match_naive() {
@@ -329,16 +346,8 @@ fn large_outputs_match_naive() {
         let p = pairwise(metric, x.view(), y).expect("pairwise");
         for i in (0..1100).step_by(7) {
             for j in (0..1000).step_by(3) {
-                let want = if i == j && !metric.is_similarity() {
-                    0.0
-                } else {
-                    naive(metric, x.row(i), y.row(j))
-                };
+                assert_self_entry(metric, x.view(), &d, i, j);
                 let tol = tolerance(metric, x.row(i), y.row(j));
-                assert!(
-                    (f64::from(d[[i, j]]) - want).abs() <= tol,
-                    "{metric} self [{i},{j}]"
-                );
                 assert!((f64::from(p[[i, j]]) - naive(metric, x.row(i), y.row(j))).abs() <= tol);
             }
         }
@@ -358,17 +367,7 @@ fn self_pairwise_every_entry_across_bands() {
             let d = self_pairwise(metric, x.view()).expect("self_pairwise");
             for i in 0..n {
                 for j in i..n {
-                    let want = if i == j && !metric.is_similarity() {
-                        0.0
-                    } else {
-                        naive(metric, x.row(i), x.row(j))
-                    };
-                    let tol = tolerance(metric, x.row(i), x.row(j));
-                    assert!(
-                        (f64::from(d[[i, j]]) - want).abs() <= tol,
-                        "{metric} n={n} [{i},{j}]: {} vs {want}",
-                        d[[i, j]]
-                    );
+                    assert_self_entry(metric, x.view(), &d, i, j);
                     assert_eq!(d[[i, j]], d[[j, i]], "{metric} n={n} [{i},{j}]");
                 }
             }
