@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the project's one test command (README, `.ci/run`).
 
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -17,35 +18,36 @@ pub struct Args {
 /// Ends with the wall time of each step, so a slow CI run shows where the time went.
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
-    let mut steps: Vec<(&str, f64)> = Vec::new();
-    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-        let t = Instant::now();
-        f()?;
-        steps.push((name, t.elapsed().as_secs_f64()));
-        Ok(())
-    };
-    step("libtorch", &mut || crate::libtorch::ensure_installed())?;
+    crate::libtorch::ensure_installed()?;
+    let mut times = vec![("libtorch", start.elapsed().as_secs_f64())];
+
+    let mut steps: Vec<(&str, Command)> = Vec::new();
     if !args.no_lint {
-        step("fmt", &mut || sh(cargo().args(["fmt", "--all", "--check"])))?;
-        step("clippy", &mut || {
-            sh(cargo().args([
+        steps.push(("fmt", cargo_with(&["fmt", "--all", "--check"])));
+        steps.push((
+            "clippy",
+            cargo_with(&[
                 "clippy",
                 "--workspace",
                 "--all-targets",
                 "--",
                 "-D",
                 "warnings",
-            ]))
-        })?;
+            ]),
+        ));
         // Broken intra-doc links and malformed docs fail here rather than on docs.rs.
-        step("doc", &mut || {
-            sh(cargo()
-                .args(["doc", "--workspace", "--no-deps"])
-                .env("RUSTDOCFLAGS", "-D warnings"))
-        })?;
+        let mut doc = cargo_with(&["doc", "--workspace", "--no-deps"]);
+        doc.env("RUSTDOCFLAGS", "-D warnings");
+        steps.push(("doc", doc));
     }
-    step("test", &mut || sh(cargo().args(["test", "--workspace"])))?;
-    let breakdown: Vec<String> = steps
+    steps.push(("test", cargo_with(&["test", "--workspace"])));
+    for (name, mut cmd) in steps {
+        let t = Instant::now();
+        sh(&mut cmd)?;
+        times.push((name, t.elapsed().as_secs_f64()));
+    }
+
+    let breakdown: Vec<String> = times
         .iter()
         .map(|(name, secs)| format!("{name} {secs:.0} s"))
         .collect();
@@ -55,4 +57,11 @@ pub fn run(args: &Args) -> Result<()> {
         breakdown.join(", ")
     );
     Ok(())
+}
+
+/// `cargo` with these arguments.
+fn cargo_with(args: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(args);
+    cmd
 }
