@@ -231,7 +231,7 @@ fn fill_with(
             let a_band = a.slice(s![r0..r0 + rows, ..]);
             // For the upper triangle a band's rows r0.. need only the columns r0..: its tiles
             // start on the band's diagonal (the entries left of it are mirrored in later).
-            let c_start = if upper_only { r0.min(m) } else { 0 };
+            let c_start = if upper_only { r0 } else { 0 };
             for c0 in (c_start..m).step_by(tile_cols) {
                 let c1 = (c0 + tile_cols).min(m);
                 let mut tile = band.slice_mut(s![.., c0..c1]);
