@@ -22,6 +22,8 @@ pub(crate) struct Accumulator {
     n_scored: u64,
     /// Queries that have none (left out of every retrieval score).
     n_without_positive: u64,
+    /// Scratch: the ranks of one query's relevant neighbours, then their precisions.
+    ranks: Vec<f64>,
 }
 
 impl Accumulator {
@@ -33,6 +35,7 @@ impl Accumulator {
             map_at_r_sum: 0.0,
             n_scored: 0,
             n_without_positive: 0,
+            ranks: Vec::new(),
         }
     }
 
@@ -65,15 +68,23 @@ impl Accumulator {
         if !r_metrics {
             return;
         }
-        // R-precision and MAP@R look at the first R neighbours only.
-        let mut n_relevant = 0u64;
-        let mut precision_sum = 0.0f64;
+        // R-precision and MAP@R look at the first R neighbours only. The precision at each
+        // relevant rank, P@i = (relevant so far) / i, is a division per hit: the quotients are
+        // computed in one branch-free, vectorisable pass and then summed in rank order (so the
+        // f64 sum is the same bits as adding them one hit at a time).
+        let ranks = &mut self.ranks;
+        ranks.clear();
+        ranks.resize(r, 0.0);
+        let mut n_relevant = 0usize;
         for (i, &l) in neighbour_labels[..r].iter().enumerate() {
-            if l == label {
-                n_relevant += 1;
-                precision_sum += n_relevant as f64 / (i + 1) as f64;
-            }
+            ranks[n_relevant] = (i + 1) as f64;
+            n_relevant += usize::from(l == label);
         }
+        let ranks = &mut ranks[..n_relevant];
+        for (j, p) in ranks.iter_mut().enumerate() {
+            *p = (j + 1) as f64 / *p;
+        }
+        let precision_sum = ranks.iter().fold(0.0f64, |acc, &p| acc + p);
         let r = r as f64;
         self.r_precision_sum += n_relevant as f64 / r;
         self.map_at_r_sum += precision_sum / r;

@@ -334,6 +334,42 @@ proptest! {
     }
 }
 
+/// Few classes over many points: R in the hundreds, so the search runs to a depth where
+/// dml-kernels keeps candidates by selection rather than in a sorted buffer. Points on a coarse
+/// integer grid in one to three dimensions: ties and exact duplicates everywhere.
+fn big_classes() -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
+    (130usize..400, 1usize..4, 1u32..3).prop_flat_map(|(n, d, c)| {
+        (
+            proptest::collection::vec(-2i8..=2, n * d).prop_map(move |v| {
+                Array2::from_shape_vec((n, d), v.into_iter().map(f32::from).collect())
+                    .expect("shape")
+            }),
+            proptest::collection::vec(0..c, n),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn huge_classes_match_naive((x, y) in big_classes(), m in 0usize..3) {
+        let metric = [Metric::Euclidean, Metric::SquaredEuclidean, Metric::Dot][m];
+        let ranked = naive_ranking(metric, x.view(), x.view(), &y, true);
+        let ks: Vec<usize> = KS.iter().map(|&k| k.min(x.nrows() - 1)).collect();
+        let got = evaluate(x.view(), &y, metric, &no_nmi(&KS));
+        let without_r = evaluate(x.view(), &y, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
+        check_against_naive(got, without_r, naive_scores(&y, &ranked, &ks))?;
+        // Gallery mode: the first 100 points query the rest.
+        let (q, ql, r, rl) = (x.slice(ndarray::s![..100, ..]), &y[..100], x.slice(ndarray::s![100.., ..]), &y[100..]);
+        let ranked = naive_ranking(metric, q, r, rl, false);
+        let ks: Vec<usize> = KS.iter().map(|&k| k.min(r.nrows())).collect();
+        let got = evaluate_with_reference(q, ql, r, rl, metric, &no_nmi(&KS));
+        let without_r = evaluate_with_reference(q, ql, r, rl, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
+        check_against_naive(got, without_r, naive_scores(ql, &ranked, &ks))?;
+    }
+}
+
 #[test]
 fn r_metrics_off_reports_null_not_zero() {
     let x = array![[0.0f32], [0.1], [0.2], [5.0], [5.1], [5.2]];

@@ -45,6 +45,18 @@ pub enum Error {
         /// How many neighbours each query can have.
         available: usize,
     },
+    /// A range of rows that does not lie inside the matrix.
+    #[error("rows {start}..{end} are not inside {matrix}, which has {rows} rows")]
+    RowRange {
+        /// Name of the matrix.
+        matrix: &'static str,
+        /// Start of the range.
+        start: usize,
+        /// End of the range (exclusive).
+        end: usize,
+        /// Rows of the matrix.
+        rows: usize,
+    },
     /// An empty input where at least one row is needed.
     #[error("{0} has no rows")]
     Empty(&'static str),

@@ -1,6 +1,6 @@
 //! Exact k-nearest-neighbour search, blockwise with a fused top-k.
 
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 
 use crate::{
@@ -11,8 +11,20 @@ use crate::{
 
 /// Queries per block (one rayon task).
 const QUERY_BLOCK: usize = 128;
+/// Smallest query block for large `k`: still a reasonable GEMM shape.
+const MIN_QUERY_BLOCK: usize = 16;
+/// Most key entries one task holds for large `k` (rows × reference range): 4 Mi, 16 MiB.
+const SELECT_TILE: usize = 1 << 22;
 /// References per block: a `QUERY_BLOCK × REF_BLOCK` f32 tile stays in a core's L2 cache.
 const REF_BLOCK: usize = 1024;
+/// Whether a search for the `k` best of `n_refs` references keeps whole rows of keys and picks
+/// the best `k` by bucket selection ([`select_sorted`]) rather than streaming them through a
+/// sorted buffer ([`TopK`]). The buffer costs about `k · ln(n/k)` insertions of O(k) each on top
+/// of one cheap pass, the selection about three passes over the row; measured on this project's
+/// 2-core machine the two meet near `k² ≈ 4n` (k ≈ 370 for 35,000 references).
+fn use_selection(k: usize, n_refs: usize) -> bool {
+    k >= 64 && k.saturating_mul(k) >= 4 * n_refs
+}
 
 /// The `k` nearest references of each query, closest first.
 ///
@@ -44,8 +56,9 @@ impl Neighbours {
 ///
 /// The values are those of [`crate::pairwise`] for the same inputs; the q×n matrix is never
 /// materialised: queries and references are processed in cache-sized blocks through the GEMM,
-/// with a bounded sorted buffer of `k` candidates per query, so memory beyond the inputs and
-/// output is a few MB per thread.
+/// with a bounded buffer of candidates per query (sorted for small `k`; for large `k` unsorted
+/// and cut back to the best `k` by selection, so the cost stays linear in the references plus
+/// O(k log k) per query), so memory beyond the inputs and output is O(block · k) per thread.
 ///
 /// # Errors
 /// [`Error::DimensionMismatch`], [`Error::NonFinite`] (naming the matrix and row),
@@ -72,7 +85,7 @@ pub fn knn(
     check_rows(reference, "reference")?;
     check::finite(query, "query")?;
     check::finite(reference, "reference")?;
-    Ok(search(metric, query, reference, k, false))
+    Ok(search(metric, query, reference, k, None))
 }
 
 /// The `k` nearest other rows of `points` for each row: every point is left out of its own
@@ -85,7 +98,46 @@ pub fn knn_self(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Result
     check_k(k, points.nrows().saturating_sub(1))?;
     check_rows(points, "points")?;
     check::finite(points, "points")?;
-    Ok(search(metric, points, points, k, true))
+    Ok(search(metric, points, points, k, Some(0)))
+}
+
+/// [`knn_self`] for the rows `rows` of `points` only: row `i` of the result holds the `k`
+/// nearest other rows of `points` for point `rows.start + i`. Streams a large set through the
+/// search block by block with the same answers as one [`knn_self`] call.
+///
+/// # Errors
+/// As [`knn_self`], and [`Error::RowRange`] for a range outside `points`.
+///
+/// ```
+/// use dml_kernels::{Metric, knn_self, knn_self_rows};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32], [1.0], [3.0], [7.0]];
+/// let all = knn_self(Metric::Euclidean, x.view(), 2)?;
+/// let some = knn_self_rows(Metric::Euclidean, x.view(), 2..4, 2)?;
+/// assert_eq!(some.indices.row(0), all.indices.row(2));
+/// assert_eq!(some.indices.row(1), all.indices.row(3));
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn knn_self_rows(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    rows: std::ops::Range<usize>,
+    k: usize,
+) -> Result<Neighbours> {
+    check_k(k, points.nrows().saturating_sub(1))?;
+    if rows.start > rows.end || rows.end > points.nrows() {
+        return Err(Error::RowRange {
+            matrix: "points",
+            start: rows.start,
+            end: rows.end,
+            rows: points.nrows(),
+        });
+    }
+    check_rows(points, "points")?;
+    check::finite(points, "points")?;
+    let query = points.slice(s![rows.clone(), ..]);
+    Ok(search(metric, query, points, k, Some(rows.start)))
 }
 
 fn check_k(k: usize, available: usize) -> Result<()> {
@@ -110,6 +162,7 @@ fn check_rows(x: ArrayView2<'_, f32>, matrix: &'static str) -> Result<()> {
 }
 
 /// A sorted buffer of the best `k` (key, index) pairs seen so far; smaller keys are better.
+/// Insertion shifts the tail, so it serves small `k` (see [`use_selection`]).
 struct TopK<'a> {
     keys: &'a mut [f32],
     idx: &'a mut [u32],
@@ -117,17 +170,6 @@ struct TopK<'a> {
 }
 
 impl TopK<'_> {
-    #[inline]
-    fn full(&self) -> bool {
-        self.len == self.keys.len()
-    }
-
-    /// The key a candidate must beat (strictly) once the buffer is full.
-    #[inline]
-    fn worst(&self) -> f32 {
-        self.keys[self.keys.len() - 1]
-    }
-
     /// Inserts after every equal key, so that with candidates offered in increasing index order
     /// equal keys keep the lower index first. The caller has checked `!full() || key < worst()`.
     #[inline]
@@ -147,65 +189,244 @@ impl TopK<'_> {
     }
 }
 
-/// Offers one row of keys (references `r0..r0 + keys.len()`) to a query's buffer.
-#[inline]
-fn offer(top: &mut TopK<'_>, keys: &[f32], r0: usize, skip: usize) {
-    const CHUNK: usize = 16;
-    let mut j = 0;
-    while !top.full() && j < keys.len() {
-        if r0 + j != skip {
-            top.push(keys[j], (r0 + j) as u32);
+impl Candidates for TopK<'_> {
+    #[inline]
+    fn threshold(&self) -> f32 {
+        if self.len == self.keys.len() {
+            self.keys[self.len - 1]
+        } else {
+            f32::INFINITY
         }
-        j += 1;
     }
-    while j < keys.len() {
-        let end = (j + CHUNK).min(keys.len());
-        let chunk = &keys[j..end];
+
+    #[inline]
+    fn offer(&mut self, key: f32, id: u32) {
+        if self.len < self.keys.len() || key < self.keys[self.len - 1] {
+            self.push(key, id);
+        }
+    }
+}
+
+/// Keys sampled from a row to estimate the cut-off of its best `k` ([`select_sorted`]).
+const SAMPLE: usize = 2048;
+
+/// Scratch space of [`select_sorted`], reused across the rows of a task.
+#[derive(Default)]
+struct SelectScratch {
+    sample: Vec<f32>,
+    codes: Vec<u64>,
+    spare: Vec<u64>,
+}
+
+/// The best `k` of one full row of keys (references `r0..r0 + keys.len()`, `skip` left out),
+/// sorted by key then index, into `out_keys`/`out_idx`; returns how many (fewer than `k` only
+/// when the row has fewer candidates).
+///
+/// O(row + k): a cut-off a little above the k-th key is estimated from an evenly strided
+/// sample of the row; one branch-free pass keeps the keys at or below it (packed with their
+/// index, see [`code`]); if fewer than `k` survive (the estimate is a guess, not a bound), the
+/// pass is repeated keeping everything. The survivors are radix-sorted and the first `k` kept.
+/// The estimate only decides the speed, never the result.
+fn select_sorted(
+    keys: &[f32],
+    r0: usize,
+    skip: usize,
+    k: usize,
+    scratch: &mut SelectScratch,
+    out_keys: &mut [f32],
+    out_idx: &mut [u32],
+) -> usize {
+    let n = keys.len();
+    let skip = skip.wrapping_sub(r0); // out of range (never equal to a j < n) when not in it
+    let available = n - usize::from(skip < n);
+    let k = k.min(available);
+    if k == 0 {
+        return 0;
+    }
+    let mut cut = f32::INFINITY;
+    if n > 4 * SAMPLE && 4 * k < n {
+        let sample = &mut scratch.sample;
+        sample.clear();
+        sample.extend(keys.iter().step_by(n / SAMPLE).copied());
+        let m = sample.len() as f64;
+        // The sample's expected rank of the k-th key, plus 10 % and three standard deviations.
+        let expected = k as f64 * m / n as f64;
+        let rank = (1.1 * expected + 3.0 * expected.sqrt() + 2.0) as usize;
+        if rank < sample.len() {
+            let (_, &mut c, _) = sample.select_nth_unstable_by(rank, f32::total_cmp);
+            cut = c;
+        }
+    }
+    let codes = &mut scratch.codes;
+    if codes.len() < n {
+        codes.resize(n, 0);
+    }
+    let kept = loop {
+        let mut kept = 0;
+        for (j, &x) in keys.iter().enumerate() {
+            codes[kept] = code(x, (r0 + j) as u32);
+            kept += usize::from((x <= cut) & (j != skip));
+        }
+        if kept >= k || cut == f32::INFINITY {
+            break kept;
+        }
+        cut = f32::INFINITY;
+    };
+    // The survivors are in index order, so a stable sort by key alone orders them by key, then
+    // index.
+    let sorted = radix_sort_by_key(&mut codes[..kept], &mut scratch.spare);
+    for ((&c, key), id) in sorted[..k]
+        .iter()
+        .zip(out_keys.iter_mut())
+        .zip(out_idx.iter_mut())
+    {
+        *key = decode_key(c);
+        *id = c as u32;
+    }
+    k
+}
+
+/// Sorts codes by their key (upper 32 bits), stably: least-significant-digit radix sort, one
+/// byte per pass, skipping a byte all codes share. Returns whichever of `codes` and `spare`
+/// holds the result.
+fn radix_sort_by_key<'a>(codes: &'a mut [u64], spare: &'a mut Vec<u64>) -> &'a [u64] {
+    let n = codes.len();
+    if spare.len() < n {
+        spare.resize(n, 0);
+    }
+    let mut counts = [[0u32; 256]; 4];
+    for &c in codes.iter() {
+        for (p, count) in counts.iter_mut().enumerate() {
+            count[((c >> (32 + 8 * p)) & 0xff) as usize] += 1;
+        }
+    }
+    let (mut src, mut dst): (&mut [u64], &mut [u64]) = (codes, &mut spare[..n]);
+    for (p, count) in counts.iter_mut().enumerate() {
+        if count.iter().any(|&c| c as usize == n) {
+            continue;
+        }
+        let mut offset = 0u32;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = offset;
+            offset += here;
+        }
+        for &c in src.iter() {
+            let slot = &mut count[((c >> (32 + 8 * p)) & 0xff) as usize];
+            dst[*slot as usize] = c;
+            *slot += 1;
+        }
+        std::mem::swap(&mut src, &mut dst);
+    }
+    src
+}
+
+/// Packs a key and an index into one `u64` whose integer order is the order by key, then index
+/// (`-0.0` and `0.0` are one key, as for [`cmp_key`]).
+#[inline]
+fn code(key: f32, id: u32) -> u64 {
+    let bits = (key + 0.0).to_bits();
+    let mask = (((bits as i32) >> 31) as u32) | 0x8000_0000;
+    (u64::from(bits ^ mask) << 32) | u64::from(id)
+}
+
+/// The key of a [`code`] (`0.0` for a zero key).
+#[inline]
+fn decode_key(c: u64) -> f32 {
+    let ordered = (c >> 32) as u32;
+    let mask = if ordered >> 31 == 1 {
+        0x8000_0000
+    } else {
+        u32::MAX
+    };
+    f32::from_bits(ordered ^ mask)
+}
+
+/// What [`offer_row`] needs of a per-query candidate set.
+trait Candidates {
+    /// Keys at or above this cannot enter (candidates come in increasing index order).
+    fn threshold(&self) -> f32;
+    /// Offers one candidate; the set decides.
+    fn offer(&mut self, key: f32, id: u32);
+}
+
+/// Offers one row of keys (references `r0..r0 + keys.len()`) to a query's candidates.
+#[inline]
+fn offer_row(top: &mut impl Candidates, keys: &[f32], r0: usize, skip: usize) {
+    const CHUNK: usize = 16;
+    for (c, chunk) in keys.chunks(CHUNK).enumerate() {
         // A branch-free minimum over the chunk rejects most chunks with one comparison.
         let min = chunk
             .iter()
             .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
-        if min < top.worst() {
+        if min < top.threshold() || top.threshold() == f32::INFINITY {
+            let base = r0 + c * CHUNK;
             for (o, &key) in chunk.iter().enumerate() {
-                if key < top.worst() && r0 + j + o != skip {
-                    top.push(key, (r0 + j + o) as u32);
+                if base + o != skip {
+                    top.offer(key, (base + o) as u32);
                 }
             }
         }
-        j = end;
     }
 }
 
-/// Candidates found by one task: for each of its queries, up to `k` (key, index) pairs sorted by
-/// key then index, with `lens[i]` of them valid.
-struct Partial {
-    keys: Vec<f32>,
-    idx: Vec<u32>,
-    lens: Vec<usize>,
+/// The shape of a search: how queries and references are cut into tasks.
+struct Plan {
+    metric: Metric,
+    k: usize,
+    self_offset: Option<usize>,
+    select: bool,
+    qblock: usize,
+    part_len: usize,
+}
+
+/// Buffers a worker reuses across its tasks: a large-k tile is megabytes, and a fresh one per
+/// task costs page faults.
+#[derive(Default)]
+struct Workspace {
+    tile: Vec<f32>,
+    scratch: SelectScratch,
 }
 
 /// The search proper; inputs are validated.
 ///
 /// Work is split into (query block × reference range) tasks. Usually there are enough query
-/// blocks to keep every thread busy and each task scans all references; with few queries the
-/// references are cut into ranges as well and the per-range candidates merged afterwards.
+/// blocks to keep every thread busy and each task scans all references, writing straight into
+/// the output; with few queries the references are cut into ranges as well and the per-range
+/// candidates merged afterwards.
+///
+/// Small `k` streams each query's keys through a sorted buffer ([`TopK`]) with a cheap rejection
+/// test. Its O(k) shift per insertion makes large `k` (R-precision and MAP@R on classes of
+/// thousands of items) quadratic, so there (see [`use_selection`]) a task holds its queries'
+/// whole rows of keys over its range and picks and sorts the best `k` of each row by
+/// [`select_sorted`], linear in the row; query blocks and ranges are then sized so that a task's
+/// rows take at most [`SELECT_TILE`] entries.
 fn search(
     metric: Metric,
     query: ArrayView2<'_, f32>,
     reference: ArrayView2<'_, f32>,
     k: usize,
-    exclude_self: bool,
+    self_offset: Option<usize>,
 ) -> Neighbours {
     let nq = query.nrows();
     let nr = reference.nrows();
     let fq = row_factors(metric, query);
     let fr = row_factors(metric, reference);
-    // Keys are "smaller is closer": distances as they are, similarities negated (exactly).
-    let alpha = gemm_alpha(metric, -1.0);
+    let select = use_selection(k, nr);
 
-    let n_qblocks = nq.div_ceil(QUERY_BLOCK);
     let want_tasks = 4 * rayon::current_num_threads();
-    let n_parts = if n_qblocks >= want_tasks {
+    let qblock = if select {
+        // Small enough that one task's rows span all references within SELECT_TILE where
+        // possible (a range of its own would keep k candidates of its own), and that there are
+        // tasks for every thread.
+        (SELECT_TILE / nr.max(1))
+            .min(nq.div_ceil(want_tasks))
+            .clamp(MIN_QUERY_BLOCK, QUERY_BLOCK)
+    } else {
+        QUERY_BLOCK
+    };
+    let n_qblocks = nq.div_ceil(qblock);
+    let mut n_parts = if n_qblocks >= want_tasks {
         1
     } else {
         want_tasks
@@ -213,78 +434,202 @@ fn search(
             .min(nr.div_ceil(4 * REF_BLOCK))
             .max(1)
     };
-    let part_len = nr.div_ceil(n_parts);
-
-    let partials: Vec<Partial> = (0..n_qblocks * n_parts)
-        .into_par_iter()
-        .map(|task| {
-            let (b, part) = (task / n_parts, task % n_parts);
-            let q0 = b * QUERY_BLOCK;
-            let q1 = (q0 + QUERY_BLOCK).min(nq);
-            let (p0, p1) = (part * part_len, ((part + 1) * part_len).min(nr));
-            let rows = q1 - q0;
-            let q_blk = query.slice(s![q0..q1, ..]);
-            let mut out = Partial {
-                keys: vec![0.0; rows * k],
-                idx: vec![0; rows * k],
-                lens: vec![0; rows],
-            };
-            let mut tile = Array2::<f32>::zeros((rows, REF_BLOCK.min(p1.saturating_sub(p0))));
-            for r0 in (p0..p1).step_by(REF_BLOCK) {
-                let r1 = (r0 + REF_BLOCK).min(p1);
-                let mut t = tile.slice_mut(s![.., ..r1 - r0]);
-                gemm_nt(alpha, q_blk, reference.slice(s![r0..r1, ..]), t.view_mut());
-                let fr_blk = fr.slice(s![r0..r1]);
-                for (i, mut row) in t.axis_iter_mut(Axis(0)).enumerate() {
-                    let fqi = fq[q0 + i];
-                    row.zip_mut_with(&fr_blk, |v, &frj| *v = finish(metric, *v, fqi, frj));
-                    let mut top = TopK {
-                        keys: &mut out.keys[i * k..(i + 1) * k],
-                        idx: &mut out.idx[i * k..(i + 1) * k],
-                        len: out.lens[i],
-                    };
-                    let skip = if exclude_self { q0 + i } else { usize::MAX };
-                    match row.as_slice() {
-                        Some(s) => offer(&mut top, s, r0, skip),
-                        None => offer(&mut top, &row.to_vec(), r0, skip),
-                    }
-                    out.lens[i] = top.len;
-                }
-            }
-            out
-        })
-        .collect();
+    if select {
+        n_parts = n_parts.max(nr.div_ceil((SELECT_TILE / qblock.min(nq)).max(REF_BLOCK)));
+    }
+    let plan = Plan {
+        metric,
+        k,
+        self_offset,
+        select,
+        qblock,
+        part_len: nr.div_ceil(n_parts),
+    };
+    let scan = |ws: &mut Workspace, b: usize, part: usize, keys: &mut [f32], idx: &mut [u32]| {
+        scan_task(&plan, query, reference, &fq, &fr, b, part, ws, keys, idx)
+    };
 
     let mut indices = Array2::<u32>::zeros((nq, k));
     let mut scores = Array2::<f32>::zeros((nq, k));
-    let mut row: Vec<(f32, u32)> = Vec::with_capacity(k * n_parts);
-    for q in 0..nq {
-        let (b, i) = (q / QUERY_BLOCK, q % QUERY_BLOCK);
-        row.clear();
-        // Ranges are in increasing index order, so a stable sort by key alone keeps ties in
-        // index order.
-        for part in &partials[b * n_parts..(b + 1) * n_parts] {
-            let len = part.lens[i];
-            let keys = &part.keys[i * k..i * k + len];
-            let idx = &part.idx[i * k..i * k + len];
-            row.extend(keys.iter().copied().zip(idx.iter().copied()));
-        }
-        if n_parts > 1 {
-            row.sort_by(|x, y| cmp_key(x.0, y.0));
-        }
-        for v in row.iter_mut() {
-            v.0 = key_to_score(metric, v.0);
-        }
-        if metric == Metric::Euclidean {
-            // sqrt can map distinct squared distances to one value; restore index order.
-            row[..k].sort_by(|x, y| cmp_key(x.0, y.0).then(x.1.cmp(&y.1)));
-        }
-        for (r, &(score, id)) in row.iter().take(k).enumerate() {
-            scores[[q, r]] = score;
-            indices[[q, r]] = id;
+    if n_parts == 1 {
+        // Every task holds all references: its candidates are the answer (k <= candidates).
+        indices
+            .axis_chunks_iter_mut(Axis(0), qblock)
+            .into_par_iter()
+            .zip(scores.axis_chunks_iter_mut(Axis(0), qblock))
+            .enumerate()
+            .for_each_init(Workspace::default, |ws, (b, (mut idx, mut sc))| {
+                let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
+                    unreachable!("row blocks of a fresh array are contiguous")
+                };
+                scan(ws, b, 0, sc, idx);
+                for (keys, ids) in sc.chunks_mut(k).zip(idx.chunks_mut(k)) {
+                    keys_to_scores(metric, keys, ids);
+                }
+            });
+        return Neighbours { indices, scores };
+    }
+
+    let partials: Vec<Partial> = (0..n_qblocks * n_parts)
+        .into_par_iter()
+        .map_init(Workspace::default, |ws, task| {
+            let (b, part) = (task / n_parts, task % n_parts);
+            let rows = (nq - b * qblock).min(qblock);
+            let mut out = Partial {
+                keys: vec![0.0; rows * k],
+                idx: vec![0; rows * k],
+                lens: Vec::new(),
+            };
+            out.lens = scan(ws, b, part, &mut out.keys, &mut out.idx);
+            out
+        })
+        .collect();
+    // Each query's final list, from its block's per-range candidates.
+    indices
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(scores.axis_iter_mut(Axis(0)))
+        .enumerate()
+        .for_each_init(Vec::new, |row, (q, (mut idx_out, mut score_out))| {
+            let (b, i) = (q / qblock, q % qblock);
+            row.clear();
+            for part in &partials[b * n_parts..(b + 1) * n_parts] {
+                let len = part.lens[i];
+                let keys = &part.keys[i * k..i * k + len];
+                let idx = &part.idx[i * k..i * k + len];
+                row.extend(keys.iter().copied().zip(idx.iter().copied()));
+            }
+            // Ranges are in increasing index order, so a stable sort by key alone keeps ties in
+            // index order (and merges the sorted runs in linear time).
+            row.sort_by(|x: &(f32, u32), y| cmp_key(x.0, y.0));
+            for (r, &(key, id)) in row.iter().take(k).enumerate() {
+                score_out[r] = key;
+                idx_out[r] = id;
+            }
+            if let (Some(keys), Some(ids)) = (score_out.as_slice_mut(), idx_out.as_slice_mut()) {
+                keys_to_scores(metric, keys, ids);
+            }
+        });
+    Neighbours { indices, scores }
+}
+
+/// Candidates of one range: for each query, up to `k` (key, index) pairs sorted by key then
+/// index, with `lens[i]` of them valid.
+struct Partial {
+    keys: Vec<f32>,
+    idx: Vec<u32>,
+    lens: Vec<usize>,
+}
+
+/// One task: query block `b` against reference range `part`. Writes each query's best `k`
+/// (key, index) pairs, sorted, to its `k`-wide row of `out_keys`/`out_idx`; returns how many
+/// each row holds.
+#[allow(clippy::too_many_arguments)]
+fn scan_task(
+    plan: &Plan,
+    query: ArrayView2<'_, f32>,
+    reference: ArrayView2<'_, f32>,
+    fq: &Array1<f32>,
+    fr: &Array1<f32>,
+    b: usize,
+    part: usize,
+    ws: &mut Workspace,
+    out_keys: &mut [f32],
+    out_idx: &mut [u32],
+) -> Vec<usize> {
+    let Plan { metric, k, .. } = *plan;
+    let nr = reference.nrows();
+    let q0 = b * plan.qblock;
+    let q1 = (q0 + plan.qblock).min(query.nrows());
+    let (p0, p1) = (part * plan.part_len, ((part + 1) * plan.part_len).min(nr));
+    let rows = q1 - q0;
+    let q_blk = query.slice(s![q0..q1, ..]);
+    let alpha = gemm_alpha(metric, -1.0);
+    let mut lens = vec![0; rows];
+    let cols = if plan.select {
+        p1 - p0
+    } else {
+        REF_BLOCK.min(p1 - p0)
+    };
+    ws.tile.resize(rows * cols, 0.0);
+    let mut tile = ArrayViewMut2::from_shape((rows, cols), &mut ws.tile[..rows * cols])
+        .expect("the buffer holds rows × cols values");
+    let mut row_buf = Vec::new();
+    for r0 in (p0..p1).step_by(REF_BLOCK) {
+        let r1 = (r0 + REF_BLOCK).min(p1);
+        let c0 = if plan.select { r0 - p0 } else { 0 };
+        let mut t = tile.slice_mut(s![.., c0..c0 + (r1 - r0)]);
+        // Keys are "smaller is closer": distances as they are, similarities negated (exactly).
+        gemm_nt(alpha, q_blk, reference.slice(s![r0..r1, ..]), t.view_mut());
+        let fr_blk = fr.slice(s![r0..r1]);
+        for (i, mut row) in t.axis_iter_mut(Axis(0)).enumerate() {
+            let fqi = fq[q0 + i];
+            row.zip_mut_with(&fr_blk, |v, &frj| *v = finish(metric, *v, fqi, frj));
+            if plan.select {
+                continue;
+            }
+            let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
+            let mut top = TopK {
+                keys: &mut out_keys[i * k..(i + 1) * k],
+                idx: &mut out_idx[i * k..(i + 1) * k],
+                len: lens[i],
+            };
+            offer_row(&mut top, contiguous(row.view(), &mut row_buf), r0, skip);
+            lens[i] = top.len;
         }
     }
-    Neighbours { indices, scores }
+    if plan.select {
+        // A view of a flat buffer: standard layout, rows contiguous.
+        let flat = tile
+            .as_slice()
+            .expect("a view of a flat buffer is contiguous");
+        for (i, keys) in flat.chunks(cols.max(1)).enumerate() {
+            let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
+            lens[i] = select_sorted(
+                keys,
+                p0,
+                skip,
+                k,
+                &mut ws.scratch,
+                &mut out_keys[i * k..(i + 1) * k],
+                &mut out_idx[i * k..(i + 1) * k],
+            );
+        }
+    }
+    lens
+}
+
+/// Turns one query's sorted keys into the metric's scores in place (see [`key_to_score`]),
+/// keeping ties in index order.
+fn keys_to_scores(metric: Metric, keys: &mut [f32], ids: &mut [u32]) {
+    for v in keys.iter_mut() {
+        *v = key_to_score(metric, *v);
+    }
+    if metric == Metric::Euclidean {
+        // sqrt is monotone but can map distinct squared distances to one value: the scores are
+        // still in order, and each run of equal scores is put back in index order.
+        let mut start = 0;
+        for end in 1..=keys.len() {
+            if end == keys.len() || keys[end] != keys[start] {
+                if end - start > 1 {
+                    ids[start..end].sort_unstable();
+                }
+                start = end;
+            }
+        }
+    }
+}
+
+/// The row as a slice, copied into `buf` when it is not contiguous.
+fn contiguous<'a>(row: ndarray::ArrayView1<'a, f32>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    match row.to_slice() {
+        Some(s) => s,
+        None => {
+            buf.clear();
+            buf.extend(row.iter().copied());
+            buf
+        }
+    }
 }
 
 /// Orders keys as the top-k buffer does: `-0.0 == 0.0` (unlike `total_cmp`), NaN (impossible

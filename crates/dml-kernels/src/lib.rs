@@ -8,8 +8,9 @@
 //! - [`l2_normalize`] / [`l2_normalize_inplace`]: unit rows, a zero row stays zero ([`NORM_EPS`]).
 //! - [`pairwise`], [`pairwise_into`], [`self_pairwise`]: n×m matrices in GEMM form
 //!   (`‖a‖² + ‖b‖² − 2·a·bᵀ`, clamped at zero), tiled and rayon-parallel.
-//! - [`knn`], [`knn_self`] → [`Neighbours`]: exact k-NN, blockwise with a fused top-k, never
-//!   materialising the query × reference matrix.
+//! - [`knn`], [`knn_self`], [`knn_self_rows`] → [`Neighbours`]: exact k-NN, blockwise with a
+//!   fused top-k (a bucket selection for k in the thousands), never materialising the
+//!   query × reference matrix.
 //! - `tensor` (feature `tch`): the same definitions on `tch::Tensor`, differentiable, with a finite
 //!   gradient at zero distance.
 //!
@@ -47,7 +48,7 @@ pub mod tensor;
 
 pub use crate::{
     error::{Error, Result},
-    knn::{Neighbours, knn, knn_self},
+    knn::{Neighbours, knn, knn_self, knn_self_rows},
     metric::Metric,
     normalize::{NORM_EPS, l2_normalize, l2_normalize_inplace},
     pairwise::{pairwise, pairwise_into, self_pairwise},

@@ -8,8 +8,8 @@
 //! equality with a full sort of the pairwise matrix, ties included.
 
 use dml_kernels::{
-    Error, Metric, NORM_EPS, knn, knn_self, l2_normalize, l2_normalize_inplace, pairwise,
-    pairwise_into, self_pairwise,
+    Error, Metric, NORM_EPS, knn, knn_self, knn_self_rows, l2_normalize, l2_normalize_inplace,
+    pairwise, pairwise_into, self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -217,6 +217,27 @@ proptest! {
         }
     }
 
+    /// Large k (the selection buffer, k >= 64) on small integers: heavy ties and duplicate
+    /// rows, k anywhere up to every reference.
+    #[test]
+    fn large_k_knn_equals_full_sort_exactly_on_integers(
+        metric in metric(),
+        (q, r) in (1_usize..5).prop_flat_map(|d| (int_matrix(1..40, d), int_matrix(64..400, d))),
+        k_frac in 0.0_f64..1.0,
+    ) {
+        let k = 64 + (k_frac * (r.nrows() - 64) as f64) as usize;
+        let nn = knn(metric, q.view(), r.view(), k).expect("knn");
+        let d = pairwise(metric, q.view(), r.view()).expect("pairwise");
+        let (idx, val) = full_sort(metric, d.view(), k, false);
+        prop_assert_eq!(&nn.indices, &idx);
+        prop_assert_eq!(&nn.scores, &val);
+        let nn = knn_self(metric, r.view(), k.min(r.nrows() - 1)).expect("knn_self");
+        let d = self_pairwise(metric, r.view()).expect("self_pairwise");
+        let (idx, val) = full_sort(metric, d.view(), k.min(r.nrows() - 1), true);
+        prop_assert_eq!(&nn.indices, &idx);
+        prop_assert_eq!(&nn.scores, &val);
+    }
+
     #[test]
     fn knn_matches_naive_on_floats(
         metric in metric(),
@@ -314,6 +335,75 @@ fn knn_with_few_queries_splits_references() {
         assert_eq!(nn.indices, idx, "{metric}");
         assert_eq!(nn.scores, val, "{metric}");
     }
+}
+
+/// Large k across query blocks and reference ranges: few queries (ranges merged), many queries
+/// (blocks of several sizes), and k equal to every other reference.
+#[test]
+fn large_k_knn_across_blocks_and_ranges() {
+    let d = 3;
+    let q = Array2::from_shape_fn((3, d), |(i, j)| ((i + 2 * j) % 5) as f32 - 2.0);
+    let r = Array2::from_shape_fn((20_000, d), |(i, j)| {
+        ((i * 7 + j * 5 + i / 3) % 5) as f32 - 2.0
+    });
+    for metric in Metric::ALL {
+        let nn = knn(metric, q.view(), r.view(), 5_000).expect("knn");
+        let dm = pairwise(metric, q.view(), r.view()).expect("pairwise");
+        let (idx, val) = full_sort(metric, dm.view(), 5_000, false);
+        assert_eq!(nn.indices, idx, "{metric}");
+        assert_eq!(nn.scores, val, "{metric}");
+    }
+    let x = Array2::from_shape_fn((1_300, 4), |(i, j)| {
+        ((i * 13 + j * 11 + i / 7) % 5) as f32 - 2.0
+    });
+    for metric in Metric::ALL {
+        for k in [64, 700, 1_299] {
+            let nn = knn_self(metric, x.view(), k).expect("knn_self");
+            let dm = self_pairwise(metric, x.view()).expect("self_pairwise");
+            let (idx, val) = full_sort(metric, dm.view(), k, true);
+            assert_eq!(nn.indices, idx, "{metric} k={k}");
+            assert_eq!(nn.scores, val, "{metric} k={k}");
+        }
+    }
+}
+
+/// `knn_self_rows` over consecutive ranges gives exactly the rows of one `knn_self`, for small
+/// and large k; a range outside the matrix is a named error.
+#[test]
+fn knn_self_rows_equals_knn_self() {
+    let x = Array2::from_shape_fn((700, 3), |(i, j)| {
+        ((i * 7 + j * 5 + i / 3) % 5) as f32 - 2.0
+    });
+    for metric in Metric::ALL {
+        for k in [5, 300, 699] {
+            let all = knn_self(metric, x.view(), k).expect("knn_self");
+            for (start, end) in [(0, 1), (1, 300), (300, 700), (699, 700)] {
+                let some = knn_self_rows(metric, x.view(), start..end, k).expect("rows");
+                assert_eq!(
+                    some.indices,
+                    all.indices.slice(s![start..end, ..]),
+                    "{metric} k={k}"
+                );
+                assert_eq!(
+                    some.scores,
+                    all.scores.slice(s![start..end, ..]),
+                    "{metric} k={k}"
+                );
+            }
+        }
+    }
+    let err = knn_self_rows(Metric::Euclidean, x.view(), 600..701, 3).expect_err("outside");
+    assert!(
+        matches!(
+            err,
+            Error::RowRange {
+                end: 701,
+                rows: 700,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// Entry (i, j) of `self_pairwise(metric, x)` against the naive value (zero on the diagonal of a
