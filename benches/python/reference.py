@@ -203,6 +203,18 @@ def setup_eval(params, x):
     return run
 
 
+def setup_kmeans(params, x):
+    emb = x["embeddings"]
+    k = params["k"]
+
+    def run():
+        km = faiss.Kmeans(emb.shape[1], k, niter=20, verbose=False)
+        km.train(emb)
+        return km.index.search(emb, 1)
+
+    return run
+
+
 OPS = {
     "pairwise": setup_pairwise,
     "knn": setup_knn,
@@ -210,6 +222,7 @@ OPS = {
     "loss": setup_loss,
     "train": setup_train,
     "eval": setup_eval,
+    "kmeans": setup_kmeans,
 }
 
 

@@ -516,53 +516,126 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
 // dml-eval
 
 fn eval(scale: Scale, out: &mut Vec<Case>) {
-    let sizes = match scale {
-        Scale::Quick => [(100, 20, 16, Weight::Light, true)].to_vec(),
-        Scale::Full => [
-            (100, 100, 128, Weight::Heavy, false),
-            (1_000, 100, 128, Weight::Huge, true),
-        ]
-        .to_vec(),
+    // (class sizes, dimension, weight, peak memory, compared with pml)
+    let sets: Vec<(&str, Vec<usize>, usize, Weight, bool, bool)> = match scale {
+        Scale::Quick => vec![
+            ("20classes", vec![20; 100], 16, Weight::Light, true, true),
+            ("2classes", vec![600; 2], 16, Weight::Light, false, true),
+        ],
+        Scale::Full => vec![
+            (
+                "100classes",
+                vec![100; 100],
+                128,
+                Weight::Heavy,
+                false,
+                true,
+            ),
+            // Half of Fashion-MNIST's held-out protocol: R = 6,999 per query.
+            ("5classes", vec![7_000; 5], 64, Weight::Huge, true, true),
+            // Stanford Online Products' test split: ~11,000 classes of 2 to 12 images.
+            (
+                "sop_like",
+                data::sop_like_sizes(60_000, 2, 12, 5),
+                128,
+                Weight::Huge,
+                true,
+                true,
+            ),
+            (
+                "1000classes",
+                vec![100; 1_000],
+                128,
+                Weight::Huge,
+                true,
+                true,
+            ),
+            // The reference (faiss + pml) is not run here: about an hour a run on 2 cores.
+            (
+                "10000classes",
+                vec![100; 10_000],
+                128,
+                Weight::Huge,
+                true,
+                false,
+            ),
+        ],
     };
-    for (n_classes, per_class, d, weight, peak_memory) in sizes {
-        eval_case(n_classes, per_class, d, weight, peak_memory, out);
+    for (name, sizes, d, weight, peak_memory, compare) in sets {
+        eval_case(name, sizes, d, weight, peak_memory, compare, out);
     }
+    let (n, d, k, weight) = match scale {
+        Scale::Quick => (2_000, 16, 20, Weight::Light),
+        Scale::Full => (100_000, 128, 1_000, Weight::Huge),
+    };
+    kmeans_case(n, d, k, weight, out);
 }
 
 fn eval_case(
-    n_classes: usize,
-    per_class: usize,
+    name: &str,
+    sizes: Vec<usize>,
     d: usize,
     weight: Weight,
     peak_memory: bool,
+    compare: bool,
     out: &mut Vec<Case>,
 ) {
-    let n = n_classes * per_class;
+    let n: usize = sizes.iter().sum();
     out.push(Case {
         topic: Topic::Eval,
         function: "evaluate_euclidean".into(),
-        parameter: format!("{n}x{d}_{n_classes}classes"),
+        parameter: format!("{n}x{d}_{name}"),
         items: n as u64,
         unit: "queries",
         weight,
         peak_memory,
         note: "leave-one-out retrieval: k-NN with k = largest class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI)",
         make: Box::new(move || {
-            let labels = data::labels(n_classes, per_class);
+            let labels = data::labels_sized(&sizes);
             let emb = data::clustered(&labels, d, 8);
             let cfg = dml_eval::EvalConfig {
                 nmi: false,
                 ..Default::default()
             };
-            let reference = Reference {
+            let reference = compare.then(|| Reference {
                 op: "eval",
                 params: json!({}),
                 inputs: vec![("embeddings", f32_input(&emb)), ("labels", labels_input(&labels))],
                 what: "pml `AccuracyCalculator(k=\"max_bin_count\")` with faiss: P@1, R-precision, MAP@R".into(),
-            };
+            });
             Ok(Prepared {
                 run: Box::new(move || {
                     black_box(dml_eval::evaluate(emb.view(), &labels, Metric::Euclidean, &cfg)?);
+                    Ok(())
+                }),
+                reference,
+            })
+        }),
+    });
+}
+
+fn kmeans_case(n: usize, d: usize, k: usize, weight: Weight, out: &mut Vec<Case>) {
+    out.push(Case {
+        topic: Topic::Eval,
+        function: "kmeans".into(),
+        parameter: format!("{n}x{d}_k{k}"),
+        items: n as u64,
+        unit: "points",
+        weight,
+        peak_memory: false,
+        note: "k-means for NMI: dml runs greedy k-means++ and Lloyd to scikit-learn's tolerance (at most 300 iterations); faiss runs 20 iterations from random centres",
+        make: Box::new(move || {
+            let labels = data::labels(k, n / k);
+            let emb = data::clustered(&labels, d, 9);
+            let reference = Reference {
+                op: "kmeans",
+                params: json!({ "k": k }),
+                inputs: vec![("embeddings", f32_input(&emb))],
+                what: "faiss `Kmeans(d, k, niter=20)` train + assign, as pml's AccuracyCalculator".into(),
+            };
+            Ok(Prepared {
+                run: Box::new(move || {
+                    black_box(dml_eval::kmeans(emb.view(), k, &dml_eval::KMeansParams::default())?);
                     Ok(())
                 }),
                 reference: Some(reference),

@@ -19,6 +19,31 @@ pub fn labels(n_classes: usize, per_class: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Labels for classes of the given sizes, each class's items together.
+pub fn labels_sized(sizes: &[usize]) -> Vec<u32> {
+    sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(c, &n)| std::iter::repeat_n(c as u32, n))
+        .collect()
+}
+
+/// Class sizes drawn uniformly from `min..=max` (seeded) until they add up to `total` (the last
+/// class takes the remainder, at least `min`): the shape of Stanford Online Products' test split.
+pub fn sop_like_sizes(total: usize, min: usize, max: usize, seed: u64) -> Vec<usize> {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut sizes = Vec::new();
+    let mut left = total;
+    while left >= min + max {
+        let n = rng.random_range(min..=max);
+        sizes.push(n);
+        left -= n;
+    }
+    sizes.push(left);
+    sizes
+}
+
 /// Unit-norm embeddings clustered by label: a random centre per class plus noise of the same
 /// scale, so distances spread as they do in a half-trained network (miners find some easy and
 /// some hard tuples, retrieval metrics are neither 0 nor 1).

@@ -25,7 +25,8 @@ pub struct Args {
     /// Also time the Python reference stack (set up in .venv-ref if missing) on the same inputs.
     #[arg(long)]
     pub compare: bool,
-    /// Only the cases whose id (`topic/function/sizes`) contains this text.
+    /// Only the cases whose id (`topic/function/sizes`) contains this text; `a|b` for either
+    /// (criterion reads it as a regex, the report as `|`-separated alternatives).
     #[arg(long)]
     pub filter: Option<String>,
     /// Skip criterion and only rebuild the report from its last estimates (and the comparison).

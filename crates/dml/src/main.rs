@@ -277,6 +277,7 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    use std::io::IsTerminal;
     let cfg = EvalConfig {
         recall_at: a.recall_at.clone(),
         nmi: !a.no_nmi,
@@ -286,25 +287,69 @@ fn eval(a: EvalArgs) -> Result<()> {
     };
     let (reference, ref_labels) =
         dml::eval::npy::read_embeddings_and_labels(&a.embeddings, &a.labels)?;
-    let metrics = match (&a.query, &a.query_labels) {
-        (Some(q), Some(ql)) => {
-            let (query, query_labels) = dml::eval::npy::read_embeddings_and_labels(q, ql)?;
-            dml::eval::evaluate_with_reference(
-                query.view(),
-                &query_labels,
-                reference.view(),
-                &ref_labels,
-                a.metric,
-                &cfg,
-            )?
-        }
-        _ => dml::eval::evaluate(reference.view(), &ref_labels, a.metric, &cfg)?,
+    let query = match (&a.query, &a.query_labels) {
+        (Some(q), Some(ql)) => Some(dml::eval::npy::read_embeddings_and_labels(q, ql)?),
+        _ => None,
     };
+    // A progress bar on long evaluations, on stderr, only for a person at a terminal.
+    let bar = if a.json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} queries, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style.progress_chars("=> "));
+        bar
+    };
+    let started = std::time::Instant::now();
+    let mut search = (0usize, 0.0f64); // (k, seconds)
+    let mut on_progress = |p: dml::eval::Progress| match p {
+        dml::eval::Progress::Searched { done, total, k } => {
+            search = (k, started.elapsed().as_secs_f64());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("search, k = {k}"));
+        }
+        dml::eval::Progress::Clustering => {
+            bar.finish_and_clear();
+            bar.set_message("k-means");
+        }
+        _ => {}
+    };
+    let metrics = dml::eval::evaluate_with_progress(
+        query.as_ref().map_or(reference.view(), |(q, _)| q.view()),
+        query.as_ref().map_or(&ref_labels[..], |(_, ql)| &ql[..]),
+        query.as_ref().map(|_| (reference.view(), &ref_labels[..])),
+        a.metric,
+        &cfg,
+        &mut on_progress,
+    )?;
+    bar.finish_and_clear();
+    let total = started.elapsed().as_secs_f64();
+    let (k, search_s) = search;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", metrics.to_json())?;
+        let mut json = metrics.to_json();
+        if let Some(map) = json.as_object_mut() {
+            map.insert("search_k".into(), k.into());
+            map.insert("search_seconds".into(), search_s.into());
+            map.insert("seconds".into(), total.into());
+        }
+        writeln!(out, "{json}")?;
     } else {
-        write!(out, "{metrics}")?;
+        writeln!(out, "{metrics}")?;
+        let clustering = if cfg.nmi {
+            format!(", k-means {:.2} s", total - search_s)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{} queries searched to depth k = {k} in {search_s:.2} s{clustering}",
+            metrics.n_queries
+        )?;
     }
     Ok(())
 }

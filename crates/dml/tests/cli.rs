@@ -96,6 +96,35 @@ fn eval_json_has_the_documented_keys_and_naive_recall() {
     let r2 = v["recall_at_2"].as_f64().unwrap();
     assert!((r1 - naive_recall(&x, &labels, 1)).abs() < 1e-9, "{r1}");
     assert!((r2 - naive_recall(&x, &labels, 2)).abs() < 1e-9, "{r2}");
+    // The search went as deep as the largest class less the query (or the largest K).
+    let mut counts = std::collections::HashMap::new();
+    for &l in &labels {
+        *counts.entry(l).or_insert(0usize) += 1;
+    }
+    let max_r = counts.values().max().unwrap() - 1;
+    assert_eq!(
+        v["search_k"].as_u64().unwrap() as usize,
+        max_r.max(2),
+        "{v}"
+    );
+    assert!(v["search_seconds"].as_f64().unwrap() <= v["seconds"].as_f64().unwrap());
+    // The table ends with a line on the search, and a newline.
+    let table = dml(&[
+        "eval",
+        "--embeddings",
+        s(&dir.path().join("e.npy")),
+        "--labels",
+        s(&dir.path().join("l.npy")),
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.ends_with('\n'), "{text:?}");
+    assert!(
+        text.contains(&format!(
+            "13 queries searched to depth k = {}",
+            max_r.max(8).min(12)
+        )),
+        "{text}"
+    );
     // By hand: the stray class-2 point at (0.05, 0.02) misses (its neighbour is class 0), and it
     // is the nearest neighbour of (0, 0) (distance 0.054 < 0.122) and of (0.1, −0.07)
     // (0.103 < 0.122): 3 misses of 13, Recall@1 = 10/13.
