@@ -550,19 +550,13 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
                 true,
                 true,
             ),
-            // The reference (faiss + pml) is not run here: about an hour a run on 2 cores.
-            (
-                "10000classes",
-                vec![100; 10_000],
-                128,
-                Weight::Huge,
-                true,
-                false,
-            ),
         ],
     };
     for (name, sizes, d, weight, peak_memory, compare) in sets {
         eval_case(name, sizes, d, weight, peak_memory, compare, out);
+    }
+    if scale == Scale::Full {
+        gallery_case(100_000, 10_000, 100, 128, out);
     }
     let (n, d, k, weight) = match scale {
         Scale::Quick => (2_000, 16, 20, Weight::Light),
@@ -609,6 +603,58 @@ fn eval_case(
                     Ok(())
                 }),
                 reference,
+            })
+        }),
+    });
+}
+
+/// `n_queries` new items searched against a gallery of `n_classes × per_class` (both from the
+/// same class centres): the memory of an evaluation at the gallery's size, and its time per
+/// query, without the hour a 1,000,000-item leave-one-out run takes on 2 cores (the per-query
+/// work is the same: a search of every gallery item to depth R = `per_class`). dml only.
+fn gallery_case(
+    n_queries: usize,
+    n_classes: usize,
+    per_class: usize,
+    d: usize,
+    out: &mut Vec<Case>,
+) {
+    let n_ref = n_classes * per_class;
+    out.push(Case {
+        topic: Topic::Eval,
+        function: "evaluate_with_reference".into(),
+        parameter: format!("{n_queries}q_{n_ref}x{d}_{n_classes}classes"),
+        items: n_queries as u64,
+        unit: "queries",
+        weight: Weight::Huge,
+        peak_memory: true,
+        note: "queries against a separate gallery: k-NN with k = largest gallery class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI); dml only",
+        make: Box::new(move || {
+            // Queries and gallery from one draw, so they share the class centres.
+            let mut labels = data::labels(n_classes, per_class);
+            labels.extend(data::labels(n_classes, n_queries / n_classes));
+            let all = data::clustered(&labels, d, 10);
+            let gallery = all.slice(ndarray::s![..n_ref, ..]).to_owned();
+            let queries = all.slice(ndarray::s![n_ref.., ..]).to_owned();
+            drop(all);
+            let query_labels = labels.split_off(n_ref);
+            let cfg = dml_eval::EvalConfig {
+                nmi: false,
+                ..Default::default()
+            };
+            Ok(Prepared {
+                run: Box::new(move || {
+                    black_box(dml_eval::evaluate_with_reference(
+                        queries.view(),
+                        &query_labels,
+                        gallery.view(),
+                        &labels,
+                        Metric::Euclidean,
+                        &cfg,
+                    )?);
+                    Ok(())
+                }),
+                reference: None,
             })
         }),
     });

@@ -272,6 +272,9 @@ pub struct PeakMemory {
     pub hwm_kib: u64,
     /// Whether the peak was reset before the run (`/proc/self/clear_refs`).
     pub reset: bool,
+    /// Wall time of the run, s (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub seconds: Option<f64>,
 }
 
 impl PeakMemory {
@@ -299,12 +302,15 @@ pub fn reset_peak() -> bool {
 pub fn peak_of(run: &mut RunFn) -> Result<PeakMemory> {
     let reset = reset_peak();
     let before = status_kib("VmRSS").context("VmRSS in /proc/self/status")?;
+    let started = std::time::Instant::now();
     run()?;
+    let seconds = started.elapsed().as_secs_f64();
     let hwm = status_kib("VmHWM").context("VmHWM in /proc/self/status")?;
     Ok(PeakMemory {
         rss_before_kib: before,
         hwm_kib: hwm,
         reset,
+        seconds: Some(seconds),
     })
 }
 

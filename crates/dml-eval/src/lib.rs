@@ -113,6 +113,9 @@ use crate::retrieval::{Accumulator, class_counts};
 /// Upper bound on neighbour-list entries held at once (indices and scores of one block of
 /// queries): 4 Mi entries, about 32 MiB.
 const NEIGHBOUR_BUDGET: usize = 1 << 22;
+/// Neighbour-list entries up to which a leave-one-out set is searched in one block: 32 Mi
+/// entries, 256 MiB of indices and scores (100,000 items at k = 100 take 80 MiB).
+const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Queries scored per parallel task; a fixed size keeps the f64 sums deterministic.
 const SCORE_CHUNK: usize = 64;
 
@@ -299,10 +302,19 @@ fn run(
     };
     // Whole chunks of SCORE_CHUNK queries per block: the chunks are then the same whatever the
     // block size, and so are the bits of the f64 sums.
-    let block_rows = (neighbour_budget / (k + 1))
-        .max(min_rows)
-        .clamp(1, n_query)
-        .next_multiple_of(SCORE_CHUNK);
+    // A leave-one-out set whose neighbour lists fit WHOLE_SET_BUDGET is searched in one call,
+    // which lets dml-kernels use the symmetry of its distances (half the GEMM work).
+    let whole = leave_one_out
+        && neighbour_budget >= NEIGHBOUR_BUDGET
+        && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;
+    let block_rows = if whole {
+        n_query
+    } else {
+        neighbour_budget / (k + 1)
+    }
+    .max(min_rows)
+    .clamp(1, n_query)
+    .next_multiple_of(SCORE_CHUNK);
     let mut acc = Accumulator::new(ks.len());
     for start in (0..n_query).step_by(block_rows) {
         let end = (start + block_rows).min(n_query);

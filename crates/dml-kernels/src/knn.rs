@@ -98,7 +98,7 @@ pub fn knn_self(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Result
     check_k(k, points.nrows().saturating_sub(1))?;
     check_rows(points, "points")?;
     check::finite(points, "points")?;
-    Ok(search(metric, points, points, k, Some(0)))
+    Ok(search_self(metric, points, k))
 }
 
 /// [`knn_self`] for the rows `rows` of `points` only: row `i` of the result holds the `k`
@@ -136,6 +136,9 @@ pub fn knn_self_rows(
     }
     check_rows(points, "points")?;
     check::finite(points, "points")?;
+    if rows == (0..points.nrows()) {
+        return Ok(search_self(metric, points, k));
+    }
     let query = points.slice(s![rows.clone(), ..]);
     Ok(search(metric, query, points, k, Some(rows.start)))
 }
@@ -360,6 +363,202 @@ fn offer_row(top: &mut impl Candidates, keys: &[f32], r0: usize, skip: usize) {
             .iter()
             .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
         if min < top.threshold() || top.threshold() == f32::INFINITY {
+            let base = r0 + c * CHUNK;
+            for (o, &key) in chunk.iter().enumerate() {
+                if base + o != skip {
+                    top.offer(key, (base + o) as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Rows and columns of a tile of the symmetric leave-one-out search.
+const SYM_TILE: usize = 512;
+
+/// Leave-one-out search of a whole set: by symmetry when that pays ([`search_symmetric`]),
+/// else the general search with each point left out of its own list.
+fn search_self(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Neighbours {
+    let n = points.nrows();
+    if n >= 2 * SYM_TILE && !use_selection(k, n) {
+        search_symmetric(metric, points, k)
+    } else {
+        search(metric, points, points, k, Some(0))
+    }
+}
+
+/// A sorted buffer like [`TopK`] for candidates offered in any order: it keeps [`code`]s (key
+/// and index in one `u64`), so it orders by key, then index, whatever the order of the offers,
+/// with integer comparisons.
+struct TopKAnyOrder<'a> {
+    codes: &'a mut [u64],
+    len: usize,
+}
+
+impl TopKAnyOrder<'_> {
+    /// Keys above this cannot enter (an equal key may, with a lower index).
+    #[inline]
+    fn threshold(&self) -> f32 {
+        if self.len == self.codes.len() {
+            decode_key(self.codes[self.len - 1])
+        } else {
+            f32::INFINITY
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, key: f32, id: u32) {
+        let k = self.codes.len();
+        let c = code(key, id);
+        if self.len == k && c >= self.codes[k - 1] {
+            return;
+        }
+        let pos = self.codes[..self.len].partition_point(|&x| x < c);
+        if self.len < k {
+            self.len += 1;
+        }
+        let end = self.len - 1;
+        if pos < k {
+            self.codes.copy_within(pos..end, pos + 1);
+            self.codes[pos] = c;
+        }
+    }
+}
+
+/// One block of queries' candidate buffers in the symmetric search.
+struct BlockBuffers {
+    codes: Vec<u64>,
+    lens: Vec<usize>,
+}
+
+/// Leave-one-out k-NN of a whole set through its symmetry: only the tiles on and above the
+/// diagonal are computed, and each tile feeds both its rows' queries and (transposed) its
+/// columns' queries, half the GEMM work of [`search`]. The distance of a pair is the same bits
+/// whichever of its two points asks (the dot product sums the same terms in the same order, the
+/// norms add commutatively), and the buffers order by key then index whatever the order of the
+/// offers, so the result equals [`search`]'s.
+fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Neighbours {
+    let n = points.nrows();
+    let f = row_factors(metric, points);
+    let alpha = gemm_alpha(metric, -1.0);
+    let nb = n.div_ceil(SYM_TILE);
+    let blocks: Vec<std::sync::Mutex<BlockBuffers>> = (0..nb)
+        .map(|b| {
+            let rows = (n - b * SYM_TILE).min(SYM_TILE);
+            std::sync::Mutex::new(BlockBuffers {
+                codes: vec![0; rows * k],
+                lens: vec![0; rows],
+            })
+        })
+        .collect();
+    let tiles: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+    let offer_all =
+        |buf: &mut BlockBuffers, tile: &[f32], width: usize, c0: usize, skip0: Option<usize>| {
+            let mut row_buf = Vec::new();
+            for (i, keys) in tile.chunks(width).enumerate() {
+                let mut top = TopKAnyOrder {
+                    codes: &mut buf.codes[i * k..(i + 1) * k],
+                    len: buf.lens[i],
+                };
+                let skip = skip0.map_or(usize::MAX, |o| o + i);
+                offer_row_ties(
+                    &mut top,
+                    contiguous(ndarray::ArrayView1::from(keys), &mut row_buf),
+                    c0,
+                    skip,
+                );
+                buf.lens[i] = top.len;
+            }
+        };
+    tiles.par_iter().for_each_init(
+        || (Vec::<f32>::new(), Vec::<f32>::new()),
+        |(tile, transposed), &(bi, bj)| {
+            let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
+            let (c0, c1) = (bj * SYM_TILE, ((bj + 1) * SYM_TILE).min(n));
+            let (rows, cols) = (r1 - r0, c1 - c0);
+            tile.resize(rows * cols, 0.0);
+            let mut t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
+                .expect("the buffer holds rows × cols values");
+            gemm_nt(
+                alpha,
+                points.slice(s![r0..r1, ..]),
+                points.slice(s![c0..c1, ..]),
+                t.view_mut(),
+            );
+            let fc = f.slice(s![c0..c1]);
+            for (i, mut row) in t.axis_iter_mut(Axis(0)).enumerate() {
+                let fi = f[r0 + i];
+                row.zip_mut_with(&fc, |v, &fj| *v = finish(metric, *v, fi, fj));
+            }
+            {
+                let mut buf = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
+                let skip = (bi == bj).then_some(r0);
+                offer_all(&mut buf, &tile[..rows * cols], cols, c0, skip);
+            }
+            if bi != bj {
+                transposed.resize(rows * cols, 0.0);
+                transpose(
+                    &tile[..rows * cols],
+                    rows,
+                    cols,
+                    &mut transposed[..rows * cols],
+                );
+                let mut buf = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
+                offer_all(&mut buf, &transposed[..rows * cols], rows, r0, None);
+            }
+        },
+    );
+    let mut indices = Array2::<u32>::zeros((n, k));
+    let mut scores = Array2::<f32>::zeros((n, k));
+    indices
+        .axis_chunks_iter_mut(Axis(0), SYM_TILE)
+        .into_par_iter()
+        .zip(scores.axis_chunks_iter_mut(Axis(0), SYM_TILE))
+        .zip(blocks.into_par_iter())
+        .for_each(|((mut idx, mut sc), block)| {
+            let block = block.into_inner().unwrap_or_else(|e| e.into_inner());
+            let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
+                unreachable!("row blocks of a fresh array are contiguous")
+            };
+            for ((&c, key), id) in block.codes.iter().zip(sc.iter_mut()).zip(idx.iter_mut()) {
+                *key = decode_key(c);
+                *id = c as u32;
+            }
+            for (keys, ids) in sc.chunks_mut(k).zip(idx.chunks_mut(k)) {
+                keys_to_scores(metric, keys, ids);
+            }
+        });
+    Neighbours { indices, scores }
+}
+
+/// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`), in 32 × 32 blocks so that
+/// both sides are read and written a cache line at a time.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 16;
+    for i0 in (0..rows).step_by(B) {
+        let i1 = (i0 + B).min(rows);
+        for j0 in (0..cols).step_by(B) {
+            for j in j0..(j0 + B).min(cols) {
+                let dst_row = &mut dst[j * rows + i0..j * rows + i1];
+                for (d, i) in dst_row.iter_mut().zip(i0..i1) {
+                    *d = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+/// [`offer_row`] for [`TopKAnyOrder`]: a chunk whose minimum equals the threshold may still
+/// hold a better candidate (an equal key with a lower index), so only larger minima are skipped.
+#[inline]
+fn offer_row_ties(top: &mut TopKAnyOrder<'_>, keys: &[f32], r0: usize, skip: usize) {
+    const CHUNK: usize = 16;
+    for (c, chunk) in keys.chunks(CHUNK).enumerate() {
+        let min = chunk
+            .iter()
+            .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
+        let threshold = top.threshold();
+        if min <= threshold || threshold == f32::INFINITY {
             let base = r0 + c * CHUNK;
             for (o, &key) in chunk.iter().enumerate() {
                 if base + o != skip {

@@ -406,6 +406,40 @@ fn knn_self_rows_equals_knn_self() {
     );
 }
 
+/// The symmetric leave-one-out search (`knn_self` on a set of 1,024 rows or more, small k)
+/// gives exactly what the general search gives, on floats: the same neighbours and the same
+/// score bits, whichever point of a pair asks.
+#[test]
+fn symmetric_self_search_equals_the_general_search_on_floats() {
+    let mut state = 12345u64;
+    let x = Array2::from_shape_simple_fn((1_100, 7), || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    });
+    for metric in Metric::ALL {
+        for k in [1, 10, 63] {
+            let whole = knn_self(metric, x.view(), k).expect("knn_self");
+            for (start, end) in [(0, 600), (600, 1_100)] {
+                // A part of the rows goes through the general search.
+                let part = knn_self_rows(metric, x.view(), start..end, k).expect("rows");
+                assert_eq!(
+                    part.indices,
+                    whole.indices.slice(s![start..end, ..]),
+                    "{metric} k={k}"
+                );
+                let same_bits = part
+                    .scores
+                    .iter()
+                    .zip(whole.scores.slice(s![start..end, ..]))
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0));
+                assert!(same_bits, "{metric} k={k}");
+            }
+        }
+    }
+}
+
 /// Entry (i, j) of `self_pairwise(metric, x)` against the naive value (zero on the diagonal of a
 /// distance).
 fn assert_self_entry(metric: Metric, x: ArrayView2<'_, f32>, d: &Array2<f32>, i: usize, j: usize) {

@@ -314,15 +314,22 @@ fn non_contiguous_views_are_read_correctly() {
     let x: Vec<Vec<f32>> = (0..6)
         .map(|i| vec![(i as f32).sin(), (i as f32).cos(), 0.3])
         .collect();
-    let d = matrix(&x, Metric::Euclidean);
-    let dt = d.t().to_owned(); // symmetric, so the transposed view holds the same matrix
-    let a = BatchHardMiner::default()
-        .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
-        .unwrap();
-    let b = BatchHardMiner::default()
-        .mine(dt.t(), Metric::Euclidean, &labels, &mut rng())
-        .unwrap();
-    assert_eq!(a, b);
+    // An asymmetric matrix (a column-dependent offset), so that reading it with the wrong
+    // strides, i.e. reading its transpose, changes what is mined.
+    let mut d = matrix(&x, Metric::Euclidean);
+    for ((_, j), v) in d.indexed_iter_mut() {
+        *v += 0.3 * j as f32;
+    }
+    let column_major = d.t().to_owned(); // its transposed view is `d` with swapped strides
+    let mine = |v: ndarray::ArrayView2<'_, f32>| {
+        BatchHardMiner::default()
+            .mine(v, Metric::Euclidean, &labels, &mut rng())
+            .unwrap()
+    };
+    let a = mine(d.view());
+    assert_eq!(mine(column_major.t()), a);
+    // What a stride bug would see differs, so the comparison above can fail.
+    assert_ne!(mine(d.t()), a);
 }
 
 #[test]

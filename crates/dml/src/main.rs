@@ -285,10 +285,21 @@ fn eval(a: EvalArgs) -> Result<()> {
         seed: a.seed,
         ..EvalConfig::default()
     };
-    let (reference, ref_labels) =
-        dml::eval::npy::read_embeddings_and_labels(&a.embeddings, &a.labels)?;
+    let read = |x: &Path, y: &Path| -> Result<(ndarray::Array2<f32>, Vec<u32>)> {
+        let (e, l) = dml::eval::npy::read_embeddings_and_labels(x, y)?;
+        if e.nrows() == 0 || e.ncols() == 0 {
+            bail!(
+                "{} holds no embeddings (shape {} × {}): evaluation needs at least one row of at least one value",
+                x.display(),
+                e.nrows(),
+                e.ncols()
+            );
+        }
+        Ok((e, l))
+    };
+    let (reference, ref_labels) = read(&a.embeddings, &a.labels)?;
     let query = match (&a.query, &a.query_labels) {
-        (Some(q), Some(ql)) => Some(dml::eval::npy::read_embeddings_and_labels(q, ql)?),
+        (Some(q), Some(ql)) => Some(read(q, ql)?),
         _ => None,
     };
     // A progress bar on long evaluations, on stderr, only for a person at a terminal.

@@ -163,6 +163,22 @@ fn eval_with_separate_queries() {
 }
 
 #[test]
+fn empty_embeddings_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dir.path().join("empty.npy");
+    let l = dir.path().join("empty_labels.npy");
+    ndarray_npy::write_npy(&e, &Array2::<f32>::zeros((0, 4))).unwrap();
+    ndarray_npy::write_npy(&l, &Array1::<i64>::zeros(0)).unwrap();
+    let out = dml(&["eval", "--embeddings", s(&e), "--labels", s(&l)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("empty.npy") && err.contains("no embeddings"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_file_error_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path());
