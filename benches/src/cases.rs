@@ -515,45 +515,46 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
 // ---------------------------------------------------------------------------------------------
 // dml-eval
 
+/// One leave-one-out evaluation case: the class sizes, the dimension, the weight and whether
+/// its peak memory is measured.
+struct EvalSet {
+    name: &'static str,
+    sizes: Vec<usize>,
+    dim: usize,
+    weight: Weight,
+    peak_memory: bool,
+}
+
 fn eval(scale: Scale, out: &mut Vec<Case>) {
-    // (class sizes, dimension, weight, peak memory, compared with pml)
-    let sets: Vec<(&str, Vec<usize>, usize, Weight, bool, bool)> = match scale {
+    let set = |name, sizes, dim, weight, peak_memory| EvalSet {
+        name,
+        sizes,
+        dim,
+        weight,
+        peak_memory,
+    };
+    let sets = match scale {
         Scale::Quick => vec![
-            ("20classes", vec![20; 100], 16, Weight::Light, true, true),
-            ("2classes", vec![600; 2], 16, Weight::Light, false, true),
+            set("100classes", vec![20; 100], 16, Weight::Light, true),
+            set("2classes", vec![600; 2], 16, Weight::Light, false),
         ],
         Scale::Full => vec![
-            (
-                "100classes",
-                vec![100; 100],
-                128,
-                Weight::Heavy,
-                false,
-                true,
-            ),
+            set("100classes", vec![100; 100], 128, Weight::Heavy, false),
             // Half of Fashion-MNIST's held-out protocol: R = 6,999 per query.
-            ("5classes", vec![7_000; 5], 64, Weight::Huge, true, true),
+            set("5classes", vec![7_000; 5], 64, Weight::Huge, true),
             // Stanford Online Products' test split: ~11,000 classes of 2 to 12 images.
-            (
+            set(
                 "sop_like",
                 data::sop_like_sizes(60_000, 2, 12, 5),
                 128,
                 Weight::Huge,
                 true,
-                true,
             ),
-            (
-                "1000classes",
-                vec![100; 1_000],
-                128,
-                Weight::Huge,
-                true,
-                true,
-            ),
+            set("1000classes", vec![100; 1_000], 128, Weight::Huge, true),
         ],
     };
-    for (name, sizes, d, weight, peak_memory, compare) in sets {
-        eval_case(name, sizes, d, weight, peak_memory, compare, out);
+    for s in sets {
+        eval_case(s, out);
     }
     if scale == Scale::Full {
         gallery_case(100_000, 10_000, 100, 128, out);
@@ -565,15 +566,14 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
     kmeans_case(n, d, k, weight, out);
 }
 
-fn eval_case(
-    name: &str,
-    sizes: Vec<usize>,
-    d: usize,
-    weight: Weight,
-    peak_memory: bool,
-    compare: bool,
-    out: &mut Vec<Case>,
-) {
+fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
+    let EvalSet {
+        name,
+        sizes,
+        dim: d,
+        weight,
+        peak_memory,
+    } = set;
     let n: usize = sizes.iter().sum();
     out.push(Case {
         topic: Topic::Eval,
@@ -591,7 +591,7 @@ fn eval_case(
                 nmi: false,
                 ..Default::default()
             };
-            let reference = compare.then(|| Reference {
+            let reference = Some(Reference {
                 op: "eval",
                 params: json!({}),
                 inputs: vec![("embeddings", f32_input(&emb)), ("labels", labels_input(&labels))],

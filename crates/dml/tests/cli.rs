@@ -121,7 +121,7 @@ fn eval_json_has_the_documented_keys_and_naive_recall() {
     assert!(
         text.contains(&format!(
             "13 queries searched to depth k = {}",
-            max_r.max(8).min(12)
+            max_r.clamp(8, 12)
         )),
         "{text}"
     );
