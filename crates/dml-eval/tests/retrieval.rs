@@ -4,7 +4,7 @@ mod common;
 
 use common::{Naive, naive_ranking, naive_scores};
 use dml_eval::{Error, EvalConfig, Metric, Metrics, evaluate, evaluate_with_reference};
-use ndarray::{Array2, array};
+use ndarray::{Array2, ArrayView2, array};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -255,16 +255,27 @@ fn json_keys() {
     assert_eq!(back, m);
 }
 
-fn small_grid() -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
-    (2usize..28, 1usize..4, 1u32..6).prop_flat_map(|(n, d, c)| {
+/// Points with integer coordinates in `-v..=v` (exact f32 arithmetic, frequent ties) and labels
+/// in `0..c`, for `n` in `rows`, `d` in `dims`, `c` in `classes`.
+fn grid(
+    rows: std::ops::Range<usize>,
+    dims: std::ops::Range<usize>,
+    classes: std::ops::Range<u32>,
+    v: i8,
+) -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
+    (rows, dims, classes).prop_flat_map(move |(n, d, c)| {
         (
-            proptest::collection::vec(-3i8..=3, n * d).prop_map(move |v| {
+            proptest::collection::vec(-v..=v, n * d).prop_map(move |v| {
                 Array2::from_shape_vec((n, d), v.into_iter().map(f32::from).collect())
                     .expect("shape")
             }),
             proptest::collection::vec(0..c, n),
         )
     })
+}
+
+fn small_grid() -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
+    grid(2..28, 1..4, 1..6, 3)
 }
 
 const KS: [usize; 5] = [1, 2, 3, 5, 50];
@@ -305,6 +316,42 @@ fn check_against_naive(
     Ok(())
 }
 
+const METRICS: [Metric; 3] = [Metric::Euclidean, Metric::SquaredEuclidean, Metric::Dot];
+
+/// `evaluate` (leave-one-out) against the oracle, with and without the R-based metrics.
+fn check_leave_one_out(
+    x: ArrayView2<'_, f32>,
+    y: &[u32],
+    metric: Metric,
+) -> Result<(), TestCaseError> {
+    let ranked = naive_ranking(metric, x, x, y, true);
+    let ks: Vec<usize> = KS.iter().map(|&k| k.min(x.nrows() - 1)).collect();
+    let got = evaluate(x, y, metric, &no_nmi(&KS));
+    let short = EvalConfig {
+        r_metrics: false,
+        ..no_nmi(&KS)
+    };
+    let without_r = evaluate(x, y, metric, &short);
+    check_against_naive(got, without_r, naive_scores(y, &ranked, &ks))
+}
+
+/// `evaluate_with_reference` against the oracle, with and without the R-based metrics.
+fn check_gallery(
+    (q, ql): (ArrayView2<'_, f32>, &[u32]),
+    (r, rl): (ArrayView2<'_, f32>, &[u32]),
+    metric: Metric,
+) -> Result<(), TestCaseError> {
+    let ranked = naive_ranking(metric, q, r, rl, false);
+    let ks: Vec<usize> = KS.iter().map(|&k| k.min(r.nrows())).collect();
+    let got = evaluate_with_reference(q, ql, r, rl, metric, &no_nmi(&KS));
+    let short = EvalConfig {
+        r_metrics: false,
+        ..no_nmi(&KS)
+    };
+    let without_r = evaluate_with_reference(q, ql, r, rl, metric, &short);
+    check_against_naive(got, without_r, naive_scores(ql, &ranked, &ks))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -312,25 +359,13 @@ proptest! {
     /// index first) against the oracle; f32 arithmetic is exact on them.
     #[test]
     fn leave_one_out_matches_naive((x, y) in small_grid(), m in 0usize..3) {
-        let metric = [Metric::Euclidean, Metric::SquaredEuclidean, Metric::Dot][m];
-        let ranked = naive_ranking(metric, x.view(), x.view(), &y, true);
-        let ks: Vec<usize> = KS.iter().map(|&k| k.min(x.nrows() - 1)).collect();
-        let got = evaluate(x.view(), &y, metric, &no_nmi(&KS));
-        let without_r = evaluate(x.view(), &y, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
-        check_against_naive(got, without_r, naive_scores(&y, &ranked, &ks))?;
+        check_leave_one_out(x.view(), &y, METRICS[m])?;
     }
 
     #[test]
     fn gallery_matches_naive((q, ql) in small_grid(), (r, rl) in small_grid(), m in 0usize..3) {
         prop_assume!(q.ncols() == r.ncols());
-        let metric = [Metric::Euclidean, Metric::SquaredEuclidean, Metric::Dot][m];
-        let ranked = naive_ranking(metric, q.view(), r.view(), &rl, false);
-        let ks: Vec<usize> = KS.iter().map(|&k| k.min(r.nrows())).collect();
-        let got = evaluate_with_reference(q.view(), &ql, r.view(), &rl, metric, &no_nmi(&KS));
-        let without_r = evaluate_with_reference(
-            q.view(), &ql, r.view(), &rl, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) },
-        );
-        check_against_naive(got, without_r, naive_scores(&ql, &ranked, &ks))?;
+        check_gallery((q.view(), &ql), (r.view(), &rl), METRICS[m])?;
     }
 }
 
@@ -338,15 +373,7 @@ proptest! {
 /// dml-kernels keeps candidates by selection rather than in a sorted buffer. Points on a coarse
 /// integer grid in one to three dimensions: ties and exact duplicates everywhere.
 fn big_classes() -> impl Strategy<Value = (Array2<f32>, Vec<u32>)> {
-    (130usize..400, 1usize..4, 1u32..3).prop_flat_map(|(n, d, c)| {
-        (
-            proptest::collection::vec(-2i8..=2, n * d).prop_map(move |v| {
-                Array2::from_shape_vec((n, d), v.into_iter().map(f32::from).collect())
-                    .expect("shape")
-            }),
-            proptest::collection::vec(0..c, n),
-        )
-    })
+    grid(130..400, 1..4, 1..3, 2)
 }
 
 proptest! {
@@ -354,19 +381,10 @@ proptest! {
 
     #[test]
     fn huge_classes_match_naive((x, y) in big_classes(), m in 0usize..3) {
-        let metric = [Metric::Euclidean, Metric::SquaredEuclidean, Metric::Dot][m];
-        let ranked = naive_ranking(metric, x.view(), x.view(), &y, true);
-        let ks: Vec<usize> = KS.iter().map(|&k| k.min(x.nrows() - 1)).collect();
-        let got = evaluate(x.view(), &y, metric, &no_nmi(&KS));
-        let without_r = evaluate(x.view(), &y, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
-        check_against_naive(got, without_r, naive_scores(&y, &ranked, &ks))?;
+        check_leave_one_out(x.view(), &y, METRICS[m])?;
         // Gallery mode: the first 100 points query the rest.
-        let (q, ql, r, rl) = (x.slice(ndarray::s![..100, ..]), &y[..100], x.slice(ndarray::s![100.., ..]), &y[100..]);
-        let ranked = naive_ranking(metric, q, r, rl, false);
-        let ks: Vec<usize> = KS.iter().map(|&k| k.min(r.nrows())).collect();
-        let got = evaluate_with_reference(q, ql, r, rl, metric, &no_nmi(&KS));
-        let without_r = evaluate_with_reference(q, ql, r, rl, metric, &EvalConfig { r_metrics: false, ..no_nmi(&KS) });
-        check_against_naive(got, without_r, naive_scores(ql, &ranked, &ks))?;
+        let (q, r) = (x.slice(ndarray::s![..100, ..]), x.slice(ndarray::s![100.., ..]));
+        check_gallery((q, &y[..100]), (r, &y[100..]), METRICS[m])?;
     }
 }
 
