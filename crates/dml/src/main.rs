@@ -308,10 +308,11 @@ fn eval(a: EvalArgs) -> Result<()> {
     } else {
         let bar = indicatif::ProgressBar::new(0);
         let style = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} queries, {per_sec}, eta {eta}",
+            "{msg} [{bar:30}] {human_pos}/{human_len} queries, eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
+        bar.set_message("search");
         bar
     };
     let started = std::time::Instant::now();
