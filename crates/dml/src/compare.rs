@@ -152,7 +152,7 @@ pub fn run(
             c.loss = loss_config(base, l)?;
             c.miner = miner_config(base, m)?;
             c.run.name = format!("{l}-{m}");
-            c.run.output_dir = Some(out_dir.join(format!("{l}-{m}")));
+            c.run.output_dir = Some(cell_dir(out_dir, l, m));
             c.train.plots = false;
             c.train.eval_before = false;
             c.validate()?;

@@ -53,7 +53,7 @@ pub struct Config {
     #[serde(default = "default_miner")]
     pub miner: MinerConfig,
     /// The loss and its parameters (default: margin loss with its defaults).
-    #[serde(default = "default_loss")]
+    #[serde(default)]
     pub loss: LossConfig,
     /// The optimiser and its learning rates.
     #[serde(default)]
@@ -75,10 +75,6 @@ fn default_miner() -> MinerConfig {
         embedding_dim: ModelConfig::default().embedding_dim() as usize,
         ..Default::default()
     })
-}
-
-fn default_loss() -> LossConfig {
-    LossConfig::Margin(Default::default())
 }
 
 /// Seed, device, threads and output folder.
