@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use dml::eval::{EvalConfig, Metric};
-use dml::trainer::{Split, Trainer};
+use dml::trainer::{Subset, Trainer};
 use dml::{Config, compare};
 
 #[derive(Parser)]
@@ -377,8 +377,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
     }
     let trainer = Trainer::from_checkpoint(config, &checkpoint)?;
     let split = match a.split {
-        SplitArg::Train => Split::Train,
-        SplitArg::Test => Split::Test,
+        SplitArg::Train => Subset::Train,
+        SplitArg::Test => Subset::Test,
     };
     let (x, y) = trainer.embed_split(split)?;
     let labels_out = a.labels_out.unwrap_or_else(|| labels_path_for(&a.out));

@@ -52,9 +52,9 @@ pub mod files {
 /// At most this many sampled negative distances are kept per epoch for the histogram plot.
 const MAX_KEPT_DISTANCES: usize = 200_000;
 
-/// Which part of the data set.
+/// Which classes of the data set's split ([`dml_data::Split`]) to embed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
+pub enum Subset {
     /// The training classes.
     Train,
     /// The held-out classes.
@@ -446,10 +446,10 @@ impl Trainer {
     }
 
     /// Embeds one split.
-    pub fn embed_split(&self, split: Split) -> Result<(Array2<f32>, Vec<u32>)> {
+    pub fn embed_split(&self, split: Subset) -> Result<(Array2<f32>, Vec<u32>)> {
         match split {
-            Split::Train => self.embed_dataset(self.split.train.as_ref()),
-            Split::Test => self.embed_dataset(self.split.test.as_ref()),
+            Subset::Train => self.embed_dataset(self.split.train.as_ref()),
+            Subset::Test => self.embed_dataset(self.split.test.as_ref()),
         }
     }
 
