@@ -392,7 +392,7 @@ impl Trainer {
         let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
         let tuples = self.miner.mine(dist.view(), metric, &labels, &mut rng)?;
-        let n_tuples = tuple_count(&tuples);
+        let n_tuples = tuples.len();
         self.keep_negatives(&tuples, dist.view());
         let loss = self.loss.forward(&emb, &labels, Some(&tuples))?;
         let value = loss.f_double_value(&[])?;
@@ -696,12 +696,5 @@ impl Trainer {
             )?);
         }
         Ok(out)
-    }
-}
-
-fn tuple_count(t: &Tuples) -> usize {
-    match t {
-        Tuples::Pairs(p) => p.pos_anchor.len() + p.neg_anchor.len(),
-        Tuples::Triplets(t) => t.anchor.len(),
     }
 }
