@@ -200,46 +200,39 @@ pub fn evaluate_with_progress(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Metrics> {
     cfg.validate()?;
-    match reference {
+    let leave_one_out = reference.is_none();
+    let (reference, reference_labels) = match &reference {
         None => {
             check_set(query, query_labels, "embeddings")?;
             if query.nrows() < 2 {
                 return Err(Error::TooFewItems(query.nrows()));
             }
-            run(
-                query,
-                query_labels,
-                query,
-                query_labels,
-                true,
-                metric,
-                cfg,
-                NEIGHBOUR_BUDGET,
-                on_progress,
-            )
+            (query.view(), query_labels)
         }
         Some((reference, reference_labels)) => {
+            let reference_labels: &[u32] = reference_labels;
             check_set(query, query_labels, "query")?;
-            check_set(reference, reference_labels, "reference")?;
+            check_set(reference.view(), reference_labels, "reference")?;
             if query.ncols() != reference.ncols() {
                 return Err(Error::DimensionMismatch {
                     query_dim: query.ncols(),
                     reference_dim: reference.ncols(),
                 });
             }
-            run(
-                query,
-                query_labels,
-                reference,
-                reference_labels,
-                false,
-                metric,
-                cfg,
-                NEIGHBOUR_BUDGET,
-                on_progress,
-            )
+            (reference.view(), reference_labels)
         }
-    }
+    };
+    run(
+        query,
+        query_labels,
+        reference,
+        reference_labels,
+        leave_one_out,
+        metric,
+        cfg,
+        NEIGHBOUR_BUDGET,
+        on_progress,
+    )
 }
 
 fn check_set(x: ArrayView2<'_, f32>, labels: &[u32], what: &'static str) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Exact k-nearest-neighbour search, blockwise with a fused top-k.
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 
 use crate::{
@@ -56,9 +56,9 @@ impl Neighbours {
 ///
 /// The values are those of [`crate::pairwise`] for the same inputs; the q×n matrix is never
 /// materialised: queries and references are processed in cache-sized blocks through the GEMM,
-/// with a bounded buffer of candidates per query (sorted for small `k`; for large `k` unsorted
-/// and cut back to the best `k` by selection, so the cost stays linear in the references plus
-/// O(k log k) per query), so memory beyond the inputs and output is O(block · k) per thread.
+/// with a bounded buffer of candidates per query (sorted for small `k`; for large `k` a block's
+/// whole rows, each cut near its k-th key and radix-sorted, so the cost stays linear in the
+/// references per query), so memory beyond the inputs and output is O(block · k) per thread.
 ///
 /// # Errors
 /// [`Error::DimensionMismatch`], [`Error::NonFinite`] (naming the matrix and row),
@@ -174,7 +174,8 @@ struct TopK<'a> {
 
 impl TopK<'_> {
     /// Inserts after every equal key, so that with candidates offered in increasing index order
-    /// equal keys keep the lower index first. The caller has checked `!full() || key < worst()`.
+    /// equal keys keep the lower index first. The caller has checked that the buffer is not full
+    /// or that `key` is below its worst key.
     #[inline]
     fn push(&mut self, key: f32, id: u32) {
         let k = self.keys.len();
@@ -193,13 +194,10 @@ impl TopK<'_> {
 }
 
 impl Candidates for TopK<'_> {
+    /// Candidates come in increasing index order, so a key equal to the worst kept loses.
     #[inline]
-    fn threshold(&self) -> f32 {
-        if self.len == self.keys.len() {
-            self.keys[self.len - 1]
-        } else {
-            f32::INFINITY
-        }
+    fn may_enter(&self, min: f32) -> bool {
+        self.len < self.keys.len() || min < self.keys[self.len - 1]
     }
 
     #[inline]
@@ -278,15 +276,16 @@ fn select_sorted(
     // The survivors are in index order, so a stable sort by key alone orders them by key, then
     // index.
     let sorted = radix_sort_by_key(&mut codes[..kept], &mut scratch.spare);
-    for ((&c, key), id) in sorted[..k]
-        .iter()
-        .zip(out_keys.iter_mut())
-        .zip(out_idx.iter_mut())
-    {
+    decode_into(&sorted[..k], out_keys, out_idx);
+    k
+}
+
+/// Unpacks [`code`]s into keys and indices.
+fn decode_into(codes: &[u64], keys: &mut [f32], idx: &mut [u32]) {
+    for ((&c, key), id) in codes.iter().zip(keys.iter_mut()).zip(idx.iter_mut()) {
         *key = decode_key(c);
         *id = c as u32;
     }
-    k
 }
 
 /// Sorts codes by their key (upper 32 bits), stably: least-significant-digit radix sort, one
@@ -347,8 +346,8 @@ fn decode_key(c: u64) -> f32 {
 
 /// What [`offer_row`] needs of a per-query candidate set.
 trait Candidates {
-    /// Keys at or above this cannot enter (candidates come in increasing index order).
-    fn threshold(&self) -> f32;
+    /// Whether a candidate whose key is `min` could enter now (false rejects a whole chunk).
+    fn may_enter(&self, min: f32) -> bool;
     /// Offers one candidate; the set decides.
     fn offer(&mut self, key: f32, id: u32);
 }
@@ -362,7 +361,7 @@ fn offer_row(top: &mut impl Candidates, keys: &[f32], r0: usize, skip: usize) {
         let min = chunk
             .iter()
             .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
-        if min < top.threshold() || top.threshold() == f32::INFINITY {
+        if top.may_enter(min) {
             let base = r0 + c * CHUNK;
             for (o, &key) in chunk.iter().enumerate() {
                 if base + o != skip {
@@ -395,15 +394,12 @@ struct TopKAnyOrder<'a> {
     len: usize,
 }
 
-impl TopKAnyOrder<'_> {
-    /// Keys above this cannot enter (an equal key may, with a lower index).
+impl Candidates for TopKAnyOrder<'_> {
+    /// Candidates come in any order, so a key equal to the worst kept may still enter with a
+    /// lower index.
     #[inline]
-    fn threshold(&self) -> f32 {
-        if self.len == self.codes.len() {
-            decode_key(self.codes[self.len - 1])
-        } else {
-            f32::INFINITY
-        }
+    fn may_enter(&self, min: f32) -> bool {
+        self.len < self.codes.len() || min <= decode_key(self.codes[self.len - 1])
     }
 
     #[inline]
@@ -440,7 +436,6 @@ struct BlockBuffers {
 fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Neighbours {
     let n = points.nrows();
     let f = row_factors(metric, points);
-    let alpha = gemm_alpha(metric, -1.0);
     let nb = n.div_ceil(SYM_TILE);
     let blocks: Vec<std::sync::Mutex<BlockBuffers>> = (0..nb)
         .map(|b| {
@@ -454,19 +449,13 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
     let tiles: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
     let offer_all =
         |buf: &mut BlockBuffers, tile: &[f32], width: usize, c0: usize, skip0: Option<usize>| {
-            let mut row_buf = Vec::new();
             for (i, keys) in tile.chunks(width).enumerate() {
                 let mut top = TopKAnyOrder {
                     codes: &mut buf.codes[i * k..(i + 1) * k],
                     len: buf.lens[i],
                 };
                 let skip = skip0.map_or(usize::MAX, |o| o + i);
-                offer_row_ties(
-                    &mut top,
-                    contiguous(ndarray::ArrayView1::from(keys), &mut row_buf),
-                    c0,
-                    skip,
-                );
+                offer_row(&mut top, keys, c0, skip);
                 buf.lens[i] = top.len;
             }
         };
@@ -479,17 +468,12 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
             tile.resize(rows * cols, 0.0);
             let mut t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
                 .expect("the buffer holds rows × cols values");
-            gemm_nt(
-                alpha,
-                points.slice(s![r0..r1, ..]),
-                points.slice(s![c0..c1, ..]),
+            fill_keys(
+                metric,
+                (points.slice(s![r0..r1, ..]), f.slice(s![r0..r1])),
+                (points.slice(s![c0..c1, ..]), f.slice(s![c0..c1])),
                 t.view_mut(),
             );
-            let fc = f.slice(s![c0..c1]);
-            for (i, mut row) in t.axis_iter_mut(Axis(0)).enumerate() {
-                let fi = f[r0 + i];
-                row.zip_mut_with(&fc, |v, &fj| *v = finish(metric, *v, fi, fj));
-            }
             {
                 let mut buf = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
                 let skip = (bi == bj).then_some(r0);
@@ -520,10 +504,7 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
             let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
                 unreachable!("row blocks of a fresh array are contiguous")
             };
-            for ((&c, key), id) in block.codes.iter().zip(sc.iter_mut()).zip(idx.iter_mut()) {
-                *key = decode_key(c);
-                *id = c as u32;
-            }
+            decode_into(&block.codes, sc, idx);
             for (keys, ids) in sc.chunks_mut(k).zip(idx.chunks_mut(k)) {
                 keys_to_scores(metric, keys, ids);
             }
@@ -531,8 +512,8 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
     Neighbours { indices, scores }
 }
 
-/// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`), in 32 × 32 blocks so that
-/// both sides are read and written a cache line at a time.
+/// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`), in 16 × 16 blocks: each
+/// block's rows of `dst` are written whole while its column of `src` stays in cache.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const B: usize = 16;
     for i0 in (0..rows).step_by(B) {
@@ -542,27 +523,6 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
                 let dst_row = &mut dst[j * rows + i0..j * rows + i1];
                 for (d, i) in dst_row.iter_mut().zip(i0..i1) {
                     *d = src[i * cols + j];
-                }
-            }
-        }
-    }
-}
-
-/// [`offer_row`] for [`TopKAnyOrder`]: a chunk whose minimum equals the threshold may still
-/// hold a better candidate (an equal key with a lower index), so only larger minima are skipped.
-#[inline]
-fn offer_row_ties(top: &mut TopKAnyOrder<'_>, keys: &[f32], r0: usize, skip: usize) {
-    const CHUNK: usize = 16;
-    for (c, chunk) in keys.chunks(CHUNK).enumerate() {
-        let min = chunk
-            .iter()
-            .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
-        let threshold = top.threshold();
-        if min <= threshold || threshold == f32::INFINITY {
-            let base = r0 + c * CHUNK;
-            for (o, &key) in chunk.iter().enumerate() {
-                if base + o != skip {
-                    top.offer(key, (base + o) as u32);
                 }
             }
         }
@@ -705,9 +665,10 @@ fn search(
                 score_out[r] = key;
                 idx_out[r] = id;
             }
-            if let (Some(keys), Some(ids)) = (score_out.as_slice_mut(), idx_out.as_slice_mut()) {
-                keys_to_scores(metric, keys, ids);
-            }
+            let (Some(keys), Some(ids)) = (score_out.as_slice_mut(), idx_out.as_slice_mut()) else {
+                unreachable!("rows of a fresh array are contiguous")
+            };
+            keys_to_scores(metric, keys, ids);
         });
     Neighbours { indices, scores }
 }
@@ -743,7 +704,6 @@ fn scan_task(
     let (p0, p1) = (part * plan.part_len, ((part + 1) * plan.part_len).min(nr));
     let rows = q1 - q0;
     let q_blk = query.slice(s![q0..q1, ..]);
-    let alpha = gemm_alpha(metric, -1.0);
     let mut lens = vec![0; rows];
     let cols = if plan.select {
         p1 - p0
@@ -758,15 +718,16 @@ fn scan_task(
         let r1 = (r0 + REF_BLOCK).min(p1);
         let c0 = if plan.select { r0 - p0 } else { 0 };
         let mut t = tile.slice_mut(s![.., c0..c0 + (r1 - r0)]);
-        // Keys are "smaller is closer": distances as they are, similarities negated (exactly).
-        gemm_nt(alpha, q_blk, reference.slice(s![r0..r1, ..]), t.view_mut());
-        let fr_blk = fr.slice(s![r0..r1]);
-        for (i, mut row) in t.axis_iter_mut(Axis(0)).enumerate() {
-            let fqi = fq[q0 + i];
-            row.zip_mut_with(&fr_blk, |v, &frj| *v = finish(metric, *v, fqi, frj));
-            if plan.select {
-                continue;
-            }
+        fill_keys(
+            metric,
+            (q_blk, fq.slice(s![q0..q1])),
+            (reference.slice(s![r0..r1, ..]), fr.slice(s![r0..r1])),
+            t.view_mut(),
+        );
+        if plan.select {
+            continue;
+        }
+        for (i, row) in t.axis_iter(Axis(0)).enumerate() {
             let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
             let mut top = TopK {
                 keys: &mut out_keys[i * k..(i + 1) * k],
@@ -796,6 +757,21 @@ fn scan_task(
         }
     }
     lens
+}
+
+/// The keys of every pair of a block of rows `a` and a block of rows `b` (with their
+/// [`row_factors`]) into `out`, `a.nrows() × b.nrows()`: "smaller is closer", distances as they
+/// are and similarities negated (exactly), in GEMM form.
+fn fill_keys(
+    metric: Metric,
+    (a, fa): (ArrayView2<'_, f32>, ArrayView1<'_, f32>),
+    (b, fb): (ArrayView2<'_, f32>, ArrayView1<'_, f32>),
+    mut out: ArrayViewMut2<'_, f32>,
+) {
+    gemm_nt(gemm_alpha(metric, -1.0), a, b, out.view_mut());
+    for (mut row, &fi) in out.axis_iter_mut(Axis(0)).zip(fa) {
+        row.zip_mut_with(&fb, |v, &fj| *v = finish(metric, *v, fi, fj));
+    }
 }
 
 /// Turns one query's sorted keys into the metric's scores in place (see [`key_to_score`]),

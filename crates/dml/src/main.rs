@@ -277,7 +277,6 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    use std::io::IsTerminal;
     let cfg = EvalConfig {
         recall_at: a.recall_at.clone(),
         nmi: !a.no_nmi,
@@ -303,18 +302,12 @@ fn eval(a: EvalArgs) -> Result<()> {
         _ => None,
     };
     // A progress bar on long evaluations, on stderr, only for a person at a terminal.
-    let bar = if a.json || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(0);
-        let style = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {human_pos}/{human_len} queries, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style.progress_chars("=> "));
-        bar.set_message("search");
-        bar
-    };
+    let bar = dml::trainer::progress_bar(
+        0,
+        "{msg} [{bar:30}] {human_pos}/{human_len} queries, eta {eta}",
+        !a.json,
+    );
+    bar.set_message("search");
     let started = std::time::Instant::now();
     let mut search = (0usize, 0.0f64); // (k, seconds)
     let mut on_progress = |p: dml::eval::Progress| match p {

@@ -124,6 +124,18 @@ impl std::fmt::Display for TrainReport {
     }
 }
 
+/// A progress bar on stderr in dml's style (an indicatif `template`), hidden unless `enabled`
+/// and stderr is a terminal, so logs and pipes stay clean.
+pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    indicatif::ProgressBar::new(len).with_style(style)
+}
+
 /// Runs training as a [`Config`] describes it.
 #[derive(Debug)]
 pub struct Trainer {
@@ -504,16 +516,11 @@ impl Trainer {
     }
 
     fn progress_bar(&self, len: u64, epoch: u64) -> indicatif::ProgressBar {
-        if !self.config.train.progress || !std::io::stderr().is_terminal() {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new(len);
-        let style = indicatif::ProgressStyle::with_template(
+        let bar = progress_bar(
+            len,
             "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
+            self.config.train.progress,
+        );
         bar.set_prefix(format!("{}/{}", epoch + 1, self.config.train.epochs));
         bar
     }
