@@ -54,6 +54,16 @@ pub enum Crop {
         /// Range of the aspect ratio (width / height); torchvision's default is (3/4, 4/3).
         ratio: (f32, f32),
     },
+    /// Pad every side with `padding` pixels of value 0, then cut a random `size` × `size`
+    /// square (torchvision `RandomCrop(size, padding)`). With `size` equal to the item's side
+    /// this shifts the item by up to `padding` pixels in each direction, the usual augmentation
+    /// of MNIST-sized images. Where the square reaches past the padded item, the pixels are 0.
+    RandomCrop {
+        /// Side of the square output.
+        size: u32,
+        /// Pixels of zeros added on each side before cropping.
+        padding: u32,
+    },
 }
 
 /// Per-channel normalisation `(x - mean) / std`, applied after scaling pixels to `[0, 1]`.
@@ -160,6 +170,11 @@ impl Transform {
                     return bad(format!("ratio must satisfy 0 < min <= max, got {ratio:?}"));
                 }
             }
+            Crop::RandomCrop { size, .. } => {
+                if size == 0 {
+                    return bad("random crop size must be positive".into());
+                }
+            }
         }
         if let Some(n) = &self.normalize {
             for (name, v) in [("mean", &n.mean), ("std", &n.std)] {
@@ -185,9 +200,9 @@ impl Transform {
     pub fn fixed_size(&self) -> Option<(usize, usize)> {
         match self.crop {
             Crop::None => None,
-            Crop::Center { size, .. } | Crop::RandomResized { size, .. } => {
-                Some((size as usize, size as usize))
-            }
+            Crop::Center { size, .. }
+            | Crop::RandomResized { size, .. }
+            | Crop::RandomCrop { size, .. } => Some((size as usize, size as usize)),
         }
     }
 }
@@ -295,8 +310,32 @@ pub(crate) fn render(
         }
     }
 
+    if let Some(&Crop::RandomCrop { size, padding }) = transform.map(|t| &t.crop) {
+        let (size, pad) = (size as usize, padding as usize);
+        let y0 = rng.random_range(0..=(h + 2 * pad).saturating_sub(size));
+        let x0 = rng.random_range(0..=(w + 2 * pad).saturating_sub(size));
+        let flip = transform.is_some_and(|t| t.hflip) && rng.random::<bool>();
+        // Output (oy, ox) reads source (oy + y0 - pad, ox + x0 - pad); outside the item the raw
+        // value is 0 (the padding), normalised like any pixel.
+        for oy in 0..oh {
+            let sy = (oy + y0).checked_sub(pad).filter(|&y| y < h);
+            for ox in 0..ow {
+                let px = if flip { ow - 1 - ox } else { ox };
+                let sx = (px + x0).checked_sub(pad).filter(|&x| x < w);
+                for ch in 0..c {
+                    let raw = match (sy, sx) {
+                        (Some(y), Some(x)) => src[(y * w + x) * c + ch] as f32,
+                        _ => 0.0,
+                    };
+                    out[(ch * oh + oy) * ow + ox] = raw * a[ch] + b[ch];
+                }
+            }
+        }
+        return;
+    }
+
     let rect = match transform.map(|t| &t.crop) {
-        None | Some(Crop::None) => None,
+        None | Some(Crop::None) | Some(Crop::RandomCrop { .. }) => None,
         Some(&Crop::Center { resize, size }) => {
             // Shorter side -> `resize`, then the central `size` square: in source units the square
             // has side size / s, centred (torchvision rounds the crop origin the same way).

@@ -104,7 +104,7 @@ pub use crate::{
     cluster::{KMeans, KMeansParams, adjusted_mutual_info, kmeans, normalized_mutual_info},
     config::EvalConfig,
     error::{Error, Result},
-    metrics::Metrics,
+    metrics::{Metrics, Score},
 };
 pub use dml_kernels::Metric;
 

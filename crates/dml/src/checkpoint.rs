@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use dml_eval::Metrics;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -39,7 +40,19 @@ pub struct EpochRecord {
     pub train_seconds: f64,
     /// Metrics on the held-out classes (`recall_at_1`, …, `nmi`), when the epoch was evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<BTreeMap<String, f64>>,
+    pub metrics: Option<Metrics>,
+}
+
+/// The raw-input baseline: the held-out items themselves, flattened (L2-normalised when the
+/// model normalises), evaluated like embeddings; or why it was skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawInput {
+    /// The metrics, when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// Why it was not computed (items of different sizes, too large, switched off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Where training stands: enough, with the weights and the optimiser state, to continue exactly
@@ -66,6 +79,10 @@ pub struct TrainState {
     pub config: String,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
+    /// The raw-input baseline, once computed (it depends on the data and the evaluation settings
+    /// only, so a resumed run keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_input: Option<RawInput>,
 }
 
 /// A loaded checkpoint.

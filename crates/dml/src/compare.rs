@@ -1,44 +1,118 @@
 //! `dml compare`: the losses × miners grid of "Sampling Matters in Deep Embedding Learning"
-//! (Wu et al., 2017), trained from one base config.
+//! (Wu et al., 2017), trained from one base config, over one or more seeds, beside the two
+//! trivial baselines.
 //!
 //! Each cell replaces the base config's `[loss]` and `[miner]` (keeping the base's parameters
 //! when the kind is the base's own, the kind's defaults otherwise; a distance-weighted miner is
-//! sized to the model's embeddings) and trains in `<out>/<loss>-<miner>/` with the same seed, so
-//! every cell sees the same initial weights and the same batches. The table (`compare.md`), the
-//! raw numbers (`compare.json`) and one histogram of sampled negative distances per miner
-//! (`negative_distances.{png,svg}`, from the first loss's run) are written to `<out>`.
+//! sized to the model's embeddings) and trains once per seed in `<out>/<loss>-<miner>/` (in
+//! `<out>/<loss>-<miner>/seed-<s>/` with several seeds). For one seed every cell sees the same
+//! initial weights and the same batches. Beside the cells the report holds the baselines on the
+//! same held-out items: the raw input (computed once) and the untrained network (once per seed,
+//! the weights every cell of that seed starts from). The table (`compare.md`: the mean over seeds
+//! and the min–max range per score), the raw numbers (`compare.json`: every run), one histogram of
+//! sampled negative distances per miner (`negative_distances.{png,svg}`, first loss, first seed)
+//! and the MAP@R chart (`map_at_r.{png,svg}`, when MAP@R is computed) are written to `<out>`.
 //!
-//! The table and the JSON are rewritten after every cell, so a long grid that is stopped keeps
-//! what it finished; a cell that fails (a non-finite loss, say) is recorded with its error and the
-//! grid goes on: one bad combination must not cost the hours spent on the others.
+//! The table and the JSON are rewritten after every run, so a long grid that is stopped keeps
+//! what it finished; a run that fails (a non-finite loss, say) is recorded with its error and the
+//! grid goes on: one bad combination must not cost the hours spent on the others. Seeds are the
+//! outer loop, so a stopped grid holds whole grids of its first seeds.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use dml_eval::{Metrics, Score};
 use dml_losses::LossConfig;
 use dml_sampling::MinerConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::RawInput;
 use crate::config::Config;
 use crate::trainer::Trainer;
 use crate::{Error, Result};
 
-/// One cell of the grid.
+/// One training run of a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// The run's seed.
+    pub seed: u64,
+    /// Held-out metrics after the last epoch (`None` when the run failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// Seconds of training.
+    pub train_seconds: f64,
+    /// Why the run failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One cell of the grid: a (loss, miner) pair and its runs, one per seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// The loss kind.
     pub loss: String,
     /// The miner kind.
     pub miner: String,
-    /// Held-out metrics after the last epoch.
-    pub metrics: BTreeMap<String, f64>,
-    /// Seconds of training.
-    pub train_seconds: f64,
-    /// Why the cell failed, if it did (its metrics are then empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// The runs, in seed order.
+    pub runs: Vec<Run>,
+}
+
+/// The untrained network of one seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Untrained {
+    /// The seed its weights were initialised from.
+    pub seed: u64,
+    /// Its held-out metrics.
+    pub metrics: Metrics,
+}
+
+/// Mean, minimum and maximum of one score over runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The mean.
+    pub mean: f64,
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+    /// How many runs it summarises.
+    pub n: usize,
+}
+
+impl Spread {
+    /// The spread of `values`; `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        if values.is_empty() {
+            return None;
+        }
+        let (min, max) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        Some(Spread {
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+            min,
+            max,
+            n: values.len(),
+        })
+    }
+
+    /// `mean` in percent with one decimal, followed by ` (min–max)` when it summarises more
+    /// than one run.
+    pub fn percent(&self) -> String {
+        if self.n > 1 {
+            format!(
+                "{:.1} ({:.1}–{:.1})",
+                100.0 * self.mean,
+                100.0 * self.min,
+                100.0 * self.max
+            )
+        } else {
+            format!("{:.1}", 100.0 * self.mean)
+        }
+    }
 }
 
 /// The whole grid.
@@ -46,51 +120,121 @@ pub struct Cell {
 pub struct CompareReport {
     /// The K of Recall@K, in order.
     pub recall_at: Vec<usize>,
-    /// Epochs each cell trained.
+    /// Epochs each run trained.
     pub epochs: u64,
+    /// The seeds, in the order they ran.
+    pub seeds: Vec<u64>,
+    /// The raw-input baseline on the held-out items (`None` until computed, or with
+    /// `eval.raw_input = false`).
+    #[serde(default)]
+    pub raw_input: Option<RawInput>,
+    /// The untrained network, one entry per seed.
+    pub untrained: Vec<Untrained>,
     /// The cells, losses major.
     pub cells: Vec<Cell>,
 }
 
+impl Cell {
+    /// The spread of `score` over the runs that finished.
+    pub fn spread(&self, score: Score) -> Option<Spread> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.metrics.as_ref()?.get(score))
+            .collect();
+        Spread::of(&v)
+    }
+}
+
 impl CompareReport {
-    /// The grid as a markdown table: one row per (loss, miner), Recall@K and NMI in percent.
+    /// The scores every table row reports, in report order (those of the first finished run,
+    /// else of a baseline).
+    pub fn scores(&self) -> Vec<Score> {
+        let first = self
+            .cells
+            .iter()
+            .flat_map(|c| &c.runs)
+            .find_map(|r| r.metrics.as_ref())
+            .or_else(|| self.untrained.first().map(|u| &u.metrics))
+            .or_else(|| self.raw_input.as_ref()?.metrics.as_ref());
+        first.map_or_else(Vec::new, |m| {
+            m.scores().into_iter().map(|(s, _)| s).collect()
+        })
+    }
+
+    /// The spread of `score` of the untrained network over seeds.
+    pub fn untrained_spread(&self, score: Score) -> Option<Spread> {
+        let v: Vec<f64> = self
+            .untrained
+            .iter()
+            .filter_map(|u| u.metrics.get(score))
+            .collect();
+        Spread::of(&v)
+    }
+
+    /// The grid as a markdown table in percent: the baselines first (raw input, untrained
+    /// network), then one row per (loss, miner); with several seeds each value is the mean
+    /// followed by the (min–max) range.
     pub fn markdown(&self) -> String {
+        let scores = self.scores();
         let mut s = String::from("| loss | miner |");
-        for k in &self.recall_at {
-            s.push_str(&format!(" R@{k} |"));
+        for sc in &scores {
+            s.push_str(&format!(" {} |", sc.label()));
         }
-        s.push_str(" NMI |\n|---|---|");
-        for _ in &self.recall_at {
+        s.push_str(" runs |\n|---|---|");
+        for _ in &scores {
             s.push_str("---:|");
         }
         s.push_str("---:|\n");
+        let cell =
+            |v: Option<Spread>| v.map_or(" - |".to_owned(), |v| format!(" {} |", v.percent()));
+        if let Some(raw) = &self.raw_input {
+            s.push_str("| *raw input* | – |");
+            for &sc in &scores {
+                let v = raw.metrics.as_ref().and_then(|m| m.get(sc));
+                s.push_str(&cell(v.and_then(|v| Spread::of(&[v]))));
+            }
+            s.push_str(" – |\n");
+        }
+        if !self.untrained.is_empty() {
+            s.push_str("| *untrained network* | – |");
+            for &sc in &scores {
+                s.push_str(&cell(self.untrained_spread(sc)));
+            }
+            s.push_str(&format!(" {} |\n", self.untrained.len()));
+        }
         for c in &self.cells {
-            let miner = match &c.error {
-                Some(_) => format!("{} (failed)", c.miner),
-                None => c.miner.clone(),
+            let ok = c.runs.iter().filter(|r| r.metrics.is_some()).count();
+            let miner = if ok < c.runs.len() {
+                format!("{} ({} failed)", c.miner, c.runs.len() - ok)
+            } else {
+                c.miner.clone()
             };
             s.push_str(&format!("| {} | {} |", c.loss, miner));
-            for k in &self.recall_at {
-                match c.metrics.get(&format!("recall_at_{k}")) {
-                    Some(v) => s.push_str(&format!(" {:.1} |", 100.0 * v)),
-                    None => s.push_str(" - |"),
-                }
+            for &sc in &scores {
+                s.push_str(&cell(c.spread(sc)));
             }
-            match c.metrics.get("nmi") {
-                Some(v) => s.push_str(&format!(" {:.1} |\n", 100.0 * v)),
-                None => s.push_str(" - |\n"),
-            }
+            s.push_str(&format!(" {ok} |\n"));
         }
-        for c in self.cells.iter().filter(|c| c.error.is_some()) {
-            let error = c.error.as_deref().unwrap_or_default();
-            s.push_str(&format!("\n{} + {} failed: {error}\n", c.loss, c.miner));
+        if let Some(why) = self.raw_input.as_ref().and_then(|r| r.skipped.as_ref()) {
+            s.push_str(&format!("\nraw input not evaluated: {why}\n"));
+        }
+        for (c, r) in self.failures() {
+            let error = r.error.as_deref().unwrap_or_default();
+            s.push_str(&format!(
+                "\n{} + {} (seed {}) failed: {error}\n",
+                c.loss, c.miner, r.seed
+            ));
         }
         s
     }
 
-    /// The cells that failed.
-    pub fn failures(&self) -> impl Iterator<Item = &Cell> {
-        self.cells.iter().filter(|c| c.error.is_some())
+    /// The runs that failed, with their cells.
+    pub fn failures(&self) -> impl Iterator<Item = (&Cell, &Run)> {
+        self.cells
+            .iter()
+            .flat_map(|c| c.runs.iter().map(move |r| (c, r)))
+            .filter(|(_, r)| r.error.is_some())
     }
 
     /// Writes `compare.md` and `compare.json` into `out_dir`, atomically.
@@ -101,6 +245,25 @@ impl CompareReport {
             message: e.to_string(),
         })?;
         crate::checkpoint::write_atomic(&out_dir.join("compare.json"), json.as_bytes())
+    }
+
+    fn cell_mut(&mut self, loss: &str, miner: &str) -> &mut Cell {
+        let i = match self
+            .cells
+            .iter()
+            .position(|c| c.loss == loss && c.miner == miner)
+        {
+            Some(i) => i,
+            None => {
+                self.cells.push(Cell {
+                    loss: loss.to_owned(),
+                    miner: miner.to_owned(),
+                    runs: Vec::new(),
+                });
+                self.cells.len() - 1
+            }
+        };
+        &mut self.cells[i]
     }
 }
 
@@ -135,48 +298,81 @@ pub fn miner_config(base: &Config, kind: &str) -> Result<MinerConfig> {
     })
 }
 
-/// Trains every (loss, miner) cell and writes the table, the JSON and the histogram plot into
-/// `out_dir`.
+/// Trains every (loss, miner) cell once per seed (seeds outer) and writes the table, the JSON,
+/// the histogram plot and the MAP@R chart into `out_dir`.
 pub fn run(
     base: &Config,
     losses: &[String],
     miners: &[String],
+    seeds: &[u64],
     out_dir: &Path,
     interrupt: Option<Arc<AtomicBool>>,
 ) -> Result<CompareReport> {
+    let seeds: Vec<u64> = if seeds.is_empty() {
+        vec![base.run.seed]
+    } else {
+        seeds.to_vec()
+    };
     // Build every config first, so a typo in the last kind fails before hours of training.
     let mut grid = Vec::new();
-    for l in losses {
-        for m in miners {
-            let mut c = base.clone();
-            c.loss = loss_config(base, l)?;
-            c.miner = miner_config(base, m)?;
-            c.run.name = format!("{l}-{m}");
-            c.run.output_dir = Some(cell_dir(out_dir, l, m));
-            c.train.plots = false;
-            c.train.eval_before = false;
-            c.validate()?;
-            grid.push((l.clone(), m.clone(), c));
+    for (si, &seed) in seeds.iter().enumerate() {
+        for (li, l) in losses.iter().enumerate() {
+            for (mi, m) in miners.iter().enumerate() {
+                let first_of_seed = li == 0 && mi == 0;
+                let mut c = base.clone();
+                c.loss = loss_config(base, l)?;
+                c.miner = miner_config(base, m)?;
+                c.run.name = format!("{l}-{m}");
+                c.run.seed = seed;
+                let dir = cell_dir(out_dir, l, m);
+                c.run.output_dir = Some(if seeds.len() > 1 {
+                    dir.join(format!("seed-{seed}"))
+                } else {
+                    dir
+                });
+                c.train.plots = false;
+                // The baselines are evaluated once: the untrained network by the first cell of
+                // each seed, the raw input by the very first cell.
+                c.train.eval_before = first_of_seed;
+                c.eval.raw_input = base.eval.raw_input && first_of_seed && si == 0;
+                c.validate()?;
+                grid.push((l.clone(), m.clone(), seed, c));
+            }
         }
     }
     let mut report = CompareReport {
-        recall_at: base.eval.recall_at.clone(),
+        recall_at: base.eval.config.recall_at.clone(),
         epochs: base.train.epochs,
+        seeds: seeds.clone(),
+        raw_input: None,
+        untrained: Vec::new(),
         cells: Vec::new(),
     };
     let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::Checkpoint {
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         path: out_dir.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
-    for (l, m, c) in grid {
-        eprintln!("compare: training {l} loss with {m} miner");
+    let total = grid.len();
+    for (i, (l, m, seed, c)) in grid.into_iter().enumerate() {
+        eprintln!(
+            "compare [{}/{total}]: training {l} loss with {m} miner, seed {seed}",
+            i + 1
+        );
+        let failed = |report: &mut CompareReport, e: &Error| -> Result<()> {
+            eprintln!("compare: {l} + {m} (seed {seed}) failed: {e}");
+            report.cell_mut(&l, &m).runs.push(Run {
+                seed,
+                metrics: None,
+                train_seconds: 0.0,
+                error: Some(e.to_string()),
+            });
+            report.write(out_dir)
+        };
         let mut trainer = match Trainer::new(c) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("compare: {l} + {m} failed: {e}");
-                report.cells.push(Cell::failed(l, m, &e));
-                report.write(out_dir)?;
+                failed(&mut report, &e)?;
                 continue;
             }
         };
@@ -186,9 +382,7 @@ pub fn run(
         let fitted = match trainer.fit() {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("compare: {l} + {m} failed: {e}");
-                report.cells.push(Cell::failed(l, m, &e));
-                report.write(out_dir)?;
+                failed(&mut report, &e)?;
                 continue;
             }
         };
@@ -197,17 +391,22 @@ pub fn run(
             return Err(Error::Checkpoint {
                 path: trainer.output_dir().to_path_buf(),
                 message:
-                    "interrupted; the cells trained so far are in compare.md and their folders"
+                    "interrupted; the runs finished so far are in compare.md and their folders"
                         .to_owned(),
             });
+        }
+        if let Some(raw) = fitted.raw_input {
+            report.raw_input = Some(raw);
+        }
+        if let Some(m0) = fitted.initial_metrics {
+            report.untrained.push(Untrained { seed, metrics: m0 });
         }
         if !histograms.iter().any(|(name, _)| *name == m) {
             histograms.push((m.clone(), trainer.last_negative_distances().to_vec()));
         }
-        report.cells.push(Cell {
-            loss: l,
-            miner: m,
-            metrics: fitted.final_metrics.unwrap_or_default(),
+        report.cell_mut(&l, &m).runs.push(Run {
+            seed,
+            metrics: fitted.final_metrics,
             train_seconds: fitted.train_seconds,
             error: None,
         });
@@ -220,19 +419,15 @@ pub fn run(
         &format!("negatives sampled in the last epoch ({first_loss} loss)"),
         &out_dir.join("negative_distances"),
     )?;
-    Ok(report)
-}
-
-impl Cell {
-    fn failed(loss: String, miner: String, error: &Error) -> Self {
-        Cell {
-            loss,
-            miner,
-            metrics: BTreeMap::new(),
-            train_seconds: 0.0,
-            error: Some(error.to_string()),
-        }
+    if report.scores().contains(&Score::MapAtR) {
+        crate::plots::compare_chart(
+            &report,
+            Score::MapAtR,
+            &format!("{}: MAP@R on the held-out classes", base.run.name),
+            &out_dir.join("map_at_r"),
+        )?;
     }
+    Ok(report)
 }
 
 /// The folder of one cell.
@@ -244,52 +439,79 @@ pub fn cell_dir(out_dir: &Path, loss: &str, miner: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn cell(loss: &str, miner: &str, r1: Option<f64>, error: Option<&str>) -> Cell {
-        Cell {
-            loss: loss.to_owned(),
-            miner: miner.to_owned(),
-            metrics: r1
-                .map(|v| BTreeMap::from([("recall_at_1".to_owned(), v), ("nmi".to_owned(), 0.5)]))
-                .unwrap_or_default(),
+    fn metrics(r1: f64) -> Metrics {
+        Metrics {
+            recall_at: vec![(1, r1)],
+            precision_at_1: r1,
+            r_precision: None,
+            map_at_r: None,
+            nmi: Some(0.5),
+            ami: None,
+            n_queries: 10,
+            n_queries_without_positive: 0,
+        }
+    }
+
+    fn run(seed: u64, r1: Option<f64>) -> Run {
+        Run {
+            seed,
+            metrics: r1.map(metrics),
             train_seconds: 1.0,
-            error: error.map(str::to_owned),
+            error: r1
+                .is_none()
+                .then(|| "non-finite loss at epoch 1".to_owned()),
         }
     }
 
     #[test]
-    fn a_failed_cell_is_marked_and_explained_and_the_rest_are_kept() {
+    fn a_failed_run_is_marked_and_explained_and_the_rest_are_kept() {
         let report = CompareReport {
             recall_at: vec![1],
             epochs: 1,
+            seeds: vec![0, 1],
+            raw_input: None,
+            untrained: Vec::new(),
             cells: vec![
-                cell("margin", "uniform", Some(0.875), None),
-                cell(
-                    "triplet",
-                    "batch_hard",
-                    None,
-                    Some("non-finite loss at epoch 1"),
-                ),
+                Cell {
+                    loss: "margin".into(),
+                    miner: "uniform".into(),
+                    runs: vec![run(0, Some(0.875)), run(1, Some(0.625))],
+                },
+                Cell {
+                    loss: "triplet".into(),
+                    miner: "batch_hard".into(),
+                    runs: vec![run(0, Some(0.5)), run(1, None)],
+                },
             ],
         };
         let md = report.markdown();
-        assert!(md.contains("| margin | uniform | 87.5 | 50.0 |"), "{md}");
         assert!(
-            md.contains("| triplet | batch_hard (failed) | - | - |"),
+            md.contains(
+                "| margin | uniform | 75.0 (62.5–87.5) | 75.0 (62.5–87.5) | 50.0 (50.0–50.0) | 2 |"
+            ),
+            "{md}"
+        );
+        // The failed seed is left out of the mean; the row says so.
+        assert!(
+            md.contains("| triplet | batch_hard (1 failed) | 50.0 | 50.0 | 50.0 | 1 |"),
             "{md}"
         );
         assert!(
-            md.contains("triplet + batch_hard failed: non-finite loss at epoch 1"),
+            md.contains("triplet + batch_hard (seed 1) failed: non-finite loss at epoch 1"),
             "{md}"
         );
-        let failed: Vec<_> = report.failures().map(|c| c.miner.as_str()).collect();
-        assert_eq!(failed, ["batch_hard"]);
+        let failed: Vec<_> = report
+            .failures()
+            .map(|(c, r)| (c.miner.as_str(), r.seed))
+            .collect();
+        assert_eq!(failed, [("batch_hard", 1)]);
 
         let dir = tempfile::tempdir().expect("tempdir");
         report.write(dir.path()).expect("write");
         let json = std::fs::read_to_string(dir.path().join("compare.json")).expect("json");
         let back: CompareReport = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, report);
-        // A successful cell's JSON has no `error` key at all.
+        // A successful run's JSON has no `error` key at all.
         assert_eq!(json.matches("\"error\"").count(), 1);
     }
 }

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dml_eval::EvalConfig;
 use dml_kernels::Metric;
 use dml_losses::LossConfig;
 use dml_models::{DeviceChoice, ModelConfig};
@@ -331,29 +332,31 @@ impl Default for TrainConfig {
     }
 }
 
-/// What is measured on the held-out classes.
+/// What is measured on the held-out classes: the retrieval metric, the raw-input baseline
+/// switch, and every key of [`dml_eval::EvalConfig`] (`recall_at`, `r_metrics`, `nmi`, `ami`,
+/// `seed`, `kmeans_restarts`, `kmeans_max_iter`) in the same `[eval]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EvalSettings {
     /// The metric used for retrieval (default `euclidean`; on L2-normalised embeddings every
     /// metric ranks the same).
     pub metric: Metric,
-    /// The K of Recall@K (default `[1, 2, 4, 8]`).
-    pub recall_at: Vec<usize>,
-    /// Compute NMI of k-means clusters (default `true`).
-    pub nmi: bool,
-    /// Compute R-precision and MAP@R (default `true`). They need a k-NN search as deep as the
-    /// largest held-out class; switch off for held-out sets with classes of thousands of items.
-    pub r_metrics: bool,
+    /// Also evaluate the raw input as a baseline (default `true`): each held-out item flattened
+    /// (after the test transform), L2-normalised when the model normalises its embeddings,
+    /// with the same metric and scores. Computed once per run; skipped, with the reason in the
+    /// report, when the items differ in size or the flattened set would exceed 2 GiB.
+    pub raw_input: bool,
+    /// What to compute (unknown keys are rejected here).
+    #[serde(flatten)]
+    pub config: EvalConfig,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
         EvalSettings {
             metric: Metric::Euclidean,
-            recall_at: vec![1, 2, 4, 8],
-            nmi: true,
-            r_metrics: true,
+            raw_input: true,
+            config: EvalConfig::default(),
         }
     }
 }
@@ -425,6 +428,9 @@ pub enum ConfigError {
         /// The model's.
         model: i64,
     },
+    /// Another rule of `[eval]` ([`dml_eval::EvalConfig::validate`]).
+    #[error("[eval]: {0}")]
+    Eval(String),
     /// Empty `eval.recall_at`.
     #[error("eval.recall_at must list at least one k")]
     RecallAtEmpty,
@@ -539,11 +545,14 @@ impl Config {
                 model: self.model.embedding_dim(),
             });
         }
-        if self.eval.recall_at.is_empty() {
+        if self.eval.config.recall_at.is_empty() {
             return Err(ConfigError::RecallAtEmpty);
         }
-        if self.eval.recall_at.contains(&0) {
+        if self.eval.config.recall_at.contains(&0) {
             return Err(ConfigError::RecallAtZero);
+        }
+        if let Err(e) = self.eval.config.validate() {
+            return Err(ConfigError::Eval(e.to_string()));
         }
         Ok(())
     }

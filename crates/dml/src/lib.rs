@@ -34,8 +34,14 @@
 //!
 //! let mut trainer = Trainer::new(config)?;
 //! let report = trainer.fit()?;
-//! let recall_at_1 = report.final_metrics.as_ref().and_then(|m| m.get("recall_at_1"));
-//! assert!(recall_at_1.is_some_and(|r| (0.0..=1.0).contains(r)));
+//! let trained = report.final_metrics.as_ref().expect("evaluated after the last epoch");
+//! let untrained = report.initial_metrics.as_ref().expect("evaluated before the first");
+//! let raw_input = report.raw_input.as_ref().and_then(|r| r.metrics.as_ref()).expect("baseline");
+//! for (score, value) in trained.scores() {
+//!     println!("{score}: raw input {:?}, untrained {:?}, trained {value:.4}",
+//!              raw_input.get(score), untrained.get(score));
+//! }
+//! assert!((0.0..=1.0).contains(&trained.precision_at_1));
 //! # std::fs::remove_dir_all(dir).ok();
 //! # Ok(())
 //! # }

@@ -1,7 +1,9 @@
 //! The metrics log: one JSON object per line (`metrics.jsonl`), appended after every epoch.
 //!
 //! Each line is an [`EpochRecord`]: `{"epoch":3,"loss":0.12,"tuples_per_batch":…,"lr_factor":1.0,
-//! "train_seconds":…,"metrics":{"recall_at_1":0.91,…}}`. JSON lines can be read while the run is
+//! "train_seconds":…,"metrics":{"recall_at_1":0.91,…}}`, except the first line of a run that
+//! computed the raw-input baseline: `{"baseline":"raw_input","metrics":{…}}` (or
+//! `{"baseline":"raw_input","skipped":"why"}`), which [`MetricsLog::read`] leaves out. JSON lines can be read while the run is
 //! going (`tail -f`, `pandas.read_json(path, lines=True)`), and a crash loses at most the line
 //! being written. On resumption the log is rewritten from the checkpoint's history, so lines of
 //! epochs the checkpoint does not cover (written after it, then lost to the interruption) do not
@@ -10,7 +12,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{EpochRecord, write_atomic};
+use serde::Serialize;
+
+use crate::checkpoint::{EpochRecord, RawInput, write_atomic};
 use crate::{Error, Result};
 
 /// An append-only JSON-lines file of [`EpochRecord`]s.
@@ -20,9 +24,17 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Starts the log at `path` with exactly the records of `history` (none for a fresh run).
-    pub fn create(path: &Path, history: &[EpochRecord]) -> Result<MetricsLog> {
+    /// Starts the log at `path` with the raw-input baseline (when known) and exactly the records
+    /// of `history` (none for a fresh run).
+    pub fn create(
+        path: &Path,
+        raw_input: Option<&RawInput>,
+        history: &[EpochRecord],
+    ) -> Result<MetricsLog> {
         let mut text = String::new();
+        if let Some(b) = raw_input {
+            text.push_str(&line(path, &baseline_line(b))?);
+        }
         for r in history {
             text.push_str(&line(path, r)?);
         }
@@ -37,8 +49,17 @@ impl MetricsLog {
         &self.path
     }
 
+    /// Appends the raw-input baseline as a line and flushes it.
+    pub fn append_raw_input(&mut self, raw_input: &RawInput) -> Result<()> {
+        self.append_line(&baseline_line(raw_input))
+    }
+
     /// Appends one record as a line and flushes it.
     pub fn append(&mut self, record: &EpochRecord) -> Result<()> {
+        self.append_line(record)
+    }
+
+    fn append_line<T: Serialize>(&mut self, record: &T) -> Result<()> {
         let io = |source| Error::Io {
             path: self.path.clone(),
             source,
@@ -53,15 +74,15 @@ impl MetricsLog {
         f.flush().map_err(io)
     }
 
-    /// Reads every record of a log file.
+    /// Reads every epoch record of a log file (baseline lines are left out).
     pub fn read(path: &Path) -> Result<Vec<EpochRecord>> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
         text.lines()
-            .filter(|l| !l.trim().is_empty())
             .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with("{\"baseline\""))
             .map(|(i, l)| {
                 serde_json::from_str(l).map_err(|e| Error::Checkpoint {
                     path: path.to_path_buf(),
@@ -72,7 +93,21 @@ impl MetricsLog {
     }
 }
 
-fn line(path: &Path, r: &EpochRecord) -> Result<String> {
+#[derive(Serialize)]
+struct BaselineLine<'a> {
+    baseline: &'static str,
+    #[serde(flatten)]
+    raw_input: &'a RawInput,
+}
+
+fn baseline_line(raw_input: &RawInput) -> BaselineLine<'_> {
+    BaselineLine {
+        baseline: "raw_input",
+        raw_input,
+    }
+}
+
+fn line<T: Serialize>(path: &Path, r: &T) -> Result<String> {
     let mut s = serde_json::to_string(r).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -173,6 +173,10 @@ struct CompareArgs {
     /// Override `train.epochs` of every cell.
     #[arg(long)]
     epochs: Option<u64>,
+    /// Seeds, comma-separated: every cell trains once per seed and the table reports the mean
+    /// and the (min–max) range (default: the config's `run.seed`).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
     /// Override the output folder (default `<output_dir>/compare`).
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -467,25 +471,26 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
         &config,
         &a.losses,
         &a.miners,
+        &a.seeds,
         &out_dir,
         Some(interrupt_flag()),
     )?;
     print!("{}", report.markdown());
     eprintln!(
-        "wrote {} and {}; distance histograms in {}",
+        "wrote {} and {}; plots in {}",
         out_dir.join("compare.md").display(),
         out_dir.join("compare.json").display(),
-        out_dir.join("negative_distances.png").display()
+        out_dir.display()
     );
     let failed: Vec<String> = report
         .failures()
-        .map(|c| format!("{} + {}", c.loss, c.miner))
+        .map(|(c, r)| format!("{} + {} (seed {})", c.loss, c.miner, r.seed))
         .collect();
     if !failed.is_empty() {
+        let runs: usize = report.cells.iter().map(|c| c.runs.len()).sum();
         bail!(
-            "{} of {} cells failed: {}",
+            "{} of {runs} runs failed: {}",
             failed.len(),
-            report.cells.len(),
             failed.join(", ")
         );
     }

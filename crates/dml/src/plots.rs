@@ -199,17 +199,17 @@ impl Drawer for Curves<'_> {
             .map_err(e2s)?;
 
         // Recall@K per evaluated epoch, one line per K.
-        let mut ks: Vec<(usize, String)> = Vec::new();
-        for r in self.history {
-            for key in r.metrics.iter().flat_map(|m| m.keys()) {
-                if let Some(k) = key.strip_prefix("recall_at_").and_then(|k| k.parse().ok())
-                    && !ks.iter().any(|(kk, _)| *kk == k)
-                {
-                    ks.push((k, key.clone()));
-                }
-            }
-        }
-        ks.sort();
+        let mut ks: Vec<usize> = self
+            .history
+            .iter()
+            .flat_map(|r| {
+                r.metrics
+                    .iter()
+                    .flat_map(|m| m.recall_at.iter().map(|&(k, _)| k))
+            })
+            .collect();
+        ks.sort_unstable();
+        ks.dedup();
         let mut chart = ChartBuilder::on(&right)
             .caption("Recall@K on the held-out classes", ("sans-serif", 18))
             .margin(12)
@@ -226,12 +226,12 @@ impl Drawer for Curves<'_> {
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
-        for (i, (k, key)) in ks.iter().enumerate() {
+        for (i, &k) in ks.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
             let points: Vec<(f64, f64)> = self
                 .history
                 .iter()
-                .filter_map(|r| Some((r.epoch as f64, *r.metrics.as_ref()?.get(key)?)))
+                .filter_map(|r| Some((r.epoch as f64, r.metrics.as_ref()?.recall_at_k(k)?)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(
@@ -596,6 +596,152 @@ pub fn distance_histograms(
         stem,
         ((420 * cols).max(900), 360 * rows + 70),
         &Histograms { series, dim, title },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compare grid.
+
+struct GridChart<'a> {
+    report: &'a crate::compare::CompareReport,
+    score: dml_eval::Score,
+    title: &'a str,
+}
+
+impl Drawer for GridChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(e2s)?;
+        let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        let cells: Vec<(String, Option<crate::compare::Spread>)> = self
+            .report
+            .cells
+            .iter()
+            .map(|c| (format!("{} + {}", c.loss, c.miner), c.spread(self.score)))
+            .collect();
+        let raw = self
+            .report
+            .raw_input
+            .as_ref()
+            .and_then(|r| r.metrics.as_ref()?.get(self.score));
+        let untrained = self.report.untrained_spread(self.score);
+        let values = cells
+            .iter()
+            .filter_map(|(_, s)| *s)
+            .flat_map(|s| [s.min, s.max])
+            .chain(raw)
+            .chain(untrained.iter().flat_map(|s| [s.min, s.max]));
+        let (lo, hi) = match padded_range(values, f64::NAN) {
+            (lo, hi) if lo.is_finite() && hi.is_finite() => (lo, hi),
+            _ => (0.0, 1.0),
+        };
+        let n = cells.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(230)
+            .build_cartesian_2d(lo..hi, -0.5f64..n as f64 - 0.5)
+            .map_err(e2s)?;
+        let names: Vec<String> = cells.iter().map(|(name, _)| name.clone()).collect();
+        let row_label = move |y: &f64| {
+            let i = y.round();
+            if (y - i).abs() < 1e-9 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_desc(self.score.label())
+            .x_label_formatter(&value_ticks(lo, hi))
+            .y_labels(n)
+            .y_label_formatter(&row_label)
+            .disable_y_mesh()
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        let y_span = (-0.5, n as f64 - 0.5);
+        if let Some(r) = raw {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(r, y_span.0), (r, y_span.1)],
+                    8,
+                    5,
+                    RED.stroke_width(2),
+                ))
+                .map_err(e2s)?
+                .label(format!("raw input ({r:.3})"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+        }
+        if let Some(u) = untrained {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(u.mean, y_span.0), (u.mean, y_span.1)],
+                    3,
+                    4,
+                    BLACK.stroke_width(2),
+                ))
+                .map_err(e2s)?
+                .label(format!("untrained network ({:.3})", u.mean))
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
+                });
+        }
+        let colour = BLUE;
+        chart
+            .draw_series(cells.iter().enumerate().filter_map(|(i, (_, s))| {
+                let s = (*s)?;
+                Some(ErrorBar::new_horizontal(
+                    i as f64,
+                    s.min,
+                    s.mean,
+                    s.max,
+                    colour.stroke_width(2),
+                    10,
+                ))
+            }))
+            .map_err(e2s)?
+            .label("trained: mean, min–max over seeds")
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
+        chart
+            .draw_series(cells.iter().enumerate().filter_map(|(i, (_, s))| {
+                Some(Circle::new(
+                    (s.as_ref()?.mean, i as f64),
+                    4,
+                    colour.filled(),
+                ))
+            }))
+            .map_err(e2s)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(e2s)?;
+        Ok(())
+    }
+}
+
+/// One row per cell of a `dml compare` grid: the mean of `score` over seeds with its min–max
+/// range as an error bar, and the two baselines (raw input, untrained network) as vertical
+/// lines. Written to `<stem>.png` and `<stem>.svg`.
+pub fn compare_chart(
+    report: &crate::compare::CompareReport,
+    score: dml_eval::Score,
+    title: &str,
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    let height = 110 + 34 * report.cells.len().max(1) as u32;
+    render(
+        stem,
+        (WIDTH, height.max(320)),
+        &GridChart {
+            report,
+            score,
+            title,
+        },
     )
 }
 

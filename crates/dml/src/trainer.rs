@@ -12,7 +12,6 @@
 //! a checkpoint (even one written by Ctrl-C in the middle of an epoch) takes exactly the steps of
 //! the uninterrupted run; on the CPU with a fixed thread count the numbers are identical.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use dml_data::{Dataset, Transform};
-use dml_eval::{EvalConfig, Metrics};
+use dml_eval::Metrics;
 use dml_losses::Loss;
 use dml_models::{EmbeddingNet, InputShape};
 use dml_sampling::{Miner, PkSampler, Tuples};
@@ -29,7 +28,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::checkpoint::{self, Checkpoint, EpochRecord, TrainState};
+use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
 use crate::config::Config;
 use crate::log::MetricsLog;
 use crate::optim::Optimizer;
@@ -61,15 +60,21 @@ pub enum Subset {
     Test,
 }
 
+/// At most this many bytes of flattened held-out items for the raw-input baseline.
+const RAW_INPUT_BUDGET: usize = 2 << 30;
+
 /// What a finished (or interrupted) run reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
     /// Epochs completed.
     pub epochs: u64,
+    /// The raw-input baseline on the held-out classes (`None` with `eval.raw_input = false`).
+    #[serde(default)]
+    pub raw_input: Option<RawInput>,
     /// Metrics of the untrained network on the held-out classes (epoch 0), when evaluated.
-    pub initial_metrics: Option<BTreeMap<String, f64>>,
+    pub initial_metrics: Option<Metrics>,
     /// Metrics after the last evaluated epoch.
-    pub final_metrics: Option<BTreeMap<String, f64>>,
+    pub final_metrics: Option<Metrics>,
     /// The output folder.
     pub output_dir: PathBuf,
     /// Plot files written.
@@ -82,16 +87,6 @@ pub struct TrainReport {
 
 impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys = |m: &BTreeMap<String, f64>| {
-            let mut keys: Vec<String> = m.keys().cloned().collect();
-            // recall_at_<k> in numeric order, then the rest.
-            keys.sort_by_key(|k| {
-                k.strip_prefix("recall_at_")
-                    .and_then(|k| k.parse::<usize>().ok())
-                    .map_or((1, 0, k.clone()), |n| (0, n, String::new()))
-            });
-            keys
-        };
         if self.interrupted {
             writeln!(
                 f,
@@ -106,14 +101,23 @@ impl std::fmt::Display for TrainReport {
             )?;
         }
         if let Some(fin) = &self.final_metrics {
-            writeln!(f, "held-out classes:      untrained   trained")?;
-            for k in keys(fin) {
-                let before = self
-                    .initial_metrics
-                    .as_ref()
-                    .and_then(|m| m.get(&k))
-                    .map_or("       -".to_owned(), |v| format!("{v:8.4}"));
-                writeln!(f, "  {k:<20} {before}  {:8.4}", fin[&k])?;
+            let raw = self.raw_input.as_ref().and_then(|r| r.metrics.as_ref());
+            let column = |m: Option<&Metrics>, score| {
+                m.and_then(|m| m.get(score))
+                    .map_or(format!("{:>9}", "-"), |v| format!("{v:9.4}"))
+            };
+            writeln!(f, "held-out classes:   raw input  untrained    trained")?;
+            for (score, value) in fin.scores() {
+                writeln!(
+                    f,
+                    "  {:<16} {}  {}  {value:9.4}",
+                    score.key(),
+                    column(raw, score),
+                    column(self.initial_metrics.as_ref(), score),
+                )?;
+            }
+            if let Some(why) = self.raw_input.as_ref().and_then(|r| r.skipped.as_ref()) {
+                writeln!(f, "raw input not evaluated: {why}")?;
             }
         }
         writeln!(f, "output: {}", self.output_dir.display())?;
@@ -184,17 +188,6 @@ pub fn read_data_config(path: &Path) -> Result<dml_data::DataConfig> {
             path: path.display().to_string(),
             message: e.to_string().trim_end().to_owned(),
         })
-}
-
-fn metrics_map(m: &Metrics) -> BTreeMap<String, f64> {
-    match m.to_json() {
-        serde_json::Value::Object(o) => o
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("n_"))
-            .filter_map(|(k, v)| Some((k, v.as_f64()?)))
-            .collect(),
-        _ => BTreeMap::new(),
-    }
 }
 
 impl Trainer {
@@ -281,6 +274,7 @@ impl Trainer {
                 seed,
                 config: config.to_toml_string(),
                 history: Vec::new(),
+                raw_input: None,
             },
         };
         let output_dir = config.run.output_dir();
@@ -467,35 +461,90 @@ impl Trainer {
 
     /// Evaluates on the held-out classes (for In-Shop: queries against the gallery).
     pub fn evaluate(&mut self) -> Result<Metrics> {
-        let eval_cfg = EvalConfig {
-            recall_at: self.config.eval.recall_at.clone(),
-            nmi: self.config.eval.nmi,
-            r_metrics: self.config.eval.r_metrics,
-            seed: self.state.seed,
-            ..EvalConfig::default()
-        };
+        let eval_cfg = &self.config.eval.config;
         let metric = self.config.eval.metric;
         let metrics = match (&self.split.query, &self.split.gallery) {
             (Some(q), Some(g)) => {
                 let (qx, qy) = self.embed_dataset(q.as_ref())?;
                 let (gx, gy) = self.embed_dataset(g.as_ref())?;
-                dml_eval::evaluate_with_reference(
-                    qx.view(),
-                    &qy,
-                    gx.view(),
-                    &gy,
-                    metric,
-                    &eval_cfg,
-                )?
+                dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, eval_cfg)?
             }
             _ => {
                 let (x, y) = self.embed_dataset(self.split.test.as_ref())?;
-                let m = dml_eval::evaluate(x.view(), &y, metric, &eval_cfg)?;
+                let m = dml_eval::evaluate(x.view(), &y, metric, eval_cfg)?;
                 self.last_test_embeddings = Some((x, y));
                 m
             }
         };
         Ok(metrics)
+    }
+
+    /// The raw-input baseline: every held-out item after the test transform, flattened to one
+    /// row, L2-normalised when the model normalises its embeddings, evaluated with the same
+    /// metric and settings as the network ([`Trainer::evaluate`]). Skipped (with the reason)
+    /// when the items differ in size or the rows would take more than 2 GiB.
+    pub fn raw_input_baseline(&self) -> Result<RawInput> {
+        let skipped = |why: String| {
+            Ok(RawInput {
+                metrics: None,
+                skipped: Some(why),
+            })
+        };
+        let sets: Vec<&dyn Dataset> = match (&self.split.query, &self.split.gallery) {
+            (Some(q), Some(g)) => vec![q.as_ref(), g.as_ref()],
+            _ => vec![self.split.test.as_ref()],
+        };
+        let tf = self.config.transform.test.as_ref();
+        let mut flat = Vec::with_capacity(sets.len());
+        for set in sets {
+            let shape = match dml_data::batch_item_shape(set, tf) {
+                Ok(shape) => shape,
+                Err(dml_data::Error::VariableItemSize) => {
+                    return skipped(
+                        "the held-out items differ in size and [transform.test] does not crop them to one"
+                            .to_owned(),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let dim: usize = shape.iter().product();
+            let bytes = set.len().saturating_mul(dim).saturating_mul(4);
+            if bytes > RAW_INPUT_BUDGET {
+                return skipped(format!(
+                    "{} items of {dim} values would take {:.1} GiB (limit 2 GiB)",
+                    set.len(),
+                    bytes as f64 / (1u64 << 30) as f64
+                ));
+            }
+            let mut x = Array2::<f32>::zeros((set.len(), dim));
+            let mut labels = Vec::with_capacity(set.len());
+            let bs = self.config.batch.eval_batch_size.max(1);
+            for start in (0..set.len()).step_by(bs) {
+                let idx: Vec<usize> = (start..(start + bs).min(set.len())).collect();
+                let (b, y) = dml_data::load_batch(set, &idx, tf, self.state.seed)?;
+                let mut rows = x.slice_mut(ndarray::s![start..start + idx.len(), ..]);
+                for (mut row, item) in rows.outer_iter_mut().zip(b.outer_iter()) {
+                    row.iter_mut().zip(item.iter()).for_each(|(r, &v)| *r = v);
+                }
+                labels.extend(y);
+            }
+            if self.config.model.normalize() {
+                dml_kernels::l2_normalize_inplace(x.view_mut());
+            }
+            flat.push((x, labels));
+        }
+        let (cfg, metric) = (&self.config.eval.config, self.config.eval.metric);
+        let metrics = match flat.as_slice() {
+            [(q, qy), (g, gy)] => {
+                dml_eval::evaluate_with_reference(q.view(), qy, g.view(), gy, metric, cfg)?
+            }
+            [(x, y)] => dml_eval::evaluate(x.view(), y, metric, cfg)?,
+            _ => unreachable!("one held-out set or a query and a gallery"),
+        };
+        Ok(RawInput {
+            metrics: Some(metrics),
+            skipped: None,
+        })
     }
 
     fn save_checkpoint(&self) -> Result<()> {
@@ -537,8 +586,16 @@ impl Trainer {
             &self.output_dir.join(files::CONFIG),
             self.config.to_toml_string().as_bytes(),
         )?;
-        let mut log =
-            MetricsLog::create(&self.output_dir.join(files::METRICS), &self.state.history)?;
+        let mut log = MetricsLog::create(
+            &self.output_dir.join(files::METRICS),
+            self.state.raw_input.as_ref(),
+            &self.state.history,
+        )?;
+        if self.state.raw_input.is_none() && self.config.eval.raw_input {
+            let raw = self.raw_input_baseline()?;
+            log.append_raw_input(&raw)?;
+            self.state.raw_input = Some(raw);
+        }
         let epochs = self.config.train.epochs;
         let mut train_seconds = 0.0;
         let mut interrupted = false;
@@ -555,7 +612,7 @@ impl Trainer {
                 tuples_per_batch: None,
                 lr_factor: 0.0,
                 train_seconds: 0.0,
-                metrics: Some(metrics_map(&m)),
+                metrics: Some(m),
             };
             log.append(&record)?;
             self.state.history.push(record);
@@ -620,7 +677,7 @@ impl Trainer {
             let last = self.state.epochs_done == epochs;
             let every = self.config.train.eval_every;
             if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
-                record.metrics = Some(metrics_map(&self.evaluate()?));
+                record.metrics = Some(self.evaluate()?);
             }
             tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
             log.append(&record)?;
@@ -654,6 +711,7 @@ impl Trainer {
             .and_then(|r| r.metrics.clone());
         let report = TrainReport {
             epochs: self.state.epochs_done,
+            raw_input: self.state.raw_input.clone(),
             initial_metrics,
             final_metrics,
             output_dir: self.output_dir.clone(),

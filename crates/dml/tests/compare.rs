@@ -1,4 +1,4 @@
-//! `dml compare`, run as a process on the embedded digits: one epoch per cell, a 2 × 2 grid.
+//! `dml compare`, run as a process on the embedded digits: one epoch per run.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -28,21 +28,27 @@ fn base_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The cells of a 1 × 2 grid over two seeds, with the baseline rows: every number in the table
+/// is recomputed here from the runs in the JSON (mean and min–max, in percent), the seeds are
+/// really different runs, each run's folder holds its own loss, miner and seed, and the untrained
+/// row of a seed is the first epoch-0 evaluation of that seed's weights.
 #[test]
-fn compare_writes_every_cell_to_markdown_and_json() {
+fn compare_reports_mean_and_range_over_seeds_beside_the_baselines() {
     let dir = tempfile::tempdir().unwrap();
     let config = base_config(dir.path());
     let out_dir = dir.path().join("grid");
-    let losses = ["contrastive", "margin"];
     let miners = ["uniform", "batch_hard"];
+    let seeds = [3u64, 4];
     let out = dml(&[
         "compare",
         "--config",
         s(&config),
         "--losses",
-        &losses.join(","),
+        "margin",
         "--miners",
         &miners.join(","),
+        "--seeds",
+        "3,4",
         "--epochs",
         "1",
         "--output-dir",
@@ -53,88 +59,110 @@ fn compare_writes_every_cell_to_markdown_and_json() {
         "dml compare failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    // The markdown: the header, then one row per cell, losses major, every value a percentage.
     let md = std::fs::read_to_string(out_dir.join("compare.md")).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         md,
         "stdout is the table"
     );
-    let lines: Vec<&str> = md.lines().collect();
-    assert_eq!(lines[0], "| loss | miner | R@1 | R@2 | R@4 | R@8 | NMI |");
-    assert_eq!(lines.len(), 2 + losses.len() * miners.len());
-    let mut row = 2;
-    for l in losses {
-        for m in miners {
-            let cols: Vec<&str> = lines[row]
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect();
-            assert_eq!(cols[..2], [l, m], "row {row}: {}", lines[row]);
-            assert_eq!(cols.len(), 7, "row {row}: {}", lines[row]);
-            for v in &cols[2..] {
-                let v: f64 = v.parse().unwrap_or_else(|_| panic!("a number: {v}"));
-                assert!((0.0..=100.0).contains(&v), "row {row}: {v}");
-            }
-            row += 1;
-        }
-    }
-
-    // The JSON: every cell, finite metrics in [0, 1], Recall@K non-decreasing in K.
-    let json: serde_json::Value =
+    let report: dml::compare::CompareReport =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("compare.json")).unwrap())
             .unwrap();
-    assert_eq!(json["epochs"], 1);
-    assert_eq!(json["recall_at"], serde_json::json!([1, 2, 4, 8]));
-    let cells = json["cells"].as_array().unwrap();
-    assert_eq!(cells.len(), losses.len() * miners.len());
-    let mut i = 0;
-    for l in losses {
-        for m in miners {
-            let c = &cells[i];
-            assert_eq!(
-                (c["loss"].as_str(), c["miner"].as_str()),
-                (Some(l), Some(m))
-            );
-            let metrics = c["metrics"].as_object().unwrap();
-            for key in [
-                "recall_at_1",
-                "recall_at_2",
-                "recall_at_4",
-                "recall_at_8",
-                "nmi",
-            ] {
-                let v = metrics[key].as_f64().unwrap_or(f64::NAN);
-                assert!(
-                    v.is_finite() && (0.0..=1.0).contains(&v),
-                    "{l}/{m} {key} = {v}"
-                );
-            }
-            let r: Vec<f64> = [1, 2, 4, 8]
-                .iter()
-                .map(|k| metrics[&format!("recall_at_{k}")].as_f64().unwrap())
-                .collect();
-            assert!(r.windows(2).all(|w| w[0] <= w[1]), "{l}/{m}: {r:?}");
-            // The markdown shows the same numbers, in percent with one decimal.
-            let md_row = lines[2 + i];
-            assert!(
-                md_row.contains(&format!(" {:.1} |", 100.0 * r[0])),
-                "{md_row} vs {r:?}"
-            );
-            assert!(c["train_seconds"].as_f64().unwrap() > 0.0);
-            // Each cell trained in its own folder, with its own loss and miner.
-            let cell_config =
-                std::fs::read_to_string(out_dir.join(format!("{l}-{m}")).join("config.toml"))
-                    .unwrap();
-            assert!(cell_config.contains(&format!("kind = \"{l}\"")), "{l}/{m}");
-            assert!(cell_config.contains(&format!("kind = \"{m}\"")), "{l}/{m}");
-            i += 1;
+    assert_eq!(report.seeds, seeds);
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(
+        lines[0],
+        "| loss | miner | R@1 | R@2 | R@4 | R@8 | P@1 | R-prec | MAP@R | NMI | runs |"
+    );
+    let keys = [
+        "recall_at_1",
+        "recall_at_2",
+        "recall_at_4",
+        "recall_at_8",
+        "precision_at_1",
+        "r_precision",
+        "map_at_r",
+        "nmi",
+    ];
+    // "mean (min–max)" in percent from a list of values, computed here.
+    let summary = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if v.len() > 1 {
+            format!("{:.1} ({:.1}–{:.1})", 100.0 * mean, 100.0 * lo, 100.0 * hi)
+        } else {
+            format!("{:.1}", 100.0 * mean)
+        }
+    };
+    let row = |name: &str, values: Vec<Vec<f64>>, runs: &str| {
+        let mut r = format!("| {name} |");
+        for v in values {
+            r.push_str(&format!(" {} |", summary(&v)));
+        }
+        r.push_str(&format!(" {runs} |"));
+        r
+    };
+    let json_of = |m: &dml::eval::Metrics| m.to_json();
+    // Raw input: one value per score.
+    let raw = json_of(report.raw_input.as_ref().unwrap().metrics.as_ref().unwrap());
+    let raw_values = keys
+        .iter()
+        .map(|k| vec![raw[k].as_f64().unwrap()])
+        .collect();
+    assert_eq!(lines[2], row("*raw input* | –", raw_values, "–"));
+    // Untrained: one per seed, read back from each seed's first cell's own log (epoch 0).
+    assert_eq!(report.untrained.len(), 2);
+    let mut untrained_values = vec![Vec::new(); keys.len()];
+    for (u, seed) in report.untrained.iter().zip(seeds) {
+        assert_eq!(u.seed, seed);
+        let log = dml::log::MetricsLog::read(
+            &out_dir.join(format!("margin-{}/seed-{seed}/metrics.jsonl", miners[0])),
+        )
+        .unwrap();
+        assert_eq!(log[0].epoch, 0);
+        assert_eq!(log[0].metrics.as_ref(), Some(&u.metrics));
+        let j = json_of(&u.metrics);
+        for (i, k) in keys.iter().enumerate() {
+            untrained_values[i].push(j[k].as_f64().unwrap());
         }
     }
-    assert!(out_dir.join("negative_distances.png").is_file());
-    assert!(out_dir.join("negative_distances.svg").is_file());
+    assert_ne!(
+        report.untrained[0].metrics, report.untrained[1].metrics,
+        "two seeds, two initialisations"
+    );
+    assert_eq!(
+        lines[3],
+        row("*untrained network* | –", untrained_values, "2")
+    );
+    // The cells.
+    assert_eq!(lines.len(), 4 + miners.len());
+    for (i, m) in miners.iter().enumerate() {
+        let cell = &report.cells[i];
+        assert_eq!((cell.loss.as_str(), cell.miner.as_str()), ("margin", *m));
+        assert_eq!(cell.runs.iter().map(|r| r.seed).collect::<Vec<_>>(), seeds);
+        assert_ne!(
+            cell.runs[0].metrics, cell.runs[1].metrics,
+            "{m}: seeds differ"
+        );
+        let mut values = vec![Vec::new(); keys.len()];
+        for r in &cell.runs {
+            assert!(r.train_seconds > 0.0 && r.error.is_none());
+            let j = json_of(r.metrics.as_ref().unwrap());
+            for (i, k) in keys.iter().enumerate() {
+                values[i].push(j[k].as_f64().unwrap());
+            }
+            let folder = out_dir.join(format!("margin-{m}/seed-{}", r.seed));
+            let cell_config = std::fs::read_to_string(folder.join("config.toml")).unwrap();
+            assert!(cell_config.contains(&format!("kind = \"{m}\"")), "{m}");
+            assert!(cell_config.contains(&format!("seed = {}", r.seed)), "{m}");
+        }
+        assert_eq!(lines[4 + i], row(&format!("margin | {m}"), values, "2"));
+    }
+    for f in ["negative_distances", "map_at_r"] {
+        assert!(out_dir.join(format!("{f}.png")).is_file(), "{f}.png");
+        assert!(out_dir.join(format!("{f}.svg")).is_file(), "{f}.svg");
+    }
 }
 
 #[test]

@@ -40,7 +40,7 @@ fn minimal_config_takes_documented_defaults() {
     assert_eq!(c.batch.k, 4);
     assert_eq!(c.train.epochs, 10);
     assert_eq!(c.optimizer.lr, 1e-3);
-    assert_eq!(c.eval.recall_at, vec![1, 2, 4, 8]);
+    assert_eq!(c.eval.config.recall_at, vec![1, 2, 4, 8]);
     assert_eq!(c.schedule, ScheduleConfig::Constant);
     assert_eq!(c.run.output_dir(), std::path::Path::new("runs/run"));
 }
@@ -103,10 +103,10 @@ fn each_rule_has_its_error() {
     c.optimizer.momentum = 1.0;
     assert_eq!(c.validate(), Err(ConfigError::Momentum(1.0)));
     let mut c = base();
-    c.eval.recall_at = vec![];
+    c.eval.config.recall_at = vec![];
     assert_eq!(c.validate(), Err(ConfigError::RecallAtEmpty));
     let mut c = base();
-    c.eval.recall_at = vec![1, 0];
+    c.eval.config.recall_at = vec![1, 0];
     assert_eq!(c.validate(), Err(ConfigError::RecallAtZero));
     let mut c = base();
     c.schedule = ScheduleConfig::Cosine {

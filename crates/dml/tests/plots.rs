@@ -39,14 +39,16 @@ fn plots_are_written_in_both_formats() {
             tuples_per_batch: (e > 0).then_some(100.0),
             lr_factor: 1.0,
             train_seconds: 1.0,
-            metrics: Some(
-                [
-                    ("recall_at_1".to_owned(), 0.5 + 0.1 * e as f64),
-                    ("nmi".to_owned(), 0.4),
-                ]
-                .into_iter()
-                .collect(),
-            ),
+            metrics: Some(dml::eval::Metrics {
+                recall_at: vec![(1, 0.5 + 0.1 * e as f64)],
+                precision_at_1: 0.5 + 0.1 * e as f64,
+                r_precision: None,
+                map_at_r: None,
+                nmi: Some(0.4),
+                ami: None,
+                n_queries: 30,
+                n_queries_without_positive: 0,
+            }),
         })
         .collect();
     let files = dml::plots::training_curves(&history, "test", &dir.path().join("curves")).unwrap();

@@ -69,9 +69,10 @@ fn same_seed_same_numbers_and_resume_matches() {
             .map(|r| {
                 // Metrics to 1e-12: dml-eval's parallel sums may differ in the last bit between
                 // identical runs; weights and losses are compared exactly.
-                let metrics: Option<Vec<(String, i64)>> = r.metrics.as_ref().map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), (v * 1e12).round() as i64))
+                let metrics: Option<Vec<(dml::eval::Score, i64)>> = r.metrics.as_ref().map(|m| {
+                    m.scores()
+                        .into_iter()
+                        .map(|(k, v)| (k, (v * 1e12).round() as i64))
                         .collect()
                 });
                 (r.epoch, r.loss, r.tuples_per_batch, metrics)
@@ -242,12 +243,12 @@ fn training_raises_held_out_map_at_r_over_the_untrained_network() {
         c.train.progress = false;
         c.train.eval_before = true;
         c.train.eval_every = 0;
-        c.eval.nmi = false;
+        c.eval.config.nmi = false;
         c.optimizer.lr = lr;
         c.optimizer.loss_lr = Some(lr);
         c.validate().unwrap();
         let report = Trainer::new(c).unwrap().fit().unwrap();
-        let map = |m: &Option<BTreeMap<String, f64>>| m.as_ref().unwrap()["map_at_r"];
+        let map = |m: &Option<dml::eval::Metrics>| m.as_ref().unwrap().map_at_r.unwrap();
         (map(&report.initial_metrics), map(&report.final_metrics))
     };
     let (before, after) = run(1e-3);
@@ -260,4 +261,195 @@ fn training_raises_held_out_map_at_r_over_the_untrained_network() {
         after <= before + MARGIN,
         "a network that cannot move went {before:.4} -> {after:.4}"
     );
+}
+
+// ---------- Baselines ----------
+
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+/// A tiny IDX data set in `dir`: 8 classes × 6 images of 5 × 5 pseudo-random pixels (classes 0–3
+/// train, 4–7 held out); each class has its own mean image, so retrieval is neither perfect nor
+/// hopeless. Returns the held-out items' pixels and labels in the order the split keeps them.
+fn tiny_idx(dir: &Path) -> (Vec<Vec<u8>>, Vec<u32>) {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (classes, per_class, side) = (8u32, 6usize, 5usize);
+    let centres: Vec<Vec<u8>> = (0..classes)
+        .map(|_| (0..side * side).map(|_| (next() % 64) as u8).collect())
+        .collect();
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..classes as usize * per_class {
+        let c = (i % classes as usize) as u32;
+        let img: Vec<u8> = centres[c as usize]
+            .iter()
+            .map(|&v| v + (next() % 192) as u8)
+            .collect();
+        images.push(img);
+        labels.push(c);
+    }
+    let n = images.len() as u32;
+    let flat: Vec<u8> = images.concat();
+    let s = side as u32;
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte"),
+        idx_bytes(&[n, s, s], &flat),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte"),
+        idx_bytes(&[n], &labels.iter().map(|&l| l as u8).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[0, s, s], &[]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx_bytes(&[0], &[])).unwrap();
+    images
+        .into_iter()
+        .zip(labels)
+        .filter(|&(_, l)| l >= classes / 2)
+        .unzip()
+}
+
+/// P@1, R-precision and MAP@R by their definitions (Musgrave et al. 2020), each query left out,
+/// neighbours by a full sort of squared Euclidean distances in f64.
+fn naive_scores(x: &[Vec<f64>], labels: &[u32]) -> (f64, f64, f64) {
+    let n = x.len();
+    let (mut p1, mut rp, mut map) = (0.0, 0.0, 0.0);
+    for q in 0..n {
+        let mut others: Vec<(f64, usize)> = (0..n)
+            .filter(|&j| j != q)
+            .map(|j| {
+                let d: f64 = x[q].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum();
+                (d, j)
+            })
+            .collect();
+        others.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let rel: Vec<bool> = others
+            .iter()
+            .map(|&(_, j)| labels[j] == labels[q])
+            .collect();
+        let r = rel.iter().filter(|&&b| b).count();
+        p1 += rel[0] as u8 as f64;
+        rp += rel[..r].iter().filter(|&&b| b).count() as f64 / r as f64;
+        let mut hits = 0.0;
+        let mut ap = 0.0;
+        for (i, &b) in rel[..r].iter().enumerate() {
+            if b {
+                hits += 1.0;
+                ap += hits / (i + 1) as f64;
+            }
+        }
+        map += ap / r as f64;
+    }
+    (p1 / n as f64, rp / n as f64, map / n as f64)
+}
+
+fn unit(v: Vec<f64>) -> Vec<f64> {
+    let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    v.into_iter().map(|a| a / norm).collect()
+}
+
+fn scores(m: &dml::eval::Metrics) -> (f64, f64, f64) {
+    (
+        m.precision_at_1,
+        m.r_precision.unwrap(),
+        m.map_at_r.unwrap(),
+    )
+}
+
+#[test]
+fn baseline_rows_match_a_naive_computation() {
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (pixels, labels) = tiny_idx(&data);
+    let text = format!(
+        "[run]\nthreads = 1\noutput_dir = {:?}\n[data]\nkind = \"idx\"\npath = {:?}\n\
+         [model]\nkind = \"mlp\"\nhidden = [16]\nembedding_dim = 8\n\
+         [miner]\nkind = \"batch_hard\"\n[loss]\nkind = \"triplet\"\n\
+         [batch]\np = 4\nk = 3\nbatches_per_epoch = 3\n\
+         [train]\nepochs = 1\nprogress = false\nplots = false\n[eval]\nnmi = false\n",
+        dir.path().join("run").to_str().unwrap(),
+        data.to_str().unwrap()
+    );
+    let config = Config::from_toml_str(&text, "<test>").unwrap();
+    let mut trainer = Trainer::new(config).unwrap();
+    // The untrained network's held-out embeddings, taken before any step.
+    let (emb, emb_labels) = trainer.embed_split(dml::trainer::Subset::Test).unwrap();
+    assert_eq!(emb_labels, labels);
+    let report = trainer.fit().unwrap();
+
+    // Raw input: pixels / 255, flattened, L2-normalised (the MLP normalises its embeddings).
+    let raw: Vec<Vec<f64>> = pixels
+        .iter()
+        .map(|p| unit(p.iter().map(|&v| v as f64 / 255.0).collect()))
+        .collect();
+    let want = naive_scores(&raw, &labels);
+    let got = scores(report.raw_input.as_ref().unwrap().metrics.as_ref().unwrap());
+    for (g, w) in [(got.0, want.0), (got.1, want.1), (got.2, want.2)] {
+        assert!((g - w).abs() < 1e-9, "raw input {got:?} vs naive {want:?}");
+    }
+    // Retrieval here is not trivially perfect, so the comparison can tell rows apart.
+    assert!(want.2 < 0.99, "naive MAP@R {}", want.2);
+
+    // Untrained network: the epoch-0 row is the network before its first step.
+    let untrained: Vec<Vec<f64>> = emb
+        .outer_iter()
+        .map(|r| r.iter().map(|&v| v as f64).collect())
+        .collect();
+    let want = naive_scores(&untrained, &labels);
+    let got = scores(report.initial_metrics.as_ref().unwrap());
+    for (g, w) in [(got.0, want.0), (got.1, want.1), (got.2, want.2)] {
+        assert!((g - w).abs() < 1e-6, "untrained {got:?} vs naive {want:?}");
+    }
+    // The three rows are in the printed table, the raw input first.
+    let shown = report.to_string();
+    assert!(shown.contains("raw input  untrained    trained"), "{shown}");
+    let row = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("map_at_r"))
+        .unwrap();
+    let cols: Vec<f64> = row
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(
+        (cols[0] - want_raw_map(&pixels, &labels)).abs() < 5e-5,
+        "{row}"
+    );
+    // The metrics log starts with the raw-input line, and report.json carries the baseline.
+    let log = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert!(
+        log.starts_with("{\"baseline\":\"raw_input\",\"metrics\":{"),
+        "{log}"
+    );
+    let json = std::fs::read_to_string(dir.path().join("run/report.json")).unwrap();
+    let back: dml::TrainReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.raw_input, report.raw_input);
+}
+
+fn want_raw_map(pixels: &[Vec<u8>], labels: &[u32]) -> f64 {
+    let raw: Vec<Vec<f64>> = pixels
+        .iter()
+        .map(|p| unit(p.iter().map(|&v| v as f64 / 255.0).collect()))
+        .collect();
+    naive_scores(&raw, labels).2
 }
