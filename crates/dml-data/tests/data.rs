@@ -773,3 +773,71 @@ fn config_from_toml() {
         }
     );
 }
+
+/// `RandomCrop { size: 3, padding: 1 }` on a 3 × 3 item: every output is the item shifted by
+/// one of the nine (dy, dx) in {-1, 0, 1}², zeros shifted in (then normalised like any pixel),
+/// and every shift occurs; with `hflip` the shifted item may also come mirrored.
+#[test]
+fn random_crop_shifts_with_zero_padding() {
+    let pixels: Vec<u8> = (1..=9).map(|v| v * 20).collect();
+    let ds = InMemoryDataset::new(pixels.clone(), vec![0], [1, 3, 3], 255.0).unwrap();
+    let shifted = |dy: i64, dx: i64, flip: bool| -> Vec<f32> {
+        let mut out = Vec::new();
+        for y in 0..3i64 {
+            for x in 0..3i64 {
+                let x = if flip { 2 - x } else { x };
+                let (sy, sx) = (y + dy, x + dx);
+                let raw = if (0..3).contains(&sy) && (0..3).contains(&sx) {
+                    pixels[(sy * 3 + sx) as usize] as f32
+                } else {
+                    0.0
+                };
+                out.push((raw / 255.0 - 0.5) / 0.25);
+            }
+        }
+        out
+    };
+    for hflip in [false, true] {
+        let t = Transform {
+            crop: Crop::RandomCrop {
+                size: 3,
+                padding: 1,
+            },
+            hflip,
+            normalize: Some(Normalize {
+                mean: vec![0.5],
+                std: vec![0.25],
+            }),
+        };
+        let mut seen = BTreeSet::new();
+        for seed in 0..400 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let got = ds.load(0, Some(&t), &mut rng).unwrap();
+            let got: Vec<f32> = got.iter().copied().collect();
+            let found = (-1..=1)
+                .flat_map(|dy| (-1..=1).map(move |dx| (dy, dx)))
+                .flat_map(|(dy, dx)| [(dy, dx, false), (dy, dx, true)])
+                .filter(|&(_, _, f)| hflip || !f)
+                .find(|&(dy, dx, f)| {
+                    shifted(dy, dx, f)
+                        .iter()
+                        .zip(&got)
+                        .all(|(a, b)| (a - b).abs() < 1e-6)
+                });
+            let shift = found.unwrap_or_else(|| panic!("seed {seed}: not a shift: {got:?}"));
+            seen.insert(shift);
+        }
+        assert_eq!(seen.len(), if hflip { 18 } else { 9 }, "{seen:?}");
+    }
+    let bad = Transform {
+        crop: Crop::RandomCrop {
+            size: 0,
+            padding: 2,
+        },
+        ..Transform::default()
+    };
+    assert!(matches!(
+        ds.load(0, Some(&bad), &mut ChaCha8Rng::seed_from_u64(0)),
+        Err(Error::InvalidTransform { .. })
+    ));
+}
