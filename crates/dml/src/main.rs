@@ -41,7 +41,7 @@ enum Command {
     Embed(EmbedArgs),
     /// The k nearest items of a saved embedding set for each query.
     Search(SearchArgs),
-    /// Train every loss × miner pair from one base config and tabulate Recall@K and NMI.
+    /// Train every loss × miner pair from one base config (once per seed) and tabulate every held-out metric beside the raw-input and untrained baselines.
     Compare(CompareArgs),
 }
 
@@ -180,6 +180,15 @@ struct CompareArgs {
     /// Override the output folder (default `<output_dir>/compare`).
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// The same grid trained by pytorch-metric-learning (the JSON of
+    /// `scripts/compare_pml.py --out`), read after training: its cells join the table and the
+    /// MAP@R chart as `<loss> (pml)` rows.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Train nothing: re-tabulate `<output dir>/compare.json` of an earlier run (with
+    /// --reference, beside that library's cells) and rewrite its table and chart.
+    #[arg(long)]
+    tabulate: bool,
 }
 
 fn main() {
@@ -467,14 +476,24 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
     let out_dir = a
         .output_dir
         .unwrap_or_else(|| config.run.output_dir().join("compare"));
-    let report = compare::run(
-        &config,
-        &a.losses,
-        &a.miners,
-        &a.seeds,
-        &out_dir,
-        Some(interrupt_flag()),
-    )?;
+    let mut report = if a.tabulate {
+        compare::CompareReport::read(&out_dir.join("compare.json"))?
+    } else {
+        compare::run(
+            &config,
+            &a.losses,
+            &a.miners,
+            &a.seeds,
+            &out_dir,
+            Some(interrupt_flag()),
+        )?
+    };
+    if let Some(path) = &a.reference {
+        report.reference = Some(compare::read_reference(path)?);
+    }
+    if a.tabulate || a.reference.is_some() {
+        report.write_all(&out_dir, &config.run.name)?;
+    }
     print!("{}", report.markdown());
     eprintln!(
         "wrote {} and {}; plots in {}",

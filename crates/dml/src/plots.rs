@@ -612,11 +612,22 @@ impl Drawer for GridChart<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(e2s)?;
         let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        // dml's cells, then the reference library's (drawn in a second colour).
+        let reference = self.report.reference.as_ref();
+        let n_own = self.report.cells.len();
         let cells: Vec<(String, Option<crate::compare::Spread>)> = self
             .report
             .cells
             .iter()
             .map(|c| (format!("{} + {}", c.loss, c.miner), c.spread(self.score)))
+            .chain(reference.into_iter().flat_map(|r| {
+                r.cells.iter().map(|c| {
+                    (
+                        format!("{} + {} ({})", c.loss, c.miner, r.library),
+                        c.spread(self.score),
+                    )
+                })
+            }))
             .collect();
         let raw = self
             .report
@@ -687,31 +698,46 @@ impl Drawer for GridChart<'_> {
                     PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
                 });
         }
-        let colour = BLUE;
-        chart
-            .draw_series(cells.iter().enumerate().filter_map(|(i, (_, s))| {
-                let s = (*s)?;
-                Some(ErrorBar::new_horizontal(
-                    i as f64,
-                    s.min,
-                    s.mean,
-                    s.max,
-                    colour.stroke_width(2),
-                    10,
-                ))
-            }))
-            .map_err(e2s)?
-            .label("trained: mean, min–max over seeds")
-            .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
-        chart
-            .draw_series(cells.iter().enumerate().filter_map(|(i, (_, s))| {
-                Some(Circle::new(
-                    (s.as_ref()?.mean, i as f64),
-                    4,
-                    colour.filled(),
-                ))
-            }))
-            .map_err(e2s)?;
+        let groups = [
+            (0..n_own, BLUE, "dml".to_owned()),
+            (
+                n_own..cells.len(),
+                MAGENTA,
+                reference.map_or_else(String::new, |r| r.library.clone()),
+            ),
+        ];
+        for (range, colour, library) in groups {
+            if range.is_empty() {
+                continue;
+            }
+            let rows = || {
+                cells
+                    .iter()
+                    .enumerate()
+                    .skip(range.start)
+                    .take(range.len())
+                    .filter_map(|(i, (_, s))| Some((i, (*s)?)))
+            };
+            chart
+                .draw_series(rows().map(|(i, s)| {
+                    ErrorBar::new_horizontal(
+                        i as f64,
+                        s.min,
+                        s.mean,
+                        s.max,
+                        colour.stroke_width(2),
+                        10,
+                    )
+                }))
+                .map_err(e2s)?
+                .label(format!("{library}, trained: mean, min–max over seeds"))
+                .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
+            chart
+                .draw_series(
+                    rows().map(|(i, s)| Circle::new((s.mean, i as f64), 4, colour.filled())),
+                )
+                .map_err(e2s)?;
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -733,7 +759,8 @@ pub fn compare_chart(
     title: &str,
     stem: &Path,
 ) -> Result<Vec<PathBuf>> {
-    let height = 110 + 34 * report.cells.len().max(1) as u32;
+    let rows = report.cells.len() + report.reference.as_ref().map_or(0, |r| r.cells.len());
+    let height = 110 + 34 * rows.max(1) as u32;
     render(
         stem,
         (WIDTH, height.max(320)),

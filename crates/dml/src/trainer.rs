@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use dml_data::{Dataset, Transform};
-use dml_eval::Metrics;
+use dml_eval::{Metrics, Score};
 use dml_losses::Loss;
 use dml_models::{EmbeddingNet, InputShape};
 use dml_sampling::{Miner, PkSampler, Tuples};
@@ -574,6 +574,30 @@ impl Trainer {
         bar
     }
 
+    /// Where standard error is not a terminal (a log file, CI, a batch job) the progress bar is
+    /// hidden; with `train.progress` on, one plain line per epoch shows instead that the run is
+    /// alive and where it stands.
+    fn log_line(&self, record: &EpochRecord, epochs: u64) {
+        if !self.config.train.progress || std::io::stderr().is_terminal() {
+            return;
+        }
+        let mut line = format!(
+            "epoch {}/{epochs}: loss {:.4}, {:.1} s",
+            record.epoch,
+            record.loss.unwrap_or(f64::NAN),
+            record.train_seconds
+        );
+        if let Some(m) = &record.metrics {
+            line.push_str(", held-out");
+            for score in [Score::PrecisionAt1, Score::MapAtR] {
+                if let Some(v) = m.get(score) {
+                    line.push_str(&format!(" {} {v:.4}", score.label()));
+                }
+            }
+        }
+        eprintln!("{line}");
+    }
+
     /// Trains the remaining epochs (evaluating, logging and checkpointing as configured), writes
     /// the plots and the report, and returns the report. With the interrupt flag set it stops
     /// after the current step, writes a checkpoint and returns with `interrupted: true`.
@@ -680,6 +704,7 @@ impl Trainer {
                 record.metrics = Some(self.evaluate()?);
             }
             tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
+            self.log_line(&record, epochs);
             log.append(&record)?;
             self.state.history.push(record);
             let ck = self.config.train.checkpoint_every;
