@@ -602,6 +602,9 @@ pub fn distance_histograms(
 // ---------------------------------------------------------------------------------------------
 // The compare grid.
 
+/// Empty rows below a grid chart's cells, where its legend goes, so that it covers no cell.
+const LEGEND_ROWS: f64 = 3.0;
+
 struct GridChart<'a> {
     report: &'a crate::compare::CompareReport,
     score: dml_eval::Score,
@@ -650,7 +653,7 @@ impl Drawer for GridChart<'_> {
             .margin(14)
             .x_label_area_size(40)
             .y_label_area_size(230)
-            .build_cartesian_2d(lo..hi, -0.5f64..n as f64 - 0.5)
+            .build_cartesian_2d(lo..hi, -0.5 - LEGEND_ROWS..n as f64 - 0.5)
             .map_err(e2s)?;
         let names: Vec<String> = cells.iter().map(|(name, _)| name.clone()).collect();
         let row_label = move |y: &f64| {
@@ -665,13 +668,13 @@ impl Drawer for GridChart<'_> {
             .configure_mesh()
             .x_desc(self.score.label())
             .x_label_formatter(&value_ticks(lo, hi))
-            .y_labels(n)
+            .y_labels(n + LEGEND_ROWS as usize)
             .y_label_formatter(&row_label)
             .disable_y_mesh()
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
-        let y_span = (-0.5, n as f64 - 0.5);
+        let y_span = (-0.5 - LEGEND_ROWS, n as f64 - 0.5);
         if let Some(r) = raw {
             chart
                 .draw_series(DashedLineSeries::new(
@@ -760,7 +763,7 @@ pub fn compare_chart(
     stem: &Path,
 ) -> Result<Vec<PathBuf>> {
     let rows = report.cells.len() + report.reference.as_ref().map_or(0, |r| r.cells.len());
-    let height = 110 + 34 * rows.max(1) as u32;
+    let height = 110 + 34 * (rows.max(1) + LEGEND_ROWS as usize) as u32;
     render(
         stem,
         (WIDTH, height.max(320)),
