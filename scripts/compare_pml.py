@@ -10,8 +10,10 @@ single recipes (e.g. MNIST) over several seeds, next to two baselines:
   files joined, as dml-data does, 70,000 images), pixels scaled to [0, 1], the first half of the
   classes (0-4) train, the rest (5-9) held out;
 * network: dml-models' ConvNet (per block: 3x3 conv, padding 1, no bias, batch norm, ReLU, 2x2
-  max pool; global average pool; linear head; L2 normalisation), initialised as tch initialises
-  it (weights Kaiming-uniform with the ReLU gain, fan-in; head bias U(-1/sqrt(fan_in), +));
+  max pool; global average pool; linear head; L2 normalisation), initialised as dml-models
+  initialises it (weights Kaiming-uniform with the ReLU gain, fan-in, tch's default; head bias
+  U(-1/sqrt(fan_in), +); batch-norm scale 1 and shift 0, PyTorch's default, which dml-models
+  sets explicitly since tch's default scale is U(0, 1));
 * batches: pml's MPerClassSampler, P classes x K items (with 5 training classes and P = 5 every
   batch holds every class, as dml's PkSampler's do), `--batches-per-epoch` batches per epoch for
   `--epochs` epochs, or `--steps` batches in all;

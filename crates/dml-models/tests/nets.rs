@@ -328,3 +328,39 @@ fn one_training_step_lowers_a_simple_loss_on_each_network() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[test]
+fn conv_net_batch_norm_starts_as_pytorch_does() -> anyhow::Result<()> {
+    // PyTorch's BatchNorm2d starts with scale 1 and shift 0; tch's default draws the scale from
+    // U(0, 1), which is not what a model ported from PyTorch (or compared with pml) expects.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = ModelConfig::ConvNet(ConvNetConfig {
+        channels: vec![8, 16],
+        ..Default::default()
+    });
+    EmbeddingNet::new(&vs.root(), &config, InputShape::new(1, 8, 8))?;
+    let vars = vs.variables();
+    let mut seen = 0;
+    for (name, t) in &vars {
+        if name.contains(".bn.") {
+            let want = if name.ends_with(".weight") || name.ends_with(".running_var") {
+                1.0
+            } else {
+                0.0
+            };
+            let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
+            assert!(
+                values.iter().all(|&v| v == want),
+                "{name}: {values:?}, want all {want}"
+            );
+            seen += 1;
+        }
+    }
+    // weight and bias per block (running statistics are buffers, not variables).
+    assert!(
+        seen >= 4,
+        "batch-norm variables found: {seen} in {:?}",
+        vars.keys()
+    );
+    Ok(())
+}
