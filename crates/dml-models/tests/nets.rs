@@ -356,7 +356,7 @@ fn conv_net_batch_norm_starts_as_pytorch_does() -> anyhow::Result<()> {
             seen += 1;
         }
     }
-    // weight and bias per block (running statistics are buffers, not variables).
+    // At least weight and bias of each of the two blocks (tch also lists the running statistics).
     assert!(
         seen >= 4,
         "batch-norm variables found: {seen} in {:?}",

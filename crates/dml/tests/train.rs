@@ -227,17 +227,26 @@ fn adam_and_sgd_match_hand_calculation() {
     }
 }
 
-/// Training is wired: the digits recipe raises held-out MAP@R well above the untrained network's
-/// (README: 0.26 → 0.39), and the same run with a learning rate too small to move the weights
-/// (what a no-op optimiser step or a detached loss would give) does not reach the margin, so the
-/// first assertion can fail.
+/// Training is wired: on a task built so that neither the pixels nor random features can solve
+/// it (each class is a random 4 × 4 binary glyph stamped at a random place on a 12 × 12 field
+/// of noise; classes 0–4 train, 5–9 held out), the digits recipe raises held-out MAP@R well above
+/// both the untrained network's and that of the same run with a learning rate too small to move
+/// the weights (what a no-op optimiser step or a detached loss would give; only batch norm's
+/// running statistics move in it, which alone lifts MAP@R a little). Against that frozen run the
+/// assertion can fail. (The embedded 8 × 8 digits cannot serve: their raw pixels and the
+/// untrained network already retrieve better than any trained network, docs/results.md.)
 #[test]
 fn training_raises_held_out_map_at_r_over_the_untrained_network() {
     let _torch = torch_lock();
-    const MARGIN: f64 = 0.05;
+    const MARGIN: f64 = 0.1;
+    let data = tempfile::tempdir().unwrap();
+    glyph_idx(data.path());
     let run = |lr: f64| {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Config::digits();
+        c.data = dml::data::DataConfig::Idx {
+            path: data.path().to_path_buf(),
+        };
         c.run.output_dir = Some(dir.path().to_path_buf());
         c.train.plots = false;
         c.train.progress = false;
@@ -251,16 +260,57 @@ fn training_raises_held_out_map_at_r_over_the_untrained_network() {
         let map = |m: &Option<dml::eval::Metrics>| m.as_ref().unwrap().map_at_r.unwrap();
         (map(&report.initial_metrics), map(&report.final_metrics))
     };
-    let (before, after) = run(1e-3);
-    assert!(
-        after > before + MARGIN,
-        "held-out MAP@R {before:.4} -> {after:.4}: training did not help"
+    let (before, trained) = run(1e-3);
+    let (frozen_before, frozen) = run(1e-12);
+    assert_eq!(
+        before, frozen_before,
+        "both runs start from the same network"
     );
-    let (before, after) = run(1e-12);
     assert!(
-        after <= before + MARGIN,
-        "a network that cannot move went {before:.4} -> {after:.4}"
+        trained > before + MARGIN && trained > frozen + MARGIN,
+        "held-out MAP@R: untrained {before:.4}, trained {trained:.4}, weights frozen \
+         {frozen:.4}: training did not help"
     );
+}
+
+/// The glyph task of the test above as IDX files in `dir`: 10 classes × 60 images of 12 × 12
+/// pixels; noise 0–59 everywhere, the class's 4 × 4 glyph (each cell on with probability 1/2)
+/// at 255 at a uniformly random offset.
+fn glyph_idx(dir: &Path) {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (classes, per_class, side, g) = (10usize, 60usize, 12usize, 4usize);
+    let glyphs: Vec<Vec<bool>> = (0..classes)
+        .map(|_| (0..g * g).map(|_| next() % 2 == 1).collect())
+        .collect();
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..classes * per_class {
+        let c = i % classes;
+        let mut img: Vec<u8> = (0..side * side).map(|_| (next() % 60) as u8).collect();
+        let span = (side - g + 1) as u64;
+        let (oy, ox) = ((next() % span) as usize, (next() % span) as usize);
+        for y in 0..g {
+            for x in 0..g {
+                if glyphs[c][y * g + x] {
+                    img[(oy + y) * side + ox + x] = 255;
+                }
+            }
+        }
+        images.extend(img);
+        labels.push(c as u8);
+    }
+    let (n, s) = ((classes * per_class) as u32, side as u32);
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
+    write("train-images-idx3-ubyte", idx_bytes(&[n, s, s], &images));
+    write("train-labels-idx1-ubyte", idx_bytes(&[n], &labels));
+    write("t10k-images-idx3-ubyte", idx_bytes(&[0, s, s], &[]));
+    write("t10k-labels-idx1-ubyte", idx_bytes(&[0], &[]));
 }
 
 // ---------- Baselines ----------
