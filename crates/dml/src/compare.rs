@@ -40,7 +40,8 @@ pub struct Run {
     /// Held-out metrics after the last epoch (`None` when the run failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
-    /// Seconds of training.
+    /// Seconds of training (0 when the run failed before it trained).
+    #[serde(default)]
     pub train_seconds: f64,
     /// Why the run failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,13 +171,8 @@ pub fn read_reference(path: &Path) -> Result<Reference> {
     struct RefRun {
         loss: String,
         miner: String,
-        seed: u64,
-        #[serde(default)]
-        metrics: Option<Metrics>,
-        #[serde(default)]
-        train_seconds: f64,
-        #[serde(default)]
-        error: Option<String>,
+        #[serde(flatten)]
+        run: Run,
     }
     let file: File = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     if file.runs.is_empty() {
@@ -184,12 +180,7 @@ pub fn read_reference(path: &Path) -> Result<Reference> {
     }
     let mut report = CompareReport::default();
     for r in file.runs {
-        report.cell_mut(&r.loss, &r.miner).runs.push(Run {
-            seed: r.seed,
-            metrics: r.metrics,
-            train_seconds: r.train_seconds,
-            error: r.error,
-        });
+        report.cell_mut(&r.loss, &r.miner).runs.push(r.run);
     }
     Ok(Reference {
         library: "pml".to_owned(),

@@ -305,10 +305,16 @@ fn glyph_idx(dir: &Path) {
         images.extend(img);
         labels.push(c as u8);
     }
-    let (n, s) = ((classes * per_class) as u32, side as u32);
+    write_idx_dir(dir, side, &images, &labels);
+}
+
+/// `images` (side × side each, concatenated) and their `labels` as an IDX folder in `dir`: all in
+/// the `train-*` files, empty `t10k-*` files (dml-data joins the two).
+fn write_idx_dir(dir: &Path, side: usize, images: &[u8], labels: &[u8]) {
+    let (n, s) = (labels.len() as u32, side as u32);
     let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
-    write("train-images-idx3-ubyte", idx_bytes(&[n, s, s], &images));
-    write("train-labels-idx1-ubyte", idx_bytes(&[n], &labels));
+    write("train-images-idx3-ubyte", idx_bytes(&[n, s, s], images));
+    write("train-labels-idx1-ubyte", idx_bytes(&[n], labels));
     write("t10k-images-idx3-ubyte", idx_bytes(&[0, s, s], &[]));
     write("t10k-labels-idx1-ubyte", idx_bytes(&[0], &[]));
 }
@@ -350,25 +356,8 @@ fn tiny_idx(dir: &Path) -> (Vec<Vec<u8>>, Vec<u32>) {
         images.push(img);
         labels.push(c);
     }
-    let n = images.len() as u32;
-    let flat: Vec<u8> = images.concat();
-    let s = side as u32;
-    std::fs::write(
-        dir.join("train-images-idx3-ubyte"),
-        idx_bytes(&[n, s, s], &flat),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("train-labels-idx1-ubyte"),
-        idx_bytes(&[n], &labels.iter().map(|&l| l as u8).collect::<Vec<_>>()),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("t10k-images-idx3-ubyte"),
-        idx_bytes(&[0, s, s], &[]),
-    )
-    .unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx_bytes(&[0], &[])).unwrap();
+    let label_bytes: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
+    write_idx_dir(dir, side, &images.concat(), &label_bytes);
     images
         .into_iter()
         .zip(labels)
