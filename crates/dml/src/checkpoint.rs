@@ -168,6 +168,14 @@ fn to_bytes(name: &str, t: &Tensor) -> Result<TensorBytes> {
     Ok(TensorBytes { dtype, shape, data })
 }
 
+/// The whole of a text file, or [`Error::Io`] naming it.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, `fsync`, rename, and
 /// an `fsync` of the folder so the rename itself is durable.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

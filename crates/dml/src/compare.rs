@@ -159,10 +159,7 @@ pub fn read_reference(path: &Path) -> Result<Reference> {
         path: path.to_path_buf(),
         message: format!("{message} (expected the JSON that scripts/compare_pml.py --out writes)"),
     };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::checkpoint::read_text(path)?;
     #[derive(Deserialize)]
     struct File {
         runs: Vec<RefRun>,
@@ -305,10 +302,7 @@ impl CompareReport {
 
     /// Reads a `compare.json` that [`run`] wrote.
     pub fn read(path: &Path) -> Result<CompareReport> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::checkpoint::read_text(path)?;
         serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             message: format!("not a dml compare report: {e}"),

@@ -451,10 +451,7 @@ impl Config {
 
     /// Reads and parses a TOML file (not validated: call [`Config::validate`]).
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::checkpoint::read_text(path)?;
         Config::from_toml_str(&text, &path.display().to_string())
     }
 

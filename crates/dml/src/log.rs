@@ -76,10 +76,7 @@ impl MetricsLog {
 
     /// Reads every epoch record of a log file (baseline lines are left out).
     pub fn read(path: &Path) -> Result<Vec<EpochRecord>> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::checkpoint::read_text(path)?;
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with("{\"baseline\""))

@@ -175,10 +175,7 @@ pub fn read_data_config(path: &Path) -> Result<dml_data::DataConfig> {
     struct DataOnly {
         data: dml_data::DataConfig,
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::checkpoint::read_text(path)?;
     if let Ok(c) = Config::from_toml_str(&text, &path.display().to_string()) {
         return Ok(c.data);
     }

@@ -277,13 +277,7 @@ fn training_raises_held_out_map_at_r_over_the_untrained_network() {
 /// pixels; noise 0–59 everywhere, the class's 4 × 4 glyph (each cell on with probability 1/2)
 /// at 255 at a uniformly random offset.
 fn glyph_idx(dir: &Path) {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
     let (classes, per_class, side, g) = (10usize, 60usize, 12usize, 4usize);
     let glyphs: Vec<Vec<bool>> = (0..classes)
         .map(|_| (0..g * g).map(|_| next() % 2 == 1).collect())
@@ -306,6 +300,16 @@ fn glyph_idx(dir: &Path) {
         labels.push(c as u8);
     }
     write_idx_dir(dir, side, &images, &labels);
+}
+
+/// Marsaglia's xorshift64 from `state` (non-zero): the test data sets' pseudo-random stream.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
 }
 
 /// `images` (side × side each, concatenated) and their `labels` as an IDX folder in `dir`: all in
@@ -334,13 +338,7 @@ fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
 /// train, 4–7 held out); each class has its own mean image, so retrieval is neither perfect nor
 /// hopeless. Returns the held-out items' pixels and labels in the order the split keeps them.
 fn tiny_idx(dir: &Path) -> (Vec<Vec<u8>>, Vec<u32>) {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
     let (classes, per_class, side) = (8u32, 6usize, 5usize);
     let centres: Vec<Vec<u8>> = (0..classes)
         .map(|_| (0..side * side).map(|_| (next() % 64) as u8).collect())
