@@ -72,7 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => None,
         };
         let cfg: LossConfig = serde_json::from_str(&format!(r#"{{"kind":"{name}"}}"#))?;
-        let loss: Box<dyn Loss> = cfg.build(&(vs.root() / name), 32)?;
+        let loss: Box<dyn Loss> =
+            cfg.build(&(vs.root() / name), dml_losses::LossContext::new(32, 0))?;
         let mut times = Vec::new();
         let mut fwd = Vec::new();
         let mut value = 0.0;

@@ -5,37 +5,82 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::{
-    ContrastiveConfig, LiftedStructuredConfig, Loss, MarginConfig, MultiSimilarityConfig,
-    NPairConfig, Result, TripletConfig,
+    ArcFaceConfig, ContrastiveConfig, CosFaceConfig, LiftedStructuredConfig, Loss, LossContext,
+    MarginConfig, MultiSimilarityConfig, NPairConfig, NormalizedSoftmaxConfig, ProxyAnchorConfig,
+    ProxyNcaConfig, Result, SoftTripleConfig, SubCenterArcFaceConfig, SupConConfig, TripletConfig,
 };
 
-/// Any loss of this crate with its parameters, as written in a config file.
-///
-/// Tagged by `kind`; omitted parameters take the documented defaults (pml's), unknown ones are
-/// rejected:
-///
-/// ```toml
-/// kind = "margin"
-/// margin = 0.2
-/// beta = 1.2
-/// learn_beta = true
-/// nu = 0.0
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LossConfig {
+/// Declares [`LossConfig`] from one line per loss: the variant, its config type, its `kind` tag
+/// (used by serde and by [`LossConfig::kind`] alike) and its documentation. Adding a loss to the
+/// crate means one line here and one arm in [`LossConfig::build`].
+macro_rules! loss_kinds {
+    ($($(#[$doc:meta])* $variant:ident($cfg:ty) = $kind:literal,)*) => {
+        /// Any loss of this crate with its parameters, as written in a config file.
+        ///
+        /// Tagged by `kind`; omitted parameters take the documented defaults (pml's), unknown
+        /// ones are rejected:
+        ///
+        /// ```toml
+        /// kind = "margin"
+        /// margin = 0.2
+        /// beta = 1.2
+        /// learn_beta = true
+        /// nu = 0.0
+        /// ```
+        ///
+        /// The `kind` tag is the loss's one name: serde reads and writes it,
+        /// [`LossConfig::kind`] returns it and [`LossConfig::defaults`] lists every kind.
+        #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind", deny_unknown_fields)]
+        pub enum LossConfig {
+            $($(#[$doc])* #[serde(rename = $kind)] $variant($cfg),)*
+        }
+
+        impl LossConfig {
+            /// Every loss of this crate with its default parameters, in the order of the enum.
+            pub fn defaults() -> impl Iterator<Item = LossConfig> {
+                [$(LossConfig::$variant(<$cfg>::default()),)*].into_iter()
+            }
+
+            /// The `kind` tag (`"margin"`, `"proxy_anchor"`, ...), as in config files.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(LossConfig::$variant(_) => $kind,)*
+                }
+            }
+        }
+    };
+}
+
+loss_kinds! {
     /// [`crate::ContrastiveLoss`].
-    Contrastive(ContrastiveConfig),
+    Contrastive(ContrastiveConfig) = "contrastive",
     /// [`crate::TripletLoss`].
-    Triplet(TripletConfig),
+    Triplet(TripletConfig) = "triplet",
     /// [`crate::MarginLoss`].
-    Margin(MarginConfig),
+    Margin(MarginConfig) = "margin",
     /// [`crate::LiftedStructuredLoss`].
-    LiftedStructured(LiftedStructuredConfig),
+    LiftedStructured(LiftedStructuredConfig) = "lifted_structured",
     /// [`crate::NPairLoss`].
-    NPair(NPairConfig),
+    NPair(NPairConfig) = "n_pair",
     /// [`crate::MultiSimilarityLoss`].
-    MultiSimilarity(MultiSimilarityConfig),
+    MultiSimilarity(MultiSimilarityConfig) = "multi_similarity",
+    /// [`crate::SupConLoss`].
+    SupCon(SupConConfig) = "sup_con",
+    /// [`crate::ProxyNcaLoss`].
+    ProxyNca(ProxyNcaConfig) = "proxy_nca",
+    /// [`crate::ProxyAnchorLoss`].
+    ProxyAnchor(ProxyAnchorConfig) = "proxy_anchor",
+    /// [`crate::CosineSoftmaxLoss`] as the normalised softmax loss.
+    NormalizedSoftmax(NormalizedSoftmaxConfig) = "normalized_softmax",
+    /// [`crate::CosineSoftmaxLoss`] as CosFace.
+    CosFace(CosFaceConfig) = "cosface",
+    /// [`crate::CosineSoftmaxLoss`] as ArcFace.
+    ArcFace(ArcFaceConfig) = "arcface",
+    /// [`crate::CosineSoftmaxLoss`] as sub-centre ArcFace.
+    SubCenterArcFace(SubCenterArcFaceConfig) = "sub_center_arcface",
+    /// [`crate::SoftTripleLoss`].
+    SoftTriple(SoftTripleConfig) = "soft_triple",
 }
 
 impl Default for LossConfig {
@@ -46,33 +91,58 @@ impl Default for LossConfig {
 }
 
 impl LossConfig {
-    /// Checks the parameters and builds the loss. Learnable parameters (the margin loss's β)
-    /// are created under `p`; `n_classes` sizes per-class parameters (ignored by losses
-    /// without any).
-    pub fn build(&self, p: &nn::Path, n_classes: usize) -> Result<Box<dyn Loss>> {
+    /// The loss of `kind` with its default parameters, or `None` for an unknown kind.
+    pub fn default_of(kind: &str) -> Option<LossConfig> {
+        Self::defaults().find(|c| c.kind() == kind)
+    }
+
+    /// Checks the parameters and builds the loss. Learnable parameters (the margin loss's β,
+    /// the proxies and class weights of the proxy and classification losses) are created under
+    /// `p`, sized by `ctx`; losses without parameters ignore it.
+    pub fn build(&self, p: &nn::Path, ctx: LossContext) -> Result<Box<dyn Loss>> {
         Ok(match self {
             LossConfig::Contrastive(c) => Box::new(c.init()?),
             LossConfig::Triplet(c) => Box::new(c.init()?),
-            LossConfig::Margin(c) => Box::new(c.init(p, n_classes)?),
+            LossConfig::Margin(c) => Box::new(c.init(p, ctx.n_classes)?),
             LossConfig::LiftedStructured(c) => Box::new(c.init()?),
             LossConfig::NPair(c) => Box::new(c.init()?),
             LossConfig::MultiSimilarity(c) => Box::new(c.init()?),
+            LossConfig::SupCon(c) => Box::new(c.init()?),
+            LossConfig::ProxyNca(c) => Box::new(c.init(p, ctx)?),
+            LossConfig::ProxyAnchor(c) => Box::new(c.init(p, ctx)?),
+            LossConfig::NormalizedSoftmax(c) => Box::new(c.init(p, ctx)?),
+            LossConfig::CosFace(c) => Box::new(c.init(p, ctx)?),
+            LossConfig::ArcFace(c) => Box::new(c.init(p, ctx)?),
+            LossConfig::SubCenterArcFace(c) => Box::new(c.init(p, ctx)?),
+            LossConfig::SoftTriple(c) => Box::new(c.init(p, ctx)?),
         })
     }
 
-    /// The `kind` tag.
-    pub fn name(&self) -> &'static str {
-        match self {
-            LossConfig::Contrastive(_) => "contrastive",
-            LossConfig::Triplet(_) => "triplet",
-            LossConfig::Margin(_) => "margin",
-            LossConfig::LiftedStructured(_) => "lifted_structured",
-            LossConfig::NPair(_) => "n_pair",
-            LossConfig::MultiSimilarity(_) => "multi_similarity",
-        }
+    /// Whether the loss works on a miner's pairs or triplets. The proxy and classification
+    /// losses compare embeddings with class vectors, not with each other: they take no tuples,
+    /// and a miner configured for them is an error.
+    pub fn uses_tuples(&self) -> bool {
+        !self.has_class_vectors()
     }
 
-    /// The metric the loss compares embeddings with (miners should use the same).
+    /// Whether the loss learns vectors per class (proxies, class weights, centres): those need
+    /// [`LossContext`] and usually their own learning rate.
+    pub fn has_class_vectors(&self) -> bool {
+        matches!(
+            self,
+            LossConfig::ProxyNca(_)
+                | LossConfig::ProxyAnchor(_)
+                | LossConfig::NormalizedSoftmax(_)
+                | LossConfig::CosFace(_)
+                | LossConfig::ArcFace(_)
+                | LossConfig::SubCenterArcFace(_)
+                | LossConfig::SoftTriple(_)
+        )
+    }
+
+    /// The metric the loss compares embeddings with (miners should use the same). The proxy
+    /// and classification losses compare L2-normalised vectors: cosine, or squared Euclidean
+    /// for ProxyNCA.
     pub fn metric(&self) -> Metric {
         match self {
             LossConfig::Contrastive(c) => c.metric,
@@ -81,6 +151,14 @@ impl LossConfig {
             LossConfig::LiftedStructured(c) => c.metric,
             LossConfig::NPair(c) => c.metric,
             LossConfig::MultiSimilarity(c) => c.metric,
+            LossConfig::SupCon(c) => c.metric,
+            LossConfig::ProxyNca(_) => Metric::SquaredEuclidean,
+            LossConfig::ProxyAnchor(_)
+            | LossConfig::NormalizedSoftmax(_)
+            | LossConfig::CosFace(_)
+            | LossConfig::ArcFace(_)
+            | LossConfig::SubCenterArcFace(_)
+            | LossConfig::SoftTriple(_) => Metric::Cosine,
         }
     }
 }

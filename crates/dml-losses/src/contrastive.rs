@@ -144,8 +144,4 @@ impl Loss for ContrastiveLoss {
     fn metric(&self) -> Metric {
         self.cfg.metric
     }
-
-    fn name(&self) -> &'static str {
-        "contrastive"
-    }
 }

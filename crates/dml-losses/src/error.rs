@@ -92,6 +92,42 @@ pub enum Error {
     /// Per-class β asked for without learning β (fixed per-class values would all be equal).
     #[error("per-class beta needs learn_beta = true")]
     PerClassBetaNotLearned,
+    /// Tuples given to a loss that compares embeddings with class vectors, not with each other.
+    #[error(
+        "the {loss} loss takes no mined pairs or triplets: leave out the miner (`[miner]` absent or kind = \"none\")"
+    )]
+    TuplesNotUsed {
+        /// The loss's kind.
+        loss: &'static str,
+    },
+    /// A loss with per-class vectors built without any class.
+    #[error("the {loss} loss learns vectors per class and needs n_classes > 0")]
+    NoClasses {
+        /// The loss's kind.
+        loss: &'static str,
+    },
+    /// A loss with per-class vectors built without an embedding length.
+    #[error("the {loss} loss learns vectors per class and needs embedding_dim > 0")]
+    NoEmbeddingDim {
+        /// The loss's kind.
+        loss: &'static str,
+    },
+    /// Embeddings whose length is not the one the loss's class vectors were built for.
+    #[error("embeddings have {got} dimensions but the loss's class vectors have {expected}")]
+    EmbeddingDim {
+        /// The length the loss was built for.
+        expected: usize,
+        /// The embeddings' length.
+        got: usize,
+    },
+    /// An ArcFace margin that leaves no room: it must lie in [0°, 180°).
+    #[error(
+        "arcface margin {degrees}° must be at least 0 and below 180 (degrees, as in pml; the default is 28.6)"
+    )]
+    ArcMargin {
+        /// The margin, in degrees.
+        degrees: f64,
+    },
     /// An error reported by LibTorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

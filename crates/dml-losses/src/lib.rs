@@ -1,11 +1,22 @@
-//! Deep metric learning losses on `tch` tensors: [`ContrastiveLoss`], [`TripletLoss`] (hinge or
-//! soft-plus), [`MarginLoss`] (learnable boundary β, global and per class), [`LiftedStructuredLoss`],
-//! [`NPairLoss`] and [`MultiSimilarityLoss`].
+//! Deep metric learning losses on `tch` tensors.
+//!
+//! - Pair and triplet losses, which compare the batch's embeddings with each other (optionally
+//!   on the tuples a miner picked): [`ContrastiveLoss`], [`TripletLoss`] (hinge or soft-plus),
+//!   [`MarginLoss`] (learnable boundary β, global and per class), [`LiftedStructuredLoss`],
+//!   [`NPairLoss`], [`MultiSimilarityLoss`] and [`SupConLoss`].
+//! - Proxy and classification losses, which compare each embedding with learnable vectors per
+//!   training class and take no miner: [`ProxyNcaLoss`] (ProxyNCA and ProxyNCA++),
+//!   [`ProxyAnchorLoss`], [`CosineSoftmaxLoss`] (normalised softmax, CosFace, ArcFace,
+//!   sub-centre ArcFace) and [`SoftTripleLoss`]. They are sized by a [`LossContext`] (number of
+//!   classes, embedding length); their vectors are the variable `proxies` under the loss's
+//!   path, so they are saved, restored and optimised with the network (in dml's trainer with
+//!   their own learning rate, `optimizer.loss_lr`).
 //!
 //! Every loss implements [`Loss`]: it takes a batch of embeddings `(B, D)`, one `u32` label per
 //! row and, optionally, the tuples a miner from `dml_sampling` picked ([`Tuples`]: pairs or
-//! triplets). Without tuples each loss uses the full set its paper uses (all pairs, all
-//! triplets, or one pair per class for N-pair). Distances come from `dml_kernels`, the one
+//! triplets). Without tuples each pair or triplet loss uses the full set its paper uses (all
+//! pairs, all triplets, or one pair per class for N-pair); the proxy losses reject tuples
+//! ([`LossConfig::uses_tuples`]). Distances come from `dml_kernels`, the one
 //! definition of [`Metric`] in dml, so a miner working on a detached distance matrix and the loss
 //! agree on what "close" means ([`Loss::metric`]).
 //!
@@ -21,28 +32,37 @@
 //!
 //! Learnable parameters live under the `tch::nn::Path` given at construction, so one optimiser
 //! trains them together with the network. [`LossConfig`] is the serialisable description of any
-//! loss (a `kind`-tagged enum) with [`LossConfig::build`].
+//! loss (a `kind`-tagged enum) with [`LossConfig::build`]; [`LossConfig::defaults`] lists them
+//! all.
 //!
 //! Most users reach this crate through the facade `dml` (`dml::losses`).
 //!
 //! # Example
 //!
 //! ```
-//! use dml_losses::{Loss, LossConfig, MarginConfig};
+//! use dml_losses::{Loss, LossConfig, LossContext, MarginConfig, ProxyAnchorConfig};
 //! use tch::{Device, Kind, Tensor, nn};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let vs = nn::VarStore::new(Device::Cpu);
-//! let cfg = LossConfig::Margin(MarginConfig { learn_beta: true, nu: 0.01, ..Default::default() });
-//! let loss = cfg.build(&(vs.root() / "loss"), 4)?;
-//!
+//! let ctx = LossContext::new(4, 16); // 4 training classes, 16-d embeddings
 //! tch::manual_seed(0);
 //! let embeddings = Tensor::randn([8, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
 //! let labels = [0, 0, 1, 1, 2, 2, 3, 3];
-//! let value = loss.forward(&embeddings, &labels, None)?; // all triplets of the batch
-//! value.backward();
+//!
+//! // A triplet-family loss: all triplets of the batch (or a miner's).
+//! let cfg = LossConfig::Margin(MarginConfig { learn_beta: true, nu: 0.01, ..Default::default() });
+//! let margin = cfg.build(&(vs.root() / "margin"), ctx)?;
+//! let value = margin.forward(&embeddings, &labels, None)?;
 //! assert!(value.double_value(&[]).is_finite());
+//!
+//! // A proxy loss: one learnable proxy per class, no miner.
+//! let cfg = LossConfig::ProxyAnchor(ProxyAnchorConfig::default());
+//! let proxy_anchor = cfg.build(&(vs.root() / "proxy_anchor"), ctx)?;
+//! let value = proxy_anchor.forward(&embeddings, &labels, None)?;
+//! value.backward();
 //! assert_eq!(embeddings.grad().size(), [8, 16]);
+//! assert_eq!(vs.variables()["proxy_anchor.proxies"].grad().size(), [4, 16]);
 //! # Ok(())
 //! # }
 //! ```
@@ -56,7 +76,13 @@ mod lifted;
 mod margin;
 mod multi_similarity;
 mod npair;
+mod proxy;
+mod proxy_anchor;
+mod proxy_nca;
 mod reduction;
+mod soft_triple;
+mod softmax;
+mod sup_con;
 mod triplet;
 mod tuples;
 mod util;
@@ -73,7 +99,16 @@ pub use crate::{
     margin::{MarginConfig, MarginLoss},
     multi_similarity::{MultiSimilarityConfig, MultiSimilarityLoss},
     npair::{NPairConfig, NPairLoss},
+    proxy::LossContext,
+    proxy_anchor::{ProxyAnchorConfig, ProxyAnchorLoss},
+    proxy_nca::{ProxyNcaConfig, ProxyNcaLoss},
     reduction::Reduction,
+    soft_triple::{SoftTripleConfig, SoftTripleLoss},
+    softmax::{
+        ArcFaceConfig, CosFaceConfig, CosineSoftmaxLoss, NormalizedSoftmaxConfig,
+        SubCenterArcFaceConfig,
+    },
+    sup_con::{SupConConfig, SupConLoss},
     triplet::{TripletConfig, TripletLoss},
 };
 
@@ -101,7 +136,4 @@ pub trait Loss: std::fmt::Debug {
 
     /// The metric the loss compares embeddings with; mine with the same one.
     fn metric(&self) -> Metric;
-
-    /// The loss's name, as in [`LossConfig`]'s `kind`.
-    fn name(&self) -> &'static str;
 }

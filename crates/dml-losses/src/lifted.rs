@@ -177,8 +177,4 @@ impl Loss for LiftedStructuredLoss {
     fn metric(&self) -> Metric {
         self.cfg.metric
     }
-
-    fn name(&self) -> &'static str {
-        "lifted_structured"
-    }
 }

@@ -307,8 +307,4 @@ impl Loss for MarginLoss {
     fn metric(&self) -> Metric {
         self.cfg.metric
     }
-
-    fn name(&self) -> &'static str {
-        "margin"
-    }
 }

@@ -148,8 +148,4 @@ impl Loss for MultiSimilarityLoss {
     fn metric(&self) -> Metric {
         self.cfg.metric
     }
-
-    fn name(&self) -> &'static str {
-        "multi_similarity"
-    }
 }

@@ -170,8 +170,4 @@ impl Loss for NPairLoss {
     fn metric(&self) -> Metric {
         self.cfg.metric
     }
-
-    fn name(&self) -> &'static str {
-        "n_pair"
-    }
 }

@@ -132,8 +132,4 @@ impl Loss for TripletLoss {
     fn metric(&self) -> Metric {
         self.cfg.metric
     }
-
-    fn name(&self) -> &'static str {
-        "triplet"
-    }
 }

@@ -3,8 +3,8 @@
 mod common;
 
 use dml_losses::{
-    ContrastiveConfig, Error, Loss, LossConfig, MarginConfig, MultiSimilarityConfig, Pairs,
-    Reduction, TripletConfig, Triplets, Tuples,
+    ContrastiveConfig, Error, Loss, LossConfig, LossContext, MarginConfig, MultiSimilarityConfig,
+    Pairs, Reduction, TripletConfig, Triplets, Tuples,
 };
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
@@ -21,6 +21,8 @@ fn all_configs() -> Vec<LossConfig> {
         r#"{"kind":"n_pair","metric":"euclidean"}"#,
         r#"{"kind":"multi_similarity"}"#,
         r#"{"kind":"multi_similarity","metric":"euclidean"}"#,
+        r#"{"kind":"sup_con"}"#,
+        r#"{"kind":"sup_con","metric":"squared_euclidean"}"#,
     ]
     .iter()
     .map(|s| serde_json::from_str(s).expect("config"))
@@ -40,7 +42,7 @@ fn no_valid_tuple_gives_a_connected_zero() {
         let built = common::build(&cfg, 4);
         for tuples in [None, Some(&empty)] {
             let (v, g) = common::value_and_grad(built.loss.as_ref(), &x, &distinct, tuples);
-            let name = built.loss.name();
+            let name = cfg.kind();
             // Multi-similarity and contrastive use negative pairs alone when there is no positive.
             if tuples.is_some() || !matches!(name, "contrastive" | "multi_similarity") {
                 assert_eq!(v, 0.0, "{cfg:?}");
@@ -82,12 +84,167 @@ fn float32_works() {
     let labels = [0, 0, 1, 1, 2, 2, 3, 3];
     for cfg in all_configs() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let loss = cfg.build(&vs.root(), 4).expect("build");
+        let loss = cfg
+            .build(&vs.root(), LossContext::new(4, 3))
+            .expect("build");
         let v = loss.forward(&x, &labels, None).expect("forward");
         assert_eq!(v.kind(), Kind::Float);
         v.backward();
         assert!(v.double_value(&[]).is_finite());
     }
+}
+
+/// The losses with class vectors at their defaults and at extreme scales.
+fn proxy_configs() -> Vec<LossConfig> {
+    let json = |s: &str| serde_json::from_str::<LossConfig>(s).expect("config");
+    let mut v: Vec<LossConfig> = LossConfig::defaults()
+        .filter(LossConfig::has_class_vectors)
+        .collect();
+    v.extend([
+        json(r#"{"kind":"proxy_nca","softmax_scale":1000.0}"#),
+        json(r#"{"kind":"proxy_anchor","alpha":1000.0}"#),
+        json(r#"{"kind":"normalized_softmax","temperature":0.001}"#),
+        json(r#"{"kind":"cosface","scale":1000.0}"#),
+        json(r#"{"kind":"arcface","scale":1000.0}"#),
+        json(r#"{"kind":"sub_center_arcface","scale":1000.0,"margin":90.0}"#),
+        json(r#"{"kind":"soft_triple","la":1000.0,"gamma":0.001}"#),
+    ]);
+    v
+}
+
+#[test]
+fn proxy_losses_stay_finite_at_extreme_scales_in_f32() {
+    // Each embedding sits exactly on the first proxy of the next class: the wrong class's logit
+    // is scale·1 and the loss is about scale·(1 − cos to its own proxy), far beyond exp's f32
+    // range (88). Zero rows, one-class batches and absent classes ride along.
+    for cfg in proxy_configs() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        tch::manual_seed(5);
+        let loss = cfg
+            .build(&vs.root(), LossContext::new(4, 6))
+            .expect("build");
+        let proxies = vs.variables()["proxies"].shallow_clone();
+        let rows = proxies.size()[0] / 4;
+        let labels = [0u32, 0, 1, 1, 2, 2];
+        let wrong: Vec<i64> = labels
+            .iter()
+            .map(|&l| ((l as i64 + 1) % 4) * rows)
+            .collect();
+        let on_wrong = proxies
+            .detach()
+            .index_select(0, &Tensor::from_slice(&wrong));
+        let zero = Tensor::zeros([6, 6], (Kind::Float, Device::Cpu));
+        for (x, labels) in [
+            (&on_wrong, labels),
+            (&zero, labels),
+            (&on_wrong, [3, 3, 3, 3, 3, 3]),
+        ] {
+            let x = x.detach().set_requires_grad(true);
+            let v = loss.forward(&x, &labels, None).expect("forward");
+            assert_eq!(v.kind(), Kind::Float);
+            v.backward();
+            let value = v.double_value(&[]);
+            let g = common::to_vec(&x.grad());
+            let gp = common::to_vec(&proxies.grad());
+            assert!(
+                value.is_finite() && finite(&g) && finite(&gp),
+                "{cfg:?} {labels:?}: {value}"
+            );
+            proxies.grad().zero_();
+        }
+    }
+}
+
+#[test]
+fn proxy_losses_name_their_errors() {
+    let x = common::embeddings(2, 4, 3, 1.0);
+    let labels = [0, 0, 1, 1];
+    let pairs = Tuples::Pairs(Pairs::all(&labels));
+    for cfg in LossConfig::defaults().filter(LossConfig::has_class_vectors) {
+        assert!(!cfg.uses_tuples(), "{cfg:?}");
+        let built = common::build_dim(&cfg, 2, 3);
+        let loss = built.loss.as_ref();
+        assert!(
+            matches!(loss.forward(&x, &labels, Some(&pairs)), Err(Error::TuplesNotUsed { loss }) if loss == cfg.kind()),
+            "{cfg:?}"
+        );
+        assert!(
+            matches!(
+                loss.forward(&x, &[0, 0, 1, 2], None),
+                Err(Error::LabelOutOfRange {
+                    label: 2,
+                    n_classes: 2
+                })
+            ),
+            "{cfg:?}"
+        );
+        let wide = common::embeddings(2, 4, 5, 1.0);
+        assert!(
+            matches!(
+                loss.forward(&wide, &labels, None),
+                Err(Error::EmbeddingDim {
+                    expected: 3,
+                    got: 5
+                })
+            ),
+            "{cfg:?}"
+        );
+        // An empty batch: a zero connected to the proxies.
+        let empty = Tensor::zeros([0, 3], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let v = loss.forward(&empty, &[], None).expect("empty batch");
+        v.backward();
+        assert_eq!(v.double_value(&[]), 0.0, "{cfg:?}");
+        let p = &built.vs.variables()["loss.proxies"];
+        assert!(
+            common::to_vec(&p.grad()).iter().all(|&g| g == 0.0),
+            "{cfg:?}"
+        );
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        assert!(matches!(
+            cfg.build(&vs.root(), LossContext::new(0, 3)),
+            Err(Error::NoClasses { .. })
+        ));
+        assert!(matches!(
+            cfg.build(&vs.root(), LossContext::new(3, 0)),
+            Err(Error::NoEmbeddingDim { .. })
+        ));
+    }
+    let vs = nn::VarStore::new(Device::Cpu);
+    let arc: LossConfig =
+        serde_json::from_str(r#"{"kind":"arcface","margin":180.0}"#).expect("cfg");
+    assert!(matches!(
+        arc.build(&vs.root(), LossContext::new(3, 3)),
+        Err(Error::ArcMargin { .. })
+    ));
+    for bad in [
+        r#"{"kind":"proxy_anchor","alpha":0.0}"#,
+        r#"{"kind":"normalized_softmax","temperature":-1.0}"#,
+        r#"{"kind":"sub_center_arcface","sub_centers":0}"#,
+        r#"{"kind":"soft_triple","centers_per_class":0}"#,
+        r#"{"kind":"sup_con","temperature":0.0}"#,
+    ] {
+        let cfg: LossConfig = serde_json::from_str(bad).expect("cfg");
+        assert!(
+            cfg.build(&vs.root(), LossContext::new(3, 3)).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn every_kind_round_trips_through_its_tag() {
+    let kinds: Vec<&str> = LossConfig::defaults().map(|c| c.kind()).collect();
+    assert_eq!(kinds.len(), 14);
+    for cfg in LossConfig::defaults() {
+        let text = serde_json::to_string(&cfg).expect("serialise");
+        let tag: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(tag["kind"], cfg.kind(), "{text}");
+        assert_eq!(LossConfig::default_of(cfg.kind()), Some(cfg));
+        let back: LossConfig = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, cfg);
+    }
+    assert_eq!(LossConfig::default_of("arc_face"), None);
 }
 
 #[test]
@@ -253,7 +410,9 @@ fn learnable_beta_lives_under_the_path() {
     let cfg: LossConfig =
         toml::from_str("kind = \"margin\"\nlearn_beta = true\nper_class_beta = true\nnu = 0.1\n")
             .expect("toml");
-    let loss = cfg.build(&(vs.root() / "loss"), 5).expect("build");
+    let loss = cfg
+        .build(&(vs.root() / "loss"), LossContext::new(5, 3))
+        .expect("build");
     let mut names: Vec<String> = vs.variables().into_keys().collect();
     names.sort();
     assert_eq!(names, ["loss.beta", "loss.beta_class"]);

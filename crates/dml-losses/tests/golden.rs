@@ -79,7 +79,7 @@ fn matches_pml_values_and_gradients() {
         let x = common::tensor(&f64s(&case["embeddings"]), labels.len(), dim);
         let t = tuples(&case["tuples"]);
         let cfg = config(case);
-        seen.insert(cfg.name());
+        seen.insert(cfg.kind());
         let n_classes = case["n_classes"].as_u64().expect("n_classes") as usize;
         let built = common::build(&cfg, n_classes);
         let (value, grad) = common::value_and_grad(built.loss.as_ref(), &x, &labels, t.as_ref());

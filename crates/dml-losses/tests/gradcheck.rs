@@ -47,6 +47,8 @@ fn configs() -> Vec<LossConfig> {
         json(r#"{"kind":"n_pair","l2_reg":0.05}"#),
         json(r#"{"kind":"n_pair","metric":"euclidean","reduction":"sum"}"#),
         json(r#"{"kind":"multi_similarity"}"#),
+        json(r#"{"kind":"sup_con"}"#),
+        json(r#"{"kind":"sup_con","temperature":0.5,"metric":"euclidean","reduction":"mean"}"#),
         json(
             r#"{"kind":"multi_similarity","alpha":1.5,"beta":8.0,"base":0.6,"metric":"euclidean","reduction":"mean_non_zero"}"#,
         ),
@@ -71,9 +73,68 @@ fn autograd_matches_finite_differences() {
                 &num,
                 1e-5,
                 1e-7,
-                &format!("{} {cfg:?} tuples={t_name}", built.loss.name()),
+                &format!("{} {cfg:?} tuples={t_name}", cfg.kind()),
             );
         }
+    }
+}
+
+/// Central finite differences of the loss with respect to each entry of the variable `var`.
+fn var_numeric_grad(built: &common::Built, var: &Tensor, x: &Tensor, labels: &[u32]) -> Vec<f64> {
+    let base = common::to_vec(var);
+    let h = 1e-6;
+    let eval = |vals: &[f64]| {
+        tch::no_grad(|| {
+            let mut var = var.shallow_clone();
+            var.copy_(&Tensor::from_slice(vals).view(var.size().as_slice()));
+            built
+                .loss
+                .forward(x, labels, None)
+                .expect("forward")
+                .double_value(&[])
+        })
+    };
+    let num = (0..base.len())
+        .map(|i| {
+            let (mut p, mut m) = (base.clone(), base.clone());
+            p[i] += h;
+            m[i] -= h;
+            (eval(&p) - eval(&m)) / (2.0 * h)
+        })
+        .collect();
+    eval(&base);
+    num
+}
+
+/// Every loss with class vectors, at its defaults and at settings that reach its other
+/// branches, against finite differences with respect to the embeddings and the class vectors.
+#[test]
+fn proxy_losses_match_finite_differences() {
+    let json = |s: &str| serde_json::from_str::<LossConfig>(s).expect("config");
+    let mut configs: Vec<LossConfig> = LossConfig::defaults()
+        .filter(LossConfig::has_class_vectors)
+        .collect();
+    assert_eq!(configs.len(), 7);
+    configs.extend([
+        json(r#"{"kind":"proxy_nca","softmax_scale":9.0}"#),
+        json(r#"{"kind":"proxy_anchor","margin":0.3,"alpha":8.0}"#),
+        // θ beyond π − m for most targets: the fallback branch.
+        json(r#"{"kind":"arcface","margin":120.0,"scale":4.0}"#),
+        json(r#"{"kind":"soft_triple","centers_per_class":2,"gamma":0.5}"#),
+    ]);
+    // Class 3 of 4 is absent from the batch.
+    let labels = [0, 0, 1, 1, 2, 2, 0, 1];
+    for (k, cfg) in configs.iter().enumerate() {
+        let built = common::build_dim(cfg, 4, 4);
+        let x = common::embeddings(k as u64 * 5 + 3, labels.len(), 4, 0.8);
+        let what = format!("{} {cfg:?}", cfg.kind());
+        let (_, grad) = common::value_and_grad(built.loss.as_ref(), &x, &labels, None);
+        let num = common::numeric_grad(built.loss.as_ref(), &x, &labels, None);
+        common::assert_close(&grad, &num, 1e-5, 1e-7, &format!("{what} embeddings"));
+        let proxies = built.vs.variables()["loss.proxies"].shallow_clone();
+        let got = common::to_vec(&proxies.grad());
+        let num = var_numeric_grad(&built, &proxies, &x, &labels);
+        common::assert_close(&got, &num, 1e-5, 1e-7, &format!("{what} proxies"));
     }
 }
 

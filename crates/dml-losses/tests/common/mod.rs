@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use dml_losses::{Loss, LossConfig, Tuples};
+use dml_losses::{Loss, LossConfig, LossContext, Tuples};
 use tch::{Device, Kind, Tensor, nn};
 
 /// A loss built from a config, with its own var store switched to f64.
@@ -11,10 +11,15 @@ pub struct Built {
 }
 
 pub fn build(cfg: &LossConfig, n_classes: usize) -> Built {
+    build_dim(cfg, n_classes, 0)
+}
+
+/// [`build`] for a loss with per-class vectors of `dim` entries.
+pub fn build_dim(cfg: &LossConfig, n_classes: usize, dim: usize) -> Built {
     let mut vs = nn::VarStore::new(Device::Cpu);
     vs.set_kind(Kind::Double);
     let loss = cfg
-        .build(&(vs.root() / "loss"), n_classes)
+        .build(&(vs.root() / "loss"), LossContext::new(n_classes, dim))
         .expect("valid config");
     Built { vs, loss }
 }
