@@ -351,7 +351,7 @@ fn build_loss(
 ) -> anyhow::Result<Box<dyn dml_losses::Loss>> {
     let cfg: LossConfig =
         serde_json::from_value(cfg.clone()).with_context(|| format!("loss config {cfg}"))?;
-    Ok(cfg.build(p, n_classes)?)
+    Ok(cfg.build(p, dml_losses::LossContext::new(n_classes, 0))?)
 }
 
 fn losses(scale: Scale, out: &mut Vec<Case>) {

@@ -28,7 +28,7 @@ use dml_sampling::MinerConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::RawInput;
-use crate::config::Config;
+use crate::config::{Config, NO_MINER};
 use crate::trainer::Trainer;
 use crate::{Error, Result};
 
@@ -356,20 +356,31 @@ impl CompareReport {
 
 /// The loss config of `kind`: the base's own when it is of that kind, else the kind's defaults.
 pub fn loss_config(base: &Config, kind: &str) -> Result<LossConfig> {
-    if base.loss.name() == kind {
+    if base.loss.kind() == kind {
         return Ok(base.loss);
     }
-    toml::from_str(&format!("kind = {kind:?}")).map_err(|e| Error::ConfigParse {
+    LossConfig::default_of(kind).ok_or_else(|| Error::ConfigParse {
         path: "--losses".to_owned(),
-        message: format!("`{kind}`: {}", e.to_string().trim_end()),
+        message: format!(
+            "unknown loss `{kind}`; the losses are {}",
+            LossConfig::defaults()
+                .map(|c| c.kind())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     })
 }
 
 /// The miner config of `kind`: the base's own when it is of that kind, else the kind's defaults
 /// (a distance-weighted miner sized to the model's embeddings).
-pub fn miner_config(base: &Config, kind: &str) -> Result<MinerConfig> {
-    if base.miner.kind() == kind {
-        return Ok(base.miner.clone());
+pub fn miner_config(base: &Config, kind: &str) -> Result<Option<MinerConfig>> {
+    if kind == NO_MINER {
+        return Ok(None);
+    }
+    if let Some(m) = &base.miner
+        && m.kind() == kind
+    {
+        return Ok(Some(m.clone()));
     }
     let text = if kind == "distance_weighted" {
         format!(
@@ -379,10 +390,12 @@ pub fn miner_config(base: &Config, kind: &str) -> Result<MinerConfig> {
     } else {
         format!("kind = {kind:?}")
     };
-    toml::from_str(&text).map_err(|e| Error::ConfigParse {
-        path: "--miners".to_owned(),
-        message: format!("`{kind}`: {}", e.to_string().trim_end()),
-    })
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::ConfigParse {
+            path: "--miners".to_owned(),
+            message: format!("`{kind}`: {}", e.to_string().trim_end()),
+        })
 }
 
 /// Trains every (loss, miner) cell once per seed (seeds outer) and writes the table, the JSON,
@@ -402,13 +415,21 @@ pub fn run(
     };
     // Build every config first, so a typo in the last kind fails before hours of training.
     let mut grid = Vec::new();
+    let mut skipped = Vec::new();
     for (si, &seed) in seeds.iter().enumerate() {
-        for (li, l) in losses.iter().enumerate() {
-            for (mi, m) in miners.iter().enumerate() {
-                let first_of_seed = li == 0 && mi == 0;
+        let mut first_of_seed = true;
+        for l in losses {
+            for m in miners {
                 let mut c = base.clone();
                 c.loss = loss_config(base, l)?;
                 c.miner = miner_config(base, m)?;
+                // The proxy losses take no miner: they join the grid in its `none` column only.
+                if c.miner.is_some() && !c.loss.uses_tuples() {
+                    if si == 0 {
+                        skipped.push(format!("{l} + {m}"));
+                    }
+                    continue;
+                }
                 c.run.name = format!("{l}-{m}");
                 c.run.seed = seed;
                 let dir = cell_dir(out_dir, l, m);
@@ -423,9 +444,19 @@ pub fn run(
                 c.train.eval_before = first_of_seed;
                 c.eval.raw_input = base.eval.raw_input && first_of_seed && si == 0;
                 c.validate()?;
+                first_of_seed = false;
                 grid.push((l.clone(), m.clone(), seed, c));
             }
         }
+    }
+    if !skipped.is_empty() {
+        eprintln!(
+            "compare: skipping {} (these losses take no miner; they train in the `{NO_MINER}` column)",
+            skipped.join(", ")
+        );
+    }
+    if grid.is_empty() {
+        return Err(Error::Config(crate::config::ConfigError::EmptyGrid));
     }
     let mut report = CompareReport {
         recall_at: base.eval.config.recall_at.clone(),

@@ -49,10 +49,15 @@ pub struct Config {
     /// Augmentation and resizing of training and evaluation items.
     #[serde(default)]
     pub transform: TransformConfig,
-    /// The miner and its parameters (default: distance-weighted sampling with its defaults and
-    /// the default model's embedding size, 64).
-    #[serde(default = "default_miner")]
-    pub miner: MinerConfig,
+    /// The miner and its parameters. Absent (or `kind = "none"`): no miner, and the loss uses
+    /// the full set its paper uses (all pairs, all triplets; every embedding against every
+    /// class vector for the proxy losses, which take no miner at all).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "miner_or_none"
+    )]
+    pub miner: Option<MinerConfig>,
     /// The loss and its parameters (default: margin loss with its defaults).
     #[serde(default)]
     pub loss: LossConfig,
@@ -70,13 +75,28 @@ pub struct Config {
     pub eval: EvalSettings,
 }
 
-fn default_miner() -> MinerConfig {
-    // Sized for the default model (the ConvNet's 64-d embeddings); `validate` insists the two agree.
-    MinerConfig::DistanceWeighted(dml_sampling::DistanceWeightedMiner {
-        embedding_dim: ModelConfig::default().embedding_dim() as usize,
-        ..Default::default()
-    })
+/// The `[miner]` table: a miner, or `kind = "none"` (no other key) for none.
+fn miner_or_none<'de, D>(d: D) -> std::result::Result<Option<MinerConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let table = toml::Table::deserialize(d)?;
+    if table.get("kind").and_then(toml::Value::as_str) == Some(NO_MINER) {
+        if let Some(key) = table.keys().find(|k| *k != "kind") {
+            return Err(D::Error::custom(format!(
+                "unknown field `{key}`: a [miner] of kind \"none\" takes no parameters"
+            )));
+        }
+        return Ok(None);
+    }
+    MinerConfig::deserialize(toml::Value::Table(table))
+        .map(Some)
+        .map_err(|e| D::Error::custom(e.to_string().trim_end()))
 }
+
+/// The `kind` that stands for "no miner" in `[miner]` and in `dml compare --miners`.
+pub const NO_MINER: &str = "none";
 
 /// Seed, device, threads and output folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -417,6 +437,16 @@ pub enum ConfigError {
         /// Epochs.
         epochs: u64,
     },
+    /// A miner configured for a loss that takes no tuples (the proxy and classification losses).
+    #[error(
+        "the {loss} loss compares embeddings with its class vectors and takes no miner, but [miner] is {miner:?}: leave [miner] out or set kind = \"none\""
+    )]
+    MinerNotUsed {
+        /// The loss's kind.
+        loss: &'static str,
+        /// The miner's kind.
+        miner: &'static str,
+    },
     /// The distance-weighted miner's `embedding_dim` differs from the model's: its density q(d)
     /// would be that of another sphere.
     #[error(
@@ -431,6 +461,12 @@ pub enum ConfigError {
     /// Another rule of `[eval]` ([`dml_eval::EvalConfig::validate`]).
     #[error("[eval]: {0}")]
     Eval(String),
+    /// A `dml compare` grid without a cell: every loss takes no miner and no miner list has
+    /// `none`.
+    #[error(
+        "the compare grid is empty: the proxy and classification losses train only with --miners none"
+    )]
+    EmptyGrid,
     /// Empty `eval.recall_at`.
     #[error("eval.recall_at must list at least one k")]
     RecallAtEmpty,
@@ -534,7 +570,15 @@ impl Config {
                 }
             }
         }
-        if let MinerConfig::DistanceWeighted(m) = &self.miner
+        if let Some(miner) = &self.miner
+            && !self.loss.uses_tuples()
+        {
+            return Err(ConfigError::MinerNotUsed {
+                loss: self.loss.kind(),
+                miner: miner.kind(),
+            });
+        }
+        if let Some(MinerConfig::DistanceWeighted(m)) = &self.miner
             && m.embedding_dim as i64 != self.model.embedding_dim()
         {
             return Err(ConfigError::MinerDim {

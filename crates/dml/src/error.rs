@@ -94,6 +94,15 @@ pub enum Error {
         /// The batch within the epoch (0-based).
         batch: u64,
     },
+    /// A training batch holds a label that is not one of the training split's classes (the
+    /// data set changed under the run).
+    #[error("training label {label} is not one of the {n_classes} classes of the training split")]
+    UnknownTrainLabel {
+        /// The label.
+        label: u32,
+        /// Number of training classes.
+        n_classes: usize,
+    },
     /// A distance or k-NN kernel failed.
     #[error(transparent)]
     Kernels(#[from] dml_kernels::Error),

@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use dml_data::{Dataset, Transform};
 use dml_eval::{Metrics, Score};
-use dml_losses::Loss;
+use dml_losses::{Loss, LossContext};
 use dml_models::{EmbeddingNet, InputShape};
-use dml_sampling::{Miner, PkSampler, Tuples};
+use dml_sampling::{Miner, MinerConfig, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -148,7 +148,8 @@ pub struct Trainer {
     vs: nn::VarStore,
     net: EmbeddingNet,
     loss: Box<dyn Loss>,
-    miner: Box<dyn Miner>,
+    miner: Option<Box<dyn Miner>>,
+    classes: ClassIndex,
     optim: Optimizer,
     sampler: PkSampler,
     split: dml_data::Split,
@@ -157,6 +158,55 @@ pub struct Trainer {
     interrupt: Option<Arc<AtomicBool>>,
     last_negatives: Vec<f32>,
     last_test_embeddings: Option<(Array2<f32>, Vec<u32>)>,
+}
+
+/// The training classes in ascending order of their labels, numbered `0..C`: what the losses
+/// with per-class vectors are sized by and index with. Data sets whose training labels are not
+/// `0..C` already (a class-disjoint split of `0..N`, say classes 5–9) train unchanged.
+#[derive(Debug, Clone)]
+struct ClassIndex {
+    /// `dense[label]` for every label up to the largest training label; `u32::MAX` where a
+    /// label is not a training class.
+    dense: Vec<u32>,
+    n_classes: usize,
+}
+
+impl ClassIndex {
+    fn new(labels: &[u32]) -> Self {
+        let top = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let mut present = vec![false; top];
+        for &l in labels {
+            present[l as usize] = true;
+        }
+        let mut dense = vec![u32::MAX; top];
+        let mut next = 0u32;
+        for (label, _) in present.iter().enumerate().filter(|(_, p)| **p) {
+            dense[label] = next;
+            next += 1;
+        }
+        ClassIndex {
+            dense,
+            n_classes: next as usize,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.n_classes
+    }
+
+    /// The batch's labels as class numbers.
+    fn dense(&self, labels: &[u32]) -> Result<Vec<u32>> {
+        labels
+            .iter()
+            .map(|&l| match self.dense.get(l as usize) {
+                Some(&d) if d != u32::MAX => Ok(d),
+                _ => Err(Error::UnknownTrainLabel {
+                    label: l,
+                    n_classes: self.n_classes,
+                }),
+            })
+            .collect()
+    }
 }
 
 /// A 64-bit mix (SplitMix64's finaliser) of the run seed with an epoch and a batch index.
@@ -242,15 +292,10 @@ impl Trainer {
         if let (Some(path), None) = (&config.run.pretrained_backbone, ckpt) {
             net.load_backbone(&mut vs, path)?;
         }
-        let n_classes = split
-            .train
-            .labels()
-            .iter()
-            .copied()
-            .max()
-            .map_or(0, |m| m as usize + 1);
-        let loss = config.loss.build(&(vs.root() / "loss"), n_classes)?;
-        let miner = config.miner.build()?;
+        let classes = ClassIndex::new(split.train.labels());
+        let ctx = LossContext::new(classes.len(), net.embedding_dim() as usize);
+        let loss = config.loss.build(&(vs.root() / "loss"), ctx)?;
+        let miner = config.miner.as_ref().map(MinerConfig::build).transpose()?;
         let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
         let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
         let state = match ckpt {
@@ -282,6 +327,7 @@ impl Trainer {
             net,
             loss,
             miner,
+            classes,
             optim,
             sampler,
             split,
@@ -388,16 +434,23 @@ impl Trainer {
             self.config.transform.train.as_ref(),
             seed,
         )?;
+        let labels = self.classes.dense(&labels)?;
         let xs = self.to_tensor(&x)?;
         let emb = self.net.embed(&xs, true)?;
-        let emb_nd = Self::tensor_to_array2(&emb)?;
-        let metric = self.loss.metric();
-        let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
-        let tuples = self.miner.mine(dist.view(), metric, &labels, &mut rng)?;
-        let n_tuples = tuples.len();
-        self.keep_negatives(&tuples, dist.view());
-        let loss = self.loss.forward(&emb, &labels, Some(&tuples))?;
+        let (tuples, n_tuples) = match &self.miner {
+            Some(miner) => {
+                let emb_nd = Self::tensor_to_array2(&emb)?;
+                let metric = self.loss.metric();
+                let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
+                let tuples = miner.mine(dist.view(), metric, &labels, &mut rng)?;
+                self.keep_negatives(&tuples, dist.view());
+                let n = tuples.len();
+                (Some(tuples), n)
+            }
+            None => (None, 0),
+        };
+        let loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() {
             return Err(Error::NonFiniteLoss {
@@ -685,7 +738,10 @@ impl Trainer {
             let mut record = EpochRecord {
                 epoch: epoch + 1,
                 loss: Some(self.state.partial_loss_sum / done),
-                tuples_per_batch: Some(self.state.partial_tuples_sum / done),
+                tuples_per_batch: self
+                    .miner
+                    .is_some()
+                    .then(|| self.state.partial_tuples_sum / done),
                 lr_factor,
                 train_seconds: self.state.partial_seconds,
                 metrics: None,
@@ -757,9 +813,12 @@ impl Trainer {
         let mut out = crate::plots::training_curves(
             &self.state.history,
             &format!(
-                "{name}: {} loss, {} miner",
-                self.loss.name(),
-                self.miner.name()
+                "{name}: {} loss, {}",
+                self.config.loss.kind(),
+                match &self.miner {
+                    Some(m) => format!("{} miner", m.name()),
+                    None => "no miner".to_owned(),
+                }
             ),
             &dir.join("curves"),
         )?;
@@ -774,9 +833,9 @@ impl Trainer {
                 &dir.join("embeddings"),
             )?);
         }
-        if !self.last_negatives.is_empty() {
+        if let (Some(miner), false) = (&self.miner, self.last_negatives.is_empty()) {
             out.extend(crate::plots::distance_histograms(
-                &[(self.miner.name().to_owned(), self.last_negatives.clone())],
+                &[(miner.name().to_owned(), self.last_negatives.clone())],
                 self.net.embedding_dim() as usize,
                 &format!("{name}: sampled negative distances (last epoch)"),
                 &dir.join("negative_distances"),

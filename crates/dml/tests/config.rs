@@ -28,8 +28,11 @@ fn embedded_default_is_the_digits_file() {
     let c = Config::digits();
     let from_file = Config::from_file(&root().join("configs/digits.toml")).unwrap();
     assert_eq!(c, from_file);
-    assert_eq!(c.loss.name(), "margin");
-    assert_eq!(c.miner.kind(), "distance_weighted");
+    assert_eq!(c.loss.kind(), "margin");
+    assert_eq!(
+        c.miner.as_ref().map(|m| m.kind()),
+        Some("distance_weighted")
+    );
 }
 
 #[test]
@@ -121,7 +124,8 @@ fn each_rule_has_its_error() {
         })
     );
     let c = Config::from_toml_str(
-        "[data]\nkind = \"digits\"\n[model]\nkind = \"mlp\"\nembedding_dim = 16\n",
+        "[data]\nkind = \"digits\"\n[model]\nkind = \"mlp\"\nembedding_dim = 16\n\
+         [miner]\nkind = \"distance_weighted\"\nembedding_dim = 64\n",
         "<test>",
     )
     .unwrap();
@@ -132,6 +136,46 @@ fn each_rule_has_its_error() {
             model: 16
         })
     );
+}
+
+#[test]
+fn the_miner_is_optional_and_refused_by_the_proxy_losses() {
+    let parse =
+        |tail: &str| Config::from_toml_str(&format!("[data]\nkind = \"digits\"\n{tail}"), "m.toml");
+    // Absent and `none` are the same: no miner.
+    let absent = parse("").unwrap();
+    assert_eq!(absent.miner, None);
+    let none = parse("[miner]\nkind = \"none\"\n").unwrap();
+    assert_eq!(none, absent);
+    none.validate().unwrap();
+    // ... and it round-trips through the checkpoint's TOML.
+    assert_eq!(
+        Config::from_toml_str(&none.to_toml_string(), "rt").unwrap(),
+        none
+    );
+    let err = parse("[miner]\nkind = \"none\"\nmargin = 0.2\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("margin") && err.contains("none"), "{err}");
+    // A miner's own typo is still named.
+    let err = parse("[miner]\nkind = \"semi_hard\"\nmargn = 0.2\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("margn"), "{err}");
+    // Every loss with class vectors trains without a miner and refuses one.
+    for loss in dml::losses::LossConfig::defaults().filter(|l| l.has_class_vectors()) {
+        let mut c = absent.clone();
+        c.loss = loss;
+        c.validate().unwrap();
+        c.miner = Some(dml::sampling::MinerConfig::BatchHard(Default::default()));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::MinerNotUsed {
+                loss: loss.kind(),
+                miner: "batch_hard"
+            })
+        );
+    }
 }
 
 #[test]

@@ -51,11 +51,49 @@ fn weights(t: &Trainer) -> BTreeMap<String, Vec<f64>> {
         .collect()
 }
 
+/// The digits run with a proxy loss: Proxy-Anchor, no miner, proxies at 100× the network's rate.
+fn proxy_config(dir: &Path, epochs: u64) -> Config {
+    let mut c = config(dir, epochs);
+    c.miner = None;
+    c.loss = dml::losses::LossConfig::ProxyAnchor(Default::default());
+    c.optimizer.loss_lr = Some(c.optimizer.lr * 100.0);
+    c.validate().unwrap();
+    c
+}
+
 #[test]
 fn same_seed_same_numbers_and_resume_matches() {
+    check_same_seed_and_resume(config);
+}
+
+/// The same for a loss whose proxies are trained with their own learning rate and Adam state:
+/// both are in the checkpoint, so the resumed run is bit for bit the uninterrupted one.
+#[test]
+fn proxy_loss_trains_and_resumes_exactly() {
+    let (initial, trained) = check_same_seed_and_resume(proxy_config);
+    let (before, after) = (&initial["loss.proxies"], &trained["loss.proxies"]);
+    assert_eq!(before.len(), 5 * 32, "one 32-d proxy per training digit");
+    let moved = before
+        .iter()
+        .zip(after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "the proxies were trained (largest change {moved})"
+    );
+}
+
+/// Trains `config`'s run twice from the same seed, once in two sittings, and once interrupted
+/// after its first step and resumed; all four must agree. Returns the weights before training
+/// and after.
+fn check_same_seed_and_resume(
+    config: fn(&Path, u64) -> Config,
+) -> (BTreeMap<String, Vec<f64>>, BTreeMap<String, Vec<f64>>) {
     let _torch = torch_lock();
     let a_dir = tempfile::tempdir().unwrap();
     let mut a = Trainer::new(config(a_dir.path(), 2)).unwrap();
+    let initial = weights(&a);
     a.fit().unwrap();
 
     let b_dir = tempfile::tempdir().unwrap();
@@ -111,6 +149,45 @@ fn same_seed_same_numbers_and_resume_matches() {
     d2.fit().unwrap();
     assert!(weights(&a) == weights(&d2), "resumed from mid-epoch");
     assert_eq!(numbers(&a), numbers(&d2));
+    (initial, weights(&a))
+}
+
+/// Training labels that are not `0..C` (here 1, 3, 5, 7; 9–15 held out) are numbered densely:
+/// the proxies are sized by the 4 training classes, not by the largest label.
+#[test]
+fn class_vectors_are_sized_from_the_training_classes() {
+    let _torch = torch_lock();
+    let data = tempfile::tempdir().unwrap();
+    let mut next = xorshift(0x1234_5678_9ABC_DEF1);
+    let (side, per_class) = (5usize, 6usize);
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..8 * per_class {
+        let c = (i % 8) as u8;
+        images.extend((0..side * side).map(|p| {
+            ((next() % 128) as u8).wrapping_add(if p % 8 == c as usize { 120 } else { 0 })
+        }));
+        labels.push(2 * c + 1);
+    }
+    write_idx_dir(data.path(), side, &images, &labels);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::from_toml_str(
+        "[data]\nkind = \"digits\"\n[model]\nkind = \"mlp\"\nembedding_dim = 16\n\
+         [batch]\np = 4\nk = 3\nbatches_per_epoch = 3\n[loss]\nkind = \"normalized_softmax\"\n\
+         [train]\nepochs = 1\neval_before = false\nplots = false\nprogress = false\n",
+        "<test>",
+    )
+    .unwrap();
+    c.data = dml::data::DataConfig::Idx {
+        path: data.path().to_path_buf(),
+    };
+    c.run.output_dir = Some(dir.path().to_path_buf());
+    c.run.threads = 1;
+    c.validate().unwrap();
+    let mut t = Trainer::new(c).unwrap();
+    assert_eq!(t.var_store().variables()["loss.proxies"].size(), [4, 16]);
+    let report = t.fit().unwrap();
+    assert!(report.final_metrics.is_some());
 }
 
 #[test]
