@@ -156,14 +156,17 @@ struct CompareArgs {
     /// The base run config; each cell replaces its [loss] and [miner].
     #[arg(long)]
     config: PathBuf,
-    /// Loss kinds, comma-separated (each with its default parameters).
+    /// Loss kinds, comma-separated (the base config's own parameters for its kind, the defaults
+    /// for the others); the proxy and classification losses take no miner and train only in
+    /// the `none` column of --miners.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "contrastive,triplet,margin"
     )]
     losses: Vec<String>,
-    /// Miner kinds, comma-separated (each with its default parameters).
+    /// Miner kinds, comma-separated (each with its default parameters); `none` trains each loss
+    /// on its full set.
     #[arg(
         long,
         value_delimiter = ',',

@@ -187,3 +187,63 @@ fn compare_rejects_an_unknown_kind_before_training() {
     // The typo in the last loss is found before the first cell trains.
     assert!(!out_dir.join("margin-uniform").exists());
 }
+
+/// Proxy losses join the grid in its `none` column: `proxy_anchor` trains without a miner, the
+/// margin loss trains with and without one, and the cell a proxy loss cannot train in (with a
+/// miner) is skipped with a message rather than failing the grid.
+#[test]
+fn compare_runs_proxy_losses_without_a_miner() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = base_config(dir.path());
+    let out_dir = dir.path().join("grid");
+    let out = dml(&[
+        "compare",
+        "--config",
+        s(&config),
+        "--losses",
+        "proxy_anchor,margin",
+        "--miners",
+        "none,batch_hard",
+        "--epochs",
+        "1",
+        "--output-dir",
+        s(&out_dir),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dml compare failed: {err}");
+    assert!(err.contains("skipping proxy_anchor + batch_hard"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("compare.json")).unwrap())
+            .unwrap();
+    let cells: Vec<(String, String, bool)> = json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["loss"].as_str().unwrap().to_owned(),
+                c["miner"].as_str().unwrap().to_owned(),
+                c["runs"][0]["metrics"].is_object(),
+            )
+        })
+        .collect();
+    let want = [
+        ("proxy_anchor", "none"),
+        ("margin", "none"),
+        ("margin", "batch_hard"),
+    ];
+    assert_eq!(cells.len(), want.len(), "{cells:?}");
+    for (cell, (loss, miner)) in cells.iter().zip(want) {
+        assert_eq!(
+            (cell.0.as_str(), cell.1.as_str(), cell.2),
+            (loss, miner, true)
+        );
+    }
+    // The proxy cell's run trained its proxies under a config without [miner].
+    let cfg =
+        std::fs::read_to_string(out_dir.join("proxy_anchor-none").join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("proxy_anchor") && !cfg.contains("[miner]"),
+        "{cfg}"
+    );
+}
