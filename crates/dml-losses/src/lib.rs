@@ -110,20 +110,39 @@ pub use crate::{
     },
     sup_con::{SupConConfig, SupConLoss},
     triplet::{TripletConfig, TripletLoss},
+    util::{Batch, check_batch, zero_loss},
 };
 
 /// A metric learning loss on a batch of embeddings.
+///
+/// A new loss implements [`Loss::forward_no_reduction`] (its per-tuple or per-anchor values) and
+/// [`Loss::metric`]; [`Loss::forward`] then reduces those values with [`Loss::reduction`]. A
+/// loss whose scalar is more than a reduction of per-item values (a regulariser, two terms
+/// with their own divisors, learnable parameters that must stay in the graph of a zero loss)
+/// overrides `forward`. [`check_batch`], [`zero_loss`] and [`Reduction::reduce`] are the
+/// checks and building blocks the losses of this crate use.
 pub trait Loss: std::fmt::Debug {
     /// The loss of a batch, reduced to a scalar tensor of the embeddings' kind.
     ///
     /// `embeddings` is `(B, D)`, `labels` has `B` entries, and `tuples` holds the mined pairs or
     /// triplets (indices into the batch); `None` uses the full set the loss's paper uses.
+    ///
+    /// Provided: [`Loss::forward_no_reduction`] reduced by [`Loss::reduction`].
     fn forward(
         &self,
         embeddings: &Tensor,
         labels: &[u32],
         tuples: Option<&Tuples>,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
+        self.reduction().reduce(&losses, embeddings)
+    }
+
+    /// How the provided [`Loss::forward`] reduces the per-item values (default
+    /// [`Reduction::Mean`]).
+    fn reduction(&self) -> Reduction {
+        Reduction::Mean
+    }
 
     /// The loss of each tuple (pair, triplet or anchor, as each loss documents), before
     /// reduction and without regularisers: a 1-d tensor, empty when there is no tuple.

@@ -86,14 +86,8 @@ impl MultiSimilarityLoss {
 }
 
 impl Loss for MultiSimilarityLoss {
-    fn forward(
-        &self,
-        embeddings: &Tensor,
-        labels: &[u32],
-        tuples: Option<&Tuples>,
-    ) -> Result<Tensor> {
-        let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
-        self.cfg.reduction.reduce(&losses, embeddings)
+    fn reduction(&self) -> Reduction {
+        self.cfg.reduction
     }
 
     fn forward_no_reduction(

@@ -36,7 +36,7 @@ impl Reduction {
     /// still connected to `embeddings`' graph.
     ///
     /// Everything stays on the device: the count of active tuples is a tensor, never read back.
-    pub(crate) fn reduce(self, losses: &Tensor, embeddings: &Tensor) -> Result<Tensor> {
+    pub fn reduce(self, losses: &Tensor, embeddings: &Tensor) -> Result<Tensor> {
         if losses.numel() == 0 {
             return util::zero_loss(embeddings);
         }

@@ -84,14 +84,8 @@ impl TripletLoss {
 }
 
 impl Loss for TripletLoss {
-    fn forward(
-        &self,
-        embeddings: &Tensor,
-        labels: &[u32],
-        tuples: Option<&Tuples>,
-    ) -> Result<Tensor> {
-        let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
-        self.cfg.reduction.reduce(&losses, embeddings)
+    fn reduction(&self) -> Reduction {
+        self.cfg.reduction
     }
 
     fn forward_no_reduction(

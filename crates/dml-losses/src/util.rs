@@ -14,9 +14,9 @@ use crate::{Error, Result};
 /// whenever at least one entry of the row is kept.
 pub(crate) const MASKED: f64 = -1.0e30;
 
-/// The checked shape of a batch.
+/// The checked shape of a batch of embeddings ([`check_batch`]).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Batch {
+pub struct Batch {
     /// Number of embeddings.
     pub n: usize,
     /// Device of the embeddings; index tensors are made there.
@@ -26,8 +26,8 @@ pub(crate) struct Batch {
 }
 
 /// Checks that `embeddings` is a floating-point `n × d` matrix and that there is one label per
-/// row.
-pub(crate) fn check_batch(embeddings: &Tensor, labels: &[u32]) -> Result<Batch> {
+/// row: [`Error::EmbeddingsShape`], [`Error::EmbeddingsKind`] or [`Error::LabelCount`] otherwise.
+pub fn check_batch(embeddings: &Tensor, labels: &[u32]) -> Result<Batch> {
     let shape = embeddings.size();
     if shape.len() != 2 {
         return Err(Error::EmbeddingsShape(shape));
@@ -128,7 +128,7 @@ pub(crate) fn apply_weights(losses: Tensor, weights: Option<&Tensor>) -> Result<
 
 /// A scalar zero that is part of the graph of `embeddings`: its backward pass runs and gives a
 /// zero gradient. Returned when a batch has no valid tuple.
-pub(crate) fn zero_loss(embeddings: &Tensor) -> Result<Tensor> {
+pub fn zero_loss(embeddings: &Tensor) -> Result<Tensor> {
     Ok(embeddings.f_sum(None::<Kind>)?.f_mul_scalar(0.0)?)
 }
 

@@ -150,7 +150,7 @@ fn proxy_losses_stay_finite_at_extreme_scales_in_f32() {
                 value.is_finite() && finite(&g) && finite(&gp),
                 "{cfg:?} {labels:?}: {value}"
             );
-            proxies.grad().zero_();
+            let _ = proxies.grad().zero_();
         }
     }
 }
@@ -534,4 +534,49 @@ proptest! {
         let got = ms.forward(&x, &labels, None).expect("forward").double_value(&[]);
         prop_assert!((got - want).abs() < 1e-9 * (1.0 + want.abs()), "{got} vs {want}");
     }
+}
+
+/// A loss written outside the crate: per-row squared norms, reduced by the provided `forward`.
+#[derive(Debug)]
+struct SquaredNorm(Reduction);
+
+impl Loss for SquaredNorm {
+    fn forward_no_reduction(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        _tuples: Option<&Tuples>,
+    ) -> dml_losses::Result<Tensor> {
+        dml_losses::check_batch(embeddings, labels)?;
+        Ok(embeddings.square().sum_dim_intlist(1, false, None::<Kind>))
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::SquaredEuclidean
+    }
+
+    fn reduction(&self) -> Reduction {
+        self.0
+    }
+}
+
+#[test]
+fn a_loss_from_outside_gets_forward_from_its_per_item_values() {
+    // Rows (1, 2) and (0, 3): squared norms 5 and 9.
+    let x = Tensor::from_slice(&[1.0f64, 2.0, 0.0, 3.0]).view([2, 2]);
+    let sum = SquaredNorm(Reduction::Sum)
+        .forward(&x, &[0, 1], None)
+        .unwrap();
+    assert_eq!(sum.double_value(&[]), 14.0);
+    let mean = SquaredNorm(Reduction::Mean)
+        .forward(&x, &[0, 1], None)
+        .unwrap();
+    assert_eq!(mean.double_value(&[]), 7.0);
+    assert!(matches!(
+        SquaredNorm(Reduction::Mean).forward(&x, &[0], None),
+        Err(Error::LabelCount {
+            labels: 1,
+            batch: 2
+        })
+    ));
 }
