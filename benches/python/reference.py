@@ -13,9 +13,10 @@ one run. Two modes:
          process's peak RSS, runs it once and prints {"rss_before_kib", "hwm_kib"}.
 
 The reference equivalents: numpy float32 matmul-form pairwise distances, faiss IndexFlatL2 k-NN,
-pytorch-metric-learning miners and losses (forward + backward), pml's AccuracyCalculator with
-faiss, and a torch training step of the same ConvNet with pml's MarginLoss and
-DistanceWeightedMiner.
+pytorch-metric-learning miners and losses (forward + backward, gradients to the embeddings and to
+the loss's parameters: the margin loss's beta, the proxy losses' class vectors), pml's
+AccuracyCalculator with faiss, and a torch training step of the same ConvNet with pml's MarginLoss
+and DistanceWeightedMiner.
 """
 
 import argparse
@@ -87,6 +88,19 @@ def make_miner(spec):
     raise ValueError(f"unknown miner {kind}")
 
 
+# The proxy and classification losses: learnable vectors per class, sized by `num_classes` and
+# `embedding_size`, and no miner.
+PROXY_LOSSES = {
+    "proxy_nca": losses.ProxyNCALoss,
+    "proxy_anchor": losses.ProxyAnchorLoss,
+    "normalized_softmax": losses.NormalizedSoftmaxLoss,
+    "cosface": losses.CosFaceLoss,
+    "arcface": losses.ArcFaceLoss,
+    "sub_center_arcface": losses.SubCenterArcFaceLoss,
+    "soft_triple": losses.SoftTripleLoss,
+}
+
+
 def make_loss(spec):
     kind = spec["kind"]
     if kind == "contrastive":
@@ -108,6 +122,13 @@ def make_loss(spec):
         return losses.NPairsLoss()
     if kind == "multi_similarity":
         return losses.MultiSimilarityLoss(alpha=spec["alpha"], beta=spec["beta"], base=spec["base"])
+    if kind == "sup_con":
+        return losses.SupConLoss()
+    if kind in PROXY_LOSSES:
+        # pml's defaults; only the class vectors' size comes from the spec.
+        return PROXY_LOSSES[kind](
+            num_classes=spec["num_classes"], embedding_size=spec["embedding_size"]
+        )
     raise ValueError(f"unknown loss {kind}")
 
 
@@ -126,10 +147,15 @@ def setup_loss(params, x):
     emb = torch.from_numpy(x["embeddings"]).requires_grad_(True)
     labels = torch.from_numpy(x["labels"])
     miner = make_miner(params.get("miner"))
+    torch.manual_seed(0)
     loss_fn = make_loss(params["loss"])
+    # Learnable parameters: the margin loss's beta, the proxy losses' class vectors.
+    loss_params = list(loss_fn.parameters())
 
     def run():
         emb.grad = None
+        for p in loss_params:
+            p.grad = None
         tuples = miner(emb, labels) if miner is not None else None
         loss = loss_fn(emb, labels, tuples)
         loss.backward()

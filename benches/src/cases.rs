@@ -22,6 +22,7 @@ pub fn cases(scale: Scale) -> Vec<Case> {
     kernels(scale, &mut out);
     mining(scale, &mut out);
     losses(scale, &mut out);
+    proxy_losses(scale, &mut out);
     train(scale, &mut out);
     eval(scale, &mut out);
     out
@@ -341,17 +342,28 @@ fn loss_specs(dim: usize) -> Vec<LossSpec> {
             pml: json!({"kind": "multi_similarity", "alpha": 2.0, "beta": 50.0, "base": 0.5}),
             pml_what: "MultiSimilarityLoss(2, 50, 0.5) + MultiSimilarityMiner(0.1)",
         },
+        LossSpec {
+            name: "sup_con",
+            dml: json!({"kind": "sup_con"}),
+            metric: Metric::Cosine,
+            miner: None,
+            pml: json!({"kind": "sup_con"}),
+            pml_what: "SupConLoss(), all pairs",
+        },
     ]
 }
 
+/// The loss of `cfg` with its learnable variables under `p`, sized for `n_classes` training
+/// classes of `dim`-long embeddings (the proxy and classification losses need both).
 fn build_loss(
     cfg: &Value,
     p: &nn::Path,
     n_classes: usize,
+    dim: usize,
 ) -> anyhow::Result<Box<dyn dml_losses::Loss>> {
     let cfg: LossConfig =
         serde_json::from_value(cfg.clone()).with_context(|| format!("loss config {cfg}"))?;
-    Ok(cfg.build(p, dml_losses::LossContext::new(n_classes, 0))?)
+    Ok(cfg.build(p, dml_losses::LossContext::new(n_classes, dim))?)
 }
 
 fn losses(scale: Scale, out: &mut Vec<Case>) {
@@ -386,12 +398,14 @@ fn losses(scale: Scale, out: &mut Vec<Case>) {
                 let labels = data::labels(b / k, k);
                 let emb = data::clustered(&labels, d, 6);
                 let vs = nn::VarStore::new(Device::Cpu);
-                let loss = build_loss(&dml, &vs.root(), b / k)?;
+                let loss = build_loss(&dml, &vs.root(), b / k, d)?;
                 let pml_miner = miner.as_ref().map(|(_, p)| p.clone());
                 let miner = match &miner {
                     Some((cfg, _)) => Some(build_miner(cfg)?),
                     None => None,
                 };
+                // The loss's learnable variables (the margin loss's β), zeroed with x.
+                let mut params = vs.trainable_variables();
                 let x = tensor2(&emb)?.set_requires_grad(true);
                 let mut rng = ChaCha8Rng::seed_from_u64(0);
                 let reference = Reference {
@@ -409,6 +423,9 @@ fn losses(scale: Scale, out: &mut Vec<Case>) {
                         let _ = &vs;
                         let mut x = x.shallow_clone();
                         x.zero_grad();
+                        for p in &mut params {
+                            p.zero_grad();
+                        }
                         let tuples = match &miner {
                             Some(m) => {
                                 Some(mine(m.as_ref(), metric, emb.view(), &labels, &mut rng)?)
@@ -424,6 +441,85 @@ fn losses(scale: Scale, out: &mut Vec<Case>) {
                 })
             }),
         });
+    }
+}
+
+/// The proxy and classification losses, each with pml's defaults: its `kind` and pml's class.
+const PROXY_LOSSES: [(&str, &str); 7] = [
+    ("proxy_nca", "ProxyNCALoss()"),
+    ("proxy_anchor", "ProxyAnchorLoss()"),
+    ("normalized_softmax", "NormalizedSoftmaxLoss()"),
+    ("cosface", "CosFaceLoss()"),
+    ("arcface", "ArcFaceLoss()"),
+    ("sub_center_arcface", "SubCenterArcFaceLoss()"),
+    ("soft_triple", "SoftTripleLoss()"),
+];
+
+/// The proxy and classification losses at a few training classes and at Stanford Online
+/// Products' 11,318: a P×K batch whose classes are spread over all `C`, so that most classes
+/// are absent from the batch as in real training, and gradients to the embeddings and to every
+/// class vector.
+fn proxy_losses(scale: Scale, out: &mut Vec<Case>) {
+    let (b, d, k, class_counts) = match scale {
+        Scale::Quick => (32, 16, 4, [10, 1_000]),
+        Scale::Full => (256, 128, 4, [100, 11_318]),
+    };
+    let batch_classes = b / k;
+    for (name, pml_what) in PROXY_LOSSES {
+        for (i, c) in class_counts.into_iter().enumerate() {
+            out.push(Case {
+                topic: Topic::Losses,
+                function: format!("loss_{name}"),
+                parameter: format!("B{b}xD{d}xC{c}"),
+                items: b as u64,
+                unit: "items",
+                weight: if i == 0 { Weight::Light } else { Weight::Heavy },
+                peak_memory: false,
+                note: "loss forward + backward (no miner), gradients to the embeddings and the C class vectors (K per class for sub-centre ArcFace and SoftTriple)",
+                make: Box::new(move || {
+                    // Batch class j is training class j·⌊C / P⌋.
+                    let stride = (c / batch_classes).max(1) as u32;
+                    let labels: Vec<u32> = data::labels(batch_classes, k)
+                        .into_iter()
+                        .map(|l| l * stride)
+                        .collect();
+                    let emb = data::clustered(&labels, d, 11);
+                    let vs = nn::VarStore::new(Device::Cpu);
+                    let loss = build_loss(&json!({ "kind": name }), &vs.root(), c, d)?;
+                    let mut params = vs.trainable_variables();
+                    anyhow::ensure!(!params.is_empty(), "{name} has no class vectors");
+                    let x = tensor2(&emb)?.set_requires_grad(true);
+                    let reference = Reference {
+                        op: "loss",
+                        params: json!({
+                            "loss": {"kind": name, "num_classes": c, "embedding_size": d},
+                            "miner": null,
+                        }),
+                        inputs: vec![
+                            ("embeddings", f32_input(&emb)),
+                            ("labels", labels_input(&labels)),
+                        ],
+                        what: format!("pml `{pml_what}`"),
+                    };
+                    Ok(Prepared {
+                        run: Box::new(move || {
+                            // The class vectors live in `vs`: keep it alive.
+                            let _ = &vs;
+                            let mut x = x.shallow_clone();
+                            x.zero_grad();
+                            for p in &mut params {
+                                p.zero_grad();
+                            }
+                            let l = loss.forward(&x, &labels, None)?;
+                            l.f_backward()?;
+                            drop(black_box(l));
+                            Ok(())
+                        }),
+                        reference: Some(reference),
+                    })
+                }),
+            });
+        }
     }
 }
 
@@ -463,7 +559,7 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = EmbeddingNet::new(&(vs.root() / "model"), &cfg, InputShape::new(1, side as i64, side as i64))?;
             let loss_cfg = json!({"kind": "margin", "margin": 0.2, "beta": 1.2, "nu": 0.0, "learn_beta": true});
-            let loss = build_loss(&loss_cfg, &(vs.root() / "loss"), b / k)?;
+            let loss = build_loss(&loss_cfg, &(vs.root() / "loss"), b / k, dim)?;
             let miner_cfg = json!({"kind": "distance_weighted", "embedding_dim": dim,
                                    "cutoff": 0.5, "nonzero_loss_cutoff": 1.4});
             let miner = build_miner(&miner_cfg)?;
