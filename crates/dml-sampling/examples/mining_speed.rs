@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, HardNegativeSelect, Miner,
-    MultiSimilarityMiner, SemiHardMiner, SemiHardSelect,
+    BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, HardNegativeSelect, Miner,
+    MultiSimilarityConfig, SemiHardConfig, SemiHardSelect,
 };
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -47,45 +47,54 @@ fn main() -> dml_sampling::Result<()> {
         let miners: Vec<(&str, Box<dyn Miner>, Metric)> = vec![
             (
                 "semi_hard all (pml TripletMarginMiner semihard)",
-                Box::new(SemiHardMiner {
-                    select: SemiHardSelect::All,
-                    ..Default::default()
-                }),
+                Box::new(
+                    SemiHardConfig {
+                        select: SemiHardSelect::All,
+                        ..Default::default()
+                    }
+                    .init()?,
+                ),
                 Metric::Euclidean,
             ),
             (
                 "semi_hard random",
-                Box::new(SemiHardMiner::default()),
+                Box::new(SemiHardConfig::default().init()?),
                 Metric::Euclidean,
             ),
             (
                 "hard_negative all_hard (pml TripletMarginMiner hard)",
-                Box::new(HardNegativeMiner {
-                    select: HardNegativeSelect::AllHard,
-                }),
+                Box::new(
+                    HardNegativeConfig {
+                        select: HardNegativeSelect::AllHard,
+                    }
+                    .init()?,
+                ),
                 Metric::Euclidean,
             ),
             (
                 "hard_negative hardest",
-                Box::new(HardNegativeMiner::default()),
+                Box::new(HardNegativeConfig::default().init()?),
                 Metric::Euclidean,
             ),
             (
                 "batch_hard (pml BatchHardMiner)",
-                Box::new(BatchHardMiner::default()),
+                Box::new(BatchHardConfig::default().init()?),
                 Metric::Euclidean,
             ),
             (
                 "distance_weighted (pml DistanceWeightedMiner)",
-                Box::new(DistanceWeightedMiner {
-                    embedding_dim: dim,
-                    ..Default::default()
-                }),
+                Box::new(
+                    DistanceWeightedConfig {
+                        embedding_dim: dim,
+                        ..Default::default()
+                    }
+                    .init()?,
+                ),
                 Metric::Euclidean,
             ),
             (
                 "multi_similarity (pml MultiSimilarityMiner)",
-                Box::new(MultiSimilarityMiner::default()),
+                Box::new(MultiSimilarityConfig::default().init()?),
                 Metric::Cosine,
             ),
         ];

@@ -11,7 +11,12 @@
 //! Miners: [`AllMiner`], [`UniformMiner`], [`HardNegativeMiner`], [`SemiHardMiner`],
 //! [`BatchHardMiner`], [`NPairsMiner`], [`LiftedStructuredMiner`], [`DistanceWeightedMiner`],
 //! [`MultiSimilarityMiner`]; each documents its paper, formula and pytorch-metric-learning
-//! equivalent. [`MinerConfig`] builds any of them from a config file.
+//! equivalent. Each is built by the `init` of its config ([`AllConfig`], [`UniformConfig`],
+//! [`HardNegativeConfig`], [`SemiHardConfig`], [`BatchHardConfig`], [`NPairsConfig`],
+//! [`LiftedStructuredConfig`], [`DistanceWeightedConfig`], [`MultiSimilarityConfig`]: the
+//! miner's parameters as a serde struct with defaults), which checks the parameters once; the
+//! miner does not check them again on every batch. [`MinerConfig`], tagged by `kind`, holds any of
+//! these configs in a config file and builds its miner as a `Box<dyn Miner>`.
 //!
 //! [`MiningSummary`] counts what a miner picked and histograms its positive and negative
 //! distances; [`unit_sphere_log_density`] is the density those are compared against.
@@ -22,7 +27,7 @@
 //!
 //! ```
 //! use dml_kernels::Metric;
-//! use dml_sampling::{BatchHardMiner, Miner, Tuples};
+//! use dml_sampling::{BatchHardConfig, Error, Miner, MinerConfig, SemiHardConfig, Tuples};
 //! use ndarray::array;
 //! use rand::SeedableRng;
 //!
@@ -32,10 +37,21 @@
 //! let labels = [0, 0, 1, 1];
 //! let dist = ndarray::Array2::from_shape_fn((4, 4), |(i, j)| (x[i] - x[j]).abs());
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-//! let tuples = BatchHardMiner::default().mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?;
+//! let miner = BatchHardConfig::default().init()?;
+//! let tuples = miner.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?;
 //! let Tuples::Triplets(t) = tuples else { unreachable!() };
 //! // Item 1's hardest positive is item 0 and its hardest negative is item 2.
 //! assert_eq!((t.anchor[1], t.positive[1], t.negative[1]), (1, 0, 2));
+//!
+//! // The same miner from a config file's `[miner]` table.
+//! let cfg: MinerConfig = toml::from_str(r#"kind = "batch_hard""#).unwrap();
+//! let from_file = cfg.build()?;
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! assert_eq!(from_file.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?, Tuples::Triplets(t));
+//!
+//! // Parameters are checked once, when the miner is built.
+//! let bad = SemiHardConfig { margin: -1.0, ..SemiHardConfig::default() };
+//! assert!(matches!(bad.init(), Err(Error::InvalidMargin { .. })));
 //! # let _ = array![[0.0f32]];
 //! # Ok(())
 //! # }
@@ -54,9 +70,11 @@ pub use crate::{
     error::{Error, Result},
     miner::{Miner, MinerConfig, TupleKind},
     miners::{
-        AllMiner, BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, HardNegativeSelect,
-        LiftedStructuredMiner, MultiSimilarityMiner, NPairsMiner, PairSelect, SemiHardFallback,
-        SemiHardMiner, SemiHardSelect, UniformMiner, unit_sphere_log_density,
+        AllConfig, AllMiner, BatchHardConfig, BatchHardMiner, DistanceWeightedConfig,
+        DistanceWeightedMiner, HardNegativeConfig, HardNegativeMiner, HardNegativeSelect,
+        LiftedStructuredConfig, LiftedStructuredMiner, MultiSimilarityConfig, MultiSimilarityMiner,
+        NPairsConfig, NPairsMiner, PairSelect, SemiHardConfig, SemiHardFallback, SemiHardMiner,
+        SemiHardSelect, UniformConfig, UniformMiner, unit_sphere_log_density,
     },
     pk::{Epoch, PkSampler},
     summary::{Histogram, MiningSummary},

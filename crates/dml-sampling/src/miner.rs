@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::miners::{
-    AllMiner, BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, LiftedStructuredMiner,
-    MultiSimilarityMiner, NPairsMiner, SemiHardMiner, UniformMiner,
+    AllConfig, BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, LiftedStructuredConfig,
+    MultiSimilarityConfig, NPairsConfig, SemiHardConfig, UniformConfig,
 };
 use crate::{Error, Result, Tuples};
 
@@ -23,7 +23,8 @@ use crate::{Error, Result, Tuples};
 ///
 /// A batch without any valid tuple (a single class, only singleton classes, a single item)
 /// gives an empty [`Tuples`], never an error; errors are reserved for malformed input (a matrix
-/// whose shape does not match the labels) and invalid parameters.
+/// whose shape does not match the labels). Invalid parameters never reach `mine`: a miner is
+/// built by its config's `init` (or [`MinerConfig::build`]), which refuses them.
 ///
 /// Randomised miners draw only from `rng`, so a seeded RNG gives the same tuples on every run.
 pub trait Miner: std::fmt::Debug + Send + Sync {
@@ -40,7 +41,7 @@ pub trait Miner: std::fmt::Debug + Send + Sync {
     fn name(&self) -> &'static str;
 }
 
-/// Which tuple form the [`AllMiner`] returns.
+/// Which tuple form the [`AllMiner`](crate::AllMiner) returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TupleKind {
@@ -53,8 +54,8 @@ pub enum TupleKind {
 
 /// A miner and its parameters, as written in a config file.
 ///
-/// Tagged by `kind`; unknown keys are rejected. Parameters left out take the defaults given on
-/// each miner's fields. In TOML:
+/// Tagged by `kind`; each variant holds that miner's config (the rest of the table). Unknown keys
+/// are rejected. Parameters left out take the defaults given on each config's fields. In TOML:
 ///
 /// ```toml
 /// [miner]
@@ -64,51 +65,50 @@ pub enum TupleKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MinerConfig {
-    /// [`AllMiner`]: every pair or every triplet.
-    All(AllMiner),
-    /// [`UniformMiner`]: random negatives for each positive pair.
-    Uniform(UniformMiner),
-    /// [`HardNegativeMiner`]: the closest negative for each positive pair, or all hard triplets.
-    HardNegative(HardNegativeMiner),
-    /// [`SemiHardMiner`]: negatives farther than the positive but within the margin.
-    SemiHard(SemiHardMiner),
-    /// [`BatchHardMiner`]: hardest positive and hardest negative per anchor.
-    BatchHard(BatchHardMiner),
-    /// [`NPairsMiner`]: one positive per class, other classes' positives as negatives.
-    NPairs(NPairsMiner),
-    /// [`LiftedStructuredMiner`]: every positive pair with the negatives of both ends.
-    LiftedStructured(LiftedStructuredMiner),
-    /// [`DistanceWeightedMiner`]: negatives drawn against the unit-sphere distance density.
-    DistanceWeighted(DistanceWeightedMiner),
-    /// [`MultiSimilarityMiner`]: pairs kept by the multi-similarity epsilon rule.
-    MultiSimilarity(MultiSimilarityMiner),
+    /// [`AllMiner`](crate::AllMiner): every pair or every triplet.
+    All(AllConfig),
+    /// [`UniformMiner`](crate::UniformMiner): random negatives for each positive pair.
+    Uniform(UniformConfig),
+    /// [`HardNegativeMiner`](crate::HardNegativeMiner): the closest negative for each positive
+    /// pair, or all hard triplets.
+    HardNegative(HardNegativeConfig),
+    /// [`SemiHardMiner`](crate::SemiHardMiner): negatives farther than the positive but within
+    /// the margin.
+    SemiHard(SemiHardConfig),
+    /// [`BatchHardMiner`](crate::BatchHardMiner): hardest positive and hardest negative per
+    /// anchor.
+    BatchHard(BatchHardConfig),
+    /// [`NPairsMiner`](crate::NPairsMiner): one positive per class, other classes' positives as
+    /// negatives.
+    NPairs(NPairsConfig),
+    /// [`LiftedStructuredMiner`](crate::LiftedStructuredMiner): every positive pair with the
+    /// negatives of both ends.
+    LiftedStructured(LiftedStructuredConfig),
+    /// [`DistanceWeightedMiner`](crate::DistanceWeightedMiner): negatives drawn against the
+    /// unit-sphere distance density.
+    DistanceWeighted(DistanceWeightedConfig),
+    /// [`MultiSimilarityMiner`](crate::MultiSimilarityMiner): pairs kept by the multi-similarity
+    /// epsilon rule.
+    MultiSimilarity(MultiSimilarityConfig),
 }
 
 impl MinerConfig {
-    /// Validates the parameters and returns the miner.
+    /// Builds the miner with its config's `init` (e.g. [`SemiHardConfig::init`]), which checks
+    /// the parameters; the miner does not check them again when it mines.
+    ///
+    /// # Errors
+    /// The named error of the first invalid parameter, as that `init` returns it.
     pub fn build(&self) -> Result<Box<dyn Miner>> {
         Ok(match self {
-            MinerConfig::All(m) => Box::new(m.clone()),
-            MinerConfig::Uniform(m) => {
-                m.validate()?;
-                Box::new(m.clone())
-            }
-            MinerConfig::HardNegative(m) => Box::new(m.clone()),
-            MinerConfig::SemiHard(m) => {
-                m.validate()?;
-                Box::new(m.clone())
-            }
-            MinerConfig::BatchHard(m) => Box::new(m.clone()),
-            MinerConfig::NPairs(m) => Box::new(m.clone()),
-            MinerConfig::LiftedStructured(m) => Box::new(m.clone()),
-            MinerConfig::DistanceWeighted(m) => {
-                m.validate()?;
-                Box::new(m.clone())
-            }
-            MinerConfig::MultiSimilarity(m) => {
-                m.validate()?;
-                Box::new(m.clone())
-            }
+            MinerConfig::All(c) => Box::new(c.init()?),
+            MinerConfig::Uniform(c) => Box::new(c.init()?),
+            MinerConfig::HardNegative(c) => Box::new(c.init()?),
+            MinerConfig::SemiHard(c) => Box::new(c.init()?),
+            MinerConfig::BatchHard(c) => Box::new(c.init()?),
+            MinerConfig::NPairs(c) => Box::new(c.init()?),
+            MinerConfig::LiftedStructured(c) => Box::new(c.init()?),
+            MinerConfig::DistanceWeighted(c) => Box::new(c.init()?),
+            MinerConfig::MultiSimilarity(c) => Box::new(c.init()?),
         })
     }
 

@@ -1,7 +1,7 @@
 //! Distance-weighted sampling: the density and the empirical distribution of drawn negatives.
 
 use dml_kernels::Metric;
-use dml_sampling::{DistanceWeightedMiner, Miner, Tuples, unit_sphere_log_density};
+use dml_sampling::{DistanceWeightedConfig, Miner, Tuples, unit_sphere_log_density};
 use ndarray::Array2;
 use rand::SeedableRng;
 
@@ -65,10 +65,12 @@ fn negatives_follow_the_inverse_density() {
         d[[0, n_pos + k]] = x;
         d[[n_pos + k, 0]] = x;
     }
-    let miner = DistanceWeightedMiner {
+    let miner = DistanceWeightedConfig {
         embedding_dim: dim,
         ..Default::default()
-    };
+    }
+    .init()
+    .unwrap();
     let mut counts = vec![0u64; neg_d.len()];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2017);
     for _ in 0..1000 {
@@ -119,20 +121,24 @@ fn negatives_follow_the_inverse_density() {
 /// drawable negatives; cosine input goes through d = sqrt(2 − 2s).
 #[test]
 fn weight_cap_and_cosine_input() {
-    let miner = DistanceWeightedMiner {
+    let miner = DistanceWeightedConfig {
         embedding_dim: 64,
         max_weight: Some(1e-3),
         ..Default::default()
-    };
+    }
+    .init()
+    .unwrap();
     for d in [0.6f64, 1.0, 1.3] {
         assert_eq!(miner.log_weight(d), Some(1e-3f64.ln()));
     }
     assert_eq!(miner.log_weight(1.4), None);
     // Without the cap, 512 dimensions: finite log weights, no overflow.
-    let big = DistanceWeightedMiner {
+    let big = DistanceWeightedConfig {
         embedding_dim: 512,
         ..Default::default()
-    };
+    }
+    .init()
+    .unwrap();
     assert!(big.log_weight(0.1).unwrap().is_finite());
     assert!(big.log_weight(0.1) == big.log_weight(0.5));
 

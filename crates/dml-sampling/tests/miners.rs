@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    AllMiner, BatchHardMiner, DistanceWeightedMiner, HardNegativeMiner, HardNegativeSelect,
-    LiftedStructuredMiner, Miner, MultiSimilarityMiner, NPairsMiner, PairSelect, Pairs,
-    SemiHardFallback, SemiHardMiner, SemiHardSelect, Triplets, TupleKind, Tuples, UniformMiner,
+    AllConfig, BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, HardNegativeSelect,
+    LiftedStructuredConfig, Miner, MultiSimilarityConfig, NPairsConfig, PairSelect, Pairs,
+    SemiHardConfig, SemiHardFallback, SemiHardSelect, Triplets, TupleKind, Tuples, UniformConfig,
 };
 use ndarray::Array2;
 use proptest::prelude::*;
@@ -97,7 +97,7 @@ proptest! {
     #[test]
     fn batch_hard_is_naive_argmax_argmin((labels, x) in batch(), metric in all_metrics()) {
         let d = matrix(&x, metric);
-        let t = trip(BatchHardMiner::default().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let t = trip(BatchHardConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let mut want = Triplets::default();
         for a in 0..labels.len() {
             let v = |j: usize| dis(metric, d[[a, j]]);
@@ -125,9 +125,9 @@ proptest! {
             }
             t
         };
-        let hard = trip(HardNegativeMiner { select: HardNegativeSelect::AllHard }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let hard = trip(HardNegativeConfig { select: HardNegativeSelect::AllHard }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         prop_assert_eq!(hard, filter(&|ap, an| an <= ap));
-        let semi = trip(SemiHardMiner { margin, select: SemiHardSelect::All, ..Default::default() }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let semi = trip(SemiHardConfig { margin, select: SemiHardSelect::All, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         prop_assert_eq!(semi, filter(&|ap, an| an - ap > 0.0 && an - ap <= margin));
     }
 
@@ -140,7 +140,7 @@ proptest! {
             .filter(|&i| { let m = v(all.anchor[i], all.negative[i]) - v(all.anchor[i], all.positive[i]); m > 0.0 && m <= margin })
             .map(|i| (all.anchor[i], all.positive[i]))
             .collect();
-        let t = trip(SemiHardMiner { margin, ..Default::default() }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let t = trip(SemiHardConfig { margin, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         let got: BTreeSet<(u32, u32)> = t.anchor.iter().copied().zip(t.positive.iter().copied()).collect();
         prop_assert_eq!(got.len(), t.len(), "one triplet per positive pair");
@@ -150,7 +150,7 @@ proptest! {
             prop_assert!(m > 0.0 && m <= margin);
         }
         // With a fallback every positive pair that has a negative gets one triplet.
-        let fb = trip(SemiHardMiner { margin, fallback: SemiHardFallback::Hardest, ..Default::default() }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let fb = trip(SemiHardConfig { margin, fallback: SemiHardFallback::Hardest, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let pairs_with_neg: BTreeSet<(u32, u32)> = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect();
         prop_assert_eq!(fb.len(), pairs_with_neg.len());
         check_triplet_labels(&fb, &labels);
@@ -159,7 +159,7 @@ proptest! {
     #[test]
     fn hardest_negative_per_pair((labels, x) in batch(), metric in all_metrics()) {
         let d = matrix(&x, metric);
-        let t = trip(HardNegativeMiner::default().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let t = trip(HardNegativeConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         let all = Triplets::all(&labels);
         let pairs: BTreeSet<(u32, u32)> = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect();
@@ -174,7 +174,7 @@ proptest! {
     #[test]
     fn multi_similarity_is_the_epsilon_rule((labels, x) in batch(), metric in all_metrics(), eps in 0.0f32..0.5) {
         let d = matrix(&x, metric);
-        let p = pairs(MultiSimilarityMiner { epsilon: eps }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let p = pairs(MultiSimilarityConfig { epsilon: eps }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let n = labels.len();
         let mut want = Pairs::default();
         for a in 0..n {
@@ -196,11 +196,11 @@ proptest! {
         let all = Triplets::all(&labels);
         let n_pos_pairs = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect::<BTreeSet<_>>().len();
 
-        let u = trip(UniformMiner { negatives_per_positive: k }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let u = trip(UniformConfig { negatives_per_positive: k }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&u, &labels);
         prop_assert_eq!(u.len(), n_pos_pairs * k);
 
-        let dw = DistanceWeightedMiner { embedding_dim: 3, ..Default::default() };
+        let dw = DistanceWeightedConfig { embedding_dim: 3, ..Default::default() }.init().unwrap();
         let t = trip(dw.mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         prop_assert!(t.len() <= n_pos_pairs);
@@ -215,7 +215,7 @@ proptest! {
         }
 
         for select in [PairSelect::First, PairSelect::Random] {
-            let np = trip(NPairsMiner { select }.mine(d.view(), metric, &labels, &mut rng()).unwrap());
+            let np = trip(NPairsConfig { select }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
             check_triplet_labels(&np, &labels);
             let classes_with_pair = {
                 let mut c: Vec<u32> = labels.clone(); c.sort_unstable();
@@ -230,7 +230,7 @@ proptest! {
             for &n in &np.negative { prop_assert!(positives.contains(&n)); }
         }
 
-        let l = pairs(LiftedStructuredMiner::default().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let l = pairs(LiftedStructuredConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let has_neg = labels.iter().any(|&y| y != labels[0]);
         let unordered = n_pos_pairs / 2;
         let all_pairs = Pairs::all(&labels);
@@ -245,7 +245,7 @@ proptest! {
         }
         prop_assert_eq!(l.is_empty(), !(has_neg && any_pos));
 
-        let a = AllMiner { output: TupleKind::Pairs }.mine(d.view(), metric, &labels, &mut rng()).unwrap();
+        let a = AllConfig { output: TupleKind::Pairs }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap();
         prop_assert_eq!(a, Tuples::Pairs(all_pairs));
     }
 }
@@ -253,18 +253,22 @@ proptest! {
 #[test]
 fn degenerate_batches_give_empty_tuples() {
     let miners: Vec<Box<dyn Miner>> = vec![
-        Box::new(AllMiner::default()),
-        Box::new(UniformMiner::default()),
-        Box::new(HardNegativeMiner::default()),
-        Box::new(SemiHardMiner {
-            fallback: SemiHardFallback::Easiest,
-            ..Default::default()
-        }),
-        Box::new(BatchHardMiner::default()),
-        Box::new(NPairsMiner::default()),
-        Box::new(LiftedStructuredMiner::default()),
-        Box::new(DistanceWeightedMiner::default()),
-        Box::new(MultiSimilarityMiner::default()),
+        Box::new(AllConfig::default().init().unwrap()),
+        Box::new(UniformConfig::default().init().unwrap()),
+        Box::new(HardNegativeConfig::default().init().unwrap()),
+        Box::new(
+            SemiHardConfig {
+                fallback: SemiHardFallback::Easiest,
+                ..Default::default()
+            }
+            .init()
+            .unwrap(),
+        ),
+        Box::new(BatchHardConfig::default().init().unwrap()),
+        Box::new(NPairsConfig::default().init().unwrap()),
+        Box::new(LiftedStructuredConfig::default().init().unwrap()),
+        Box::new(DistanceWeightedConfig::default().init().unwrap()),
+        Box::new(MultiSimilarityConfig::default().init().unwrap()),
     ];
     let x: Vec<Vec<f32>> = (0..5).map(|i| vec![i as f32, 1.0, 0.5]).collect();
     for labels in [vec![3u32; 5], vec![0, 1, 2, 3, 4]] {
@@ -322,7 +326,9 @@ fn non_contiguous_views_are_read_correctly() {
     }
     let column_major = d.t().to_owned(); // its transposed view is `d` with swapped strides
     let mine = |v: ndarray::ArrayView2<'_, f32>| {
-        BatchHardMiner::default()
+        BatchHardConfig::default()
+            .init()
+            .unwrap()
             .mine(v, Metric::Euclidean, &labels, &mut rng())
             .unwrap()
     };
@@ -347,15 +353,23 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
         .collect();
     let d = matrix(&x, Metric::Euclidean);
     let miners: Vec<Box<dyn Miner>> = vec![
-        Box::new(UniformMiner::default()),
-        Box::new(SemiHardMiner {
-            margin: 0.5,
-            ..Default::default()
-        }),
-        Box::new(DistanceWeightedMiner {
-            embedding_dim: 3,
-            ..Default::default()
-        }),
+        Box::new(UniformConfig::default().init().unwrap()),
+        Box::new(
+            SemiHardConfig {
+                margin: 0.5,
+                ..Default::default()
+            }
+            .init()
+            .unwrap(),
+        ),
+        Box::new(
+            DistanceWeightedConfig {
+                embedding_dim: 3,
+                ..Default::default()
+            }
+            .init()
+            .unwrap(),
+        ),
     ];
     for m in &miners {
         let a = m

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    BatchHardMiner, HardNegativeMiner, HardNegativeSelect, Miner, MultiSimilarityMiner,
-    NPairsMiner, Pairs, SemiHardMiner, SemiHardSelect, Triplets, Tuples,
+    BatchHardConfig, HardNegativeConfig, HardNegativeSelect, Miner, MultiSimilarityConfig,
+    NPairsConfig, Pairs, SemiHardConfig, SemiHardSelect, Triplets, Tuples,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -102,7 +102,9 @@ fn matches_pml() {
 
         // N-pairs with the "first" pick: pml's pairs are our (anchor, positive) per class.
         let d0 = matrix(&case["metrics"]["euclidean"]["matrix"]);
-        let np = NPairsMiner::default()
+        let np = NPairsConfig::default()
+            .init()
+            .unwrap()
             .mine(d0.view(), Metric::Euclidean, &labels, &mut rng)
             .unwrap();
         let np = triplets(&np);
@@ -113,14 +115,18 @@ fn matches_pml() {
         for (name, metric) in [("euclidean", Metric::Euclidean), ("cosine", Metric::Cosine)] {
             let m = &case["metrics"][name];
             let d = matrix(&m["matrix"]);
-            let bh = BatchHardMiner::default()
+            let bh = BatchHardConfig::default()
+                .init()
+                .unwrap()
                 .mine(d.view(), metric, &labels, &mut rng)
                 .unwrap();
             assert_eq!(triplets(&bh), idx(&m["batch_hard"]), "batch_hard {name}");
 
-            let hard = HardNegativeMiner {
+            let hard = HardNegativeConfig {
                 select: HardNegativeSelect::AllHard,
             }
+            .init()
+            .unwrap()
             .mine(d.view(), metric, &labels, &mut rng)
             .unwrap();
             assert_eq!(
@@ -129,18 +135,22 @@ fn matches_pml() {
                 "hard {name}"
             );
 
-            let semi = SemiHardMiner {
+            let semi = SemiHardConfig {
                 margin: 0.2,
                 select: SemiHardSelect::All,
                 ..Default::default()
             }
+            .init()
+            .unwrap()
             .mine(d.view(), metric, &labels, &mut rng)
             .unwrap();
             let want = idx(&m["triplet_margin_semihard"]);
             assert!(!want[0].is_empty());
             assert_eq!(set3(&triplets(&semi)), set3(&want), "semihard {name}");
 
-            let ms = MultiSimilarityMiner { epsilon: 0.1 }
+            let ms = MultiSimilarityConfig { epsilon: 0.1 }
+                .init()
+                .unwrap()
                 .mine(d.view(), metric, &labels, &mut rng)
                 .unwrap();
             let got = pairs(&ms);

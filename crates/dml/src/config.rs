@@ -437,6 +437,9 @@ pub enum ConfigError {
         /// Epochs.
         epochs: u64,
     },
+    /// A miner parameter out of its range (checked by the miner's `init`).
+    #[error("invalid [miner]: {0}")]
+    Miner(String),
     /// A miner configured for a loss that takes no tuples (the proxy and classification losses).
     #[error(
         "the {loss} loss compares embeddings with its class vectors and takes no miner, but [miner] is {miner:?}: leave [miner] out or set kind = \"none\""
@@ -569,6 +572,11 @@ impl Config {
                     });
                 }
             }
+        }
+        if let Some(miner) = &self.miner
+            && let Err(e) = miner.build()
+        {
+            return Err(ConfigError::Miner(e.to_string()));
         }
         if let Some(miner) = &self.miner
             && !self.loss.uses_tuples()

@@ -178,6 +178,13 @@ fn the_miner_is_optional_and_refused_by_the_proxy_losses() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("margn"), "{err}");
+    // A miner's parameters are checked by validate, before anything trains.
+    let bad = parse("[miner]\nkind = \"semi_hard\"\nmargin = -0.2\n").unwrap();
+    assert!(
+        matches!(bad.validate(), Err(ConfigError::Miner(m)) if m.contains("margin")),
+        "{:?}",
+        bad.validate()
+    );
     // Every loss with class vectors trains without a miner and refuses one.
     for loss in dml::losses::LossConfig::defaults().filter(|l| l.has_class_vectors()) {
         let mut c = absent.clone();

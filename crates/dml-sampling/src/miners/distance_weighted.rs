@@ -59,6 +59,65 @@ fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
+/// Parameters of [`DistanceWeightedMiner`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistanceWeightedConfig {
+    /// Dimension `n` of the embedding space (the sphere is `S^{n−1}`). Required in configs;
+    /// default 128 otherwise.
+    pub embedding_dim: usize,
+    /// Lower clip of the distance, in `[0, nonzero_loss_cutoff)`. Default: 0.5.
+    pub cutoff: f32,
+    /// Negatives at this distance or farther are never drawn. Default: 1.4.
+    pub nonzero_loss_cutoff: f32,
+    /// The cap λ on the inverse density `q(d)⁻¹` (an absolute value: `q` is normalised).
+    /// Default: none.
+    pub max_weight: Option<f64>,
+}
+
+impl Default for DistanceWeightedConfig {
+    fn default() -> Self {
+        DistanceWeightedConfig {
+            embedding_dim: 128,
+            cutoff: 0.5,
+            nonzero_loss_cutoff: 1.4,
+            max_weight: None,
+        }
+    }
+}
+
+impl DistanceWeightedConfig {
+    /// Checks the parameters and builds the miner, with the density's constants computed once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEmbeddingDim`] for `embedding_dim < 2`; [`Error::InvalidCutoffs`] unless
+    /// both cut-offs are finite with `0 ≤ cutoff < nonzero_loss_cutoff`;
+    /// [`Error::InvalidMaxWeight`] unless `max_weight`, when given, is finite and positive.
+    pub fn init(&self) -> Result<DistanceWeightedMiner> {
+        if self.embedding_dim < 2 {
+            return Err(Error::InvalidEmbeddingDim {
+                dim: self.embedding_dim,
+            });
+        }
+        let (c, z) = (self.cutoff, self.nonzero_loss_cutoff);
+        if !(c.is_finite() && z.is_finite() && c >= 0.0 && c < z) {
+            return Err(Error::InvalidCutoffs {
+                cutoff: c,
+                nonzero_loss_cutoff: z,
+            });
+        }
+        if let Some(l) = self.max_weight
+            && !(l.is_finite() && l > 0.0)
+        {
+            return Err(Error::InvalidMaxWeight { max_weight: l });
+        }
+        Ok(DistanceWeightedMiner {
+            cfg: *self,
+            log_weight: LogWeight::new(self),
+        })
+    }
+}
+
 /// Distance-weighted negative sampling.
 ///
 /// Wu, Manmatha, Smola and Krähenbühl, *Sampling Matters in Deep Embedding Learning* (ICCV 2017),
@@ -87,64 +146,31 @@ fn ln_gamma(x: f64) -> f64 {
 /// dropped, while here each anchor is normalised on its own; pml has no cap λ (`max_weight =
 /// None` here, the default, is the same); pml requires its own normalised `LpDistance`.
 /// Wu et al.'s reference implementation (mxnet) matches pml in all three respects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// Built by [`DistanceWeightedConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct DistanceWeightedMiner {
-    /// Dimension `n` of the embedding space (the sphere is `S^{n−1}`). Required in configs;
-    /// default 128 otherwise.
-    pub embedding_dim: usize,
-    /// Lower clip of the distance, in `[0, nonzero_loss_cutoff)`. Default: 0.5.
-    pub cutoff: f32,
-    /// Negatives at this distance or farther are never drawn. Default: 1.4.
-    pub nonzero_loss_cutoff: f32,
-    /// The cap λ on the inverse density `q(d)⁻¹` (an absolute value: `q` is normalised).
-    /// Default: none.
-    pub max_weight: Option<f64>,
-}
-
-impl Default for DistanceWeightedMiner {
-    fn default() -> Self {
-        DistanceWeightedMiner {
-            embedding_dim: 128,
-            cutoff: 0.5,
-            nonzero_loss_cutoff: 1.4,
-            max_weight: None,
-        }
-    }
+    cfg: DistanceWeightedConfig,
+    log_weight: LogWeight,
 }
 
 impl DistanceWeightedMiner {
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<()> {
-        if self.embedding_dim < 2 {
-            return Err(Error::InvalidEmbeddingDim {
-                dim: self.embedding_dim,
-            });
-        }
-        let (c, z) = (self.cutoff, self.nonzero_loss_cutoff);
-        if !(c.is_finite() && z.is_finite() && c >= 0.0 && c < z) {
-            return Err(Error::InvalidCutoffs {
-                cutoff: c,
-                nonzero_loss_cutoff: z,
-            });
-        }
-        if let Some(l) = self.max_weight
-            && !(l.is_finite() && l > 0.0)
-        {
-            return Err(Error::InvalidMaxWeight { max_weight: l });
-        }
-        Ok(())
+    /// The miner's parameters.
+    pub fn config(&self) -> &DistanceWeightedConfig {
+        &self.cfg
     }
 
     /// The log weight `ln min(λ, q(max(d, cutoff))⁻¹)` of a negative at unit-sphere distance
     /// `d`; `None` when the negative is never drawn (at or beyond `nonzero_loss_cutoff`, or a
     /// weight that is not finite).
     pub fn log_weight(&self, d: f64) -> Option<f64> {
-        LogWeight::new(self).eval(d)
+        self.log_weight.eval(d)
     }
 }
 
-/// [`DistanceWeightedMiner::log_weight`] with the density's constants computed once.
+/// [`DistanceWeightedMiner::log_weight`] with the density's constants, computed once by
+/// [`DistanceWeightedConfig::init`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct LogWeight {
     log_norm: f64,
     a: f64,
@@ -155,7 +181,7 @@ struct LogWeight {
 }
 
 impl LogWeight {
-    fn new(m: &DistanceWeightedMiner) -> LogWeight {
+    fn new(m: &DistanceWeightedConfig) -> LogWeight {
         let n = m.embedding_dim as f64;
         LogWeight {
             // ln q(1) without the d-dependent terms: the normalising constant.
@@ -205,10 +231,9 @@ impl Miner for DistanceWeightedMiner {
         labels: &[u32],
         rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
-        self.validate()?;
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
-        let log_weight = LogWeight::new(self);
+        let log_weight = &self.log_weight;
         let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let row = batch.row(a);
             // Log weights of the drawable negatives, then a cumulative distribution after

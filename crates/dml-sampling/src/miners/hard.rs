@@ -18,6 +18,21 @@ pub enum HardNegativeSelect {
     AllHard,
 }
 
+/// Parameters of [`HardNegativeMiner`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HardNegativeConfig {
+    /// Hardest negative per positive pair, or all hard triplets. Default: hardest.
+    pub select: HardNegativeSelect,
+}
+
+impl HardNegativeConfig {
+    /// Builds the miner (every parameter value is valid).
+    pub fn init(&self) -> Result<HardNegativeMiner> {
+        Ok(HardNegativeMiner { cfg: *self })
+    }
+}
+
 /// Hard negatives: negatives closer to the anchor than they should be.
 ///
 /// With [`HardNegativeSelect::Hardest`] (the default) each positive pair `(a, p)` gets the
@@ -31,11 +46,18 @@ pub enum HardNegativeSelect {
 /// (`s(a, n) ≥ s(a, p)` for similarities) is returned, ordered by anchor, positive, negative:
 /// pytorch-metric-learning's `TripletMarginMiner(type_of_triplets="hard")` (any margin ≥ 0),
 /// the same set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// Built by [`HardNegativeConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct HardNegativeMiner {
-    /// Hardest negative per positive pair, or all hard triplets. Default: hardest.
-    pub select: HardNegativeSelect,
+    cfg: HardNegativeConfig,
+}
+
+impl HardNegativeMiner {
+    /// The miner's parameters.
+    pub fn config(&self) -> &HardNegativeConfig {
+        &self.cfg
+    }
 }
 
 impl Miner for HardNegativeMiner {
@@ -47,7 +69,7 @@ impl Miner for HardNegativeMiner {
         _rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
         let batch = Batch::new(dist, metric, labels)?;
-        let select = self.select;
+        let select = self.cfg.select;
         let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let row = batch.row(a);
             match select {
@@ -117,6 +139,43 @@ pub enum SemiHardFallback {
     Easiest,
 }
 
+/// Parameters of [`SemiHardMiner`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemiHardConfig {
+    /// Width of the band, in the metric's units. Default: 0.2.
+    pub margin: f32,
+    /// One random semi-hard negative per pair, or all of them. Default: random.
+    pub select: SemiHardSelect,
+    /// What to do for a pair without semi-hard negatives. Default: skip.
+    pub fallback: SemiHardFallback,
+}
+
+impl Default for SemiHardConfig {
+    fn default() -> Self {
+        SemiHardConfig {
+            margin: 0.2,
+            select: SemiHardSelect::Random,
+            fallback: SemiHardFallback::Skip,
+        }
+    }
+}
+
+impl SemiHardConfig {
+    /// Checks the parameters and builds the miner.
+    ///
+    /// # Errors
+    /// [`Error::InvalidMargin`] unless `margin` is finite and positive.
+    pub fn init(&self) -> Result<SemiHardMiner> {
+        if !(self.margin.is_finite() && self.margin > 0.0) {
+            return Err(Error::InvalidMargin {
+                margin: self.margin,
+            });
+        }
+        Ok(SemiHardMiner { cfg: *self })
+    }
+}
+
 /// Semi-hard negatives: farther from the anchor than the positive, but inside the margin.
 ///
 /// Schroff et al., *FaceNet: A Unified Embedding for Face Recognition and Clustering*
@@ -132,37 +191,17 @@ pub enum SemiHardFallback {
 /// ordered by anchor, positive, negative). FaceNet states the band on squared distances; pass a
 /// squared-Euclidean matrix to mine exactly that. [`SemiHardSelect::Random`] (the default)
 /// keeps one random semi-hard negative per pair, so that every positive pair weighs the same,
-/// and applies the [`SemiHardFallback`] when the band is empty.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// and applies the [`SemiHardFallback`] when the band is empty. Built by
+/// [`SemiHardConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct SemiHardMiner {
-    /// Width of the band, in the metric's units. Default: 0.2.
-    pub margin: f32,
-    /// One random semi-hard negative per pair, or all of them. Default: random.
-    pub select: SemiHardSelect,
-    /// What to do for a pair without semi-hard negatives. Default: skip.
-    pub fallback: SemiHardFallback,
-}
-
-impl Default for SemiHardMiner {
-    fn default() -> Self {
-        SemiHardMiner {
-            margin: 0.2,
-            select: SemiHardSelect::Random,
-            fallback: SemiHardFallback::Skip,
-        }
-    }
+    cfg: SemiHardConfig,
 }
 
 impl SemiHardMiner {
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<()> {
-        if !(self.margin.is_finite() && self.margin > 0.0) {
-            return Err(Error::InvalidMargin {
-                margin: self.margin,
-            });
-        }
-        Ok(())
+    /// The miner's parameters.
+    pub fn config(&self) -> &SemiHardConfig {
+        &self.cfg
     }
 }
 
@@ -174,10 +213,13 @@ impl Miner for SemiHardMiner {
         labels: &[u32],
         rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
-        self.validate()?;
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
-        let margin = self.margin;
+        let SemiHardConfig {
+            margin,
+            select,
+            fallback,
+        } = self.cfg;
         let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let row = batch.row(a);
             // Negatives' dissimilarities, gathered once per anchor. A PK batch has few positives
@@ -195,7 +237,7 @@ impl Miner for SemiHardMiner {
                         band.push(n);
                     }
                 }
-                match self.select {
+                match select {
                     SemiHardSelect::All => {
                         t.anchor.extend(std::iter::repeat_n(a as u32, band.len()));
                         t.positive.extend(std::iter::repeat_n(p, band.len()));
@@ -203,7 +245,7 @@ impl Miner for SemiHardMiner {
                     }
                     SemiHardSelect::Random => {
                         let n = if band.is_empty() {
-                            match self.fallback {
+                            match fallback {
                                 SemiHardFallback::Skip => continue,
                                 SemiHardFallback::Hardest => {
                                     argmin_by(neg, |j| batch.dis(row[j as usize]))
@@ -228,6 +270,18 @@ impl Miner for SemiHardMiner {
     }
 }
 
+/// Parameters of [`BatchHardMiner`]: none (an empty table, so unknown keys are refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchHardConfig {}
+
+impl BatchHardConfig {
+    /// Builds the miner.
+    pub fn init(&self) -> Result<BatchHardMiner> {
+        Ok(BatchHardMiner { cfg: *self })
+    }
+}
+
 /// Batch-hard triplets: for each anchor, its hardest positive and its hardest negative.
 ///
 /// Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person Re-Identification*
@@ -239,10 +293,19 @@ impl Miner for SemiHardMiner {
 ///
 /// (argmin / argmax swapped for similarities), one triplet `(a, p*, n*)` per anchor that has at
 /// least one positive and one negative, in anchor order; ties go to the lower index.
-/// pytorch-metric-learning equivalent: `BatchHardMiner`, the same triplets.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchHardMiner {}
+/// pytorch-metric-learning equivalent: `BatchHardMiner`, the same triplets. Built by
+/// [`BatchHardConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchHardMiner {
+    cfg: BatchHardConfig,
+}
+
+impl BatchHardMiner {
+    /// The miner's parameters.
+    pub fn config(&self) -> &BatchHardConfig {
+        &self.cfg
+    }
+}
 
 impl Miner for BatchHardMiner {
     fn mine(

@@ -5,6 +5,18 @@ use serde::{Deserialize, Serialize};
 use crate::miner::Batch;
 use crate::{Miner, Pairs, Result, Tuples};
 
+/// Parameters of [`LiftedStructuredMiner`]: none (an empty table, so unknown keys are refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiftedStructuredConfig {}
+
+impl LiftedStructuredConfig {
+    /// Builds the miner.
+    pub fn init(&self) -> Result<LiftedStructuredMiner> {
+        Ok(LiftedStructuredMiner { cfg: *self })
+    }
+}
+
 /// Lifted structured tuples: every positive pair once, with the negatives of both its ends.
 ///
 /// Song, Xiang, Jegelka and Savarese, *Deep Metric Learning via Lifted Structured Feature
@@ -19,10 +31,18 @@ use crate::{Miner, Pairs, Result, Tuples};
 /// positive pair, in row-major order. A loss finds the negatives of `{i, j}` as the negative pairs
 /// anchored at `i` or at `j`, which is how pytorch-metric-learning's `LiftedStructureLoss` reads
 /// its pair tuple (there without a miner all ordered positive pairs are used, so each unordered
-/// pair counts twice).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LiftedStructuredMiner {}
+/// pair counts twice). Built by [`LiftedStructuredConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiftedStructuredMiner {
+    cfg: LiftedStructuredConfig,
+}
+
+impl LiftedStructuredMiner {
+    /// The miner's parameters.
+    pub fn config(&self) -> &LiftedStructuredConfig {
+        &self.cfg
+    }
+}
 
 impl Miner for LiftedStructuredMiner {
     fn mine(

@@ -1,5 +1,6 @@
-//! The miners. Each file holds one family, with its paper, formula and pytorch-metric-learning
-//! equivalent in the type's doc.
+//! The miners. Each file holds one family: per miner a config (`XConfig`, the serde parameters,
+//! whose `init` validates them once) and the miner it builds (`XMiner`), with its paper, formula
+//! and pytorch-metric-learning equivalent in the miner's doc.
 
 mod all;
 mod distance_weighted;
@@ -10,16 +11,16 @@ mod n_pairs;
 mod uniform;
 
 pub use self::{
-    all::AllMiner,
-    distance_weighted::{DistanceWeightedMiner, unit_sphere_log_density},
+    all::{AllConfig, AllMiner},
+    distance_weighted::{DistanceWeightedConfig, DistanceWeightedMiner, unit_sphere_log_density},
     hard::{
-        BatchHardMiner, HardNegativeMiner, HardNegativeSelect, SemiHardFallback, SemiHardMiner,
-        SemiHardSelect,
+        BatchHardConfig, BatchHardMiner, HardNegativeConfig, HardNegativeMiner, HardNegativeSelect,
+        SemiHardConfig, SemiHardFallback, SemiHardMiner, SemiHardSelect,
     },
-    lifted::LiftedStructuredMiner,
-    multi_similarity::MultiSimilarityMiner,
-    n_pairs::{NPairsMiner, PairSelect},
-    uniform::UniformMiner,
+    lifted::{LiftedStructuredConfig, LiftedStructuredMiner},
+    multi_similarity::{MultiSimilarityConfig, MultiSimilarityMiner},
+    n_pairs::{NPairsConfig, NPairsMiner, PairSelect},
+    uniform::{UniformConfig, UniformMiner},
 };
 
 use rand::SeedableRng;

@@ -5,6 +5,35 @@ use serde::{Deserialize, Serialize};
 use crate::miner::Batch;
 use crate::{Error, Miner, Pairs, Result, Tuples};
 
+/// Parameters of [`MultiSimilarityMiner`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiSimilarityConfig {
+    /// The ε of the rule, in the metric's units. Default: 0.1.
+    pub epsilon: f32,
+}
+
+impl Default for MultiSimilarityConfig {
+    fn default() -> Self {
+        MultiSimilarityConfig { epsilon: 0.1 }
+    }
+}
+
+impl MultiSimilarityConfig {
+    /// Checks the parameters and builds the miner.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEpsilon`] unless `epsilon` is finite and non-negative.
+    pub fn init(&self) -> Result<MultiSimilarityMiner> {
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(Error::InvalidEpsilon {
+                epsilon: self.epsilon,
+            });
+        }
+        Ok(MultiSimilarityMiner { cfg: *self })
+    }
+}
+
 /// Multi-similarity pair mining.
 ///
 /// Wang, Han, Huang, Dong and Scott, *Multi-Similarity Loss with General Pair Weighting for Deep
@@ -15,29 +44,16 @@ use crate::{Error, Miner, Pairs, Result, Tuples};
 /// negative keep nothing. Pairs come in row-major order.
 ///
 /// pytorch-metric-learning equivalent: `MultiSimilarityMiner(epsilon)` (the same pair sets; pml
-/// orders each anchor's pairs by value instead).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// orders each anchor's pairs by value instead). Built by [`MultiSimilarityConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct MultiSimilarityMiner {
-    /// The ε of the rule, in the metric's units. Default: 0.1.
-    pub epsilon: f32,
-}
-
-impl Default for MultiSimilarityMiner {
-    fn default() -> Self {
-        MultiSimilarityMiner { epsilon: 0.1 }
-    }
+    cfg: MultiSimilarityConfig,
 }
 
 impl MultiSimilarityMiner {
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<()> {
-        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(Error::InvalidEpsilon {
-                epsilon: self.epsilon,
-            });
-        }
-        Ok(())
+    /// The miner's parameters.
+    pub fn config(&self) -> &MultiSimilarityConfig {
+        &self.cfg
     }
 }
 
@@ -49,9 +65,8 @@ impl Miner for MultiSimilarityMiner {
         labels: &[u32],
         _rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
-        self.validate()?;
         let batch = Batch::new(dist, metric, labels)?;
-        let eps = self.epsilon;
+        let eps = self.cfg.epsilon;
         let parts = batch.per_anchor(|a| {
             let row = batch.row(a);
             let la = labels[a];

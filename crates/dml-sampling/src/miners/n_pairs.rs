@@ -18,6 +18,21 @@ pub enum PairSelect {
     Random,
 }
 
+/// Parameters of [`NPairsMiner`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NPairsConfig {
+    /// How each class's pair is picked. Default: first.
+    pub select: PairSelect,
+}
+
+impl NPairsConfig {
+    /// Builds the miner (every parameter value is valid).
+    pub fn init(&self) -> Result<NPairsMiner> {
+        Ok(NPairsMiner { cfg: *self })
+    }
+}
+
 /// N-pair tuples: one (anchor, positive) pair per class; the other classes' positives are the
 /// anchor's negatives.
 ///
@@ -27,12 +42,18 @@ pub enum PairSelect {
 /// `(a_i, p_i, p_j)` for every `j ≠ i`, grouped by anchor, classes in ascending label order.
 /// Classes with a single member take no part; fewer than two classes with a pair give nothing.
 /// pytorch-metric-learning equivalent: the pairs `NPairsLoss` builds with
-/// `convert_to_pos_pairs_with_unique_labels` (same pairs with [`PairSelect::First`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `convert_to_pos_pairs_with_unique_labels` (same pairs with [`PairSelect::First`]). Built by
+/// [`NPairsConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct NPairsMiner {
-    /// How each class's pair is picked. Default: first.
-    pub select: PairSelect,
+    cfg: NPairsConfig,
+}
+
+impl NPairsMiner {
+    /// The miner's parameters.
+    pub fn config(&self) -> &NPairsConfig {
+        &self.cfg
+    }
 }
 
 impl Miner for NPairsMiner {
@@ -55,7 +76,7 @@ impl Miner for NPairsMiner {
             if class.len() < 2 {
                 continue;
             }
-            let (i, j) = match self.select {
+            let (i, j) = match self.cfg.select {
                 PairSelect::First => (0, 1),
                 PairSelect::Random => {
                     let i = rng.random_range(0..class.len());

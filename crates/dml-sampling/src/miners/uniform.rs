@@ -7,37 +7,53 @@ use super::{AnchorRngs, triplets_per_anchor};
 use crate::miner::Batch;
 use crate::{Error, Miner, Result, Tuples};
 
+/// Parameters of [`UniformMiner`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniformConfig {
+    /// Negatives drawn per positive pair. Default: 1.
+    pub negatives_per_positive: usize,
+}
+
+impl Default for UniformConfig {
+    fn default() -> Self {
+        UniformConfig {
+            negatives_per_positive: 1,
+        }
+    }
+}
+
+impl UniformConfig {
+    /// Checks the parameters and builds the miner.
+    ///
+    /// # Errors
+    /// [`Error::ZeroCount`] when `negatives_per_positive` is 0.
+    pub fn init(&self) -> Result<UniformMiner> {
+        if self.negatives_per_positive == 0 {
+            return Err(Error::ZeroCount {
+                name: "negatives_per_positive",
+            });
+        }
+        Ok(UniformMiner { cfg: *self })
+    }
+}
+
 /// Uniform negatives: for every positive pair `(a, p)`, `negatives_per_positive` negatives of
 /// `a` drawn uniformly at random, with replacement.
 ///
 /// The "uniform sampling" baseline of Wu et al., *Sampling Matters in Deep Embedding Learning*
 /// (ICCV 2017). pytorch-metric-learning's nearest equivalent is `get_random_triplet_indices`
 /// (what its triplet losses do without a miner), which also draws the positives at random; here
-/// every positive pair is used exactly once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// every positive pair is used exactly once. Built by [`UniformConfig::init`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct UniformMiner {
-    /// Negatives drawn per positive pair. Default: 1.
-    pub negatives_per_positive: usize,
-}
-
-impl Default for UniformMiner {
-    fn default() -> Self {
-        UniformMiner {
-            negatives_per_positive: 1,
-        }
-    }
+    cfg: UniformConfig,
 }
 
 impl UniformMiner {
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<()> {
-        if self.negatives_per_positive == 0 {
-            return Err(Error::ZeroCount {
-                name: "negatives_per_positive",
-            });
-        }
-        Ok(())
+    /// The miner's parameters.
+    pub fn config(&self) -> &UniformConfig {
+        &self.cfg
     }
 }
 
@@ -49,10 +65,9 @@ impl Miner for UniformMiner {
         labels: &[u32],
         rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
-        self.validate()?;
         let batch = Batch::new(dist, metric, labels)?;
         let rngs = AnchorRngs::new(rng);
-        let k = self.negatives_per_positive;
+        let k = self.cfg.negatives_per_positive;
         let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
             let mut r = rngs.for_anchor(a);
             for &p in pos {
