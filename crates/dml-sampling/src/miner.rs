@@ -36,9 +36,6 @@ pub trait Miner: std::fmt::Debug + Send + Sync {
         labels: &[u32],
         rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples>;
-
-    /// The miner's configuration name (the `kind` in [`MinerConfig`]).
-    fn name(&self) -> &'static str;
 }
 
 /// Which tuple form the [`AllMiner`](crate::AllMiner) returns.
@@ -52,80 +49,83 @@ pub enum TupleKind {
     Triplets,
 }
 
-/// A miner and its parameters, as written in a config file.
-///
-/// Tagged by `kind`; each variant holds that miner's config (the rest of the table). Unknown keys
-/// are rejected. Parameters left out take the defaults given on each config's fields. In TOML:
-///
-/// ```toml
-/// [miner]
-/// kind = "semi_hard"
-/// margin = 0.2
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum MinerConfig {
-    /// [`AllMiner`](crate::AllMiner): every pair or every triplet.
-    All(AllConfig),
-    /// [`UniformMiner`](crate::UniformMiner): random negatives for each positive pair.
-    Uniform(UniformConfig),
-    /// [`HardNegativeMiner`](crate::HardNegativeMiner): the closest negative for each positive
-    /// pair, or all hard triplets.
-    HardNegative(HardNegativeConfig),
-    /// [`SemiHardMiner`](crate::SemiHardMiner): negatives farther than the positive but within
-    /// the margin.
-    SemiHard(SemiHardConfig),
-    /// [`BatchHardMiner`](crate::BatchHardMiner): hardest positive and hardest negative per
-    /// anchor.
-    BatchHard(BatchHardConfig),
-    /// [`NPairsMiner`](crate::NPairsMiner): one positive per class, other classes' positives as
-    /// negatives.
-    NPairs(NPairsConfig),
-    /// [`LiftedStructuredMiner`](crate::LiftedStructuredMiner): every positive pair with the
-    /// negatives of both ends.
-    LiftedStructured(LiftedStructuredConfig),
-    /// [`DistanceWeightedMiner`](crate::DistanceWeightedMiner): negatives drawn against the
-    /// unit-sphere distance density.
-    DistanceWeighted(DistanceWeightedConfig),
-    /// [`MultiSimilarityMiner`](crate::MultiSimilarityMiner): pairs kept by the multi-similarity
-    /// epsilon rule.
-    MultiSimilarity(MultiSimilarityConfig),
+/// Declares [`MinerConfig`] from one line per miner: the variant, its config type, its `kind`
+/// tag (used by serde and by [`MinerConfig::kind`] alike) and its documentation.
+macro_rules! miner_kinds {
+    ($($(#[$doc:meta])* $variant:ident($cfg:ty) = $kind:literal,)*) => {
+        /// A miner and its parameters, as written in a config file.
+        ///
+        /// Tagged by `kind`; each variant holds that miner's config (the rest of the table).
+        /// Unknown keys are rejected. Parameters left out take the defaults given on each
+        /// config's fields. In TOML:
+        ///
+        /// ```toml
+        /// [miner]
+        /// kind = "semi_hard"
+        /// margin = 0.2
+        /// ```
+        ///
+        /// The `kind` tag is the miner's one name: serde reads and writes it,
+        /// [`MinerConfig::kind`] returns it and [`MinerConfig::defaults`] lists every kind.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum MinerConfig {
+            $($(#[$doc])* #[serde(rename = $kind)] $variant($cfg),)*
+        }
+
+        impl MinerConfig {
+            /// Every miner with its default parameters, in the order of the enum.
+            pub fn defaults() -> impl Iterator<Item = MinerConfig> {
+                [$(MinerConfig::$variant(<$cfg>::default()),)*].into_iter()
+            }
+
+            /// The `kind` tag (`"semi_hard"`, `"distance_weighted"`, ...), as in config files.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(MinerConfig::$variant(_) => $kind,)*
+                }
+            }
+
+            /// Builds the miner with its config's `init` (e.g. [`SemiHardConfig::init`]), which
+            /// checks the parameters; the miner does not check them again when it mines.
+            ///
+            /// # Errors
+            /// The named error of the first invalid parameter, as that `init` returns it.
+            pub fn build(&self) -> Result<Box<dyn Miner>> {
+                Ok(match self {
+                    $(MinerConfig::$variant(c) => Box::new(c.init()?),)*
+                })
+            }
+        }
+    };
 }
 
-impl MinerConfig {
-    /// Builds the miner with its config's `init` (e.g. [`SemiHardConfig::init`]), which checks
-    /// the parameters; the miner does not check them again when it mines.
-    ///
-    /// # Errors
-    /// The named error of the first invalid parameter, as that `init` returns it.
-    pub fn build(&self) -> Result<Box<dyn Miner>> {
-        Ok(match self {
-            MinerConfig::All(c) => Box::new(c.init()?),
-            MinerConfig::Uniform(c) => Box::new(c.init()?),
-            MinerConfig::HardNegative(c) => Box::new(c.init()?),
-            MinerConfig::SemiHard(c) => Box::new(c.init()?),
-            MinerConfig::BatchHard(c) => Box::new(c.init()?),
-            MinerConfig::NPairs(c) => Box::new(c.init()?),
-            MinerConfig::LiftedStructured(c) => Box::new(c.init()?),
-            MinerConfig::DistanceWeighted(c) => Box::new(c.init()?),
-            MinerConfig::MultiSimilarity(c) => Box::new(c.init()?),
-        })
-    }
-
-    /// The `kind` string of this configuration.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            MinerConfig::All(_) => "all",
-            MinerConfig::Uniform(_) => "uniform",
-            MinerConfig::HardNegative(_) => "hard_negative",
-            MinerConfig::SemiHard(_) => "semi_hard",
-            MinerConfig::BatchHard(_) => "batch_hard",
-            MinerConfig::NPairs(_) => "n_pairs",
-            MinerConfig::LiftedStructured(_) => "lifted_structured",
-            MinerConfig::DistanceWeighted(_) => "distance_weighted",
-            MinerConfig::MultiSimilarity(_) => "multi_similarity",
-        }
-    }
+miner_kinds! {
+    /// [`AllMiner`](crate::AllMiner): every pair or every triplet.
+    All(AllConfig) = "all",
+    /// [`UniformMiner`](crate::UniformMiner): random negatives for each positive pair.
+    Uniform(UniformConfig) = "uniform",
+    /// [`HardNegativeMiner`](crate::HardNegativeMiner): the closest negative for each positive
+    /// pair, or all hard triplets.
+    HardNegative(HardNegativeConfig) = "hard_negative",
+    /// [`SemiHardMiner`](crate::SemiHardMiner): negatives farther than the positive but within
+    /// the margin.
+    SemiHard(SemiHardConfig) = "semi_hard",
+    /// [`BatchHardMiner`](crate::BatchHardMiner): hardest positive and hardest negative per
+    /// anchor.
+    BatchHard(BatchHardConfig) = "batch_hard",
+    /// [`NPairsMiner`](crate::NPairsMiner): one positive per class, other classes' positives as
+    /// negatives.
+    NPairs(NPairsConfig) = "n_pairs",
+    /// [`LiftedStructuredMiner`](crate::LiftedStructuredMiner): every positive pair with the
+    /// negatives of both ends.
+    LiftedStructured(LiftedStructuredConfig) = "lifted_structured",
+    /// [`DistanceWeightedMiner`](crate::DistanceWeightedMiner): negatives drawn against the
+    /// unit-sphere distance density.
+    DistanceWeighted(DistanceWeightedConfig) = "distance_weighted",
+    /// [`MultiSimilarityMiner`](crate::MultiSimilarityMiner): pairs kept by the multi-similarity
+    /// epsilon rule.
+    MultiSimilarity(MultiSimilarityConfig) = "multi_similarity",
 }
 
 /// A validated batch: the matrix as one row-major slice, checked against the labels, and the sign that turns

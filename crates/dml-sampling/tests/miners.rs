@@ -277,7 +277,7 @@ fn degenerate_batches_give_empty_tuples() {
             let t = m
                 .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
                 .unwrap();
-            assert!(t.is_empty(), "{} on {labels:?}", m.name());
+            assert!(t.is_empty(), "{m:?} on {labels:?}");
         }
     }
     for m in &miners {
@@ -289,7 +289,7 @@ fn degenerate_batches_give_empty_tuples() {
                 &mut rng(),
             )
             .unwrap();
-        assert!(t.is_empty(), "{} on an empty batch", m.name());
+        assert!(t.is_empty(), "{m:?} on an empty batch");
         let err = m
             .mine(
                 Array2::zeros((3, 2)).view(),
@@ -383,7 +383,7 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
             m.mine(d.view(), Metric::Euclidean, &labels, &mut rng())
                 .unwrap()
         });
-        assert_eq!(a, b, "{}", m.name());
+        assert_eq!(a, b, "{m:?}");
         assert!(!a.is_empty());
     }
 }

@@ -815,8 +815,8 @@ impl Trainer {
             &format!(
                 "{name}: {} loss, {}",
                 self.config.loss.kind(),
-                match &self.miner {
-                    Some(m) => format!("{} miner", m.name()),
+                match &self.config.miner {
+                    Some(m) => format!("{} miner", m.kind()),
                     None => "no miner".to_owned(),
                 }
             ),
@@ -833,9 +833,9 @@ impl Trainer {
                 &dir.join("embeddings"),
             )?);
         }
-        if let (Some(miner), false) = (&self.miner, self.last_negatives.is_empty()) {
+        if let (Some(miner), false) = (&self.config.miner, self.last_negatives.is_empty()) {
             out.extend(crate::plots::distance_histograms(
-                &[(miner.name().to_owned(), self.last_negatives.clone())],
+                &[(miner.kind().to_owned(), self.last_negatives.clone())],
                 self.net.embedding_dim() as usize,
                 &format!("{name}: sampled negative distances (last epoch)"),
                 &dir.join("negative_distances"),

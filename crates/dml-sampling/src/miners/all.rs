@@ -51,8 +51,4 @@ impl Miner for AllMiner {
             TupleKind::Triplets => Triplets::all(labels).into(),
         })
     }
-
-    fn name(&self) -> &'static str {
-        "all"
-    }
 }

@@ -266,8 +266,4 @@ impl Miner for DistanceWeightedMiner {
         });
         Ok(t.into())
     }
-
-    fn name(&self) -> &'static str {
-        "distance_weighted"
-    }
 }

@@ -93,10 +93,6 @@ impl Miner for HardNegativeMiner {
         });
         Ok(t.into())
     }
-
-    fn name(&self) -> &'static str {
-        "hard_negative"
-    }
 }
 
 /// The candidate with the smallest key; ties go to the earlier (lower) index. NaN keys lose
@@ -264,10 +260,6 @@ impl Miner for SemiHardMiner {
         });
         Ok(t.into())
     }
-
-    fn name(&self) -> &'static str {
-        "semi_hard"
-    }
 }
 
 /// Parameters of [`BatchHardMiner`]: none (an empty table, so unknown keys are refused).
@@ -341,9 +333,5 @@ impl Miner for BatchHardMiner {
             t.push(a, p, n);
         }
         Ok(t.into())
-    }
-
-    fn name(&self) -> &'static str {
-        "batch_hard"
     }
 }

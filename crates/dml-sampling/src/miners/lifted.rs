@@ -80,8 +80,4 @@ impl Miner for LiftedStructuredMiner {
         }
         Ok(out.into())
     }
-
-    fn name(&self) -> &'static str {
-        "lifted_structured"
-    }
 }

@@ -109,8 +109,4 @@ impl Miner for MultiSimilarityMiner {
         }
         Ok(out.into())
     }
-
-    fn name(&self) -> &'static str {
-        "multi_similarity"
-    }
 }

@@ -99,8 +99,4 @@ impl Miner for NPairsMiner {
         }
         Ok(t.into())
     }
-
-    fn name(&self) -> &'static str {
-        "n_pairs"
-    }
 }

@@ -78,8 +78,4 @@ impl Miner for UniformMiner {
         });
         Ok(t.into())
     }
-
-    fn name(&self) -> &'static str {
-        "uniform"
-    }
 }
