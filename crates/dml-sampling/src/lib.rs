@@ -68,7 +68,7 @@ mod tuples;
 
 pub use crate::{
     error::{Error, Result},
-    miner::{Miner, MinerConfig, TupleKind},
+    miner::{Batch, Miner, MinerConfig, TupleKind},
     miners::{
         AllConfig, AllMiner, BatchHardConfig, BatchHardMiner, DistanceWeightedConfig,
         DistanceWeightedMiner, HardNegativeConfig, HardNegativeMiner, HardNegativeSelect,

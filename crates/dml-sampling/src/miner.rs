@@ -128,18 +128,25 @@ miner_kinds! {
     MultiSimilarity(MultiSimilarityConfig) = "multi_similarity",
 }
 
-/// A validated batch: the matrix as one row-major slice, checked against the labels, and the sign that turns
-/// the metric's values into dissimilarities (`v = sign · x`, smaller is closer).
-pub(crate) struct Batch<'d, 'l> {
+/// A batch's distance (or similarity) matrix checked against its labels, as every miner of
+/// this crate starts: the matrix as one row-major slice, and the sign that turns the metric's
+/// values into dissimilarities (`v = sign · x`, smaller is closer). Public so that a miner
+/// written outside the crate checks its input the same way.
+pub struct Batch<'d, 'l> {
     data: Cow<'d, [f32]>,
     _labels: std::marker::PhantomData<&'l [u32]>,
-    pub(crate) n: usize,
+    /// Number of items (rows, columns and labels).
+    pub n: usize,
     sign: f32,
 }
 
 impl<'d, 'l> Batch<'d, 'l> {
     /// Checks the shape and borrows (or, for a non-contiguous view, copies) the matrix.
-    pub(crate) fn new(
+    ///
+    /// # Errors
+    /// [`Error::DistanceShape`] unless the matrix is `n × n` for `n` labels,
+    /// [`Error::BatchTooLarge`] beyond `u32` indices.
+    pub fn new(
         dist: ArrayView2<'d, f32>,
         metric: Metric,
         labels: &'l [u32],
@@ -171,13 +178,13 @@ impl<'d, 'l> Batch<'d, 'l> {
 
     /// Row `i` of the matrix in the metric's own values.
     #[inline]
-    pub(crate) fn row(&self, i: usize) -> &[f32] {
+    pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.n..(i + 1) * self.n]
     }
 
     /// The dissimilarity of a raw value: the value for distances, its negation for similarities.
     #[inline]
-    pub(crate) fn dis(&self, x: f32) -> f32 {
+    pub fn dis(&self, x: f32) -> f32 {
         self.sign * x
     }
 
