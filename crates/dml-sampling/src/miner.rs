@@ -132,6 +132,7 @@ miner_kinds! {
 /// this crate starts: the matrix as one row-major slice, and the sign that turns the metric's
 /// values into dissimilarities (`v = sign · x`, smaller is closer). Public so that a miner
 /// written outside the crate checks its input the same way.
+#[derive(Debug)]
 pub struct Batch<'d, 'l> {
     data: Cow<'d, [f32]>,
     _labels: std::marker::PhantomData<&'l [u32]>,
