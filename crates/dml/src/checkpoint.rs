@@ -38,6 +38,10 @@ pub struct EpochRecord {
     pub lr_factor: f64,
     /// Wall-clock seconds the epoch's training took (not counting evaluation).
     pub train_seconds: f64,
+    /// Batches of this epoch skipped because a value was not finite (`skip_batch` mode); the
+    /// mean loss is over the others.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_batches: u64,
     /// Metrics on the held-out classes (`recall_at_1`, …, `nmi`), when the epoch was evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
@@ -55,6 +59,10 @@ pub struct RawInput {
     pub skipped: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Where training stands: enough, with the weights and the optimiser state, to continue exactly
 /// where it stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +78,13 @@ pub struct TrainState {
     pub partial_tuples_sum: f64,
     /// Seconds of training spent on the partial epoch.
     pub partial_seconds: f64,
+    /// Batches of the partial epoch skipped for a non-finite value
+    /// (`train.on_non_finite = "skip_batch"`).
+    #[serde(default)]
+    pub partial_skipped: u64,
+    /// Batches skipped for a non-finite value over the whole run.
+    #[serde(default)]
+    pub skipped_batches: u64,
     /// Optimiser steps taken.
     pub n_steps: u64,
     /// The run's seed; every per-batch RNG is derived from it, the epoch and the batch index, so

@@ -337,6 +337,21 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Write the plots at the end of the run (default `true`).
     pub plots: bool,
+    /// What a step whose embeddings, loss or gradient is not finite does (default `stop`).
+    pub on_non_finite: OnNonFinite,
+}
+
+/// What training does with a step that produces a NaN or an infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonFinite {
+    /// Stop with an error naming the epoch, the step and what was not finite; the weights are
+    /// not updated and the last checkpoint on disk stays the last good state.
+    #[default]
+    Stop,
+    /// Skip the batch (no update) and go on; the count is in the log and the report. Weights
+    /// that have themselves become non-finite still stop the run at the next checkpoint.
+    SkipBatch,
 }
 
 impl Default for TrainConfig {
@@ -348,6 +363,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1,
             progress: true,
             plots: true,
+            on_non_finite: OnNonFinite::Stop,
         }
     }
 }

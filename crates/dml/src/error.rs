@@ -84,15 +84,18 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
-    /// The loss became NaN or infinite.
-    #[error("loss is not finite ({loss}) at epoch {epoch}, batch {batch}")]
-    NonFiniteLoss {
-        /// The loss value.
-        loss: f64,
-        /// The epoch (1-based).
-        epoch: u64,
-        /// The batch within the epoch (0-based).
-        batch: u64,
+    /// Training produced a value that is not finite (NaN or ±∞); the weights were not updated
+    /// with it and no checkpoint was written after it.
+    #[error("training stopped at {at}: {what} not finite; {hint}")]
+    NonFinite {
+        /// What was not finite: the embeddings, the loss (with its value), the gradient or the
+        /// weights of a named variable, the held-out embeddings.
+        what: String,
+        /// Where: `epoch 2, step 5` (both 1-based), or the evaluation or checkpoint after an
+        /// epoch.
+        at: String,
+        /// What to change.
+        hint: &'static str,
     },
     /// A training batch holds a label that is not one of the training split's classes (the
     /// data set changed under the run).

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
-use crate::config::Config;
+use crate::config::{Config, OnNonFinite};
 use crate::log::MetricsLog;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
@@ -83,6 +83,9 @@ pub struct TrainReport {
     pub train_seconds: f64,
     /// Whether Ctrl-C stopped the run early (a checkpoint was written).
     pub interrupted: bool,
+    /// Batches skipped because a value was not finite (`train.on_non_finite = "skip_batch"`).
+    #[serde(default)]
+    pub skipped_batches: u64,
 }
 
 impl std::fmt::Display for TrainReport {
@@ -98,6 +101,13 @@ impl std::fmt::Display for TrainReport {
                 f,
                 "trained {} epochs in {:.1} s",
                 self.epochs, self.train_seconds
+            )?;
+        }
+        if self.skipped_batches > 0 {
+            writeln!(
+                f,
+                "skipped {} batches whose embeddings, loss or gradient were not finite",
+                self.skipped_batches
             )?;
         }
         if let Some(fin) = &self.final_metrics {
@@ -209,6 +219,37 @@ impl ClassIndex {
     }
 }
 
+/// What was not finite in a training step.
+#[derive(Debug, Clone, PartialEq)]
+enum NonFinite {
+    /// The network's output.
+    Embeddings,
+    /// The loss, with its value.
+    Loss(f64),
+    /// The gradient of the named variable.
+    Gradient(String),
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NonFinite::Embeddings => f.write_str("the batch's embeddings (the network's output)"),
+            NonFinite::Loss(v) => write!(f, "the loss ({v})"),
+            NonFinite::Gradient(name) => write!(f, "the gradient of `{name}`"),
+        }
+    }
+}
+
+/// What to try when training produces values that are not finite.
+const NON_FINITE_HINT: &str = "lower optimizer.lr (and loss_lr), keep model.normalize = true, or \
+     set train.on_non_finite = \"skip_batch\" to skip such batches; the last checkpoint on disk is \
+     the last good state";
+
+/// The same in `skip_batch` mode, where skipping has not helped.
+const NON_FINITE_SKIP_HINT: &str = "skipping batches cannot help once the weights or the whole \
+     network's output are not finite: lower optimizer.lr (and loss_lr) or keep model.normalize = \
+     true; the last checkpoint on disk is the last good state";
+
 /// A 64-bit mix (SplitMix64's finaliser) of the run seed with an epoch and a batch index.
 pub fn step_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
     let mut z = seed
@@ -312,6 +353,8 @@ impl Trainer {
                 partial_loss_sum: 0.0,
                 partial_tuples_sum: 0.0,
                 partial_seconds: 0.0,
+                partial_skipped: 0,
+                skipped_batches: 0,
                 n_steps: 0,
                 seed,
                 config: config.to_toml_string(),
@@ -418,14 +461,15 @@ impl Trainer {
             .map_err(|e| Error::Torch(tch::TchError::Shape(format!("embeddings {n}×{d}: {e}"))))
     }
 
-    /// One optimiser step on `indices`; returns (loss, number of tuples).
+    /// One optimiser step on `indices`: `Ok(Ok((loss, number of tuples)))`, or `Ok(Err(what))`
+    /// when a value was not finite, in which case the weights are not updated.
     fn step(
         &mut self,
         epoch: u64,
         batch: u64,
         indices: &[usize],
         lr_factor: f64,
-    ) -> Result<(f64, usize)> {
+    ) -> Result<std::result::Result<(f64, usize), NonFinite>> {
         let seed = step_seed(self.state.seed, epoch, batch);
         tch::manual_seed(seed as i64);
         let (x, labels) = dml_data::load_batch(
@@ -440,6 +484,11 @@ impl Trainer {
         let (tuples, n_tuples) = match &self.miner {
             Some(miner) => {
                 let emb_nd = Self::tensor_to_array2(&emb)?;
+                // The copy for the miner is on the CPU already: checking it costs one pass over
+                // B × D numbers, and names the fault before the miner would.
+                if emb_nd.iter().any(|v| !v.is_finite()) {
+                    return Ok(Err(NonFinite::Embeddings));
+                }
                 let metric = self.loss.metric();
                 let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
@@ -453,16 +502,82 @@ impl Trainer {
         let loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                loss: value,
-                epoch: epoch + 1,
-                batch,
-            });
+            // Name the first thing that went wrong: the network's output, or the loss itself.
+            let emb_finite = emb.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0;
+            return Ok(Err(if emb_finite {
+                NonFinite::Loss(value)
+            } else {
+                NonFinite::Embeddings
+            }));
         }
         self.optim.zero_grad();
         loss.f_backward()?;
+        // One scalar for the whole gradient: the largest |g| over every variable is finite
+        // exactly when every entry is (NaN propagates through the maximum).
+        let grads: Vec<Tensor> = self
+            .vs
+            .trainable_variables()
+            .iter()
+            .map(Tensor::grad)
+            .filter(Tensor::defined)
+            .map(|g| g.f_abs().and_then(|a| a.f_amax([] as [i64; 0], false)))
+            .collect::<std::result::Result<_, _>>()?;
+        if !grads.is_empty() {
+            let largest = Tensor::f_stack(&grads, 0)?
+                .f_amax([] as [i64; 0], false)?
+                .f_double_value(&[])?;
+            if !largest.is_finite() {
+                self.optim.zero_grad();
+                return Ok(Err(NonFinite::Gradient(self.first_non_finite(true)?)));
+            }
+        }
         self.optim.step(lr_factor)?;
-        Ok((value, n_tuples))
+        Ok(Ok((value, n_tuples)))
+    }
+
+    /// The name of the first trainable variable whose gradient (or, with `grad = false`, whose
+    /// value) holds a non-finite entry.
+    fn first_non_finite(&self, grad: bool) -> Result<String> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, v) in vars {
+            let t = if grad { v.grad() } else { v };
+            if t.defined() && !t.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0 {
+                return Ok(name);
+            }
+        }
+        Ok("?".to_owned())
+    }
+
+    fn non_finite_hint(&self) -> &'static str {
+        match self.config.train.on_non_finite {
+            OnNonFinite::Stop => NON_FINITE_HINT,
+            OnNonFinite::SkipBatch => NON_FINITE_SKIP_HINT,
+        }
+    }
+
+    /// Refuses to write weights that are not finite, so a run that goes wrong between two
+    /// checkpoints leaves the last good one on disk.
+    fn check_weights_finite(&self, epoch: u64) -> Result<()> {
+        let any_bad = self
+            .vs
+            .variables()
+            .values()
+            .map(|v| {
+                v.f_isfinite()
+                    .and_then(|f| f.f_all())
+                    .and_then(|a| a.f_int64_value(&[]))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .contains(&0);
+        if any_bad {
+            return Err(Error::NonFinite {
+                what: format!("the weights of `{}` are", self.first_non_finite(false)?),
+                at: format!("the checkpoint after epoch {epoch} (not written)"),
+                hint: self.non_finite_hint(),
+            });
+        }
+        Ok(())
     }
 
     fn keep_negatives(&mut self, tuples: &Tuples, dist: ArrayView2<'_, f32>) {
@@ -509,8 +624,20 @@ impl Trainer {
         }
     }
 
-    /// Evaluates on the held-out classes (for In-Shop: queries against the gallery).
+    /// Evaluates on the held-out classes (for In-Shop: queries against the gallery). Held-out
+    /// embeddings that are not finite (a network that diverged) are [`Error::NonFinite`].
     pub fn evaluate(&mut self) -> Result<Metrics> {
+        match self.evaluate_inner() {
+            Err(Error::Eval(dml_eval::Error::NonFinite { .. })) => Err(Error::NonFinite {
+                what: "the held-out embeddings are".to_owned(),
+                at: format!("the evaluation after epoch {}", self.state.epochs_done),
+                hint: self.non_finite_hint(),
+            }),
+            other => other,
+        }
+    }
+
+    fn evaluate_inner(&mut self) -> Result<Metrics> {
         let eval_cfg = &self.config.eval.config;
         let metric = self.config.eval.metric;
         let metrics = match (&self.split.query, &self.split.gallery) {
@@ -598,6 +725,7 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self) -> Result<()> {
+        self.check_weights_finite(self.state.epochs_done)?;
         let mut state = self.state.clone();
         state.n_steps = self.optim.n_steps();
         checkpoint::save(
@@ -686,6 +814,7 @@ impl Trainer {
                 tuples_per_batch: None,
                 lr_factor: 0.0,
                 train_seconds: 0.0,
+                skipped_batches: 0,
                 metrics: Some(m),
             };
             log.append(&record)?;
@@ -709,8 +838,26 @@ impl Trainer {
             {
                 let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
                 lr_factor = self.config.schedule.factor(progress, epochs);
-                let (loss, n_tuples) = self.step(epoch, b as u64, indices, lr_factor)?;
-                self.state.partial_loss_sum += loss;
+                let (loss, n_tuples) = match self.step(epoch, b as u64, indices, lr_factor)? {
+                    Ok(done) => done,
+                    Err(fault) => {
+                        if self.config.train.on_non_finite == OnNonFinite::Stop {
+                            return Err(Error::NonFinite {
+                                what: format!("{fault} is"),
+                                at: format!("epoch {}, step {}", epoch + 1, b + 1),
+                                hint: self.non_finite_hint(),
+                            });
+                        }
+                        tracing::warn!(epoch = epoch + 1, step = b + 1, %fault, "batch skipped");
+                        self.state.skipped_batches += 1;
+                        (f64::NAN, 0)
+                    }
+                };
+                if loss.is_finite() {
+                    self.state.partial_loss_sum += loss;
+                } else {
+                    self.state.partial_skipped += 1;
+                }
                 self.state.partial_tuples_sum += n_tuples as f64;
                 self.state.batches_done = b as u64 + 1;
                 items += indices.len();
@@ -735,15 +882,17 @@ impl Trainer {
             }
             // The epoch is complete.
             let done = self.state.batches_done.max(1) as f64;
+            let trained = (self.state.batches_done - self.state.partial_skipped).max(1) as f64;
             let mut record = EpochRecord {
                 epoch: epoch + 1,
-                loss: Some(self.state.partial_loss_sum / done),
+                loss: Some(self.state.partial_loss_sum / trained),
                 tuples_per_batch: self
                     .miner
                     .is_some()
                     .then(|| self.state.partial_tuples_sum / done),
                 lr_factor,
                 train_seconds: self.state.partial_seconds,
+                skipped_batches: self.state.partial_skipped,
                 metrics: None,
             };
             self.state.epochs_done += 1;
@@ -751,6 +900,7 @@ impl Trainer {
             self.state.partial_loss_sum = 0.0;
             self.state.partial_tuples_sum = 0.0;
             self.state.partial_seconds = 0.0;
+            self.state.partial_skipped = 0;
             let last = self.state.epochs_done == epochs;
             let every = self.config.train.eval_every;
             if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
@@ -796,6 +946,7 @@ impl Trainer {
             plots,
             train_seconds,
             interrupted,
+            skipped_batches: self.state.skipped_batches,
         };
         let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Checkpoint {
             path: self.output_dir.join(files::REPORT),

@@ -39,6 +39,7 @@ fn plots_are_written_in_both_formats() {
             tuples_per_batch: (e > 0).then_some(100.0),
             lr_factor: 1.0,
             train_seconds: 1.0,
+            skipped_batches: 0,
             metrics: Some(dml::eval::Metrics {
                 recall_at: vec![(1, 0.5 + 0.1 * e as f64)],
                 precision_at_1: 0.5 + 0.1 * e as f64,

@@ -567,3 +567,115 @@ fn want_raw_map(pixels: &[Vec<u8>], labels: &[u32]) -> f64 {
         .collect();
     naive_scores(&raw, labels).2
 }
+
+/// A run that goes wrong in epoch 2: the normalised softmax loss (its gradient is never zero)
+/// with Adam at 1e-3 for epoch 1 and at `1e-3 · gamma` from epoch 2 (a step schedule), two steps
+/// per epoch, unnormalised embeddings. With gamma 1e33 the first step of epoch 2 moves every
+/// weight by about 1e30 (still finite) and the second step's embeddings overflow; with gamma
+/// 1e42 the rate is beyond f32 and the first step of epoch 2 makes the weights themselves
+/// infinite.
+fn diverging(dir: &Path, epochs: u64, gamma: f64, policy: dml::config::OnNonFinite) -> Config {
+    let mut c = config(dir, epochs);
+    c.batch.batches_per_epoch = Some(2);
+    c.train.eval_every = 0;
+    c.eval.config.nmi = false;
+    c.miner = None;
+    c.loss = dml::losses::LossConfig::NormalizedSoftmax(Default::default());
+    c.schedule = dml::config::ScheduleConfig::Step {
+        milestones: vec![1],
+        gamma,
+    };
+    c.train.on_non_finite = policy;
+    c.model = Config::from_toml_str(
+        "[data]\nkind = \"digits\"\n[model]\nkind = \"conv_net\"\nchannels = [16, 32]\n\
+         embedding_dim = 32\nnormalize = false\n",
+        "<test>",
+    )
+    .unwrap()
+    .model;
+    c.validate().unwrap();
+    c
+}
+
+/// A non-finite value stops the run with an error that names the epoch, the step and what was
+/// not finite, says what to change, and leaves the last good checkpoint byte for byte as it was.
+#[test]
+fn a_non_finite_step_stops_with_its_place_and_keeps_the_last_good_checkpoint() {
+    use dml::config::OnNonFinite::Stop;
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let report = Trainer::new(diverging(dir.path(), 1, 1e33, Stop))
+        .unwrap()
+        .fit()
+        .unwrap();
+    assert_eq!(report.epochs, 1);
+    let ckpt = dir.path().join("checkpoint.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+
+    let err = Trainer::resume(diverging(dir.path(), 3, 1e33, Stop))
+        .unwrap()
+        .fit()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("training stopped at epoch 2, step 2: the batch's embeddings"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not finite") && err.contains("lower optimizer.lr"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&ckpt).unwrap() == good,
+        "the last good checkpoint is untouched"
+    );
+}
+
+/// `skip_batch` skips such batches and counts them in the log; it cannot rescue a network whose
+/// weights have gone non-finite, and those are never written over the last good checkpoint.
+#[test]
+fn skip_batch_counts_skipped_batches_and_never_saves_non_finite_weights() {
+    use dml::config::OnNonFinite::SkipBatch;
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    Trainer::new(diverging(dir.path(), 1, 1e33, SkipBatch))
+        .unwrap()
+        .fit()
+        .unwrap();
+    let ckpt = dir.path().join("checkpoint.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+    let err = Trainer::resume(diverging(dir.path(), 3, 1e33, SkipBatch))
+        .unwrap()
+        .fit()
+        .unwrap_err()
+        .to_string();
+    // Epoch 2's first step made the proxies infinite (Adam at 1e31 on vectors the loss
+    // normalises); its second step is skipped, and the checkpoint after it is refused by name.
+    assert!(
+        err.starts_with(
+            "training stopped at the checkpoint after epoch 2 (not written): the weights of `loss.proxies` are not finite"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("cannot help"), "{err}");
+    let log = dml::log::MetricsLog::read(&dir.path().join("metrics.jsonl")).unwrap();
+    let skipped: Vec<(u64, u64)> = log.iter().map(|r| (r.epoch, r.skipped_batches)).collect();
+    assert_eq!(skipped, vec![(1, 0), (2, 1)]);
+    assert!(
+        std::fs::read(&ckpt).unwrap() == good,
+        "the last good checkpoint is untouched"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = diverging(dir.path(), 3, 1e33, SkipBatch);
+    c.train.checkpoint_every = 0;
+    // Without the checkpoint, the diverged network reaches the held-out evaluation, which says
+    // what happened instead of a matrix check deep in dml-eval.
+    let err = Trainer::new(c).unwrap().fit().unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "training stopped at the evaluation after epoch 3: the held-out embeddings are not finite"
+        ),
+        "{err}"
+    );
+}
