@@ -249,9 +249,12 @@ impl CosineSoftmaxLoss {
         let k = self.proxies.rows_per_class as i64;
         if k > 1 {
             let n = cos.size()[0];
+            // max with indices, as pml: its backward scatters into the arg-max alone, where
+            // amax's compares every entry with the maximum (1.5x the time at 11,318 classes).
             cos = cos
                 .f_view([n, self.proxies.n_classes as i64, k])?
-                .f_amax([2i64].as_slice(), false)?;
+                .f_max_dim(2, false)?
+                .0;
         }
         Ok(match self.head {
             Head::Normalized { temperature } => cos.f_div_scalar(temperature)?,
