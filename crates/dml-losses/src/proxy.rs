@@ -1,6 +1,7 @@
 //! What the proxy and classification losses share: the learnable class vectors, their
 //! initialisation, and the checks of labels against them.
 
+use dml_sampling::Tuples;
 use tch::{Kind, Tensor, nn};
 
 use crate::{Error, Result, util};
@@ -40,6 +41,8 @@ pub(crate) enum ProxyInit {
 /// vector `j` of class `c`), under `p` as the variable `proxies`.
 #[derive(Debug)]
 pub(crate) struct Proxies {
+    /// The loss's kind, for errors.
+    pub loss: &'static str,
     pub weights: Tensor,
     pub n_classes: usize,
     pub rows_per_class: usize,
@@ -80,6 +83,7 @@ impl Proxies {
         };
         let weights = p.f_var("proxies", &[rows as i64, ctx.embedding_dim as i64], init)?;
         Ok(Self {
+            loss,
             weights,
             n_classes: ctx.n_classes,
             rows_per_class,
@@ -87,9 +91,18 @@ impl Proxies {
         })
     }
 
-    /// The checked batch, the labels as an `i64` index tensor on the embeddings' device, and the
-    /// class vectors in the embeddings' kind.
-    pub fn inputs(&self, embeddings: &Tensor, labels: &[u32]) -> Result<Inputs> {
+    /// The checked batch: the labels as an `i64` index tensor on the embeddings' device and the
+    /// class vectors in the embeddings' kind; `None` for an empty batch. Tuples are an error:
+    /// these losses compare embeddings with class vectors, not with each other.
+    pub fn inputs(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        tuples: Option<&Tuples>,
+    ) -> Result<Option<Inputs>> {
+        if tuples.is_some() {
+            return Err(Error::TuplesNotUsed { loss: self.loss });
+        }
         let batch = util::check_batch(embeddings, labels)?;
         let dim = embeddings.size()[1] as usize;
         if dim != self.dim {
@@ -104,11 +117,23 @@ impl Proxies {
                 n_classes: self.n_classes,
             });
         }
-        Ok(Inputs {
+        if labels.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Inputs {
             labels: util::index_tensor(labels, batch.device)?,
             weights: self.weights.f_to_kind(batch.kind)?,
             kind: batch.kind,
-        })
+        }))
+    }
+
+    /// The mean of per-row losses, or for an empty batch a zero connected to the embeddings and
+    /// the class vectors.
+    pub fn mean(&self, losses: &Tensor, embeddings: &Tensor) -> Result<Tensor> {
+        if losses.numel() == 0 {
+            return self.zero(embeddings);
+        }
+        Ok(losses.f_mean(None::<Kind>)?)
     }
 
     /// A zero connected to the embeddings and to the class vectors.

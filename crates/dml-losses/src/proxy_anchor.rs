@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 use crate::proxy::{LossContext, Proxies, ProxyInit};
-use crate::{Error, Loss, Result, util};
+use crate::{Loss, Result, util};
 
 /// Parameters of [`ProxyAnchorLoss`]; the defaults are pml's `ProxyAnchorLoss()` and the paper's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -106,15 +106,9 @@ impl Loss for ProxyAnchorLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        if tuples.is_some() {
-            return Err(Error::TuplesNotUsed {
-                loss: "proxy_anchor",
-            });
-        }
-        let inputs = self.proxies.inputs(embeddings, labels)?;
-        if labels.is_empty() {
+        let Some(inputs) = self.proxies.inputs(embeddings, labels, tuples)? else {
             return util::empty_losses(embeddings);
-        }
+        };
         let c = self.proxies.n_classes;
         let mut present = vec![false; c];
         for &l in labels {

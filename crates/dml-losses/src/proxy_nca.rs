@@ -3,10 +3,10 @@
 use dml_kernels::{Metric, tensor};
 use dml_sampling::Tuples;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor, nn};
+use tch::{Tensor, nn};
 
 use crate::proxy::{self, LossContext, Proxies, ProxyInit};
-use crate::{Error, Loss, Result, util};
+use crate::{Loss, Result, util};
 
 /// Parameters of [`ProxyNcaLoss`]; the defaults are pml's `ProxyNCALoss()`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,10 +90,7 @@ impl Loss for ProxyNcaLoss {
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
         let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
-        if losses.numel() == 0 {
-            return self.proxies.zero(embeddings);
-        }
-        Ok(losses.f_mean(None::<Kind>)?)
+        self.proxies.mean(&losses, embeddings)
     }
 
     fn forward_no_reduction(
@@ -102,13 +99,9 @@ impl Loss for ProxyNcaLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        if tuples.is_some() {
-            return Err(Error::TuplesNotUsed { loss: "proxy_nca" });
-        }
-        let inputs = self.proxies.inputs(embeddings, labels)?;
-        if labels.is_empty() {
+        let Some(inputs) = self.proxies.inputs(embeddings, labels, tuples)? else {
             return util::empty_losses(embeddings);
-        }
+        };
         let d = tensor::pairwise(
             Metric::SquaredEuclidean,
             &tensor::f_l2_normalize(embeddings)?,

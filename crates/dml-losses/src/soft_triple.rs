@@ -109,10 +109,7 @@ impl Loss for SoftTripleLoss {
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
         let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
-        if losses.numel() == 0 {
-            return self.proxies.zero(embeddings);
-        }
-        Ok(losses.f_mean(None::<Kind>)?)
+        self.proxies.mean(&losses, embeddings)
     }
 
     fn forward_no_reduction(
@@ -121,15 +118,9 @@ impl Loss for SoftTripleLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        if tuples.is_some() {
-            return Err(Error::TuplesNotUsed {
-                loss: "soft_triple",
-            });
-        }
-        let inputs = self.proxies.inputs(embeddings, labels)?;
-        if labels.is_empty() {
+        let Some(inputs) = self.proxies.inputs(embeddings, labels, tuples)? else {
             return util::empty_losses(embeddings);
-        }
+        };
         let c = &self.cfg;
         let n = labels.len() as i64;
         let sim = tensor::pairwise(Metric::Cosine, embeddings, &inputs.weights)?.f_view([

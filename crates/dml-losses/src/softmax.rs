@@ -221,7 +221,6 @@ impl SubCenterArcFaceConfig {
 /// `SubCenterArcFaceLoss(sub_centers=3)`, each with `MeanReducer`; the same numbers.
 #[derive(Debug)]
 pub struct CosineSoftmaxLoss {
-    kind: &'static str,
     head: Head,
     proxies: Proxies,
 }
@@ -235,16 +234,22 @@ impl CosineSoftmaxLoss {
         head: Head,
     ) -> Result<Self> {
         let proxies = Proxies::new(kind, p, ctx, sub_centers, ProxyInit::StandardNormal)?;
-        Ok(Self {
-            kind,
-            head,
-            proxies,
-        })
+        Ok(Self { head, proxies })
     }
 
-    /// The logits `(B, C)` before the softmax.
+    /// The logits `(B, C)` before the softmax: what a classifier built on these class vectors
+    /// outputs for the batch (the target class's margin applied).
     pub fn logits(&self, embeddings: &Tensor, labels: &[u32]) -> Result<Tensor> {
-        let inputs = self.proxies.inputs(embeddings, labels)?;
+        match self.proxies.inputs(embeddings, labels, None)? {
+            Some(inputs) => self.logits_of(embeddings, &inputs),
+            None => Ok(Tensor::f_zeros(
+                [0, self.proxies.n_classes as i64],
+                (embeddings.f_kind()?, embeddings.device()),
+            )?),
+        }
+    }
+
+    fn logits_of(&self, embeddings: &Tensor, inputs: &proxy::Inputs) -> Result<Tensor> {
         let mut cos = tensor::pairwise(Metric::Cosine, embeddings, &inputs.weights)?;
         let k = self.proxies.rows_per_class as i64;
         if k > 1 {
@@ -293,10 +298,7 @@ impl Loss for CosineSoftmaxLoss {
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
         let losses = self.forward_no_reduction(embeddings, labels, tuples)?;
-        if losses.numel() == 0 {
-            return self.proxies.zero(embeddings);
-        }
-        Ok(losses.f_mean(None::<Kind>)?)
+        self.proxies.mean(&losses, embeddings)
     }
 
     fn forward_no_reduction(
@@ -305,15 +307,11 @@ impl Loss for CosineSoftmaxLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        if tuples.is_some() {
-            return Err(Error::TuplesNotUsed { loss: self.kind });
-        }
-        let logits = self.logits(embeddings, labels)?;
-        if labels.is_empty() {
+        let Some(inputs) = self.proxies.inputs(embeddings, labels, tuples)? else {
             return util::empty_losses(embeddings);
-        }
-        let y = util::index_tensor(labels, embeddings.device())?;
-        proxy::cross_entropy(&logits, &y)
+        };
+        let logits = self.logits_of(embeddings, &inputs)?;
+        proxy::cross_entropy(&logits, &inputs.labels)
     }
 
     fn metric(&self) -> Metric {
