@@ -42,6 +42,14 @@ pub struct EpochRecord {
     /// mean loss is over the others.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_batches: u64,
+    /// The mean pairwise distance of the held-out embeddings (over at most 1,000 of them), when
+    /// the epoch was evaluated: how spread out the embedding is; a collapse shows here first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<f64>,
+    /// The collapse warning, on the epoch where the held-out embeddings were first found
+    /// collapsed (see [`crate::trainer::TrainReport::collapse`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<String>,
     /// Metrics on the held-out classes (`recall_at_1`, …, `nmi`), when the epoch was evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
@@ -85,6 +93,9 @@ pub struct TrainState {
     /// Batches skipped for a non-finite value over the whole run.
     #[serde(default)]
     pub skipped_batches: u64,
+    /// The collapse warning, once given (it is given once per run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<String>,
     /// Optimiser steps taken.
     pub n_steps: u64,
     /// The run's seed; every per-batch RNG is derived from it, the epoch and the batch index, so

@@ -86,6 +86,9 @@ pub struct TrainReport {
     /// Batches skipped because a value was not finite (`train.on_non_finite = "skip_batch"`).
     #[serde(default)]
     pub skipped_batches: u64,
+    /// Set when the held-out embeddings collapsed towards one point, with the numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<String>,
 }
 
 impl std::fmt::Display for TrainReport {
@@ -102,6 +105,9 @@ impl std::fmt::Display for TrainReport {
                 "trained {} epochs in {:.1} s",
                 self.epochs, self.train_seconds
             )?;
+        }
+        if let Some(c) = &self.collapse {
+            writeln!(f, "warning: {c}")?;
         }
         if self.skipped_batches > 0 {
             writeln!(
@@ -168,6 +174,8 @@ pub struct Trainer {
     interrupt: Option<Arc<AtomicBool>>,
     last_negatives: Vec<f32>,
     last_test_embeddings: Option<(Array2<f32>, Vec<u32>)>,
+    /// The mean pairwise distance of the held-out embeddings at the last evaluation.
+    last_spread: Option<f64>,
 }
 
 /// The training classes in ascending order of their labels, numbered `0..C`: what the losses
@@ -249,6 +257,58 @@ const NON_FINITE_HINT: &str = "lower optimizer.lr (and loss_lr), keep model.norm
 const NON_FINITE_SKIP_HINT: &str = "skipping batches cannot help once the weights or the whole \
      network's output are not finite: lower optimizer.lr (and loss_lr) or keep model.normalize = \
      true; the last checkpoint on disk is the last good state";
+
+/// Held-out embeddings whose mean pairwise distance falls below this fraction of the reference
+/// (the untrained network's) have collapsed.
+const COLLAPSE_FRACTION: f64 = 0.05;
+/// ... or below this distance outright.
+const COLLAPSE_ABSOLUTE: f64 = 1e-3;
+
+/// The warning for `record` when its held-out embeddings have collapsed: their mean pairwise
+/// distance is below 5 % of the first one in `history` (the untrained network's, or the first
+/// evaluation's without an epoch 0), or below 1e-3 outright.
+fn collapse_warning(history: &[EpochRecord], record: &EpochRecord) -> Option<String> {
+    let spread = record.spread?;
+    let reference = history.iter().find_map(|r| r.spread.map(|s| (r.epoch, s)));
+    let collapsed = match reference {
+        Some((_, r)) => spread < COLLAPSE_FRACTION * r,
+        None => false,
+    } || spread < COLLAPSE_ABSOLUTE;
+    collapsed.then(|| {
+        let against = reference.map_or(String::new(), |(e, r)| {
+            if e == 0 {
+                format!(" against {r:.4} for the untrained network")
+            } else {
+                format!(" against {r:.4} after epoch {e}")
+            }
+        });
+        format!(
+            "the held-out embeddings have collapsed after epoch {}: their mean pairwise distance is {spread:.2e}{against}; every item looks alike to the network (try a lower optimizer.lr)",
+            record.epoch
+        )
+    })
+}
+
+/// The mean Euclidean distance between the rows of `x`, over at most 1,000 rows taken evenly
+/// (every ⌈n / 1000⌉-th), in f64: 500,000 pairs at most.
+fn mean_distance(x: ArrayView2<'_, f32>) -> f64 {
+    let n = x.nrows();
+    let step = n.div_ceil(1000).max(1);
+    let rows: Vec<_> = (0..n).step_by(step).map(|i| x.row(i)).collect();
+    let (mut sum, mut pairs) = (0.0f64, 0u64);
+    for (i, a) in rows.iter().enumerate() {
+        for b in &rows[i + 1..] {
+            let d2: f64 = a
+                .iter()
+                .zip(b.iter())
+                .map(|(&p, &q)| f64::from(p - q).powi(2))
+                .sum();
+            sum += d2.sqrt();
+            pairs += 1;
+        }
+    }
+    if pairs == 0 { 0.0 } else { sum / pairs as f64 }
+}
 
 /// A 64-bit mix (SplitMix64's finaliser) of the run seed with an epoch and a batch index.
 pub fn step_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
@@ -355,6 +415,7 @@ impl Trainer {
                 partial_seconds: 0.0,
                 partial_skipped: 0,
                 skipped_batches: 0,
+                collapse: None,
                 n_steps: 0,
                 seed,
                 config: config.to_toml_string(),
@@ -379,6 +440,7 @@ impl Trainer {
             interrupt: None,
             last_negatives: Vec::new(),
             last_test_embeddings: None,
+            last_spread: None,
         })
     }
 
@@ -556,6 +618,14 @@ impl Trainer {
         }
     }
 
+    /// A warning, once per run, when the held-out embeddings of `record` have collapsed.
+    fn collapse_warning(&self, record: &EpochRecord) -> Option<String> {
+        if self.state.collapse.is_some() {
+            return None;
+        }
+        collapse_warning(&self.state.history, record)
+    }
+
     /// Refuses to write weights that are not finite, so a run that goes wrong between two
     /// checkpoints leaves the last good one on disk.
     fn check_weights_finite(&self, epoch: u64) -> Result<()> {
@@ -644,10 +714,12 @@ impl Trainer {
             (Some(q), Some(g)) => {
                 let (qx, qy) = self.embed_dataset(q.as_ref())?;
                 let (gx, gy) = self.embed_dataset(g.as_ref())?;
+                self.last_spread = Some(mean_distance(gx.view()));
                 dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, eval_cfg)?
             }
             _ => {
                 let (x, y) = self.embed_dataset(self.split.test.as_ref())?;
+                self.last_spread = Some(mean_distance(x.view()));
                 let m = dml_eval::evaluate(x.view(), &y, metric, eval_cfg)?;
                 self.last_test_embeddings = Some((x, y));
                 m
@@ -815,6 +887,8 @@ impl Trainer {
                 lr_factor: 0.0,
                 train_seconds: 0.0,
                 skipped_batches: 0,
+                spread: self.last_spread,
+                collapse: None,
                 metrics: Some(m),
             };
             log.append(&record)?;
@@ -893,6 +967,8 @@ impl Trainer {
                 lr_factor,
                 train_seconds: self.state.partial_seconds,
                 skipped_batches: self.state.partial_skipped,
+                spread: None,
+                collapse: None,
                 metrics: None,
             };
             self.state.epochs_done += 1;
@@ -905,6 +981,13 @@ impl Trainer {
             let every = self.config.train.eval_every;
             if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
                 record.metrics = Some(self.evaluate()?);
+                record.spread = self.last_spread;
+                if let Some(warning) = self.collapse_warning(&record) {
+                    tracing::warn!("{warning}");
+                    eprintln!("warning: {warning}");
+                    record.collapse = Some(warning.clone());
+                    self.state.collapse.get_or_insert(warning);
+                }
             }
             tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
             self.log_line(&record, epochs);
@@ -947,6 +1030,7 @@ impl Trainer {
             train_seconds,
             interrupted,
             skipped_batches: self.state.skipped_batches,
+            collapse: self.state.collapse.clone(),
         };
         let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Checkpoint {
             path: self.output_dir.join(files::REPORT),
@@ -993,5 +1077,55 @@ impl Trainer {
             )?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: u64, spread: Option<f64>) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            loss: None,
+            tuples_per_batch: None,
+            lr_factor: 1.0,
+            train_seconds: 0.0,
+            skipped_batches: 0,
+            spread,
+            collapse: None,
+            metrics: None,
+        }
+    }
+
+    #[test]
+    fn collapse_is_five_percent_of_the_first_spread_or_1e_3() {
+        let history = [record(0, Some(0.16)), record(1, None)];
+        // 0.0079 < 5 % of 0.16 = 0.008: collapsed; 0.0081 is not.
+        let w = collapse_warning(&history, &record(2, Some(0.0079))).unwrap();
+        assert!(
+            w.contains("after epoch 2") && w.contains("0.1600 for the untrained network"),
+            "{w}"
+        );
+        assert_eq!(collapse_warning(&history, &record(2, Some(0.0081))), None);
+        // Without a reference only the absolute floor applies.
+        assert!(collapse_warning(&[], &record(1, Some(9e-4))).is_some());
+        assert_eq!(collapse_warning(&[], &record(1, Some(2e-3))), None);
+        let later = [record(1, Some(1.0))];
+        let w = collapse_warning(&later, &record(3, Some(0.01))).unwrap();
+        assert!(w.contains("against 1.0000 after epoch 1"), "{w}");
+        // An epoch that was not evaluated says nothing.
+        assert_eq!(collapse_warning(&history, &record(3, None)), None);
+    }
+
+    #[test]
+    fn mean_distance_is_the_mean_over_pairs() {
+        // (0,0), (3,4), (6,8): distances 5, 10, 5, mean 20/3.
+        let x = ndarray::array![[0.0f32, 0.0], [3.0, 4.0], [6.0, 8.0]];
+        assert!((mean_distance(x.view()) - 20.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            mean_distance(ndarray::Array2::<f32>::zeros((1, 2)).view()),
+            0.0
+        );
     }
 }

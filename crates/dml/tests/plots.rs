@@ -40,6 +40,8 @@ fn plots_are_written_in_both_formats() {
             lr_factor: 1.0,
             train_seconds: 1.0,
             skipped_batches: 0,
+            spread: None,
+            collapse: None,
             metrics: Some(dml::eval::Metrics {
                 recall_at: vec![(1, 0.5 + 0.1 * e as f64)],
                 precision_at_1: 0.5 + 0.1 * e as f64,

@@ -679,3 +679,29 @@ fn skip_batch_counts_skipped_batches_and_never_saves_non_finite_weights() {
         "{err}"
     );
 }
+
+/// Every evaluated epoch logs how spread out the held-out embeddings are (their mean pairwise
+/// distance), and a healthy run gets no collapse warning. (The warning's threshold is tested in
+/// the trainer's unit tests; a learning rate that collapses this network also drives Adam's
+/// moments to infinity, which the non-finite checks above stop first.)
+#[test]
+fn evaluated_epochs_log_the_spread_of_the_held_out_embeddings() {
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 2);
+    c.train.eval_before = true;
+    c.eval.config.nmi = false;
+    c.validate().unwrap();
+    let mut t = Trainer::new(c).unwrap();
+    let report = t.fit().unwrap();
+    assert_eq!(report.collapse, None);
+    let spreads: Vec<f64> = t.state().history.iter().filter_map(|r| r.spread).collect();
+    assert_eq!(spreads.len(), 3, "epochs 0, 1 and 2");
+    // Unit-norm embeddings: between 0 and 2, and not all alike.
+    assert!(spreads.iter().all(|&s| s > 0.05 && s < 2.0), "{spreads:?}");
+    let log = dml::log::MetricsLog::read(&dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        log.iter().filter_map(|r| r.spread).collect::<Vec<_>>(),
+        spreads
+    );
+}
