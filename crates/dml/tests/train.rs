@@ -705,3 +705,45 @@ fn evaluated_epochs_log_the_spread_of_the_held_out_embeddings() {
         spreads
     );
 }
+
+/// Every proxy and classification loss (and SupCon) resumes bit for bit: two epochs in one
+/// sitting give the same weights, class vectors and Adam state as one epoch, a checkpoint, and
+/// a resumed second epoch.
+#[test]
+fn every_loss_without_a_miner_resumes_exactly() {
+    let _torch = torch_lock();
+    for loss in dml::losses::LossConfig::defaults()
+        .filter(|l| l.has_class_vectors() || l.kind() == "sup_con")
+    {
+        let make = |dir: &Path, epochs: u64| {
+            let mut c = config(dir, epochs);
+            c.miner = None;
+            c.loss = loss;
+            c.train.eval_every = 0;
+            c.eval.config.nmi = false;
+            c.eval.config.r_metrics = false;
+            c.eval.raw_input = false;
+            c.optimizer.loss_lr = Some(c.optimizer.lr * 100.0);
+            c.validate().unwrap();
+            c
+        };
+        let a_dir = tempfile::tempdir().unwrap();
+        let mut a = Trainer::new(make(a_dir.path(), 2)).unwrap();
+        a.fit().unwrap();
+        let b_dir = tempfile::tempdir().unwrap();
+        Trainer::new(make(b_dir.path(), 1)).unwrap().fit().unwrap();
+        let mut b = Trainer::resume(make(b_dir.path(), 2)).unwrap();
+        b.fit().unwrap();
+        assert!(
+            weights(&a) == weights(&b),
+            "{} resumes exactly",
+            loss.kind()
+        );
+        assert_eq!(
+            a.var_store().variables().contains_key("loss.proxies"),
+            loss.has_class_vectors(),
+            "{}",
+            loss.kind()
+        );
+    }
+}
