@@ -73,6 +73,38 @@ pub struct Config {
     /// What is measured on the held-out classes.
     #[serde(default)]
     pub eval: EvalSettings,
+    /// An instance term added to the loss (absent: none): NT-Xent over the `batch.views` copies
+    /// of each item, as in SimCLR, weighted against the class loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_supervised: Option<SelfSupervisedConfig>,
+}
+
+/// The `[self_supervised]` table: `weight × NT-Xent` added to the class loss.
+///
+/// NT-Xent (SimCLR; pml's `NTXentLoss` under `SelfSupervisedLoss`) treats every item of the
+/// batch as its own class: for each embedding, the other views of the same item are the
+/// positives and every other embedding of the batch a negative,
+/// `−log(exp(s⁺/τ) / Σ_{j≠i} exp(s_ij/τ))` with cosine similarities `s`, averaged over the
+/// positive pairs (dml's SupCon loss on instance labels). It keeps the embedding describing the
+/// items themselves, not only the training classes, which is what classes never seen in
+/// training are retrieved by. Needs `batch.views` of at least 2 and a training transform that
+/// makes the views differ.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfSupervisedConfig {
+    /// Weight of the instance term against the class loss (default 1).
+    pub weight: f64,
+    /// Temperature τ of NT-Xent (default 0.1).
+    pub temperature: f64,
+}
+
+impl Default for SelfSupervisedConfig {
+    fn default() -> Self {
+        SelfSupervisedConfig {
+            weight: 1.0,
+            temperature: 0.1,
+        }
+    }
 }
 
 /// The `[miner]` table: a miner, or `kind = "none"` (no other key) for none.
@@ -156,6 +188,11 @@ pub struct BatchConfig {
     pub batches_per_epoch: Option<usize>,
     /// Items embedded at once during evaluation (default 256).
     pub eval_batch_size: usize,
+    /// Views of each item (default 1): every sampled item enters the batch this many times, each
+    /// copy with its own draw of the training transform, so a batch holds `p × k × views`
+    /// embeddings. The loss and the miner see the copies as further items of their class;
+    /// `[self_supervised]` takes them as the positives of its instance term (two or more).
+    pub views: usize,
 }
 
 impl Default for BatchConfig {
@@ -165,6 +202,7 @@ impl Default for BatchConfig {
             k: 4,
             batches_per_epoch: None,
             eval_batch_size: 256,
+            views: 1,
         }
     }
 }
@@ -413,6 +451,21 @@ pub enum ConfigError {
     /// `batch.eval_batch_size = 0`.
     #[error("batch.eval_batch_size must be positive")]
     EvalBatchSize,
+    /// `batch.views = 0`.
+    #[error("batch.views must be at least 1 (1: each sampled item once)")]
+    Views,
+    /// `[self_supervised]` with fewer than two views of each item.
+    #[error(
+        "[self_supervised] needs batch.views of at least 2 (the views of an item are its \
+         positives), got {0}: set batch.views = 2"
+    )]
+    SelfSupervisedViews(usize),
+    /// A weight of the instance term that is not positive and finite.
+    #[error("self_supervised.weight must be positive and finite, got {0}")]
+    SelfSupervisedWeight(f64),
+    /// A temperature of the instance term that is not positive and finite.
+    #[error("self_supervised.temperature must be positive and finite, got {0}")]
+    SelfSupervisedTemperature(f64),
     /// `train.epochs = 0`.
     #[error("train.epochs must be positive")]
     Epochs,
@@ -536,6 +589,20 @@ impl Config {
         }
         if self.batch.eval_batch_size == 0 {
             return Err(ConfigError::EvalBatchSize);
+        }
+        if self.batch.views == 0 {
+            return Err(ConfigError::Views);
+        }
+        if let Some(ss) = &self.self_supervised {
+            if self.batch.views < 2 {
+                return Err(ConfigError::SelfSupervisedViews(self.batch.views));
+            }
+            if !(ss.weight.is_finite() && ss.weight > 0.0) {
+                return Err(ConfigError::SelfSupervisedWeight(ss.weight));
+            }
+            if !(ss.temperature.is_finite() && ss.temperature > 0.0) {
+                return Err(ConfigError::SelfSupervisedTemperature(ss.temperature));
+            }
         }
         if self.train.epochs == 0 {
             return Err(ConfigError::Epochs);

@@ -164,6 +164,8 @@ pub struct Trainer {
     vs: nn::VarStore,
     net: EmbeddingNet,
     loss: Box<dyn Loss>,
+    /// `[self_supervised]`: its weight and NT-Xent (SupCon on instance labels).
+    instance_loss: Option<(f64, dml_losses::SupConLoss)>,
     miner: Option<Box<dyn Miner>>,
     classes: ClassIndex,
     optim: Optimizer,
@@ -397,6 +399,16 @@ impl Trainer {
         let ctx = LossContext::new(classes.len(), net.embedding_dim() as usize);
         let loss = config.loss.build(&(vs.root() / "loss"), ctx)?;
         let miner = config.miner.as_ref().map(MinerConfig::build).transpose()?;
+        let instance_loss = match &config.self_supervised {
+            Some(ss) => {
+                let nt_xent = dml_losses::SupConConfig {
+                    temperature: ss.temperature,
+                    ..Default::default()
+                };
+                Some((ss.weight, nt_xent.init()?))
+            }
+            None => None,
+        };
         let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
         let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
         let state = match ckpt {
@@ -430,6 +442,7 @@ impl Trainer {
             vs,
             net,
             loss,
+            instance_loss,
             miner,
             classes,
             optim,
@@ -534,6 +547,19 @@ impl Trainer {
     ) -> Result<std::result::Result<(f64, usize), NonFinite>> {
         let seed = step_seed(self.state.seed, epoch, batch);
         tch::manual_seed(seed as i64);
+        // With `views` > 1 each item enters the batch that many times in a row; load_batch draws
+        // the transform per position, so the copies differ.
+        let views = self.config.batch.views.max(1);
+        let repeated: Vec<usize>;
+        let indices = if views > 1 {
+            repeated = indices
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(i, views))
+                .collect();
+            &repeated[..]
+        } else {
+            indices
+        };
         let (x, labels) = dml_data::load_batch(
             self.split.train.as_ref(),
             indices,
@@ -561,7 +587,12 @@ impl Trainer {
             }
             None => (None, 0),
         };
-        let loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
+        let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
+        if let Some((weight, nt_xent)) = &self.instance_loss {
+            let instances: Vec<u32> = (0..indices.len()).map(|i| (i / views) as u32).collect();
+            let term = nt_xent.forward(&emb, &instances, None)?;
+            loss = loss.f_add(&term.f_mul_scalar(*weight)?)?;
+        }
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() {
             // Name the first thing that went wrong: the network's output, or the loss itself.

@@ -1,7 +1,7 @@
 //! The config schema: shipped configs parse and validate, unknown keys are rejected by name and
 //! place, and each validation rule fires.
 
-use dml::config::{Config, ConfigError, ScheduleConfig};
+use dml::config::{Config, ConfigError, ScheduleConfig, SelfSupervisedConfig};
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -226,4 +226,60 @@ fn config_round_trips_through_toml() {
     let c = Config::digits();
     let back = Config::from_toml_str(&c.to_toml_string(), "<roundtrip>").unwrap();
     assert_eq!(c, back);
+}
+
+#[test]
+fn self_supervised_needs_two_views_and_positive_parameters() {
+    let c = Config::from_toml_str(
+        "[data]\nkind = \"digits\"\n[batch]\nviews = 2\n[self_supervised]\n",
+        "<test>",
+    )
+    .unwrap();
+    assert_eq!(c.self_supervised, Some(SelfSupervisedConfig::default()));
+    assert_eq!(
+        (
+            c.self_supervised.unwrap().weight,
+            c.self_supervised.unwrap().temperature
+        ),
+        (1.0, 0.1)
+    );
+    c.validate().unwrap();
+    assert_eq!(base().batch.views, 1);
+    assert_eq!(base().self_supervised, None);
+    let mut c = base();
+    c.batch.views = 0;
+    assert_eq!(c.validate(), Err(ConfigError::Views));
+    let mut c = base();
+    c.self_supervised = Some(SelfSupervisedConfig::default());
+    assert_eq!(c.validate(), Err(ConfigError::SelfSupervisedViews(1)));
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("set batch.views = 2")
+    );
+    c.batch.views = 2;
+    for weight in [0.0, -1.0, f64::NAN] {
+        c.self_supervised = Some(SelfSupervisedConfig {
+            weight,
+            temperature: 0.1,
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::SelfSupervisedWeight(_))
+        ));
+    }
+    c.self_supervised = Some(SelfSupervisedConfig {
+        weight: 1.0,
+        temperature: 0.0,
+    });
+    assert_eq!(
+        c.validate(),
+        Err(ConfigError::SelfSupervisedTemperature(0.0))
+    );
+    let typo = Config::from_toml_str(
+        "[data]\nkind = \"digits\"\n[self_supervised]\ntemprature = 0.5\n",
+        "<test>",
+    );
+    assert!(typo.unwrap_err().to_string().contains("temprature"));
 }

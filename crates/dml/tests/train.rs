@@ -747,3 +747,40 @@ fn every_loss_without_a_miner_resumes_exactly() {
         );
     }
 }
+
+/// The loss of a run of one step: the first batch through the untrained network.
+fn first_step_loss(dir: &Path, views: usize, weight: Option<f64>) -> f64 {
+    let mut c = config(dir, 1);
+    c.batch.batches_per_epoch = Some(1);
+    c.batch.views = views;
+    c.self_supervised = weight.map(|weight| dml::config::SelfSupervisedConfig {
+        weight,
+        temperature: 0.5,
+    });
+    c.validate().unwrap();
+    let mut t = Trainer::new(c).unwrap();
+    t.fit().unwrap();
+    t.state().history[0].loss.unwrap()
+}
+
+/// `[self_supervised]` adds `weight × NT-Xent` to the class loss of the same batch: with the
+/// class loss m (two views, no instance term) and the instance term n, weight 1 logs m + n and
+/// weight 3 logs m + 3n, so the three first-step losses satisfy L3 − L1 = 2 (L1 − L0). Two
+/// views put twice the embeddings in the batch, which changes the class loss itself.
+#[test]
+fn the_instance_term_is_added_with_its_weight() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let one_view = first_step_loss(&dir.path().join("a"), 1, None);
+    let l0 = first_step_loss(&dir.path().join("b"), 2, None);
+    let l1 = first_step_loss(&dir.path().join("c"), 2, Some(1.0));
+    let l3 = first_step_loss(&dir.path().join("d"), 2, Some(3.0));
+    let n = l1 - l0;
+    // NT-Xent over 2 × 40 embeddings at τ = 0.5: of the order of log(79) = 4.4 untrained.
+    assert!(n > 1.0, "instance term {n}");
+    assert!(((l3 - l1) - 2.0 * n).abs() < 1e-4, "{l0} {l1} {l3}");
+    assert!(
+        (one_view - l0).abs() > 1e-6,
+        "views must enter the class loss"
+    );
+}
