@@ -1,6 +1,7 @@
 //! One serialisable description of any loss.
 
 use dml_kernels::Metric;
+use dml_sampling::TupleKind;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -122,7 +123,28 @@ impl LossConfig {
     /// losses compare embeddings with class vectors, not with each other: they take no tuples,
     /// and a miner configured for them is an error.
     pub fn uses_tuples(&self) -> bool {
-        !self.has_class_vectors()
+        self.tuple_kind().is_some()
+    }
+
+    /// The tuple form the loss works on (`None` for the losses that take no tuples): pairs for
+    /// contrastive, lifted structured, N-pair, multi-similarity and SupCon, triplets for the
+    /// triplet and margin losses. The `all` miner without an `output` returns this form.
+    pub fn tuple_kind(&self) -> Option<TupleKind> {
+        match self {
+            LossConfig::Contrastive(_)
+            | LossConfig::LiftedStructured(_)
+            | LossConfig::NPair(_)
+            | LossConfig::MultiSimilarity(_)
+            | LossConfig::SupCon(_) => Some(TupleKind::Pairs),
+            LossConfig::Triplet(_) | LossConfig::Margin(_) => Some(TupleKind::Triplets),
+            LossConfig::ProxyNca(_)
+            | LossConfig::ProxyAnchor(_)
+            | LossConfig::NormalizedSoftmax(_)
+            | LossConfig::CosFace(_)
+            | LossConfig::ArcFace(_)
+            | LossConfig::SubCenterArcFace(_)
+            | LossConfig::SoftTriple(_) => None,
+        }
     }
 
     /// Whether the loss learns vectors per class (proxies, class weights, centres): those need

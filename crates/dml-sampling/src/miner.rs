@@ -128,6 +128,20 @@ miner_kinds! {
     MultiSimilarity(MultiSimilarityConfig) = "multi_similarity",
 }
 
+impl MinerConfig {
+    /// This config with the `all` miner's unset `output` filled with the form the loss uses
+    /// (`kind`); every other miner, and an `all` miner whose output is given, unchanged. So
+    /// `kind = "all"` feeds a pair loss its pairs, not every triplet converted to pairs.
+    pub fn with_loss_tuples(&self, kind: TupleKind) -> MinerConfig {
+        match self {
+            MinerConfig::All(c) if c.output.is_none() => {
+                MinerConfig::All(AllConfig { output: Some(kind) })
+            }
+            other => other.clone(),
+        }
+    }
+}
+
 /// A batch's distance (or similarity) matrix checked against its labels, as every miner of
 /// this crate starts: the matrix as one row-major slice, and the sign that turns the metric's
 /// values into dissimilarities (`v = sign · x`, smaller is closer). Public so that a miner

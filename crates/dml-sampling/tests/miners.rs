@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use dml_kernels::Metric;
 use dml_sampling::{
     AllConfig, BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, HardNegativeSelect,
-    LiftedStructuredConfig, Miner, MultiSimilarityConfig, NPairsConfig, PairSelect, Pairs,
-    SemiHardConfig, SemiHardFallback, SemiHardSelect, Triplets, TupleKind, Tuples, UniformConfig,
+    LiftedStructuredConfig, Miner, MinerConfig, MultiSimilarityConfig, NPairsConfig, PairSelect,
+    Pairs, SemiHardConfig, SemiHardFallback, SemiHardSelect, Triplets, TupleKind, Tuples,
+    UniformConfig,
 };
 use ndarray::Array2;
 use proptest::prelude::*;
@@ -245,7 +246,7 @@ proptest! {
         }
         prop_assert_eq!(l.is_empty(), !(has_neg && any_pos));
 
-        let a = AllConfig { output: TupleKind::Pairs }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap();
+        let a = AllConfig { output: Some(TupleKind::Pairs) }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap();
         prop_assert_eq!(a, Tuples::Pairs(all_pairs));
     }
 }
@@ -386,4 +387,39 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
         assert_eq!(a, b, "{m:?}");
         assert!(!a.is_empty());
     }
+}
+
+/// `with_loss_tuples` fills only the `all` miner's unset output; a given output and every other
+/// miner stay as configured.
+#[test]
+fn the_all_miner_takes_the_losss_form_unless_told() {
+    let unset = MinerConfig::All(AllConfig::default());
+    for kind in [TupleKind::Pairs, TupleKind::Triplets] {
+        assert_eq!(
+            unset.with_loss_tuples(kind),
+            MinerConfig::All(AllConfig { output: Some(kind) })
+        );
+        let given = MinerConfig::All(AllConfig {
+            output: Some(TupleKind::Triplets),
+        });
+        assert_eq!(given.with_loss_tuples(kind), given);
+    }
+    for other in MinerConfig::defaults().filter(|m| !matches!(m, MinerConfig::All(_))) {
+        assert_eq!(other.with_loss_tuples(TupleKind::Pairs), other);
+    }
+    // Without a loss, the unset output is triplets; P2 × K2 has 4 ordered positive pairs and
+    // 8 ordered negative pairs, and 4 × 2 = 8 triplets.
+    let labels = [0, 0, 1, 1];
+    let d = Array2::<f32>::zeros((4, 4));
+    let mine = |c: &MinerConfig| {
+        c.build()
+            .unwrap()
+            .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
+            .unwrap()
+    };
+    assert!(matches!(mine(&unset), Tuples::Triplets(t) if t.anchor.len() == 8));
+    assert!(matches!(
+        mine(&unset.with_loss_tuples(TupleKind::Pairs)),
+        Tuples::Pairs(p) if p.pos_anchor.len() == 4 && p.neg_anchor.len() == 8
+    ));
 }

@@ -22,7 +22,7 @@ use dml_data::{Dataset, Transform};
 use dml_eval::{Metrics, Score};
 use dml_losses::{Loss, LossContext};
 use dml_models::{EmbeddingNet, InputShape};
-use dml_sampling::{Miner, MinerConfig, PkSampler, Tuples};
+use dml_sampling::{Miner, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -398,7 +398,13 @@ impl Trainer {
         let classes = ClassIndex::new(split.train.labels());
         let ctx = LossContext::new(classes.len(), net.embedding_dim() as usize);
         let loss = config.loss.build(&(vs.root() / "loss"), ctx)?;
-        let miner = config.miner.as_ref().map(MinerConfig::build).transpose()?;
+        // `kind = "all"` without an output mines the form the loss uses (pairs for the pair
+        // losses), as pml's losses do without a miner.
+        let miner = match (&config.miner, config.loss.tuple_kind()) {
+            (Some(m), Some(kind)) => Some(m.with_loss_tuples(kind).build()?),
+            (Some(m), None) => Some(m.build()?),
+            (None, _) => None,
+        };
         let instance_loss = match &config.self_supervised {
             Some(ss) => {
                 let nt_xent = dml_losses::SupConConfig {

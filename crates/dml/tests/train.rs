@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 
+use dml::sampling::{MinerConfig, TupleKind};
 use dml::{Config, Trainer};
 use tch::Tensor;
 
@@ -783,4 +784,37 @@ fn the_instance_term_is_added_with_its_weight() {
         (one_view - l0).abs() > 1e-6,
         "views must enter the class loss"
     );
+}
+
+/// Tuples per batch of one epoch of `loss` with `[miner] kind = "all"` (and `output`, if given).
+fn all_miner_tuples(dir: &Path, loss: dml::losses::LossConfig, output: Option<TupleKind>) -> f64 {
+    let mut c = config(dir, 1);
+    c.batch.batches_per_epoch = Some(1);
+    c.train.eval_every = 0;
+    c.loss = loss;
+    c.miner = Some(MinerConfig::All(dml::sampling::AllConfig { output }));
+    c.validate().unwrap();
+    let mut t = Trainer::new(c).unwrap();
+    t.fit().unwrap();
+    t.state().history[0].tuples_per_batch.unwrap()
+}
+
+/// `kind = "all"` mines the form the loss uses. The digits batch is P5 × K8 = 40 items:
+/// 5·8·7 = 280 ordered positive pairs and 40·32 = 1,280 ordered negative pairs (1,560 pairs)
+/// for a pair loss, 280·32 = 8,960 triplets for a triplet loss or when asked for.
+#[test]
+fn the_all_miner_mines_what_the_loss_uses() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let contrastive = dml::losses::LossConfig::Contrastive(Default::default());
+    let triplet = dml::losses::LossConfig::Triplet(Default::default());
+    let cases = [
+        (contrastive, None, 1_560.0),
+        (contrastive, Some(TupleKind::Triplets), 8_960.0),
+        (triplet, None, 8_960.0),
+    ];
+    for (i, (loss, output, want)) in cases.into_iter().enumerate() {
+        let got = all_miner_tuples(&dir.path().join(i.to_string()), loss, output);
+        assert_eq!(got, want, "case {i}");
+    }
 }

@@ -9,14 +9,21 @@ use crate::{Miner, Pairs, Result, Triplets, Tuples};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AllConfig {
-    /// Pairs or triplets. Default: triplets.
-    pub output: TupleKind,
+    /// Pairs or triplets. Default `None`: the form the loss uses, which the training facade
+    /// fills in from the loss ([`crate::MinerConfig::with_loss_tuples`]) — pairs for the pair
+    /// losses, triplets for the triplet losses, as pml's losses do without a miner. A miner built
+    /// with `None` and no loss returns triplets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<TupleKind>,
 }
 
 impl AllConfig {
     /// Builds the miner (every parameter value is valid).
     pub fn init(&self) -> Result<AllMiner> {
-        Ok(AllMiner { cfg: *self })
+        Ok(AllMiner {
+            cfg: *self,
+            output: self.output.unwrap_or_default(),
+        })
     }
 }
 
@@ -28,12 +35,18 @@ impl AllConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllMiner {
     cfg: AllConfig,
+    output: TupleKind,
 }
 
 impl AllMiner {
     /// The miner's parameters.
     pub fn config(&self) -> &AllConfig {
         &self.cfg
+    }
+
+    /// What the miner returns: the configured form, or triplets when none was given.
+    pub fn output(&self) -> TupleKind {
+        self.output
     }
 }
 
@@ -46,7 +59,7 @@ impl Miner for AllMiner {
         _rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
         Batch::new(dist, metric, labels)?;
-        Ok(match self.cfg.output {
+        Ok(match self.output {
             TupleKind::Pairs => Pairs::all(labels).into(),
             TupleKind::Triplets => Triplets::all(labels).into(),
         })
