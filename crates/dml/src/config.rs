@@ -377,6 +377,9 @@ pub struct TrainConfig {
     pub plots: bool,
     /// What a step whose embeddings, loss or gradient is not finite does (default `stop`).
     pub on_non_finite: OnNonFinite,
+    /// Load the next training batch (decode, augment, stack) on a thread of its own while the
+    /// current step runs (default `true`). The batches are the same either way.
+    pub prefetch: bool,
 }
 
 /// What training does with a step that produces a NaN or an infinity.
@@ -402,6 +405,7 @@ impl Default for TrainConfig {
             progress: true,
             plots: true,
             on_non_finite: OnNonFinite::Stop,
+            prefetch: true,
         }
     }
 }

@@ -156,6 +156,43 @@ pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::Progr
     indicatif::ProgressBar::new(len).with_style(style)
 }
 
+/// A training batch as loaded: the items (views repeated) and their labels.
+type LoadedBatch = (ndarray::Array4<f32>, Vec<u32>);
+
+/// Everything needed to load a training batch away from the trainer.
+#[derive(Debug, Clone)]
+struct BatchLoader {
+    data: Arc<dyn Dataset>,
+    transform: Option<Transform>,
+    views: usize,
+    seed: u64,
+}
+
+impl BatchLoader {
+    /// Step `batch` of `epoch`: decode, augment (with the step's seed) and stack `indices`. With
+    /// `views` > 1 each item enters the batch that many times in a row; the transform is drawn
+    /// per position, so the copies differ.
+    fn load(&self, epoch: u64, batch: u64, indices: &[usize]) -> Result<LoadedBatch> {
+        let repeated: Vec<usize>;
+        let indices = if self.views > 1 {
+            repeated = indices
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(i, self.views))
+                .collect();
+            &repeated[..]
+        } else {
+            indices
+        };
+        let seed = step_seed(self.seed, epoch, batch);
+        Ok(dml_data::load_batch(
+            self.data.as_ref(),
+            indices,
+            self.transform.as_ref(),
+            seed,
+        )?)
+    }
+}
+
 /// Runs training as a [`Config`] describes it.
 #[derive(Debug)]
 pub struct Trainer {
@@ -542,36 +579,30 @@ impl Trainer {
             .map_err(|e| Error::Torch(tch::TchError::Shape(format!("embeddings {n}×{d}: {e}"))))
     }
 
-    /// One optimiser step on `indices`: `Ok(Ok((loss, number of tuples)))`, or `Ok(Err(what))`
-    /// when a value was not finite, in which case the weights are not updated.
+    /// What loads the training batches: on the training thread, or one batch ahead on a thread of
+    /// its own (`train.prefetch`). Either way a batch depends only on its indices and its step's
+    /// seed, so both give the same batches.
+    fn batch_loader(&self) -> BatchLoader {
+        BatchLoader {
+            data: Arc::clone(&self.split.train),
+            transform: self.config.transform.train.clone(),
+            views: self.config.batch.views.max(1),
+            seed: self.state.seed,
+        }
+    }
+
+    /// One optimiser step on a loaded batch: `Ok(Ok((loss, number of tuples)))`, or
+    /// `Ok(Err(what))` when a value was not finite, in which case the weights are not updated.
     fn step(
         &mut self,
         epoch: u64,
         batch: u64,
-        indices: &[usize],
+        (x, labels): LoadedBatch,
         lr_factor: f64,
     ) -> Result<std::result::Result<(f64, usize), NonFinite>> {
         let seed = step_seed(self.state.seed, epoch, batch);
         tch::manual_seed(seed as i64);
-        // With `views` > 1 each item enters the batch that many times in a row; load_batch draws
-        // the transform per position, so the copies differ.
         let views = self.config.batch.views.max(1);
-        let repeated: Vec<usize>;
-        let indices = if views > 1 {
-            repeated = indices
-                .iter()
-                .flat_map(|&i| std::iter::repeat_n(i, views))
-                .collect();
-            &repeated[..]
-        } else {
-            indices
-        };
-        let (x, labels) = dml_data::load_batch(
-            self.split.train.as_ref(),
-            indices,
-            self.config.transform.train.as_ref(),
-            seed,
-        )?;
         let labels = self.classes.dense(&labels)?;
         let xs = self.to_tensor(&x)?;
         let emb = self.net.embed(&xs, true)?;
@@ -595,7 +626,7 @@ impl Trainer {
         };
         let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
         if let Some((weight, nt_xent)) = &self.instance_loss {
-            let instances: Vec<u32> = (0..indices.len()).map(|i| (i / views) as u32).collect();
+            let instances: Vec<u32> = (0..labels.len()).map(|i| (i / views) as u32).collect();
             let term = nt_xent.forward(&emb, &instances, None)?;
             loss = loss.f_add(&term.f_mul_scalar(*weight)?)?;
         }
@@ -942,6 +973,8 @@ impl Trainer {
             let start = Instant::now();
             let mut items = 0usize;
             let mut lr_factor = 1.0;
+            let loader = self.batch_loader();
+            let mut next: Option<std::thread::JoinHandle<Result<LoadedBatch>>> = None;
             for (b, indices) in batches
                 .iter()
                 .enumerate()
@@ -949,7 +982,21 @@ impl Trainer {
             {
                 let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
                 lr_factor = self.config.schedule.factor(progress, epochs);
-                let (loss, n_tuples) = match self.step(epoch, b as u64, indices, lr_factor)? {
+                let loaded = match next.take() {
+                    Some(handle) => handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+                    None => loader.load(epoch, b as u64, indices)?,
+                };
+                if self.config.train.prefetch
+                    && let Some(following) = batches.get(b + 1)
+                {
+                    let (loader, following) = (loader.clone(), following.clone());
+                    next = Some(std::thread::spawn(move || {
+                        loader.load(epoch, b as u64 + 1, &following)
+                    }));
+                }
+                let (loss, n_tuples) = match self.step(epoch, b as u64, loaded, lr_factor)? {
                     Ok(done) => done,
                     Err(fault) => {
                         if self.config.train.on_non_finite == OnNonFinite::Stop {

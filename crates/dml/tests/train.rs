@@ -818,3 +818,34 @@ fn the_all_miner_mines_what_the_loss_uses() {
         assert_eq!(got, want, "case {i}");
     }
 }
+
+/// Loading the next batch on its own thread (`train.prefetch`) trains exactly what loading on
+/// the training thread trains: the same losses and the same weights, bit for bit, with a random
+/// transform and two views per item (both drawn from the step's seed).
+#[test]
+fn prefetch_on_and_off_train_the_same_run() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, prefetch: bool| {
+        let mut c = config(&dir.path().join(name), 2);
+        c.train.prefetch = prefetch;
+        c.batch.views = 2;
+        c.transform.train = Some(dml::data::Transform {
+            crop: dml::data::Crop::RandomCrop {
+                size: 8,
+                padding: 1,
+            },
+            ..Default::default()
+        });
+        c.validate().unwrap();
+        let mut t = Trainer::new(c).unwrap();
+        t.fit().unwrap();
+        let losses: Vec<f64> = t.state().history.iter().filter_map(|r| r.loss).collect();
+        (losses, weights(&t))
+    };
+    let (on_losses, on_weights) = run("on", true);
+    let (off_losses, off_weights) = run("off", false);
+    assert_eq!(on_losses.len(), 2);
+    assert_eq!(on_losses, off_losses);
+    assert_eq!(on_weights, off_weights);
+}
