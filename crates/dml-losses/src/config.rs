@@ -149,17 +149,9 @@ impl LossConfig {
 
     /// Whether the loss learns vectors per class (proxies, class weights, centres): those need
     /// [`LossContext`] and usually their own learning rate.
+    /// These are exactly the losses that take no tuples.
     pub fn has_class_vectors(&self) -> bool {
-        matches!(
-            self,
-            LossConfig::ProxyNca(_)
-                | LossConfig::ProxyAnchor(_)
-                | LossConfig::NormalizedSoftmax(_)
-                | LossConfig::CosFace(_)
-                | LossConfig::ArcFace(_)
-                | LossConfig::SubCenterArcFace(_)
-                | LossConfig::SoftTriple(_)
-        )
+        self.tuple_kind().is_none()
     }
 
     /// The metric the loss compares embeddings with (miners should use the same). The proxy
