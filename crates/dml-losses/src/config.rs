@@ -148,8 +148,8 @@ impl LossConfig {
     }
 
     /// Whether the loss learns vectors per class (proxies, class weights, centres): those need
-    /// [`LossContext`] and usually their own learning rate.
-    /// These are exactly the losses that take no tuples.
+    /// [`LossContext`] and usually their own learning rate. These are exactly the losses that
+    /// take no tuples.
     pub fn has_class_vectors(&self) -> bool {
         self.tuple_kind().is_none()
     }

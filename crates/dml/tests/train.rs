@@ -749,19 +749,28 @@ fn every_loss_without_a_miner_resumes_exactly() {
     }
 }
 
-/// The loss of a run of one step: the first batch through the untrained network.
-fn first_step_loss(dir: &Path, views: usize, weight: Option<f64>) -> f64 {
+/// The record of a digits run of one step (the first batch through the untrained network),
+/// with the config changed by `change`.
+fn one_step(dir: &Path, change: impl FnOnce(&mut Config)) -> dml::checkpoint::EpochRecord {
     let mut c = config(dir, 1);
     c.batch.batches_per_epoch = Some(1);
-    c.batch.views = views;
-    c.self_supervised = weight.map(|weight| dml::config::SelfSupervisedConfig {
-        weight,
-        temperature: 0.5,
-    });
+    change(&mut c);
     c.validate().unwrap();
     let mut t = Trainer::new(c).unwrap();
     t.fit().unwrap();
-    t.state().history[0].loss.unwrap()
+    t.state().history[0].clone()
+}
+
+/// The loss of one step with `views` per item and the instance term at `weight`.
+fn first_step_loss(dir: &Path, views: usize, weight: Option<f64>) -> f64 {
+    let record = one_step(dir, |c| {
+        c.batch.views = views;
+        c.self_supervised = weight.map(|weight| dml::config::SelfSupervisedConfig {
+            weight,
+            temperature: 0.5,
+        });
+    });
+    record.loss.unwrap()
 }
 
 /// `[self_supervised]` adds `weight × NT-Xent` to the class loss of the same batch: with the
@@ -788,15 +797,11 @@ fn the_instance_term_is_added_with_its_weight() {
 
 /// Tuples per batch of one epoch of `loss` with `[miner] kind = "all"` (and `output`, if given).
 fn all_miner_tuples(dir: &Path, loss: dml::losses::LossConfig, output: Option<TupleKind>) -> f64 {
-    let mut c = config(dir, 1);
-    c.batch.batches_per_epoch = Some(1);
-    c.train.eval_every = 0;
-    c.loss = loss;
-    c.miner = Some(MinerConfig::All(dml::sampling::AllConfig { output }));
-    c.validate().unwrap();
-    let mut t = Trainer::new(c).unwrap();
-    t.fit().unwrap();
-    t.state().history[0].tuples_per_batch.unwrap()
+    let record = one_step(dir, |c| {
+        c.loss = loss;
+        c.miner = Some(MinerConfig::All(dml::sampling::AllConfig { output }));
+    });
+    record.tuples_per_batch.unwrap()
 }
 
 /// `kind = "all"` mines the form the loss uses. The digits batch is P5 × K8 = 40 items:

@@ -20,10 +20,7 @@ pub struct AllConfig {
 impl AllConfig {
     /// Builds the miner (every parameter value is valid).
     pub fn init(&self) -> Result<AllMiner> {
-        Ok(AllMiner {
-            cfg: *self,
-            output: self.output.unwrap_or_default(),
-        })
+        Ok(AllMiner { cfg: *self })
     }
 }
 
@@ -35,7 +32,6 @@ impl AllConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllMiner {
     cfg: AllConfig,
-    output: TupleKind,
 }
 
 impl AllMiner {
@@ -46,7 +42,7 @@ impl AllMiner {
 
     /// What the miner returns: the configured form, or triplets when none was given.
     pub fn output(&self) -> TupleKind {
-        self.output
+        self.cfg.output.unwrap_or_default()
     }
 }
 
@@ -59,7 +55,7 @@ impl Miner for AllMiner {
         _rng: &mut dyn rand::RngCore,
     ) -> Result<Tuples> {
         Batch::new(dist, metric, labels)?;
-        Ok(match self.output {
+        Ok(match self.output() {
             TupleKind::Pairs => Pairs::all(labels).into(),
             TupleKind::Triplets => Triplets::all(labels).into(),
         })
