@@ -1,11 +1,11 @@
 //! Contrastive loss (Hadsell, Chopra & LeCun 2006).
 
-use dml_kernels::{Metric, tensor};
+use dml_kernels::Metric;
 use dml_sampling::Tuples;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::{Loss, Reduction, Result, tuples, util};
+use crate::{Loss, Reduction, Reference, Result, tuples, util};
 
 /// Parameters of [`ContrastiveLoss`]; the defaults are pml's `ContrastiveLoss()`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -88,17 +88,19 @@ impl ContrastiveLoss {
         &self,
         embeddings: &Tensor,
         labels: &[u32],
+        reference: Option<&Reference<'_>>,
         tuples: Option<&Tuples>,
     ) -> Result<Option<(Tensor, Tensor)>> {
-        let batch = util::check_batch(embeddings, labels)?;
-        let pairs = tuples::pairs(labels, tuples, batch.n)?;
+        let sides = util::Sides::new(embeddings, labels, reference)?;
+        let batch = sides.batch;
+        let pairs = tuples::side_pairs(&sides, tuples)?;
         if pairs.pos_anchor.is_empty() && pairs.neg_anchor.is_empty() {
             return Ok(None);
         }
         let m = self.cfg.metric;
-        let flat = tensor::self_pairwise(m, embeddings)?.f_view([-1])?;
-        let pos_idx = util::flat_index(&pairs.pos_anchor, &pairs.positive, batch.n, batch.device)?;
-        let neg_idx = util::flat_index(&pairs.neg_anchor, &pairs.negative, batch.n, batch.device)?;
+        let flat = sides.matrix(m, embeddings)?.f_view([-1])?;
+        let pos_idx = sides.flat_index(&pairs.pos_anchor, &pairs.positive)?;
+        let neg_idx = sides.flat_index(&pairs.neg_anchor, &pairs.negative)?;
         let d_pos = flat.f_take(&pos_idx)?;
         let d_neg = flat.f_take(&neg_idx)?;
         let pos = util::margin_ts(m, &d_pos, self.cfg.pos_margin)?.f_relu()?;
@@ -112,14 +114,16 @@ impl ContrastiveLoss {
     }
 }
 
-impl Loss for ContrastiveLoss {
-    fn forward(
+impl ContrastiveLoss {
+    /// The positive and the negative pair losses, each reduced, summed.
+    fn reduced(
         &self,
         embeddings: &Tensor,
         labels: &[u32],
+        reference: Option<&Reference<'_>>,
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        match self.per_pair(embeddings, labels, tuples)? {
+        match self.per_pair(embeddings, labels, reference, tuples)? {
             None => util::zero_loss(embeddings),
             Some((pos, neg)) => {
                 let r = self.cfg.reduction;
@@ -128,6 +132,27 @@ impl Loss for ContrastiveLoss {
             }
         }
     }
+}
+
+impl Loss for ContrastiveLoss {
+    fn forward(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        self.reduced(embeddings, labels, None, tuples)
+    }
+
+    fn forward_reference(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: &Reference<'_>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        self.reduced(embeddings, labels, Some(reference), tuples)
+    }
 
     fn forward_no_reduction(
         &self,
@@ -135,7 +160,7 @@ impl Loss for ContrastiveLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        match self.per_pair(embeddings, labels, tuples)? {
+        match self.per_pair(embeddings, labels, None, tuples)? {
             None => util::empty_losses(embeddings),
             Some((pos, neg)) => Ok(Tensor::f_cat(&[pos, neg], 0)?),
         }

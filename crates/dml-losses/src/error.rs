@@ -18,8 +18,34 @@ pub enum Error {
         /// Number of embeddings (rows).
         batch: usize,
     },
+    /// Reference embeddings that are not an `M × D` matrix of the batch's width.
+    #[error("reference embeddings must be a 2-d tensor (rows × {dim}), got shape {got:?}")]
+    ReferenceShape {
+        /// The reference tensor's shape.
+        got: Vec<i64>,
+        /// The batch's embedding width.
+        dim: i64,
+    },
+    /// A reference label list whose length is not the number of reference rows.
+    #[error("{labels} reference labels for {rows} reference embeddings")]
+    ReferenceLabelCount {
+        /// Number of reference labels.
+        labels: usize,
+        /// Number of reference rows.
+        rows: usize,
+    },
+    /// A loss that only compares the batch with itself was given a reference set.
+    #[error(
+        "the {loss} loss compares the batch with itself and takes no reference set (memory bank); use contrastive, triplet, margin or multi_similarity"
+    )]
+    NoReference {
+        /// The loss.
+        loss: &'static str,
+    },
     /// A tuple index that does not address a row of the batch.
-    #[error("tuple index {index} in `{field}` is out of range for a batch of {batch}")]
+    #[error(
+        "tuple index {index} in `{field}` is out of range for {batch} rows (the batch, or the reference set for positives and negatives mined against one)"
+    )]
     IndexOutOfRange {
         /// The tuple field holding the index (`anchor`, `positive`, ...).
         field: &'static str,

@@ -110,7 +110,7 @@ pub use crate::{
     },
     sup_con::{SupConConfig, SupConLoss},
     triplet::{TripletConfig, TripletLoss},
-    util::{Batch, check_batch, zero_loss},
+    util::{Batch, Reference, check_batch, zero_loss},
 };
 
 /// A metric learning loss on a batch of embeddings.
@@ -155,4 +155,30 @@ pub trait Loss: std::fmt::Debug {
 
     /// The metric the loss compares embeddings with; mine with the same one.
     fn metric(&self) -> Metric;
+
+    /// The loss of the batch against a reference set (a memory bank of past embeddings, as in
+    /// cross-batch memory), reduced to a scalar: every pair or triplet has its anchor in the
+    /// batch (with gradient) and its other ends in `reference` (detached, no gradient).
+    ///
+    /// `tuples` are indices as [`dml_sampling::Miner::mine_reference`] returns them: anchors
+    /// index the batch, positives and negatives the reference set; `None` uses every pair (or
+    /// triplet) of a batch item with a reference item. Only the pair and triplet losses that
+    /// pytorch-metric-learning's `CrossBatchMemory` supports implement it ([`ContrastiveLoss`],
+    /// [`TripletLoss`], [`MarginLoss`], [`MultiSimilarityLoss`]), with its `ref_emb` semantics;
+    /// the others return [`Error::NoReference`].
+    fn forward_reference(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: &Reference<'_>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let _ = (embeddings, labels, reference, tuples);
+        Err(Error::NoReference {
+            loss: std::any::type_name::<Self>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("this"),
+        })
+    }
 }

@@ -1,11 +1,11 @@
 //! Margin-based loss of Wu, Manmatha, Smola & Krähenbühl (2017), with a learnable boundary β.
 
-use dml_kernels::{Metric, tensor};
+use dml_kernels::Metric;
 use dml_sampling::Tuples;
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
-use crate::{Error, Loss, Reduction, Result, tuples, util};
+use crate::{Error, Loss, Reduction, Reference, Result, tuples, util};
 
 /// Parameters of [`MarginLoss`]; the defaults are pml's `MarginLoss()`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -159,10 +159,12 @@ impl MarginLoss {
         &self,
         embeddings: &Tensor,
         labels: &[u32],
+        reference: Option<&Reference<'_>>,
         tuples: Option<&Tuples>,
     ) -> Result<Option<Parts>> {
-        let batch = util::check_batch(embeddings, labels)?;
-        let t = tuples::triplets(labels, tuples, batch.n)?;
+        let sides = util::Sides::new(embeddings, labels, reference)?;
+        let batch = sides.batch;
+        let t = tuples::side_triplets(&sides, tuples)?;
         if t.anchor.is_empty() {
             return Ok(None);
         }
@@ -195,19 +197,9 @@ impl MarginLoss {
             }
         };
         let m = self.cfg.metric;
-        let flat = tensor::self_pairwise(m, embeddings)?.f_view([-1])?;
-        let d_ap = flat.f_take(&util::flat_index(
-            &t.anchor,
-            &t.positive,
-            batch.n,
-            batch.device,
-        )?)?;
-        let d_an = flat.f_take(&util::flat_index(
-            &t.anchor,
-            &t.negative,
-            batch.n,
-            batch.device,
-        )?)?;
+        let flat = sides.matrix(m, embeddings)?.f_view([-1])?;
+        let d_ap = flat.f_take(&sides.flat_index(&t.anchor, &t.positive)?)?;
+        let d_an = flat.f_take(&sides.flat_index(&t.anchor, &t.negative)?)?;
         let alpha = self.cfg.margin;
         let (pos, neg) = match &beta_t {
             None => (
@@ -250,7 +242,46 @@ impl Loss for MarginLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        let Some(parts) = self.parts(embeddings, labels, tuples)? else {
+        self.reduced(embeddings, labels, None, tuples)
+    }
+
+    fn forward_reference(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: &Reference<'_>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        self.reduced(embeddings, labels, Some(reference), tuples)
+    }
+
+    fn forward_no_reduction(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        match self.parts(embeddings, labels, None, tuples)? {
+            None => util::empty_losses(embeddings),
+            Some(p) => Ok(p.pos.f_add(&p.neg)?),
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        self.cfg.metric
+    }
+}
+
+impl MarginLoss {
+    /// The reduced loss with its β regulariser, the other ends in the batch or in `reference`.
+    fn reduced(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: Option<&Reference<'_>>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let Some(parts) = self.parts(embeddings, labels, reference, tuples)? else {
             return self.zero(embeddings);
         };
         let kind = parts.pos.f_kind()?;
@@ -290,21 +321,5 @@ impl Loss for MarginLoss {
             loss = loss.f_add(&reg)?;
         }
         Ok(loss)
-    }
-
-    fn forward_no_reduction(
-        &self,
-        embeddings: &Tensor,
-        labels: &[u32],
-        tuples: Option<&Tuples>,
-    ) -> Result<Tensor> {
-        match self.parts(embeddings, labels, tuples)? {
-            None => util::empty_losses(embeddings),
-            Some(p) => Ok(p.pos.f_add(&p.neg)?),
-        }
-    }
-
-    fn metric(&self) -> Metric {
-        self.cfg.metric
     }
 }

@@ -1,11 +1,11 @@
 //! Multi-similarity loss (Wang, Han, Huang, Dong & Scott 2019).
 
-use dml_kernels::{Metric, tensor};
+use dml_kernels::Metric;
 use dml_sampling::Tuples;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::{Error, Loss, Reduction, Result, tuples, util};
+use crate::{Error, Loss, Reduction, Reference, Result, tuples, util};
 
 /// Parameters of [`MultiSimilarityLoss`]; the defaults are pml's `MultiSimilarityLoss()`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -96,19 +96,48 @@ impl Loss for MultiSimilarityLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        let batch = util::check_batch(embeddings, labels)?;
-        let pairs = tuples::pairs(labels, tuples, batch.n)?;
-        let n = batch.n;
+        self.per_anchor(embeddings, labels, None, tuples)
+    }
+
+    fn forward_reference(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: &Reference<'_>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let losses = self.per_anchor(embeddings, labels, Some(reference), tuples)?;
+        self.reduction().reduce(&losses, embeddings)
+    }
+
+    fn metric(&self) -> Metric {
+        self.cfg.metric
+    }
+}
+
+impl MultiSimilarityLoss {
+    /// One loss per anchor (batch row), its pairs' other ends in the batch or in `reference`.
+    fn per_anchor(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: Option<&Reference<'_>>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let sides = util::Sides::new(embeddings, labels, reference)?;
+        let batch = sides.batch;
+        let pairs = tuples::side_pairs(&sides, tuples)?;
+        let (n, cols) = (batch.n, sides.m);
         if pairs.pos_anchor.is_empty() && pairs.neg_anchor.is_empty() {
             return util::empty_losses(embeddings);
         }
-        let mut pos = vec![false; n * n];
-        let mut neg = vec![false; n * n];
+        let mut pos = vec![false; n * cols];
+        let mut neg = vec![false; n * cols];
         for (&a, &p) in pairs.pos_anchor.iter().zip(&pairs.positive) {
-            pos[a as usize * n + p as usize] = true;
+            pos[a as usize * cols + p as usize] = true;
         }
         for (&a, &k) in pairs.neg_anchor.iter().zip(&pairs.negative) {
-            let at = a as usize * n + k as usize;
+            let at = a as usize * cols + k as usize;
             if pos[at] {
                 return Err(Error::PairBothPositiveAndNegative {
                     anchor: a,
@@ -117,7 +146,7 @@ impl Loss for MultiSimilarityLoss {
             }
             neg[at] = true;
         }
-        let shape = [n as i64, n as i64];
+        let shape = [n as i64, cols as i64];
         let pos = Tensor::f_from_slice(&pos)?
             .f_to_device(batch.device)?
             .f_view(shape)?;
@@ -126,7 +155,7 @@ impl Loss for MultiSimilarityLoss {
             .f_view(shape)?;
 
         let c = &self.cfg;
-        let mat = tensor::self_pairwise(c.metric, embeddings)?;
+        let mat = sides.matrix(c.metric, embeddings)?;
         let pos_x = util::margin_ts(c.metric, &mat, c.base)?.f_mul_scalar(c.alpha)?;
         let neg_x = util::margin_st(c.metric, c.base, &mat)?.f_mul_scalar(c.beta)?;
         // ln(1 + Σ exp(x)) = softplus(logsumexp(x)); an empty row gives softplus(MASKED) = 0.
@@ -137,9 +166,5 @@ impl Loss for MultiSimilarityLoss {
             .f_softplus()?
             .f_div_scalar(c.beta)?;
         Ok(pos_term.f_add(&neg_term)?)
-    }
-
-    fn metric(&self) -> Metric {
-        self.cfg.metric
     }
 }

@@ -1,11 +1,11 @@
 //! Triplet margin loss (Weinberger & Saul 2009; Schroff et al. 2015), hinge or soft-plus.
 
-use dml_kernels::{Metric, tensor};
+use dml_kernels::Metric;
 use dml_sampling::Tuples;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::{Loss, Reduction, Result, tuples, util};
+use crate::{Loss, Reduction, Reference, Result, tuples, util};
 
 /// Parameters of [`TripletLoss`]; the defaults are pml's `TripletMarginLoss()`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,35 @@ impl TripletLoss {
     }
 }
 
+impl TripletLoss {
+    /// One loss per triplet, the other ends taken from the batch or from `reference`.
+    fn per_triplet(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: Option<&Reference<'_>>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let sides = util::Sides::new(embeddings, labels, reference)?;
+        let t = tuples::side_triplets(&sides, tuples)?;
+        if t.anchor.is_empty() {
+            return util::empty_losses(embeddings);
+        }
+        let m = self.cfg.metric;
+        let flat = sides.matrix(m, embeddings)?.f_view([-1])?;
+        let d_ap = flat.f_take(&sides.flat_index(&t.anchor, &t.positive)?)?;
+        let d_an = flat.f_take(&sides.flat_index(&t.anchor, &t.negative)?)?;
+        let violation = util::margin_tt(m, &d_ap, &d_an)?.f_add_scalar(self.cfg.margin)?;
+        let losses = if self.cfg.smooth {
+            violation.f_softplus()?
+        } else {
+            violation.f_relu()?
+        };
+        let w = util::weight_tensor(t.weight.as_deref(), &sides.batch)?;
+        util::apply_weights(losses, w.as_ref())
+    }
+}
+
 impl Loss for TripletLoss {
     fn reduction(&self) -> Reduction {
         self.cfg.reduction
@@ -94,33 +123,18 @@ impl Loss for TripletLoss {
         labels: &[u32],
         tuples: Option<&Tuples>,
     ) -> Result<Tensor> {
-        let batch = util::check_batch(embeddings, labels)?;
-        let t = tuples::triplets(labels, tuples, batch.n)?;
-        if t.anchor.is_empty() {
-            return util::empty_losses(embeddings);
-        }
-        let m = self.cfg.metric;
-        let flat = tensor::self_pairwise(m, embeddings)?.f_view([-1])?;
-        let d_ap = flat.f_take(&util::flat_index(
-            &t.anchor,
-            &t.positive,
-            batch.n,
-            batch.device,
-        )?)?;
-        let d_an = flat.f_take(&util::flat_index(
-            &t.anchor,
-            &t.negative,
-            batch.n,
-            batch.device,
-        )?)?;
-        let violation = util::margin_tt(m, &d_ap, &d_an)?.f_add_scalar(self.cfg.margin)?;
-        let losses = if self.cfg.smooth {
-            violation.f_softplus()?
-        } else {
-            violation.f_relu()?
-        };
-        let w = util::weight_tensor(t.weight.as_deref(), &batch)?;
-        util::apply_weights(losses, w.as_ref())
+        self.per_triplet(embeddings, labels, None, tuples)
+    }
+
+    fn forward_reference(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        reference: &Reference<'_>,
+        tuples: Option<&Tuples>,
+    ) -> Result<Tensor> {
+        let losses = self.per_triplet(embeddings, labels, Some(reference), tuples)?;
+        self.reduction().reduce(&losses, embeddings)
     }
 
     fn metric(&self) -> Metric {

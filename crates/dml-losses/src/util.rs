@@ -53,6 +53,92 @@ pub fn check_batch(embeddings: &Tensor, labels: &[u32]) -> Result<Batch> {
     })
 }
 
+/// A reference set that a batch is compared against: embeddings carrying no gradient (a memory
+/// bank of past batches, a gallery) and their labels. See [`crate::Loss::forward_reference`].
+#[derive(Debug, Clone, Copy)]
+pub struct Reference<'a> {
+    /// The reference embeddings, `(M, D)`, of the batch's kind and device; detached by the loss.
+    pub embeddings: &'a Tensor,
+    /// One label per reference row.
+    pub labels: &'a [u32],
+}
+
+/// Both sides of a comparison, checked: the batch (rows, with gradient) and what it is compared
+/// with (columns): the batch itself, or a [`Reference`].
+pub(crate) struct Sides<'a> {
+    pub batch: Batch,
+    /// Number of columns.
+    pub m: usize,
+    pub labels: &'a [u32],
+    pub ref_labels: &'a [u32],
+    reference: Option<Tensor>,
+}
+
+impl<'a> Sides<'a> {
+    /// Checks the batch and, when given, the reference set (a `(M, D)` floating-point matrix
+    /// of the batch's width with one label per row).
+    pub fn new(
+        embeddings: &Tensor,
+        labels: &'a [u32],
+        reference: Option<&Reference<'a>>,
+    ) -> Result<Sides<'a>> {
+        let batch = check_batch(embeddings, labels)?;
+        let Some(r) = reference else {
+            return Ok(Sides {
+                batch,
+                m: batch.n,
+                labels,
+                ref_labels: labels,
+                reference: None,
+            });
+        };
+        let shape = r.embeddings.size();
+        let width = embeddings.size()[1];
+        if shape.len() != 2 || shape[1] != width {
+            return Err(Error::ReferenceShape {
+                got: shape,
+                dim: width,
+            });
+        }
+        if shape[0] as usize != r.labels.len() {
+            return Err(Error::ReferenceLabelCount {
+                labels: r.labels.len(),
+                rows: shape[0] as usize,
+            });
+        }
+        let emb = r
+            .embeddings
+            .f_detach()?
+            .f_to_kind(batch.kind)?
+            .f_to_device(batch.device)?;
+        Ok(Sides {
+            batch,
+            m: r.labels.len(),
+            labels,
+            ref_labels: r.labels,
+            reference: Some(emb),
+        })
+    }
+
+    /// `true` when the columns are a reference set.
+    pub fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// The `n × m` matrix of `metric` between the batch and the columns.
+    pub fn matrix(&self, metric: Metric, embeddings: &Tensor) -> Result<Tensor> {
+        Ok(match &self.reference {
+            None => dml_kernels::tensor::self_pairwise(metric, embeddings)?,
+            Some(r) => dml_kernels::tensor::pairwise(metric, embeddings, r)?,
+        })
+    }
+
+    /// Row-major flat indices `row · m + col` into the `n × m` matrix.
+    pub fn flat_index(&self, rows: &[u32], cols: &[u32]) -> Result<Tensor> {
+        flat_index(rows, cols, self.m, self.batch.device)
+    }
+}
+
 /// Checks that every index of `field` addresses a row of a batch of `n`.
 pub(crate) fn check_indices(field: &'static str, idx: &[u32], n: usize) -> Result<()> {
     match idx.iter().find(|&&i| i as usize >= n) {
@@ -91,9 +177,9 @@ pub(crate) fn check_weights(field: &'static str, w: Option<&[f32]>, expected: us
     }
 }
 
-/// Row-major flat indices `row · n + col` into an `n × n` matrix, as an `i64` tensor.
-pub(crate) fn flat_index(rows: &[u32], cols: &[u32], n: usize, device: Device) -> Result<Tensor> {
-    let n = n as i64;
+/// Row-major flat indices `row · m + col` into a matrix of `m` columns, as an `i64` tensor.
+pub(crate) fn flat_index(rows: &[u32], cols: &[u32], m: usize, device: Device) -> Result<Tensor> {
+    let n = m as i64;
     let flat: Vec<i64> = rows
         .iter()
         .zip(cols)

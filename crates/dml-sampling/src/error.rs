@@ -14,6 +14,68 @@ pub enum Error {
         /// Number of labels.
         n_labels: usize,
     },
+    /// The batch-against-reference matrix is not `n × m` for `n` batch and `m` reference labels.
+    #[error(
+        "distance matrix is {rows}×{cols} but there are {n_labels} batch labels and {n_ref_labels} reference labels"
+    )]
+    ReferenceShape {
+        /// Rows of the matrix.
+        rows: usize,
+        /// Columns of the matrix.
+        cols: usize,
+        /// Number of batch labels.
+        n_labels: usize,
+        /// Number of reference labels.
+        n_ref_labels: usize,
+    },
+    /// The miner pairs batch items with each other and has no meaning against a reference set.
+    #[error(
+        "the {miner} miner pairs batch items with each other and cannot mine against a reference set (a memory bank); use all, uniform, hard_negative, semi_hard, batch_hard, distance_weighted or multi_similarity"
+    )]
+    NoReferenceMining {
+        /// The miner's kind.
+        miner: &'static str,
+    },
+    /// A batch enqueued into a memory bank does not have the bank's width or one label per row.
+    #[error(
+        "cannot enqueue {rows}×{cols} embeddings with {n_labels} labels into a memory bank of {dim}-d rows"
+    )]
+    MemoryShape {
+        /// Rows given.
+        rows: usize,
+        /// Columns given.
+        cols: usize,
+        /// Labels given.
+        n_labels: usize,
+        /// The bank's embedding length.
+        dim: usize,
+    },
+    /// A batch larger than the memory bank.
+    #[error(
+        "a batch of {batch} does not fit a memory bank of {capacity} slots: make the memory at least as large as the batch"
+    )]
+    MemoryTooSmall {
+        /// The bank's slots.
+        capacity: usize,
+        /// The batch size.
+        batch: usize,
+    },
+    /// Saved parts that do not describe a memory bank of the configured size.
+    #[error(
+        "saved memory bank does not fit capacity {capacity} × dim {dim}: {rows} labels, {numbers} numbers, head {head} (was the memory size or the embedding size changed since the checkpoint?)"
+    )]
+    MemoryState {
+        /// Configured slots.
+        capacity: usize,
+        /// Configured embedding length.
+        dim: usize,
+        /// Saved labels.
+        rows: usize,
+        /// Saved numbers.
+        numbers: usize,
+        /// Saved head.
+        head: usize,
+    },
     /// A batch is too large for `u32` indices.
     #[error("batch of {n} items is too large for u32 indices")]
     BatchTooLarge {
@@ -92,8 +154,8 @@ pub enum Error {
         /// Upper edge.
         hi: f32,
     },
-    /// A tuple index is outside the batch.
-    #[error("tuple index {index} is out of range for a batch of {n}")]
+    /// A tuple index is outside the batch (or the reference set).
+    #[error("tuple index {index} is out of range for a batch (or reference set) of {n}")]
     IndexOutOfRange {
         /// The offending index.
         index: u32,

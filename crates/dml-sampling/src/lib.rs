@@ -18,6 +18,10 @@
 //! miner does not check them again on every batch. [`MinerConfig`], tagged by `kind`, holds any of
 //! these configs in a config file and builds its miner as a `Box<dyn Miner>`.
 //!
+//! Cross-batch memory: [`MemoryBank`] keeps past batches' embeddings, and every miner but
+//! N-pairs and lifted structured mines a batch against it ([`Miner::mine_reference`]; anchors
+//! index the batch, positives and negatives the bank).
+//!
 //! [`MiningSummary`] counts what a miner picked and histograms its positive and negative
 //! distances; [`unit_sphere_log_density`] is the density those are compared against.
 //!
@@ -60,6 +64,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod memory;
 mod miner;
 mod miners;
 mod pk;
@@ -68,6 +73,7 @@ mod tuples;
 
 pub use crate::{
     error::{Error, Result},
+    memory::MemoryBank,
     miner::{Batch, Miner, MinerConfig, TupleKind},
     miners::{
         AllConfig, AllMiner, BatchHardConfig, BatchHardMiner, DistanceWeightedConfig,

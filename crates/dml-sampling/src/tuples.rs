@@ -1,7 +1,11 @@
 //! The index tuples that miners produce and losses consume.
 
-/// Pairs of batch indices: positive pairs (same class) and negative pairs (different classes),
-/// each with optional per-pair weights.
+/// Pairs of indices: positive pairs (same class) and negative pairs (different classes), each
+/// with optional per-pair weights.
+///
+/// Anchors (`pos_anchor`, `neg_anchor`) always index the batch. Positives and negatives index
+/// the batch too when the pairs were mined within it ([`crate::Miner::mine`]), and the reference
+/// set (a memory bank) when they were mined against one ([`crate::Miner::mine_reference`]).
 ///
 /// This is pytorch-metric-learning's `(a1, p, a2, n)` pair tuple, stored as four index vectors
 /// (struct of arrays) so that a loss can turn each into an index tensor without copying.
@@ -21,7 +25,10 @@ pub struct Pairs {
     pub neg_weight: Option<Vec<f32>>,
 }
 
-/// Triplets of batch indices `(anchor, positive, negative)` with optional per-triplet weights.
+/// Triplets of indices `(anchor, positive, negative)` with optional per-triplet weights.
+///
+/// `anchor` indexes the batch; `positive` and `negative` index the batch, or the reference set
+/// when the triplets were mined against one ([`crate::Miner::mine_reference`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Triplets {
     /// Anchor of each triplet.
@@ -67,13 +74,39 @@ impl Pairs {
     /// # Panics
     /// If `labels.len()` exceeds `u32::MAX` (the quadratic output could not be allocated anyway).
     pub fn all(labels: &[u32]) -> Pairs {
+        Pairs::all_where(labels, labels, |i, j| i != j)
+    }
+
+    /// Every pair of a batch item with a reference item: `(i, j)` is positive when
+    /// `labels[i] == ref_labels[j]` (nothing is excluded as "self") and negative otherwise, in
+    /// row-major order. pytorch-metric-learning's `get_all_pairs_indices(labels, ref_labels)`.
+    ///
+    /// # Panics
+    /// If either length exceeds `u32::MAX`.
+    pub fn all_reference(labels: &[u32], ref_labels: &[u32]) -> Pairs {
+        Pairs::all_where(labels, ref_labels, |_, _| true)
+    }
+
+    /// Every pair of a checked batch: [`Pairs::all`] within it, [`Pairs::all_reference`]
+    /// against its reference set.
+    pub(crate) fn all_of(batch: &crate::Batch<'_, '_>) -> Pairs {
+        if batch.has_reference() {
+            Pairs::all_reference(batch.labels(), batch.ref_labels())
+        } else {
+            Pairs::all(batch.labels())
+        }
+    }
+
+    /// Pairs with `keep(i, j)` deciding whether a same-label pair is a positive pair.
+    fn all_where(labels: &[u32], ref_labels: &[u32], keep: impl Fn(u32, u32) -> bool) -> Pairs {
         let n = index_bound(labels.len());
+        let m = index_bound(ref_labels.len());
         let mut out = Pairs::default();
         for i in 0..n {
             let li = labels[i as usize];
-            for j in 0..n {
-                if labels[j as usize] == li {
-                    if i != j {
+            for j in 0..m {
+                if ref_labels[j as usize] == li {
+                    if keep(i, j) {
                         out.pos_anchor.push(i);
                         out.positive.push(j);
                     }
@@ -176,7 +209,32 @@ impl Triplets {
     /// # Panics
     /// If `labels.len()` exceeds `u32::MAX` (the cubic output could not be allocated anyway).
     pub fn all(labels: &[u32]) -> Triplets {
+        Triplets::all_where(labels, labels, |a, j| a != j)
+    }
+
+    /// Every triplet of a batch anchor with a reference positive and a reference negative
+    /// (nothing is excluded as "self"), ordered by anchor, positive, negative.
+    /// pytorch-metric-learning's `get_all_triplets_indices(labels, ref_labels)`.
+    ///
+    /// # Panics
+    /// If either length exceeds `u32::MAX`.
+    pub fn all_reference(labels: &[u32], ref_labels: &[u32]) -> Triplets {
+        Triplets::all_where(labels, ref_labels, |_, _| true)
+    }
+
+    /// Every triplet of a checked batch: [`Triplets::all`] within it,
+    /// [`Triplets::all_reference`] against its reference set.
+    pub(crate) fn all_of(batch: &crate::Batch<'_, '_>) -> Triplets {
+        if batch.has_reference() {
+            Triplets::all_reference(batch.labels(), batch.ref_labels())
+        } else {
+            Triplets::all(batch.labels())
+        }
+    }
+
+    fn all_where(labels: &[u32], ref_labels: &[u32], keep: impl Fn(u32, u32) -> bool) -> Triplets {
         let n = index_bound(labels.len());
+        let m = index_bound(ref_labels.len());
         let mut out = Triplets::default();
         let mut pos = Vec::new();
         let mut neg = Vec::new();
@@ -184,9 +242,9 @@ impl Triplets {
             let la = labels[a as usize];
             pos.clear();
             neg.clear();
-            for j in 0..n {
-                if labels[j as usize] == la {
-                    if j != a {
+            for j in 0..m {
+                if ref_labels[j as usize] == la {
+                    if keep(a, j) {
                         pos.push(j);
                     }
                 } else {
@@ -262,17 +320,82 @@ impl Tuples {
     /// Checks that every index is below `n` (the batch size), so that a loss can index with
     /// them safely.
     pub fn check_indices(&self, n: usize) -> crate::Result<()> {
-        let vecs: Vec<&[u32]> = match self {
-            Tuples::Pairs(p) => vec![&p.pos_anchor, &p.positive, &p.neg_anchor, &p.negative],
-            Tuples::Triplets(t) => vec![&t.anchor, &t.positive, &t.negative],
+        self.check_reference_indices(n, n)
+    }
+
+    /// Checks tuples mined against a reference set: anchors below `n` (the batch), positives
+    /// and negatives below `m` (the reference set).
+    pub fn check_reference_indices(&self, n: usize, m: usize) -> crate::Result<()> {
+        let vecs: Vec<(&[u32], usize)> = match self {
+            Tuples::Pairs(p) => vec![
+                (&p.pos_anchor, n),
+                (&p.positive, m),
+                (&p.neg_anchor, n),
+                (&p.negative, m),
+            ],
+            Tuples::Triplets(t) => vec![(&t.anchor, n), (&t.positive, m), (&t.negative, m)],
         };
-        for v in vecs {
-            if let Some(&index) = v.iter().find(|&&i| i as usize >= n) {
-                return Err(crate::Error::IndexOutOfRange { index, n });
+        for (v, bound) in vecs {
+            if let Some(&index) = v.iter().find(|&&i| i as usize >= bound) {
+                return Err(crate::Error::IndexOutOfRange { index, n: bound });
             }
         }
         Ok(())
     }
+
+    /// The tuples without the comparisons of a batch item with its own copy in the reference
+    /// set: `own[a]` is the reference index holding batch item `a` (a memory bank that already
+    /// holds the current batch), and every positive pair `(a, own[a])`, or triplet whose positive
+    /// is `own[a]`, is dropped. Negative pairs never compare an item with itself and stay.
+    /// Weights follow their tuples. pytorch-metric-learning's `remove_self_comparisons`, as its
+    /// `CrossBatchMemory` applies it.
+    ///
+    /// # Panics
+    /// If an anchor is not below `own.len()`.
+    pub fn remove_self_comparisons(&self, own: &[u32]) -> Tuples {
+        let keep = |a: u32, p: u32| own[a as usize] != p;
+        match self {
+            Tuples::Pairs(p) => {
+                let mask: Vec<bool> = p
+                    .pos_anchor
+                    .iter()
+                    .zip(&p.positive)
+                    .map(|(&a, &q)| keep(a, q))
+                    .collect();
+                Tuples::Pairs(Pairs {
+                    pos_anchor: filter(&p.pos_anchor, &mask),
+                    positive: filter(&p.positive, &mask),
+                    neg_anchor: p.neg_anchor.clone(),
+                    negative: p.negative.clone(),
+                    pos_weight: p.pos_weight.as_ref().map(|w| filter(w, &mask)),
+                    neg_weight: p.neg_weight.clone(),
+                })
+            }
+            Tuples::Triplets(t) => {
+                let mask: Vec<bool> = t
+                    .anchor
+                    .iter()
+                    .zip(&t.positive)
+                    .map(|(&a, &q)| keep(a, q))
+                    .collect();
+                Tuples::Triplets(Triplets {
+                    anchor: filter(&t.anchor, &mask),
+                    positive: filter(&t.positive, &mask),
+                    negative: filter(&t.negative, &mask),
+                    weight: t.weight.as_ref().map(|w| filter(w, &mask)),
+                })
+            }
+        }
+    }
+}
+
+/// The entries of `v` where `mask` is true.
+fn filter<T: Copy>(v: &[T], mask: &[bool]) -> Vec<T> {
+    v.iter()
+        .zip(mask)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| *x)
+        .collect()
 }
 
 impl From<Pairs> for Tuples {

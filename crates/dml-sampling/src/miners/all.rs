@@ -1,5 +1,3 @@
-use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use crate::miner::{Batch, TupleKind};
@@ -47,17 +45,10 @@ impl AllMiner {
 }
 
 impl Miner for AllMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        _rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         Ok(match self.output() {
-            TupleKind::Pairs => Pairs::all(labels).into(),
-            TupleKind::Triplets => Triplets::all(labels).into(),
+            TupleKind::Pairs => Pairs::all_of(batch).into(),
+            TupleKind::Triplets => Triplets::all_of(batch).into(),
         })
     }
 }

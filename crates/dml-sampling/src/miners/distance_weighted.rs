@@ -1,5 +1,4 @@
 use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -224,17 +223,11 @@ fn sphere_distance(metric: Metric, x: f32) -> f64 {
 }
 
 impl Miner for DistanceWeightedMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        let batch = Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let rngs = AnchorRngs::new(rng);
         let log_weight = &self.log_weight;
-        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
+        let metric = batch.metric();
+        let t = triplets_per_anchor(batch, |a, pos, neg, t| {
             let row = batch.row(a);
             // Log weights of the drawable negatives, then a cumulative distribution after
             // subtracting this anchor's maximum (so the largest weight is exactly 1).

@@ -1,5 +1,3 @@
-use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -61,16 +59,9 @@ impl HardNegativeMiner {
 }
 
 impl Miner for HardNegativeMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        _rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        let batch = Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let select = self.cfg.select;
-        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
+        let t = triplets_per_anchor(batch, |a, pos, neg, t| {
             let row = batch.row(a);
             match select {
                 HardNegativeSelect::Hardest => {
@@ -202,21 +193,14 @@ impl SemiHardMiner {
 }
 
 impl Miner for SemiHardMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        let batch = Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let rngs = AnchorRngs::new(rng);
         let SemiHardConfig {
             margin,
             select,
             fallback,
         } = self.cfg;
-        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
+        let t = triplets_per_anchor(batch, |a, pos, neg, t| {
             let row = batch.row(a);
             // Negatives' dissimilarities, gathered once per anchor. A PK batch has few positives
             // per anchor, so a linear scan per positive pair beats sorting the negatives.
@@ -300,28 +284,20 @@ impl BatchHardMiner {
 }
 
 impl Miner for BatchHardMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        _rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        let batch = Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         // One fused pass per row: no index lists needed.
         let picks = batch.per_anchor(|a| {
             let row = batch.row(a);
-            let la = labels[a];
             let (mut p_best, mut vp) = (u32::MAX, f32::NEG_INFINITY);
             let (mut n_best, mut vn) = (u32::MAX, f32::INFINITY);
-            for (j, (&l, &x)) in labels.iter().zip(row).enumerate() {
+            for (j, &x) in row.iter().enumerate() {
                 let v = batch.dis(x);
-                if l == la {
-                    if j != a && (v > vp || p_best == u32::MAX) {
+                if batch.is_positive(a, j) {
+                    if v > vp || p_best == u32::MAX {
                         p_best = j as u32;
                         vp = v;
                     }
-                } else if v < vn || n_best == u32::MAX {
+                } else if batch.is_negative(a, j) && (v < vn || n_best == u32::MAX) {
                     n_best = j as u32;
                     vn = v;
                 }

@@ -1,9 +1,7 @@
-use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use crate::miner::Batch;
-use crate::{Miner, Pairs, Result, Tuples};
+use crate::{Error, Miner, Pairs, Result, Tuples};
 
 /// Parameters of [`LiftedStructuredMiner`]: none (an empty table, so unknown keys are refused).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -45,14 +43,13 @@ impl LiftedStructuredMiner {
 }
 
 impl Miner for LiftedStructuredMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        _rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
+        if batch.has_reference() {
+            return Err(Error::NoReferenceMining {
+                miner: "lifted_structured",
+            });
+        }
+        let labels = batch.labels();
         let n = labels.len();
         let mut out = Pairs::default();
         let mut has_pos = vec![false; n];

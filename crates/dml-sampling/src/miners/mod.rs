@@ -54,13 +54,13 @@ impl AnchorRngs {
 /// positives and negatives are listed and `emit(anchor, positives, negatives, out)` appends that
 /// anchor's triplets; anchors without a positive or without a negative are skipped. The lists
 /// are concatenated in anchor order, so the result does not depend on the number of threads.
-pub(crate) fn triplets_per_anchor<F>(batch: &Batch<'_, '_>, labels: &[u32], emit: F) -> Triplets
+pub(crate) fn triplets_per_anchor<F>(batch: &Batch<'_, '_>, emit: F) -> Triplets
 where
     F: Fn(usize, &[u32], &[u32], &mut Triplets) + Sync + Send,
 {
     let parts = batch.per_anchor(|a| {
         let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        split_row(labels, a, &mut pos, &mut neg);
+        split_row(batch, a, &mut pos, &mut neg);
         let mut t = Triplets::default();
         if !pos.is_empty() && !neg.is_empty() {
             emit(a, &pos, &neg, &mut t);
@@ -87,17 +87,14 @@ fn concat_triplets(parts: Vec<Triplets>) -> Triplets {
     out
 }
 
-/// Positives (same label, other index) and negatives (other label) of `anchor`.
-fn split_row(labels: &[u32], anchor: usize, pos: &mut Vec<u32>, neg: &mut Vec<u32>) {
+/// Positives and negatives of `anchor` among the batch's columns ([`Batch::is_positive`]).
+fn split_row(batch: &Batch<'_, '_>, anchor: usize, pos: &mut Vec<u32>, neg: &mut Vec<u32>) {
     pos.clear();
     neg.clear();
-    let la = labels[anchor];
-    for (j, &l) in labels.iter().enumerate() {
-        if l == la {
-            if j != anchor {
-                pos.push(j as u32);
-            }
-        } else {
+    for j in 0..batch.m {
+        if batch.is_positive(anchor, j) {
+            pos.push(j as u32);
+        } else if batch.is_negative(anchor, j) {
             neg.push(j as u32);
         }
     }

@@ -1,5 +1,3 @@
-use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use crate::miner::Batch;
@@ -58,27 +56,17 @@ impl MultiSimilarityMiner {
 }
 
 impl Miner for MultiSimilarityMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        _rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        let batch = Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let eps = self.cfg.epsilon;
         let parts = batch.per_anchor(|a| {
             let row = batch.row(a);
-            let la = labels[a];
             // Dissimilarities: hardest (largest) positive, hardest (smallest) negative.
             let (mut max_pos, mut min_neg) = (f32::NEG_INFINITY, f32::INFINITY);
-            for (j, (&l, &x)) in labels.iter().zip(row).enumerate() {
+            for (j, &x) in row.iter().enumerate() {
                 let v = batch.dis(x);
-                if l == la {
-                    if j != a {
-                        max_pos = max_pos.max(v);
-                    }
-                } else {
+                if batch.is_positive(a, j) {
+                    max_pos = max_pos.max(v);
+                } else if batch.is_negative(a, j) {
                     min_neg = min_neg.min(v);
                 }
             }
@@ -86,13 +74,13 @@ impl Miner for MultiSimilarityMiner {
             if max_pos == f32::NEG_INFINITY || min_neg == f32::INFINITY {
                 return (pos, neg);
             }
-            for (j, (&l, &x)) in labels.iter().zip(row).enumerate() {
+            for (j, &x) in row.iter().enumerate() {
                 let v = batch.dis(x);
-                if l == la {
-                    if j != a && v + eps > min_neg {
+                if batch.is_positive(a, j) {
+                    if v + eps > min_neg {
                         pos.push(j as u32);
                     }
-                } else if v - eps < max_pos {
+                } else if batch.is_negative(a, j) && v - eps < max_pos {
                     neg.push(j as u32);
                 }
             }

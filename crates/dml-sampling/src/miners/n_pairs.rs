@@ -1,10 +1,8 @@
-use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::miner::Batch;
-use crate::{Miner, Result, Triplets, Tuples};
+use crate::{Error, Miner, Result, Triplets, Tuples};
 
 /// How the [`NPairsMiner`] picks each class's (anchor, positive) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -57,14 +55,11 @@ impl NPairsMiner {
 }
 
 impl Miner for NPairsMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, rng: &mut dyn rand::RngCore) -> Result<Tuples> {
+        if batch.has_reference() {
+            return Err(Error::NoReferenceMining { miner: "n_pairs" });
+        }
+        let labels = batch.labels();
         let mut members: Vec<(u32, u32)> = labels
             .iter()
             .enumerate()

@@ -1,5 +1,3 @@
-use dml_kernels::Metric;
-use ndarray::ArrayView2;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -58,17 +56,10 @@ impl UniformMiner {
 }
 
 impl Miner for UniformMiner {
-    fn mine(
-        &self,
-        dist: ArrayView2<'_, f32>,
-        metric: Metric,
-        labels: &[u32],
-        rng: &mut dyn rand::RngCore,
-    ) -> Result<Tuples> {
-        let batch = Batch::new(dist, metric, labels)?;
+    fn mine_batch(&self, batch: &Batch<'_, '_>, rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let rngs = AnchorRngs::new(rng);
         let k = self.cfg.negatives_per_positive;
-        let t = triplets_per_anchor(&batch, labels, |a, pos, neg, t| {
+        let t = triplets_per_anchor(batch, |a, pos, neg, t| {
             let mut r = rngs.for_anchor(a);
             for &p in pos {
                 for _ in 0..k {
