@@ -42,8 +42,11 @@ fn rows(v: &Value) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Sorted positive pairs, negative pairs and triplets.
+type Canonical = (Vec<(u32, u32)>, Vec<(u32, u32)>, Vec<(u32, u32, u32)>);
+
 /// The tuples as sorted lists of (anchor, other) pairs or (a, p, n) triplets.
-fn canonical(t: &Tuples) -> (Vec<(u32, u32)>, Vec<(u32, u32)>, Vec<(u32, u32, u32)>) {
+fn canonical(t: &Tuples) -> Canonical {
     match t {
         Tuples::Pairs(p) => {
             let mut pos: Vec<_> = p
