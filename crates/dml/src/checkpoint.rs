@@ -105,6 +105,10 @@ pub struct TrainState {
     pub config: String,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
+    /// The slot the cross-batch memory writes next (`[memory]` runs); the memory's rows are the
+    /// tensors `memory.embeddings` and `memory.labels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_head: Option<u64>,
     /// The raw-input baseline, once computed (it depends on the data and the evaluation settings
     /// only, so a resumed run keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +124,8 @@ pub struct Checkpoint {
     pub vars: BTreeMap<String, Tensor>,
     /// Optimiser state, by the names of [`Optimizer::state`].
     pub optim: BTreeMap<String, Tensor>,
+    /// The cross-batch memory's rows and labels (`[memory]` runs), in slot order.
+    pub memory: Option<(Vec<f32>, Vec<u32>)>,
 }
 
 struct TensorBytes {
@@ -239,11 +245,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(io)
 }
 
-/// Saves the VarStore's variables, the optimiser state and `state` to `path`, atomically.
+/// Saves the VarStore's variables, the optimiser state, the cross-batch memory (if any) and
+/// `state` to `path`, atomically.
 pub fn save(
     path: &Path,
     vs: &tch::nn::VarStore,
     optim: &Optimizer,
+    memory: Option<&dml_sampling::MemoryBank>,
     state: &TrainState,
 ) -> Result<()> {
     let mut tensors: BTreeMap<String, TensorBytes> = BTreeMap::new();
@@ -254,6 +262,15 @@ pub fn save(
     for (name, t) in optim.state() {
         let key = format!("optim.{name}");
         tensors.insert(key.clone(), to_bytes(&key, &t)?);
+    }
+    if let Some(bank) = memory {
+        let rows: Vec<f32> = bank.embeddings().iter().copied().collect();
+        let emb = Tensor::f_from_slice(&rows)?.f_view([bank.len() as i64, bank.dim() as i64])?;
+        let labels: Vec<i64> = bank.labels().iter().map(|&l| i64::from(l)).collect();
+        let labels = Tensor::f_from_slice(&labels)?;
+        for (key, t) in [("memory.embeddings", emb), ("memory.labels", labels)] {
+            tensors.insert(key.to_owned(), to_bytes(key, &t)?);
+        }
     }
     let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -310,6 +327,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(unreadable(&e)))?;
     let mut vars = BTreeMap::new();
     let mut optim = BTreeMap::new();
+    let (mut mem_rows, mut mem_labels) = (None, None);
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| Error::UnsupportedKind {
             name: name.clone(),
@@ -321,9 +339,35 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             vars.insert(rest.to_owned(), t);
         } else if let Some(rest) = name.strip_prefix("optim.") {
             optim.insert(rest.to_owned(), t);
+        } else if name == "memory.embeddings" {
+            let t = t.f_to_kind(Kind::Float)?.f_flatten(0, -1)?;
+            mem_rows = Some(Vec::<f32>::try_from(&t)?);
+        } else if name == "memory.labels" {
+            let t = t.f_to_kind(Kind::Int64)?;
+            let v = Vec::<i64>::try_from(&t)?;
+            let labels = v
+                .into_iter()
+                .map(u32::try_from)
+                .collect::<std::result::Result<Vec<u32>, _>>()
+                .map_err(|_| bad("memory.labels holds a label outside 0..2³²".to_owned()))?;
+            mem_labels = Some(labels);
         }
     }
-    Ok(Checkpoint { state, vars, optim })
+    let memory = match (mem_rows, mem_labels) {
+        (Some(rows), Some(labels)) => Some((rows, labels)),
+        (None, None) => None,
+        _ => {
+            return Err(bad(
+                "holds only one of memory.embeddings and memory.labels".to_owned()
+            ));
+        }
+    };
+    Ok(Checkpoint {
+        state,
+        vars,
+        optim,
+        memory,
+    })
 }
 
 impl Checkpoint {

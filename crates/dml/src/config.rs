@@ -77,7 +77,47 @@ pub struct Config {
     /// of each item, as in SimCLR, weighted against the class loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_supervised: Option<SelfSupervisedConfig>,
+    /// Cross-batch memory (absent: none): a queue of past batches' embeddings that each batch is
+    /// also mined and compared against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryConfig>,
 }
+
+/// The `[memory]` table: cross-batch memory (XBM; Wang, Zhang, Huang and Scott, CVPR 2020).
+///
+/// A first-in-first-out queue of the last `size` training embeddings (detached) and their labels.
+/// Each step's loss is `L(B, B) + weight · L(B, M)`: the batch's own loss as without memory,
+/// plus the same loss (and the same miner) of the batch against the memory `M` as it stood
+/// before the step; the batch is enqueued after the step's loss is taken, so it is never
+/// compared with its own copies. The memory starts filling after `start_after_steps`
+/// optimiser steps (the first embeddings of a run drift too fast to be worth keeping; the
+/// paper waits 1,000 iterations). Saved in the checkpoint, so a resumed run continues exactly.
+/// Works with the losses that compare pairs or triplets (contrastive, triplet, margin,
+/// multi-similarity) and every miner but `n_pairs` and `lifted_structured`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Embeddings kept (default 8,192; the paper uses 55,000 on SOP). At least the batch size.
+    pub size: usize,
+    /// Optimiser steps before the memory starts filling (default 0).
+    pub start_after_steps: u64,
+    /// Weight of the memory term against the batch term (default 1).
+    pub weight: f64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            size: 8192,
+            start_after_steps: 0,
+            weight: 1.0,
+        }
+    }
+}
+
+/// The losses that take a memory (a reference set): pml's `CrossBatchMemory` list, as far as dml
+/// has them.
+const MEMORY_LOSSES: [&str; 4] = ["contrastive", "triplet", "margin", "multi_similarity"];
 
 /// The `[self_supervised]` table: `weight × NT-Xent` added to the class loss.
 ///
@@ -470,6 +510,32 @@ pub enum ConfigError {
     /// A temperature of the instance term that is not positive and finite.
     #[error("self_supervised.temperature must be positive and finite, got {0}")]
     SelfSupervisedTemperature(f64),
+    /// A memory smaller than one batch.
+    #[error(
+        "memory.size = {size} is smaller than a batch of {batch} (batch.p × batch.k × batch.views): \
+         make the memory at least as large as the batch"
+    )]
+    MemorySize {
+        /// The configured size.
+        size: usize,
+        /// Items per batch.
+        batch: usize,
+    },
+    /// A memory weight that is not positive and finite.
+    #[error("memory.weight must be positive and finite, got {0}")]
+    MemoryWeight(f64),
+    /// A memory with a loss that cannot compare the batch with it.
+    #[error(
+        "[memory] needs a loss that compares pairs or triplets (contrastive, triplet, margin or \
+         multi_similarity), got {0}"
+    )]
+    MemoryLoss(&'static str),
+    /// A memory with a miner that only pairs batch items with each other.
+    #[error(
+        "[memory] cannot be mined by {0}, which pairs batch items with each other: use all, \
+         uniform, hard_negative, semi_hard, batch_hard, distance_weighted or multi_similarity"
+    )]
+    MemoryMiner(&'static str),
     /// `train.epochs = 0`.
     #[error("train.epochs must be positive")]
     Epochs,
@@ -606,6 +672,26 @@ impl Config {
             }
             if !(ss.temperature.is_finite() && ss.temperature > 0.0) {
                 return Err(ConfigError::SelfSupervisedTemperature(ss.temperature));
+            }
+        }
+        if let Some(mem) = &self.memory {
+            let batch = self.batch.p * self.batch.k * self.batch.views;
+            if mem.size < batch {
+                return Err(ConfigError::MemorySize {
+                    size: mem.size,
+                    batch,
+                });
+            }
+            if !(mem.weight.is_finite() && mem.weight > 0.0) {
+                return Err(ConfigError::MemoryWeight(mem.weight));
+            }
+            if !MEMORY_LOSSES.contains(&self.loss.kind()) {
+                return Err(ConfigError::MemoryLoss(self.loss.kind()));
+            }
+            if let Some(m @ (MinerConfig::NPairs(_) | MinerConfig::LiftedStructured(_))) =
+                &self.miner
+            {
+                return Err(ConfigError::MemoryMiner(m.kind()));
             }
         }
         if self.train.epochs == 0 {

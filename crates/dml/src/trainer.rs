@@ -22,14 +22,14 @@ use dml_data::{Dataset, Transform};
 use dml_eval::{Metrics, Score};
 use dml_losses::{Loss, LossContext};
 use dml_models::{EmbeddingNet, InputShape};
-use dml_sampling::{Miner, PkSampler, Tuples};
+use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
-use crate::config::{Config, OnNonFinite};
+use crate::config::{Config, MemoryConfig, OnNonFinite};
 use crate::log::MetricsLog;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
@@ -204,6 +204,8 @@ pub struct Trainer {
     /// `[self_supervised]`: its weight and NT-Xent (SupCon on instance labels).
     instance_loss: Option<(f64, dml_losses::SupConLoss)>,
     miner: Option<Box<dyn Miner>>,
+    /// `[memory]`: its settings and the queue of past embeddings.
+    memory: Option<(MemoryConfig, MemoryBank)>,
     classes: ClassIndex,
     optim: Optimizer,
     sampler: PkSampler,
@@ -452,6 +454,20 @@ impl Trainer {
             }
             None => None,
         };
+        let memory = match config.memory {
+            Some(cfg) => {
+                let (size, dim) = (cfg.size, net.embedding_dim() as usize);
+                let bank = match ckpt.and_then(|c| c.memory.clone()) {
+                    Some((rows, labels)) => {
+                        let head = ckpt.and_then(|c| c.state.memory_head).unwrap_or(0) as usize;
+                        MemoryBank::from_parts(size, dim, rows, labels, head)?
+                    }
+                    None => MemoryBank::new(size, dim)?,
+                };
+                Some((cfg, bank))
+            }
+            None => None,
+        };
         let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
         let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
         let state = match ckpt {
@@ -472,6 +488,7 @@ impl Trainer {
                 skipped_batches: 0,
                 collapse: None,
                 n_steps: 0,
+                memory_head: None,
                 seed,
                 config: config.to_toml_string(),
                 history: Vec::new(),
@@ -487,6 +504,7 @@ impl Trainer {
             loss,
             instance_loss,
             miner,
+            memory,
             classes,
             optim,
             sampler,
@@ -606,15 +624,25 @@ impl Trainer {
         let labels = self.classes.dense(&labels)?;
         let xs = self.to_tensor(&x)?;
         let emb = self.net.embed(&xs, true)?;
-        let (tuples, n_tuples) = match &self.miner {
-            Some(miner) => {
-                let emb_nd = Self::tensor_to_array2(&emb)?;
-                // The copy for the miner is on the CPU already: checking it costs one pass over
-                // B × D numbers, and names the fault before the miner would.
-                if emb_nd.iter().any(|v| !v.is_finite()) {
-                    return Ok(Err(NonFinite::Embeddings));
-                }
-                let metric = self.loss.metric();
+        let metric = self.loss.metric();
+        // The memory takes part from `start_after_steps` optimiser steps on.
+        let memory_on = self
+            .memory
+            .as_ref()
+            .is_some_and(|(cfg, _)| self.optim.n_steps() >= cfg.start_after_steps);
+        // The CPU copy the miners and the memory work on. Checking it costs one pass over B × D
+        // numbers, and names the fault before the miner would.
+        let emb_nd = if self.miner.is_some() || memory_on {
+            let e = Self::tensor_to_array2(&emb)?;
+            if e.iter().any(|v| !v.is_finite()) {
+                return Ok(Err(NonFinite::Embeddings));
+            }
+            Some(e)
+        } else {
+            None
+        };
+        let (tuples, mut n_tuples) = match (&self.miner, &emb_nd) {
+            (Some(miner), Some(emb_nd)) => {
                 let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
                 let tuples = miner.mine(dist.view(), metric, &labels, &mut rng)?;
@@ -622,9 +650,44 @@ impl Trainer {
                 let n = tuples.len();
                 (Some(tuples), n)
             }
-            None => (None, 0),
+            _ => (None, 0),
         };
         let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
+        if let (true, Some((cfg, bank)), Some(emb_nd)) = (memory_on, &self.memory, &emb_nd)
+            && !bank.is_empty()
+        {
+            // L(B, M): the batch against the memory as it stood before this step.
+            let mem_tuples = match &self.miner {
+                Some(miner) => {
+                    let dist = dml_kernels::pairwise(metric, emb_nd.view(), bank.embeddings())?;
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x786D_656D);
+                    let t = miner.mine_reference(
+                        dist.view(),
+                        metric,
+                        &labels,
+                        bank.labels(),
+                        &mut rng,
+                    )?;
+                    n_tuples += t.len();
+                    Some(t)
+                }
+                None => None,
+            };
+            let rows = bank.embeddings();
+            let rows = rows.as_slice().expect("the memory's rows are contiguous");
+            let memory = Tensor::f_from_slice(rows)?
+                .f_view([bank.len() as i64, bank.dim() as i64])?
+                .f_to_device(self.device)?
+                .f_to_kind(emb.kind())?;
+            let reference = dml_losses::Reference {
+                embeddings: &memory,
+                labels: bank.labels(),
+            };
+            let term =
+                self.loss
+                    .forward_reference(&emb, &labels, &reference, mem_tuples.as_ref())?;
+            loss = loss.f_add(&term.f_mul_scalar(cfg.weight)?)?;
+        }
         if let Some((weight, nt_xent)) = &self.instance_loss {
             let instances: Vec<u32> = (0..labels.len()).map(|i| (i / views) as u32).collect();
             let term = nt_xent.forward(&emb, &instances, None)?;
@@ -662,6 +725,10 @@ impl Trainer {
             }
         }
         self.optim.step(lr_factor)?;
+        // Enqueue after the step's loss (never before: the batch is not compared with itself).
+        if let (true, Some((_, bank)), Some(emb_nd)) = (memory_on, &mut self.memory, &emb_nd) {
+            bank.enqueue(emb_nd.view(), &labels)?;
+        }
         Ok(Ok((value, n_tuples)))
     }
 
@@ -868,10 +935,13 @@ impl Trainer {
         self.check_weights_finite(self.state.epochs_done)?;
         let mut state = self.state.clone();
         state.n_steps = self.optim.n_steps();
+        let bank = self.memory.as_ref().map(|(_, bank)| bank);
+        state.memory_head = bank.map(|b| b.head() as u64);
         checkpoint::save(
             &self.output_dir.join(files::CHECKPOINT),
             &self.vs,
             &self.optim,
+            bank,
             &state,
         )
     }

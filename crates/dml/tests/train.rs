@@ -85,6 +85,89 @@ fn proxy_loss_trains_and_resumes_exactly() {
     );
 }
 
+/// The digits run with cross-batch memory: margin loss + distance-weighted sampling against a
+/// memory of 100 embeddings (2.5 batches of 40, so it wraps within the first epoch) that starts
+/// filling after the first step.
+fn memory_config(dir: &Path, epochs: u64) -> Config {
+    let mut c = config(dir, epochs);
+    c.memory = Some(dml::config::MemoryConfig {
+        size: 100,
+        start_after_steps: 1,
+        weight: 0.5,
+    });
+    c.validate().unwrap();
+    c
+}
+
+/// The memory (its rows, labels and write position) is in the checkpoint, so a run resumed
+/// after one epoch, or after one step, is bit for bit the uninterrupted one; and the memory term
+/// changes training (the weights differ from the run without it, and more tuples are mined).
+#[test]
+fn cross_batch_memory_trains_checkpoints_and_resumes_exactly() {
+    let (_, with_memory) = check_same_seed_and_resume(memory_config);
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = Trainer::new(config(dir.path(), 2)).unwrap();
+    plain.fit().unwrap();
+    assert!(
+        weights(&plain) != with_memory,
+        "the memory term changes training"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(memory_config(dir.path(), 1)).unwrap();
+    t.fit().unwrap();
+    let ckpt = dml::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    let (rows, labels) = ckpt.memory.expect("the memory is saved");
+    // Steps 2, 3 and 4 enqueued 3 × 40 rows into 100 slots: full, next write at slot 20.
+    assert_eq!(labels.len(), 100);
+    assert_eq!(rows.len(), 100 * 32);
+    assert_eq!(ckpt.state.memory_head, Some(20));
+    assert!(labels.iter().all(|&l| l < 5), "dense training labels");
+    // Rows are L2-normalised embeddings.
+    for r in rows.chunks(32) {
+        let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "row norm {norm}");
+    }
+    let (plain_tuples, memory_tuples) = (
+        plain.state().history[0].tuples_per_batch.unwrap(),
+        t.state().history[0].tuples_per_batch.unwrap(),
+    );
+    assert!(
+        memory_tuples > plain_tuples,
+        "the memory adds tuples: {memory_tuples} vs {plain_tuples}"
+    );
+}
+
+#[test]
+fn memory_settings_that_cannot_work_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = memory_config(dir.path(), 1);
+    c.memory.as_mut().unwrap().size = 39;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("memory.size = 39 is smaller than a batch of 40"),
+        "{err}"
+    );
+    let mut c = proxy_config(dir.path(), 1);
+    c.memory = Some(Default::default());
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("got proxy_anchor"), "{err}");
+    let mut c = memory_config(dir.path(), 1);
+    c.miner = Some(dml::sampling::MinerConfig::NPairs(Default::default()));
+    c.loss = dml::losses::LossConfig::MultiSimilarity(Default::default());
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("cannot be mined by n_pairs"), "{err}");
+    let mut c = memory_config(dir.path(), 1);
+    c.memory.as_mut().unwrap().weight = 0.0;
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("memory.weight")
+    );
+}
+
 /// Trains `config`'s run twice from the same seed, once in two sittings, and once interrupted
 /// after its first step and resumed; all four must agree. Returns the weights before training
 /// and after.
