@@ -164,6 +164,31 @@ def setup_loss(params, x):
     return run
 
 
+def setup_xbm(params, x):
+    """pml's CrossBatchMemory, its memory filled with the given rows (as after many steps)."""
+    emb = torch.from_numpy(x["embeddings"]).requires_grad_(True)
+    labels = torch.from_numpy(x["labels"])
+    size = params["memory_size"]
+    xbm = losses.CrossBatchMemory(
+        make_loss(params["loss"]),
+        emb.shape[1],
+        memory_size=size,
+        miner=make_miner(params["miner"]),
+    )
+    xbm.embedding_memory = torch.from_numpy(x["memory"]).clone()
+    xbm.label_memory = torch.from_numpy(x["memory_labels"]).clone()
+    xbm.has_been_filled = True
+    xbm.queue_idx = 0
+
+    def run():
+        emb.grad = None
+        loss = xbm(emb, labels)
+        loss.backward()
+        return loss
+
+    return run
+
+
 class ConvNet(torch.nn.Module):
     """The same architecture as dml-models' `conv_net` (see the dml side of the bench)."""
 
@@ -249,6 +274,7 @@ OPS = {
     "train": setup_train,
     "eval": setup_eval,
     "kmeans": setup_kmeans,
+    "xbm": setup_xbm,
 }
 
 

@@ -23,6 +23,7 @@ pub fn cases(scale: Scale) -> Vec<Case> {
     mining(scale, &mut out);
     losses(scale, &mut out);
     proxy_losses(scale, &mut out);
+    memory(scale, &mut out);
     train(scale, &mut out);
     eval(scale, &mut out);
     out
@@ -364,6 +365,125 @@ fn build_loss(
     let cfg: LossConfig =
         serde_json::from_value(cfg.clone()).with_context(|| format!("loss config {cfg}"))?;
     Ok(cfg.build(p, dml_losses::LossContext::new(n_classes, dim))?)
+}
+
+/// Cross-batch memory: one step's loss work with a memory bank of past embeddings, as
+/// `dml train` with `[memory]` does it (L(B, B) + L(B, M): the batch's distances, mining and
+/// loss, then the batch × memory distances, mining against the memory and the loss against it,
+/// backward, then the enqueue), against pml's `CrossBatchMemory` with the same loss and miner
+/// (enqueue, then batch × memory mining and loss, backward).
+fn memory(scale: Scale, out: &mut Vec<Case>) {
+    let (b, d, k, sizes): (usize, usize, usize, &[usize]) = match scale {
+        Scale::Quick => (32, 16, 4, &[1024]),
+        Scale::Full => (128, 128, 4, &[8192, 55_000]),
+    };
+    let setups = [
+        (
+            "multi_similarity",
+            json!({"kind": "multi_similarity", "metric": "cosine"}),
+            json!({"kind": "multi_similarity", "epsilon": 0.1}),
+            Metric::Cosine,
+            json!({"kind": "multi_similarity", "alpha": 2.0, "beta": 50.0, "base": 0.5}),
+            "CrossBatchMemory(MultiSimilarityLoss(), miner=MultiSimilarityMiner(0.1))",
+        ),
+        (
+            "triplet_batch_hard",
+            json!({"kind": "triplet", "margin": 0.05}),
+            json!({"kind": "batch_hard"}),
+            Metric::Euclidean,
+            json!({"kind": "triplet", "margin": 0.05}),
+            "CrossBatchMemory(TripletMarginLoss(0.05), miner=BatchHardMiner())",
+        ),
+    ];
+    for &size in sizes {
+        for (name, dml_loss, dml_miner, metric, pml_loss, pml_what) in setups.clone() {
+            let footprint = size * (d * 4 + 4);
+            out.push(Case {
+                topic: Topic::Losses,
+                function: format!("xbm_{name}"),
+                parameter: format!("B{b}xM{size}xD{d}"),
+                items: b as u64,
+                unit: "items",
+                weight: if size > 10_000 { Weight::Heavy } else { Weight::Light },
+                peak_memory: false,
+                note: if footprint > 20_000_000 {
+                    "memory of 55,000 × 128 f32: 28.4 MB"
+                } else {
+                    "memory of 8,192 × 128 f32: 4.2 MB"
+                },
+                make: Box::new(move || {
+                    let labels = data::labels(b / k, k);
+                    // Memory labels from 2,000 classes, the batch's among them; one set of class
+                    // centres for both.
+                    let mem_labels: Vec<u32> = (0..size).map(|i| (i % 2000) as u32).collect();
+                    let all: Vec<u32> = labels.iter().chain(&mem_labels).copied().collect();
+                    let x = data::clustered(&all, d, 6);
+                    let emb = x.slice(ndarray::s![..b, ..]).to_owned();
+                    let mem = x.slice(ndarray::s![b.., ..]).to_owned();
+                    let vs = nn::VarStore::new(Device::Cpu);
+                    let loss = build_loss(&dml_loss, &vs.root(), b / k, d)?;
+                    let miner = build_miner(&dml_miner)?;
+                    let mut bank = dml_sampling::MemoryBank::new(size, d)?;
+                    for start in (0..size).step_by(b) {
+                        let end = (start + b).min(size);
+                        bank.enqueue(
+                            mem.slice(ndarray::s![start..end, ..]),
+                            &mem_labels[start..end],
+                        )?;
+                    }
+                    let x = tensor2(&emb)?.set_requires_grad(true);
+                    let mut rng = ChaCha8Rng::seed_from_u64(0);
+                    let reference = Reference {
+                        op: "xbm",
+                        params: json!({ "loss": pml_loss, "miner": dml_miner, "memory_size": size }),
+                        inputs: vec![
+                            ("embeddings", f32_input(&emb)),
+                            ("labels", labels_input(&labels)),
+                            ("memory", f32_input(&mem)),
+                            ("memory_labels", labels_input(&mem_labels)),
+                        ],
+                        what: format!("pml `{pml_what}`"),
+                    };
+                    Ok(Prepared {
+                        run: Box::new(move || {
+                            let _ = &vs;
+                            let mut x = x.shallow_clone();
+                            x.zero_grad();
+                            let tuples = mine(miner.as_ref(), metric, emb.view(), &labels, &mut rng)?;
+                            let mut l = loss.forward(&x, &labels, Some(&tuples))?;
+                            let dist = dml_kernels::pairwise(metric, emb.view(), bank.embeddings())?;
+                            let mem_tuples = miner.mine_reference(
+                                dist.view(),
+                                metric,
+                                &labels,
+                                bank.labels(),
+                                &mut rng,
+                            )?;
+                            let rows = bank.embeddings();
+                            let rows = rows.as_slice().context("contiguous memory")?;
+                            let memory = Tensor::f_from_slice(rows)?
+                                .f_view([bank.len() as i64, bank.dim() as i64])?;
+                            let reference = dml_losses::Reference {
+                                embeddings: &memory,
+                                labels: bank.labels(),
+                            };
+                            l = l.f_add(&loss.forward_reference(
+                                &x,
+                                &labels,
+                                &reference,
+                                Some(&mem_tuples),
+                            )?)?;
+                            l.f_backward()?;
+                            drop(black_box(l));
+                            bank.enqueue(emb.view(), &labels)?;
+                            Ok(())
+                        }),
+                        reference: Some(reference),
+                    })
+                }),
+            });
+        }
+    }
 }
 
 fn losses(scale: Scale, out: &mut Vec<Case>) {
