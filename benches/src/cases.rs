@@ -406,10 +406,10 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                 unit: "items",
                 weight: if size > 10_000 { Weight::Heavy } else { Weight::Light },
                 peak_memory: false,
-                note: if footprint > 20_000_000 {
-                    "memory of 55,000 × 128 f32: 28.4 MB"
-                } else {
-                    "memory of 8,192 × 128 f32: 4.2 MB"
+                note: match footprint {
+                    f if f > 20_000_000 => "memory of 55,000 × 128 f32: 28.4 MB",
+                    f if f > 1_000_000 => "memory of 8,192 × 128 f32: 4.2 MB",
+                    _ => "memory of 1,024 × 16 f32 (quick scale): 69 kB",
                 },
                 make: Box::new(move || {
                     let labels = data::labels(b / k, k);

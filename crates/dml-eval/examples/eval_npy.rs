@@ -9,7 +9,8 @@
 
 use std::time::Instant;
 
-use dml_eval::{EvalConfig, KMeansParams, Metric, evaluate, kmeans, normalized_mutual_info, npy};
+use dml_eval::{EvalConfig, KMeansParams, evaluate, kmeans, normalized_mutual_info, npy};
+use dml_kernels::Metric;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -72,7 +72,8 @@
 //! # Example
 //!
 //! ```
-//! use dml_eval::{EvalConfig, Metric, evaluate};
+//! use dml_eval::{EvalConfig, evaluate};
+//! use dml_kernels::Metric;
 //! use ndarray::array;
 //!
 //! # fn main() -> dml_eval::Result<()> {
@@ -106,7 +107,7 @@ pub use crate::{
     error::{Error, Result},
     metrics::{Metrics, Score},
 };
-pub use dml_kernels::Metric;
+use dml_kernels::Metric;
 
 use crate::retrieval::{Accumulator, class_counts};
 
@@ -178,7 +179,8 @@ pub enum Progress {
 /// clustering, for progress bars and timings of long evaluations.
 ///
 /// ```
-/// use dml_eval::{EvalConfig, Metric, Progress, evaluate_with_progress};
+/// use dml_eval::{EvalConfig, Progress, evaluate_with_progress};
+/// use dml_kernels::Metric;
 /// use ndarray::array;
 ///
 /// let x = array![[0.0f32], [0.1], [5.0], [5.1]];

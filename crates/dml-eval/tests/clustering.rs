@@ -1,9 +1,9 @@
 //! k-means, NMI and AMI against scikit-learn fixtures and hand-made cases.
 
 use dml_eval::{
-    Error, EvalConfig, KMeansParams, Metric, adjusted_mutual_info, evaluate, kmeans,
-    normalized_mutual_info,
+    Error, EvalConfig, KMeansParams, adjusted_mutual_info, evaluate, kmeans, normalized_mutual_info,
 };
+use dml_kernels::Metric;
 use ndarray::Array2;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};

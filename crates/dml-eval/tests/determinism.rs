@@ -1,6 +1,7 @@
 //! Metrics are the same bits whatever the thread count and however rayon splits the work.
 
-use dml_eval::{EvalConfig, Metric, evaluate};
+use dml_eval::{EvalConfig, evaluate};
+use dml_kernels::Metric;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 

@@ -3,7 +3,8 @@
 mod common;
 
 use common::{Naive, naive_ranking, naive_scores};
-use dml_eval::{Error, EvalConfig, Metric, Metrics, evaluate, evaluate_with_reference};
+use dml_eval::{Error, EvalConfig, Metrics, evaluate, evaluate_with_reference};
+use dml_kernels::Metric;
 use ndarray::{Array2, ArrayView2, array};
 use proptest::prelude::*;
 use serde_json::Value;

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use dml::eval::{EvalConfig, Metric};
+use dml::eval::EvalConfig;
+use dml::kernels::Metric;
 use dml::trainer::{Subset, Trainer};
 use dml::{Config, compare};
 

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use dml_eval::Metric;
+use dml_kernels::Metric;
 use ndarray::{Array2, ArrayView2};
 
 /// Scores of every (query, reference) pair in f64, "smaller is closer" for all metrics.
