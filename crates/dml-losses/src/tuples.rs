@@ -14,13 +14,7 @@ pub(crate) fn pairs<'a>(
     tuples: Option<&'a Tuples>,
     n: usize,
 ) -> Result<Cow<'a, Pairs>> {
-    let p = match tuples {
-        None => return Ok(Cow::Owned(Pairs::all(labels))),
-        Some(Tuples::Pairs(p)) => Cow::Borrowed(p),
-        Some(t) => Cow::Owned(t.to_pairs()),
-    };
-    check_pairs(&p, n, n)?;
-    Ok(p)
+    checked_pairs(|| Pairs::all(labels), tuples, n, n)
 }
 
 /// [`pairs`] for a batch against its columns ([`Sides`]): without tuples, every pair of a batch
@@ -30,41 +24,35 @@ pub(crate) fn side_pairs<'a>(
     sides: &Sides<'_>,
     tuples: Option<&'a Tuples>,
 ) -> Result<Cow<'a, Pairs>> {
-    if !sides.has_reference() {
-        return pairs(sides.labels, tuples, sides.batch.n);
-    }
-    let p = match tuples {
-        None => {
-            return Ok(Cow::Owned(Pairs::all_reference(
-                sides.labels,
-                sides.ref_labels,
-            )));
+    let all = || {
+        if sides.has_reference() {
+            Pairs::all_reference(sides.labels, sides.ref_labels)
+        } else {
+            Pairs::all(sides.labels)
         }
-        Some(Tuples::Pairs(p)) => Cow::Borrowed(p),
-        Some(t) => Cow::Owned(t.to_pairs()),
     };
-    check_pairs(&p, sides.batch.n, sides.m)?;
-    Ok(p)
+    checked_pairs(all, tuples, sides.batch.n, sides.m)
 }
 
-/// [`triplets`] for a batch against its columns ([`Sides`]).
+/// The triplets a triplet-based loss uses: the mined ones (pairs converted as pml does), or all
+/// triplets of the batch against its columns ([`Sides`]). Anchors are checked against the batch,
+/// the other ends against the columns.
 pub(crate) fn side_triplets<'a>(
     sides: &Sides<'_>,
     tuples: Option<&'a Tuples>,
 ) -> Result<Cow<'a, Triplets>> {
-    if !sides.has_reference() {
-        return triplets(sides.labels, tuples, sides.batch.n);
-    }
     let (n, m) = (sides.batch.n, sides.m);
     let t = match tuples {
-        None => {
+        None if sides.has_reference() => {
             return Ok(Cow::Owned(Triplets::all_reference(
                 sides.labels,
                 sides.ref_labels,
             )));
         }
+        None => return Ok(Cow::Owned(Triplets::all(sides.labels))),
         Some(Tuples::Triplets(t)) => Cow::Borrowed(t),
         Some(t @ Tuples::Pairs(p)) => {
+            // Check before converting, so errors name the caller's fields.
             check_pairs(p, n, m)?;
             Cow::Owned(t.to_triplets())
         }
@@ -73,24 +61,21 @@ pub(crate) fn side_triplets<'a>(
     Ok(t)
 }
 
-/// The triplets a triplet-based loss uses: the mined ones (pairs converted as pml does), or all
-/// triplets of the batch. Indices, lengths and weights are checked against a batch of `n`.
-pub(crate) fn triplets<'a>(
-    labels: &[u32],
+/// The mined pairs (triplets converted), checked against `n` anchors and `m` columns, or
+/// `all()` when nothing was mined.
+fn checked_pairs<'a>(
+    all: impl FnOnce() -> Pairs,
     tuples: Option<&'a Tuples>,
     n: usize,
-) -> Result<Cow<'a, Triplets>> {
-    let t = match tuples {
-        None => return Ok(Cow::Owned(Triplets::all(labels))),
-        Some(Tuples::Triplets(t)) => Cow::Borrowed(t),
-        Some(t @ Tuples::Pairs(p)) => {
-            // Check before converting, so errors name the caller's fields.
-            check_pairs(p, n, n)?;
-            Cow::Owned(t.to_triplets())
-        }
+    m: usize,
+) -> Result<Cow<'a, Pairs>> {
+    let p = match tuples {
+        None => return Ok(Cow::Owned(all())),
+        Some(Tuples::Pairs(p)) => Cow::Borrowed(p),
+        Some(t) => Cow::Owned(t.to_pairs()),
     };
-    check_triplets(&t, n, n)?;
-    Ok(t)
+    check_pairs(&p, n, m)?;
+    Ok(p)
 }
 
 fn check_pairs(p: &Pairs, n: usize, m: usize) -> Result<()> {

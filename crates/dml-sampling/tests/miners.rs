@@ -11,59 +11,12 @@ use dml_sampling::{
 };
 use ndarray::Array2;
 use proptest::prelude::*;
-use rand::SeedableRng;
 
-/// Naive metric matrix of unit-normalised points (so every metric is meaningful for every miner).
+mod common;
+use common::{all_metrics, cross, dis, pairs, rng, trip};
+
 fn matrix(x: &[Vec<f32>], metric: Metric) -> Array2<f32> {
-    let unit: Vec<Vec<f64>> = x
-        .iter()
-        .map(|v| {
-            let n = v
-                .iter()
-                .map(|&a| f64::from(a) * f64::from(a))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-6);
-            v.iter().map(|&a| f64::from(a) / n).collect()
-        })
-        .collect();
-    let n = x.len();
-    Array2::from_shape_fn((n, n), |(i, j)| {
-        let dot: f64 = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum();
-        let sq: f64 = unit[i]
-            .iter()
-            .zip(&unit[j])
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum();
-        (match metric {
-            Metric::Euclidean => sq.sqrt(),
-            Metric::SquaredEuclidean => sq,
-            Metric::Cosine | Metric::Dot => dot,
-        }) as f32
-    })
-}
-
-/// Dissimilarity: smaller is closer, whatever the metric.
-fn dis(metric: Metric, x: f32) -> f32 {
-    if metric.is_similarity() { -x } else { x }
-}
-
-fn rng() -> rand_chacha::ChaCha8Rng {
-    rand_chacha::ChaCha8Rng::seed_from_u64(7)
-}
-
-fn trip(t: Tuples) -> Triplets {
-    match t {
-        Tuples::Triplets(t) => t,
-        Tuples::Pairs(_) => panic!("expected triplets"),
-    }
-}
-
-fn pairs(t: Tuples) -> Pairs {
-    match t {
-        Tuples::Pairs(p) => p,
-        Tuples::Triplets(_) => panic!("expected pairs"),
-    }
+    cross(x, x, metric)
 }
 
 fn check_triplet_labels(t: &Triplets, labels: &[u32]) {
@@ -86,10 +39,6 @@ fn batch() -> impl Strategy<Value = (Vec<u32>, Vec<Vec<f32>>)> {
             proptest::collection::vec(proptest::collection::vec(-1.0f32..1.0, 3), n),
         )
     })
-}
-
-fn all_metrics() -> impl Strategy<Value = Metric> {
-    prop::sample::select(Metric::ALL.to_vec())
 }
 
 proptest! {

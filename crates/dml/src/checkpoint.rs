@@ -245,6 +245,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(io)
 }
 
+/// The cross-batch memory's filled rows as a CPU `f32` tensor, `len × dim`, in slot order.
+pub(crate) fn memory_rows(bank: &dml_sampling::MemoryBank) -> Result<Tensor> {
+    let rows = bank.embeddings();
+    let rows = rows.as_slice().expect("the memory's rows are contiguous");
+    Ok(Tensor::f_from_slice(rows)?.f_view([bank.len() as i64, bank.dim() as i64])?)
+}
+
 /// Saves the VarStore's variables, the optimiser state, the cross-batch memory (if any) and
 /// `state` to `path`, atomically.
 pub fn save(
@@ -264,8 +271,7 @@ pub fn save(
         tensors.insert(key.clone(), to_bytes(&key, &t)?);
     }
     if let Some(bank) = memory {
-        let rows: Vec<f32> = bank.embeddings().iter().copied().collect();
-        let emb = Tensor::f_from_slice(&rows)?.f_view([bank.len() as i64, bank.dim() as i64])?;
+        let emb = memory_rows(bank)?;
         let labels: Vec<i64> = bank.labels().iter().map(|&l| i64::from(l)).collect();
         let labels = Tensor::f_from_slice(&labels)?;
         for (key, t) in [("memory.embeddings", emb), ("memory.labels", labels)] {

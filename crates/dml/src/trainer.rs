@@ -673,10 +673,7 @@ impl Trainer {
                 }
                 None => None,
             };
-            let rows = bank.embeddings();
-            let rows = rows.as_slice().expect("the memory's rows are contiguous");
-            let memory = Tensor::f_from_slice(rows)?
-                .f_view([bank.len() as i64, bank.dim() as i64])?
+            let memory = checkpoint::memory_rows(bank)?
                 .f_to_device(self.device)?
                 .f_to_kind(emb.kind())?;
             let reference = dml_losses::Reference {
