@@ -98,13 +98,17 @@ impl ContrastiveLoss {
             return Ok(None);
         }
         let m = self.cfg.metric;
-        let flat = sides.matrix(m, embeddings)?.f_view([-1])?;
-        let pos_idx = sides.flat_index(&pairs.pos_anchor, &pairs.positive)?;
-        let neg_idx = sides.flat_index(&pairs.neg_anchor, &pairs.negative)?;
-        let d_pos = flat.f_take(&pos_idx)?;
-        let d_neg = flat.f_take(&neg_idx)?;
-        let pos = util::margin_ts(m, &d_pos, self.cfg.pos_margin)?.f_relu()?;
-        let neg = util::margin_st(m, self.cfg.neg_margin, &d_neg)?.f_relu()?;
+        let values = sides.pair_values(
+            m,
+            embeddings,
+            &[
+                (&pairs.pos_anchor, &pairs.positive),
+                (&pairs.neg_anchor, &pairs.negative),
+            ],
+        )?;
+        let [d_pos, d_neg] = [&values[0], &values[1]];
+        let pos = util::margin_ts(m, d_pos, self.cfg.pos_margin)?.f_relu()?;
+        let neg = util::margin_st(m, self.cfg.neg_margin, d_neg)?.f_relu()?;
         let w_pos = util::weight_tensor(pairs.pos_weight.as_deref(), &batch)?;
         let w_neg = util::weight_tensor(pairs.neg_weight.as_deref(), &batch)?;
         Ok(Some((

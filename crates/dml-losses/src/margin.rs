@@ -197,16 +197,19 @@ impl MarginLoss {
             }
         };
         let m = self.cfg.metric;
-        let flat = sides.matrix(m, embeddings)?.f_view([-1])?;
-        let d_ap = flat.f_take(&sides.flat_index(&t.anchor, &t.positive)?)?;
-        let d_an = flat.f_take(&sides.flat_index(&t.anchor, &t.negative)?)?;
+        let values = sides.pair_values(
+            m,
+            embeddings,
+            &[(&t.anchor, &t.positive), (&t.anchor, &t.negative)],
+        )?;
+        let (d_ap, d_an) = (&values[0], &values[1]);
         let alpha = self.cfg.margin;
         let (pos, neg) = match &beta_t {
             None => (
-                util::margin_ts(m, &d_ap, self.cfg.beta)?,
-                util::margin_st(m, self.cfg.beta, &d_an)?,
+                util::margin_ts(m, d_ap, self.cfg.beta)?,
+                util::margin_st(m, self.cfg.beta, d_an)?,
             ),
-            Some(b) => (util::margin_tt(m, &d_ap, b)?, util::margin_tt(m, b, &d_an)?),
+            Some(b) => (util::margin_tt(m, d_ap, b)?, util::margin_tt(m, b, d_an)?),
         };
         let pos = pos.f_add_scalar(alpha)?.f_relu()?;
         let neg = neg.f_add_scalar(alpha)?.f_relu()?;

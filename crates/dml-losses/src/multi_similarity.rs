@@ -127,44 +127,55 @@ impl MultiSimilarityLoss {
         let sides = util::Sides::new(embeddings, labels, reference)?;
         let batch = sides.batch;
         let pairs = tuples::side_pairs(&sides, tuples)?;
-        let (n, cols) = (batch.n, sides.m);
         if pairs.pos_anchor.is_empty() && pairs.neg_anchor.is_empty() {
             return util::empty_losses(embeddings);
         }
-        let mut pos = vec![false; n * cols];
-        let mut neg = vec![false; n * cols];
-        for (&a, &p) in pairs.pos_anchor.iter().zip(&pairs.positive) {
-            pos[a as usize * cols + p as usize] = true;
+        // pml marks the pairs in 0/1 masks, so a pair listed twice (two triplets sharing their
+        // anchor and positive) counts once.
+        let pos = unique_pairs(&pairs.pos_anchor, &pairs.positive);
+        let neg = unique_pairs(&pairs.neg_anchor, &pairs.negative);
+        if let Some((anchor, other)) = first_common(&pos, &neg) {
+            return Err(Error::PairBothPositiveAndNegative { anchor, other });
         }
-        for (&a, &k) in pairs.neg_anchor.iter().zip(&pairs.negative) {
-            let at = a as usize * cols + k as usize;
-            if pos[at] {
-                return Err(Error::PairBothPositiveAndNegative {
-                    anchor: a,
-                    other: k,
-                });
-            }
-            neg[at] = true;
-        }
-        let shape = [n as i64, cols as i64];
-        let pos = Tensor::f_from_slice(&pos)?
-            .f_to_device(batch.device)?
-            .f_view(shape)?;
-        let neg = Tensor::f_from_slice(&neg)?
-            .f_to_device(batch.device)?
-            .f_view(shape)?;
-
         let c = &self.cfg;
-        let mat = sides.matrix(c.metric, embeddings)?;
-        let pos_x = util::margin_ts(c.metric, &mat, c.base)?.f_mul_scalar(c.alpha)?;
-        let neg_x = util::margin_st(c.metric, c.base, &mat)?.f_mul_scalar(c.beta)?;
-        // ln(1 + Σ exp(x)) = softplus(logsumexp(x)); an empty row gives softplus(MASKED) = 0.
-        let pos_term = util::masked_logsumexp(&pos_x, &pos)?
+        let values =
+            sides.pair_values(c.metric, embeddings, &[(&pos.0, &pos.1), (&neg.0, &neg.1)])?;
+        let pos_x = util::margin_ts(c.metric, &values[0], c.base)?.f_mul_scalar(c.alpha)?;
+        let neg_x = util::margin_st(c.metric, c.base, &values[1])?.f_mul_scalar(c.beta)?;
+        // ln(1 + Σ exp(x)) = softplus(logsumexp(x)); an anchor without pairs gives
+        // softplus(MASKED) = 0.
+        let pos_term = util::segment_logsumexp(&pos_x, &pos.0, batch.n)?
             .f_softplus()?
             .f_div_scalar(c.alpha)?;
-        let neg_term = util::masked_logsumexp(&neg_x, &neg)?
+        let neg_term = util::segment_logsumexp(&neg_x, &neg.0, batch.n)?
             .f_softplus()?
             .f_div_scalar(c.beta)?;
         Ok(pos_term.f_add(&neg_term)?)
     }
+}
+
+/// The distinct `(anchor, other)` pairs, sorted, as two columns.
+fn unique_pairs(anchors: &[u32], others: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut pairs: Vec<(u32, u32)> = anchors
+        .iter()
+        .copied()
+        .zip(others.iter().copied())
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs.into_iter().unzip()
+}
+
+/// The first pair in both sorted pair lists, if any.
+fn first_common(a: &(Vec<u32>, Vec<u32>), b: &(Vec<u32>, Vec<u32>)) -> Option<(u32, u32)> {
+    let (mut i, mut j) = (0, 0);
+    while i < a.0.len() && j < b.0.len() {
+        let (x, y) = ((a.0[i], a.1[i]), (b.0[j], b.1[j]));
+        match x.cmp(&y) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => return Some(x),
+        }
+    }
+    None
 }

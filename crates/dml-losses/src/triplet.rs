@@ -98,10 +98,13 @@ impl TripletLoss {
             return util::empty_losses(embeddings);
         }
         let m = self.cfg.metric;
-        let flat = sides.matrix(m, embeddings)?.f_view([-1])?;
-        let d_ap = flat.f_take(&sides.flat_index(&t.anchor, &t.positive)?)?;
-        let d_an = flat.f_take(&sides.flat_index(&t.anchor, &t.negative)?)?;
-        let violation = util::margin_tt(m, &d_ap, &d_an)?.f_add_scalar(self.cfg.margin)?;
+        let values = sides.pair_values(
+            m,
+            embeddings,
+            &[(&t.anchor, &t.positive), (&t.anchor, &t.negative)],
+        )?;
+        let (d_ap, d_an) = (&values[0], &values[1]);
+        let violation = util::margin_tt(m, d_ap, d_an)?.f_add_scalar(self.cfg.margin)?;
         let losses = if self.cfg.smooth {
             violation.f_softplus()?
         } else {
