@@ -148,7 +148,7 @@ impl<'a> Sides<'a> {
         lists: &[(&[u32], &[u32])],
     ) -> Result<Vec<Tensor>> {
         let Some(reference) = &self.reference else {
-            return self.from_matrix(metric, embeddings, lists);
+            return self.matrix_entries(metric, embeddings, lists);
         };
         // Each used column once, in order of first use; `slot[c]` is its place among them.
         let mut slot = vec![u32::MAX; self.m];
@@ -181,7 +181,7 @@ impl<'a> Sides<'a> {
     }
 
     /// [`Sides::pair_values`] taken from the whole `n × m` matrix.
-    fn from_matrix(
+    fn matrix_entries(
         &self,
         metric: Metric,
         embeddings: &Tensor,
@@ -393,7 +393,7 @@ mod tests {
                 .f_add_scalar(i as f64)
                 .unwrap()
                 .sin();
-            total = total + (v * w).sum(Kind::Double);
+            total += (v * w).sum(Kind::Double);
         }
         let grad = Tensor::run_backward(&[total], &[x], false, false);
         (out, Vec::<f64>::try_from(grad[0].reshape([-1])).unwrap())
@@ -433,7 +433,7 @@ mod tests {
             for metric in Metric::ALL {
                 let what = format!("{metric}, reference {with_reference}");
                 let (gv, gg) = value_and_grad(&sides.pair_values(metric, &x, &lists).unwrap(), &x);
-                let (mv, mg) = value_and_grad(&sides.from_matrix(metric, &x, &lists).unwrap(), &x);
+                let (mv, mg) = value_and_grad(&sides.matrix_entries(metric, &x, &lists).unwrap(), &x);
                 assert_close(&gv, &mv, &format!("values, {what}"));
                 assert_close(&gg, &mg, &format!("gradient, {what}"));
             }
