@@ -39,18 +39,11 @@ fn labels_input(labels: &[u32]) -> Input {
 }
 
 fn tensor2(x: &Array2<f32>) -> anyhow::Result<Tensor> {
-    let (n, d) = x.dim();
-    let slice = x.as_slice().context("inputs are standard-layout arrays")?;
-    Ok(Tensor::f_from_slice(slice)?.f_view([n as i64, d as i64])?)
+    Ok(dml_kernels::tensor::from_array(x.view())?)
 }
 
 fn array2(t: &Tensor) -> anyhow::Result<Array2<f32>> {
-    let size = t.size();
-    let [n, m] = size[..] else {
-        anyhow::bail!("expected a matrix, got shape {size:?}");
-    };
-    let v = Vec::<f32>::try_from(&t.f_contiguous()?.f_view([-1])?)?;
-    Ok(Array2::from_shape_vec((n as usize, m as usize), v)?)
+    Ok(dml_kernels::tensor::to_array2(t)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,10 +452,7 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                                 bank.labels(),
                                 &mut rng,
                             )?;
-                            let rows = bank.embeddings();
-                            let rows = rows.as_slice().context("contiguous memory")?;
-                            let memory = Tensor::f_from_slice(rows)?
-                                .f_view([bank.len() as i64, bank.dim() as i64])?;
+                            let memory = dml_kernels::tensor::from_array(bank.embeddings())?;
                             let reference = dml_losses::Reference {
                                 embeddings: &memory,
                                 labels: bank.labels(),

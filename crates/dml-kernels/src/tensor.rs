@@ -23,7 +23,8 @@
 //!
 //! Cosine is `l2_normalize(a) · l2_normalize(b)ᵀ`, not clamped (to keep its gradient everywhere).
 
-use tch::{Kind, Tensor};
+use ndarray::{Array2, ArrayView, Dimension};
+use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Metric, NORM_EPS, Result};
 
@@ -49,6 +50,51 @@ pub fn f_l2_normalize(x: &Tensor) -> Result<Tensor> {
         .f_norm_scalaropt_dim(2.0, [-1_i64].as_slice(), true)?
         .f_clamp_min(f64::from(NORM_EPS))?;
     Ok(x.f_div(&norm)?)
+}
+
+/// An `f32` array of any shape and strides as a CPU tensor of the same shape (one copy): how
+/// batches, embeddings and memory rows held as ndarrays enter LibTorch.
+///
+/// # Errors
+/// [`Error::Torch`] if LibTorch cannot allocate the tensor.
+pub fn from_array<D: Dimension>(x: ArrayView<'_, f32, D>) -> Result<Tensor> {
+    let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+    let copied: Vec<f32>;
+    let data = match x.as_slice() {
+        Some(s) => s,
+        None => {
+            // Any other layout: the elements in logical (row-major) order.
+            copied = x.iter().copied().collect();
+            &copied
+        }
+    };
+    Ok(Tensor::f_from_slice(data)?.f_view(shape.as_slice())?)
+}
+
+/// A matrix of any floating-point kind, on any device, as a detached `f32` array (one copy):
+/// how embeddings leave LibTorch for the miners, the memory bank and the evaluation.
+///
+/// # Errors
+/// [`Error::NotAMatrix`] unless `t` is rank 2, [`Error::Torch`] for LibTorch's own errors (an
+/// integer tensor).
+pub fn to_array2(t: &Tensor) -> Result<Array2<f32>> {
+    let shape = t.size();
+    let &[n, d] = shape.as_slice() else {
+        return Err(Error::NotAMatrix {
+            name: "tensor",
+            shape,
+        });
+    };
+    let t = t
+        .f_detach()?
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?;
+    let v = Vec::<f32>::try_from(&t.f_view([-1])?)?;
+    Array2::from_shape_vec((n as usize, d as usize), v).map_err(|_| Error::NotAMatrix {
+        name: "tensor",
+        shape,
+    })
 }
 
 fn check_matrix(x: &Tensor, name: &'static str) -> Result<i64> {

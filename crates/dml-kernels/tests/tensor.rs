@@ -242,3 +242,25 @@ fn zero_distances_are_exact_zeros_with_zero_gradient() {
     d.sum(Kind::Float).backward();
     assert_eq!(to_array(&z.grad()), Array2::<f32>::zeros((3, 4)));
 }
+
+/// Arrays enter and leave LibTorch unchanged: any strides (a transposed view), any shape, any
+/// floating kind on the way out; a tensor that is not a matrix is refused by name.
+#[test]
+fn array_conversions_round_trip() {
+    let a = random(5, 3, 11);
+    let t = tensor::from_array(a.t()).expect("from a transposed view");
+    assert_eq!(t.size(), vec![3, 5]);
+    let back = tensor::to_array2(&t).expect("to an array");
+    assert_eq!(back, a.t().to_owned());
+    let back = tensor::to_array2(&t.to_kind(Kind::Double).set_requires_grad(true)).expect("f64");
+    assert_eq!(back, a.t().to_owned());
+    let cube = ndarray::Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 12 + j * 4 + k) as f32);
+    let t = tensor::from_array(cube.view()).expect("rank 3");
+    assert_eq!(t.size(), vec![2, 3, 4]);
+    assert_eq!(f64::try_from(t.get(1).get(2).get(3)).expect("scalar"), 23.0);
+    let err = tensor::to_array2(&t).expect_err("rank 3 is not a matrix");
+    assert!(
+        matches!(err, Error::NotAMatrix { ref shape, .. } if shape == &[2, 3, 4]),
+        "{err}"
+    );
+}

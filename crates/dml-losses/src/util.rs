@@ -433,7 +433,8 @@ mod tests {
             for metric in Metric::ALL {
                 let what = format!("{metric}, reference {with_reference}");
                 let (gv, gg) = value_and_grad(&sides.pair_values(metric, &x, &lists).unwrap(), &x);
-                let (mv, mg) = value_and_grad(&sides.matrix_entries(metric, &x, &lists).unwrap(), &x);
+                let (mv, mg) =
+                    value_and_grad(&sides.matrix_entries(metric, &x, &lists).unwrap(), &x);
                 assert_close(&gv, &mv, &format!("values, {what}"));
                 assert_close(&gg, &mg, &format!("gradient, {what}"));
             }

@@ -247,9 +247,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The cross-batch memory's filled rows as a CPU `f32` tensor, `len × dim`, in slot order.
 pub(crate) fn memory_rows(bank: &dml_sampling::MemoryBank) -> Result<Tensor> {
-    let rows = bank.embeddings();
-    let rows = rows.as_slice().expect("the memory's rows are contiguous");
-    Ok(Tensor::f_from_slice(rows)?.f_view([bank.len() as i64, bank.dim() as i64])?)
+    Ok(dml_kernels::tensor::from_array(bank.embeddings())?)
 }
 
 /// Saves the VarStore's variables, the optimiser state, the cross-batch memory (if any) and

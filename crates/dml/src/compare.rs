@@ -155,7 +155,7 @@ pub struct Reference {
 /// the same grid): its `runs` array of `{loss, miner, seed, metrics, train_seconds}` or
 /// `{loss, miner, seed, error}`, with `metrics` in dml's flat form.
 pub fn read_reference(path: &Path) -> Result<Reference> {
-    let bad = |message: String| Error::Checkpoint {
+    let bad = |message: String| Error::Json {
         path: path.to_path_buf(),
         message: format!("{message} (expected the JSON that scripts/compare_pml.py --out writes)"),
     };
@@ -303,7 +303,7 @@ impl CompareReport {
     /// Reads a `compare.json` that [`run`] wrote.
     pub fn read(path: &Path) -> Result<CompareReport> {
         let text = crate::checkpoint::read_text(path)?;
-        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        serde_json::from_str(&text).map_err(|e| Error::Json {
             path: path.to_path_buf(),
             message: format!("not a dml compare report: {e}"),
         })
@@ -327,7 +327,7 @@ impl CompareReport {
     /// Writes `compare.md` and `compare.json` into `out_dir`, atomically.
     fn write(&self, out_dir: &Path) -> Result<()> {
         crate::checkpoint::write_atomic(&out_dir.join("compare.md"), self.markdown().as_bytes())?;
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Checkpoint {
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Json {
             path: out_dir.join("compare.json"),
             message: e.to_string(),
         })?;
@@ -507,12 +507,10 @@ pub fn run(
         };
         if fitted.interrupted {
             report.write(out_dir)?;
-            return Err(Error::Checkpoint {
-                path: trainer.output_dir().to_path_buf(),
-                message:
-                    "interrupted; the runs finished so far are in compare.md and their folders"
-                        .to_owned(),
-            });
+            return Err(Error::Interrupted(format!(
+                "the runs finished so far are in {} and their folders",
+                out_dir.join("compare.md").display()
+            )));
         }
         if let Some(raw) = fitted.raw_input {
             report.raw_input = Some(raw);

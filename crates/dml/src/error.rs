@@ -29,6 +29,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A JSON file dml writes or reads beside the checkpoint (the report, the metrics log, a
+    /// compare report, pml's runs for `dml compare --reference`) could not be written or parsed.
+    #[error("{path}: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (the parser's message with the line, or what the file should be).
+        message: String,
+    },
+    /// The user stopped a long command (Ctrl-C); what was finished is saved.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A checkpoint could not be written or read.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

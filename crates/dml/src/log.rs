@@ -81,7 +81,7 @@ impl MetricsLog {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with("{\"baseline\""))
             .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| Error::Checkpoint {
+                serde_json::from_str(l).map_err(|e| Error::Json {
                     path: path.to_path_buf(),
                     message: format!("line {}: {e}", i + 1),
                 })
@@ -105,7 +105,7 @@ fn baseline_line(raw_input: &RawInput) -> BaselineLine<'_> {
 }
 
 fn line<T: Serialize>(path: &Path, r: &T) -> Result<String> {
-    let mut s = serde_json::to_string(r).map_err(|e| Error::Checkpoint {
+    let mut s = serde_json::to_string(r).map_err(|e| Error::Json {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;

@@ -26,7 +26,7 @@ use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
 use crate::config::{Config, MemoryConfig, OnNonFinite};
@@ -574,27 +574,7 @@ impl Trainer {
     }
 
     fn to_tensor(&self, x: &ndarray::Array4<f32>) -> Result<Tensor> {
-        let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
-        let x = x.as_standard_layout();
-        let data = x
-            .as_slice()
-            .ok_or_else(|| Error::Torch(tch::TchError::Kind("batch not contiguous".into())))?;
-        Ok(Tensor::f_from_slice(data)?
-            .f_view(shape.as_slice())?
-            .f_to_device(self.device)?)
-    }
-
-    fn tensor_to_array2(t: &Tensor) -> Result<Array2<f32>> {
-        let t = t
-            .f_detach()?
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?;
-        let size = t.size();
-        let (n, d) = (size[0] as usize, size[1] as usize);
-        let v: Vec<f32> = Vec::<f32>::try_from(&t.f_flatten(0, -1)?)?;
-        Array2::from_shape_vec((n, d), v)
-            .map_err(|e| Error::Torch(tch::TchError::Shape(format!("embeddings {n}×{d}: {e}"))))
+        Ok(dml_kernels::tensor::from_array(x.view())?.f_to_device(self.device)?)
     }
 
     /// What loads the training batches: on the training thread, or one batch ahead on a thread of
@@ -633,7 +613,7 @@ impl Trainer {
         // The CPU copy the miners and the memory work on. Checking it costs one pass over B × D
         // numbers, and names the fault before the miner would.
         let emb_nd = if self.miner.is_some() || memory_on {
-            let e = Self::tensor_to_array2(&emb)?;
+            let e = dml_kernels::tensor::to_array2(&emb)?;
             if e.iter().any(|v| !v.is_finite()) {
                 return Ok(Err(NonFinite::Embeddings));
             }
@@ -810,7 +790,7 @@ impl Trainer {
             let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
             let (x, y) = dml_data::load_batch(dataset, &idx, tf, self.state.seed)?;
             let emb = self.net.embed(&self.to_tensor(&x)?, false)?;
-            let e = Self::tensor_to_array2(&emb)?;
+            let e = dml_kernels::tensor::to_array2(&emb)?;
             out.slice_mut(ndarray::s![start..start + idx.len(), ..])
                 .assign(&e);
             labels.extend(y);
@@ -1183,7 +1163,7 @@ impl Trainer {
             skipped_batches: self.state.skipped_batches,
             collapse: self.state.collapse.clone(),
         };
-        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Checkpoint {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Json {
             path: self.output_dir.join(files::REPORT),
             message: e.to_string(),
         })?;
