@@ -11,7 +11,8 @@ Each run is `dml train` with `run.seed` set, written to runs/xbm/<set>/<loss>-<m
 report.json exists is not trained again, so the script can be stopped and restarted. The
 untrained network depends only on the seed (its weights are drawn before anything else), so the
 first cell of each seed evaluates it, and the raw input is evaluated once per set. Writes
-runs/xbm/results.{md,json} and runs/xbm/map_at_r.{png,svg} (matplotlib, from .venv-ref).
+runs/xbm/results.{md,json}, and per set runs/xbm/<set>/compare.{json,md} and the MAP@R chart
+runs/xbm/<set>/map_at_r.{png,svg} (drawn by `dml compare --tabulate`).
 """
 
 import argparse
@@ -96,7 +97,7 @@ def tabulate(out, sets, seeds):
     ]
     for data_set in sets:
         rows = {}
-        raw, untrained = None, {}
+        raw, raw_report, untrained = None, None, {}
         for loss in LOSSES:
             for memory in MEMORY:
                 runs = []
@@ -105,8 +106,9 @@ def tabulate(out, sets, seeds):
                     if not (d / "report.json").exists():
                         continue
                     report = json.loads((d / "report.json").read_text())
-                    if report.get("raw_input"):
-                        raw = report["raw_input"]
+                    if (report.get("raw_input") or {}).get("metrics"):
+                        raw_report = report["raw_input"]
+                        raw = raw_report["metrics"]
                     if report.get("initial_metrics"):
                         untrained[seed] = report["initial_metrics"]
                     runs.append({"seed": seed, "metrics": report["final_metrics"], "train_seconds": report["train_seconds"]})
@@ -123,6 +125,7 @@ def tabulate(out, sets, seeds):
             table[name] = {k: summary([r["metrics"][k] for r in runs]) for k, _ in METRICS}
             table[name]["train_seconds"] = summary([r["train_seconds"] for r in runs])
         result["sets"][data_set] = {"table": table, "runs": rows, "raw_input": raw, "untrained": untrained}
+        chart(out, data_set, seeds, raw_report, untrained, rows)
         lines += [f"**{data_set}**", "", "| | " + " | ".join(h for _, h in METRICS) + " | train s |", "|---" * (len(METRICS) + 2) + "|"]
         for name, t in table.items():
             secs = f"{t['train_seconds']['mean']:.0f}" if "train_seconds" in t else ""
@@ -131,38 +134,34 @@ def tabulate(out, sets, seeds):
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    plot(out, result)
 
 
-def plot(out, result):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing: run with .venv-ref/bin/python for the chart", file=sys.stderr)
-        return
-    sets = list(result["sets"])
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4), squeeze=False)
-    for ax, data_set in zip(axes[0], sets):
-        table = result["sets"][data_set]["table"]
-        names = [n for n in table if "memory" in n]
-        for i, name in enumerate(names):
-            s = table[name]["map_at_r"]
-            color = "tab:orange" if name.endswith("on") else "tab:blue"
-            ax.bar(i, 100 * s["mean"], color=color)
-            ax.errorbar(i, 100 * s["mean"], yerr=[[100 * (s["mean"] - s["min"])], [100 * (s["max"] - s["mean"])]], color="black", capsize=4)
-        for base, style in (("raw input (pixels)", "--"), ("untrained network", ":")):
-            if base in table:
-                ax.axhline(100 * table[base]["map_at_r"]["mean"], color="gray", linestyle=style, label=base)
-        ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
-        ax.set_ylabel("MAP@R (%), held-out classes")
-        ax.set_title(f"{data_set}: cross-batch memory off (blue) / on (orange)", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(out / f"map_at_r.{ext}", dpi=120)
+def chart(out, data_set, seeds, raw_report, untrained, rows):
+    """The set's runs as a `dml compare` report (each memory setting a column of the grid), so
+    `dml compare --tabulate` draws the MAP@R chart beside the baselines."""
+    report = {
+        "recall_at": [1, 2, 4, 8],
+        "epochs": 15,
+        "seeds": seeds,
+        "raw_input": raw_report,
+        "untrained": [{"seed": s, "metrics": m} for s, m in sorted(untrained.items())],
+        "cells": [],
+    }
+    for name, runs in rows.items():
+        loss, memory = name.split(", ")
+        report["cells"].append({"loss": loss, "miner": memory, "runs": runs})
+    target = out / data_set
+    (target / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    # The chart's title is the config's run name.
+    text = (ROOT / "configs" / "xbm" / "contrastive.toml").read_text()
+    text = re.sub(r'(?m)^name = ".*"$', f'name = "{data_set}, P4 x K8, cross-batch memory off / on"', text, count=1)
+    (target / "chart.toml").write_text(text)
+    subprocess.run(
+        [str(DML), "compare", "--tabulate", "--config", str(target / "chart.toml"), "--output-dir", str(target)],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def main():

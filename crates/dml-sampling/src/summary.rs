@@ -65,6 +65,24 @@ impl Histogram {
             .collect()
     }
 
+    /// The histogram as a density over its range: each bin's count divided by the in-range
+    /// total and the bin width, so the bars' areas sum to 1 (all zeros when no value was in
+    /// range). What a plot of sampled distances draws beside the density of a reference law.
+    pub fn density(&self) -> Vec<f64> {
+        let n: u64 = self.counts.iter().sum();
+        let width = (f64::from(self.hi) - f64::from(self.lo)) / self.counts.len() as f64;
+        self.counts
+            .iter()
+            .map(|&c| {
+                if n == 0 {
+                    0.0
+                } else {
+                    c as f64 / (n as f64 * width)
+                }
+            })
+            .collect()
+    }
+
     /// Total number of values seen, in range or not.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum::<u64>() + self.below + self.above + self.nan

@@ -94,10 +94,28 @@ fn summary_by_hand() {
     assert!((s.pos_mean.unwrap() - 0.2).abs() < 1e-7);
     assert!((s.neg_mean.unwrap() - 3.6 / 3.0).abs() < 1e-7);
     assert_eq!(s.neg_hist.edges(), vec![0.0, 0.5, 1.0, 1.5, 2.0]);
+    // Density: three in-range values, bins of width 0.5: each occupied bin 1 / (3 · 0.5).
+    assert_eq!(
+        s.neg_hist.density(),
+        vec![0.0, 2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0]
+    );
+    let mut h = s.neg_hist.clone();
+    h.add(2.5);
+    h.add(f32::NAN);
+    assert_eq!(
+        h.density(),
+        s.neg_hist.density(),
+        "out of range and NaN left out"
+    );
     let empty = MiningSummary::new(&Pairs::default().into(), d.view(), 4, 0.0, 2.0).unwrap();
     assert_eq!(
         (empty.n_tuples, empty.pos_mean, empty.neg_hist.total()),
         (0, None, 0)
+    );
+    assert_eq!(
+        empty.neg_hist.density(),
+        vec![0.0; 4],
+        "no value: all zeros"
     );
     assert!(MiningSummary::new(&Pairs::default().into(), d.view(), 0, 0.0, 2.0).is_err());
 }

@@ -484,30 +484,21 @@ fn sphere_density(dim: usize, n: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Normalised histogram (a density: bar areas sum to 1) of `values` over [0, 2].
+/// The density of `values` over [0, 2] in [`BINS`] bins (values outside, and NaN, are left
+/// out).
 fn density_histogram(values: &[f32]) -> Vec<f64> {
-    let mut counts = vec![0usize; BINS];
-    let mut n = 0usize;
+    let mut hist = dml_sampling::Histogram {
+        lo: 0.0,
+        hi: 2.0,
+        counts: vec![0; BINS],
+        below: 0,
+        above: 0,
+        nan: 0,
+    };
     for &v in values {
-        if !v.is_finite() {
-            continue;
-        }
-        let b = ((f64::from(v) / 2.0) * BINS as f64).floor();
-        let b = (b.max(0.0) as usize).min(BINS - 1);
-        counts[b] += 1;
-        n += 1;
+        hist.add(v);
     }
-    let width = 2.0 / BINS as f64;
-    counts
-        .into_iter()
-        .map(|c| {
-            if n > 0 {
-                c as f64 / (n as f64 * width)
-            } else {
-                0.0
-            }
-        })
-        .collect()
+    hist.density()
 }
 
 struct Histograms<'a> {

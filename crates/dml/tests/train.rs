@@ -11,6 +11,9 @@ use dml::sampling::{MinerConfig, TupleKind};
 use dml::{Config, Trainer};
 use tch::Tensor;
 
+mod common;
+use common::{glyph_idx, write_idx_dir, xorshift};
+
 /// LibTorch's random generator is global to the process and the test harness runs tests on
 /// several threads: two trainings seeding and drawing from it at once would interleave their
 /// draws. Every test here that touches LibTorch holds this lock.
@@ -434,66 +437,7 @@ fn training_raises_held_out_map_at_r_over_the_untrained_network() {
     );
 }
 
-/// The glyph task of the test above as IDX files in `dir`: 10 classes × 60 images of 12 × 12
-/// pixels; noise 0–59 everywhere, the class's 4 × 4 glyph (each cell on with probability 1/2)
-/// at 255 at a uniformly random offset.
-fn glyph_idx(dir: &Path) {
-    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
-    let (classes, per_class, side, g) = (10usize, 60usize, 12usize, 4usize);
-    let glyphs: Vec<Vec<bool>> = (0..classes)
-        .map(|_| (0..g * g).map(|_| next() % 2 == 1).collect())
-        .collect();
-    let mut images = Vec::new();
-    let mut labels = Vec::new();
-    for i in 0..classes * per_class {
-        let c = i % classes;
-        let mut img: Vec<u8> = (0..side * side).map(|_| (next() % 60) as u8).collect();
-        let span = (side - g + 1) as u64;
-        let (oy, ox) = ((next() % span) as usize, (next() % span) as usize);
-        for y in 0..g {
-            for x in 0..g {
-                if glyphs[c][y * g + x] {
-                    img[(oy + y) * side + ox + x] = 255;
-                }
-            }
-        }
-        images.extend(img);
-        labels.push(c as u8);
-    }
-    write_idx_dir(dir, side, &images, &labels);
-}
-
-/// Marsaglia's xorshift64 from `state` (non-zero): the test data sets' pseudo-random stream.
-fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
-}
-
-/// `images` (side × side each, concatenated) and their `labels` as an IDX folder in `dir`: all in
-/// the `train-*` files, empty `t10k-*` files (dml-data joins the two).
-fn write_idx_dir(dir: &Path, side: usize, images: &[u8], labels: &[u8]) {
-    let (n, s) = (labels.len() as u32, side as u32);
-    let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
-    write("train-images-idx3-ubyte", idx_bytes(&[n, s, s], images));
-    write("train-labels-idx1-ubyte", idx_bytes(&[n], labels));
-    write("t10k-images-idx3-ubyte", idx_bytes(&[0, s, s], &[]));
-    write("t10k-labels-idx1-ubyte", idx_bytes(&[0], &[]));
-}
-
 // ---------- Baselines ----------
-
-fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut b = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        b.extend_from_slice(&d.to_be_bytes());
-    }
-    b.extend_from_slice(data);
-    b
-}
 
 /// A tiny IDX data set in `dir`: 8 classes × 6 images of 5 × 5 pseudo-random pixels (classes 0–3
 /// train, 4–7 held out); each class has its own mean image, so retrieval is neither perfect nor
