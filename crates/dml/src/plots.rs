@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -284,58 +284,37 @@ pub fn training_curves(history: &[EpochRecord], title: &str, stem: &Path) -> Res
 // ---------------------------------------------------------------------------------------------
 // Embedding map.
 
-/// Projects the rows of `x` onto their first two principal components (centred; components from
-/// power iteration with deflation on the covariance, started from a fixed vector, each with its
-/// sign fixed so its largest-magnitude entry is positive), so the map is deterministic.
-pub fn pca_2d(x: ArrayView2<'_, f32>) -> Array2<f32> {
+/// Projects the rows of `x` onto their first two principal components: centred, the
+/// eigenvectors of the covariance for its two largest eigenvalues (LibTorch's symmetric
+/// eigensolver, `linalg_eigh`, in f64), each with its sign fixed so its largest-magnitude entry
+/// is positive, so the map is deterministic. A second column of zeros for 1-d data.
+///
+/// # Errors
+/// [`Error::Torch`] if the eigensolver fails (it does not converge on non-finite input).
+pub fn pca_2d(x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
     let (n, d) = x.dim();
     if n == 0 || d == 0 {
-        return Array2::zeros((n, 2));
+        return Ok(Array2::zeros((n, 2)));
     }
-    let x = x.mapv(f64::from);
-    let mean = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
-    let centred = &x - &mean;
-    let mut cov = centred.t().dot(&centred) / (n.max(2) - 1) as f64;
-    let mut components = Vec::with_capacity(2);
-    for c in 0..2.min(d) {
-        // A fixed start that is not orthogonal to typical leading components.
-        let mut v = Array1::from_iter((0..d).map(|i| 1.0 + ((i * 7 + c * 3) % 11) as f64 / 11.0));
-        let mut lambda = 0.0;
-        for _ in 0..500 {
-            let w = cov.dot(&v);
-            let norm = w.dot(&w).sqrt();
-            if norm < 1e-300 {
-                break;
-            }
-            let next = w / norm;
-            let delta = (&next - &v).mapv(f64::abs).sum();
-            v = next;
-            lambda = norm;
-            if delta < 1e-12 {
-                break;
-            }
-        }
-        let pivot = v
-            .iter()
-            .copied()
-            .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
-        if pivot < 0.0 {
-            v.mapv_inplace(|e| -e);
-        }
-        // Deflate: remove the found component from the covariance.
-        let outer = v
-            .view()
-            .insert_axis(Axis(1))
-            .dot(&v.view().insert_axis(Axis(0)));
-        cov = cov - outer * lambda;
-        components.push(v);
-    }
+    let x = dml_kernels::tensor::from_array(x)?.f_to_kind(tch::Kind::Double)?;
+    let centred = x.f_sub(&x.f_mean_dim([0_i64].as_slice(), true, None::<tch::Kind>)?)?;
+    let cov = centred.f_tr()?.f_mm(&centred)?;
+    // Eigenvalues in ascending order, eigenvectors as columns.
+    let (_, vectors) = cov.f_linalg_eigh("L")?;
+    let k = 2.min(d) as i64;
+    let mut top = vectors
+        .f_narrow(1, d as i64 - k, k)?
+        .f_flip([1_i64].as_slice())?;
+    // Sign: the largest-magnitude entry of each component positive.
+    let pivot = top.f_abs()?.f_argmax(0, true)?;
+    let sign = top.f_gather(0, &pivot, false)?.f_sign()?;
+    let sign = sign.f_where_scalarother(&sign.f_ne(0.0)?, 1.0)?;
+    top = top.f_mul(&sign)?;
+    let projected = dml_kernels::tensor::to_array2(&centred.f_mm(&top)?)?;
     let mut out = Array2::zeros((n, 2));
-    for (c, v) in components.iter().enumerate() {
-        let proj = centred.dot(v);
-        out.column_mut(c).assign(&proj.mapv(|e| e as f32));
-    }
-    out
+    out.slice_mut(ndarray::s![.., ..k as usize])
+        .assign(&projected);
+    Ok(out)
 }
 
 /// The most classes drawn on an embedding map; beyond this the colours stop being distinguishable.
@@ -427,7 +406,7 @@ pub fn embedding_map(
             found: labels.len(),
         });
     }
-    let points = pca_2d(embeddings);
+    let points = pca_2d(embeddings)?;
     let mut classes: Vec<u32> = labels.to_vec();
     classes.sort_unstable();
     classes.dedup();
