@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
-    if let Ok(arr) = dml_data::parse_idx(bytes, std::path::Path::new("fuzz")) {
+    if let Ok(arr) = dml_data::formats::parse_idx(bytes, std::path::Path::new("fuzz")) {
         let n: usize = arr.dims.iter().product();
         assert_eq!(arr.data.len(), n);
     }

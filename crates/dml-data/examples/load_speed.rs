@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use dml_data::{Dataset, Digits, InMemoryDataset, Transform, image_folder, load_batch};
+use dml_data::formats::{read_digits, read_idx_dir, read_image_folder};
+use dml_data::{Dataset, InMemoryDataset, Transform, load_batch};
 
 fn rate(name: &str, ds: &dyn Dataset, t: Option<&Transform>, batch: usize, rounds: usize) {
     let n = ds.len();
@@ -22,10 +23,10 @@ fn rate(name: &str, ds: &dyn Dataset, t: Option<&Transform>, batch: usize, round
 }
 
 fn main() {
-    let digits = Digits::load().expect("embedded");
+    let digits = read_digits().expect("embedded");
     rate("digits 8x8, no transform", &digits, None, 256, 2000);
 
-    let mnist = match dml_data::Idx::load_dir("data/mnist") {
+    let mnist = match read_idx_dir("data/mnist") {
         Ok(ds) => ds,
         Err(_) => {
             let data = (0..60_000 * 784).map(|i| (i % 251) as u8).collect();
@@ -66,7 +67,7 @@ fn main() {
             .unwrap();
         }
     }
-    let (jpegs, _) = image_folder(dir.path()).expect("folder");
+    let (jpegs, _) = read_image_folder(dir.path()).expect("folder");
     rate(
         "jpeg 500x375 -> train(224)",
         &jpegs,

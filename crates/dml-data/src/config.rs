@@ -6,15 +6,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::dataset::{Dataset, Subset, class_disjoint_subsets};
-use crate::files::{ImageFileDataset, cars196, cub200, image_folder, inshop, sop};
-use crate::idx::Idx;
-use crate::memory::Digits;
+use crate::dataset::{Dataset, class_disjoint_subsets};
+use crate::layouts::{cars196, cub200, digits, idx, image_folder, inshop, sop};
 
 /// Where `cargo xtask data mnist` puts MNIST.
-pub const MNIST_DIR: &str = "data/mnist";
+const MNIST_DIR: &str = "data/mnist";
 /// Where `cargo xtask data fashion-mnist` puts Fashion-MNIST.
-pub const FASHION_MNIST_DIR: &str = "data/fashion-mnist";
+const FASHION_MNIST_DIR: &str = "data/fashion-mnist";
 
 /// A data set and how to split it, tagged by `kind`:
 ///
@@ -86,7 +84,8 @@ fn default_mnist() -> PathBuf {
     MNIST_DIR.into()
 }
 
-/// The training and test data sets built from a [`DataConfig`].
+/// A data set split into its training and held-out classes: what every data set of this crate
+/// ([`crate::digits`], [`crate::idx`], [`crate::cub200`], …) and [`DataConfig::build`] return.
 #[derive(Clone, Debug)]
 pub struct Split {
     /// The training classes.
@@ -100,14 +99,24 @@ pub struct Split {
 }
 
 impl Split {
-    fn disjoint(all: Arc<dyn Dataset>) -> Result<Split> {
-        let (train, test) = class_disjoint_subsets(all)?;
-        Ok(Split {
-            train: Arc::new(train),
-            test: Arc::new(test),
+    /// A training and a test set (no query/gallery parts).
+    pub fn new(train: Arc<dyn Dataset>, test: Arc<dyn Dataset>) -> Split {
+        Split {
+            train,
+            test,
             query: None,
             gallery: None,
-        })
+        }
+    }
+
+    /// `all` split class-disjointly ([`crate::class_disjoint_split`]: the first half of the
+    /// classes train).
+    ///
+    /// # Errors
+    /// As [`class_disjoint_subsets`]: fewer than two classes.
+    pub fn disjoint(all: Arc<dyn Dataset>) -> Result<Split> {
+        let (train, test) = class_disjoint_subsets(all)?;
+        Ok(Split::new(Arc::new(train), Arc::new(test)))
     }
 }
 
@@ -115,41 +124,15 @@ impl DataConfig {
     /// Reads the data set's index (not the images) and splits it.
     pub fn build(&self) -> Result<Split> {
         match self {
-            DataConfig::Digits => Split::disjoint(Arc::new(Digits::load()?)),
+            DataConfig::Digits => digits(),
             DataConfig::Idx { path }
             | DataConfig::FashionMnist { path }
-            | DataConfig::Mnist { path } => Split::disjoint(Arc::new(Idx::load_dir(path)?)),
-            DataConfig::ImageFolder { root } => Split::disjoint(Arc::new(image_folder(root)?.0)),
-            DataConfig::Cub200 { root } => Split::disjoint(Arc::new(cub200(root)?)),
-            DataConfig::Cars196 { root } => Split::disjoint(Arc::new(cars196(root)?)),
-            DataConfig::Sop { root } => {
-                let (train, test) = sop(root)?;
-                Ok(Split {
-                    train: Arc::new(train),
-                    test: Arc::new(test),
-                    query: None,
-                    gallery: None,
-                })
-            }
-            DataConfig::Inshop { root } => {
-                let parts = inshop(root)?;
-                let n_query = parts.query.len();
-                let mut paths = parts.query.paths().to_vec();
-                paths.extend_from_slice(parts.gallery.paths());
-                let mut labels = parts.query.labels().to_vec();
-                labels.extend_from_slice(parts.gallery.labels());
-                let test: Arc<dyn Dataset> = Arc::new(ImageFileDataset::new(paths, labels)?);
-                let n_test = test.len();
-                Ok(Split {
-                    train: Arc::new(parts.train),
-                    query: Some(Arc::new(Subset::new(test.clone(), (0..n_query).collect())?)),
-                    gallery: Some(Arc::new(Subset::new(
-                        test.clone(),
-                        (n_query..n_test).collect(),
-                    )?)),
-                    test,
-                })
-            }
+            | DataConfig::Mnist { path } => idx(path),
+            DataConfig::ImageFolder { root } => image_folder(root),
+            DataConfig::Cub200 { root } => cub200(root),
+            DataConfig::Cars196 { root } => cars196(root),
+            DataConfig::Sop { root } => sop(root),
+            DataConfig::Inshop { root } => inshop(root),
         }
     }
 }

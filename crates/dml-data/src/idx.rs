@@ -133,52 +133,46 @@ pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     Ok(arr.data)
 }
 
-/// MNIST-format data sets.
-#[derive(Debug)]
-pub struct Idx;
-
-impl Idx {
-    /// Loads a pair of IDX files (images N × H × W, labels N) as a grey data set.
-    ///
-    /// # Errors
-    /// The file's name and what is wrong: unreadable, bad magic, truncated, trailing bytes,
-    /// wrong number of dimensions, or [`Error::CountMismatch`] between the two files.
-    pub fn load(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<InMemoryDataset> {
-        let (images, labels) = (images.as_ref(), labels.as_ref());
-        let x = read_idx_images(images)?;
-        let y = read_idx_labels(labels)?;
-        let (n, h, w) = x.dim();
-        if n != y.len() {
-            return Err(Error::CountMismatch {
-                images: images.to_path_buf(),
-                n_images: n,
-                labels: labels.to_path_buf(),
-                n_labels: y.len(),
-            });
-        }
-        InMemoryDataset::new(
-            x.into_raw_vec_and_offset().0,
-            y.into_iter().map(u32::from).collect(),
-            [1, h, w],
-            255.0,
-        )
+/// Loads a pair of IDX files (images N × H × W, labels N) as a grey data set.
+///
+/// # Errors
+/// The file's name and what is wrong: unreadable, bad magic, truncated, trailing bytes,
+/// wrong number of dimensions, or [`Error::CountMismatch`] between the two files.
+pub fn read_idx(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<InMemoryDataset> {
+    let (images, labels) = (images.as_ref(), labels.as_ref());
+    let x = read_idx_images(images)?;
+    let y = read_idx_labels(labels)?;
+    let (n, h, w) = x.dim();
+    if n != y.len() {
+        return Err(Error::CountMismatch {
+            images: images.to_path_buf(),
+            n_images: n,
+            labels: labels.to_path_buf(),
+            n_labels: y.len(),
+        });
     }
+    InMemoryDataset::new(
+        x.into_raw_vec_and_offset().0,
+        y.into_iter().map(u32::from).collect(),
+        [1, h, w],
+        255.0,
+    )
+}
 
-    /// Loads the standard four files of a folder ([`IDX_FILES`], each optionally with `.gz`):
-    /// the training part followed by the test part, as one data set (the class-disjoint split
-    /// then takes classes 0–4 for training and 5–9 for testing).
-    pub fn load_dir(dir: impl AsRef<Path>) -> Result<InMemoryDataset> {
-        let dir = dir.as_ref();
-        let mut all: Option<InMemoryDataset> = None;
-        for (images, labels) in IDX_FILES {
-            let part = Self::load(find(dir, images)?, find(dir, labels)?)?;
-            match &mut all {
-                None => all = Some(part),
-                Some(acc) => acc.extend(&part)?,
-            }
+/// Loads the standard four files of a folder ([`IDX_FILES`], each optionally with `.gz`):
+/// the training part followed by the test part, as one data set ([`crate::idx`] gives it
+/// split: classes 0–4 for training and 5–9 for testing).
+pub fn read_idx_dir(dir: impl AsRef<Path>) -> Result<InMemoryDataset> {
+    let dir = dir.as_ref();
+    let mut all: Option<InMemoryDataset> = None;
+    for (images, labels) in IDX_FILES {
+        let part = read_idx(find(dir, images)?, find(dir, labels)?)?;
+        match &mut all {
+            None => all = Some(part),
+            Some(acc) => acc.extend(&part)?,
         }
-        Ok(all.expect("IDX_FILES is not empty"))
     }
+    all.ok_or_else(|| Error::malformed(dir, "no IDX files listed"))
 }
 
 /// `dir/name`, or `dir/name.gz` if only that exists.

@@ -104,53 +104,47 @@ impl Dataset for InMemoryDataset {
     }
 }
 
-/// The embedded default data set: the UCI optical recognition of handwritten digits as
+/// The embedded default data set, read whole: the UCI optical recognition of handwritten digits as
 /// scikit-learn ships it (`load_digits`): 1,797 grey images of 8 × 8 with values 0–16, ten
 /// classes. Licence CC BY 4.0; see `data/README.md` of this crate.
-#[derive(Debug)]
-pub struct Digits;
-
 static DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
 
-impl Digits {
-    /// Number of images.
-    pub const LEN: usize = 1797;
-    /// Number of classes.
-    pub const N_CLASSES: usize = 10;
+/// Number of images of the embedded digits.
+pub const DIGITS_LEN: usize = 1797;
 
-    /// Decompresses and parses the embedded digits (about a millisecond).
-    pub fn load() -> Result<InMemoryDataset> {
-        const NAME: &str = "<embedded digits.csv.gz>";
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(DIGITS_CSV_GZ)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io(NAME, e))?;
-        let mut data = Vec::with_capacity(Self::LEN * 64);
-        let mut labels = Vec::with_capacity(Self::LEN);
-        for (line_no, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let values = line
-                .split(',')
-                .map(|v| {
-                    v.trim()
-                        .parse::<f32>()
-                        .ok()
-                        .filter(|x| (0.0..=16.0).contains(x) && x.fract() == 0.0)
-                })
-                .collect::<Option<Vec<f32>>>()
-                .filter(|v| v.len() == 65)
-                .ok_or_else(|| {
-                    Error::malformed(
-                        NAME,
-                        format!("line {}: expected 65 integers 0..=16", line_no + 1),
-                    )
-                })?;
-            data.extend(values[..64].iter().map(|&v| v as u8));
-            labels.push(values[64] as u32);
-        }
-        InMemoryDataset::new(data, labels, [1, 8, 8], 16.0)
+/// Decompresses and parses the embedded digits (about a millisecond); [`crate::digits`] gives
+/// them split.
+pub fn read_digits() -> Result<InMemoryDataset> {
+    const NAME: &str = "<embedded digits.csv.gz>";
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(DIGITS_CSV_GZ)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(NAME, e))?;
+    let mut data = Vec::with_capacity(DIGITS_LEN * 64);
+    let mut labels = Vec::with_capacity(DIGITS_LEN);
+    for (line_no, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let values = line
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|x| (0.0..=16.0).contains(x) && x.fract() == 0.0)
+            })
+            .collect::<Option<Vec<f32>>>()
+            .filter(|v| v.len() == 65)
+            .ok_or_else(|| {
+                Error::malformed(
+                    NAME,
+                    format!("line {}: expected 65 integers 0..=16", line_no + 1),
+                )
+            })?;
+        data.extend(values[..64].iter().map(|&v| v as u8));
+        labels.push(values[64] as u32);
     }
+    InMemoryDataset::new(data, labels, [1, 8, 8], 16.0)
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dml_data::formats::*;
 use dml_data::*;
 use ndarray::Array3;
 use proptest::prelude::*;
@@ -31,7 +32,7 @@ fn ints(v: &serde_json::Value) -> Vec<u64> {
 #[test]
 fn digits_match_sklearn() {
     let fx = fixture();
-    let d = Digits::load().unwrap();
+    let d = read_digits().unwrap();
     assert_eq!(d.len(), fx["n_items"].as_u64().unwrap() as usize);
     assert_eq!(d.item_shape(), Some([1, 8, 8]));
     let mut counts = vec![0u64; 10];
@@ -61,7 +62,7 @@ fn digits_match_sklearn() {
 
 #[test]
 fn digits_split_and_batch() {
-    let d: Arc<dyn Dataset> = Arc::new(Digits::load().unwrap());
+    let d: Arc<dyn Dataset> = Arc::new(read_digits().unwrap());
     let (train, test) = class_disjoint_subsets(d.clone()).unwrap();
     assert_eq!(train.len() + test.len(), 1797);
     assert_eq!(train.len(), 178 + 182 + 177 + 183 + 181);
@@ -81,7 +82,7 @@ fn digits_split_and_batch() {
 
 #[test]
 fn load_batch_is_deterministic_across_thread_counts() {
-    let d = Digits::load().unwrap();
+    let d = read_digits().unwrap();
     let t = Transform {
         crop: Crop::RandomResized {
             size: 12,
@@ -268,7 +269,7 @@ fn random_resized_crop_stays_in_range_and_varies() {
 
 #[test]
 fn invalid_transforms_are_errors() {
-    let d = Digits::load().unwrap();
+    let d = read_digits().unwrap();
     let bad_scale = Transform {
         crop: Crop::RandomResized {
             size: 8,
@@ -375,7 +376,7 @@ fn idx_round_trip_and_dir() {
         &dir.path().join("t10k-labels-idx1-ubyte.gz"),
         &gzip(&idx_bytes(&[2], &[0, 2])),
     );
-    let ds = Idx::load_dir(dir.path()).unwrap();
+    let ds = read_idx_dir(dir.path()).unwrap();
     assert_eq!(ds.labels(), &[7, 1, 9, 0, 2]);
     assert_eq!(ds.item_shape(), Some([1, 4, 5]));
     assert_eq!(&ds.pixels(1).unwrap().data[..], &pixels[20..40]);
@@ -461,7 +462,7 @@ fn idx_errors_name_the_file_and_the_fault() {
         read_idx_images(p("missing")),
         Err(Error::Io { .. })
     ));
-    let e = Idx::load(p("images"), p("labels3")).unwrap_err();
+    let e = read_idx(p("images"), p("labels3")).unwrap_err();
     assert!(
         matches!(
             e,
@@ -475,7 +476,7 @@ fn idx_errors_name_the_file_and_the_fault() {
     );
     assert!(e.to_string().contains("images") && e.to_string().contains("labels3"));
     assert!(matches!(
-        Idx::load_dir(dir.path()),
+        read_idx_dir(dir.path()),
         Err(Error::NotFound { .. })
     ));
 }
@@ -519,7 +520,7 @@ fn image_folder_loads_and_reports_corrupt_files() {
     save_jpg(&root.join("b_cat/2.JPG"), 9, 7, 2);
     save_png(&root.join("a_dog/x.png"), 5, 5, 3);
     write(&root.join("a_dog/notes.txt"), b"not an image");
-    let (ds, names) = image_folder(root).unwrap();
+    let (ds, names) = read_image_folder(root).unwrap();
     assert_eq!(names, vec!["a_dog", "b_cat"]);
     assert_eq!(ds.labels(), &[0, 1, 1]);
     // The PNG decodes to exactly the pixels written.
@@ -546,7 +547,7 @@ fn image_folder_loads_and_reports_corrupt_files() {
         &root.join("c/garbage.jpg"),
         b"\xff\xd8\xffnot really a jpeg",
     );
-    let (ds, _) = image_folder(root).unwrap();
+    let (ds, _) = read_image_folder(root).unwrap();
     for name in ["garbage.jpg", "trunc.png"] {
         let i = ds.paths().iter().position(|p| p.ends_with(name)).unwrap();
         let e = load_batch(&ds, &[0, i], Some(&Transform::eval(4, 4)), 0).unwrap_err();
@@ -583,9 +584,12 @@ fn cub200_layout() {
     }
     write(&root.join("images.txt"), images.as_bytes());
     write(&root.join("image_class_labels.txt"), classes.as_bytes());
-    let ds = cub200(root).unwrap();
-    assert_eq!(ds.labels(), &[0, 0, 1, 1, 2, 2, 3, 3]);
-    assert!(ds.paths()[2].ends_with("images/002.Bird_2/img_3.jpg"));
+    let split = cub200(root).unwrap();
+    assert_eq!(split.train.labels(), &[0, 0, 1, 1]);
+    assert_eq!(split.test.labels(), &[2, 2, 3, 3]);
+    // Item 2 is image id 3 of class 2: its pixels are that file's.
+    let want = decode_rgb(&root.join("images/002.Bird_2/img_3.jpg")).unwrap();
+    assert_eq!(split.train.pixels(2).unwrap().data, want.data);
     let split = DataConfig::Cub200 {
         root: root.to_path_buf(),
     }
@@ -720,8 +724,8 @@ fn inshop_layout() {
     write(&root.join("Eval/list_eval_partition.txt"), text.as_bytes());
     let parts = inshop(root).unwrap();
     assert_eq!(parts.train.labels(), &[2, 2]);
-    assert_eq!(parts.query.labels(), &[80]);
-    assert_eq!(parts.gallery.labels(), &[80, 81]);
+    assert_eq!(parts.query.unwrap().labels(), &[80]);
+    assert_eq!(parts.gallery.unwrap().labels(), &[80, 81]);
     let split = DataConfig::Inshop {
         root: root.to_path_buf(),
     }
@@ -745,7 +749,7 @@ fn config_from_toml() {
     assert_eq!(
         c,
         DataConfig::FashionMnist {
-            path: FASHION_MNIST_DIR.into()
+            path: "data/fashion-mnist".into()
         }
     );
     let c: DataConfig = toml::from_str("kind = \"cub200\"\nroot = \"x\"").unwrap();
