@@ -90,7 +90,7 @@ pub fn batch_item_shape(
     ) {
         (Some((h, w)), _) => Ok([dataset.channels(), h, w]),
         (None, Some(shape)) => Ok(shape),
-        (None, None) => Err(Error::VariableItemSize),
+        (None, None) => Err(Error::ItemSizeUnknown),
     }
 }
 

@@ -100,9 +100,18 @@ pub enum Error {
         /// The item's shape.
         found: [usize; 3],
     },
-    /// The data set's items have no common shape and no transform gives one.
-    #[error("the items of this data set differ in size; use a transform with a fixed output size")]
-    VariableItemSize,
+    /// The data set's items are image files, whose sizes are not known before they are decoded
+    /// (and may differ), and no transform gives them one size.
+    #[error(
+        "the sizes of this data set's images are not known until each file is decoded (image files may differ in size), \
+         and no transform resizes them to one size; add a fixed-size crop to the config, for example\n\
+         [transform.train]\n\
+         crop = {{ kind = \"random_resized\", size = 224, scale = [0.08, 1.0], ratio = [0.75, 1.3333333] }}\n\
+         [transform.test]\n\
+         crop = {{ kind = \"center\", resize = 256, size = 224 }}\n\
+         (any `crop` with a `size` gives one size)"
+    )]
+    ItemSizeUnknown,
     /// A class-disjoint split needs at least two classes.
     #[error("a class-disjoint split needs at least 2 classes, found {n_classes}")]
     TooFewClasses {
@@ -114,6 +123,28 @@ pub enum Error {
     InvalidTransform {
         /// What is wrong.
         reason: String,
+    },
+    /// A file named by a data set's list is not on disk.
+    #[error(
+        "{}: line {line} lists {}, which is not there; check that `root` is the folder the listed paths are relative to, and that the download is complete",
+        list.display(), path.display()
+    )]
+    ListedFileMissing {
+        /// The list file.
+        list: PathBuf,
+        /// Its 1-based line.
+        line: usize,
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A class folder of an image folder holds no image.
+    #[error(
+        "{}: this class folder holds no .png, .jpg or .jpeg image; remove it or add images (each sub-folder is a class)",
+        folder.display()
+    )]
+    EmptyClass {
+        /// The class folder.
+        folder: PathBuf,
     },
     /// A data set is missing from disk.
     #[error("{}: not found; {hint}", path.display())]

@@ -107,12 +107,16 @@ pub fn read_image_folder(root: impl AsRef<Path>) -> Result<(ImageFileDataset, Ve
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
+        let before = paths.len();
         for file in sorted_entries(&class_dir)?
             .into_iter()
             .filter(|p| is_image(p))
         {
             paths.push(file);
             labels.push(label);
+        }
+        if paths.len() == before {
+            return Err(Error::EmptyClass { folder: class_dir });
         }
     }
     if paths.is_empty() {

@@ -529,10 +529,27 @@ fn image_folder_loads_and_reports_corrupt_files() {
     assert_eq!(&px.data[..3], &[1, 0, 1]);
     assert_eq!(&px.data[3 * 5..3 * 6], &[9 * 5 + 1, 0, 1]);
     // Sizes vary, so a batch needs a fixed-size transform.
-    assert!(matches!(
-        load_batch(&ds, &[0, 1], None, 0),
-        Err(Error::VariableItemSize)
-    ));
+    let e = load_batch(&ds, &[0, 1], None, 0).unwrap_err();
+    assert!(matches!(e, Error::ItemSizeUnknown));
+    // The message says why and shows config lines that work: they parse as transforms, and
+    // each gives a fixed size.
+    let msg = e.to_string();
+    assert!(
+        msg.contains("not known until each file is decoded"),
+        "{msg}"
+    );
+    let example = msg
+        .split_once("for example\n")
+        .and_then(|(_, rest)| rest.split_once("\n("))
+        .map(|(lines, _)| lines)
+        .expect("an example in the message");
+    let tables: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Transform>> =
+        toml::from_str(example).unwrap_or_else(|e| panic!("{example}: {e}"));
+    let tf = &tables["transform"];
+    for part in ["train", "test"] {
+        assert!(tf[part].fixed_size().is_some(), "{part}: {example}");
+        assert!(load_batch(&ds, &[0, 1], Some(&tf[part]), 0).is_ok());
+    }
     let (b, l) = load_batch(&ds, &[0, 1, 2], Some(&Transform::eval(8, 6)), 0).unwrap();
     assert_eq!(b.dim(), (3, 3, 6, 6));
     assert_eq!(l, vec![0, 1, 1]);
@@ -558,6 +575,22 @@ fn image_folder_loads_and_reports_corrupt_files() {
         image_folder(root.join("nope")),
         Err(Error::Io { .. })
     ));
+}
+
+#[test]
+fn image_folder_names_an_empty_class_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    save_png(&root.join("a/1.png"), 3, 3, 1);
+    save_png(&root.join("c/1.png"), 3, 3, 2);
+    write(&root.join("b/readme.txt"), b"no images here");
+    let e = read_image_folder(root).unwrap_err();
+    assert!(
+        matches!(e, Error::EmptyClass { ref folder } if folder.ends_with("b")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("holds no .png"), "{e}");
+    assert!(image_folder(root).is_err());
 }
 
 fn tiny(root: &Path, rel: &str) -> PathBuf {
@@ -619,6 +652,15 @@ fn cub200_layout() {
         cub200(root.join("missing")),
         Err(Error::NotFound { .. })
     ));
+    // A listed image that is not on disk is named at index time, with its list and line.
+    write(&root.join("image_class_labels.txt"), classes.as_bytes());
+    std::fs::remove_file(root.join("images/003.Bird_3/img_6.jpg")).unwrap();
+    let e = cub200(root).unwrap_err();
+    assert!(
+        matches!(e, Error::ListedFileMissing { line: 6, ref path, .. } if path.ends_with("003.Bird_3/img_6.jpg")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("images.txt: line 6 lists"), "{e}");
 }
 
 #[test]
@@ -683,6 +725,10 @@ fn sop_layout() {
     );
     let e = sop(root).unwrap_err();
     assert!(e.to_string().contains("Ebay_test.txt: line 2"), "{e}");
+    write(&root.join("Ebay_test.txt"), test.as_bytes());
+    std::fs::remove_file(root.join("chair_final/1_1.JPG")).unwrap();
+    let e = sop(root).unwrap_err();
+    assert!(e.to_string().contains("Ebay_test.txt: line 3 lists"), "{e}");
 }
 
 #[test]

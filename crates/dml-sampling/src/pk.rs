@@ -45,6 +45,7 @@ pub struct PkSampler {
     seed: u64,
     n_batches: usize,
     n_excluded: usize,
+    excluded_classes: Vec<u32>,
 }
 
 impl PkSampler {
@@ -62,11 +63,13 @@ impl PkSampler {
         order.sort_unstable();
         let mut classes = Vec::new();
         let mut n_excluded = 0;
+        let mut excluded_classes = Vec::new();
         for class in order.chunk_by(|a, b| a.0 == b.0) {
             if class.len() >= min_items {
                 classes.push(class.iter().map(|&(_, i)| i).collect::<Vec<_>>());
             } else {
                 n_excluded += class.len();
+                excluded_classes.push(class[0].0);
             }
         }
         if classes.len() < p {
@@ -91,6 +94,7 @@ impl PkSampler {
             seed,
             n_batches,
             n_excluded,
+            excluded_classes,
         })
     }
 
@@ -122,6 +126,12 @@ impl PkSampler {
     /// Number of items left out because their class is too small to serve.
     pub fn n_excluded_items(&self) -> usize {
         self.n_excluded
+    }
+
+    /// The classes left out because they have a single item while `K ≥ 2` (no positive pair can
+    /// be formed from them), ascending.
+    pub fn excluded_classes(&self) -> &[u32] {
+        &self.excluded_classes
     }
 
     /// The batches of epoch `epoch`, each a `Vec` of `P·K` item indices.

@@ -40,6 +40,8 @@ proptest! {
         prop_assert_eq!(s.n_classes(), serving.len());
         let excluded: usize = sizes.iter().filter(|(c, _)| !serving.contains(c)).map(|(_, &n)| n).sum();
         prop_assert_eq!(s.n_excluded_items(), excluded);
+        let excluded_classes: Vec<u32> = sizes.keys().copied().filter(|c| !serving.contains(c)).collect();
+        prop_assert_eq!(s.excluded_classes(), excluded_classes.as_slice());
 
         // The number of batches from the documented formula.
         let chunks: Vec<usize> = serving.iter().map(|c| sizes[c].div_ceil(k)).collect();

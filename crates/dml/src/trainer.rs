@@ -305,6 +305,29 @@ const COLLAPSE_FRACTION: f64 = 0.05;
 /// ... or below this distance outright.
 const COLLAPSE_ABSOLUTE: f64 = 1e-3;
 
+/// The warning when training classes are left out of every batch because they have a single
+/// item (`classes`, as the sampler reports them) while each batch takes `k ≥ 2` per class.
+fn excluded_classes_warning(classes: &[u32], k: usize) -> Option<String> {
+    const SHOWN: usize = 10;
+    if classes.is_empty() {
+        return None;
+    }
+    let mut list: Vec<String> = classes.iter().take(SHOWN).map(u32::to_string).collect();
+    if classes.len() > SHOWN {
+        list.push(format!("… ({} more)", classes.len() - SHOWN));
+    }
+    Some(format!(
+        "{} training class{} ha{} a single item and {} left out of every batch (with batch.k = {k}, \
+         a class needs 2 items to form a positive pair): class{} {}",
+        classes.len(),
+        if classes.len() == 1 { "" } else { "es" },
+        if classes.len() == 1 { "s" } else { "ve" },
+        if classes.len() == 1 { "is" } else { "are" },
+        if classes.len() == 1 { "" } else { "es" },
+        list.join(", ")
+    ))
+}
+
 /// The warning for `record` when its held-out embeddings have collapsed: their mean pairwise
 /// distance is below 5 % of the first one in `history` (the untrained network's, or the first
 /// evaluation's without an epoch 0), or below 1e-3 outright.
@@ -469,6 +492,11 @@ impl Trainer {
             None => None,
         };
         let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
+        if let Some(warning) = excluded_classes_warning(sampler.excluded_classes(), config.batch.k)
+        {
+            tracing::warn!("{warning}");
+            eprintln!("warning: {warning}");
+        }
         let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
         let state = match ckpt {
             Some(c) => {
@@ -860,7 +888,7 @@ impl Trainer {
         for set in sets {
             let shape = match dml_data::batch_item_shape(set, tf) {
                 Ok(shape) => shape,
-                Err(dml_data::Error::VariableItemSize) => {
+                Err(dml_data::Error::ItemSizeUnknown) => {
                     return skipped(
                         "the held-out items differ in size and [transform.test] does not crop them to one"
                             .to_owned(),
@@ -1227,6 +1255,26 @@ mod tests {
             collapse: None,
             metrics: None,
         }
+    }
+
+    #[test]
+    fn excluded_classes_are_named() {
+        assert_eq!(excluded_classes_warning(&[], 4), None);
+        assert_eq!(
+            excluded_classes_warning(&[7], 4).unwrap(),
+            "1 training class has a single item and is left out of every batch (with batch.k = 4, \
+             a class needs 2 items to form a positive pair): class 7"
+        );
+        let many: Vec<u32> = (0..12).collect();
+        let w = excluded_classes_warning(&many, 2).unwrap();
+        assert!(
+            w.starts_with("12 training classes have a single item and are left out"),
+            "{w}"
+        );
+        assert!(
+            w.ends_with("classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, … (2 more)"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::files::ImageFileDataset;
-use crate::layouts::{bad_line, class_label, read_lines};
+use crate::layouts::{bad_line, class_label, listed, read_lines};
 use crate::{Result, Split};
 
 /// Cars196 from `root/cars_annos.txt`, split class-disjointly, a conversion of the published `cars_annos.mat`: one line
@@ -25,7 +25,7 @@ fn read(root: &Path) -> Result<ImageFileDataset> {
             .rsplit_once(char::is_whitespace)
             .ok_or_else(|| bad_line(&annos, line, "expected `<relative image path> <class id>`"))?;
         labels.push(class_label(&annos, line, class)?);
-        paths.push(root.join(rel.trim()));
+        paths.push(listed(&annos, line, root.join(rel.trim()))?);
     }
     ImageFileDataset::new(paths, labels)
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::files::ImageFileDataset;
-use crate::layouts::{bad_line, class_label, read_lines};
+use crate::layouts::{bad_line, class_label, listed, read_lines};
 use crate::{Result, Split};
 
 /// CUB-200-2011 as published, split class-disjointly: `root/images.txt` (`<image id> <relative path>`),
@@ -48,7 +48,11 @@ fn read(root: &Path) -> Result<ImageFileDataset> {
                 &format!("image id {id} has no class in {}", labels_txt.display()),
             )
         })?;
-        paths.push(root.join("images").join(rel.trim()));
+        paths.push(listed(
+            &images_txt,
+            line,
+            root.join("images").join(rel.trim()),
+        )?);
         labels.push(label);
     }
     ImageFileDataset::new(paths, labels)

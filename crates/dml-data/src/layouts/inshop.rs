@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::dataset::{Dataset, Subset};
 
 use crate::files::ImageFileDataset;
-use crate::layouts::{bad_line, read_lines};
+use crate::layouts::{bad_line, listed, read_lines};
 use crate::{Result, Split};
 
 /// In-Shop Clothes Retrieval: `root/list_eval_partition.txt` (or `root/Eval/...`: a count line,
@@ -52,7 +52,7 @@ pub fn inshop(root: impl AsRef<Path>) -> Result<Split> {
                 ));
             }
         };
-        parts[k].0.push(root.join(f[0]));
+        parts[k].0.push(listed(&file, line, root.join(f[0]))?);
         parts[k].1.push(label);
     }
     let [train, query, gallery] = parts;

@@ -77,3 +77,22 @@ pub(crate) fn class_label(path: &Path, line: usize, field: &str) -> Result<u32> 
             )
         })
 }
+
+/// `path`, listed at `line` of `list`, if it is a file: the check that turns a listed but
+/// missing image into an error at index time, naming the list, the line and the file, instead
+/// of a failure in the middle of training.
+pub(crate) fn listed(
+    list: &Path,
+    line: usize,
+    path: std::path::PathBuf,
+) -> Result<std::path::PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::ListedFileMissing {
+            list: list.to_path_buf(),
+            line,
+            path,
+        })
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::path::Path;
 
 use crate::files::ImageFileDataset;
-use crate::layouts::{bad_line, class_label, read_lines};
+use crate::layouts::{bad_line, class_label, listed, read_lines};
 use crate::{Result, Split};
 
 /// Stanford Online Products: `root/Ebay_train.txt` and `root/Ebay_test.txt` (a header line, then
@@ -29,7 +29,7 @@ pub fn sop(root: impl AsRef<Path>) -> Result<Split> {
                 ));
             }
             labels.push(class_label(&file, line, f[1])?);
-            paths.push(root.join(f[3]));
+            paths.push(listed(&file, line, root.join(f[3]))?);
         }
         ImageFileDataset::new(paths, labels)
     };
