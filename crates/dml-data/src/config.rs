@@ -53,26 +53,51 @@ pub enum DataConfig {
     ImageFolder {
         /// The folder holding the class folders.
         root: PathBuf,
+        /// Leave out the images that cannot be read or decoded (a truncated download, a
+        /// corrupt file) instead of stopping, counting them in the log and the report.
+        /// Default: false (such a file stops the run with its name).
+        #[serde(default)]
+        skip_unreadable: bool,
     },
     /// CUB-200-2011 (`CUB_200_2011/`): classes 1–100 train, 101–200 test.
     Cub200 {
         /// The `CUB_200_2011` folder.
         root: PathBuf,
+        /// Leave out the images that cannot be read or decoded (a truncated download, a
+        /// corrupt file) instead of stopping, counting them in the log and the report.
+        /// Default: false (such a file stops the run with its name).
+        #[serde(default)]
+        skip_unreadable: bool,
     },
     /// Cars196 (with `cars_annos.txt`): classes 1–98 train, 99–196 test.
     Cars196 {
         /// The folder holding `cars_annos.txt` and `car_ims/`.
         root: PathBuf,
+        /// Leave out the images that cannot be read or decoded (a truncated download, a
+        /// corrupt file) instead of stopping, counting them in the log and the report.
+        /// Default: false (such a file stops the run with its name).
+        #[serde(default)]
+        skip_unreadable: bool,
     },
     /// Stanford Online Products: `Ebay_train.txt` / `Ebay_test.txt`.
     Sop {
         /// The `Stanford_Online_Products` folder.
         root: PathBuf,
+        /// Leave out the images that cannot be read or decoded (a truncated download, a
+        /// corrupt file) instead of stopping, counting them in the log and the report.
+        /// Default: false (such a file stops the run with its name).
+        #[serde(default)]
+        skip_unreadable: bool,
     },
     /// In-Shop Clothes Retrieval: train; query and gallery (the test set is both together).
     Inshop {
         /// The folder holding `list_eval_partition.txt` and `img/`.
         root: PathBuf,
+        /// Leave out the images that cannot be read or decoded (a truncated download, a
+        /// corrupt file) instead of stopping, counting them in the log and the report.
+        /// Default: false (such a file stops the run with its name).
+        #[serde(default)]
+        skip_unreadable: bool,
     },
 }
 
@@ -128,11 +153,37 @@ impl DataConfig {
             DataConfig::Idx { path }
             | DataConfig::FashionMnist { path }
             | DataConfig::Mnist { path } => idx(path),
-            DataConfig::ImageFolder { root } => image_folder(root),
-            DataConfig::Cub200 { root } => cub200(root),
-            DataConfig::Cars196 { root } => cars196(root),
-            DataConfig::Sop { root } => sop(root),
-            DataConfig::Inshop { root } => inshop(root),
+            DataConfig::ImageFolder { root, .. } => image_folder(root),
+            DataConfig::Cub200 { root, .. } => cub200(root),
+            DataConfig::Cars196 { root, .. } => cars196(root),
+            DataConfig::Sop { root, .. } => sop(root),
+            DataConfig::Inshop { root, .. } => inshop(root),
+        }
+    }
+
+    /// `skip_unreadable` of the image-file kinds; `false` for the others (their items are in
+    /// memory once the index is read).
+    pub fn skip_unreadable(&self) -> bool {
+        match self {
+            DataConfig::ImageFolder {
+                skip_unreadable, ..
+            }
+            | DataConfig::Cub200 {
+                skip_unreadable, ..
+            }
+            | DataConfig::Cars196 {
+                skip_unreadable, ..
+            }
+            | DataConfig::Sop {
+                skip_unreadable, ..
+            }
+            | DataConfig::Inshop {
+                skip_unreadable, ..
+            } => *skip_unreadable,
+            DataConfig::Digits
+            | DataConfig::Idx { .. }
+            | DataConfig::FashionMnist { .. }
+            | DataConfig::Mnist { .. } => false,
         }
     }
 }

@@ -117,6 +117,34 @@ pub fn load_batch(
     transform: Option<&Transform>,
     seed: u64,
 ) -> Result<(Array4<f32>, Vec<u32>)> {
+    let (x, labels, _) = load(dataset, indices, transform, seed, false)?;
+    Ok((x, labels))
+}
+
+/// [`load_batch`], leaving out the items whose file cannot be read or decoded (a truncated
+/// download, a corrupt JPEG; see [`Error::unreadable_file`]) instead of failing: returns the
+/// batch of the other items, their labels, and the errors of the items left out. Every other
+/// item is exactly what [`load_batch`] gives at its position (its randomness still comes from
+/// its position in `indices`). Other errors (an index out of range, a size mismatch) still fail.
+///
+/// # Errors
+/// As [`load_batch`], except unreadable files.
+pub fn load_batch_skipping(
+    dataset: &dyn Dataset,
+    indices: &[usize],
+    transform: Option<&Transform>,
+    seed: u64,
+) -> Result<(Array4<f32>, Vec<u32>, Vec<Error>)> {
+    load(dataset, indices, transform, seed, true)
+}
+
+fn load(
+    dataset: &dyn Dataset,
+    indices: &[usize],
+    transform: Option<&Transform>,
+    seed: u64,
+    skip_unreadable: bool,
+) -> Result<(Array4<f32>, Vec<u32>, Vec<Error>)> {
     if let Some(t) = transform {
         t.validate(dataset.channels())?;
     }
@@ -134,29 +162,45 @@ pub fn load_batch(
     let shape = batch_item_shape(dataset, transform)?;
     let item_len = shape.iter().product::<usize>();
     let mut out = Array4::<f32>::zeros((indices.len(), shape[0], shape[1], shape[2]));
-    if item_len > 0 {
-        let buf = out
-            .as_slice_mut()
-            .expect("a freshly allocated array is contiguous");
-        buf.par_chunks_mut(item_len)
-            .zip(indices.par_iter())
-            .enumerate()
-            .try_for_each(|(position, (chunk, &index))| {
-                let pixels = dataset.pixels(index)?;
-                let found = output_shape(&pixels, transform);
-                if found != shape {
-                    return Err(Error::ShapeMismatch {
-                        index,
-                        expected: shape,
-                        found,
-                    });
-                }
-                let mut rng = item_rng(seed, position);
-                render(&pixels, transform, &mut rng, chunk);
-                Ok(())
-            })?;
+    if item_len == 0 {
+        return Ok((out, batch_labels, Vec::new()));
     }
-    Ok((out, batch_labels))
+    let buf = out
+        .as_slice_mut()
+        .expect("a freshly allocated array is contiguous");
+    // Per position: `None` when rendered, `Some(error)` when its file was unreadable and left out.
+    let outcome = buf
+        .par_chunks_mut(item_len)
+        .zip(indices.par_iter())
+        .enumerate()
+        .map(|(position, (chunk, &index))| {
+            let pixels = match dataset.pixels(index) {
+                Ok(p) => p,
+                Err(e) if skip_unreadable && e.unreadable_file().is_some() => return Ok(Some(e)),
+                Err(e) => return Err(e),
+            };
+            let found = output_shape(&pixels, transform);
+            if found != shape {
+                return Err(Error::ShapeMismatch {
+                    index,
+                    expected: shape,
+                    found,
+                });
+            }
+            let mut rng = item_rng(seed, position);
+            render(&pixels, transform, &mut rng, chunk);
+            Ok(None)
+        })
+        .collect::<Result<Vec<Option<Error>>>>()?;
+    if outcome.iter().all(Option::is_none) {
+        return Ok((out, batch_labels, Vec::new()));
+    }
+    let kept: Vec<usize> = (0..indices.len())
+        .filter(|&i| outcome[i].is_none())
+        .collect();
+    let out = out.select(ndarray::Axis(0), &kept);
+    let batch_labels = kept.iter().map(|&i| batch_labels[i]).collect();
+    Ok((out, batch_labels, outcome.into_iter().flatten().collect()))
 }
 
 /// A view of some items of another data set, in the order given.

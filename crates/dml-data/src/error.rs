@@ -157,6 +157,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The file of an item that could not be read or decoded ([`Error::Io`], [`Error::Decode`]):
+    /// what [`crate::load_batch_skipping`] leaves out; `None` for every other error.
+    pub fn unreadable_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. } | Error::Decode { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -48,7 +48,7 @@ mod transform;
 pub use crate::config::{DataConfig, Split};
 pub use crate::dataset::{
     Dataset, Subset, batch_item_shape, class_disjoint_split, class_disjoint_subsets, item_rng,
-    load_batch, shuffled_indices,
+    load_batch, load_batch_skipping, shuffled_indices,
 };
 pub use crate::error::{Error, Result};
 pub use crate::files::ImageFileDataset;

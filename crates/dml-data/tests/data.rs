@@ -571,6 +571,51 @@ fn image_folder_loads_and_reports_corrupt_files() {
         assert!(matches!(e, Error::Decode { .. }), "{e}");
         assert!(e.to_string().contains(name), "{e}");
     }
+    // Skipping: the unreadable items are left out and reported; every other item is the row
+    // load_batch gives at the same position (the random crop draws from the position).
+    let garbage = ds
+        .paths()
+        .iter()
+        .position(|p| p.ends_with("garbage.jpg"))
+        .unwrap();
+    let trunc = ds
+        .paths()
+        .iter()
+        .position(|p| p.ends_with("trunc.png"))
+        .unwrap();
+    let tf = Transform::train(4);
+    let (b, l, skipped) =
+        load_batch_skipping(&ds, &[0, garbage, 1, trunc, 2], Some(&tf), 9).unwrap();
+    let (full, full_l) = load_batch(&ds, &[0, 0, 1, 1, 2], Some(&tf), 9).unwrap();
+    assert_eq!(b.dim().0, 3);
+    assert_eq!(l, vec![full_l[0], full_l[2], full_l[4]]);
+    for (row, position) in [(0, 0), (1, 2), (2, 4)] {
+        assert_eq!(
+            b.index_axis(ndarray::Axis(0), row),
+            full.index_axis(ndarray::Axis(0), position)
+        );
+    }
+    let mut names: Vec<String> = skipped
+        .iter()
+        .map(|e| {
+            e.unreadable_file()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["garbage.jpg", "trunc.png"]);
+    // Without unreadable items it is load_batch; other errors still fail.
+    let (b, l, skipped) = load_batch_skipping(&ds, &[0, 1, 2], Some(&tf), 9).unwrap();
+    assert_eq!((b, l), load_batch(&ds, &[0, 1, 2], Some(&tf), 9).unwrap());
+    assert!(skipped.is_empty());
+    assert!(matches!(
+        load_batch_skipping(&ds, &[0, 99], Some(&tf), 9),
+        Err(Error::IndexOutOfRange { index: 99, .. })
+    ));
     assert!(matches!(
         image_folder(root.join("nope")),
         Err(Error::Io { .. })
@@ -625,6 +670,7 @@ fn cub200_layout() {
     assert_eq!(split.train.pixels(2).unwrap().data, want.data);
     let split = DataConfig::Cub200 {
         root: root.to_path_buf(),
+        skip_unreadable: false,
     }
     .build()
     .unwrap();
@@ -676,6 +722,7 @@ fn cars196_layout() {
     write(&root.join("cars_annos.txt"), annos.as_bytes());
     let split = DataConfig::Cars196 {
         root: root.to_path_buf(),
+        skip_unreadable: false,
     }
     .build()
     .unwrap();
@@ -706,6 +753,7 @@ fn sop_layout() {
     write(&root.join("Ebay_test.txt"), test.as_bytes());
     let split = DataConfig::Sop {
         root: root.to_path_buf(),
+        skip_unreadable: false,
     }
     .build()
     .unwrap();
@@ -774,6 +822,7 @@ fn inshop_layout() {
     assert_eq!(parts.gallery.unwrap().labels(), &[80, 81]);
     let split = DataConfig::Inshop {
         root: root.to_path_buf(),
+        skip_unreadable: false,
     }
     .build()
     .unwrap();
@@ -799,7 +848,17 @@ fn config_from_toml() {
         }
     );
     let c: DataConfig = toml::from_str("kind = \"cub200\"\nroot = \"x\"").unwrap();
-    assert_eq!(c, DataConfig::Cub200 { root: "x".into() });
+    assert_eq!(
+        c,
+        DataConfig::Cub200 {
+            root: "x".into(),
+            skip_unreadable: false
+        }
+    );
+    assert!(!c.skip_unreadable());
+    let c: DataConfig =
+        toml::from_str("kind = \"image_folder\"\nroot = \"x\"\nskip_unreadable = true").unwrap();
+    assert!(c.skip_unreadable());
     let e = toml::from_str::<DataConfig>("kind = \"cub200\"\nroot = \"x\"\nrot = 1").unwrap_err();
     assert!(e.to_string().contains("rot"), "{e}");
     assert!(toml::from_str::<DataConfig>("kind = \"imagenet\"").is_err());

@@ -96,6 +96,10 @@ pub struct TrainState {
     /// The collapse warning, once given (it is given once per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collapse: Option<String>,
+    /// Image files that could not be read or decoded and were left out
+    /// (`data.skip_unreadable = true`), over the whole run.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub unreadable_files: std::collections::BTreeSet<PathBuf>,
     /// Optimiser steps taken.
     pub n_steps: u64,
     /// The run's seed; every per-batch RNG is derived from it, the epoch and the batch index, so

@@ -89,6 +89,10 @@ pub struct TrainReport {
     /// Set when the held-out embeddings collapsed towards one point, with the numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collapse: Option<String>,
+    /// Image files left out because they could not be read or decoded
+    /// (`data.skip_unreadable = true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_files: Vec<PathBuf>,
 }
 
 impl std::fmt::Display for TrainReport {
@@ -114,6 +118,19 @@ impl std::fmt::Display for TrainReport {
                 f,
                 "skipped {} batches whose embeddings, loss or gradient were not finite",
                 self.skipped_batches
+            )?;
+        }
+        if let Some(first) = self.unreadable_files.first() {
+            writeln!(
+                f,
+                "left out {} unreadable image file{} (data.skip_unreadable), first {}",
+                self.unreadable_files.len(),
+                if self.unreadable_files.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                first.display()
             )?;
         }
         if let Some(fin) = &self.final_metrics {
@@ -159,6 +176,9 @@ pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::Progr
 /// A training batch as loaded: the items (views repeated) and their labels.
 type LoadedBatch = (ndarray::Array4<f32>, Vec<u32>);
 
+/// A loaded batch and the files left out of it as unreadable (`data.skip_unreadable`).
+type BatchLoad = (LoadedBatch, Vec<PathBuf>);
+
 /// Everything needed to load a training batch away from the trainer.
 #[derive(Debug, Clone)]
 struct BatchLoader {
@@ -166,13 +186,37 @@ struct BatchLoader {
     transform: Option<Transform>,
     views: usize,
     seed: u64,
+    skip_unreadable: bool,
+}
+
+/// [`dml_data::load_batch`], or with `skip_unreadable` [`dml_data::load_batch_skipping`]: the
+/// batch, its labels, and the files left out.
+fn load_items(
+    dataset: &dyn Dataset,
+    indices: &[usize],
+    transform: Option<&Transform>,
+    seed: u64,
+    skip_unreadable: bool,
+) -> Result<BatchLoad> {
+    if !skip_unreadable {
+        return Ok((
+            dml_data::load_batch(dataset, indices, transform, seed)?,
+            Vec::new(),
+        ));
+    }
+    let (x, y, errors) = dml_data::load_batch_skipping(dataset, indices, transform, seed)?;
+    let files = errors
+        .iter()
+        .filter_map(|e| e.unreadable_file().map(Path::to_path_buf))
+        .collect();
+    Ok(((x, y), files))
 }
 
 impl BatchLoader {
     /// Step `batch` of `epoch`: decode, augment (with the step's seed) and stack `indices`. With
     /// `views` > 1 each item enters the batch that many times in a row; the transform is drawn
     /// per position, so the copies differ.
-    fn load(&self, epoch: u64, batch: u64, indices: &[usize]) -> Result<LoadedBatch> {
+    fn load(&self, epoch: u64, batch: u64, indices: &[usize]) -> Result<BatchLoad> {
         let repeated: Vec<usize>;
         let indices = if self.views > 1 {
             repeated = indices
@@ -184,12 +228,13 @@ impl BatchLoader {
             indices
         };
         let seed = step_seed(self.seed, epoch, batch);
-        Ok(dml_data::load_batch(
+        load_items(
             self.data.as_ref(),
             indices,
             self.transform.as_ref(),
             seed,
-        )?)
+            self.skip_unreadable,
+        )
     }
 }
 
@@ -515,6 +560,7 @@ impl Trainer {
                 partial_skipped: 0,
                 skipped_batches: 0,
                 collapse: None,
+                unreadable_files: Default::default(),
                 n_steps: 0,
                 memory_head: None,
                 seed,
@@ -614,6 +660,7 @@ impl Trainer {
             transform: self.config.transform.train.clone(),
             views: self.config.batch.views.max(1),
             seed: self.state.seed,
+            skip_unreadable: self.config.data.skip_unreadable(),
         }
     }
 
@@ -790,6 +837,21 @@ impl Trainer {
         Ok(())
     }
 
+    /// Records files left out as unreadable; the first time a file is met it is named on
+    /// stderr, so a run that skips many says so while it runs.
+    fn note_unreadable(&mut self, files: Vec<PathBuf>) {
+        for file in files {
+            if self.state.unreadable_files.insert(file.clone()) {
+                tracing::warn!(file = %file.display(), "unreadable image left out");
+                eprintln!(
+                    "warning: left out unreadable image {} ({} so far; data.skip_unreadable)",
+                    file.display(),
+                    self.state.unreadable_files.len()
+                );
+            }
+        }
+    }
+
     fn keep_negatives(&mut self, tuples: &Tuples, dist: ArrayView2<'_, f32>) {
         let room = MAX_KEPT_DISTANCES.saturating_sub(self.last_negatives.len());
         let (a, n): (&[u32], &[u32]) = match tuples {
@@ -807,23 +869,49 @@ impl Trainer {
     /// Embeds the whole of `dataset` in batches of `batch.eval_batch_size`, with the test
     /// transform and the network in evaluation mode.
     pub fn embed_dataset(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
+        let (x, y, unreadable) = self.embed_readable(dataset)?;
+        for file in unreadable {
+            eprintln!(
+                "warning: left out unreadable image {} (data.skip_unreadable)",
+                file.display()
+            );
+        }
+        Ok((x, y))
+    }
+
+    /// [`Trainer::embed_dataset`], with the files left out as unreadable
+    /// (`data.skip_unreadable`; their items have no row).
+    fn embed_readable(
+        &self,
+        dataset: &dyn Dataset,
+    ) -> Result<(Array2<f32>, Vec<u32>, Vec<PathBuf>)> {
         let n = dataset.len();
         let bs = self.config.batch.eval_batch_size.max(1);
         let dim = self.net.embedding_dim() as usize;
         let mut out = Array2::<f32>::zeros((n, dim));
         let mut labels = Vec::with_capacity(n);
+        let mut unreadable = Vec::new();
         let _guard = tch::no_grad_guard();
         let tf: Option<&Transform> = self.config.transform.test.as_ref();
+        let skip = self.config.data.skip_unreadable();
         for start in (0..n).step_by(bs) {
             let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
-            let (x, y) = dml_data::load_batch(dataset, &idx, tf, self.state.seed)?;
+            let ((x, y), files) = load_items(dataset, &idx, tf, self.state.seed, skip)?;
+            unreadable.extend(files);
+            if y.is_empty() {
+                continue;
+            }
             let emb = self.net.embed(&self.to_tensor(&x)?, false)?;
             let e = dml_kernels::tensor::to_array2(&emb)?;
-            out.slice_mut(ndarray::s![start..start + idx.len(), ..])
+            let row = labels.len();
+            out.slice_mut(ndarray::s![row..row + y.len(), ..])
                 .assign(&e);
             labels.extend(y);
         }
-        Ok((out, labels))
+        if labels.len() < n {
+            out = out.slice(ndarray::s![..labels.len(), ..]).to_owned();
+        }
+        Ok((out, labels, unreadable))
     }
 
     /// Embeds one split.
@@ -848,18 +936,23 @@ impl Trainer {
     }
 
     fn evaluate_inner(&mut self) -> Result<Metrics> {
-        let eval_cfg = &self.config.eval.config;
         let metric = self.config.eval.metric;
-        let metrics = match (&self.split.query, &self.split.gallery) {
+        let metrics = match (self.split.query.clone(), self.split.gallery.clone()) {
             (Some(q), Some(g)) => {
-                let (qx, qy) = self.embed_dataset(q.as_ref())?;
-                let (gx, gy) = self.embed_dataset(g.as_ref())?;
+                let (qx, qy, q_unreadable) = self.embed_readable(q.as_ref())?;
+                let (gx, gy, g_unreadable) = self.embed_readable(g.as_ref())?;
+                self.note_unreadable(q_unreadable);
+                self.note_unreadable(g_unreadable);
                 self.last_spread = Some(mean_distance(gx.view()));
+                let eval_cfg = &self.config.eval.config;
                 dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, eval_cfg)?
             }
             _ => {
-                let (x, y) = self.embed_dataset(self.split.test.as_ref())?;
+                let test = Arc::clone(&self.split.test);
+                let (x, y, unreadable) = self.embed_readable(test.as_ref())?;
+                self.note_unreadable(unreadable);
                 self.last_spread = Some(mean_distance(x.view()));
+                let eval_cfg = &self.config.eval.config;
                 let m = dml_eval::evaluate(x.view(), &y, metric, eval_cfg)?;
                 self.last_test_embeddings = Some((x, y));
                 m
@@ -908,14 +1001,20 @@ impl Trainer {
             let mut x = Array2::<f32>::zeros((set.len(), dim));
             let mut labels = Vec::with_capacity(set.len());
             let bs = self.config.batch.eval_batch_size.max(1);
+            let skip = self.config.data.skip_unreadable();
             for start in (0..set.len()).step_by(bs) {
                 let idx: Vec<usize> = (start..(start + bs).min(set.len())).collect();
-                let (b, y) = dml_data::load_batch(set, &idx, tf, self.state.seed)?;
-                let mut rows = x.slice_mut(ndarray::s![start..start + idx.len(), ..]);
+                // Files left out here are the held-out set's: the evaluation records them.
+                let ((b, y), _) = load_items(set, &idx, tf, self.state.seed, skip)?;
+                let first = labels.len();
+                let mut rows = x.slice_mut(ndarray::s![first..first + y.len(), ..]);
                 for (mut row, item) in rows.outer_iter_mut().zip(b.outer_iter()) {
                     row.iter_mut().zip(item.iter()).for_each(|(r, &v)| *r = v);
                 }
                 labels.extend(y);
+            }
+            if labels.len() < set.len() {
+                x = x.slice(ndarray::s![..labels.len(), ..]).to_owned();
             }
             if self.config.model.normalize() {
                 dml_kernels::l2_normalize_inplace(x.view_mut());
@@ -1049,7 +1148,7 @@ impl Trainer {
             let mut items = 0usize;
             let mut lr_factor = 1.0;
             let loader = self.batch_loader();
-            let mut next: Option<std::thread::JoinHandle<Result<LoadedBatch>>> = None;
+            let mut next: Option<std::thread::JoinHandle<Result<BatchLoad>>> = None;
             for (b, indices) in batches
                 .iter()
                 .enumerate()
@@ -1071,19 +1170,31 @@ impl Trainer {
                         loader.load(epoch, b as u64 + 1, &following)
                     }));
                 }
-                let (loss, n_tuples) = match self.step(epoch, b as u64, loaded, lr_factor)? {
-                    Ok(done) => done,
-                    Err(fault) => {
-                        if self.config.train.on_non_finite == OnNonFinite::Stop {
-                            return Err(Error::NonFinite {
-                                what: format!("{fault} is"),
-                                at: format!("epoch {}, step {}", epoch + 1, b + 1),
-                                hint: self.non_finite_hint(),
-                            });
+                let (loaded, unreadable) = loaded;
+                self.note_unreadable(unreadable);
+                let (loss, n_tuples) = if loaded.1.len() < 2 {
+                    // All items but at most one were unreadable: nothing to compare.
+                    tracing::warn!(
+                        epoch = epoch + 1,
+                        step = b + 1,
+                        "batch left out: fewer than 2 readable items"
+                    );
+                    (f64::NAN, 0)
+                } else {
+                    match self.step(epoch, b as u64, loaded, lr_factor)? {
+                        Ok(done) => done,
+                        Err(fault) => {
+                            if self.config.train.on_non_finite == OnNonFinite::Stop {
+                                return Err(Error::NonFinite {
+                                    what: format!("{fault} is"),
+                                    at: format!("epoch {}, step {}", epoch + 1, b + 1),
+                                    hint: self.non_finite_hint(),
+                                });
+                            }
+                            tracing::warn!(epoch = epoch + 1, step = b + 1, %fault, "batch skipped");
+                            self.state.skipped_batches += 1;
+                            (f64::NAN, 0)
                         }
-                        tracing::warn!(epoch = epoch + 1, step = b + 1, %fault, "batch skipped");
-                        self.state.skipped_batches += 1;
-                        (f64::NAN, 0)
                     }
                 };
                 if loss.is_finite() {
@@ -1190,6 +1301,7 @@ impl Trainer {
             interrupted,
             skipped_batches: self.state.skipped_batches,
             collapse: self.state.collapse.clone(),
+            unreadable_files: self.state.unreadable_files.iter().cloned().collect(),
         };
         let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Json {
             path: self.output_dir.join(files::REPORT),

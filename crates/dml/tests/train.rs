@@ -881,3 +881,72 @@ fn prefetch_on_and_off_train_the_same_run() {
     assert_eq!(on_losses, off_losses);
     assert_eq!(on_weights, off_weights);
 }
+
+/// An image folder with one truncated PNG in a training class and one in a held-out class:
+/// without `skip_unreadable` the run stops naming the first it meets (the held-out one: the
+/// baselines are evaluated before the first step); with it, the run trains,
+/// both files are left out, named in the report, and kept in the checkpoint's state.
+#[test]
+fn unreadable_images_stop_the_run_or_are_skipped_and_counted() {
+    let _torch = torch_lock();
+    let data = tempfile::tempdir().unwrap();
+    let mut next = xorshift(0x5EED_1234_ABCD_0001);
+    for class in 0..4u32 {
+        for i in 0..6 {
+            let path = data.path().join(format!("c{class}/{i}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let img = image::RgbImage::from_fn(8, 8, |_, _| {
+                let v = (next() % 64) as u8 + 40 * class as u8;
+                image::Rgb([v, v, v])
+            });
+            img.save(&path).unwrap();
+        }
+    }
+    for class in [1, 3] {
+        let good = std::fs::read(data.path().join(format!("c{class}/0.png"))).unwrap();
+        std::fs::write(
+            data.path().join(format!("c{class}/9.png")),
+            &good[..good.len() / 2],
+        )
+        .unwrap();
+    }
+    let run = |skip: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), 2);
+        c.data = dml::data::DataConfig::ImageFolder {
+            root: data.path().to_path_buf(),
+            skip_unreadable: skip,
+        };
+        let fixed: dml::data::Transform =
+            toml::from_str("crop = { kind = \"center\", resize = 8, size = 8 }").unwrap();
+        c.transform.train = Some(fixed.clone());
+        c.transform.test = Some(fixed);
+        c.batch.p = 2;
+        c.batch.k = 4;
+        c.batch.batches_per_epoch = None;
+        c.validate().unwrap();
+        let result = Trainer::new(c).and_then(|mut t| t.fit());
+        (result, dir)
+    };
+    let (stopped, _dir) = run(false);
+    let e = stopped.unwrap_err().to_string();
+    assert!(e.contains("c3/9.png") && e.contains("cannot decode"), "{e}");
+    let (report, dir) = run(true);
+    let report = report.unwrap();
+    let names: Vec<String> = report
+        .unreadable_files
+        .iter()
+        .map(|p| p.strip_prefix(data.path()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["c1/9.png", "c3/9.png"]);
+    assert!(
+        report
+            .to_string()
+            .contains("left out 2 unreadable image files"),
+        "{report}"
+    );
+    let metrics = report.final_metrics.as_ref().unwrap();
+    assert_eq!(metrics.n_queries, 12, "the 12 readable held-out images");
+    let saved = dml::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    assert_eq!(saved.state.unreadable_files.len(), 2);
+}
