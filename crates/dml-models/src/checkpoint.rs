@@ -40,43 +40,67 @@ pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
         path: path.to_owned(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let named: BTreeMap<String, Tensor> = vs
         .variables()
         .into_iter()
         .map(|(k, v)| (k, v.detach().to_device(Device::Cpu).contiguous()))
         .collect();
     let named: Vec<(String, Tensor)> = named.into_iter().collect();
+    let mut torch_error = None;
+    write_atomic(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| match e {
+            tch::TchError::SafeTensorError { err, .. } => std::io::Error::other(err.to_string()),
+            other => {
+                let message = other.to_string();
+                torch_error = Some(other);
+                std::io::Error::other(message)
+            }
+        })
+    })
+    .map_err(|source| match torch_error.take() {
+        Some(e) => Error::Torch(e),
+        None => io(source),
+    })
+}
 
-    // The temporary file is deleted on drop, so every early return below cleans up after itself.
+/// Writes a file atomically: `write` fills a temporary file in `path`'s folder (given its
+/// path), which is flushed to disk (`fsync`), renamed over `path`, and the folder is synced. A
+/// crash, a full disk or an error of `write` leaves either the old file or the new one under
+/// `path`, never a half-written one, and no temporary file behind. The file gets a plain file's
+/// mode (0666 less the umask). The one way dml writes its outputs: checkpoints, weights,
+/// reports, logs, plots.
+///
+/// # Errors
+/// The first I/O error (of `write`, the flush or the rename).
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The temporary file is deleted on drop, so every early return cleans up after itself.
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
-    // Temporary files are private (0600) by default; a checkpoint gets a plain file's mode
-    // (0666 less the umask), as if it had been created directly.
+    // Temporary files are private (0600) by default; the output gets a plain file's mode, as if
+    // it had been created directly.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let tmp = builder.tempfile_in(dir).map_err(io)?;
-    Tensor::write_safetensors(&named, tmp.path()).map_err(|e| match e {
-        tch::TchError::SafeTensorError {
-            err: safetensors_err,
-            ..
-        } => io(std::io::Error::other(safetensors_err.to_string())),
-        other => Error::Torch(other),
-    })?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    let tmp = builder.tempfile_in(dir)?;
+    write(tmp.path())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     // Make the rename itself durable. Opening a folder for syncing is a Unix idea; elsewhere the
     // rename is as durable as the platform makes it.
     #[cfg(unix)]
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all())?;
     Ok(())
 }
 

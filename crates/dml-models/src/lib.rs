@@ -50,7 +50,7 @@ mod error;
 mod net;
 
 pub use crate::{
-    checkpoint::{LoadReport, load_into_scope, load_safetensors, save_safetensors},
+    checkpoint::{LoadReport, load_into_scope, load_safetensors, save_safetensors, write_atomic},
     config::{ConvNetConfig, InputShape, MlpConfig, ModelConfig, RESNET_MIN_SIDE, ResNetConfig},
     device::DeviceChoice,
     error::{Error, Result, ShapeMismatch},

@@ -79,13 +79,24 @@ fn save_then_load_gives_identical_outputs() -> anyhow::Result<()> {
 fn a_failed_save_leaves_nothing_behind() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (vs, _) = trained_conv_net(1)?;
-    let path = dir.path().join("no_such_folder").join("model.safetensors");
+    // The destination is a folder, so the final rename fails after the tensors were written.
+    let path = dir.path().join("model.safetensors");
+    std::fs::create_dir(&path)?;
     let e = save_safetensors(&vs, &path).unwrap_err();
     assert!(
         matches!(&e, Error::Io { action: "write", path: p, .. } if p == &path),
         "{e}"
     );
-    assert!(files_in(dir.path()).is_empty());
+    assert_eq!(
+        files_in(dir.path()),
+        ["model.safetensors"],
+        "no temporary file left"
+    );
+    assert!(path.is_dir());
+    // A missing folder is created.
+    let nested = dir.path().join("new_folder").join("model.safetensors");
+    save_safetensors(&vs, &nested)?;
+    assert!(nested.is_file());
     Ok(())
 }
 

@@ -12,7 +12,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dml_eval::Metrics;
@@ -212,41 +211,13 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, `fsync`, rename, and
-/// an `fsync` of the folder so the rename itself is durable.
+/// Writes `bytes` to `path` atomically ([`dml_models::write_atomic`]: a temporary file in the
+/// same folder, `fsync`, rename, and an `fsync` of the folder so the rename itself is durable).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
+    dml_models::write_atomic(path, |tmp| std::fs::write(tmp, bytes)).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.unwrap_or_else(|| "checkpoint".to_owned()),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // Make the rename durable; not every platform can open a directory, so failure to sync
-        // it is not an error.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    })
 }
 
 /// The cross-batch memory's filled rows as a CPU `f32` tensor, `len × dim`, in slot order.

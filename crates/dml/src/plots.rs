@@ -5,8 +5,8 @@
 //! Each plot is drawn once, as SVG; the PNG is that SVG rasterised by resvg, so the two always
 //! show the same thing. Text is laid out and rendered with DejaVu Sans, embedded in the binary
 //! (`assets/DejaVuSans.ttf`, Bitstream Vera licence in `assets/DejaVuSans-LICENSE.txt`), so plots
-//! come out the same on a headless machine with no fonts installed. Files are written to a
-//! temporary name and renamed into place.
+//! come out the same on a headless machine with no fonts installed. Files are written atomically
+//! (`checkpoint::write_atomic`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
@@ -75,18 +75,10 @@ fn render<D: Drawer>(stem: &Path, size: (u32, u32), d: &D) -> Result<Vec<PathBuf
     Ok(vec![png, svg])
 }
 
-/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a plot being
-/// looked at is never seen half-written.
+/// Writes `bytes` atomically ([`crate::checkpoint::write_atomic`]), so a plot being looked at
+/// is never seen half-written.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::checkpoint::write_atomic(path, bytes)
 }
 
 /// Renders SVG text to PNG bytes at its own size, with the embedded font as `sans-serif`.
