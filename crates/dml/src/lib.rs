@@ -62,6 +62,7 @@ pub use dml_sampling as sampling;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod embed;
 mod error;
 pub mod log;
 pub mod optim;

@@ -385,12 +385,12 @@ fn embed(a: EmbedArgs) -> Result<()> {
     if let Some(data) = &a.data {
         config.data = dml::trainer::read_data_config(data)?;
     }
-    let trainer = Trainer::from_checkpoint(config, &checkpoint)?;
+    let model = dml::embed::TrainedModel::from_checkpoint(config, &checkpoint)?;
     let split = match a.split {
         SplitArg::Train => Subset::Train,
         SplitArg::Test => Subset::Test,
     };
-    let (x, y) = trainer.embed_split(split)?;
+    let (x, y) = model.embed_split(split)?;
     let labels_out = a.labels_out.unwrap_or_else(|| labels_path_for(&a.out));
     write_npy_f32(&a.out, &x)?;
     let y = ndarray::Array1::from_iter(y.iter().map(|&l| i64::from(l)));

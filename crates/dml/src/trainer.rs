@@ -21,7 +21,7 @@ use std::time::Instant;
 use dml_data::{Dataset, Transform};
 use dml_eval::{Metrics, Score};
 use dml_losses::{Loss, LossContext};
-use dml_models::{EmbeddingNet, InputShape};
+use dml_models::EmbeddingNet;
 use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
@@ -30,6 +30,7 @@ use tch::{Device, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
 use crate::config::{Config, MemoryConfig, OnNonFinite};
+use crate::embed::{BatchLoad, Embedder, LoadedBatch, load_items};
 use crate::log::MetricsLog;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
@@ -173,12 +174,6 @@ pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::Progr
     indicatif::ProgressBar::new(len).with_style(style)
 }
 
-/// A training batch as loaded: the items (views repeated) and their labels.
-type LoadedBatch = (ndarray::Array4<f32>, Vec<u32>);
-
-/// A loaded batch and the files left out of it as unreadable (`data.skip_unreadable`).
-type BatchLoad = (LoadedBatch, Vec<PathBuf>);
-
 /// Everything needed to load a training batch away from the trainer.
 #[derive(Debug, Clone)]
 struct BatchLoader {
@@ -187,29 +182,6 @@ struct BatchLoader {
     views: usize,
     seed: u64,
     skip_unreadable: bool,
-}
-
-/// [`dml_data::load_batch`], or with `skip_unreadable` [`dml_data::load_batch_skipping`]: the
-/// batch, its labels, and the files left out.
-fn load_items(
-    dataset: &dyn Dataset,
-    indices: &[usize],
-    transform: Option<&Transform>,
-    seed: u64,
-    skip_unreadable: bool,
-) -> Result<BatchLoad> {
-    if !skip_unreadable {
-        return Ok((
-            dml_data::load_batch(dataset, indices, transform, seed)?,
-            Vec::new(),
-        ));
-    }
-    let (x, y, errors) = dml_data::load_batch_skipping(dataset, indices, transform, seed)?;
-    let files = errors
-        .iter()
-        .filter_map(|e| e.unreadable_file().map(Path::to_path_buf))
-        .collect();
-    Ok(((x, y), files))
 }
 
 impl BatchLoader {
@@ -481,7 +453,9 @@ impl Trainer {
         Trainer::build(config, Some(&ckpt))
     }
 
-    /// A trainer whose network and optimiser hold a checkpoint's state (for `dml embed`).
+    /// A trainer whose network and optimiser hold a checkpoint's state, its run not resumed
+    /// (to continue a run, [`Trainer::resume`]; to embed with a trained network only,
+    /// [`crate::embed::TrainedModel`]).
     pub fn from_checkpoint(config: Config, ckpt: &Checkpoint) -> Result<Trainer> {
         Trainer::build(config, Some(ckpt))
     }
@@ -494,11 +468,7 @@ impl Trainer {
         tch::manual_seed(step_seed(seed, u64::MAX, 0) as i64);
         let device = config.run.device.resolve()?;
         let split = config.data.build()?;
-        let train_tf = config.transform.train.as_ref();
-        let shape = dml_data::batch_item_shape(split.train.as_ref(), train_tf)?;
-        let input = InputShape::new(shape[0] as i64, shape[1] as i64, shape[2] as i64);
-        let mut vs = nn::VarStore::new(device);
-        let net = EmbeddingNet::new(&(vs.root() / "model"), &config.model, input)?;
+        let (mut vs, net) = crate::embed::build_net(&config, &split, device)?;
         if let (Some(path), None) = (&config.run.pretrained_backbone, ckpt) {
             net.load_backbone(&mut vs, path)?;
         }
@@ -869,49 +839,21 @@ impl Trainer {
     /// Embeds the whole of `dataset` in batches of `batch.eval_batch_size`, with the test
     /// transform and the network in evaluation mode.
     pub fn embed_dataset(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
-        let (x, y, unreadable) = self.embed_readable(dataset)?;
-        for file in unreadable {
-            eprintln!(
-                "warning: left out unreadable image {} (data.skip_unreadable)",
-                file.display()
-            );
-        }
+        let (x, y, unreadable) = self.embedder().embed(dataset)?;
+        crate::embed::warn_unreadable(&unreadable);
         Ok((x, y))
     }
 
-    /// [`Trainer::embed_dataset`], with the files left out as unreadable
-    /// (`data.skip_unreadable`; their items have no row).
-    fn embed_readable(
-        &self,
-        dataset: &dyn Dataset,
-    ) -> Result<(Array2<f32>, Vec<u32>, Vec<PathBuf>)> {
-        let n = dataset.len();
-        let bs = self.config.batch.eval_batch_size.max(1);
-        let dim = self.net.embedding_dim() as usize;
-        let mut out = Array2::<f32>::zeros((n, dim));
-        let mut labels = Vec::with_capacity(n);
-        let mut unreadable = Vec::new();
-        let _guard = tch::no_grad_guard();
-        let tf: Option<&Transform> = self.config.transform.test.as_ref();
-        let skip = self.config.data.skip_unreadable();
-        for start in (0..n).step_by(bs) {
-            let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
-            let ((x, y), files) = load_items(dataset, &idx, tf, self.state.seed, skip)?;
-            unreadable.extend(files);
-            if y.is_empty() {
-                continue;
-            }
-            let emb = self.net.embed(&self.to_tensor(&x)?, false)?;
-            let e = dml_kernels::tensor::to_array2(&emb)?;
-            let row = labels.len();
-            out.slice_mut(ndarray::s![row..row + y.len(), ..])
-                .assign(&e);
-            labels.extend(y);
+    /// The network and the test-time item preparation, for embedding data sets.
+    fn embedder(&self) -> Embedder<'_> {
+        Embedder {
+            net: &self.net,
+            device: self.device,
+            transform: self.config.transform.test.as_ref(),
+            batch_size: self.config.batch.eval_batch_size,
+            seed: self.state.seed,
+            skip_unreadable: self.config.data.skip_unreadable(),
         }
-        if labels.len() < n {
-            out = out.slice(ndarray::s![..labels.len(), ..]).to_owned();
-        }
-        Ok((out, labels, unreadable))
     }
 
     /// Embeds one split.
@@ -939,8 +881,8 @@ impl Trainer {
         let metric = self.config.eval.metric;
         let metrics = match (self.split.query.clone(), self.split.gallery.clone()) {
             (Some(q), Some(g)) => {
-                let (qx, qy, q_unreadable) = self.embed_readable(q.as_ref())?;
-                let (gx, gy, g_unreadable) = self.embed_readable(g.as_ref())?;
+                let (qx, qy, q_unreadable) = self.embedder().embed(q.as_ref())?;
+                let (gx, gy, g_unreadable) = self.embedder().embed(g.as_ref())?;
                 self.note_unreadable(q_unreadable);
                 self.note_unreadable(g_unreadable);
                 self.last_spread = Some(mean_distance(gx.view()));
@@ -949,7 +891,7 @@ impl Trainer {
             }
             _ => {
                 let test = Arc::clone(&self.split.test);
-                let (x, y, unreadable) = self.embed_readable(test.as_ref())?;
+                let (x, y, unreadable) = self.embedder().embed(test.as_ref())?;
                 self.note_unreadable(unreadable);
                 self.last_spread = Some(mean_distance(x.view()));
                 let eval_cfg = &self.config.eval.config;

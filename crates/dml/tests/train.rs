@@ -300,6 +300,14 @@ fn checkpoint_round_trip_restores_weights() {
     assert_eq!(ckpt.state.n_steps, 4);
     let fresh = Trainer::from_checkpoint(config(dir.path(), 1), &ckpt).unwrap();
     assert!(weights(&t) == weights(&fresh));
+    // The network alone, restored for embedding (what `dml embed` uses), embeds the held-out
+    // classes exactly as the trainer does.
+    let model =
+        dml::embed::TrainedModel::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    let (want, want_labels) = t.embed_split(dml::trainer::Subset::Test).unwrap();
+    let (got, got_labels) = model.embed_split(dml::trainer::Subset::Test).unwrap();
+    assert_eq!(got_labels, want_labels);
+    assert_eq!(got, want);
     // No temporary file is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

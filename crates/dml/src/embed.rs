@@ -1,0 +1,214 @@
+//! Embedding data sets with a network: the held-out evaluation of the [`Trainer`], and
+//! [`TrainedModel`], a network restored from a checkpoint for `dml embed` and for applications
+//! (no loss, miner, sampler or optimiser is built).
+//!
+//! [`Trainer`]: crate::Trainer
+
+use std::path::{Path, PathBuf};
+
+use dml_data::{Dataset, Split, Transform};
+use dml_models::{EmbeddingNet, InputShape};
+use ndarray::Array2;
+use tch::{Device, nn};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::trainer::Subset;
+use crate::{Config, Result};
+
+/// A network, its device, and how items are prepared for it: everything embedding a data set
+/// needs, borrowed from a [`Trainer`](crate::Trainer) or a [`TrainedModel`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Embedder<'a> {
+    pub net: &'a EmbeddingNet,
+    pub device: Device,
+    /// The test transform.
+    pub transform: Option<&'a Transform>,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub skip_unreadable: bool,
+}
+
+/// Embeddings of a data set, their labels, and the files left out as unreadable
+/// (`data.skip_unreadable`; their items have no row).
+pub(crate) type Embedded = (Array2<f32>, Vec<u32>, Vec<PathBuf>);
+
+impl Embedder<'_> {
+    /// Embeds the whole of `dataset` in batches, with the test transform and the network in
+    /// evaluation mode.
+    pub fn embed(&self, dataset: &dyn Dataset) -> Result<Embedded> {
+        let n = dataset.len();
+        let bs = self.batch_size.max(1);
+        let dim = self.net.embedding_dim() as usize;
+        let mut out = Array2::<f32>::zeros((n, dim));
+        let mut labels = Vec::with_capacity(n);
+        let mut unreadable = Vec::new();
+        let _guard = tch::no_grad_guard();
+        for start in (0..n).step_by(bs) {
+            let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
+            let ((x, y), files) = load_items(
+                dataset,
+                &idx,
+                self.transform,
+                self.seed,
+                self.skip_unreadable,
+            )?;
+            unreadable.extend(files);
+            if y.is_empty() {
+                continue;
+            }
+            let xs = dml_kernels::tensor::from_array(x.view())?.f_to_device(self.device)?;
+            let emb = self.net.embed(&xs, false)?;
+            let e = dml_kernels::tensor::to_array2(&emb)?;
+            let row = labels.len();
+            out.slice_mut(ndarray::s![row..row + y.len(), ..])
+                .assign(&e);
+            labels.extend(y);
+        }
+        if labels.len() < n {
+            out = out.slice(ndarray::s![..labels.len(), ..]).to_owned();
+        }
+        Ok((out, labels, unreadable))
+    }
+}
+
+/// A batch and its labels.
+pub(crate) type LoadedBatch = (ndarray::Array4<f32>, Vec<u32>);
+
+/// A loaded batch and the files left out of it as unreadable (`data.skip_unreadable`).
+pub(crate) type BatchLoad = (LoadedBatch, Vec<PathBuf>);
+
+/// [`dml_data::load_batch`], or with `skip_unreadable` [`dml_data::load_batch_skipping`]: the
+/// batch, its labels, and the files left out.
+pub(crate) fn load_items(
+    dataset: &dyn Dataset,
+    indices: &[usize],
+    transform: Option<&Transform>,
+    seed: u64,
+    skip_unreadable: bool,
+) -> Result<BatchLoad> {
+    if !skip_unreadable {
+        return Ok((
+            dml_data::load_batch(dataset, indices, transform, seed)?,
+            Vec::new(),
+        ));
+    }
+    let (x, y, errors) = dml_data::load_batch_skipping(dataset, indices, transform, seed)?;
+    let files = errors
+        .iter()
+        .filter_map(|e| e.unreadable_file().map(Path::to_path_buf))
+        .collect();
+    Ok(((x, y), files))
+}
+
+/// The network a run's config describes, under `model` in a new var store on `device`, sized to
+/// the training items after the training transform.
+pub(crate) fn build_net(
+    config: &Config,
+    split: &Split,
+    device: Device,
+) -> Result<(nn::VarStore, EmbeddingNet)> {
+    let train_tf = config.transform.train.as_ref();
+    let shape = dml_data::batch_item_shape(split.train.as_ref(), train_tf)?;
+    let input = InputShape::new(shape[0] as i64, shape[1] as i64, shape[2] as i64);
+    let vs = nn::VarStore::new(device);
+    let net = EmbeddingNet::new(&(vs.root() / "model"), &config.model, input)?;
+    Ok((vs, net))
+}
+
+/// A trained network restored from a checkpoint, for embedding only: the model's weights and
+/// the run's data set and test transform, without the loss, miner, sampler or optimiser a
+/// [`Trainer`](crate::Trainer) builds.
+///
+/// ```no_run
+/// # fn main() -> dml::Result<()> {
+/// use dml::embed::TrainedModel;
+/// let model = TrainedModel::load("runs/mnist/checkpoint.safetensors".as_ref())?;
+/// let (embeddings, labels) = model.embed_split(dml::trainer::Subset::Test)?;
+/// println!("{} held-out embeddings of {} dimensions", labels.len(), embeddings.ncols());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TrainedModel {
+    config: Config,
+    device: Device,
+    _vs: nn::VarStore,
+    net: EmbeddingNet,
+    split: Split,
+}
+
+impl TrainedModel {
+    /// The network of the checkpoint at `path`, with the config it was trained with.
+    ///
+    /// # Errors
+    /// The checkpoint cannot be read, its config is invalid, or its weights do not fit the
+    /// network the config describes.
+    pub fn load(path: &Path) -> Result<TrainedModel> {
+        let ckpt = checkpoint::load(path)?;
+        let config = Config::from_toml_str(
+            &ckpt.state.config,
+            &format!("{} (embedded config)", path.display()),
+        )?;
+        TrainedModel::from_checkpoint(config, &ckpt)
+    }
+
+    /// The network `config` describes, holding the weights of `ckpt` (its `model.*` tensors;
+    /// the loss's and optimiser's are not needed). `config` may differ from the checkpoint's in
+    /// its data set (to embed another one) but not in its model.
+    ///
+    /// # Errors
+    /// As [`TrainedModel::load`].
+    pub fn from_checkpoint(config: Config, ckpt: &Checkpoint) -> Result<TrainedModel> {
+        if config.run.threads > 0 {
+            tch::set_num_threads(config.run.threads as i32);
+        }
+        let device = config.run.device.resolve()?;
+        let split = config.data.build()?;
+        let (vs, net) = build_net(&config, &split, device)?;
+        checkpoint::restore_vars(&ckpt.vars, &vs)?;
+        Ok(TrainedModel {
+            config,
+            device,
+            _vs: vs,
+            net,
+            split,
+        })
+    }
+
+    /// Embeds `dataset` with the test transform. Files left out as unreadable
+    /// (`data.skip_unreadable`) are named on stderr and have no row.
+    pub fn embed(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
+        let (x, y, unreadable) = self.embedder().embed(dataset)?;
+        warn_unreadable(&unreadable);
+        Ok((x, y))
+    }
+
+    /// Embeds the training or the held-out classes of the config's data set.
+    pub fn embed_split(&self, subset: Subset) -> Result<(Array2<f32>, Vec<u32>)> {
+        match subset {
+            Subset::Train => self.embed(self.split.train.as_ref()),
+            Subset::Test => self.embed(self.split.test.as_ref()),
+        }
+    }
+
+    fn embedder(&self) -> Embedder<'_> {
+        Embedder {
+            net: &self.net,
+            device: self.device,
+            transform: self.config.transform.test.as_ref(),
+            batch_size: self.config.batch.eval_batch_size,
+            seed: self.config.run.seed,
+            skip_unreadable: self.config.data.skip_unreadable(),
+        }
+    }
+}
+
+/// Names on stderr the files an embedding left out as unreadable.
+pub(crate) fn warn_unreadable(files: &[PathBuf]) {
+    for file in files {
+        eprintln!(
+            "warning: left out unreadable image {} (data.skip_unreadable)",
+            file.display()
+        );
+    }
+}
