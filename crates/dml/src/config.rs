@@ -779,3 +779,21 @@ impl Config {
         Ok(())
     }
 }
+
+/// Reads a `[data]` table from a TOML file holding either a whole run config or only `[data]`.
+pub fn read_data_config(path: &Path) -> Result<dml_data::DataConfig> {
+    #[derive(Deserialize)]
+    struct DataOnly {
+        data: dml_data::DataConfig,
+    }
+    let text = crate::checkpoint::read_text(path)?;
+    if let Ok(c) = Config::from_toml_str(&text, &path.display().to_string()) {
+        return Ok(c.data);
+    }
+    toml::from_str::<DataOnly>(&text)
+        .map(|d| d.data)
+        .map_err(|e| Error::ConfigParse {
+            path: path.display().to_string(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+}

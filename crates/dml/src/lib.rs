@@ -67,6 +67,7 @@ mod error;
 pub mod log;
 pub mod optim;
 pub mod plots;
+mod report;
 pub mod trainer;
 
 pub use crate::{

@@ -383,7 +383,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
         &format!("{} (embedded config)", a.checkpoint.display()),
     )?;
     if let Some(data) = &a.data {
-        config.data = dml::trainer::read_data_config(data)?;
+        config.data = dml::config::read_data_config(data)?;
     }
     let model = dml::embed::TrainedModel::from_checkpoint(config, &checkpoint)?;
     let split = match a.split {

@@ -302,8 +302,7 @@ fn checkpoint_round_trip_restores_weights() {
     assert!(weights(&t) == weights(&fresh));
     // The network alone, restored for embedding (what `dml embed` uses), embeds the held-out
     // classes exactly as the trainer does.
-    let model =
-        dml::embed::TrainedModel::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+    let model = dml::embed::TrainedModel::load(&dir.path().join("checkpoint.safetensors")).unwrap();
     let (want, want_labels) = t.embed_split(dml::trainer::Subset::Test).unwrap();
     let (got, got_labels) = model.embed_split(dml::trainer::Subset::Test).unwrap();
     assert_eq!(got_labels, want_labels);
