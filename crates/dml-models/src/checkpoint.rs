@@ -34,33 +34,8 @@ pub struct LoadReport {
 /// [`Error::Io`] when the folder is not writable or the disk is full; [`Error::Torch`] when a
 /// variable has a kind safetensors cannot store.
 pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
-    let io = |source| Error::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    };
-    let named: BTreeMap<String, Tensor> = vs
-        .variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
-    let named: Vec<(String, Tensor)> = named.into_iter().collect();
-    let mut torch_error = None;
-    write_atomic(path, |tmp| {
-        Tensor::write_safetensors(&named, tmp).map_err(|e| match e {
-            tch::TchError::SafeTensorError { err, .. } => std::io::Error::other(err.to_string()),
-            other => {
-                let message = other.to_string();
-                torch_error = Some(other);
-                std::io::Error::other(message)
-            }
-        })
-    })
-    .map_err(|source| match torch_error.take() {
-        Some(e) => Error::Torch(e),
-        None => io(source),
-    })
+    let named: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    crate::write_tensors(path.as_ref(), &named, &HashMap::new())
 }
 
 /// Writes a file atomically: `write` fills a temporary file in `path`'s folder (given its
@@ -256,10 +231,8 @@ fn check_readable(path: &Path) -> Result<()> {
         })
 }
 
-fn read_safetensors_file(path: &Path) -> Result<HashMap<String, Tensor>> {
-    check_readable(path)?;
-    let named = Tensor::read_safetensors(path).map_err(|source| weights_file(path, source))?;
-    Ok(named.into_iter().collect())
+fn read_safetensors_file(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    Ok(crate::read_tensors(path)?.0)
 }
 
 /// A `.safetensors` file by its extension, otherwise tch's `.ot` (LibTorch module) format.
@@ -268,17 +241,11 @@ fn read_weights_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let is_safetensors = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    let named = if is_safetensors {
-        Tensor::read_safetensors(path)
-    } else {
-        Tensor::load_multi_with_device(path, Device::Cpu)
-    };
-    named.map_err(|source| weights_file(path, source))
-}
-
-fn weights_file(path: &Path, source: tch::TchError) -> Error {
-    Error::WeightsFile {
-        path: PathBuf::from(path),
-        source,
+    if is_safetensors {
+        return Ok(crate::read_tensors(path)?.0.into_iter().collect());
     }
+    Tensor::load_multi_with_device(path, Device::Cpu).map_err(|source| Error::WeightsFile {
+        path: PathBuf::from(path),
+        message: source.to_string(),
+    })
 }

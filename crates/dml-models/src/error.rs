@@ -122,12 +122,22 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A weights file that cannot be parsed (corrupt bytes, truncated, not a weights file).
-    #[error("cannot read weights from {path}: {source}")]
+    #[error("cannot read weights from {}: {message}", path.display())]
     WeightsFile {
         /// The file.
         path: PathBuf,
-        /// What LibTorch or the safetensors parser said.
-        source: tch::TchError,
+        /// What is wrong with it (truncated or corrupt, another format), with the parser's
+        /// words.
+        message: String,
+    },
+    /// A tensor of a kind a safetensors file cannot hold, or a stored dtype LibTorch has no
+    /// kind for.
+    #[error("tensor `{name}` has kind {kind}, which safetensors files and LibTorch do not share")]
+    TensorKind {
+        /// The tensor's name.
+        name: String,
+        /// Its kind or dtype.
+        kind: String,
     },
     /// A weights file whose tensors do not match the network's variables; nothing was loaded.
     #[error("{}", mismatch_message(path, missing, unexpected, mismatched))]

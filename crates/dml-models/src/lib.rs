@@ -48,6 +48,7 @@ mod config;
 mod device;
 mod error;
 mod net;
+mod safetensors_io;
 
 pub use crate::{
     checkpoint::{LoadReport, load_into_scope, load_safetensors, save_safetensors, write_atomic},
@@ -55,4 +56,5 @@ pub use crate::{
     device::DeviceChoice,
     error::{Error, Result, ShapeMismatch},
     net::EmbeddingNet,
+    safetensors_io::{read_tensors, write_tensors},
 };

@@ -398,3 +398,58 @@ fn converted_torchvision_names_are_exactly_the_resnet_backbone_variables() -> an
     }
     Ok(())
 }
+
+/// The one safetensors reader and writer: every kind it maps, shapes and metadata come back
+/// exactly; a file cut short and a file of another format are told apart, naming the file.
+#[test]
+fn tensors_and_metadata_round_trip_and_bad_files_are_named() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.safetensors");
+    let base = Tensor::arange(12, (Kind::Double, Device::Cpu)).view([3, 4]) - 5.0;
+    let mut tensors = BTreeMap::new();
+    for kind in [
+        Kind::Float,
+        Kind::Double,
+        Kind::Half,
+        Kind::BFloat16,
+        Kind::Int64,
+        Kind::Int,
+        Kind::Int16,
+        Kind::Int8,
+        Kind::Bool,
+    ] {
+        tensors.insert(format!("{kind:?}"), base.to_kind(kind));
+    }
+    tensors.insert("u8".to_owned(), base.abs().to_kind(Kind::Uint8));
+    tensors.insert("scalar".to_owned(), Tensor::from(2.5f32));
+    let metadata = std::collections::HashMap::from([("k".to_owned(), "v ü".to_owned())]);
+    dml_models::write_tensors(&path, &tensors, &metadata)?;
+    let (back, meta) = dml_models::read_tensors(&path)?;
+    assert_eq!(meta, metadata);
+    assert_eq!(
+        back.keys().collect::<Vec<_>>(),
+        tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &tensors {
+        let b = &back[name];
+        assert_eq!((b.kind(), b.size()), (t.kind(), t.size()), "{name}");
+        assert!(b.equal(t), "{name}");
+    }
+    // Cut short, and another format.
+    let bytes = std::fs::read(&path)?;
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 3])?;
+    let e = dml_models::read_tensors(&cut).unwrap_err().to_string();
+    assert!(
+        e.contains("cut.safetensors") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
+    let text = dir.path().join("notes.safetensors");
+    std::fs::write(&text, "[train]\nepochs = 3\n")?;
+    let e = dml_models::read_tensors(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("notes.safetensors") && e.contains("not a safetensors file"),
+        "{e}"
+    );
+    Ok(())
+}

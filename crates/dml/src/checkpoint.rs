@@ -8,9 +8,9 @@
 //!
 //! Writing goes to a temporary file in the same folder, which is flushed to disk (`fsync`) and then
 //! renamed over the target: a crash or Ctrl-C at any instant leaves either the old checkpoint or
-//! the new one, never a torn file.
+//! the new one, never a torn file. Reading and writing are dml-models' one safetensors reader
+//! and writer ([`dml_models::read_tensors`], [`dml_models::write_tensors`]).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -131,78 +131,6 @@ pub struct Checkpoint {
     pub memory: Option<(Vec<f32>, Vec<u32>)>,
 }
 
-struct TensorBytes {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl safetensors::View for &TensorBytes {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn dtype_of(kind: Kind) -> Option<safetensors::Dtype> {
-    use safetensors::Dtype as D;
-    Some(match kind {
-        Kind::Float => D::F32,
-        Kind::Double => D::F64,
-        Kind::Half => D::F16,
-        Kind::BFloat16 => D::BF16,
-        Kind::Int64 => D::I64,
-        Kind::Int => D::I32,
-        Kind::Int16 => D::I16,
-        Kind::Int8 => D::I8,
-        Kind::Uint8 => D::U8,
-        Kind::Bool => D::BOOL,
-        _ => return None,
-    })
-}
-
-fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
-    use safetensors::Dtype as D;
-    Some(match dtype {
-        D::F32 => Kind::Float,
-        D::F64 => Kind::Double,
-        D::F16 => Kind::Half,
-        D::BF16 => Kind::BFloat16,
-        D::I64 => Kind::Int64,
-        D::I32 => Kind::Int,
-        D::I16 => Kind::Int16,
-        D::I8 => Kind::Int8,
-        D::U8 => Kind::Uint8,
-        D::BOOL => Kind::Bool,
-        _ => return None,
-    })
-}
-
-fn to_bytes(name: &str, t: &Tensor) -> Result<TensorBytes> {
-    let t = t
-        .f_detach()?
-        .f_to_device(tch::Device::Cpu)?
-        .f_contiguous()?;
-    let kind = t.f_kind()?;
-    let dtype = dtype_of(kind).ok_or_else(|| Error::UnsupportedKind {
-        name: name.to_owned(),
-        kind: format!("{kind:?}"),
-    })?;
-    let numel = t.numel();
-    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-    t.f_copy_data_u8(&mut data, numel)?;
-    let shape = t.size().iter().map(|&d| d as usize).collect();
-    Ok(TensorBytes { dtype, shape, data })
-}
-
 /// The whole of a text file, or [`Error::Io`] naming it.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -234,86 +162,42 @@ pub fn save(
     memory: Option<&dml_sampling::MemoryBank>,
     state: &TrainState,
 ) -> Result<()> {
-    let mut tensors: BTreeMap<String, TensorBytes> = BTreeMap::new();
+    let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
     for (name, t) in vs.variables() {
-        let key = format!("vars.{name}");
-        tensors.insert(key.clone(), to_bytes(&key, &t)?);
+        tensors.insert(format!("vars.{name}"), t);
     }
     for (name, t) in optim.state() {
-        let key = format!("optim.{name}");
-        tensors.insert(key.clone(), to_bytes(&key, &t)?);
+        tensors.insert(format!("optim.{name}"), t);
     }
     if let Some(bank) = memory {
-        let emb = memory_rows(bank)?;
         let labels: Vec<i64> = bank.labels().iter().map(|&l| i64::from(l)).collect();
-        let labels = Tensor::f_from_slice(&labels)?;
-        for (key, t) in [("memory.embeddings", emb), ("memory.labels", labels)] {
-            tensors.insert(key.to_owned(), to_bytes(key, &t)?);
-        }
+        tensors.insert("memory.embeddings".to_owned(), memory_rows(bank)?);
+        tensors.insert("memory.labels".to_owned(), Tensor::f_from_slice(&labels)?);
     }
     let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     let metadata = HashMap::from([(STATE_KEY.to_owned(), json)]);
-    let bytes = safetensors::serialize(
-        tensors.iter().map(|(k, v)| (k.as_str(), v)),
-        &Some(metadata),
-    )
-    .map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
-}
-
-/// What a safetensors parse error means for the user: a file cut short (a copy that did not
-/// finish, a full disk) or a file of another format. The library's own text is its variant name.
-fn unreadable(e: &safetensors::SafeTensorError) -> String {
-    use safetensors::SafeTensorError as E;
-    let what = match e {
-        E::HeaderTooSmall
-        | E::InvalidHeaderLength
-        | E::MetadataIncompleteBuffer
-        | E::InvalidOffset(_)
-        | E::TensorInvalidInfo
-        | E::InvalidTensorView(..)
-        | E::ValidationOverflow => "truncated or corrupt safetensors file",
-        _ => "not a safetensors file",
-    };
-    format!("{what} ({e:?})")
+    Ok(dml_models::write_tensors(path, &tensors, &metadata)?)
 }
 
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let bad = |message: String| Error::Checkpoint {
         path: path.to_path_buf(),
         message,
     };
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(unreadable(&e)))?;
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(STATE_KEY))
+    let (tensors, metadata) = dml_models::read_tensors(path)?;
+    let json = metadata
+        .get(STATE_KEY)
         .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not a dml checkpoint")))?;
     let state: TrainState =
         serde_json::from_str(json).map_err(|e| bad(format!("bad training state: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(unreadable(&e)))?;
     let mut vars = BTreeMap::new();
     let mut optim = BTreeMap::new();
     let (mut mem_rows, mut mem_labels) = (None, None);
-    for (name, view) in st.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| Error::UnsupportedKind {
-            name: name.clone(),
-            kind: format!("{:?}", view.dtype()),
-        })?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+    for (name, t) in tensors {
         if let Some(rest) = name.strip_prefix("vars.") {
             vars.insert(rest.to_owned(), t);
         } else if let Some(rest) = name.strip_prefix("optim.") {

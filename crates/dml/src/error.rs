@@ -62,14 +62,6 @@ pub enum Error {
         /// The saved shape.
         found: Vec<i64>,
     },
-    /// A tensor of a dtype safetensors cannot hold.
-    #[error("tensor `{name}` has unsupported kind {kind}")]
-    UnsupportedKind {
-        /// The tensor.
-        name: String,
-        /// Its kind.
-        kind: String,
-    },
     /// A trainable variable belongs to a group with no optimiser settings.
     #[error("no optimiser settings for group {group:?} (variable `{name}`)")]
     MissingOptimizerGroup {
