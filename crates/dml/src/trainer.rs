@@ -76,6 +76,19 @@ pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::Progr
     indicatif::ProgressBar::new(len).with_style(style)
 }
 
+/// How one pass over an epoch's batches went ([`Trainer::fit`]'s epoch runner).
+#[derive(Debug, Clone, Copy)]
+struct EpochRun {
+    /// Batches in the epoch.
+    n_batches: u64,
+    /// The learning-rate factor of the last batch run.
+    lr_factor: f64,
+    /// Seconds spent in this pass.
+    seconds: f64,
+    /// Whether Ctrl-C stopped it.
+    interrupted: bool,
+}
+
 /// Everything needed to load a training batch away from the trainer.
 #[derive(Debug, Clone)]
 struct BatchLoader {
@@ -920,6 +933,32 @@ impl Trainer {
     /// the plots and the report, and returns the report. With the interrupt flag set it stops
     /// after the current step, writes a checkpoint and returns with `interrupted: true`.
     pub fn fit(&mut self) -> Result<TrainReport> {
+        let mut log = self.start_run()?;
+        let epochs = self.config.train.epochs;
+        let mut train_seconds = 0.0;
+        let mut interrupted = false;
+        while self.state.epochs_done < epochs {
+            let epoch = self.state.epochs_done;
+            let run = self.train_epoch(epoch)?;
+            train_seconds += run.seconds;
+            interrupted = run.interrupted;
+            if interrupted && self.state.batches_done < run.n_batches {
+                // Stopped inside the epoch: the checkpoint resumes at its next batch.
+                self.save_checkpoint()?;
+                break;
+            }
+            self.finish_epoch(epoch, run.lr_factor, interrupted, &mut log)?;
+            if interrupted {
+                break;
+            }
+        }
+        self.finish_run(train_seconds, interrupted)
+    }
+
+    /// Before the first step of this process: the output folder, the resolved config, the
+    /// metrics log (reopened on resume), the raw-input baseline and, on a fresh run, the
+    /// untrained network's evaluation (epoch 0).
+    fn start_run(&mut self) -> Result<MetricsLog> {
         std::fs::create_dir_all(&self.output_dir).map_err(|source| Error::Io {
             path: self.output_dir.clone(),
             source,
@@ -938,10 +977,6 @@ impl Trainer {
             log.append_raw_input(&raw)?;
             self.state.raw_input = Some(raw);
         }
-        let epochs = self.config.train.epochs;
-        let mut train_seconds = 0.0;
-        let mut interrupted = false;
-
         if self.state.epochs_done == 0
             && self.state.batches_done == 0
             && self.state.history.is_empty()
@@ -962,142 +997,170 @@ impl Trainer {
             log.append(&record)?;
             self.state.history.push(record);
         }
+        Ok(log)
+    }
 
-        while self.state.epochs_done < epochs {
-            let epoch = self.state.epochs_done;
-            let batches = self.epoch_batches(epoch);
-            let n_batches = batches.len() as u64;
-            let bar = self.progress_bar(n_batches, epoch);
-            bar.set_position(self.state.batches_done);
-            self.last_negatives.clear();
-            let start = Instant::now();
-            let mut items = 0usize;
-            let mut lr_factor = 1.0;
-            let loader = self.batch_loader();
-            let mut next: Option<std::thread::JoinHandle<Result<BatchLoad>>> = None;
-            for (b, indices) in batches
-                .iter()
-                .enumerate()
-                .skip(self.state.batches_done as usize)
-            {
-                let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
-                lr_factor = self.config.schedule.factor(progress, epochs);
-                let loaded = match next.take() {
-                    Some(handle) => handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-                    None => loader.load(epoch, b as u64, indices)?,
-                };
-                if self.config.train.prefetch
-                    && let Some(following) = batches.get(b + 1)
-                {
-                    let (loader, following) = (loader.clone(), following.clone());
-                    next = Some(std::thread::spawn(move || {
-                        loader.load(epoch, b as u64 + 1, &following)
-                    }));
-                }
-                let (loaded, unreadable) = loaded;
-                self.note_unreadable(unreadable);
-                let (loss, n_tuples) = if loaded.1.len() < 2 {
-                    // All items but at most one were unreadable: nothing to compare.
-                    tracing::warn!(
-                        epoch = epoch + 1,
-                        step = b + 1,
-                        "batch left out: fewer than 2 readable items"
-                    );
-                    (f64::NAN, 0)
-                } else {
-                    match self.step(epoch, b as u64, loaded, lr_factor)? {
-                        Ok(done) => done,
-                        Err(fault) => {
-                            if self.config.train.on_non_finite == OnNonFinite::Stop {
-                                return Err(Error::NonFinite {
-                                    what: format!("{fault} is"),
-                                    at: format!("epoch {}, step {}", epoch + 1, b + 1),
-                                    hint: self.non_finite_hint(),
-                                });
-                            }
-                            tracing::warn!(epoch = epoch + 1, step = b + 1, %fault, "batch skipped");
-                            self.state.skipped_batches += 1;
-                            (f64::NAN, 0)
-                        }
-                    }
-                };
-                if loss.is_finite() {
-                    self.state.partial_loss_sum += loss;
-                } else {
-                    self.state.partial_skipped += 1;
-                }
-                self.state.partial_tuples_sum += n_tuples as f64;
-                self.state.batches_done = b as u64 + 1;
-                items += indices.len();
-                let secs = start.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "loss {loss:.4}, {:.0} items/s",
-                    items as f64 / secs
-                ));
-                bar.inc(1);
-                if self.interrupted() {
-                    interrupted = true;
-                    break;
-                }
-            }
-            let secs = start.elapsed().as_secs_f64();
-            bar.finish_and_clear();
-            train_seconds += secs;
-            self.state.partial_seconds += secs;
-            if interrupted && self.state.batches_done < n_batches {
-                self.save_checkpoint()?;
-                break;
-            }
-            // The epoch is complete.
-            let done = self.state.batches_done.max(1) as f64;
-            let trained = (self.state.batches_done - self.state.partial_skipped).max(1) as f64;
-            let mut record = EpochRecord {
-                epoch: epoch + 1,
-                loss: Some(self.state.partial_loss_sum / trained),
-                tuples_per_batch: self
-                    .miner
-                    .is_some()
-                    .then(|| self.state.partial_tuples_sum / done),
-                lr_factor,
-                train_seconds: self.state.partial_seconds,
-                skipped_batches: self.state.partial_skipped,
-                spread: None,
-                collapse: None,
-                metrics: None,
+    /// The batches of `epoch` from `state.batches_done` on: each loaded (the next one on its
+    /// own thread with `train.prefetch`) and stepped; stops early on Ctrl-C.
+    fn train_epoch(&mut self, epoch: u64) -> Result<EpochRun> {
+        let epochs = self.config.train.epochs;
+        let batches = self.epoch_batches(epoch);
+        let n_batches = batches.len() as u64;
+        let bar = self.progress_bar(n_batches, epoch);
+        bar.set_position(self.state.batches_done);
+        self.last_negatives.clear();
+        let start = Instant::now();
+        let mut items = 0usize;
+        let mut lr_factor = 1.0;
+        let mut interrupted = false;
+        let loader = self.batch_loader();
+        let mut next: Option<std::thread::JoinHandle<Result<BatchLoad>>> = None;
+        for (b, indices) in batches
+            .iter()
+            .enumerate()
+            .skip(self.state.batches_done as usize)
+        {
+            let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
+            lr_factor = self.config.schedule.factor(progress, epochs);
+            let loaded = match next.take() {
+                Some(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+                None => loader.load(epoch, b as u64, indices)?,
             };
-            self.state.epochs_done += 1;
-            self.state.batches_done = 0;
-            self.state.partial_loss_sum = 0.0;
-            self.state.partial_tuples_sum = 0.0;
-            self.state.partial_seconds = 0.0;
-            self.state.partial_skipped = 0;
-            let last = self.state.epochs_done == epochs;
-            let every = self.config.train.eval_every;
-            if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
-                record.metrics = Some(self.evaluate()?);
-                record.spread = self.last_spread;
-                if let Some(warning) = self.collapse_warning(&record) {
-                    tracing::warn!("{warning}");
-                    eprintln!("warning: {warning}");
-                    record.collapse = Some(warning.clone());
-                    self.state.collapse.get_or_insert(warning);
-                }
+            if self.config.train.prefetch
+                && let Some(following) = batches.get(b + 1)
+            {
+                let (loader, following) = (loader.clone(), following.clone());
+                next = Some(std::thread::spawn(move || {
+                    loader.load(epoch, b as u64 + 1, &following)
+                }));
             }
-            tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
-            self.log_line(&record, epochs);
-            log.append(&record)?;
-            self.state.history.push(record);
-            let ck = self.config.train.checkpoint_every;
-            if last || interrupted || (ck > 0 && self.state.epochs_done.is_multiple_of(ck)) {
-                self.save_checkpoint()?;
+            let (loss, n_tuples) = self.train_batch(epoch, b as u64, loaded, lr_factor)?;
+            if loss.is_finite() {
+                self.state.partial_loss_sum += loss;
+            } else {
+                self.state.partial_skipped += 1;
             }
-            if interrupted {
+            self.state.partial_tuples_sum += n_tuples as f64;
+            self.state.batches_done = b as u64 + 1;
+            items += indices.len();
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {loss:.4}, {:.0} items/s",
+                items as f64 / secs
+            ));
+            bar.inc(1);
+            if self.interrupted() {
+                interrupted = true;
                 break;
             }
         }
+        let seconds = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        self.state.partial_seconds += seconds;
+        Ok(EpochRun {
+            n_batches,
+            lr_factor,
+            seconds,
+            interrupted,
+        })
+    }
 
+    /// One loaded batch: the step, or NaN and no tuples for a batch left out (fewer than two
+    /// readable items, or a non-finite value with `train.on_non_finite = "skip_batch"`).
+    fn train_batch(
+        &mut self,
+        epoch: u64,
+        batch: u64,
+        (loaded, unreadable): BatchLoad,
+        lr_factor: f64,
+    ) -> Result<(f64, usize)> {
+        self.note_unreadable(unreadable);
+        if loaded.1.len() < 2 {
+            // All items but at most one were unreadable: nothing to compare.
+            tracing::warn!(
+                epoch = epoch + 1,
+                step = batch + 1,
+                "batch left out: fewer than 2 readable items"
+            );
+            return Ok((f64::NAN, 0));
+        }
+        match self.step(epoch, batch, loaded, lr_factor)? {
+            Ok(done) => Ok(done),
+            Err(fault) => {
+                if self.config.train.on_non_finite == OnNonFinite::Stop {
+                    return Err(Error::NonFinite {
+                        what: format!("{fault} is"),
+                        at: format!("epoch {}, step {}", epoch + 1, batch + 1),
+                        hint: self.non_finite_hint(),
+                    });
+                }
+                tracing::warn!(epoch = epoch + 1, step = batch + 1, %fault, "batch skipped");
+                self.state.skipped_batches += 1;
+                Ok((f64::NAN, 0))
+            }
+        }
+    }
+
+    /// A completed epoch: its record (mean loss and tuples, the evaluation when due, the
+    /// collapse warning), the log line, and the checkpoint when due (the last epoch,
+    /// `train.checkpoint_every`, or Ctrl-C).
+    fn finish_epoch(
+        &mut self,
+        epoch: u64,
+        lr_factor: f64,
+        interrupted: bool,
+        log: &mut MetricsLog,
+    ) -> Result<()> {
+        let epochs = self.config.train.epochs;
+        let done = self.state.batches_done.max(1) as f64;
+        let trained = (self.state.batches_done - self.state.partial_skipped).max(1) as f64;
+        let mut record = EpochRecord {
+            epoch: epoch + 1,
+            loss: Some(self.state.partial_loss_sum / trained),
+            tuples_per_batch: self
+                .miner
+                .is_some()
+                .then(|| self.state.partial_tuples_sum / done),
+            lr_factor,
+            train_seconds: self.state.partial_seconds,
+            skipped_batches: self.state.partial_skipped,
+            spread: None,
+            collapse: None,
+            metrics: None,
+        };
+        self.state.epochs_done += 1;
+        self.state.batches_done = 0;
+        self.state.partial_loss_sum = 0.0;
+        self.state.partial_tuples_sum = 0.0;
+        self.state.partial_seconds = 0.0;
+        self.state.partial_skipped = 0;
+        let last = self.state.epochs_done == epochs;
+        let every = self.config.train.eval_every;
+        if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
+            record.metrics = Some(self.evaluate()?);
+            record.spread = self.last_spread;
+            if let Some(warning) = self.collapse_warning(&record) {
+                tracing::warn!("{warning}");
+                eprintln!("warning: {warning}");
+                record.collapse = Some(warning.clone());
+                self.state.collapse.get_or_insert(warning);
+            }
+        }
+        tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
+        self.log_line(&record, epochs);
+        log.append(&record)?;
+        self.state.history.push(record);
+        let ck = self.config.train.checkpoint_every;
+        if last || interrupted || (ck > 0 && self.state.epochs_done.is_multiple_of(ck)) {
+            self.save_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The plots (unless interrupted) and the report, written to `report.json`.
+    fn finish_run(&mut self, train_seconds: f64, interrupted: bool) -> Result<TrainReport> {
         let plots = if self.config.train.plots && !interrupted {
             self.write_plots()?
         } else {
