@@ -444,25 +444,18 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                             x.zero_grad();
                             let tuples = mine(miner.as_ref(), metric, emb.view(), &labels, &mut rng)?;
                             let mut l = loss.forward(&x, &labels, Some(&tuples))?;
-                            let dist = dml_kernels::pairwise(metric, emb.view(), bank.embeddings())?;
-                            let mem_tuples = miner.mine_reference(
-                                dist.view(),
-                                metric,
-                                &labels,
-                                bank.labels(),
-                                &mut rng,
-                            )?;
-                            let memory = dml_kernels::tensor::from_array(bank.embeddings())?;
-                            let reference = dml_losses::Reference {
-                                embeddings: &memory,
-                                labels: bank.labels(),
-                            };
-                            l = l.f_add(&loss.forward_reference(
+                            // L(B, M) exactly as `dml train` with `[memory]` takes it.
+                            if let Some((term, _)) = dml::memory::memory_term(
+                                loss.as_ref(),
+                                Some(miner.as_ref()),
                                 &x,
+                                emb.view(),
                                 &labels,
-                                &reference,
-                                Some(&mem_tuples),
-                            )?)?;
+                                &bank,
+                                &mut rng,
+                            )? {
+                                l = l.f_add(&term)?;
+                            }
                             l.f_backward()?;
                             drop(black_box(l));
                             bank.enqueue(emb.view(), &labels)?;

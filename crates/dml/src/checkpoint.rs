@@ -148,11 +148,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// The cross-batch memory's filled rows as a CPU `f32` tensor, `len × dim`, in slot order.
-pub(crate) fn memory_rows(bank: &dml_sampling::MemoryBank) -> Result<Tensor> {
-    Ok(dml_kernels::tensor::from_array(bank.embeddings())?)
-}
-
 /// Saves the VarStore's variables, the optimiser state, the cross-batch memory (if any) and
 /// `state` to `path`, atomically.
 pub fn save(
@@ -171,7 +166,10 @@ pub fn save(
     }
     if let Some(bank) = memory {
         let labels: Vec<i64> = bank.labels().iter().map(|&l| i64::from(l)).collect();
-        tensors.insert("memory.embeddings".to_owned(), memory_rows(bank)?);
+        tensors.insert(
+            "memory.embeddings".to_owned(),
+            dml_kernels::tensor::from_array(bank.embeddings())?,
+        );
         tensors.insert("memory.labels".to_owned(), Tensor::f_from_slice(&labels)?);
     }
     let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint {

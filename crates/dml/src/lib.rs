@@ -65,6 +65,7 @@ pub mod config;
 pub mod embed;
 mod error;
 pub mod log;
+pub mod memory;
 pub mod optim;
 pub mod plots;
 mod report;

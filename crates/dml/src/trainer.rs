@@ -575,37 +575,21 @@ impl Trainer {
             _ => (None, 0),
         };
         let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
-        if let (true, Some((cfg, bank)), Some(emb_nd)) = (memory_on, &self.memory, &emb_nd)
-            && !bank.is_empty()
-        {
+        if let (true, Some((cfg, bank)), Some(emb_nd)) = (memory_on, &self.memory, &emb_nd) {
             // L(B, M): the batch against the memory as it stood before this step.
-            let mem_tuples = match &self.miner {
-                Some(miner) => {
-                    let dist = dml_kernels::pairwise(metric, emb_nd.view(), bank.embeddings())?;
-                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x786D_656D);
-                    let t = miner.mine_reference(
-                        dist.view(),
-                        metric,
-                        &labels,
-                        bank.labels(),
-                        &mut rng,
-                    )?;
-                    n_tuples += t.len();
-                    Some(t)
-                }
-                None => None,
-            };
-            let memory = checkpoint::memory_rows(bank)?
-                .f_to_device(self.device)?
-                .f_to_kind(emb.kind())?;
-            let reference = dml_losses::Reference {
-                embeddings: &memory,
-                labels: bank.labels(),
-            };
-            let term =
-                self.loss
-                    .forward_reference(&emb, &labels, &reference, mem_tuples.as_ref())?;
-            loss = loss.f_add(&term.f_mul_scalar(cfg.weight)?)?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x786D_656D);
+            if let Some((term, n)) = crate::memory::memory_term(
+                self.loss.as_ref(),
+                self.miner.as_deref(),
+                &emb,
+                emb_nd.view(),
+                &labels,
+                bank,
+                &mut rng,
+            )? {
+                n_tuples += n;
+                loss = loss.f_add(&term.f_mul_scalar(cfg.weight)?)?;
+            }
         }
         if let Some((weight, nt_xent)) = &self.instance_loss {
             let instances: Vec<u32> = (0..labels.len()).map(|i| (i / views) as u32).collect();
