@@ -32,7 +32,20 @@ pub(crate) struct Embedder<'a> {
 /// (`data.skip_unreadable`; their items have no row).
 pub(crate) type Embedded = (Array2<f32>, Vec<u32>, Vec<PathBuf>);
 
-impl Embedder<'_> {
+impl<'a> Embedder<'a> {
+    /// `net` on `device`, with the test transform, evaluation batch size and `skip_unreadable`
+    /// of `config`; `seed` seeds the (test-time) transforms.
+    pub fn new(net: &'a EmbeddingNet, device: Device, config: &'a Config, seed: u64) -> Self {
+        Embedder {
+            net,
+            device,
+            transform: config.transform.test.as_ref(),
+            batch_size: config.batch.eval_batch_size,
+            seed,
+            skip_unreadable: config.data.skip_unreadable(),
+        }
+    }
+
     /// Embeds the whole of `dataset` in batches, with the test transform and the network in
     /// evaluation mode.
     pub fn embed(&self, dataset: &dyn Dataset) -> Result<Embedded> {
@@ -192,14 +205,7 @@ impl TrainedModel {
     }
 
     fn embedder(&self) -> Embedder<'_> {
-        Embedder {
-            net: &self.net,
-            device: self.device,
-            transform: self.config.transform.test.as_ref(),
-            batch_size: self.config.batch.eval_batch_size,
-            seed: self.config.run.seed,
-            skip_unreadable: self.config.data.skip_unreadable(),
-        }
+        Embedder::new(&self.net, self.device, &self.config, self.config.run.seed)
     }
 }
 

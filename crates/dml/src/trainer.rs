@@ -727,14 +727,7 @@ impl Trainer {
 
     /// The network and the test-time item preparation, for embedding data sets.
     fn embedder(&self) -> Embedder<'_> {
-        Embedder {
-            net: &self.net,
-            device: self.device,
-            transform: self.config.transform.test.as_ref(),
-            batch_size: self.config.batch.eval_batch_size,
-            seed: self.state.seed,
-            skip_unreadable: self.config.data.skip_unreadable(),
-        }
+        Embedder::new(&self.net, self.device, &self.config, self.state.seed)
     }
 
     /// Embeds one split.
