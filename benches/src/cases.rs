@@ -424,6 +424,7 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                             &mem_labels[start..end],
                         )?;
                     }
+                    let mut memory = dml::memory::CrossBatchMemory::new(bank, Device::Cpu)?;
                     let x = tensor2(&emb)?.set_requires_grad(true);
                     let mut rng = ChaCha8Rng::seed_from_u64(0);
                     let reference = Reference {
@@ -445,20 +446,19 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                             let tuples = mine(miner.as_ref(), metric, emb.view(), &labels, &mut rng)?;
                             let mut l = loss.forward(&x, &labels, Some(&tuples))?;
                             // L(B, M) exactly as `dml train` with `[memory]` takes it.
-                            if let Some((term, _)) = dml::memory::memory_term(
+                            if let Some((term, _)) = memory.loss_term(
                                 loss.as_ref(),
                                 Some(miner.as_ref()),
                                 &x,
                                 emb.view(),
                                 &labels,
-                                &bank,
                                 &mut rng,
                             )? {
                                 l = l.f_add(&term)?;
                             }
                             l.f_backward()?;
                             drop(black_box(l));
-                            bank.enqueue(emb.view(), &labels)?;
+                            memory.enqueue(emb.view(), &labels)?;
                             Ok(())
                         }),
                         reference: Some(reference),

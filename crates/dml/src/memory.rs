@@ -1,51 +1,134 @@
-//! The cross-batch memory's part of a training step (`[memory]`, docs/training.md): the loss of
-//! a batch against the memory as it stood before the step. The [`Trainer`](crate::Trainer)
-//! adds it to the batch's own loss and enqueues the batch after the optimiser step; the bench
-//! suite times exactly this function against pml's `CrossBatchMemory`.
+//! The cross-batch memory of a training run (`[memory]`, docs/training.md): the queue of past
+//! embeddings and the loss of a batch against it. The [`Trainer`](crate::Trainer) adds that
+//! loss to the batch's own and enqueues the batch after the optimiser step; the bench suite
+//! times the same calls against pml's `CrossBatchMemory`.
 
 use dml_losses::Loss;
 use dml_sampling::{MemoryBank, Miner};
 use ndarray::ArrayView2;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::Result;
 
-/// `L(B, M)`: the loss of the batch `embeddings` (with gradient; `detached` is the same rows as
-/// an array, for the miner) against every row of `bank`, mined by `miner` on the `B × M`
-/// matrix of the loss's metric when there is one (anchors from the batch, the other ends from the memory),
-/// over every pair or triplet otherwise. The memory's rows carry no gradient. Returns the loss
-/// and the number of tuples mined (0 without a miner). An empty memory gives `None`.
-///
-/// # Errors
-/// A miner or loss that cannot work against a reference set (they name themselves), shapes
-/// that do not fit, or LibTorch's own errors.
-pub fn memory_term(
-    loss: &dyn Loss,
-    miner: Option<&dyn Miner>,
-    embeddings: &Tensor,
-    detached: ArrayView2<'_, f32>,
-    labels: &[u32],
-    bank: &MemoryBank,
-    rng: &mut dyn rand::RngCore,
-) -> Result<Option<(Tensor, usize)>> {
-    if bank.is_empty() {
-        return Ok(None);
-    }
-    let metric = loss.metric();
-    let tuples = match miner {
-        Some(miner) => {
-            let dist = dml_kernels::pairwise(metric, detached, bank.embeddings())?;
-            Some(miner.mine_reference(dist.view(), metric, labels, bank.labels(), rng)?)
+/// A [`MemoryBank`] (the rows the miners read, on the CPU) and the same rows as a tensor on the
+/// training device (what the loss reads), kept in step: the tensor is allocated once and each
+/// enqueue writes only the batch's rows into it, where copying the whole bank to the device at
+/// every step would move 28 MB at 55,000 × 128.
+#[derive(Debug)]
+pub struct CrossBatchMemory {
+    bank: MemoryBank,
+    /// `capacity × dim`, `f32`; its first `bank.len()` rows are the bank's, in slot order.
+    rows: Tensor,
+}
+
+impl CrossBatchMemory {
+    /// The memory holding `bank` (empty, or restored from a checkpoint), its tensor on `device`.
+    ///
+    /// # Errors
+    /// LibTorch's own (no memory on the device).
+    pub fn new(bank: MemoryBank, device: Device) -> Result<CrossBatchMemory> {
+        let rows = Tensor::f_zeros(
+            [bank.capacity() as i64, bank.dim() as i64],
+            (Kind::Float, device),
+        )?;
+        if !bank.is_empty() {
+            let filled = dml_kernels::tensor::from_array(bank.embeddings())?.f_to_device(device)?;
+            rows.f_narrow(0, 0, bank.len() as i64)?.f_copy_(&filled)?;
         }
-        None => None,
-    };
-    let memory = dml_kernels::tensor::from_array(bank.embeddings())?
-        .f_to_device(embeddings.device())?
-        .f_to_kind(embeddings.kind())?;
-    let reference = dml_losses::Reference {
-        embeddings: &memory,
-        labels: bank.labels(),
-    };
-    let term = loss.forward_reference(embeddings, labels, &reference, tuples.as_ref())?;
-    Ok(Some((term, tuples.as_ref().map_or(0, |t| t.len()))))
+        Ok(CrossBatchMemory { bank, rows })
+    }
+
+    /// The queue itself.
+    pub fn bank(&self) -> &MemoryBank {
+        &self.bank
+    }
+
+    /// Writes a batch (`rows`, one label each) after the newest rows, overwriting the oldest
+    /// once the memory is full ([`MemoryBank::enqueue`]), in the bank and in its tensor.
+    ///
+    /// # Errors
+    /// As [`MemoryBank::enqueue`].
+    pub fn enqueue(&mut self, rows: ArrayView2<'_, f32>, labels: &[u32]) -> Result<()> {
+        let slots = self.bank.enqueue(rows, labels)?;
+        let slots: Vec<i64> = slots.iter().map(|&s| i64::from(s)).collect();
+        let index = Tensor::f_from_slice(&slots)?.f_to_device(self.rows.device())?;
+        let src = dml_kernels::tensor::from_array(rows)?.f_to_device(self.rows.device())?;
+        let _ = self.rows.f_index_copy_(0, &index, &src)?;
+        Ok(())
+    }
+
+    /// `L(B, M)`: the loss of the batch `embeddings` (with gradient; `detached` is the same rows
+    /// as an array, for the miner) against every row of the memory, mined by `miner` on the
+    /// `B × M` matrix of the loss's metric when there is one (anchors from the batch, the other
+    /// ends from the memory), over every pair or triplet otherwise. The memory's rows carry no
+    /// gradient. Returns the loss and the number of tuples mined (0 without a miner), or `None`
+    /// while the memory is empty.
+    ///
+    /// # Errors
+    /// A miner or loss that cannot work against a reference set (they name themselves), shapes
+    /// that do not fit, or LibTorch's own errors.
+    pub fn loss_term(
+        &self,
+        loss: &dyn Loss,
+        miner: Option<&dyn Miner>,
+        embeddings: &Tensor,
+        detached: ArrayView2<'_, f32>,
+        labels: &[u32],
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Option<(Tensor, usize)>> {
+        let bank = &self.bank;
+        if bank.is_empty() {
+            return Ok(None);
+        }
+        let metric = loss.metric();
+        let tuples = match miner {
+            Some(miner) => {
+                let dist = dml_kernels::pairwise(metric, detached, bank.embeddings())?;
+                Some(miner.mine_reference(dist.view(), metric, labels, bank.labels(), rng)?)
+            }
+            None => None,
+        };
+        let memory = self
+            .rows
+            .f_narrow(0, 0, bank.len() as i64)?
+            .f_to_device(embeddings.device())?
+            .f_to_kind(embeddings.kind())?;
+        let reference = dml_losses::Reference {
+            embeddings: &memory,
+            labels: bank.labels(),
+        };
+        let term = loss.forward_reference(embeddings, labels, &reference, tuples.as_ref())?;
+        Ok(Some((term, tuples.as_ref().map_or(0, |t| t.len()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows_of(m: &CrossBatchMemory) -> Vec<f32> {
+        let t = m.rows.narrow(0, 0, m.bank.len() as i64).contiguous();
+        Vec::<f32>::try_from(t.view([-1])).unwrap()
+    }
+
+    /// The tensor stays equal to the bank through filling and wrapping, and a memory rebuilt
+    /// from a bank (a resumed run) starts equal to it.
+    #[test]
+    fn the_tensor_follows_the_bank() {
+        let mut m = CrossBatchMemory::new(MemoryBank::new(5, 2).unwrap(), Device::Cpu).unwrap();
+        for step in 0..4u32 {
+            let batch = ndarray::Array2::from_shape_fn((2, 2), |(i, j)| {
+                (step * 10 + i as u32 * 2 + j as u32) as f32
+            });
+            m.enqueue(batch.view(), &[step, step]).unwrap();
+            let bank: Vec<f32> = m.bank.embeddings().iter().copied().collect();
+            assert_eq!(rows_of(&m), bank, "step {step}");
+        }
+        // 8 rows into 5 slots: rows 5, 6, 7 overwrote slots 0, 1, 2.
+        assert_eq!(m.bank.embeddings().row(0).to_vec(), vec![22.0, 23.0]);
+        assert_eq!(m.bank.embeddings().row(2).to_vec(), vec![32.0, 33.0]);
+        assert_eq!(m.bank.embeddings().row(3).to_vec(), vec![12.0, 13.0]);
+        let rebuilt = CrossBatchMemory::new(m.bank.clone(), Device::Cpu).unwrap();
+        assert_eq!(rows_of(&rebuilt), rows_of(&m));
+    }
 }

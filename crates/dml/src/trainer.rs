@@ -31,6 +31,7 @@ use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
 use crate::config::{Config, MemoryConfig, OnNonFinite};
 use crate::embed::{BatchLoad, Embedder, LoadedBatch, load_items};
 use crate::log::MetricsLog;
+use crate::memory::CrossBatchMemory;
 use crate::optim::Optimizer;
 pub use crate::report::TrainReport;
 use crate::{Error, Result};
@@ -137,7 +138,7 @@ pub struct Trainer {
     instance_loss: Option<(f64, dml_losses::SupConLoss)>,
     miner: Option<Box<dyn Miner>>,
     /// `[memory]`: its settings and the queue of past embeddings.
-    memory: Option<(MemoryConfig, MemoryBank)>,
+    memory: Option<(MemoryConfig, CrossBatchMemory)>,
     classes: ClassIndex,
     optim: Optimizer,
     sampler: PkSampler,
@@ -399,7 +400,7 @@ impl Trainer {
                     }
                     None => MemoryBank::new(size, dim)?,
                 };
-                Some((cfg, bank))
+                Some((cfg, CrossBatchMemory::new(bank, device)?))
             }
             None => None,
         };
@@ -575,16 +576,15 @@ impl Trainer {
             _ => (None, 0),
         };
         let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
-        if let (true, Some((cfg, bank)), Some(emb_nd)) = (memory_on, &self.memory, &emb_nd) {
+        if let (true, Some((cfg, memory)), Some(emb_nd)) = (memory_on, &self.memory, &emb_nd) {
             // L(B, M): the batch against the memory as it stood before this step.
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x786D_656D);
-            if let Some((term, n)) = crate::memory::memory_term(
+            if let Some((term, n)) = memory.loss_term(
                 self.loss.as_ref(),
                 self.miner.as_deref(),
                 &emb,
                 emb_nd.view(),
                 &labels,
-                bank,
                 &mut rng,
             )? {
                 n_tuples += n;
@@ -629,8 +629,8 @@ impl Trainer {
         }
         self.optim.step(lr_factor)?;
         // Enqueue after the step's loss (never before: the batch is not compared with itself).
-        if let (true, Some((_, bank)), Some(emb_nd)) = (memory_on, &mut self.memory, &emb_nd) {
-            bank.enqueue(emb_nd.view(), &labels)?;
+        if let (true, Some((_, memory)), Some(emb_nd)) = (memory_on, &mut self.memory, &emb_nd) {
+            memory.enqueue(emb_nd.view(), &labels)?;
         }
         Ok(Ok((value, n_tuples)))
     }
@@ -855,7 +855,7 @@ impl Trainer {
         self.check_weights_finite(self.state.epochs_done)?;
         let mut state = self.state.clone();
         state.n_steps = self.optim.n_steps();
-        let bank = self.memory.as_ref().map(|(_, bank)| bank);
+        let bank = self.memory.as_ref().map(|(_, memory)| memory.bank());
         state.memory_head = bank.map(|b| b.head() as u64);
         checkpoint::save(
             &self.output_dir.join(files::CHECKPOINT),
