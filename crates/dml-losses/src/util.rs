@@ -168,6 +168,10 @@ impl<'a> Sides<'a> {
                     .collect()
             })
             .collect();
+        if used.len() == self.m {
+            // Every column is used (no miner): the whole matrix, without gathering a copy.
+            return self.matrix_entries(metric, embeddings, lists);
+        }
         let device = self.batch.device;
         let columns = reference.f_index_select(0, &index_tensor(&used, device)?)?;
         let flat = dml_kernels::tensor::pairwise(metric, embeddings, &columns)?.f_view([-1])?;
