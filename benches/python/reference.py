@@ -27,7 +27,7 @@ import time
 import faiss
 import numpy as np
 import torch
-from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning import losses, miners, samplers
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 
@@ -240,6 +240,58 @@ def setup_train(params, x):
     return run
 
 
+def setup_train_jpeg(params, x):
+    """Steps of a torch training loop on the JPEG folder the dml side generated: a DataLoader
+    with two worker processes (kept alive between runs), torchvision's transforms and ResNet-18,
+    pml's multi-similarity miner and loss and its MPerClassSampler, Adam."""
+    import torchvision
+    from torchvision import transforms as T
+
+    torch.manual_seed(0)
+    crop, p, k, steps = params["crop"], params["p"], params["k"], params["steps"]
+    tf = T.Compose(
+        [
+            T.RandomResizedCrop(crop, scale=(0.08, 1.0), ratio=(0.75, 4 / 3)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+    full = torchvision.datasets.ImageFolder(params["root"], transform=tf)
+    # The training classes only (the class-disjoint split's first half, as dml takes it).
+    keep = [i for i, t in enumerate(full.targets) if t < params["train_classes"]]
+    train = torch.utils.data.Subset(full, keep)
+    labels = [full.targets[i] for i in keep]
+    sampler = samplers.MPerClassSampler(
+        labels, m=k, batch_size=p * k, length_before_new_iter=steps * p * k
+    )
+    loader = torch.utils.data.DataLoader(
+        train,
+        batch_size=p * k,
+        sampler=sampler,
+        num_workers=2,
+        persistent_workers=True,
+        drop_last=True,
+    )
+    model = torchvision.models.resnet18(num_classes=params["embedding_dim"])
+    model.train()
+    miner = miners.MultiSimilarityMiner()
+    loss_fn = losses.MultiSimilarityLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
+
+    def run():
+        loss = None
+        for images, y in loader:
+            opt.zero_grad(set_to_none=True)
+            emb = torch.nn.functional.normalize(model(images), dim=1)
+            loss = loss_fn(emb, y, miner(emb, y))
+            loss.backward()
+            opt.step()
+        return loss
+
+    return run
+
+
 def setup_eval(params, x):
     emb, labels = x["embeddings"], x["labels"]
     calc = AccuracyCalculator(
@@ -272,6 +324,7 @@ OPS = {
     "miner": setup_miner,
     "loss": setup_loss,
     "train": setup_train,
+    "train_jpeg": setup_train_jpeg,
     "eval": setup_eval,
     "kmeans": setup_kmeans,
     "xbm": setup_xbm,

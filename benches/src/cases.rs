@@ -25,6 +25,7 @@ pub fn cases(scale: Scale) -> Vec<Case> {
     proxy_losses(scale, &mut out);
     memory(scale, &mut out);
     train(scale, &mut out);
+    train_jpeg(scale, &mut out);
     eval(scale, &mut out);
     out
 }
@@ -703,6 +704,120 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
                     l.f_backward()?;
                     opt.step(1.0)?;
                     drop(black_box(l));
+                    Ok(())
+                }),
+                reference: Some(reference),
+            })
+        }),
+    });
+}
+
+/// End to end on a folder of JPEGs (issue #19 item 6): decoding, random resized crop and flip,
+/// ResNet-18, multi-similarity mining and loss, Adam, for a fixed number of steps, as `dml train`
+/// runs them (batches loaded one ahead on their own thread), against a torch `DataLoader` with
+/// two workers, torchvision's transforms and model, and pml's loss and miner.
+fn train_jpeg(scale: Scale, out: &mut Vec<Case>) {
+    // Training images, their side, the crop, P, K, steps.
+    let (n_train, side, crop, p, k, steps) = match scale {
+        Scale::Quick => (64usize, 48u32, 32u32, 4usize, 4usize, 2usize),
+        Scale::Full => (5_000, 256, 128, 8, 8, 10),
+    };
+    // Ten training classes of n_train / 10 images; ten held-out classes of two images, so the
+    // evaluation that ends a `dml train` run costs next to nothing.
+    let (train_classes, per_class, held_out) = (10usize, n_train / 10, 2usize);
+    out.push(Case {
+        topic: Topic::Train,
+        function: "steps_resnet18_jpeg_folder".into(),
+        parameter: format!("{n_train}x{side}px_crop{crop}_B{}x{steps}", p * k),
+        items: (steps * p * k) as u64,
+        unit: "images",
+        weight: match scale {
+            Scale::Quick => Weight::Light,
+            Scale::Full => Weight::Huge,
+        },
+        peak_memory: false,
+        note: "decode + random resized crop + flip + ResNet-18 + multi-similarity miner and loss + Adam, from JPEG files",
+        make: Box::new(move || {
+            let data = tempfile::tempdir()?;
+            for c in 0..train_classes * 2 {
+                let n = if c < train_classes { per_class } else { held_out };
+                for i in 0..n {
+                    let path = data.path().join(format!("class{c:02}/{i:05}.jpg"));
+                    std::fs::create_dir_all(path.parent().context("a folder")?)?;
+                    let (a, b) = (c as u32 * 13, i as u32 * 7);
+                    image::RgbImage::from_fn(side, side, |x, y| {
+                        image::Rgb([
+                            ((x + a) ^ (y + b)) as u8,
+                            (x * 3 + y + a) as u8,
+                            ((x * y) >> 5).wrapping_add(b) as u8,
+                        ])
+                    })
+                    .save_with_format(&path, image::ImageFormat::Jpeg)?;
+                }
+            }
+            let runs = tempfile::tempdir()?;
+            let text = format!(
+                r#"
+[run]
+name = "bench-jpeg"
+device = "cpu"
+[data]
+kind = "image_folder"
+root = {root:?}
+[transform.train]
+hflip = true
+crop = {{ kind = "random_resized", size = {crop}, scale = [0.08, 1.0], ratio = [0.75, 1.3333333] }}
+normalize = {{ mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }}
+[transform.test]
+crop = {{ kind = "center", resize = {crop}, size = {crop} }}
+[model]
+kind = "resnet18"
+embedding_dim = 128
+[batch]
+p = {p}
+k = {k}
+batches_per_epoch = {steps}
+[miner]
+kind = "multi_similarity"
+[loss]
+kind = "multi_similarity"
+[train]
+epochs = 1
+eval_before = false
+progress = false
+plots = false
+[eval]
+raw_input = false
+nmi = false
+"#,
+                root = data.path().display().to_string(),
+            );
+            let config = dml::Config::from_toml_str(&text, "<bench>")?;
+            config.validate()?;
+            let reference = Reference {
+                op: "train_jpeg",
+                params: json!({
+                    "root": data.path().display().to_string(),
+                    "train_classes": train_classes,
+                    "crop": crop,
+                    "p": p,
+                    "k": k,
+                    "steps": steps,
+                    "embedding_dim": 128,
+                    "lr": 1e-3,
+                }),
+                inputs: vec![],
+                what: "torch `DataLoader(num_workers=2)` + torchvision `RandomResizedCrop`, flip, `resnet18` + pml `MultiSimilarityLoss` + `MultiSimilarityMiner` + `MPerClassSampler` + `torch.optim.Adam`".into(),
+            };
+            let mut round = 0usize;
+            Ok(Prepared {
+                run: Box::new(move || {
+                    let _ = &data;
+                    round += 1;
+                    let mut c = config.clone();
+                    c.run.output_dir = Some(runs.path().join(format!("run{round}")));
+                    let report = dml::Trainer::new(c)?.fit()?;
+                    drop(black_box(report));
                     Ok(())
                 }),
                 reference: Some(reference),

@@ -1,4 +1,4 @@
-//! `cargo xtask pyref`: the Python reference stack (torch at our LibTorch version,
+//! `cargo xtask pyref`: the Python reference stack (torch at our LibTorch version, torchvision,
 //! pytorch-metric-learning, faiss-cpu, numpy, scikit-learn) in the git-ignored venv `.venv-ref`.
 //!
 //! It generates the golden fixtures that the Rust tests compare against (scripts in `scripts/`)
@@ -21,6 +21,9 @@ pub fn requirements() -> Vec<String> {
         "faiss-cpu==1.15.1".to_owned(),
         "numpy==2.4.6".to_owned(),
         "scikit-learn==1.9.1".to_owned(),
+        // The JPEG-folder training bench: its DataLoader transforms and ResNet-18.
+        "torchvision==0.28.0".to_owned(),
+        "pillow==13.0.0".to_owned(),
     ]
 }
 
@@ -37,7 +40,7 @@ pub fn run(_args: &Args) -> Result<()> {
 pub fn ensure() -> Result<PathBuf> {
     let venv = project_root().join(".venv-ref");
     let py = venv.join("bin/python");
-    let check = "import torch, pytorch_metric_learning, faiss, numpy, sklearn; \
+    let check = "import torch, torchvision, PIL, pytorch_metric_learning, faiss, numpy, sklearn; \
                  assert torch.__version__.split('+')[0] == '"
         .to_owned()
         + TORCH_VERSION
