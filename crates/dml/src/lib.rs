@@ -14,8 +14,9 @@
 //! | [`eval`] | Recall@K, precision@1, R-precision, MAP@R, NMI |
 //!
 //! One training step: PK sampler → [`data::load_batch`] → tensor → [`models::EmbeddingNet`] →
-//! embeddings → a detached copy → [`kernels::self_pairwise`] → miner → tuples → loss → backward →
-//! [`Optimizer`] step. See [`Trainer`].
+//! embeddings → a detached copy → [`kernels::self_pairwise`] → miner → tuples → loss (plus, with
+//! `[memory]`, the loss against a [`memory::CrossBatchMemory`]) → backward → [`Optimizer`] step.
+//! See [`Trainer`]; to embed with a trained network alone, [`embed::TrainedModel`].
 //!
 //! ```
 //! use dml::{Config, Trainer};
