@@ -19,13 +19,13 @@ use crate::{Config, Result};
 /// needs, borrowed from a [`Trainer`](crate::Trainer) or a [`TrainedModel`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Embedder<'a> {
-    pub net: &'a EmbeddingNet,
-    pub device: Device,
+    net: &'a EmbeddingNet,
+    device: Device,
     /// The test transform.
-    pub transform: Option<&'a Transform>,
-    pub batch_size: usize,
-    pub seed: u64,
-    pub skip_unreadable: bool,
+    transform: Option<&'a Transform>,
+    batch_size: usize,
+    seed: u64,
+    skip_unreadable: bool,
 }
 
 /// Embeddings of a data set, their labels, and the files left out as unreadable
