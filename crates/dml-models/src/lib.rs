@@ -15,8 +15,10 @@
 //! [`save_safetensors`] writes a whole var store atomically, [`load_safetensors`] reads it back
 //! strictly, and [`EmbeddingNet::load_backbone`] loads pre-trained backbone weights (ImageNet
 //! ResNets converted from torchvision, see `docs/models.md`), naming every missing or wrongly
-//! shaped tensor when they do not fit. [`DeviceChoice`] is the one place that decides between CPU
-//! and CUDA.
+//! shaped tensor when they do not fit. Underneath, [`write_tensors`] and [`read_tensors`] are the
+//! workspace's one safetensors writer and reader (named tensors and string metadata; the
+//! facade's training checkpoints use them too) and [`write_atomic`] its one atomic file writer.
+//! [`DeviceChoice`] is the one place that decides between CPU and CUDA.
 //!
 //! ```
 //! use dml_models::{ConvNetConfig, DeviceChoice, EmbeddingNet, InputShape, ModelConfig};
