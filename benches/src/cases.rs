@@ -722,9 +722,6 @@ fn train_jpeg(scale: Scale, out: &mut Vec<Case>) {
         Scale::Quick => (64usize, 48u32, 32u32, 4usize, 4usize, 2usize),
         Scale::Full => (5_000, 256, 128, 8, 8, 10),
     };
-    // Ten training classes of n_train / 10 images; ten held-out classes of two images, so the
-    // evaluation that ends a `dml train` run costs next to nothing.
-    let (train_classes, per_class, held_out) = (10usize, n_train / 10, 2usize);
     out.push(Case {
         topic: Topic::Train,
         function: "steps_resnet18_jpeg_folder".into(),
@@ -739,66 +736,14 @@ fn train_jpeg(scale: Scale, out: &mut Vec<Case>) {
         note: "decode + random resized crop + flip + ResNet-18 + multi-similarity miner and loss + Adam, from JPEG files",
         make: Box::new(move || {
             let data = tempfile::tempdir()?;
-            for c in 0..train_classes * 2 {
-                let n = if c < train_classes { per_class } else { held_out };
-                for i in 0..n {
-                    let path = data.path().join(format!("class{c:02}/{i:05}.jpg"));
-                    std::fs::create_dir_all(path.parent().context("a folder")?)?;
-                    let (a, b) = (c as u32 * 13, i as u32 * 7);
-                    image::RgbImage::from_fn(side, side, |x, y| {
-                        image::Rgb([
-                            ((x + a) ^ (y + b)) as u8,
-                            (x * 3 + y + a) as u8,
-                            ((x * y) >> 5).wrapping_add(b) as u8,
-                        ])
-                    })
-                    .save_with_format(&path, image::ImageFormat::Jpeg)?;
-                }
-            }
+            crate::jpeg::write_folder(data.path(), &crate::jpeg::class_sizes(n_train), side)?;
             let runs = tempfile::tempdir()?;
-            let text = format!(
-                r#"
-[run]
-name = "bench-jpeg"
-device = "cpu"
-[data]
-kind = "image_folder"
-root = {root:?}
-[transform.train]
-hflip = true
-crop = {{ kind = "random_resized", size = {crop}, scale = [0.08, 1.0], ratio = [0.75, 1.3333333] }}
-normalize = {{ mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }}
-[transform.test]
-crop = {{ kind = "center", resize = {crop}, size = {crop} }}
-[model]
-kind = "resnet18"
-embedding_dim = 128
-[batch]
-p = {p}
-k = {k}
-batches_per_epoch = {steps}
-[miner]
-kind = "multi_similarity"
-[loss]
-kind = "multi_similarity"
-[train]
-epochs = 1
-eval_before = false
-progress = false
-plots = false
-[eval]
-raw_input = false
-nmi = false
-"#,
-                root = data.path().display().to_string(),
-            );
-            let config = dml::Config::from_toml_str(&text, "<bench>")?;
-            config.validate()?;
+            let config = crate::jpeg::config(data.path(), crop, p, k, steps)?;
             let reference = Reference {
                 op: "train_jpeg",
                 params: json!({
                     "root": data.path().display().to_string(),
-                    "train_classes": train_classes,
+                    "train_classes": crate::jpeg::TRAIN_CLASSES,
                     "crop": crop,
                     "p": p,
                     "k": k,

@@ -29,6 +29,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 mod cases;
 mod data;
+pub mod jpeg;
 pub mod measure;
 pub mod report;
 
