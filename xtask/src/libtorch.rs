@@ -96,6 +96,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// Makes sure some complete LibTorch of the right version is active (installing the CPU one if
 /// none is), without switching away from an installed CUDA variant.
 pub fn ensure_installed() -> Result<()> {
+    crate::gloo::ensure()?;
     match active_variant() {
         Some(v) => {
             let dir = base_dir().join(v.dir_name());
@@ -139,6 +140,7 @@ fn is_complete(dir: &Path) -> bool {
 
 /// Installs `variant` if it is not complete, and points `current` at it.
 pub fn ensure(variant: Variant) -> Result<()> {
+    crate::gloo::ensure()?;
     let start = Instant::now();
     let base = base_dir();
     let dir = base.join(variant.dir_name());

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod data;
 mod demo;
+mod gloo;
 mod libtorch;
 mod pyref;
 mod test;

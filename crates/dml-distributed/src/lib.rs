@@ -1,0 +1,792 @@
+//! # dml-distributed
+//!
+//! Data-parallel training for dml on PyTorch's own collective engine: the c10d `TCPStore`
+//! rendezvous and `ProcessGroupGloo` that `libtorch_cpu.so` already contains, reached through a
+//! small C shim (src/shim.cpp). Nothing here moves bytes itself: Gloo's TCP transport and its
+//! ring/halving-doubling algorithms do, exactly as under `torch.distributed` with the Gloo
+//! backend.
+//!
+//! What a training loop needs, and nothing more:
+//! - [`Launch::from_env`] reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and
+//!   `MASTER_PORT`, the variables `torchrun`, Slurm scripts and Kubernetes operators set (and
+//!   `dml launch`).
+//! - [`ProcessGroup::init`] meets the other ranks (TCP store on rank 0, or a shared file), with a
+//!   timeout for the meeting and for every collective.
+//! - [`ProcessGroup::all_reduce`] (sum or mean, any number of tensors as one flattened bucket),
+//!   [`ProcessGroup::all_gather`] (rows may differ per rank), [`ProcessGroup::broadcast`] and
+//!   [`ProcessGroup::barrier`].
+//! - Failures come back as [`Error`]s that say which rank failed, which collective, and which
+//!   peer stopped or fell behind: every rank publishes a heartbeat and its collective count in
+//!   the store, and a failed collective reads them before reporting.
+//!
+//! ```
+//! use std::time::Duration;
+//! use dml_distributed::{InitOptions, ProcessGroup, ReduceOp, Rendezvous};
+//! use tch::{Kind, Tensor};
+//!
+//! // A world of one on loopback; `dml launch` and torchrun start more ranks the same way, and
+//! // `Launch::from_env` turns their variables into these options.
+//! let port = dml_distributed::free_port()?;
+//! let opts = InitOptions::new(Rendezvous::tcp("127.0.0.1", port), 0, 1)
+//!     .timeout(Duration::from_secs(30));
+//! let pg = ProcessGroup::init(&opts)?;
+//! let mut grads = vec![Tensor::from_slice(&[1.0f32, 2.0]), Tensor::ones([2, 2], (Kind::Float, tch::Device::Cpu))];
+//! pg.all_reduce(&mut grads, ReduceOp::Mean)?;
+//! assert_eq!(Vec::<f32>::try_from(&grads[0])?, vec![1.0, 2.0]);
+//! let gathered = pg.all_gather(&Tensor::from_slice(&[7i64, 8, 9]))?;
+//! assert_eq!(gathered.len(), 1);
+//! pg.barrier()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod ffi;
+
+use std::ffi::{CString, c_int};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tch::{Device, Kind, Tensor};
+
+/// What went wrong, named for the person running the job.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A launcher variable is missing or malformed.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with it and what to do.
+        message: String,
+    },
+    /// The ranks did not meet (store or process group creation failed).
+    #[error(
+        "rank {rank} of {world} could not join the process group at {at}: {message} (are all \
+         {world} ranks started with the same MASTER_ADDR/MASTER_PORT, and is the port free on \
+         rank 0's machine?)"
+    )]
+    Rendezvous {
+        /// This process's rank.
+        rank: usize,
+        /// The world size.
+        world: usize,
+        /// The rendezvous address or file.
+        at: String,
+        /// c10d's message.
+        message: String,
+    },
+    /// A collective failed: a peer died, hung past the timeout, or sent something else.
+    #[error(
+        "{op} (collective #{seq}) failed on rank {rank} of {world} after {seconds:.1} s: \
+         {message}; {suspect}"
+    )]
+    Collective {
+        /// The collective.
+        op: &'static str,
+        /// Its ordinal in this process (every rank runs the same sequence).
+        seq: u64,
+        /// This process's rank.
+        rank: usize,
+        /// The world size.
+        world: usize,
+        /// How long it ran before failing.
+        seconds: f64,
+        /// c10d's or dml's message.
+        message: String,
+        /// Which peer stopped or lags, from the heartbeats in the store.
+        suspect: String,
+    },
+    /// Input the collective cannot take (caught before any data moves).
+    #[error("{op}: {message}")]
+    Invalid {
+        /// The collective.
+        op: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor operation around a collective failed.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the ranks meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendezvous {
+    /// c10d's TCPStore: rank 0 serves it at `host:port`, every rank connects.
+    Tcp {
+        /// Rank 0's address as the others reach it.
+        host: String,
+        /// The port rank 0 listens on.
+        port: u16,
+    },
+    /// c10d's FileStore: a file on a file system all ranks share.
+    File(PathBuf),
+}
+
+impl Rendezvous {
+    /// TCP rendezvous at `host:port`.
+    pub fn tcp(host: impl Into<String>, port: u16) -> Rendezvous {
+        Rendezvous::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Rendezvous::Tcp { host, port } => format!("tcp://{host}:{port}"),
+            Rendezvous::File(path) => format!("file://{}", path.display()),
+        }
+    }
+
+    fn is_loopback(&self) -> bool {
+        match self {
+            Rendezvous::Tcp { host, .. } => {
+                host == "localhost" || host.starts_with("127.") || host == "::1"
+            }
+            Rendezvous::File(_) => false,
+        }
+    }
+}
+
+/// How to start a process group.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Where the ranks meet.
+    pub rendezvous: Rendezvous,
+    /// This process's rank, `0..world_size`.
+    pub rank: usize,
+    /// Number of processes.
+    pub world_size: usize,
+    /// Limit for meeting and for every collective (c10d's default is 30 minutes).
+    pub timeout: Duration,
+    /// The network interface Gloo binds to (`GLOO_SOCKET_IFNAME`, as in PyTorch); `None`: the
+    /// loopback address when the rendezvous is on loopback, else c10d's default (the address
+    /// of this machine's host name).
+    pub interface: Option<String>,
+}
+
+impl InitOptions {
+    /// Options with a 30-minute timeout and the default interface.
+    pub fn new(rendezvous: Rendezvous, rank: usize, world_size: usize) -> InitOptions {
+        InitOptions {
+            rendezvous,
+            rank,
+            world_size,
+            timeout: Duration::from_secs(1800),
+            interface: std::env::var("GLOO_SOCKET_IFNAME")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> InitOptions {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The launcher variables of one process, as `torchrun` (and `dml launch`) set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// `RANK`: this process's global rank.
+    pub rank: usize,
+    /// `WORLD_SIZE`: number of processes in all.
+    pub world_size: usize,
+    /// `LOCAL_RANK`: rank on this machine (for choosing a GPU); `RANK` when unset.
+    pub local_rank: usize,
+    /// `MASTER_ADDR`: rank 0's address.
+    pub master_addr: String,
+    /// `MASTER_PORT`: the rendezvous port on rank 0.
+    pub master_port: u16,
+}
+
+impl Launch {
+    /// The launcher variables, or `None` when neither `RANK` nor `WORLD_SIZE` is set (a plain
+    /// single-process run). Partly set or malformed variables are an error naming the variable.
+    pub fn from_env() -> Result<Option<Launch>> {
+        Launch::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`Launch::from_env`] over any source of variables (for tests and launchers).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
+        let (rank, world) = (get("RANK"), get("WORLD_SIZE"));
+        if rank.is_none() && world.is_none() {
+            return Ok(None);
+        }
+        let need = |var: &'static str| {
+            get(var).ok_or_else(|| Error::Env {
+                var,
+                message: "not set, but RANK or WORLD_SIZE is: a distributed launch sets RANK, \
+                          WORLD_SIZE, MASTER_ADDR and MASTER_PORT together (use `dml launch` \
+                          or torchrun, or unset RANK and WORLD_SIZE for one process)"
+                    .to_owned(),
+            })
+        };
+        let number = |var: &'static str, value: String| {
+            value.trim().parse::<usize>().map_err(|_| Error::Env {
+                var,
+                message: format!("{value:?} is not a non-negative integer"),
+            })
+        };
+        let world_size = number("WORLD_SIZE", need("WORLD_SIZE")?)?;
+        let rank = number("RANK", need("RANK")?)?;
+        if world_size == 0 || rank >= world_size {
+            return Err(Error::Env {
+                var: "RANK",
+                message: format!("rank {rank} is not below WORLD_SIZE = {world_size}"),
+            });
+        }
+        let local_rank = match get("LOCAL_RANK") {
+            Some(v) => number("LOCAL_RANK", v)?,
+            None => rank,
+        };
+        let master_addr = need("MASTER_ADDR")?;
+        let port = need("MASTER_PORT")?;
+        let master_port = port.trim().parse::<u16>().map_err(|_| Error::Env {
+            var: "MASTER_PORT",
+            message: format!("{port:?} is not a port number"),
+        })?;
+        Ok(Some(Launch {
+            rank,
+            world_size,
+            local_rank,
+            master_addr,
+            master_port,
+        }))
+    }
+
+    /// The options that join this launch's process group.
+    pub fn init_options(&self) -> InitOptions {
+        InitOptions::new(
+            Rendezvous::tcp(self.master_addr.clone(), self.master_port),
+            self.rank,
+            self.world_size,
+        )
+    }
+}
+
+/// A port on loopback that was free a moment ago (for local launches and tests).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// How [`ProcessGroup::all_reduce`] combines the ranks' tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Element-wise sum.
+    Sum,
+    /// Element-wise mean (the sum divided by the world size).
+    Mean,
+}
+
+/// The rendezvous store, shared by the process group and the heartbeat thread (c10d's stores
+/// lock around every operation).
+#[derive(Debug)]
+struct StoreHandle(*mut ffi::Store);
+
+// SAFETY: c10d's TCPStore and FileStore serialise their operations with an internal mutex.
+unsafe impl Send for StoreHandle {}
+// SAFETY: as above.
+unsafe impl Sync for StoreHandle {}
+
+impl Drop for StoreHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by dml_store_*, freed once.
+        unsafe { ffi::dml_store_free(self.0) }
+    }
+}
+
+impl StoreHandle {
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        let key = CString::new(key).map_err(|e| e.to_string())?;
+        // SAFETY: live store, valid key and buffer.
+        unsafe {
+            ffi::take_error(ffi::dml_store_set(
+                self.0,
+                key.as_ptr(),
+                value.as_ptr(),
+                value.len(),
+            ))
+        }
+    }
+
+    fn try_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let key = CString::new(key).map_err(|e| e.to_string())?;
+        let mut found: c_int = 0;
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut len = 0usize;
+        // SAFETY: live store; outputs are written only on success.
+        unsafe {
+            ffi::take_error(ffi::dml_store_try_get(
+                self.0,
+                key.as_ptr(),
+                &mut found,
+                &mut data,
+                &mut len,
+            ))?
+        };
+        if found == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the shim malloc'd `len` bytes at `data`; copied, then freed once.
+        let value = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        unsafe { ffi::dml_dist_free(data.cast()) };
+        Ok(Some(value))
+    }
+}
+
+/// Every rank writes `<beats> <collectives started>` under its key four times a second, so a
+/// rank whose collective fails can tell a dead or frozen peer (no new beats) from one that is
+/// alive but behind (fewer collectives).
+#[derive(Debug)]
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+fn heartbeat_key(rank: usize) -> String {
+    format!("dml/heartbeat/{rank}")
+}
+
+impl Heartbeat {
+    fn start(store: Arc<StoreHandle>, rank: usize, seq: Arc<AtomicU64>) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("dml-heartbeat-{rank}"))
+            .spawn(move || {
+                let mut beats = 0u64;
+                while !flag.load(Ordering::Relaxed) {
+                    beats += 1;
+                    let value = format!("{beats} {}", seq.load(Ordering::Relaxed));
+                    // A store that went away (rank 0 ended) only ends the beats.
+                    if store.set(&heartbeat_key(rank), value.as_bytes()).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(HEARTBEAT_EVERY);
+                }
+            })
+            .ok();
+        Heartbeat { stop, thread }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One process's membership of a Gloo process group: its rank, the world size and the
+/// collectives. Every rank must call the same collectives in the same order.
+#[derive(Debug)]
+pub struct ProcessGroup {
+    pg: *mut ffi::Pg,
+    // Dropped after `pg` (fields drop in order): the group unregisters from its store.
+    heartbeat: Option<Heartbeat>,
+    store: Arc<StoreHandle>,
+    rank: usize,
+    world: usize,
+    /// Collectives started by this process (every rank runs the same sequence).
+    seq: Arc<AtomicU64>,
+}
+
+// SAFETY: c10d process groups are used from any thread; dml calls them from one at a time.
+unsafe impl Send for ProcessGroup {}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.heartbeat.take();
+        // SAFETY: created by dml_pg_gloo, freed once.
+        unsafe { ffi::dml_pg_free(self.pg) }
+    }
+}
+
+fn c_string(op: &'static str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Invalid {
+        op,
+        message: format!("{s:?} holds a NUL byte"),
+    })
+}
+
+impl ProcessGroup {
+    /// Joins the process group: rank 0 serves the TCP store (or all open the shared file), then
+    /// Gloo connects every pair of ranks. Waits for all `world_size` ranks up to the timeout.
+    pub fn init(opts: &InitOptions) -> Result<ProcessGroup> {
+        let (rank, world) = (opts.rank, opts.world_size);
+        let at = opts.rendezvous.describe();
+        if world == 0 || rank >= world {
+            return Err(Error::Invalid {
+                op: "init",
+                message: format!("rank {rank} is not below world size {world}"),
+            });
+        }
+        let rendezvous_error = |message: String| Error::Rendezvous {
+            rank,
+            world,
+            at: at.clone(),
+            message,
+        };
+        let timeout_ms = opts.timeout.as_millis().min(i64::MAX as u128) as i64;
+        let mut store: *mut ffi::Store = std::ptr::null_mut();
+        match &opts.rendezvous {
+            Rendezvous::Tcp { host, port } => {
+                let host = c_string("init", host)?;
+                // SAFETY: valid C string; `store` is written on success.
+                unsafe {
+                    ffi::take_error(ffi::dml_store_tcp(
+                        host.as_ptr(),
+                        *port,
+                        c_int::from(rank == 0),
+                        world as c_int,
+                        timeout_ms,
+                        &mut store,
+                    ))
+                }
+                .map_err(rendezvous_error)?;
+            }
+            Rendezvous::File(path) => {
+                let path = c_string("init", &path.to_string_lossy())?;
+                // SAFETY: as above.
+                unsafe {
+                    ffi::take_error(ffi::dml_store_file(
+                        path.as_ptr(),
+                        world as c_int,
+                        &mut store,
+                    ))
+                }
+                .map_err(rendezvous_error)?;
+            }
+        }
+        let store = Arc::new(StoreHandle(store));
+        let (host, by_interface) = match (&opts.interface, opts.rendezvous.is_loopback()) {
+            (Some(ifname), _) => (ifname.clone(), 1),
+            (None, true) => ("127.0.0.1".to_owned(), 0),
+            (None, false) => (String::new(), 0),
+        };
+        let host = c_string("init", &host)?;
+        let mut pg: *mut ffi::Pg = std::ptr::null_mut();
+        // SAFETY: live store, valid C string; `pg` is written on success.
+        unsafe {
+            ffi::take_error(ffi::dml_pg_gloo(
+                store.0,
+                rank as c_int,
+                world as c_int,
+                timeout_ms,
+                host.as_ptr(),
+                by_interface,
+                0,
+                &mut pg,
+            ))
+        }
+        .map_err(rendezvous_error)?;
+        let seq = Arc::new(AtomicU64::new(0));
+        let heartbeat = Some(Heartbeat::start(Arc::clone(&store), rank, Arc::clone(&seq)));
+        Ok(ProcessGroup {
+            pg,
+            heartbeat,
+            store,
+            rank,
+            world,
+            seq,
+        })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of processes.
+    pub fn world_size(&self) -> usize {
+        self.world
+    }
+
+    /// Runs one collective, counting it and turning a failure into [`Error::Collective`].
+    fn collective(
+        &self,
+        op: &'static str,
+        call: impl FnOnce() -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let start = Instant::now();
+        call().map_err(|message| Error::Collective {
+            op,
+            seq,
+            rank: self.rank,
+            world: self.world,
+            seconds: start.elapsed().as_secs_f64(),
+            message,
+            suspect: self.suspects(seq),
+        })
+    }
+
+    /// Which peers stopped or fell behind, from their heartbeats: read, wait four beats, read
+    /// again.
+    fn suspects(&self, my_seq: u64) -> String {
+        let read = || -> std::result::Result<Vec<Option<(u64, u64)>>, String> {
+            (0..self.world)
+                .map(|r| {
+                    let value = self.store.try_get(&heartbeat_key(r))?;
+                    Ok(value.and_then(|v| {
+                        let s = String::from_utf8_lossy(&v).into_owned();
+                        let mut it = s.split(' ').map(|x| x.parse::<u64>().ok());
+                        Some((it.next()??, it.next()??))
+                    }))
+                })
+                .collect()
+        };
+        let unreachable = |e: String| {
+            format!(
+                "the rendezvous store that rank 0 serves is unreachable too ({e}), so rank 0 \
+                 has most likely stopped"
+            )
+        };
+        let first = match read() {
+            Ok(v) => v,
+            Err(e) => return unreachable(e),
+        };
+        std::thread::sleep(HEARTBEAT_EVERY * 4);
+        let second = match read() {
+            Ok(v) => v,
+            Err(e) => return unreachable(e),
+        };
+        let mut stopped = Vec::new();
+        let mut behind = Vec::new();
+        for r in (0..self.world).filter(|&r| r != self.rank) {
+            match (first[r], second[r]) {
+                (Some((b0, _)), Some((b1, s1))) if b1 > b0 => {
+                    if s1 < my_seq {
+                        behind.push(format!("rank {r} (at collective #{s1})"));
+                    }
+                }
+                _ => stopped.push(format!("rank {r}")),
+            }
+        }
+        match (stopped.is_empty(), behind.is_empty()) {
+            (false, _) => format!(
+                "{} stopped (no heartbeat for {:.1} s): look at its output for the cause",
+                stopped.join(", "),
+                (HEARTBEAT_EVERY * 4).as_secs_f64()
+            ),
+            (true, false) => format!(
+                "{} still running but behind this rank (at #{my_seq}): a hang or a much slower \
+                 rank; raise the timeout if it is only slow",
+                behind.join(", ")
+            ),
+            (true, true) => "every peer is alive and at the same collective: the call itself \
+                             failed (see the message)"
+                .to_owned(),
+        }
+    }
+
+    /// Combines `tensors` over the ranks, in place: one flattened bucket of one dtype, so one
+    /// collective however many tensors (a model's gradients). Every rank passes tensors of the
+    /// same shapes in the same order.
+    pub fn all_reduce(&self, tensors: &mut [Tensor], op: ReduceOp) -> Result<()> {
+        const OP: &str = "all_reduce";
+        let Some(first) = tensors.first() else {
+            return Ok(());
+        };
+        let kind = checked_kind(OP, first)?;
+        for t in tensors.iter() {
+            if checked_kind(OP, t)? != kind {
+                return Err(Error::Invalid {
+                    op: OP,
+                    message: format!(
+                        "tensors of different dtypes ({kind:?} and {:?}) cannot share one bucket",
+                        t.kind()
+                    ),
+                });
+            }
+        }
+        let mut ptrs: Vec<ffi::TensorPtr> =
+            tensors.iter_mut().map(|t| t.as_mut_ptr().cast()).collect();
+        self.collective(OP, || {
+            // SAFETY: live group; `ptrs` point at defined tensors that outlive the call.
+            unsafe {
+                ffi::take_error(ffi::dml_pg_allreduce_sum(
+                    self.pg,
+                    ptrs.as_mut_ptr(),
+                    ptrs.len(),
+                ))
+            }
+        })?;
+        if op == ReduceOp::Mean && self.world > 1 {
+            let _guard = tch::no_grad_guard();
+            for t in tensors.iter_mut() {
+                let _ = t.f_div_scalar_(self.world as f64)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every rank's `tensor`, in rank order. The tensors may differ in their first dimension
+    /// (rows) but not in their other dimensions or dtype; a mismatch is an error naming the
+    /// ranks, raised on every rank before any data moves.
+    pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
+        const OP: &str = "all_gather";
+        let kind = checked_kind(OP, tensor)?;
+        let shape = tensor.size();
+        if shape.is_empty() || shape.len() > 6 {
+            return Err(Error::Invalid {
+                op: OP,
+                message: format!("expected 1 to 6 dimensions, got shape {shape:?}"),
+            });
+        }
+        // Shapes first: [ndim, dtype, sizes..., padding].
+        let mut header = vec![-1i64; 8];
+        header[0] = shape.len() as i64;
+        header[1] = kind_code(kind);
+        header[2..2 + shape.len()].copy_from_slice(&shape);
+        let headers = self.gather_same(OP, &Tensor::from_slice(&header))?;
+        let headers: Vec<Vec<i64>> = headers
+            .iter()
+            .map(Vec::<i64>::try_from)
+            .collect::<std::result::Result<_, _>>()?;
+        for (r, h) in headers.iter().enumerate() {
+            let (mut mine, mut theirs) = (header.clone(), h.clone());
+            mine[2] = 0;
+            theirs[2] = 0;
+            if mine != theirs {
+                return Err(Error::Invalid {
+                    op: OP,
+                    message: format!(
+                        "rank {} passes shape {shape:?} of {kind:?}, rank {r} shape {:?} of \
+                         dtype code {}: only the first dimension may differ",
+                        self.rank,
+                        &h[2..2 + h[0].max(0) as usize],
+                        h[1]
+                    ),
+                });
+            }
+        }
+        let rows: Vec<i64> = headers.iter().map(|h| h[2]).collect();
+        let max_rows = rows.iter().copied().max().unwrap_or(0);
+        let padded = if shape[0] == max_rows {
+            tensor.shallow_clone()
+        } else {
+            let mut pad_shape = shape.clone();
+            pad_shape[0] = max_rows - shape[0];
+            Tensor::f_cat(
+                &[
+                    tensor.f_detach()?,
+                    Tensor::f_zeros(&pad_shape, (kind, tensor.device()))?,
+                ],
+                0,
+            )?
+        };
+        let parts = self.gather_same(OP, &padded)?;
+        parts
+            .into_iter()
+            .zip(rows)
+            .map(|(p, n)| {
+                Ok(if n == max_rows {
+                    p
+                } else {
+                    p.f_narrow(0, 0, n)?
+                })
+            })
+            .collect()
+    }
+
+    /// All-gather of tensors of one shape on every rank.
+    fn gather_same(&self, op: &'static str, tensor: &Tensor) -> Result<Vec<Tensor>> {
+        let mut outputs: Vec<ffi::TensorPtr> = vec![std::ptr::null_mut(); self.world];
+        let input = tensor.as_ptr().cast_mut().cast();
+        self.collective(op, || {
+            // SAFETY: live group, live input; the shim writes `world` new tensors on success.
+            unsafe { ffi::take_error(ffi::dml_pg_allgather(self.pg, input, outputs.as_mut_ptr())) }
+        })?;
+        Ok(outputs
+            .into_iter()
+            // SAFETY: each pointer is a fresh `new at::Tensor`, owned from here on.
+            .map(|p| unsafe { Tensor::from_ptr(p.cast()) })
+            .collect())
+    }
+
+    /// Replaces `tensors` on every rank with rank `root`'s, in place (the starting weights).
+    pub fn broadcast(&self, tensors: &mut [Tensor], root: usize) -> Result<()> {
+        const OP: &str = "broadcast";
+        if root >= self.world {
+            return Err(Error::Invalid {
+                op: OP,
+                message: format!("root {root} is not below world size {}", self.world),
+            });
+        }
+        for t in tensors.iter() {
+            checked_kind(OP, t)?;
+        }
+        let mut ptrs: Vec<ffi::TensorPtr> =
+            tensors.iter_mut().map(|t| t.as_mut_ptr().cast()).collect();
+        self.collective(OP, || {
+            // SAFETY: live group and tensors.
+            unsafe {
+                ffi::take_error(ffi::dml_pg_broadcast(
+                    self.pg,
+                    ptrs.as_mut_ptr(),
+                    ptrs.len(),
+                    root as c_int,
+                ))
+            }
+        })
+    }
+
+    /// Waits until every rank has called it.
+    pub fn barrier(&self) -> Result<()> {
+        // SAFETY: live group.
+        self.collective("barrier", || unsafe {
+            ffi::take_error(ffi::dml_pg_barrier(self.pg))
+        })
+    }
+}
+
+/// The tensor's dtype, refusing undefined tensors and devices Gloo does not serve here.
+fn checked_kind(op: &'static str, t: &Tensor) -> Result<Kind> {
+    if !t.defined() {
+        return Err(Error::Invalid {
+            op,
+            message: "an undefined tensor (a gradient that was never computed?)".to_owned(),
+        });
+    }
+    if t.device() != Device::Cpu {
+        return Err(Error::Invalid {
+            op,
+            message: format!(
+                "a tensor on {:?}: the Gloo backend here takes CPU tensors",
+                t.device()
+            ),
+        });
+    }
+    Ok(t.kind())
+}
+
+fn kind_code(kind: Kind) -> i64 {
+    match kind {
+        Kind::Float => 0,
+        Kind::Double => 1,
+        Kind::Int64 => 2,
+        Kind::Int => 3,
+        Kind::Half => 4,
+        Kind::BFloat16 => 5,
+        Kind::Uint8 => 6,
+        Kind::Int8 => 7,
+        Kind::Bool => 8,
+        _ => 99,
+    }
+}
