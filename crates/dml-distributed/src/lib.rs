@@ -362,6 +362,8 @@ fn heartbeat_key(rank: usize) -> String {
 
 impl Heartbeat {
     fn start(store: Arc<StoreHandle>, rank: usize, seq: Arc<AtomicU64>) -> Heartbeat {
+        // The first beat before returning, so that a peer's first read already finds the key.
+        let _ = store.set(&heartbeat_key(rank), b"0 0");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -570,7 +572,8 @@ impl ProcessGroup {
         let mut behind = Vec::new();
         for r in (0..self.world).filter(|&r| r != self.rank) {
             match (first[r], second[r]) {
-                (Some((b0, _)), Some((b1, s1))) if b1 > b0 => {
+                // Beats that advanced, or that began between the two reads: alive.
+                (first, Some((b1, s1))) if first.is_none_or(|(b0, _)| b1 > b0) => {
                     if s1 < my_seq {
                         behind.push(format!("rank {r} (at collective #{s1})"));
                     }
@@ -595,38 +598,26 @@ impl ProcessGroup {
         }
     }
 
-    /// Combines `tensors` over the ranks, in place: one flattened bucket of one dtype, so one
-    /// collective however many tensors (a model's gradients). Every rank passes tensors of the
-    /// same shapes in the same order.
+    /// Combines `tensors` over the ranks, in place, as one flattened bucket per dtype: one
+    /// collective for a model's gradients however many tensors they are. Every rank passes
+    /// tensors of the same shapes and dtypes in the same order.
     pub fn all_reduce(&self, tensors: &mut [Tensor], op: ReduceOp) -> Result<()> {
-        const OP: &str = "all_reduce";
-        let Some(first) = tensors.first() else {
-            return Ok(());
-        };
-        let kind = checked_kind(OP, first)?;
-        for t in tensors.iter() {
-            if checked_kind(OP, t)? != kind {
-                return Err(Error::Invalid {
-                    op: OP,
-                    message: format!(
-                        "tensors of different dtypes ({kind:?} and {:?}) cannot share one bucket",
-                        t.kind()
-                    ),
-                });
-            }
+        for group in self.buckets("all_reduce", tensors)? {
+            let mut ptrs: Vec<ffi::TensorPtr> = group
+                .iter()
+                .map(|&i| tensors[i].as_mut_ptr().cast())
+                .collect();
+            self.collective("all_reduce", || {
+                // SAFETY: live group; `ptrs` point at defined tensors that outlive the call.
+                unsafe {
+                    ffi::take_error(ffi::dml_pg_allreduce_sum(
+                        self.pg,
+                        ptrs.as_mut_ptr(),
+                        ptrs.len(),
+                    ))
+                }
+            })?;
         }
-        let mut ptrs: Vec<ffi::TensorPtr> =
-            tensors.iter_mut().map(|t| t.as_mut_ptr().cast()).collect();
-        self.collective(OP, || {
-            // SAFETY: live group; `ptrs` point at defined tensors that outlive the call.
-            unsafe {
-                ffi::take_error(ffi::dml_pg_allreduce_sum(
-                    self.pg,
-                    ptrs.as_mut_ptr(),
-                    ptrs.len(),
-                ))
-            }
-        })?;
         if op == ReduceOp::Mean && self.world > 1 {
             let _guard = tch::no_grad_guard();
             for t in tensors.iter_mut() {
@@ -634,6 +625,20 @@ impl ProcessGroup {
             }
         }
         Ok(())
+    }
+
+    /// The positions of `tensors` grouped by dtype, in order of first appearance; refuses
+    /// undefined tensors and other devices.
+    fn buckets(&self, op: &'static str, tensors: &[Tensor]) -> Result<Vec<Vec<usize>>> {
+        let mut groups: Vec<(Kind, Vec<usize>)> = Vec::new();
+        for (i, t) in tensors.iter().enumerate() {
+            let kind = checked_kind(op, t)?;
+            match groups.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((kind, vec![i])),
+            }
+        }
+        Ok(groups.into_iter().map(|(_, g)| g).collect())
     }
 
     /// Every rank's `tensor`, in rank order. The tensors may differ in their first dimension
@@ -720,7 +725,8 @@ impl ProcessGroup {
             .collect())
     }
 
-    /// Replaces `tensors` on every rank with rank `root`'s, in place (the starting weights).
+    /// Replaces `tensors` on every rank with rank `root`'s, in place (the starting weights),
+    /// as one flattened bucket per dtype.
     pub fn broadcast(&self, tensors: &mut [Tensor], root: usize) -> Result<()> {
         const OP: &str = "broadcast";
         if root >= self.world {
@@ -729,22 +735,24 @@ impl ProcessGroup {
                 message: format!("root {root} is not below world size {}", self.world),
             });
         }
-        for t in tensors.iter() {
-            checked_kind(OP, t)?;
+        for group in self.buckets(OP, tensors)? {
+            let mut ptrs: Vec<ffi::TensorPtr> = group
+                .iter()
+                .map(|&i| tensors[i].as_mut_ptr().cast())
+                .collect();
+            self.collective(OP, || {
+                // SAFETY: live group and tensors.
+                unsafe {
+                    ffi::take_error(ffi::dml_pg_broadcast(
+                        self.pg,
+                        ptrs.as_mut_ptr(),
+                        ptrs.len(),
+                        root as c_int,
+                    ))
+                }
+            })?;
         }
-        let mut ptrs: Vec<ffi::TensorPtr> =
-            tensors.iter_mut().map(|t| t.as_mut_ptr().cast()).collect();
-        self.collective(OP, || {
-            // SAFETY: live group and tensors.
-            unsafe {
-                ffi::take_error(ffi::dml_pg_broadcast(
-                    self.pg,
-                    ptrs.as_mut_ptr(),
-                    ptrs.len(),
-                    root as c_int,
-                ))
-            }
-        })
+        Ok(())
     }
 
     /// Waits until every rank has called it.

@@ -187,17 +187,29 @@ char* dml_pg_allgather(dml_pg* p, at::Tensor* input, at::Tensor** outputs) {
   });
 }
 
-// Replaces `n` tensors on every rank with root's, in place.
+// Replaces `n` tensors (one dtype) on every rank with root's, in place, as one flattened
+// bucket (c10d's broadcast of several tensors means copies on several devices, not a list).
 char* dml_pg_broadcast(dml_pg* p, at::Tensor** tensors, size_t n, int root) {
   return guarded([&] {
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> ts;
-    for (size_t i = 0; i < n; ++i) {
-      ts.push_back(*tensors[i]);
+    if (n == 0) {
+      return;
     }
+    std::vector<at::Tensor> flat;
+    flat.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      flat.push_back(tensors[i]->reshape({-1}));
+    }
+    std::vector<at::Tensor> bucket{at::cat(flat)};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    wait(p->pg->broadcast(ts, opts));
+    wait(p->pg->broadcast(bucket, opts));
+    int64_t offset = 0;
+    for (size_t i = 0; i < n; ++i) {
+      int64_t len = tensors[i]->numel();
+      tensors[i]->copy_(bucket[0].narrow(0, offset, len).view(tensors[i]->sizes()));
+      offset += len;
+    }
   });
 }
 

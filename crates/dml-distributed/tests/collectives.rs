@@ -133,12 +133,26 @@ fn ops(rank: usize, port: u16) {
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
-    // Mixed dtypes cannot share a bucket.
-    let mut mixed = vec![Tensor::from_slice(&[1.0f32]), Tensor::from_slice(&[1.0f64])];
-    assert!(matches!(
-        pg.all_reduce(&mut mixed, ReduceOp::Sum),
-        Err(Error::Invalid { .. })
-    ));
+    // Mixed dtypes travel in one bucket per dtype, each summed exactly.
+    let mut mixed = vec![
+        Tensor::from_slice(&[r as f32]),
+        Tensor::from_slice(&[10 * rank as i64 + 1]),
+        Tensor::from_slice(&[r as f32, 2.0 * r as f32]),
+    ];
+    pg.all_reduce(&mut mixed, ReduceOp::Sum).unwrap();
+    assert_eq!(values(&mixed[0]), vec![3.0]);
+    assert_eq!(Vec::<i64>::try_from(&mixed[1]).unwrap(), vec![12]);
+    assert_eq!(values(&mixed[2]), vec![3.0, 6.0]);
+    // Broadcast of several tensors of different sizes and dtypes.
+    let mut ts = vec![
+        Tensor::full([2, 3], r, (Kind::Float, tch::Device::Cpu)),
+        Tensor::from_slice(&[rank as i64; 5]),
+        Tensor::full([1], -r, (Kind::Float, tch::Device::Cpu)),
+    ];
+    pg.broadcast(&mut ts, 0).unwrap();
+    assert_eq!(values(&ts[0]), vec![1.0; 6]);
+    assert_eq!(Vec::<i64>::try_from(&ts[1]).unwrap(), vec![0; 5]);
+    assert_eq!(values(&ts[2]), vec![-1.0]);
     pg.barrier().unwrap();
     println!("rank {rank}: ops ok");
 }

@@ -483,6 +483,17 @@ impl Default for EvalSettings {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A multi-process run with fewer classes per batch than processes.
+    #[error(
+        "batch.p = {p} is smaller than the number of processes ({world}): each rank embeds whole \
+         classes of every batch, so it needs at least one; raise batch.p or start fewer processes"
+    )]
+    BatchPWorld {
+        /// `batch.p`.
+        p: usize,
+        /// The number of processes.
+        world: usize,
+    },
     /// `batch.p < 2`: a batch needs two classes to hold a negative.
     #[error("batch.p must be at least 2, got {0}")]
     BatchP(usize),

@@ -128,6 +128,10 @@ pub enum Error {
     /// Loading data failed.
     #[error(transparent)]
     Data(#[from] dml_data::Error),
+    /// A collective of a multi-process run failed (a peer died or hung), or the launcher
+    /// variables were wrong.
+    #[error(transparent)]
+    Distributed(#[from] dml_distributed::Error),
     /// An error reported by LibTorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

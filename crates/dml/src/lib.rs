@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 pub use dml_data as data;
+pub use dml_distributed as distributed;
 pub use dml_eval as eval;
 pub use dml_kernels as kernels;
 pub use dml_losses as losses;
@@ -64,6 +65,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod embed;
+pub mod launch;
 mod error;
 pub mod log;
 pub mod memory;

@@ -42,6 +42,8 @@ enum Command {
     Embed(EmbedArgs),
     /// The k nearest items of a saved embedding set for each query.
     Search(SearchArgs),
+    /// Start N processes of one data-parallel run on this machine, as `torchrun --nproc_per_node N` does: `dml launch --nproc 2 -- train --config X`.
+    Launch(LaunchArgs),
     /// Train every loss × miner pair from one base config (once per seed) and tabulate every held-out metric beside the raw-input and untrained baselines.
     Compare(CompareArgs),
 }
@@ -66,6 +68,25 @@ struct TrainArgs {
     /// Print the final metrics as one JSON object.
     #[arg(long)]
     json: bool,
+    /// In a multi-process run (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by `dml launch`,
+    /// torchrun or another launcher): seconds to wait for the other ranks at the rendezvous and
+    /// in each collective, including while rank 0 evaluates, before failing with the rank that
+    /// stopped or fell behind.
+    #[arg(long, default_value_t = 1800.0)]
+    collective_timeout: f64,
+}
+
+#[derive(clap::Args)]
+struct LaunchArgs {
+    /// Processes to start (one per core or GPU is the usual choice).
+    #[arg(long, default_value_t = 2)]
+    nproc: usize,
+    /// The rendezvous port on 127.0.0.1 (default: a free one).
+    #[arg(long)]
+    master_port: Option<u16>,
+    /// The dml command each process runs, after `--` (e.g. `train --config configs/digits.toml`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -203,6 +224,7 @@ fn main() {
         Command::Embed(a) => embed(a),
         Command::Search(a) => search(a),
         Command::Compare(a) => compare_cmd(a),
+        Command::Launch(a) => launch(a),
     };
     if let Err(err) = result {
         // A closed pipe (`dml search … | head`) is how the reader says it has enough.
@@ -280,15 +302,53 @@ fn train(a: TrainArgs) -> Result<()> {
         Trainer::new(config)?
     };
     trainer.set_interrupt(interrupt_flag());
+    if let Some(launch) = dml::distributed::Launch::from_env()? {
+        if !(a.collective_timeout > 0.0 && a.collective_timeout.is_finite()) {
+            bail!("--collective-timeout must be a positive number of seconds");
+        }
+        let opts = launch
+            .init_options()
+            .timeout(std::time::Duration::from_secs_f64(a.collective_timeout));
+        let pg = dml::distributed::ProcessGroup::init(&opts)?;
+        trainer.join(pg)?;
+    }
     let report = trainer.fit()?;
     let mut out = std::io::stdout().lock();
-    if a.json {
+    if !trainer.is_main() {
+        writeln!(
+            out,
+            "trained {} epochs in {:.1} s as one rank; rank 0 evaluated and wrote {}",
+            report.epochs,
+            report.train_seconds,
+            report.output_dir.display()
+        )?;
+    } else if a.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
         write!(out, "{report}")?;
     }
     if report.interrupted {
         std::process::exit(130);
+    }
+    Ok(())
+}
+
+fn launch(a: LaunchArgs) -> Result<()> {
+    if a.nproc == 0 {
+        bail!("--nproc must be at least 1");
+    }
+    let outcome = dml::launch::LocalLaunch {
+        nproc: a.nproc,
+        master_port: a.master_port,
+        program: std::env::current_exe().context("finding the dml binary")?,
+        args: a.command,
+    }
+    .run()
+    .context("starting the ranks")?;
+    if let Some(rank) = outcome.first_failure {
+        let code = outcome.codes[rank].unwrap_or(1);
+        eprintln!("dml launch: failed (rank {rank} first)");
+        std::process::exit(if code == 0 { 1 } else { code });
     }
     Ok(())
 }

@@ -150,6 +150,8 @@ pub struct Trainer {
     last_test_embeddings: Option<(Array2<f32>, Vec<u32>)>,
     /// The mean pairwise distance of the held-out embeddings at the last evaluation.
     last_spread: Option<f64>,
+    /// A data-parallel run (`dml launch`, torchrun): this process's rank among the others.
+    dist: Option<dml_distributed::ProcessGroup>,
 }
 
 /// The training classes in ascending order of their labels, numbered `0..C`: what the losses
@@ -457,7 +459,115 @@ impl Trainer {
             last_negatives: Vec::new(),
             last_test_embeddings: None,
             last_spread: None,
+            dist: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run. Every rank draws the same global
+    /// P × K batch from the same seeded sampler and embeds its own share of whole classes; the
+    /// embeddings and labels are all-gathered so that the miner and the loss see the whole
+    /// batch while gradients flow through the local rows; the network's gradients are summed
+    /// over the ranks (the sum of the local parts is the whole batch's gradient) and the loss's
+    /// own parameters (β, proxies), whose gradient every rank already has whole, are averaged.
+    /// Rank 0's weights are broadcast now, so every rank starts from them. Rank 0 alone
+    /// evaluates and writes the metrics log, checkpoints, plots and report.
+    pub fn join(&mut self, pg: dml_distributed::ProcessGroup) -> Result<()> {
+        let world = pg.world_size();
+        let p = self.config.batch.p;
+        if p < world {
+            return Err(crate::config::ConfigError::BatchPWorld { p, world }.into());
+        }
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        pg.broadcast(&mut tensors, 0)?;
+        self.dist = Some(pg);
+        Ok(())
+    }
+
+    /// Whether this process writes the run's files: always, except on ranks other than 0.
+    pub fn is_main(&self) -> bool {
+        self.dist.as_ref().is_none_or(|d| d.rank() == 0)
+    }
+
+    /// This rank's part of a global batch: classes `r·P/W .. (r+1)·P/W` of its P (the sampler
+    /// lays a batch out class by class, K items each), so the ranks' parts differ by at most one
+    /// class when the world size does not divide P.
+    fn local_share<'a>(&self, indices: &'a [usize]) -> &'a [usize] {
+        match &self.dist {
+            Some(pg) => {
+                let (r, w, p) = (pg.rank(), pg.world_size(), self.config.batch.p);
+                let k = indices.len() / p;
+                &indices[(r * p / w) * k..((r + 1) * p / w) * k]
+            }
+            None => indices,
+        }
+    }
+
+    /// The whole batch from every rank's part: embeddings (this rank's rows keep their
+    /// gradient, the others' arrive detached) and labels, in rank order. One all-gather: the
+    /// labels travel as a last column (exact in f32 below 2^24 classes).
+    fn gather_batch(
+        pg: &dml_distributed::ProcessGroup,
+        emb: Tensor,
+        labels: Vec<u32>,
+    ) -> Result<(Tensor, Vec<u32>)> {
+        let column = Tensor::from_slice(&labels.iter().map(|&l| l as f32).collect::<Vec<_>>())
+            .f_to_device(emb.device())?
+            .f_unsqueeze(1)?;
+        let packed = Tensor::f_cat(&[emb.f_detach()?, column], 1)?;
+        let d = emb.size()[1];
+        let parts = pg.all_gather(&packed)?;
+        let mut rows = Vec::with_capacity(parts.len());
+        let mut all_labels = Vec::new();
+        for (r, part) in parts.iter().enumerate() {
+            let l = Vec::<f32>::try_from(&part.f_select(1, d)?.f_contiguous()?)?;
+            all_labels.extend(l.into_iter().map(|v| v as u32));
+            rows.push(if r == pg.rank() {
+                emb.shallow_clone()
+            } else {
+                part.f_narrow(1, 0, d)?
+            });
+        }
+        Ok((Tensor::f_cat(&rows, 0)?, all_labels))
+    }
+
+    /// Sums the gradients over the ranks in one bucket, then averages those of the loss's own
+    /// parameters (see [`Trainer::join`]).
+    fn reduce_gradients(&self, pg: &dml_distributed::ProcessGroup) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, v)| v.requires_grad() && v.grad().defined())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut grads: Vec<Tensor> = vars.iter().map(|(_, v)| v.grad()).collect();
+        pg.all_reduce(&mut grads, dml_distributed::ReduceOp::Sum)?;
+        let world = pg.world_size() as f64;
+        let _guard = tch::no_grad_guard();
+        for ((name, _), g) in vars.iter().zip(grads.iter_mut()) {
+            if name.starts_with("loss.") {
+                let _ = g.f_div_scalar_(world)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before each step of a multi-process run, every rank learns the others' readable item
+    /// counts and whether any was interrupted, so they all skip, stop or step together.
+    fn agree(&self, rows: usize) -> Result<(Vec<usize>, bool)> {
+        let Some(pg) = &self.dist else {
+            return Ok((vec![rows], self.interrupted()));
+        };
+        let w = pg.world_size();
+        let mut control = vec![0f32; w + 1];
+        control[pg.rank()] = rows as f32;
+        control[w] = f32::from(u8::from(self.interrupted()));
+        let mut t = vec![Tensor::from_slice(&control)];
+        pg.all_reduce(&mut t, dml_distributed::ReduceOp::Sum)?;
+        let v = Vec::<f32>::try_from(&t[0])?;
+        Ok((v[..w].iter().map(|&x| x as usize).collect(), v[w] > 0.0))
     }
 
     /// A flag that, once set (by a Ctrl-C handler), makes [`Trainer::fit`] write a checkpoint
@@ -547,6 +657,10 @@ impl Trainer {
         let labels = self.classes.dense(&labels)?;
         let xs = self.to_tensor(&x)?;
         let emb = self.net.embed(&xs, true)?;
+        let (emb, labels) = match &self.dist {
+            Some(pg) => Trainer::gather_batch(pg, emb, labels)?,
+            None => (emb, labels),
+        };
         let metric = self.loss.metric();
         // The memory takes part from `start_after_steps` optimiser steps on.
         let memory_on = self
@@ -608,6 +722,9 @@ impl Trainer {
         }
         self.optim.zero_grad();
         loss.f_backward()?;
+        if let Some(pg) = &self.dist {
+            self.reduce_gradients(pg)?;
+        }
         // One scalar for the whole gradient: the largest |g| over every variable is finite
         // exactly when every entry is (NaN propagates through the maximum).
         let grads: Vec<Tensor> = self
@@ -852,6 +969,9 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self) -> Result<()> {
+        if !self.is_main() {
+            return Ok(());
+        }
         self.check_weights_finite(self.state.epochs_done)?;
         let mut state = self.state.clone();
         state.n_steps = self.optim.n_steps();
@@ -876,7 +996,7 @@ impl Trainer {
         let bar = progress_bar(
             len,
             "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
-            self.config.train.progress,
+            self.config.train.progress && self.is_main(),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, self.config.train.epochs));
         bar
@@ -886,7 +1006,7 @@ impl Trainer {
     /// hidden; with `train.progress` on, one plain line per epoch shows instead that the run is
     /// alive and where it stands.
     fn log_line(&self, record: &EpochRecord, epochs: u64) {
-        if !self.config.train.progress || std::io::stderr().is_terminal() {
+        if !self.config.train.progress || !self.is_main() || std::io::stderr().is_terminal() {
             return;
         }
         let mut line = format!(
@@ -924,18 +1044,27 @@ impl Trainer {
                 self.save_checkpoint()?;
                 break;
             }
-            self.finish_epoch(epoch, run.lr_factor, interrupted, &mut log)?;
+            self.finish_epoch(epoch, run.lr_factor, interrupted, log.as_mut())?;
             if interrupted {
                 break;
             }
         }
-        self.finish_run(train_seconds, interrupted)
+        let report = self.finish_run(train_seconds, interrupted)?;
+        if let Some(pg) = &self.dist {
+            // No rank leaves before rank 0 has written everything; if rank 0 failed, the
+            // others fail here too, naming it.
+            pg.barrier()?;
+        }
+        Ok(report)
     }
 
     /// Before the first step of this process: the output folder, the resolved config, the
     /// metrics log (reopened on resume), the raw-input baseline and, on a fresh run, the
     /// untrained network's evaluation (epoch 0).
-    fn start_run(&mut self) -> Result<MetricsLog> {
+    fn start_run(&mut self) -> Result<Option<MetricsLog>> {
+        if !self.is_main() {
+            return Ok(None);
+        }
         std::fs::create_dir_all(&self.output_dir).map_err(|source| Error::Io {
             path: self.output_dir.clone(),
             source,
@@ -974,7 +1103,7 @@ impl Trainer {
             log.append(&record)?;
             self.state.history.push(record);
         }
-        Ok(log)
+        Ok(Some(log))
     }
 
     /// The batches of `epoch` from `state.batches_done` on: each loaded (the next one on its
@@ -1003,15 +1132,36 @@ impl Trainer {
                 Some(handle) => handle
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-                None => loader.load(epoch, b as u64, indices)?,
+                None => loader.load(epoch, b as u64, self.local_share(indices))?,
             };
             if self.config.train.prefetch
                 && let Some(following) = batches.get(b + 1)
             {
-                let (loader, following) = (loader.clone(), following.clone());
+                let (loader, following) = (loader.clone(), self.local_share(following).to_vec());
                 next = Some(std::thread::spawn(move || {
                     loader.load(epoch, b as u64 + 1, &following)
                 }));
+            }
+            if self.dist.is_some() {
+                // Ranks stop together, before a step (a Ctrl-C reaches each at its own moment),
+                // and leave out together a batch of which some rank could read nothing.
+                let (rows, stop) = self.agree(loaded.0.1.len())?;
+                if stop {
+                    interrupted = true;
+                    break;
+                }
+                if let Some(r) = rows.iter().position(|&n| n == 0) {
+                    tracing::warn!(
+                        epoch = epoch + 1,
+                        step = b + 1,
+                        "batch left out: no readable item on rank {r}"
+                    );
+                    self.note_unreadable(loaded.1);
+                    self.state.partial_skipped += 1;
+                    self.state.batches_done = b as u64 + 1;
+                    bar.inc(1);
+                    continue;
+                }
             }
             let (loss, n_tuples) = self.train_batch(epoch, b as u64, loaded, lr_factor)?;
             if loss.is_finite() {
@@ -1028,7 +1178,7 @@ impl Trainer {
                 items as f64 / secs
             ));
             bar.inc(1);
-            if self.interrupted() {
+            if self.dist.is_none() && self.interrupted() {
                 interrupted = true;
                 break;
             }
@@ -1054,7 +1204,7 @@ impl Trainer {
         lr_factor: f64,
     ) -> Result<(f64, usize)> {
         self.note_unreadable(unreadable);
-        if loaded.1.len() < 2 {
+        if self.dist.is_none() && loaded.1.len() < 2 {
             // All items but at most one were unreadable: nothing to compare.
             tracing::warn!(
                 epoch = epoch + 1,
@@ -1088,7 +1238,7 @@ impl Trainer {
         epoch: u64,
         lr_factor: f64,
         interrupted: bool,
-        log: &mut MetricsLog,
+        log: Option<&mut MetricsLog>,
     ) -> Result<()> {
         let epochs = self.config.train.epochs;
         let done = self.state.batches_done.max(1) as f64;
@@ -1115,7 +1265,8 @@ impl Trainer {
         self.state.partial_skipped = 0;
         let last = self.state.epochs_done == epochs;
         let every = self.config.train.eval_every;
-        if last || (every > 0 && self.state.epochs_done.is_multiple_of(every)) {
+        let due = last || (every > 0 && self.state.epochs_done.is_multiple_of(every));
+        if due && self.is_main() {
             record.metrics = Some(self.evaluate()?);
             record.spread = self.last_spread;
             if let Some(warning) = self.collapse_warning(&record) {
@@ -1127,7 +1278,9 @@ impl Trainer {
         }
         tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
         self.log_line(&record, epochs);
-        log.append(&record)?;
+        if let Some(log) = log {
+            log.append(&record)?;
+        }
         self.state.history.push(record);
         let ck = self.config.train.checkpoint_every;
         if last || interrupted || (ck > 0 && self.state.epochs_done.is_multiple_of(ck)) {
@@ -1138,7 +1291,7 @@ impl Trainer {
 
     /// The plots (unless interrupted) and the report, written to `report.json`.
     fn finish_run(&mut self, train_seconds: f64, interrupted: bool) -> Result<TrainReport> {
-        let plots = if self.config.train.plots && !interrupted {
+        let plots = if self.config.train.plots && !interrupted && self.is_main() {
             self.write_plots()?
         } else {
             Vec::new()
@@ -1169,6 +1322,9 @@ impl Trainer {
             collapse: self.state.collapse.clone(),
             unreadable_files: self.state.unreadable_files.iter().cloned().collect(),
         };
+        if !self.is_main() {
+            return Ok(report);
+        }
         let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Json {
             path: self.output_dir.join(files::REPORT),
             message: e.to_string(),
