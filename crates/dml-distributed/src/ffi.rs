@@ -27,6 +27,11 @@ unsafe extern "C" {
         out: *mut *mut Store,
     ) -> *mut c_char;
     pub fn dml_store_file(path: *const c_char, world: c_int, out: *mut *mut Store) -> *mut c_char;
+    pub fn dml_store_prefixed(
+        base: *mut Store,
+        prefix: *const c_char,
+        out: *mut *mut Store,
+    ) -> *mut c_char;
     pub fn dml_store_free(s: *mut Store);
     pub fn dml_store_set(
         s: *mut Store,

@@ -170,6 +170,11 @@ pub struct InitOptions {
     /// loopback address when the rendezvous is on loopback, else c10d's default (the address
     /// of this machine's host name).
     pub interface: Option<String>,
+    /// The launcher already serves the TCP store at the rendezvous address (torchrun's agent
+    /// does, and says so with `TORCHELASTIC_USE_AGENT_STORE=True`): every rank, rank 0
+    /// included, connects to it as a client, under the prefix `/worker/attempt_<restart>` as
+    /// PyTorch's workers do. `None`: rank 0 serves the store.
+    pub launcher_store: Option<u32>,
 }
 
 impl InitOptions {
@@ -183,6 +188,7 @@ impl InitOptions {
             interface: std::env::var("GLOO_SOCKET_IFNAME")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            launcher_store: None,
         }
     }
 
@@ -206,6 +212,9 @@ pub struct Launch {
     pub master_addr: String,
     /// `MASTER_PORT`: the rendezvous port on rank 0.
     pub master_port: u16,
+    /// torchrun's agent serves the store (`TORCHELASTIC_USE_AGENT_STORE=True`); the value is
+    /// `TORCHELASTIC_RESTART_COUNT` (0 when unset).
+    pub launcher_store: Option<u32>,
 }
 
 impl Launch {
@@ -254,22 +263,33 @@ impl Launch {
             var: "MASTER_PORT",
             message: format!("{port:?} is not a port number"),
         })?;
+        let launcher_store = match get("TORCHELASTIC_USE_AGENT_STORE").as_deref() {
+            Some("True") | Some("true") | Some("1") => Some(
+                get("TORCHELASTIC_RESTART_COUNT")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        };
         Ok(Some(Launch {
             rank,
             world_size,
             local_rank,
             master_addr,
             master_port,
+            launcher_store,
         }))
     }
 
     /// The options that join this launch's process group.
     pub fn init_options(&self) -> InitOptions {
-        InitOptions::new(
+        let mut opts = InitOptions::new(
             Rendezvous::tcp(self.master_addr.clone(), self.master_port),
             self.rank,
             self.world_size,
-        )
+        );
+        opts.launcher_store = self.launcher_store;
+        opts
     }
 }
 
@@ -454,7 +474,7 @@ impl ProcessGroup {
                     ffi::take_error(ffi::dml_store_tcp(
                         host.as_ptr(),
                         *port,
-                        c_int::from(rank == 0),
+                        c_int::from(rank == 0 && opts.launcher_store.is_none()),
                         world as c_int,
                         timeout_ms,
                         &mut store,
@@ -475,7 +495,22 @@ impl ProcessGroup {
                 .map_err(rendezvous_error)?;
             }
         }
-        let store = Arc::new(StoreHandle(store));
+        let mut store = StoreHandle(store);
+        if let Some(attempt) = opts.launcher_store {
+            let prefix = c_string("init", &format!("/worker/attempt_{attempt}"))?;
+            let mut prefixed: *mut ffi::Store = std::ptr::null_mut();
+            // SAFETY: live base store; the prefix store keeps its own reference to it.
+            unsafe {
+                ffi::take_error(ffi::dml_store_prefixed(
+                    store.0,
+                    prefix.as_ptr(),
+                    &mut prefixed,
+                ))
+            }
+            .map_err(rendezvous_error)?;
+            store = StoreHandle(prefixed);
+        }
+        let store = Arc::new(store);
         let (host, by_interface) = match (&opts.interface, opts.rendezvous.is_loopback()) {
             (Some(ifname), _) => (ifname.clone(), 1),
             (None, true) => ("127.0.0.1".to_owned(), 0),
@@ -555,8 +590,8 @@ impl ProcessGroup {
         };
         let unreachable = |e: String| {
             format!(
-                "the rendezvous store that rank 0 serves is unreachable too ({e}), so rank 0 \
-                 has most likely stopped"
+                "the rendezvous store is unreachable too ({e}), so rank 0 (or the launcher \
+                 serving the store) has most likely stopped"
             )
         };
         let first = match read() {
@@ -602,6 +637,19 @@ impl ProcessGroup {
     /// collective for a model's gradients however many tensors they are. Every rank passes
     /// tensors of the same shapes and dtypes in the same order.
     pub fn all_reduce(&self, tensors: &mut [Tensor], op: ReduceOp) -> Result<()> {
+        if op == ReduceOp::Mean
+            && let Some(t) = tensors
+                .iter()
+                .find(|t| t.defined() && !t.is_floating_point())
+        {
+            return Err(Error::Invalid {
+                op: "all_reduce",
+                message: format!(
+                    "a mean of {:?} tensors would truncate: use ReduceOp::Sum for integers",
+                    t.kind()
+                ),
+            });
+        }
         for group in self.buckets("all_reduce", tensors)? {
             let mut ptrs: Vec<ffi::TensorPtr> = group
                 .iter()
@@ -796,5 +844,98 @@ fn kind_code(kind: Kind) -> i64 {
         Kind::Int8 => 7,
         Kind::Bool => 8,
         _ => 99,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn no_launcher_variables_is_a_single_process_run() {
+        assert_eq!(Launch::from_lookup(lookup(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn torchrun_variables_are_read() {
+        let got = Launch::from_lookup(lookup(&[
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "localhost"),
+            ("MASTER_PORT", "29500"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "3"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            Launch {
+                rank: 1,
+                world_size: 2,
+                local_rank: 1,
+                master_addr: "localhost".to_owned(),
+                master_port: 29500,
+                launcher_store: Some(3),
+            }
+        );
+        assert!(got.init_options().rendezvous.is_loopback());
+    }
+
+    #[test]
+    fn partial_or_malformed_variables_name_the_variable() {
+        let err = |vars: &[(&str, &str)]| Launch::from_lookup(lookup(vars)).unwrap_err();
+        let e = err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")]);
+        assert!(
+            matches!(
+                e,
+                Error::Env {
+                    var: "MASTER_PORT",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = err(&[("RANK", "2"), ("WORLD_SIZE", "2")]);
+        assert!(
+            e.to_string().contains("rank 2 is not below WORLD_SIZE = 2"),
+            "{e}"
+        );
+        let e = err(&[("WORLD_SIZE", "two"), ("RANK", "0")]);
+        assert!(
+            matches!(
+                e,
+                Error::Env {
+                    var: "WORLD_SIZE",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "70000"),
+        ]);
+        assert!(
+            matches!(
+                e,
+                Error::Env {
+                    var: "MASTER_PORT",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

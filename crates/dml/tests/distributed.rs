@@ -80,7 +80,11 @@ fn one_vs_two(loss: &str) -> (f64, f64, Vec<(String, Tensor)>) {
     ]);
     assert!(launched.contains("[rank 1] trained 2 epochs"), "{launched}");
     run(&["train", "--config", c3.to_str().unwrap()]);
-    let (a, b, c) = (tensors(one.path()), tensors(two.path()), tensors(other.path()));
+    let (a, b, c) = (
+        tensors(one.path()),
+        tensors(two.path()),
+        tensors(other.path()),
+    );
     assert_eq!(a.len(), b.len());
     let mut same = 0f64;
     let mut seeds = 0f64;
@@ -121,7 +125,15 @@ fn a_killed_rank_stops_the_other_naming_it_and_the_checkpoint_survives() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "[loss]\nkind = \"contrastive\"", 100_000, 0);
     let mut launcher = Command::new(DML)
-        .args(["launch", "--nproc", "2", "--", "train", "--collective-timeout", "30"])
+        .args([
+            "launch",
+            "--nproc",
+            "2",
+            "--",
+            "train",
+            "--collective-timeout",
+            "30",
+        ])
         .args(["--config", cfg.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -161,7 +173,13 @@ fn a_killed_rank_stops_the_other_naming_it_and_the_checkpoint_survives() {
     let pid = pid.unwrap_or_else(|| panic!("no pid line:\n{}", lines.join("\n")));
     assert!(ckpt.exists(), "no checkpoint:\n{}", lines.join("\n"));
     let killed_at = Instant::now();
-    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = loop {
         if let Some(s) = launcher.try_wait().unwrap() {
             break s;
@@ -177,7 +195,10 @@ fn a_killed_rank_stops_the_other_naming_it_and_the_checkpoint_survives() {
     lines.extend(rx.try_iter());
     let text = lines.join("\n");
     assert!(!status.success(), "{text}");
-    assert!(text.contains("dml launch: rank 1 ended with signal 9"), "{text}");
+    assert!(
+        text.contains("dml launch: rank 1 ended with signal 9"),
+        "{text}"
+    );
     assert!(text.contains("[rank 0] error:"), "{text}");
     assert!(text.contains("failed on rank 0 of 2"), "{text}");
     assert!(text.contains("rank 1 stopped"), "{text}");
