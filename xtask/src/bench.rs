@@ -7,8 +7,14 @@
 //!    peak memory in child processes, with `--compare` times the Python reference (pml, faiss,
 //!    numpy, torch) on the same inputs alternately with dml, and writes the table:
 //!    `docs/benchmarks.md` for a full run of every case, `target/dml-bench/` otherwise.
+//!
+//! `--collectives` runs only the collective bandwidth comparison instead: it builds the
+//! `collectives` example of dml-benches in the `bench` profile and runs it with the reference
+//! venv's Python, which alternates dml-distributed and `torch.distributed` (Gloo) between two
+//! local processes and writes `target/dml-bench/collectives.md`.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::Result;
 
@@ -32,10 +38,18 @@ pub struct Args {
     /// Skip criterion and only rebuild the report from its last estimates (and the comparison).
     #[arg(long)]
     pub report_only: bool,
+    /// Only the collective bandwidth comparison (all-reduce, all-gather at 1/16/128 MiB between
+    /// two local processes, dml against torch.distributed with Gloo, alternating) ->
+    /// target/dml-bench/collectives.md. With --quick: one round at half the calls.
+    #[arg(long)]
+    pub collectives: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
     crate::libtorch::ensure_installed()?;
+    if args.collectives {
+        return collectives(args.quick);
+    }
     let python = if args.compare {
         Some(crate::pyref::ensure()?)
     } else {
@@ -90,5 +104,39 @@ pub fn run(args: &Args) -> Result<()> {
         .env("CRITERION_HOME", &criterion_home);
     sh(&mut cmd)?;
     eprintln!("xtask bench: report in {}", out.display());
+    Ok(())
+}
+
+/// The collective bandwidth comparison: the example alternates the sides and writes the table.
+fn collectives(quick: bool) -> Result<()> {
+    let python = crate::pyref::ensure()?;
+    let root = project_root();
+    let out = root.join("target").join("dml-bench").join("collectives.md");
+    sh(cargo().args([
+        "build",
+        "--profile",
+        "bench",
+        "-p",
+        "dml-benches",
+        "--example",
+        "collectives",
+    ]))?;
+    // The bench profile builds into target/release.
+    let exe = root
+        .join("target")
+        .join("release")
+        .join("examples")
+        .join("collectives");
+    let mut cmd = Command::new(&exe);
+    cmd.current_dir(&root)
+        .arg("--compare")
+        .arg(&python)
+        .arg("--out")
+        .arg(&out);
+    if quick {
+        cmd.args(["--rounds", "1", "--reps", "0.5"]);
+    }
+    sh(&mut cmd)?;
+    eprintln!("xtask bench: collectives table in {}", out.display());
     Ok(())
 }
