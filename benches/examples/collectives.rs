@@ -470,11 +470,13 @@ fn compare(python: &Path, opts: &Options) -> Result<()> {
             spread(&row.ratio, 2)
         );
     }
-    md += "\nDifferences between the sides: dml's `all_reduce` flattens its tensors into one \
-           bucket (`at::cat`, a copy even for one tensor) and copies the result back; torch \
-           reduces the tensor in place. dml's `all_gather` first all-gathers a 64-byte shape \
-           header (ranks may pass different row counts) and allocates its outputs per call; \
-           torch's gathers equal sizes into a list allocated once, with no header round.\n";
+    md += "\nDifferences between the sides: both reduce one contiguous tensor in place (dml \
+           copies several tensors into one reused bucket and back; here there is one). dml's \
+           `all_gather` sends a 64-byte shape header with each rank's bytes, padded to the \
+           largest part of the previous call, in one collective (ranks may pass different row \
+           counts; a part larger than the last call's costs a second round), and copies the \
+           input into that send buffer and allocates one flat output per call; torch's gathers \
+           equal sizes into a list the script allocates once.\n";
     println!("{md}");
     if let Some(out) = &opts.out {
         if let Some(dir) = out.parent() {

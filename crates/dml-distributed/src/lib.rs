@@ -426,6 +426,11 @@ pub struct ProcessGroup {
     world: usize,
     /// Collectives started by this process (every rank runs the same sequence).
     seq: Arc<AtomicU64>,
+    /// Bytes per rank that [`ProcessGroup::all_gather`] sends without asking first: the
+    /// largest part of its last call, the same on every rank.
+    gather_capacity: AtomicU64,
+    /// [`ProcessGroup::all_gather`]'s send buffer, reused while the capacity stays the same.
+    gather_send: std::sync::Mutex<Option<Tensor>>,
 }
 
 // SAFETY: c10d process groups are used from any thread; dml calls them from one at a time.
@@ -541,6 +546,8 @@ impl ProcessGroup {
             rank,
             world,
             seq,
+            gather_capacity: AtomicU64::new(0),
+            gather_send: std::sync::Mutex::new(None),
         })
     }
 
@@ -702,75 +709,123 @@ impl ProcessGroup {
                 message: format!("expected 1 to 6 dimensions, got shape {shape:?}"),
             });
         }
-        // Shapes first: [ndim, dtype, sizes..., padding].
-        let mut header = vec![-1i64; 8];
+        // Each rank sends [header | its bytes, padded to the agreed capacity] in one
+        // all-gather. The header is [ndim, dtype, sizes..., padding] as 64 bytes. When some
+        // rank's bytes do not fit (the first call, or a batch larger than any before), every
+        // rank sees it in the headers, and all repeat the gather once at the new capacity. The
+        // capacity then follows the largest part of the last call, the same on every rank.
+        let mut header = vec![-1i64; HEADER_WORDS];
         header[0] = shape.len() as i64;
         header[1] = kind_code(kind);
         header[2..2 + shape.len()].copy_from_slice(&shape);
-        let headers = self.gather_same(OP, &Tensor::from_slice(&header))?;
-        let headers: Vec<Vec<i64>> = headers
-            .iter()
-            .map(Vec::<i64>::try_from)
-            .collect::<std::result::Result<_, _>>()?;
-        for (r, h) in headers.iter().enumerate() {
-            let (mut mine, mut theirs) = (header.clone(), h.clone());
-            mine[2] = 0;
-            theirs[2] = 0;
-            if mine != theirs {
-                return Err(Error::Invalid {
-                    op: OP,
-                    message: format!(
-                        "rank {} passes shape {shape:?} of {kind:?}, rank {r} shape {:?} of \
-                         dtype code {}: only the first dimension may differ",
-                        self.rank,
-                        &h[2..2 + h[0].max(0) as usize],
-                        h[1]
-                    ),
-                });
+        let bytes = tensor
+            .f_detach()?
+            .f_contiguous()?
+            .f_reshape([-1])?
+            .f_view_dtype(Kind::Uint8)?;
+        let header_bytes = Tensor::from_slice(&header).f_view_dtype(Kind::Uint8)?;
+        let needed = bytes.numel() as i64;
+        let elem = (kind.elt_size_in_bytes() as i64).max(1);
+        let mut capacity = self.gather_capacity.load(Ordering::Relaxed) as i64;
+        loop {
+            let fits = needed <= capacity;
+            // The send buffer is kept between calls (it never leaves this function); only the
+            // padding after the data is cleared.
+            let mut kept = self.gather_send.lock().unwrap_or_else(|p| p.into_inner());
+            let total = HEADER_BYTES + capacity;
+            if kept.as_ref().is_none_or(|t| t.numel() as i64 != total) {
+                *kept = Some(Tensor::f_empty([total], (Kind::Uint8, Device::Cpu))?);
             }
+            let send = kept.as_ref().expect("just set").shallow_clone();
+            drop(kept);
+            send.f_narrow(0, 0, HEADER_BYTES)?.f_copy_(&header_bytes)?;
+            let used = if fits { needed } else { 0 };
+            if used > 0 {
+                send.f_narrow(0, HEADER_BYTES, used)?.f_copy_(&bytes)?;
+            }
+            if used < capacity {
+                let _ = send
+                    .f_narrow(0, HEADER_BYTES + used, capacity - used)?
+                    .f_zero_()?;
+            }
+            let parts = self.gather_same(OP, &send)?;
+            let mut headers = Vec::with_capacity(parts.len());
+            for part in &parts {
+                let h = Vec::<i64>::try_from(
+                    &part
+                        .f_narrow(0, 0, HEADER_BYTES)?
+                        .f_contiguous()?
+                        .f_view_dtype(Kind::Int64)?,
+                )?;
+                headers.push(h);
+            }
+            for (r, h) in headers.iter().enumerate() {
+                let (mut mine, mut theirs) = (header.clone(), h.clone());
+                mine[2] = 0;
+                theirs[2] = 0;
+                if mine != theirs {
+                    return Err(Error::Invalid {
+                        op: OP,
+                        message: format!(
+                            "rank {} passes shape {shape:?} of {kind:?}, rank {r} shape {:?} of \
+                             dtype code {}: only the first dimension may differ",
+                            self.rank,
+                            &h[2..2 + (h[0].clamp(0, 6) as usize)],
+                            h[1]
+                        ),
+                    });
+                }
+            }
+            let row_bytes = shape[1..].iter().product::<i64>() * elem;
+            let sizes: Vec<i64> = headers.iter().map(|h| h[2] * row_bytes).collect();
+            // A multiple of 8, so that every rank's part of the flat result starts aligned for
+            // any dtype.
+            let largest = (sizes.iter().copied().max().unwrap_or(0) + 7) / 8 * 8;
+            self.gather_capacity
+                .store(largest as u64, Ordering::Relaxed);
+            if largest > capacity {
+                capacity = largest;
+                continue;
+            }
+            return parts
+                .iter()
+                .zip(&headers)
+                .zip(&sizes)
+                .map(|((part, h), &n)| {
+                    let mut s = shape.clone();
+                    s[0] = h[2];
+                    Ok(part
+                        .f_narrow(0, HEADER_BYTES, n)?
+                        .f_view_dtype(kind)?
+                        .f_reshape(&s)?)
+                })
+                .collect();
         }
-        let rows: Vec<i64> = headers.iter().map(|h| h[2]).collect();
-        let max_rows = rows.iter().copied().max().unwrap_or(0);
-        let padded = if shape[0] == max_rows {
-            tensor.shallow_clone()
-        } else {
-            let mut pad_shape = shape.clone();
-            pad_shape[0] = max_rows - shape[0];
-            Tensor::f_cat(
-                &[
-                    tensor.f_detach()?,
-                    Tensor::f_zeros(&pad_shape, (kind, tensor.device()))?,
-                ],
-                0,
-            )?
-        };
-        let parts = self.gather_same(OP, &padded)?;
-        parts
-            .into_iter()
-            .zip(rows)
-            .map(|(p, n)| {
-                Ok(if n == max_rows {
-                    p
+    }
+
+    /// All-gather of tensors of one shape on every rank: one flat result, returned as `world`
+    /// views of it.
+    fn gather_same(&self, op: &'static str, tensor: &Tensor) -> Result<Vec<Tensor>> {
+        let mut output: ffi::TensorPtr = std::ptr::null_mut();
+        let input = tensor.as_ptr().cast_mut().cast();
+        self.collective(op, || {
+            // SAFETY: live group, live input; the shim writes one new tensor on success.
+            unsafe { ffi::take_error(ffi::dml_pg_allgather(self.pg, input, &mut output)) }
+        })?;
+        // SAFETY: a fresh `new at::Tensor`, owned from here on.
+        let flat = unsafe { Tensor::from_ptr(output.cast()) };
+        let shape = tensor.size();
+        let rows = shape.first().copied().unwrap_or(1);
+        (0..self.world as i64)
+            .map(|r| {
+                let part = flat.f_narrow(0, r * rows, rows)?;
+                Ok(if shape.is_empty() {
+                    part.f_reshape([] as [i64; 0])?
                 } else {
-                    p.f_narrow(0, 0, n)?
+                    part
                 })
             })
             .collect()
-    }
-
-    /// All-gather of tensors of one shape on every rank.
-    fn gather_same(&self, op: &'static str, tensor: &Tensor) -> Result<Vec<Tensor>> {
-        let mut outputs: Vec<ffi::TensorPtr> = vec![std::ptr::null_mut(); self.world];
-        let input = tensor.as_ptr().cast_mut().cast();
-        self.collective(op, || {
-            // SAFETY: live group, live input; the shim writes `world` new tensors on success.
-            unsafe { ffi::take_error(ffi::dml_pg_allgather(self.pg, input, outputs.as_mut_ptr())) }
-        })?;
-        Ok(outputs
-            .into_iter()
-            // SAFETY: each pointer is a fresh `new at::Tensor`, owned from here on.
-            .map(|p| unsafe { Tensor::from_ptr(p.cast()) })
-            .collect())
     }
 
     /// Replaces `tensors` on every rank with rank `root`'s, in place (the starting weights),
@@ -831,6 +886,10 @@ fn checked_kind(op: &'static str, t: &Tensor) -> Result<Kind> {
     }
     Ok(t.kind())
 }
+
+/// The all-gather header: [ndim, dtype, up to 6 sizes] as i64.
+const HEADER_WORDS: usize = 8;
+const HEADER_BYTES: i64 = (HEADER_WORDS * 8) as i64;
 
 fn kind_code(kind: Kind) -> i64 {
     match kind {

@@ -24,6 +24,9 @@ struct dml_store {
 
 struct dml_pg {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // The flattened bucket of the last multi-tensor all-reduce or broadcast, kept so that a
+  // training loop's per-step gradient bucket is allocated once, not every step.
+  at::Tensor bucket;
 };
 
 namespace {
@@ -52,6 +55,43 @@ char* guarded(F&& f) {
 
 void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   work->wait();
+}
+
+// One tensor that is already contiguous travels as it is; several are copied into the group's
+// reused bucket (grown when too small), and `scatter_back` copies the result out again.
+at::Tensor gather_into_bucket(dml_pg* p, at::Tensor** tensors, size_t n) {
+  if (n == 1 && tensors[0]->is_contiguous()) {
+    return *tensors[0];
+  }
+  int64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    total += tensors[i]->numel();
+  }
+  const auto& first = *tensors[0];
+  if (!p->bucket.defined() || p->bucket.numel() < total ||
+      p->bucket.scalar_type() != first.scalar_type() || p->bucket.device() != first.device()) {
+    p->bucket = at::empty({total}, first.options());
+  }
+  at::Tensor bucket = p->bucket.narrow(0, 0, total);
+  int64_t offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    int64_t len = tensors[i]->numel();
+    bucket.narrow(0, offset, len).view(tensors[i]->sizes()).copy_(*tensors[i]);
+    offset += len;
+  }
+  return bucket;
+}
+
+void scatter_back(const at::Tensor& bucket, at::Tensor** tensors, size_t n) {
+  if (n == 1 && bucket.is_same(*tensors[0])) {
+    return;
+  }
+  int64_t offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    int64_t len = tensors[i]->numel();
+    tensors[i]->copy_(bucket.narrow(0, offset, len).view(tensors[i]->sizes()));
+    offset += len;
+  }
 }
 
 }  // namespace
@@ -151,39 +191,31 @@ char* dml_pg_allreduce_sum(dml_pg* p, at::Tensor** tensors, size_t n) {
     if (n == 0) {
       return;
     }
-    std::vector<at::Tensor> flat;
-    flat.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-      flat.push_back(tensors[i]->reshape({-1}));
-    }
-    std::vector<at::Tensor> bucket{at::cat(flat)};
+    std::vector<at::Tensor> bucket{gather_into_bucket(p, tensors, n)};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     wait(p->pg->allreduce(bucket, opts));
-    int64_t offset = 0;
-    for (size_t i = 0; i < n; ++i) {
-      int64_t len = tensors[i]->numel();
-      tensors[i]->copy_(bucket[0].narrow(0, offset, len).view(tensors[i]->sizes()));
-      offset += len;
-    }
+    scatter_back(bucket[0], tensors, n);
   });
 }
 
-// Gathers `input` (same shape on every rank) into `world` new tensors, written to outputs[r].
-char* dml_pg_allgather(dml_pg* p, at::Tensor* input, at::Tensor** outputs) {
+// Gathers `input` (same shape on every rank) into one new tensor of `world` times its rows,
+// rank by rank (c10d's flat all-gather: no per-rank output tensors, no copy out of a staging
+// buffer).
+char* dml_pg_allgather(dml_pg* p, at::Tensor* input, at::Tensor** output) {
   return guarded([&] {
     at::NoGradGuard no_grad;
     int world = p->pg->getSize();
     at::Tensor in = input->contiguous();
-    std::vector<std::vector<at::Tensor>> out(1);
-    for (int r = 0; r < world; ++r) {
-      out[0].push_back(at::empty_like(in));
+    std::vector<int64_t> shape = in.sizes().vec();
+    if (shape.empty()) {
+      shape.push_back(1);
+      in = in.reshape({1});
     }
-    std::vector<at::Tensor> ins{in};
-    wait(p->pg->allgather(out, ins));
-    for (int r = 0; r < world; ++r) {
-      outputs[r] = new at::Tensor(out[0][r]);
-    }
+    shape[0] *= world;
+    at::Tensor out = at::empty(shape, in.options());
+    wait(p->pg->_allgather_base(out, in));
+    *output = new at::Tensor(out);
   });
 }
 
@@ -195,21 +227,11 @@ char* dml_pg_broadcast(dml_pg* p, at::Tensor** tensors, size_t n, int root) {
     if (n == 0) {
       return;
     }
-    std::vector<at::Tensor> flat;
-    flat.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-      flat.push_back(tensors[i]->reshape({-1}));
-    }
-    std::vector<at::Tensor> bucket{at::cat(flat)};
+    std::vector<at::Tensor> bucket{gather_into_bucket(p, tensors, n)};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     wait(p->pg->broadcast(bucket, opts));
-    int64_t offset = 0;
-    for (size_t i = 0; i < n; ++i) {
-      int64_t len = tensors[i]->numel();
-      tensors[i]->copy_(bucket[0].narrow(0, offset, len).view(tensors[i]->sizes()));
-      offset += len;
-    }
+    scatter_back(bucket[0], tensors, n);
   });
 }
 

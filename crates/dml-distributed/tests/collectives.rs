@@ -116,6 +116,21 @@ fn ops(rank: usize, port: u16) {
         .unwrap();
     let labels: Vec<Vec<i64>> = labels.iter().map(|t| Vec::try_from(t).unwrap()).collect();
     assert_eq!(labels, vec![vec![1], vec![11]]);
+    // Larger than anything before (the capacity grows, a second round), then the same shape
+    // again (one round), in another dtype: the values survive both paths.
+    for _ in 0..2 {
+        let rows = 40 + rank as i64;
+        let mine = Tensor::arange(rows * 5, (Kind::Double, tch::Device::Cpu)).reshape([rows, 5])
+            + 1000.0 * rank as f64;
+        let parts = pg.all_gather(&mine).unwrap();
+        for (q, part) in parts.iter().enumerate() {
+            let want = Tensor::arange((40 + q as i64) * 5, (Kind::Double, tch::Device::Cpu))
+                .reshape([40 + q as i64, 5])
+                + 1000.0 * q as f64;
+            assert_eq!(part.kind(), Kind::Double);
+            assert!(part.equal(&want), "rank {q}'s part differs");
+        }
+    }
 
     // Broadcast from rank 1.
     let mut ts = vec![Tensor::full([3], r, (Kind::Float, tch::Device::Cpu))];
