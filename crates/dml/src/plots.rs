@@ -781,3 +781,60 @@ mod tests {
         assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 20);
     }
 }
+
+/// What [`run_plots`] draws from: a training run's history, its last held-out embeddings and the
+/// negative distances its miner sampled in the last epoch.
+#[derive(Debug)]
+pub(crate) struct RunPlots<'a> {
+    /// `run.name`, in every title.
+    pub name: &'a str,
+    /// The loss's kind.
+    pub loss: &'a str,
+    /// The miner's kind, if any.
+    pub miner: Option<&'a str>,
+    /// The metrics history (one record per epoch).
+    pub history: &'a [EpochRecord],
+    /// The held-out embeddings and labels of the last evaluation.
+    pub test_embeddings: Option<(ArrayView2<'a, f32>, &'a [u32])>,
+    /// Distances of the negatives the miner sampled in the last epoch.
+    pub negatives: &'a [f32],
+    /// The embedding dimension (for the histogram's reference density).
+    pub embedding_dim: usize,
+    /// The plots folder.
+    pub dir: &'a Path,
+}
+
+/// The plots of a training run: the training curves, the map of held-out embeddings and the
+/// histogram of sampled negative distances (each as SVG and PNG); returns the files written.
+pub(crate) fn run_plots(run: &RunPlots<'_>) -> Result<Vec<PathBuf>> {
+    let name = run.name;
+    let mut out = training_curves(
+        run.history,
+        &format!(
+            "{name}: {} loss, {}",
+            run.loss,
+            match run.miner {
+                Some(m) => format!("{m} miner"),
+                None => "no miner".to_owned(),
+            }
+        ),
+        &run.dir.join("curves"),
+    )?;
+    if let Some((x, y)) = run.test_embeddings {
+        out.extend(embedding_map(
+            x,
+            y,
+            &format!("{name}: held-out classes"),
+            &run.dir.join("embeddings"),
+        )?);
+    }
+    if let (Some(miner), false) = (run.miner, run.negatives.is_empty()) {
+        out.extend(distance_histograms(
+            &[(miner.to_owned(), run.negatives.to_vec())],
+            run.embedding_dim,
+            &format!("{name}: sampled negative distances (last epoch)"),
+            &run.dir.join("negative_distances"),
+        )?);
+    }
+    Ok(out)
+}

@@ -51,6 +51,13 @@ pub mod files {
 }
 
 /// At most this many sampled negative distances are kept per epoch for the histogram plot.
+mod distributed;
+mod faults;
+mod seed;
+
+use faults::{NonFinite, excluded_classes_warning, mean_distance};
+pub use seed::step_seed;
+
 const MAX_KEPT_DISTANCES: usize = 200_000;
 
 /// Which classes of the data set's split ([`dml_data::Split`]) to embed.
@@ -203,122 +210,6 @@ impl ClassIndex {
     }
 }
 
-/// What was not finite in a training step.
-#[derive(Debug, Clone, PartialEq)]
-enum NonFinite {
-    /// The network's output.
-    Embeddings,
-    /// The loss, with its value.
-    Loss(f64),
-    /// The gradient of the named variable.
-    Gradient(String),
-}
-
-impl std::fmt::Display for NonFinite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NonFinite::Embeddings => f.write_str("the batch's embeddings (the network's output)"),
-            NonFinite::Loss(v) => write!(f, "the loss ({v})"),
-            NonFinite::Gradient(name) => write!(f, "the gradient of `{name}`"),
-        }
-    }
-}
-
-/// What to try when training produces values that are not finite.
-const NON_FINITE_HINT: &str = "lower optimizer.lr (and loss_lr), keep model.normalize = true, or \
-     set train.on_non_finite = \"skip_batch\" to skip such batches; the last checkpoint on disk is \
-     the last good state";
-
-/// The same in `skip_batch` mode, where skipping has not helped.
-const NON_FINITE_SKIP_HINT: &str = "skipping batches cannot help once the weights or the whole \
-     network's output are not finite: lower optimizer.lr (and loss_lr) or keep model.normalize = \
-     true; the last checkpoint on disk is the last good state";
-
-/// Held-out embeddings whose mean pairwise distance falls below this fraction of the reference
-/// (the untrained network's) have collapsed.
-const COLLAPSE_FRACTION: f64 = 0.05;
-/// ... or below this distance outright.
-const COLLAPSE_ABSOLUTE: f64 = 1e-3;
-
-/// The warning when training classes are left out of every batch because they have a single
-/// item (`classes`, as the sampler reports them) while each batch takes `k ≥ 2` per class.
-fn excluded_classes_warning(classes: &[u32], k: usize) -> Option<String> {
-    const SHOWN: usize = 10;
-    if classes.is_empty() {
-        return None;
-    }
-    let mut list: Vec<String> = classes.iter().take(SHOWN).map(u32::to_string).collect();
-    if classes.len() > SHOWN {
-        list.push(format!("… ({} more)", classes.len() - SHOWN));
-    }
-    Some(format!(
-        "{} training class{} ha{} a single item and {} left out of every batch (with batch.k = {k}, \
-         a class needs 2 items to form a positive pair): class{} {}",
-        classes.len(),
-        if classes.len() == 1 { "" } else { "es" },
-        if classes.len() == 1 { "s" } else { "ve" },
-        if classes.len() == 1 { "is" } else { "are" },
-        if classes.len() == 1 { "" } else { "es" },
-        list.join(", ")
-    ))
-}
-
-/// The warning for `record` when its held-out embeddings have collapsed: their mean pairwise
-/// distance is below 5 % of the first one in `history` (the untrained network's, or the first
-/// evaluation's without an epoch 0), or below 1e-3 outright.
-fn collapse_warning(history: &[EpochRecord], record: &EpochRecord) -> Option<String> {
-    let spread = record.spread?;
-    let reference = history.iter().find_map(|r| r.spread.map(|s| (r.epoch, s)));
-    let collapsed = match reference {
-        Some((_, r)) => spread < COLLAPSE_FRACTION * r,
-        None => false,
-    } || spread < COLLAPSE_ABSOLUTE;
-    collapsed.then(|| {
-        let against = reference.map_or(String::new(), |(e, r)| {
-            if e == 0 {
-                format!(" against {r:.4} for the untrained network")
-            } else {
-                format!(" against {r:.4} after epoch {e}")
-            }
-        });
-        format!(
-            "the held-out embeddings have collapsed after epoch {}: their mean pairwise distance is {spread:.2e}{against}; every item looks alike to the network (try a lower optimizer.lr)",
-            record.epoch
-        )
-    })
-}
-
-/// The mean Euclidean distance between the rows of `x`, over at most 1,000 rows taken evenly
-/// (every ⌈n / 1000⌉-th), in f64: 500,000 pairs at most.
-fn mean_distance(x: ArrayView2<'_, f32>) -> f64 {
-    let n = x.nrows();
-    let step = n.div_ceil(1000).max(1);
-    let rows: Vec<_> = (0..n).step_by(step).map(|i| x.row(i)).collect();
-    let (mut sum, mut pairs) = (0.0f64, 0u64);
-    for (i, a) in rows.iter().enumerate() {
-        for b in &rows[i + 1..] {
-            let d2: f64 = a
-                .iter()
-                .zip(b.iter())
-                .map(|(&p, &q)| f64::from(p - q).powi(2))
-                .sum();
-            sum += d2.sqrt();
-            pairs += 1;
-        }
-    }
-    if pairs == 0 { 0.0 } else { sum / pairs as f64 }
-}
-
-/// A 64-bit mix (SplitMix64's finaliser) of the run seed with an epoch and a batch index.
-pub fn step_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ batch.wrapping_mul(0xD1B5_4A32_D192_ED03).rotate_left(17);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl Trainer {
     /// Builds everything a fresh run needs: data, network, loss, miner, optimiser. Weights are
     /// initialised from the run seed.
@@ -461,113 +352,6 @@ impl Trainer {
             last_spread: None,
             dist: None,
         })
-    }
-
-    /// Makes this trainer one rank of a data-parallel run. Every rank draws the same global
-    /// P × K batch from the same seeded sampler and embeds its own share of whole classes; the
-    /// embeddings and labels are all-gathered so that the miner and the loss see the whole
-    /// batch while gradients flow through the local rows; the network's gradients are summed
-    /// over the ranks (the sum of the local parts is the whole batch's gradient) and the loss's
-    /// own parameters (β, proxies), whose gradient every rank already has whole, are averaged.
-    /// Rank 0's weights are broadcast now, so every rank starts from them. Rank 0 alone
-    /// evaluates and writes the metrics log, checkpoints, plots and report.
-    pub fn join(&mut self, pg: dml_distributed::ProcessGroup) -> Result<()> {
-        let world = pg.world_size();
-        let p = self.config.batch.p;
-        if p < world {
-            return Err(crate::config::ConfigError::BatchPWorld { p, world }.into());
-        }
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
-        pg.broadcast(&mut tensors, 0)?;
-        self.dist = Some(pg);
-        Ok(())
-    }
-
-    /// Whether this process writes the run's files: always, except on ranks other than 0.
-    pub fn is_main(&self) -> bool {
-        self.dist.as_ref().is_none_or(|d| d.rank() == 0)
-    }
-
-    /// This rank's part of a global batch: classes `r·P/W .. (r+1)·P/W` of its P (the sampler
-    /// lays a batch out class by class, K items each), so the ranks' parts differ by at most one
-    /// class when the world size does not divide P.
-    fn local_share<'a>(&self, indices: &'a [usize]) -> &'a [usize] {
-        match &self.dist {
-            Some(pg) => {
-                let (r, w, p) = (pg.rank(), pg.world_size(), self.config.batch.p);
-                let k = indices.len() / p;
-                &indices[(r * p / w) * k..((r + 1) * p / w) * k]
-            }
-            None => indices,
-        }
-    }
-
-    /// The whole batch from every rank's part: embeddings (this rank's rows keep their
-    /// gradient, the others' arrive detached) and labels, in rank order. One all-gather: the
-    /// labels travel as a last column (exact in f32 below 2^24 classes).
-    fn gather_batch(
-        pg: &dml_distributed::ProcessGroup,
-        emb: Tensor,
-        labels: Vec<u32>,
-    ) -> Result<(Tensor, Vec<u32>)> {
-        let column = Tensor::from_slice(&labels.iter().map(|&l| l as f32).collect::<Vec<_>>())
-            .f_to_device(emb.device())?
-            .f_unsqueeze(1)?;
-        let packed = Tensor::f_cat(&[emb.f_detach()?, column], 1)?;
-        let d = emb.size()[1];
-        let parts = pg.all_gather(&packed)?;
-        let mut rows = Vec::with_capacity(parts.len());
-        let mut all_labels = Vec::new();
-        for (r, part) in parts.iter().enumerate() {
-            let l = Vec::<f32>::try_from(&part.f_select(1, d)?.f_contiguous()?)?;
-            all_labels.extend(l.into_iter().map(|v| v as u32));
-            rows.push(if r == pg.rank() {
-                emb.shallow_clone()
-            } else {
-                part.f_narrow(1, 0, d)?
-            });
-        }
-        Ok((Tensor::f_cat(&rows, 0)?, all_labels))
-    }
-
-    /// Sums the gradients over the ranks in one bucket, then averages those of the loss's own
-    /// parameters (see [`Trainer::join`]).
-    fn reduce_gradients(&self, pg: &dml_distributed::ProcessGroup) -> Result<()> {
-        let mut vars: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, v)| v.requires_grad() && v.grad().defined())
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut grads: Vec<Tensor> = vars.iter().map(|(_, v)| v.grad()).collect();
-        pg.all_reduce(&mut grads, dml_distributed::ReduceOp::Sum)?;
-        let world = pg.world_size() as f64;
-        let _guard = tch::no_grad_guard();
-        for ((name, _), g) in vars.iter().zip(grads.iter_mut()) {
-            if name.starts_with("loss.") {
-                let _ = g.f_div_scalar_(world)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Before each step of a multi-process run, every rank learns the others' readable item
-    /// counts and whether any was interrupted, so they all skip, stop or step together.
-    fn agree(&self, rows: usize) -> Result<(Vec<usize>, bool)> {
-        let Some(pg) = &self.dist else {
-            return Ok((vec![rows], self.interrupted()));
-        };
-        let w = pg.world_size();
-        let mut control = vec![0f32; w + 1];
-        control[pg.rank()] = rows as f32;
-        control[w] = f32::from(u8::from(self.interrupted()));
-        let mut t = vec![Tensor::from_slice(&control)];
-        pg.all_reduce(&mut t, dml_distributed::ReduceOp::Sum)?;
-        let v = Vec::<f32>::try_from(&t[0])?;
-        Ok((v[..w].iter().map(|&x| x as usize).collect(), v[w] > 0.0))
     }
 
     /// A flag that, once set (by a Ctrl-C handler), makes [`Trainer::fit`] write a checkpoint
@@ -750,74 +534,6 @@ impl Trainer {
             memory.enqueue(emb_nd.view(), &labels)?;
         }
         Ok(Ok((value, n_tuples)))
-    }
-
-    /// The name of the first trainable variable whose gradient (or, with `grad = false`, whose
-    /// value) holds a non-finite entry.
-    fn first_non_finite(&self, grad: bool) -> Result<String> {
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, v) in vars {
-            let t = if grad { v.grad() } else { v };
-            if t.defined() && !t.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0 {
-                return Ok(name);
-            }
-        }
-        Ok("?".to_owned())
-    }
-
-    fn non_finite_hint(&self) -> &'static str {
-        match self.config.train.on_non_finite {
-            OnNonFinite::Stop => NON_FINITE_HINT,
-            OnNonFinite::SkipBatch => NON_FINITE_SKIP_HINT,
-        }
-    }
-
-    /// A warning, once per run, when the held-out embeddings of `record` have collapsed.
-    fn collapse_warning(&self, record: &EpochRecord) -> Option<String> {
-        if self.state.collapse.is_some() {
-            return None;
-        }
-        collapse_warning(&self.state.history, record)
-    }
-
-    /// Refuses to write weights that are not finite, so a run that goes wrong between two
-    /// checkpoints leaves the last good one on disk.
-    fn check_weights_finite(&self, epoch: u64) -> Result<()> {
-        let any_bad = self
-            .vs
-            .variables()
-            .values()
-            .map(|v| {
-                v.f_isfinite()
-                    .and_then(|f| f.f_all())
-                    .and_then(|a| a.f_int64_value(&[]))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?
-            .contains(&0);
-        if any_bad {
-            return Err(Error::NonFinite {
-                what: format!("the weights of `{}` are", self.first_non_finite(false)?),
-                at: format!("the checkpoint after epoch {epoch} (not written)"),
-                hint: self.non_finite_hint(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Records files left out as unreadable; the first time a file is met it is named on
-    /// stderr, so a run that skips many says so while it runs.
-    fn note_unreadable(&mut self, files: Vec<PathBuf>) {
-        for file in files {
-            if self.state.unreadable_files.insert(file.clone()) {
-                tracing::warn!(file = %file.display(), "unreadable image left out");
-                eprintln!(
-                    "warning: left out unreadable image {} ({} so far; data.skip_unreadable)",
-                    file.display(),
-                    self.state.unreadable_files.len()
-                );
-            }
-        }
     }
 
     fn keep_negatives(&mut self, tuples: &Tuples, dist: ArrayView2<'_, f32>) {
@@ -1336,109 +1052,22 @@ impl Trainer {
     /// Writes the training curves, the map of held-out embeddings and the histogram of sampled
     /// negative distances into `<output_dir>/plots/`.
     pub fn write_plots(&mut self) -> Result<Vec<PathBuf>> {
-        let dir = self.output_dir.join(files::PLOTS);
-        let name = self.config.run.name.clone();
-        let mut out = crate::plots::training_curves(
-            &self.state.history,
-            &format!(
-                "{name}: {} loss, {}",
-                self.config.loss.kind(),
-                match &self.config.miner {
-                    Some(m) => format!("{} miner", m.kind()),
-                    None => "no miner".to_owned(),
-                }
-            ),
-            &dir.join("curves"),
-        )?;
         if self.last_test_embeddings.is_none() && self.split.query.is_none() {
             self.evaluate()?;
         }
-        if let Some((x, y)) = &self.last_test_embeddings {
-            out.extend(crate::plots::embedding_map(
-                x.view(),
-                y,
-                &format!("{name}: held-out classes"),
-                &dir.join("embeddings"),
-            )?);
-        }
-        if let (Some(miner), false) = (&self.config.miner, self.last_negatives.is_empty()) {
-            out.extend(crate::plots::distance_histograms(
-                &[(miner.kind().to_owned(), self.last_negatives.clone())],
-                self.net.embedding_dim() as usize,
-                &format!("{name}: sampled negative distances (last epoch)"),
-                &dir.join("negative_distances"),
-            )?);
-        }
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(epoch: u64, spread: Option<f64>) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            loss: None,
-            tuples_per_batch: None,
-            lr_factor: 1.0,
-            train_seconds: 0.0,
-            skipped_batches: 0,
-            spread,
-            collapse: None,
-            metrics: None,
-        }
-    }
-
-    #[test]
-    fn excluded_classes_are_named() {
-        assert_eq!(excluded_classes_warning(&[], 4), None);
-        assert_eq!(
-            excluded_classes_warning(&[7], 4).unwrap(),
-            "1 training class has a single item and is left out of every batch (with batch.k = 4, \
-             a class needs 2 items to form a positive pair): class 7"
-        );
-        let many: Vec<u32> = (0..12).collect();
-        let w = excluded_classes_warning(&many, 2).unwrap();
-        assert!(
-            w.starts_with("12 training classes have a single item and are left out"),
-            "{w}"
-        );
-        assert!(
-            w.ends_with("classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, … (2 more)"),
-            "{w}"
-        );
-    }
-
-    #[test]
-    fn collapse_is_five_percent_of_the_first_spread_or_1e_3() {
-        let history = [record(0, Some(0.16)), record(1, None)];
-        // 0.0079 < 5 % of 0.16 = 0.008: collapsed; 0.0081 is not.
-        let w = collapse_warning(&history, &record(2, Some(0.0079))).unwrap();
-        assert!(
-            w.contains("after epoch 2") && w.contains("0.1600 for the untrained network"),
-            "{w}"
-        );
-        assert_eq!(collapse_warning(&history, &record(2, Some(0.0081))), None);
-        // Without a reference only the absolute floor applies.
-        assert!(collapse_warning(&[], &record(1, Some(9e-4))).is_some());
-        assert_eq!(collapse_warning(&[], &record(1, Some(2e-3))), None);
-        let later = [record(1, Some(1.0))];
-        let w = collapse_warning(&later, &record(3, Some(0.01))).unwrap();
-        assert!(w.contains("against 1.0000 after epoch 1"), "{w}");
-        // An epoch that was not evaluated says nothing.
-        assert_eq!(collapse_warning(&history, &record(3, None)), None);
-    }
-
-    #[test]
-    fn mean_distance_is_the_mean_over_pairs() {
-        // (0,0), (3,4), (6,8): distances 5, 10, 5, mean 20/3.
-        let x = ndarray::array![[0.0f32, 0.0], [3.0, 4.0], [6.0, 8.0]];
-        assert!((mean_distance(x.view()) - 20.0 / 3.0).abs() < 1e-12);
-        assert_eq!(
-            mean_distance(ndarray::Array2::<f32>::zeros((1, 2)).view()),
-            0.0
-        );
+        let miner = self.config.miner.as_ref().map(|m| m.kind().to_owned());
+        crate::plots::run_plots(&crate::plots::RunPlots {
+            name: &self.config.run.name,
+            loss: self.config.loss.kind(),
+            miner: miner.as_deref(),
+            history: &self.state.history,
+            test_embeddings: self
+                .last_test_embeddings
+                .as_ref()
+                .map(|(x, y)| (x.view(), &y[..])),
+            negatives: &self.last_negatives,
+            embedding_dim: self.net.embedding_dim() as usize,
+            dir: &self.output_dir.join(files::PLOTS),
+        })
     }
 }
