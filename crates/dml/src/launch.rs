@@ -125,15 +125,23 @@ impl LocalLaunch {
                 }
                 if let Some(status) = child.try_wait()? {
                     codes[rank] = Some(status.code());
-                    if !status.success() && first_failure.is_none() {
+                    if status.success() {
+                        continue;
+                    }
+                    let interrupted = status.code() == Some(130);
+                    if first_failure.is_none() {
                         first_failure = Some(rank);
                         failed_at = Some(Instant::now());
-                        eprintln!(
-                            "dml launch: rank {rank} ended with {}; the other ranks stop within \
-                             {} s",
-                            describe(status),
-                            GRACE.as_secs()
-                        );
+                        if !interrupted {
+                            eprintln!(
+                                "dml launch: rank {rank} ended with {}; the other ranks stop \
+                                 within {} s",
+                                describe(status),
+                                GRACE.as_secs()
+                            );
+                        }
+                    } else if !interrupted {
+                        eprintln!("dml launch: rank {rank} ended with {}", describe(status));
                     }
                 }
             }

@@ -337,6 +337,11 @@ fn launch(a: LaunchArgs) -> Result<()> {
     if a.nproc == 0 {
         bail!("--nproc must be at least 1");
     }
+    // Ctrl-C at a terminal reaches every rank too (one process group): they agree to stop after
+    // the current step and rank 0 writes a checkpoint. The launcher stays to relay their output.
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("dml launch: interrupted; the ranks stop after their current step");
+    });
     let outcome = dml::launch::LocalLaunch {
         nproc: a.nproc,
         master_port: a.master_port,
@@ -347,6 +352,12 @@ fn launch(a: LaunchArgs) -> Result<()> {
     .context("starting the ranks")?;
     if let Some(rank) = outcome.first_failure {
         let code = outcome.codes[rank].unwrap_or(1);
+        if outcome.codes.iter().all(|c| *c == Some(130)) {
+            eprintln!(
+                "dml launch: interrupted; every rank stopped after the same step (continue with `train --resume`)"
+            );
+            std::process::exit(130);
+        }
         eprintln!("dml launch: failed (rank {rank} first)");
         std::process::exit(if code == 0 { 1 } else { code });
     }

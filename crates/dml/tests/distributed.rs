@@ -207,3 +207,27 @@ fn a_killed_rank_stops_the_other_naming_it_and_the_checkpoint_survives() {
     // The last checkpoint is whole.
     assert!(!tensors(dir.path()).is_empty());
 }
+
+#[test]
+fn a_resumed_two_process_run_ends_where_an_uninterrupted_one_does() {
+    let (whole, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let loss = "[loss]\nkind = \"margin\"\nbeta = 1.2\nlearn_beta = true";
+    let cw = config(whole.path(), loss, 4, 0);
+    let cs = config(split.path(), loss, 4, 0);
+    let launch = |cfg: &Path, extra: &[&str]| {
+        let mut args = vec!["launch", "--nproc", "2", "--", "train", "--config"];
+        args.push(cfg.to_str().unwrap());
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    launch(&cw, &[]);
+    // Two epochs, then every rank resumes from rank 0's checkpoint for the other two.
+    launch(&cs, &["--epochs", "2"]);
+    launch(&cs, &["--resume"]);
+    let (a, b) = (tensors(whole.path()), tensors(split.path()));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resuming");
+    }
+}
