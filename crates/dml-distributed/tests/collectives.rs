@@ -206,6 +206,18 @@ fn hangs(rank: usize, port: u16) {
     );
 }
 
+/// The ranks meet through a shared file instead of a TCP store.
+fn file_store(rank: usize, port: u16) {
+    let path = std::env::temp_dir().join(format!("dml-file-store-{port}"));
+    let opts = InitOptions::new(Rendezvous::File(path), rank, 2).timeout(Duration::from_secs(30));
+    let pg = ProcessGroup::init(&opts).unwrap();
+    let mut t = vec![Tensor::from_slice(&[rank as f32 + 1.0, 10.0])];
+    pg.all_reduce(&mut t, ReduceOp::Sum).unwrap();
+    assert_eq!(values(&t[0]), vec![3.0, 20.0]);
+    pg.barrier().unwrap();
+    println!("rank {rank}: file ok");
+}
+
 #[test]
 #[ignore = "started by the other tests as one rank of a two-process world"]
 fn worker() {
@@ -216,6 +228,7 @@ fn worker() {
         "ops" => ops(rank, port),
         "dies" => dies(rank, port),
         "hangs" => hangs(rank, port),
+        "file" => file_store(rank, port),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -264,4 +277,13 @@ fn a_hung_rank_is_named_within_the_timeout() {
         (2.5..8.0).contains(&secs),
         "reported after {secs} s:\n{text}"
     );
+}
+
+#[test]
+fn two_ranks_meet_through_a_shared_file() {
+    let out = run_pair("file", Duration::from_secs(60));
+    for (r, (ok, text)) in out.iter().enumerate() {
+        assert!(ok, "rank {r} failed:\n{text}");
+        assert!(text.contains(&format!("rank {r}: file ok")), "{text}");
+    }
 }
