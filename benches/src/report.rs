@@ -194,6 +194,7 @@ pub fn render(report: &Report) -> String {
          cargo xtask bench --compare   # also the Python reference, alternating, same inputs\n\
          cargo xtask bench --quick     # one-minute smoke run (tiny sizes) -> target/dml-bench/\n\
          cargo bench -p dml-benches --bench kernels   # one layer, criterion only\n\
+         cargo xtask bench --collectives   # two processes: dml-distributed against torch.distributed\n\
          ```\n\n\
          dml figures are criterion's median over its samples, with the median absolute \
          deviation (σ-scaled) as spread. The comparison runs each operation of both sides in \
