@@ -7,7 +7,8 @@
 //! downloads/            the wheels pip fetched (kept, so a redo needs no network)
 //! cpu-2.13.0/           slim CPU LibTorch: lib/, include/, build-version, .complete
 //! cuda-2.13.0/          lib/ and include/ link into the venv below, build-version, .complete
-//! cuda-2.13.0-venv/     venv with the full CUDA wheel set (torch and its nvidia-* packages)
+//! cuda-2.13.0-venv/     venv with the full CUDA wheel set (torch and its nvidia-* packages, plus
+//!                       the CUDA `crt/` headers that dml-distributed's NCCL shim compiles with)
 //! current -> cpu-2.13.0 what `.cargo/config.toml` points LIBTORCH at
 //! ```
 //!
@@ -193,7 +194,7 @@ pub fn ensure(variant: Variant) -> Result<()> {
 }
 
 /// Points `current` at `variant`, atomically; when that changes which LibTorch is active, cleans
-/// torch-sys so that it is rebuilt against the new one.
+/// torch-sys and dml-distributed so that they are rebuilt against the new one.
 fn switch_current(variant: Variant) -> Result<()> {
     let link = current_link();
     let want = PathBuf::from(variant.dir_name());
@@ -208,8 +209,15 @@ fn switch_current(variant: Variant) -> Result<()> {
     eprintln!("LibTorch: .libtorch/current -> {}", want.display());
     if had_other {
         // torch-sys reruns its build script only when LIBTORCH's value changes, and the value
-        // (the symlink path) is the same for every variant.
-        sh(cargo().args(["clean", "--package", "torch-sys"]))?;
+        // (the symlink path) is the same for every variant; dml-distributed's build script
+        // compiles its shim's NCCL part only against the CUDA variant.
+        sh(cargo().args([
+            "clean",
+            "--package",
+            "torch-sys",
+            "--package",
+            "dml-distributed",
+        ]))?;
     }
     Ok(())
 }
@@ -339,6 +347,10 @@ fn assemble_cuda(tmp: &Path, final_dir: &Path) -> Result<()> {
         sh(&mut cmd)?;
     }
     let vpy = venv.join("bin/python");
+    // `cuda-toolkit[crt,cccl]`: the CUDA headers under `crt/` and `nv/` (nvidia-cuda-crt and
+    // nvidia-cuda-cccl, of the toolkit version torch pins), which `cuda_runtime.h` and
+    // `cuda_fp16.h` include; dml-distributed's NCCL shim needs them, and the torch wheel's own
+    // packages leave them out.
     sh(Command::new(&vpy).args([
         "-m",
         "pip",
@@ -346,6 +358,7 @@ fn assemble_cuda(tmp: &Path, final_dir: &Path) -> Result<()> {
         "--progress-bar",
         "off",
         &format!("torch=={TORCH_VERSION}"),
+        "cuda-toolkit[crt,cccl]",
     ]))?;
     let out = Command::new(&vpy)
         .args([

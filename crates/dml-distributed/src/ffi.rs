@@ -56,6 +56,16 @@ unsafe extern "C" {
         threads: c_int,
         out: *mut *mut Pg,
     ) -> *mut c_char;
+    /// Only in a build against the CUDA LibTorch (build.rs sets `dml_nccl`).
+    #[cfg(dml_nccl)]
+    pub fn dml_pg_nccl(
+        s: *mut Store,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: i64,
+        device_index: c_int,
+        out: *mut *mut Pg,
+    ) -> *mut c_char;
     pub fn dml_pg_free(p: *mut Pg);
     pub fn dml_pg_allreduce_sum(p: *mut Pg, tensors: *mut TensorPtr, n: usize) -> *mut c_char;
     pub fn dml_pg_allgather(p: *mut Pg, input: TensorPtr, outputs: *mut TensorPtr) -> *mut c_char;

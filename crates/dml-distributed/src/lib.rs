@@ -6,12 +6,30 @@
 //! ring/halving-doubling algorithms do, exactly as under `torch.distributed` with the Gloo
 //! backend.
 //!
+//! Against the CUDA LibTorch (`cargo xtask libtorch --cuda`), the same API also drives
+//! `ProcessGroupNCCL` from `libtorch_cuda.so` ([`Backend::Nccl`], CUDA tensors, one device per
+//! process: [`InitOptions::cuda_device`], `LOCAL_RANK` under a launcher). Against the CPU
+//! LibTorch, [`Backend::Nccl`] is refused with [`Error::Invalid`] naming that command. What an
+//! NCCL caller can rely on:
+//! - When a collective returns, its results are ready for any later work on the device's
+//!   current CUDA stream, which is the stream tch's operations use; reading them on the CPU
+//!   (`Vec::try_from`, `to(Device::Cpu)`) waits for them. The CPU itself does not wait for the
+//!   GPU (except in [`ProcessGroup::barrier`], which returns once the current stream, the
+//!   barrier's own all-reduce included, has finished), so code that uses other streams must
+//!   synchronise with the current one itself.
+//! - Tensors on any other device are refused ([`ProcessGroup::device`] says which one).
+//! - The timeout is enforced by c10d's NCCL watchdog, not by the call: a collective that hangs
+//!   past it aborts the communicator and, by default (`TORCH_NCCL_ASYNC_ERROR_HANDLING`), ends
+//!   the process rather than returning [`Error::Collective`]. The ranks connect at the first
+//!   collective, not in [`ProcessGroup::init`].
+//!
 //! What a training loop needs, and nothing more:
 //! - [`Launch::from_env`] reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and
 //!   `MASTER_PORT`, the variables `torchrun`, Slurm scripts and Kubernetes operators set (and
 //!   `dml launch`).
 //! - [`ProcessGroup::init`] meets the other ranks (TCP store on rank 0, or a shared file), with a
-//!   timeout for the meeting and for every collective.
+//!   timeout for the meeting and for every collective, on the [`Backend`] chosen in
+//!   [`InitOptions`] (Gloo by default).
 //! - [`ProcessGroup::all_reduce`] (sum or mean, any number of tensors as one flattened bucket),
 //!   [`ProcessGroup::all_gather`] (rows may differ per rank), [`ProcessGroup::broadcast`] and
 //!   [`ProcessGroup::barrier`].
@@ -155,9 +173,27 @@ impl Rendezvous {
     }
 }
 
+/// Which c10d engine moves the tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `ProcessGroupGloo` over TCP: CPU tensors. Always available.
+    #[default]
+    Gloo,
+    /// `ProcessGroupNCCL`: CUDA tensors on [`InitOptions::cuda_device`]. Only in a build against
+    /// the CUDA LibTorch (`cargo xtask libtorch --cuda`); elsewhere
+    /// [`ProcessGroup::init`] refuses it with [`Error::Invalid`].
+    Nccl,
+}
+
 /// How to start a process group.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
+    /// Gloo (CPU tensors, the default) or NCCL (CUDA tensors).
+    pub backend: Backend,
+    /// NCCL only: the CUDA device of this rank (`LOCAL_RANK` under a launcher, 0 by default).
+    /// It becomes the process's current device, and every tensor passed to the group must be
+    /// on it.
+    pub cuda_device: usize,
     /// Where the ranks meet.
     pub rendezvous: Rendezvous,
     /// This process's rank, `0..world_size`.
@@ -181,6 +217,8 @@ impl InitOptions {
     /// Options with a 30-minute timeout and the default interface.
     pub fn new(rendezvous: Rendezvous, rank: usize, world_size: usize) -> InitOptions {
         InitOptions {
+            backend: Backend::Gloo,
+            cuda_device: 0,
             rendezvous,
             rank,
             world_size,
@@ -195,6 +233,12 @@ impl InitOptions {
     /// Sets the timeout.
     pub fn timeout(mut self, timeout: Duration) -> InitOptions {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the backend.
+    pub fn backend(mut self, backend: Backend) -> InitOptions {
+        self.backend = backend;
         self
     }
 }
@@ -281,7 +325,8 @@ impl Launch {
         }))
     }
 
-    /// The options that join this launch's process group.
+    /// The options that join this launch's process group (Gloo; an NCCL group set with
+    /// [`InitOptions::backend`] uses CUDA device `LOCAL_RANK`).
     pub fn init_options(&self) -> InitOptions {
         let mut opts = InitOptions::new(
             Rendezvous::tcp(self.master_addr.clone(), self.master_port),
@@ -289,6 +334,7 @@ impl Launch {
             self.world_size,
         );
         opts.launcher_store = self.launcher_store;
+        opts.cuda_device = self.local_rank;
         opts
     }
 }
@@ -414,11 +460,14 @@ impl Drop for Heartbeat {
     }
 }
 
-/// One process's membership of a Gloo process group: its rank, the world size and the
+/// One process's membership of a Gloo or NCCL process group: its rank, the world size and the
 /// collectives. Every rank must call the same collectives in the same order.
 #[derive(Debug)]
 pub struct ProcessGroup {
     pg: *mut ffi::Pg,
+    backend: Backend,
+    /// Where the group's tensors live: the CPU (Gloo) or the CUDA device (NCCL).
+    device: Device,
     // Dropped after `pg` (fields drop in order): the group unregisters from its store.
     heartbeat: Option<Heartbeat>,
     store: Arc<StoreHandle>,
@@ -439,7 +488,7 @@ unsafe impl Send for ProcessGroup {}
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.heartbeat.take();
-        // SAFETY: created by dml_pg_gloo, freed once.
+        // SAFETY: created by dml_pg_gloo or dml_pg_nccl, freed once.
         unsafe { ffi::dml_pg_free(self.pg) }
     }
 }
@@ -451,9 +500,96 @@ fn c_string(op: &'static str, s: &str) -> Result<CString> {
     })
 }
 
+/// The Gloo group over `store`, bound to the interface or address the options name.
+fn gloo_group(
+    opts: &InitOptions,
+    store: &StoreHandle,
+    timeout_ms: i64,
+) -> std::result::Result<*mut ffi::Pg, String> {
+    let (host, by_interface) = match (&opts.interface, opts.rendezvous.is_loopback()) {
+        (Some(ifname), _) => (ifname.clone(), 1),
+        (None, true) => ("127.0.0.1".to_owned(), 0),
+        (None, false) => (String::new(), 0),
+    };
+    let host = CString::new(host).map_err(|e| e.to_string())?;
+    let mut pg: *mut ffi::Pg = std::ptr::null_mut();
+    // SAFETY: live store, valid C string; `pg` is written on success.
+    unsafe {
+        ffi::take_error(ffi::dml_pg_gloo(
+            store.0,
+            opts.rank as c_int,
+            opts.world_size as c_int,
+            timeout_ms,
+            host.as_ptr(),
+            by_interface,
+            0,
+            &mut pg,
+        ))
+    }?;
+    Ok(pg)
+}
+
+const NO_NCCL: &str = "this build's LibTorch has no NCCL: run `cargo xtask libtorch --cuda` \
+                       (then rebuild) to use Backend::Nccl, or use Backend::Gloo";
+
+/// The CUDA device an NCCL group would use, checked before any rank meets the others.
+fn nccl_device(index: usize) -> Result<Device> {
+    if !cfg!(dml_nccl) {
+        return Err(Error::Invalid {
+            op: "init",
+            message: NO_NCCL.to_owned(),
+        });
+    }
+    let visible = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    if index >= visible {
+        return Err(Error::Invalid {
+            op: "init",
+            message: format!(
+                "the NCCL backend needs CUDA device {index}, and this process sees {visible} \
+                 CUDA device(s) (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides it); use \
+                 Backend::Gloo for CPU tensors"
+            ),
+        });
+    }
+    Ok(Device::Cuda(index))
+}
+
+#[cfg(dml_nccl)]
+fn nccl_group(
+    opts: &InitOptions,
+    store: &StoreHandle,
+    timeout_ms: i64,
+) -> std::result::Result<*mut ffi::Pg, String> {
+    let device = c_int::try_from(opts.cuda_device).map_err(|e| e.to_string())?;
+    let mut pg: *mut ffi::Pg = std::ptr::null_mut();
+    // SAFETY: live store; `pg` is written on success.
+    unsafe {
+        ffi::take_error(ffi::dml_pg_nccl(
+            store.0,
+            opts.rank as c_int,
+            opts.world_size as c_int,
+            timeout_ms,
+            device,
+            &mut pg,
+        ))
+    }?;
+    Ok(pg)
+}
+
+#[cfg(not(dml_nccl))]
+fn nccl_group(
+    _opts: &InitOptions,
+    _store: &StoreHandle,
+    _timeout_ms: i64,
+) -> std::result::Result<*mut ffi::Pg, String> {
+    Err(NO_NCCL.to_owned())
+}
+
 impl ProcessGroup {
     /// Joins the process group: rank 0 serves the TCP store (or all open the shared file), then
     /// Gloo connects every pair of ranks. Waits for all `world_size` ranks up to the timeout.
+    /// An NCCL group checks its CUDA device before meeting, and NCCL connects the ranks at the
+    /// first collective.
     pub fn init(opts: &InitOptions) -> Result<ProcessGroup> {
         let (rank, world) = (opts.rank, opts.world_size);
         let at = opts.rendezvous.describe();
@@ -463,6 +599,10 @@ impl ProcessGroup {
                 message: format!("rank {rank} is not below world size {world}"),
             });
         }
+        let device = match opts.backend {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => nccl_device(opts.cuda_device)?,
+        };
         let rendezvous_error = |message: String| Error::Rendezvous {
             rank,
             world,
@@ -516,31 +656,17 @@ impl ProcessGroup {
             store = StoreHandle(prefixed);
         }
         let store = Arc::new(store);
-        let (host, by_interface) = match (&opts.interface, opts.rendezvous.is_loopback()) {
-            (Some(ifname), _) => (ifname.clone(), 1),
-            (None, true) => ("127.0.0.1".to_owned(), 0),
-            (None, false) => (String::new(), 0),
-        };
-        let host = c_string("init", &host)?;
-        let mut pg: *mut ffi::Pg = std::ptr::null_mut();
-        // SAFETY: live store, valid C string; `pg` is written on success.
-        unsafe {
-            ffi::take_error(ffi::dml_pg_gloo(
-                store.0,
-                rank as c_int,
-                world as c_int,
-                timeout_ms,
-                host.as_ptr(),
-                by_interface,
-                0,
-                &mut pg,
-            ))
+        let pg = match opts.backend {
+            Backend::Gloo => gloo_group(opts, &store, timeout_ms),
+            Backend::Nccl => nccl_group(opts, &store, timeout_ms),
         }
         .map_err(rendezvous_error)?;
         let seq = Arc::new(AtomicU64::new(0));
         let heartbeat = Some(Heartbeat::start(Arc::clone(&store), rank, Arc::clone(&seq)));
         Ok(ProcessGroup {
             pg,
+            backend: opts.backend,
+            device,
             heartbeat,
             store,
             rank,
@@ -559,6 +685,16 @@ impl ProcessGroup {
     /// The number of processes.
     pub fn world_size(&self) -> usize {
         self.world
+    }
+
+    /// The backend this group runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where the group's tensors must be: the CPU for Gloo, the CUDA device for NCCL.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Runs one collective, counting it and turning a failure into [`Error::Collective`].
@@ -687,7 +823,7 @@ impl ProcessGroup {
     fn buckets(&self, op: &'static str, tensors: &[Tensor]) -> Result<Vec<Vec<usize>>> {
         let mut groups: Vec<(Kind, Vec<usize>)> = Vec::new();
         for (i, t) in tensors.iter().enumerate() {
-            let kind = checked_kind(op, t)?;
+            let kind = self.checked_kind(op, t)?;
             match groups.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, g)) => g.push(i),
                 None => groups.push((kind, vec![i])),
@@ -701,7 +837,7 @@ impl ProcessGroup {
     /// ranks, raised on every rank before any data moves.
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
         const OP: &str = "all_gather";
-        let kind = checked_kind(OP, tensor)?;
+        let kind = self.checked_kind(OP, tensor)?;
         let shape = tensor.size();
         if shape.is_empty() || shape.len() > 6 {
             return Err(Error::Invalid {
@@ -733,8 +869,11 @@ impl ProcessGroup {
             // padding after the data is cleared.
             let mut kept = self.gather_send.lock().unwrap_or_else(|p| p.into_inner());
             let total = HEADER_BYTES + capacity;
-            if kept.as_ref().is_none_or(|t| t.numel() as i64 != total) {
-                *kept = Some(Tensor::f_empty([total], (Kind::Uint8, Device::Cpu))?);
+            if kept
+                .as_ref()
+                .is_none_or(|t| t.numel() as i64 != total || t.device() != self.device)
+            {
+                *kept = Some(Tensor::f_empty([total], (Kind::Uint8, self.device))?);
             }
             let send = kept.as_ref().expect("just set").shallow_clone();
             drop(kept);
@@ -749,16 +888,20 @@ impl ProcessGroup {
                     .f_zero_()?;
             }
             let parts = self.gather_same(OP, &send)?;
-            let mut headers = Vec::with_capacity(parts.len());
-            for part in &parts {
-                let h = Vec::<i64>::try_from(
-                    &part
-                        .f_narrow(0, 0, HEADER_BYTES)?
-                        .f_contiguous()?
-                        .f_view_dtype(Kind::Int64)?,
-                )?;
-                headers.push(h);
-            }
+            // The headers come to the CPU in one copy (on CUDA, one that waits for the
+            // gather).
+            let all_headers = Tensor::f_stack(
+                &parts
+                    .iter()
+                    .map(|p| p.f_narrow(0, 0, HEADER_BYTES))
+                    .collect::<Result<Vec<_>, _>>()?,
+                0,
+            )?
+            .f_to(Device::Cpu)?
+            .f_view_dtype(Kind::Int64)?;
+            let headers = (0..parts.len() as i64)
+                .map(|r| Vec::<i64>::try_from(&all_headers.f_get(r)?))
+                .collect::<Result<Vec<_>, _>>()?;
             for (r, h) in headers.iter().enumerate() {
                 let (mut mine, mut theirs) = (header.clone(), h.clone());
                 mine[2] = 0;
@@ -865,26 +1008,32 @@ impl ProcessGroup {
             ffi::take_error(ffi::dml_pg_barrier(self.pg))
         })
     }
-}
 
-/// The tensor's dtype, refusing undefined tensors and devices Gloo does not serve here.
-fn checked_kind(op: &'static str, t: &Tensor) -> Result<Kind> {
-    if !t.defined() {
-        return Err(Error::Invalid {
-            op,
-            message: "an undefined tensor (a gradient that was never computed?)".to_owned(),
-        });
+    /// The tensor's dtype, refusing undefined tensors and tensors off the group's device.
+    fn checked_kind(&self, op: &'static str, t: &Tensor) -> Result<Kind> {
+        if !t.defined() {
+            return Err(Error::Invalid {
+                op,
+                message: "an undefined tensor (a gradient that was never computed?)".to_owned(),
+            });
+        }
+        if t.device() != self.device {
+            let message = match self.backend {
+                Backend::Gloo => format!(
+                    "a tensor on {:?}: the Gloo backend takes CPU tensors (Backend::Nccl takes \
+                     CUDA ones)",
+                    t.device()
+                ),
+                Backend::Nccl => format!(
+                    "a tensor on {:?}: this NCCL group serves {:?} only",
+                    t.device(),
+                    self.device
+                ),
+            };
+            return Err(Error::Invalid { op, message });
+        }
+        Ok(t.kind())
     }
-    if t.device() != Device::Cpu {
-        return Err(Error::Invalid {
-            op,
-            message: format!(
-                "a tensor on {:?}: the Gloo backend here takes CPU tensors",
-                t.device()
-            ),
-        });
-    }
-    Ok(t.kind())
 }
 
 /// The all-gather header: [ndim, dtype, up to 6 sizes] as i64.
@@ -996,5 +1145,83 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    fn nccl_options() -> InitOptions {
+        let port = free_port().unwrap();
+        InitOptions::new(Rendezvous::tcp("127.0.0.1", port), 0, 1)
+            .timeout(Duration::from_secs(10))
+            .backend(Backend::Nccl)
+    }
+
+    #[test]
+    fn gloo_is_the_default_and_launchers_choose_the_local_device() {
+        let opts = InitOptions::new(Rendezvous::tcp("h", 1), 0, 1);
+        assert_eq!((opts.backend, opts.cuda_device), (Backend::Gloo, 0));
+        let launch = Launch::from_lookup(lookup(&[
+            ("RANK", "3"),
+            ("WORLD_SIZE", "4"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(launch.init_options().cuda_device, 1);
+    }
+
+    /// Against the CPU LibTorch, NCCL is refused before any rank meets, saying what to install.
+    #[cfg(not(dml_nccl))]
+    #[test]
+    fn nccl_needs_the_cuda_libtorch() {
+        match ProcessGroup::init(&nccl_options()) {
+            Err(Error::Invalid {
+                op: "init",
+                message,
+            }) => {
+                assert!(
+                    message.contains("has no NCCL: run `cargo xtask libtorch --cuda`"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    /// Against the CUDA LibTorch on a machine without a GPU: a clean error, both from the
+    /// check before the rendezvous and from the shim itself (c10d's ProcessGroupNCCL is never
+    /// reached without a device), not a crash.
+    #[cfg(dml_nccl)]
+    #[test]
+    fn nccl_without_a_gpu_is_a_clean_error() {
+        if tch::Cuda::is_available() {
+            eprintln!("skipped: a CUDA device is visible (see tests/nccl.rs)");
+            return;
+        }
+        match ProcessGroup::init(&nccl_options()) {
+            Err(Error::Invalid {
+                op: "init",
+                message,
+            }) => {
+                eprintln!("init: {message}");
+                assert!(message.contains("needs CUDA device 0"), "{message}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        let dir = std::env::temp_dir().join(format!("dml-nccl-{}", std::process::id()));
+        let path = CString::new(dir.to_string_lossy().as_bytes()).unwrap();
+        let mut store: *mut ffi::Store = std::ptr::null_mut();
+        // SAFETY: valid C string; `store` is written on success and freed below.
+        unsafe { ffi::take_error(ffi::dml_store_file(path.as_ptr(), 1, &mut store)) }.unwrap();
+        let mut pg: *mut ffi::Pg = std::ptr::null_mut();
+        // SAFETY: live store; `pg` stays null on failure.
+        let err = unsafe { ffi::take_error(ffi::dml_pg_nccl(store, 0, 1, 10_000, 0, &mut pg)) }
+            .unwrap_err();
+        eprintln!("shim: {err}");
+        assert!(pg.is_null());
+        assert!(err.contains("needs a CUDA device"), "{err}");
+        // SAFETY: created above, freed once.
+        unsafe { ffi::dml_store_free(store) };
+        let _ = std::fs::remove_file(&dir);
     }
 }

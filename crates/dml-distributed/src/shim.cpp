@@ -1,5 +1,6 @@
 // The smallest C surface over PyTorch's c10d (shipped inside libtorch_cpu.so) that
-// dml-distributed needs: a rendezvous store, a Gloo process group, and four collectives.
+// dml-distributed needs: a rendezvous store, a Gloo process group (or, with DML_WITH_NCCL, an
+// NCCL one from libtorch_cuda.so), and four collectives that serve either.
 // Every function returns nullptr on success or a malloc'd error message the caller frees with
 // dml_dist_free. No gloo type is used here except through the shared_ptr that c10d hands back,
 // so the gloo headers (needed only because ProcessGroupGloo.hpp includes them) fix no layout
@@ -9,12 +10,20 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#ifdef DML_WITH_NCCL
+// Needs USE_C10D_NCCL (or the header is empty) and the CUDA runtime and NCCL headers of the
+// packages LibTorch was built against (build.rs finds them in the CUDA venv).
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,7 +32,10 @@ struct dml_store {
 };
 
 struct dml_pg {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // ProcessGroupGloo or ProcessGroupNCCL: the collectives below use only Backend's virtuals.
+  c10::intrusive_ptr<c10d::Backend> pg;
+  // NCCL groups are shut down before they are freed (as destroy_process_group does).
+  bool nccl = false;
   // The flattened bucket of the last multi-tensor all-reduce or broadcast, kept so that a
   // training loop's per-step gradient bucket is allocated once, not every step.
   at::Tensor bucket;
@@ -53,6 +65,11 @@ char* guarded(F&& f) {
   }
 }
 
+// Gloo: returns when the collective is done. NCCL: makes the calling thread's current CUDA
+// stream wait for the collective's stream (the CPU goes on, except for barrier, which blocks
+// until the current stream is done), so any later work on the current stream, the stream tch's
+// operations use, sees the result; the copies into and out of the bucket run on that stream
+// too, and c10d makes its own stream wait for it before the collective starts.
 void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   work->wait();
 }
@@ -180,7 +197,44 @@ char* dml_pg_gloo(dml_store* s, int rank, int world, int64_t timeout_ms, const c
   });
 }
 
+#ifdef DML_WITH_NCCL
+// An NCCL group on CUDA device `device_index`, which becomes this thread's current device and
+// the group's bound device (barrier runs there). The NCCL communicator itself is created at the
+// first collective, exchanging its id through the store. `timeout_ms` is the watchdog's limit
+// per collective: past it, c10d's watchdog aborts the communicator and (by default,
+// TORCH_NCCL_ASYNC_ERROR_HANDLING) ends the process rather than returning an error.
+char* dml_pg_nccl(dml_store* s, int rank, int world, int64_t timeout_ms, int device_index,
+                  dml_pg** out) {
+  return guarded([&] {
+    int visible = c10::cuda::device_count();
+    if (visible <= 0) {
+      throw std::runtime_error(
+          "the NCCL backend needs a CUDA device, and this process sees none (no GPU, no "
+          "driver, or CUDA_VISIBLE_DEVICES hides them)");
+    }
+    if (device_index < 0 || device_index >= visible) {
+      throw std::runtime_error("CUDA device " + std::to_string(device_index) +
+                               " does not exist: this process sees " +
+                               std::to_string(visible));
+    }
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = std::chrono::milliseconds(timeout_ms);
+    auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(s->store, rank, world, opts);
+    pg->setBoundDeviceId(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index)));
+    *out = new dml_pg{pg, true};
+  });
+}
+#endif
+
 void dml_pg_free(dml_pg* p) {
+  if (p != nullptr && p->nccl) {
+    try {
+      p->pg->shutdown();
+    } catch (...) {
+      // A group that cannot shut down cleanly (a peer died) is freed all the same.
+    }
+  }
   delete p;
 }
 
