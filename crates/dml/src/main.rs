@@ -296,19 +296,44 @@ fn train(a: TrainArgs) -> Result<()> {
         config.run.seed = s;
     }
     config.validate().context("invalid config")?;
+    let launch = dml::distributed::Launch::from_env()?;
+    if let Some(l) = &launch
+        && config.run.device != dml::models::DeviceChoice::Cpu
+    {
+        // One GPU per rank, as torchrun users expect: LOCAL_RANK's entry of CUDA_VISIBLE_DEVICES
+        // (or GPU LOCAL_RANK) becomes this process's device 0, before LibTorch initialises CUDA.
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        let entries: Vec<String> = match &visible {
+            Some(v) => v.split(',').map(|e| e.trim().to_owned()).collect(),
+            None => Vec::new(),
+        };
+        let mine = entries
+            .get(l.local_rank)
+            .cloned()
+            .unwrap_or_else(|| l.local_rank.to_string());
+        // SAFETY: no other thread of this process exists yet (the Ctrl-C handler, the
+        // heartbeat and LibTorch's pools start later), so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", mine) };
+    }
     let mut trainer = if a.resume {
         Trainer::resume(config)?
     } else {
         Trainer::new(config)?
     };
     trainer.set_interrupt(interrupt_flag());
-    if let Some(launch) = dml::distributed::Launch::from_env()? {
+    if let Some(launch) = launch {
         if !(a.collective_timeout > 0.0 && a.collective_timeout.is_finite()) {
             bail!("--collective-timeout must be a positive number of seconds");
         }
-        let opts = launch
+        let mut opts = launch
             .init_options()
             .timeout(std::time::Duration::from_secs_f64(a.collective_timeout));
+        if trainer.device().is_cuda() {
+            // NCCL between the ranks' GPUs (this process sees its own GPU as device 0).
+            opts = opts.backend(dml::distributed::Backend::Nccl);
+            opts.cuda_device = 0;
+        }
         let pg = dml::distributed::ProcessGroup::init(&opts)?;
         trainer.join(pg)?;
     }

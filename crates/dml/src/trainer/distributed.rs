@@ -3,7 +3,7 @@
 //! batch, the gradient all-reduce, and the per-step agreement on stopping and skipping.
 
 use dml_distributed::{ProcessGroup, ReduceOp};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::Trainer;
 use crate::Result;
@@ -67,7 +67,12 @@ impl Trainer {
         let mut rows = Vec::with_capacity(parts.len());
         let mut all_labels = Vec::new();
         for (r, part) in parts.iter().enumerate() {
-            let l = Vec::<f32>::try_from(&part.f_select(1, d)?.f_contiguous()?)?;
+            let l = Vec::<f32>::try_from(
+                &part
+                    .f_select(1, d)?
+                    .f_to_device(Device::Cpu)?
+                    .f_contiguous()?,
+            )?;
             all_labels.extend(l.into_iter().map(|v| v as u32));
             rows.push(if r == pg.rank() {
                 emb.shallow_clone()
@@ -110,9 +115,10 @@ impl Trainer {
         let mut control = vec![0f32; w + 1];
         control[pg.rank()] = rows as f32;
         control[w] = f32::from(u8::from(self.interrupted()));
-        let mut t = vec![Tensor::from_slice(&control)];
+        // On the group's device: the CPU for Gloo, the rank's GPU for NCCL.
+        let mut t = vec![Tensor::from_slice(&control).f_to_device(pg.device())?];
         pg.all_reduce(&mut t, ReduceOp::Sum)?;
-        let v = Vec::<f32>::try_from(&t[0])?;
+        let v = Vec::<f32>::try_from(&t[0].f_to_device(Device::Cpu)?)?;
         Ok((v[..w].iter().map(|&x| x as usize).collect(), v[w] > 0.0))
     }
 }

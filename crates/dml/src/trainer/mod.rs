@@ -380,6 +380,11 @@ impl Trainer {
         &self.state
     }
 
+    /// The device the network trains on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The output folder.
     pub fn output_dir(&self) -> &Path {
         &self.output_dir
