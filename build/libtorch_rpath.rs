@@ -11,7 +11,16 @@
 
 use std::path::PathBuf;
 
+// Also compiled as a module of crates/dml-distributed/build.rs, which calls `link_libtorch`
+// after compiling its shim; there `main` is unused.
+#[allow(dead_code)]
 fn main() {
+    link_libtorch();
+}
+
+/// Checks that LibTorch is installed (with the advice to install it if not), bakes the rpath and
+/// keeps `libtorch.so` needed; returns `$LIBTORCH`.
+pub fn link_libtorch() -> PathBuf {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         panic!("LIBTORCH is not set: run `cargo xtask libtorch` from the workspace root");
@@ -31,4 +40,5 @@ fn main() {
     let lib = libtorch.join("lib");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch,--as-needed");
+    libtorch
 }

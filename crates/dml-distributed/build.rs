@@ -1,6 +1,6 @@
 //! Compiles the c10d shim (src/shim.cpp) against the LibTorch headers (`$LIBTORCH`) and gloo's
 //! (`$DML_GLOO_INCLUDE`), both put in place by `cargo xtask libtorch`, and bakes the rpath to
-//! LibTorch as build/libtorch_rpath.rs does for the other crates.
+//! LibTorch with build/libtorch_rpath.rs, as for the other crates.
 //!
 //! When LibTorch is the CUDA one (`$LIBTORCH/lib/libtorch_cuda.so` exists, after
 //! `cargo xtask libtorch --cuda`), the shim's NCCL part is compiled too (`DML_WITH_NCCL`,
@@ -10,25 +10,17 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../../build/libtorch_rpath.rs"]
+mod rpath;
+
 fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=DML_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=DML_CUDA_INCLUDE");
     println!("cargo::rustc-check-cfg=cfg(dml_nccl)");
-    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
-        panic!("LIBTORCH is not set: run `cargo xtask libtorch` from the workspace root");
-    };
-    println!(
-        "cargo:rerun-if-changed={}",
-        libtorch.join("build-version").display()
-    );
-    if !libtorch.join("build-version").exists() {
-        panic!(
-            "LibTorch not found at {}: run `cargo xtask libtorch` to install it",
-            libtorch.display()
-        );
-    }
+    // The LibTorch check, its rpath and `libtorch.so` kept needed: as for every crate that links
+    // tch.
+    let libtorch = rpath::link_libtorch();
     let gloo = std::env::var_os("DML_GLOO_INCLUDE")
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("DML_GLOO_INCLUDE is not set: run `cargo xtask libtorch`"));
@@ -71,8 +63,6 @@ fn main() {
         println!("cargo:rustc-link-lib=dylib=c10_cuda");
         println!("cargo:rustc-cfg=dml_nccl");
     }
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch,--as-needed");
 }
 
 /// The folders holding `cuda_runtime_api.h` (with cuBLAS', cuSPARSE's and cuSOLVER's headers,

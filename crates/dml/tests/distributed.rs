@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 const DML: &str = env!("CARGO_BIN_EXE_dml");
+/// `dml launch --nproc 2 -- train`, followed by the train arguments.
+const LAUNCH_2: [&str; 5] = ["launch", "--nproc", "2", "--", "train"];
 
 /// The MLP on the digits (5 training classes), P = 4 × K = 4, 2 epochs × 10 batches = 20 steps,
 /// no miner (every pair or triplet: nothing discrete that a rounding difference could flip).
@@ -68,16 +70,15 @@ fn one_vs_two(loss: &str) -> (f64, f64, Vec<(String, Tensor)>) {
     let c3 = config(other.path(), loss, 2, 1);
     run(&["train", "--config", c1.to_str().unwrap()]);
     let launched = run(&[
-        "launch",
-        "--nproc",
-        "2",
-        "--",
-        "train",
-        "--collective-timeout",
-        "60",
-        "--config",
-        c2.to_str().unwrap(),
-    ]);
+        &LAUNCH_2[..],
+        &[
+            "--collective-timeout",
+            "60",
+            "--config",
+            c2.to_str().unwrap(),
+        ],
+    ]
+    .concat());
     assert!(launched.contains("[rank 1] trained 2 epochs"), "{launched}");
     run(&["train", "--config", c3.to_str().unwrap()]);
     let (a, b, c) = (
@@ -125,15 +126,8 @@ fn a_killed_rank_stops_the_other_naming_it_and_the_checkpoint_survives() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "[loss]\nkind = \"contrastive\"", 100_000, 0);
     let mut launcher = Command::new(DML)
-        .args([
-            "launch",
-            "--nproc",
-            "2",
-            "--",
-            "train",
-            "--collective-timeout",
-            "30",
-        ])
+        .args(LAUNCH_2)
+        .args(["--collective-timeout", "30"])
         .args(["--config", cfg.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -215,7 +209,8 @@ fn a_resumed_two_process_run_ends_where_an_uninterrupted_one_does() {
     let cw = config(whole.path(), loss, 4, 0);
     let cs = config(split.path(), loss, 4, 0);
     let launch = |cfg: &Path, extra: &[&str]| {
-        let mut args = vec!["launch", "--nproc", "2", "--", "train", "--config"];
+        let mut args = LAUNCH_2.to_vec();
+        args.push("--config");
         args.push(cfg.to_str().unwrap());
         args.extend_from_slice(extra);
         run(&args)
