@@ -451,7 +451,6 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                                 loss.as_ref(),
                                 Some(miner.as_ref()),
                                 &x,
-                                emb.view(),
                                 &labels,
                                 &mut rng,
                             )? {

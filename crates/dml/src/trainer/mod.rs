@@ -479,14 +479,13 @@ impl Trainer {
             _ => (None, 0),
         };
         let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
-        if let (true, Some((cfg, memory)), Some(emb_nd)) = (memory_on, &self.memory, &emb_nd) {
+        if let (true, Some((cfg, memory))) = (memory_on, &self.memory) {
             // L(B, M): the batch against the memory as it stood before this step.
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x786D_656D);
             if let Some((term, n)) = memory.loss_term(
                 self.loss.as_ref(),
                 self.miner.as_deref(),
                 &emb,
-                emb_nd.view(),
                 &labels,
                 &mut rng,
             )? {
