@@ -362,6 +362,14 @@ fn launch(a: LaunchArgs) -> Result<()> {
     if a.nproc == 0 {
         bail!("--nproc must be at least 1");
     }
+    if a.command.first().map(String::as_str) != Some("train") {
+        bail!(
+            "dml launch runs `train` (the one data-parallel command), as in `dml launch --nproc {} \
+             -- train --config X`; got `{}`",
+            a.nproc,
+            a.command.join(" ")
+        );
+    }
     // Ctrl-C at a terminal reaches every rank too (one process group): they agree to stop after
     // the current step and rank 0 writes a checkpoint. The launcher stays to relay their output.
     let _ = ctrlc::set_handler(|| {

@@ -226,3 +226,31 @@ fn a_resumed_two_process_run_ends_where_an_uninterrupted_one_does() {
         assert!(ta.equal(tb), "{na} differs after resuming");
     }
 }
+
+#[test]
+fn launcher_mistakes_are_named() {
+    let out = Command::new(DML)
+        .args(["launch", "--nproc", "2", "--", "eval", "--embeddings", "e.npy"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("dml launch runs `train`"), "{err}");
+    // A launcher that sets RANK and WORLD_SIZE but not where to meet.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[loss]\nkind = \"contrastive\"", 1, 0);
+    let out = Command::new(DML)
+        .args(["train", "--config", cfg.to_str().unwrap()])
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .env_remove("MASTER_ADDR")
+        .env_remove("MASTER_PORT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("environment variable MASTER_ADDR: not set, but RANK or WORLD_SIZE is"),
+        "{err}"
+    );
+}
