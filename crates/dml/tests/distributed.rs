@@ -230,7 +230,15 @@ fn a_resumed_two_process_run_ends_where_an_uninterrupted_one_does() {
 #[test]
 fn launcher_mistakes_are_named() {
     let out = Command::new(DML)
-        .args(["launch", "--nproc", "2", "--", "eval", "--embeddings", "e.npy"])
+        .args([
+            "launch",
+            "--nproc",
+            "2",
+            "--",
+            "eval",
+            "--embeddings",
+            "e.npy",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
