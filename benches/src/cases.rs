@@ -406,6 +406,8 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                     _ => "memory of 1,024 × 16 f32 (quick scale): 69 kB",
                 },
                 make: Box::new(move || {
+                    // As `dml train` does before its first step.
+                    dml_models::keep_freed_memory();
                     let labels = data::labels(b / k, k);
                     // Memory labels from 2,000 classes, the batch's among them; one set of class
                     // centres for both.
@@ -645,6 +647,8 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
         peak_memory: false,
         note: "forward + distances + distance-weighted mining + margin loss + backward + Adam step",
         make: Box::new(move || {
+            // As `dml train` does before its first step.
+            dml_models::keep_freed_memory();
             let labels = data::labels(b / k, k);
             let images = data::images(b, side, 7);
             let cfg = ModelConfig::default();

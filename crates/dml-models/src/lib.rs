@@ -55,7 +55,7 @@ mod safetensors_io;
 pub use crate::{
     checkpoint::{LoadReport, load_into_scope, load_safetensors, save_safetensors, write_atomic},
     config::{ConvNetConfig, InputShape, MlpConfig, ModelConfig, RESNET_MIN_SIDE, ResNetConfig},
-    device::DeviceChoice,
+    device::{DeviceChoice, keep_freed_memory},
     error::{Error, Result, ShapeMismatch},
     net::EmbeddingNet,
     safetensors_io::{read_tensors, write_tensors},

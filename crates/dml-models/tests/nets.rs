@@ -364,3 +364,119 @@ fn conv_net_batch_norm_starts_as_pytorch_does() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The variables of `vs` by name.
+fn var(vs: &nn::VarStore, name: &str) -> Tensor {
+    vs.variables()[name].shallow_clone()
+}
+
+/// The gradient of every variable of `vs` that has one, by name.
+fn grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.grad().defined())
+        .map(|(k, t)| (k, t.grad().copy()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn assert_close(name: &str, a: &Tensor, b: &Tensor) {
+    let scale = b.abs().max().double_value(&[]).max(1e-3);
+    let diff = (a - b).abs().max().double_value(&[]);
+    assert!(
+        diff <= 1e-4 * scale,
+        "{name}: max |diff| {diff} (scale {scale})"
+    );
+}
+
+/// The ConvNet as the textbook writes it, on the network's own variables: contiguous
+/// (channels-first) tensors, conv → batch norm (batch statistics) → ReLU → max-pool per block,
+/// global average pool, linear head, L2 normalisation. Running statistics go to copies.
+fn textbook_conv_net(vs: &nn::VarStore, blocks: usize, xs: &Tensor) -> Tensor {
+    let mut x = xs.contiguous();
+    for i in 0..blocks {
+        let v = |s: &str| var(vs, &format!("backbone.{i}.{s}"));
+        x = x.conv2d(&v("conv.weight"), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        assert!(x.is_contiguous());
+        x = x.batch_norm(
+            Some(v("bn.weight")),
+            Some(v("bn.bias")),
+            Some(v("bn.running_mean").copy()),
+            Some(v("bn.running_var").copy()),
+            true,
+            0.1,
+            1e-5,
+            false,
+        );
+        x = x.relu().max_pool2d_default(2);
+    }
+    let f = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+    let e = f.linear(&var(vs, "head.weight"), Some(var(vs, "head.bias")));
+    let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+    e / norm
+}
+
+#[test]
+fn conv_net_computes_the_textbook_network_whatever_its_layout_and_order() -> anyhow::Result<()> {
+    // dml's ConvNet runs channels-last and pools before its ReLU; the values and gradients are
+    // those of the plain channels-first conv → BN → ReLU → pool network.
+    for channels in [1, 3] {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig::ConvNet(ConvNetConfig {
+            channels: vec![8, 16, 16],
+            embedding_dim: 8,
+            ..Default::default()
+        });
+        let net = EmbeddingNet::new(&vs.root(), &config, InputShape::new(channels, 12, 12))?;
+        let xs = Tensor::randn([6, channels, 12, 12], (Kind::Float, Device::Cpu));
+        let weights = Tensor::randn([6, 8], (Kind::Float, Device::Cpu));
+
+        let expected = textbook_conv_net(&vs, 3, &xs);
+        (&expected * &weights).sum(Kind::Float).backward();
+        let expected_grads = grads(&vs);
+        assert_eq!(
+            expected_grads.len(),
+            3 * 3 + 2,
+            "every weight has a gradient"
+        );
+        for (_, t) in vs.variables() {
+            let _ = t.grad().defined().then(|| t.grad().zero_());
+        }
+
+        let got = net.embed(&xs, true)?;
+        (&got * &weights).sum(Kind::Float).backward();
+        assert_close(&format!("{channels} channels: embeddings"), &got, &expected);
+        for ((name, want), (_, have)) in expected_grads.iter().zip(grads(&vs)) {
+            assert_close(&format!("{channels} channels: grad of {name}"), &have, want);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn resnet_gives_what_the_channels_first_module_gives() -> anyhow::Result<()> {
+    // dml feeds the ResNet channels-last; tch's module on the same variables and a plain
+    // channels-first batch is the reference.
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = ModelConfig::Resnet18(ResNetConfig {
+        embedding_dim: 8,
+        ..Default::default()
+    });
+    let net = EmbeddingNet::new(&vs.root(), &config, InputShape::new(3, 32, 32))?;
+    let mut plain = nn::VarStore::new(Device::Cpu);
+    let backbone = tch::vision::resnet::resnet18_no_final_layer(&(plain.root() / "backbone"));
+    let head = nn::linear(plain.root() / "head", 512, 8, Default::default());
+    plain.copy(&vs)?;
+    let xs = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    for train in [false, true] {
+        let e = backbone.forward_t(&xs.contiguous(), train).apply(&head);
+        let expected = &e / e.norm_scalaropt_dim(2, [1], true);
+        let got = net.embed(&xs, train)?;
+        assert_close(&format!("train = {train}"), &got, &expected);
+    }
+    Ok(())
+}

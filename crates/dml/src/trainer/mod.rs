@@ -255,6 +255,7 @@ impl Trainer {
         if config.run.threads > 0 {
             tch::set_num_threads(config.run.threads as i32);
         }
+        dml_models::keep_freed_memory();
         let seed = config.run.seed;
         tch::manual_seed(step_seed(seed, u64::MAX, 0) as i64);
         let device = config.run.device.resolve()?;
