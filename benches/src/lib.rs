@@ -28,7 +28,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 mod cases;
-mod data;
+pub mod data;
 pub mod jpeg;
 pub mod measure;
 pub mod report;

@@ -285,29 +285,204 @@ impl BatchHardMiner {
 
 impl Miner for BatchHardMiner {
     fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
-        // One fused pass per row: no index lists needed.
+        let (labels, ref_labels) = (batch.labels(), batch.ref_labels());
+        let mut count: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for &l in ref_labels {
+            *count.entry(l).or_default() += 1;
+        }
         let picks = batch.per_anchor(|a| {
-            let row = batch.row(a);
-            let (mut p_best, mut vp) = (u32::MAX, f32::NEG_INFINITY);
-            let (mut n_best, mut vn) = (u32::MAX, f32::INFINITY);
-            for (j, &x) in row.iter().enumerate() {
-                let v = batch.dis(x);
-                if batch.is_positive(a, j) {
-                    if v > vp || p_best == u32::MAX {
-                        p_best = j as u32;
-                        vp = v;
-                    }
-                } else if batch.is_negative(a, j) && (v < vn || n_best == u32::MAX) {
-                    n_best = j as u32;
-                    vn = v;
-                }
+            // Within a batch the anchor's own column is no positive: walk around it.
+            let skip = (!batch.has_reference()).then_some(a);
+            let same = count.get(&labels[a]).copied().unwrap_or(0);
+            let (n_pos, n_neg) = (same - usize::from(skip.is_some()), ref_labels.len() - same);
+            if n_pos == 0 || n_neg == 0 {
+                return None;
             }
-            (p_best != u32::MAX && n_best != u32::MAX).then_some((a as u32, p_best, n_best))
+            hardest_pair(batch.row(a), ref_labels, labels[a], batch.dis(1.0), skip)
+                .map(|(p, n)| (a as u32, p, n))
         });
         let mut t = Triplets::default();
         for (a, p, n) in picks.into_iter().flatten() {
             t.push(a, p, n);
         }
         Ok(t.into())
+    }
+}
+
+/// Columns per block of [`hardest_pair`]'s first pass.
+const BLOCK: usize = 64;
+
+/// The hardest positive (largest `sign · value` among the columns labelled `label`) and the
+/// hardest negative (smallest among the others) of one row, the lower column on ties, or
+/// `None` when the row has no positive or no negative; column `skip` is neither.
+///
+/// Two passes instead of one branchy one (a batch of 128 against a memory of 8,192 took 1.8 ms
+/// that way): blocks of [`BLOCK`] columns are reduced to their extremes with selects the
+/// compiler vectorises, remembering the first block that holds each overall extreme, then only
+/// that block is searched for the column.
+fn hardest_pair(
+    row: &[f32],
+    ref_labels: &[u32],
+    label: u32,
+    sign: f32,
+    skip: Option<usize>,
+) -> Option<(u32, u32)> {
+    let (mut max_p, mut block_p) = (f32::NEG_INFINITY, usize::MAX);
+    let (mut min_n, mut block_n) = (f32::INFINITY, usize::MAX);
+    let mut non_finite = false;
+    for (b, (vals, labs)) in row.chunks(BLOCK).zip(ref_labels.chunks(BLOCK)).enumerate() {
+        let (mut hi, lo, block_non_finite) = block_extremes(vals, labs, label, sign);
+        let start = b * BLOCK;
+        if let Some(s) = skip.filter(|&s| (start..start + vals.len()).contains(&s)) {
+            // The skipped column (a positive by its label) may be the block's maximum: take the
+            // block's positives again without it.
+            hi = f32::NEG_INFINITY;
+            for (j, (&x, &l)) in vals.iter().zip(labs).enumerate() {
+                if l == label && start + j != s && sign * x > hi {
+                    hi = sign * x;
+                }
+            }
+        }
+        non_finite |= block_non_finite;
+        if hi > max_p {
+            (max_p, block_p) = (hi, b);
+        }
+        if lo < min_n {
+            (min_n, block_n) = (lo, b);
+        }
+    }
+    if non_finite {
+        // NaN or infinite values: the plain walk decides, with its own rules for them.
+        return hardest_pair_walk(row, ref_labels, label, sign, skip);
+    }
+    if block_p == usize::MAX || block_n == usize::MAX {
+        // No positive or no negative (all values being finite).
+        return None;
+    }
+    let first_in = |b: usize, hit: &dyn Fn(usize) -> bool| {
+        let start = b * BLOCK;
+        (start..(start + BLOCK).min(row.len())).find(|&j| hit(j))
+    };
+    let p = first_in(block_p, &|j| {
+        ref_labels[j] == label && Some(j) != skip && sign * row[j] == max_p
+    })?;
+    let n = first_in(block_n, &|j| {
+        ref_labels[j] != label && sign * row[j] == min_n
+    })?;
+    Some((p as u32, n as u32))
+}
+
+/// Lanes of [`block_extremes`]: independent accumulators the compiler keeps in one vector
+/// register each (a single accumulator is a chain it may not reorder).
+const LANES: usize = 8;
+
+/// Of one block: the largest `sign · value` among the columns labelled `label`, the smallest
+/// among the others (∓∞ when there are none; NaNs are passed over), and whether any value is not
+/// finite.
+fn block_extremes(vals: &[f32], labs: &[u32], label: u32, sign: f32) -> (f32, f32, bool) {
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let mut lo = [f32::INFINITY; LANES];
+    // `v − v` is 0 for a finite value and NaN otherwise, so these sums say whether all were
+    // finite (a flag per lane would cost the vector loop its speed).
+    let mut finite = [0f32; LANES];
+    let mut lane = |i: usize, x: f32, l: u32| {
+        let v = sign * x;
+        let same = l == label;
+        let p = if same { v } else { f32::NEG_INFINITY };
+        let n = if same { f32::INFINITY } else { v };
+        hi[i] = if p > hi[i] { p } else { hi[i] };
+        lo[i] = if n < lo[i] { n } else { lo[i] };
+        finite[i] += v - v;
+    };
+    let (vc, lc) = (vals.chunks_exact(LANES), labs.chunks_exact(LANES));
+    let (v_rest, l_rest) = (vc.remainder(), lc.remainder());
+    for (v8, l8) in vc.zip(lc) {
+        for i in 0..LANES {
+            lane(i, v8[i], l8[i]);
+        }
+    }
+    for (i, (&x, &l)) in v_rest.iter().zip(l_rest).enumerate() {
+        lane(i, x, l);
+    }
+    let hi = hi
+        .into_iter()
+        .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    let lo = lo
+        .into_iter()
+        .fold(f32::INFINITY, |a, b| if b < a { b } else { a });
+    (hi, lo, finite.iter().any(|f| f.is_nan()))
+}
+
+/// [`hardest_pair`] as one walk over the row (the definition; used when values are not finite).
+fn hardest_pair_walk(
+    row: &[f32],
+    ref_labels: &[u32],
+    label: u32,
+    sign: f32,
+    skip: Option<usize>,
+) -> Option<(u32, u32)> {
+    let (mut p_best, mut vp) = (u32::MAX, f32::NEG_INFINITY);
+    let (mut n_best, mut vn) = (u32::MAX, f32::INFINITY);
+    for (j, (&x, &l)) in row.iter().zip(ref_labels).enumerate() {
+        let v = sign * x;
+        if l == label {
+            if Some(j) != skip && (v > vp || p_best == u32::MAX) {
+                (p_best, vp) = (j as u32, v);
+            }
+        } else if v < vn || n_best == u32::MAX {
+            (n_best, vn) = (j as u32, v);
+        }
+    }
+    (p_best != u32::MAX && n_best != u32::MAX).then_some((p_best, n_best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Rows over several blocks, values from a small set (ties), a few labels, sometimes a NaN
+    /// or an infinity, and either no skipped column or one anywhere.
+    fn rows() -> impl Strategy<Value = (Vec<f32>, Vec<u32>, u32, f32, Option<usize>)> {
+        (1usize..300).prop_flat_map(|m| {
+            let value = prop_oneof![
+                20 => (0i32..6).prop_map(|v| v as f32 * 0.5),
+                1 => Just(f32::NAN),
+                1 => Just(f32::INFINITY),
+                1 => Just(f32::NEG_INFINITY),
+            ];
+            (
+                prop::collection::vec(value, m),
+                prop::collection::vec(0u32..3, m),
+                0u32..3,
+                prop_oneof![Just(1.0f32), Just(-1.0f32)],
+                prop::option::of(0..m),
+                any::<bool>(),
+            )
+                .prop_map(|(mut row, mut labels, label, sign, skip, finite)| {
+                    if finite {
+                        for v in &mut row {
+                            if !v.is_finite() {
+                                *v = 1.0;
+                            }
+                        }
+                    }
+                    if let Some(s) = skip {
+                        // Within a batch the skipped column is the anchor, with its label.
+                        labels[s] = label;
+                    }
+                    (row, labels, label, sign, skip)
+                })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_two_pass_search_picks_what_the_walk_picks((row, labels, label, sign, skip) in rows()) {
+            prop_assert_eq!(
+                hardest_pair(&row, &labels, label, sign, skip),
+                hardest_pair_walk(&row, &labels, label, sign, skip)
+            );
+        }
     }
 }
