@@ -382,7 +382,7 @@ const LANES: usize = 8;
 fn block_extremes(vals: &[f32], labs: &[u32], label: u32, sign: f32) -> (f32, f32, bool) {
     let mut hi = [f32::NEG_INFINITY; LANES];
     let mut lo = [f32::INFINITY; LANES];
-    // `v − v` is 0 for a finite value and NaN otherwise, so these sums say whether all were
+    // `v · 0` is 0 for a finite value and NaN otherwise, so these sums say whether all were
     // finite (a flag per lane would cost the vector loop its speed).
     let mut finite = [0f32; LANES];
     let mut lane = |i: usize, x: f32, l: u32| {
@@ -392,7 +392,7 @@ fn block_extremes(vals: &[f32], labs: &[u32], label: u32, sign: f32) -> (f32, f3
         let n = if same { f32::INFINITY } else { v };
         hi[i] = if p > hi[i] { p } else { hi[i] };
         lo[i] = if n < lo[i] { n } else { lo[i] };
-        finite[i] += v - v;
+        finite[i] += v * 0.0;
     };
     let (vc, lc) = (vals.chunks_exact(LANES), labs.chunks_exact(LANES));
     let (v_rest, l_rest) = (vc.remainder(), lc.remainder());
