@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let ones = |n: usize| Tensor::ones([n as i64, 2], (Kind::Float, Device::Cpu));
     let aug = Tensor::cat(&[to_tensor(&mem)?, ones(size)], 1);
     let left = Tensor::cat(&[xt.detach(), ones(b)], 1);
-    let scratch = Tensor::zeros([b as i64, size as i64], (Kind::Float, Device::Cpu));
+    let mut scratch = Tensor::zeros([b as i64, size as i64], (Kind::Float, Device::Cpu));
     let ready = dml_kernels::pairwise(Metric::Euclidean, emb.view(), mem.view())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 
