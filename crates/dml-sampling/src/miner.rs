@@ -45,6 +45,14 @@ pub trait Miner: std::fmt::Debug + Send + Sync {
     /// [`Batch::has_reference`] says).
     fn mine_batch(&self, batch: &Batch<'_, '_>, rng: &mut dyn rand::RngCore) -> Result<Tuples>;
 
+    /// Whether the tuples depend only on how each row's values compare with each other, so that
+    /// any strictly increasing function of the distances (squared instead of plain Euclidean,
+    /// say) mines the same tuples, up to ties that rounding makes or unmakes. Callers may then
+    /// skip the square root. Default `false`.
+    fn order_only(&self) -> bool {
+        false
+    }
+
     /// Mines tuples within the batch: `dist` is `n × n`, indices all address the batch.
     ///
     /// # Errors

@@ -372,3 +372,39 @@ fn the_all_miner_takes_the_losss_form_unless_told() {
         Tuples::Pairs(p) if p.pos_anchor.len() == 4 && p.neg_anchor.len() == 8
     ));
 }
+
+/// A distance matrix of `n × m` values from a grid whose squares are exact in f32 (so squaring
+/// neither merges nor reorders values), with labels for both sides.
+fn grid_matrix() -> impl Strategy<Value = (Vec<u32>, Vec<u32>, Vec<f32>, usize)> {
+    (1usize..12, 1usize..140).prop_flat_map(|(n, m)| {
+        (
+            proptest::collection::vec(0u32..4, n),
+            proptest::collection::vec(0u32..4, m),
+            proptest::collection::vec((0u32..12).prop_map(|v| v as f32 * 0.5), n * m),
+            Just(m),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn order_only_miners_mine_the_same_from_squared_distances((labels, ref_labels, values, m) in grid_matrix()) {
+        let n = labels.len();
+        let d = Array2::from_shape_vec((n, m), values).unwrap();
+        let sq = d.mapv(|x| x * x);
+        let mut checked = 0;
+        for cfg in MinerConfig::defaults() {
+            let miner = cfg.build().unwrap();
+            if !miner.order_only() {
+                continue;
+            }
+            checked += 1;
+            let plain = miner.mine_reference(d.view(), Metric::Euclidean, &labels, &ref_labels, &mut rng()).unwrap();
+            let squared = miner.mine_reference(sq.view(), Metric::SquaredEuclidean, &labels, &ref_labels, &mut rng()).unwrap();
+            prop_assert_eq!(plain, squared, "{:?}", cfg);
+        }
+        prop_assert!(checked > 0, "no miner says it reads only the order");
+    }
+}

@@ -153,8 +153,16 @@ impl CrossBatchMemory {
                 // GEMM would compete with them while they spin down (5 ms against 2.5 ms at
                 // B 128 × M 8,192 × D 128 on 2 cores).
                 let _guard = tch::no_grad_guard();
-                Some(self.with_miner_distances(metric, embeddings, |dist| {
-                    Ok(miner.mine_reference(dist, metric, labels, bank.labels(), rng)?)
+                // A miner that reads only the order of each row mines the same tuples from the
+                // squared distances: no square root over the B × M matrix.
+                let mine_metric = match metric {
+                    dml_kernels::Metric::Euclidean if miner.order_only() => {
+                        dml_kernels::Metric::SquaredEuclidean
+                    }
+                    m => m,
+                };
+                Some(self.with_miner_distances(mine_metric, embeddings, |dist| {
+                    Ok(miner.mine_reference(dist, mine_metric, labels, bank.labels(), rng)?)
                 })?)
             }
             None => None,
@@ -338,5 +346,73 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Triplet + batch-hard against the memory (mined on squared distances, the miner reading
+    /// only their order) picks the triplets a naive arg-max / arg-min over the f64 Euclidean
+    /// distances picks, and gives the loss of those triplets.
+    #[test]
+    fn batch_hard_against_the_memory_picks_the_naive_triplets() {
+        use dml_losses::{LossConfig, LossContext};
+        use dml_sampling::MinerConfig;
+        use rand::SeedableRng;
+        let (b, m, d) = (6usize, 40usize, 5usize);
+        let mut next = 0.61f32;
+        let mut draw = move || {
+            next = (next * 9.17 + 0.271).fract();
+            next * 2.0 - 1.0
+        };
+        let mut memory =
+            CrossBatchMemory::new(MemoryBank::new(m, d).unwrap(), Device::Cpu).unwrap();
+        let mem_rows = ndarray::Array2::from_shape_simple_fn((m, d), &mut draw);
+        let mem_labels: Vec<u32> = (0..m as u32).map(|i| i % 4).collect();
+        memory.enqueue(mem_rows.view(), &mem_labels).unwrap();
+        let batch = ndarray::Array2::from_shape_simple_fn((b, d), &mut draw);
+        let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
+        let x = dml_kernels::tensor::from_array(batch.view()).unwrap();
+
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let cfg: LossConfig = toml::from_str("kind = \"triplet\"\nmargin = 0.5").unwrap();
+        let loss = cfg.build(&vs.root(), LossContext::new(3, d)).unwrap();
+        let miner = toml::from_str::<MinerConfig>("kind = \"batch_hard\"")
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let (got, n) = memory
+            .loss_term(loss.as_ref(), Some(miner.as_ref()), &x, &labels, &mut rng)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, b, "one triplet per anchor");
+
+        let dist = |i: usize, j: usize| -> f64 {
+            batch
+                .row(i)
+                .iter()
+                .zip(mem_rows.row(j))
+                .map(|(&p, &q)| f64::from(p - q).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let mut want = 0.0;
+        let mut nonzero = 0;
+        for a in 0..b {
+            let same = |j: &usize| mem_labels[*j] == labels[a];
+            let p = (0..m)
+                .filter(same)
+                .max_by(|&i, &j| dist(a, i).total_cmp(&dist(a, j)));
+            let n = (0..m)
+                .filter(|j| !same(j))
+                .min_by(|&i, &j| dist(a, i).total_cmp(&dist(a, j)));
+            let v = dist(a, p.unwrap()) - dist(a, n.unwrap()) + 0.5;
+            if v > 0.0 {
+                want += v;
+                nonzero += 1;
+            }
+        }
+        assert!(nonzero > 0);
+        want /= f64::from(nonzero);
+        let got = got.double_value(&[]);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }

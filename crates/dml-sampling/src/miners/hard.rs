@@ -284,6 +284,11 @@ impl BatchHardMiner {
 }
 
 impl Miner for BatchHardMiner {
+    /// Arg-max and arg-min of each row: the order alone decides.
+    fn order_only(&self) -> bool {
+        true
+    }
+
     fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let (labels, ref_labels) = (batch.labels(), batch.ref_labels());
         let mut count: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
