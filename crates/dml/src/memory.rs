@@ -396,8 +396,8 @@ mod tests {
         };
         let mut want = 0.0;
         let mut nonzero = 0;
-        for a in 0..b {
-            let same = |j: &usize| mem_labels[*j] == labels[a];
+        for (a, &label) in labels.iter().enumerate() {
+            let same = |j: &usize| mem_labels[*j] == label;
             let p = (0..m)
                 .filter(same)
                 .max_by(|&i, &j| dist(a, i).total_cmp(&dist(a, j)));
