@@ -291,18 +291,9 @@ impl Miner for BatchHardMiner {
 
     fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let (labels, ref_labels) = (batch.labels(), batch.ref_labels());
-        let mut count: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
-        for &l in ref_labels {
-            *count.entry(l).or_default() += 1;
-        }
         let picks = batch.per_anchor(|a| {
             // Within a batch the anchor's own column is no positive: walk around it.
             let skip = (!batch.has_reference()).then_some(a);
-            let same = count.get(&labels[a]).copied().unwrap_or(0);
-            let (n_pos, n_neg) = (same - usize::from(skip.is_some()), ref_labels.len() - same);
-            if n_pos == 0 || n_neg == 0 {
-                return None;
-            }
             hardest_pair(batch.row(a), ref_labels, labels[a], batch.dis(1.0), skip)
                 .map(|(p, n)| (a as u32, p, n))
         });
