@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dml_benches::data;
 use dml_kernels::Metric;
 use dml_losses::{LossConfig, LossContext};
-use dml_sampling::{MemoryBank, MinerConfig};
+use dml_sampling::MinerConfig;
 use rand::SeedableRng;
 use serde_json::json;
 use tch::{Device, Kind, Tensor, nn};
@@ -33,24 +33,19 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = std::env::args().nth(1).map_or(Ok(300), |s| s.parse())?;
     dml_models::keep_freed_memory();
     let (b, d, k, size) = (128usize, 128usize, 4usize, 8192usize);
-    let labels = data::labels(b / k, k);
-    let mem_labels: Vec<u32> = (0..size).map(|i| (i % 2000) as u32).collect();
-    let all: Vec<u32> = labels.iter().chain(&mem_labels).copied().collect();
-    let x = data::clustered(&all, d, 6);
-    let emb = x.slice(ndarray::s![..b, ..]).to_owned();
-    let mem = x.slice(ndarray::s![b.., ..]).to_owned();
+    let work = data::memory_workload(b, k, d, size);
     let vs = nn::VarStore::new(Device::Cpu);
     let loss: LossConfig = serde_json::from_value(json!({"kind": "triplet", "margin": 0.05}))?;
     let loss = loss.build(&vs.root(), LossContext::new(b / k, d))?;
     let miner: MinerConfig = serde_json::from_value(json!({"kind": "batch_hard"}))?;
     let miner = miner.build()?;
-    let mut bank = MemoryBank::new(size, d)?;
-    for start in (0..size).step_by(b) {
-        bank.enqueue(
-            mem.slice(ndarray::s![start..start + b, ..]),
-            &mem_labels[start..start + b],
-        )?;
-    }
+    let bank = work.bank()?;
+    let data::MemoryWorkload {
+        labels,
+        emb,
+        mem,
+        mem_labels,
+    } = work;
     let mut memory = dml::memory::CrossBatchMemory::new(bank, Device::Cpu)?;
     let to_tensor = |a: &ndarray::Array2<f32>| -> anyhow::Result<Tensor> {
         let slice = a
@@ -97,23 +92,20 @@ fn main() -> anyhow::Result<()> {
             let _ = scratch.f_clamp_min_(0.0)?.f_sqrt_()?;
             mark(6, &mut t);
         }
-        miner.mine_reference(
-            ready.view(),
-            Metric::Euclidean,
-            &labels,
-            &mem_labels,
-            &mut rng,
-        )?;
+        let mut walk = || {
+            miner.mine_reference(
+                ready.view(),
+                Metric::Euclidean,
+                &labels,
+                &mem_labels,
+                &mut rng,
+            )
+        };
+        walk()?;
         mark(7, &mut t);
         std::thread::sleep(Duration::from_millis(3));
         mark(8, &mut t);
-        miner.mine_reference(
-            ready.view(),
-            Metric::Euclidean,
-            &labels,
-            &mem_labels,
-            &mut rng,
-        )?;
+        walk()?;
         mark(8, &mut t);
         if step >= 20 {
             for (sum, dt) in total.iter_mut().zip(t) {

@@ -408,25 +408,17 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                 make: Box::new(move || {
                     // As `dml train` does before its first step.
                     dml_models::keep_freed_memory();
-                    let labels = data::labels(b / k, k);
-                    // Memory labels from 2,000 classes, the batch's among them; one set of class
-                    // centres for both.
-                    let mem_labels: Vec<u32> = (0..size).map(|i| (i % 2000) as u32).collect();
-                    let all: Vec<u32> = labels.iter().chain(&mem_labels).copied().collect();
-                    let x = data::clustered(&all, d, 6);
-                    let emb = x.slice(ndarray::s![..b, ..]).to_owned();
-                    let mem = x.slice(ndarray::s![b.., ..]).to_owned();
+                    let work = data::memory_workload(b, k, d, size);
                     let vs = nn::VarStore::new(Device::Cpu);
                     let loss = build_loss(&dml_loss, &vs.root(), b / k, d)?;
                     let miner = build_miner(&dml_miner)?;
-                    let mut bank = dml_sampling::MemoryBank::new(size, d)?;
-                    for start in (0..size).step_by(b) {
-                        let end = (start + b).min(size);
-                        bank.enqueue(
-                            mem.slice(ndarray::s![start..end, ..]),
-                            &mem_labels[start..end],
-                        )?;
-                    }
+                    let bank = work.bank()?;
+                    let data::MemoryWorkload {
+                        labels,
+                        emb,
+                        mem,
+                        mem_labels,
+                    } = work;
                     let mut memory = dml::memory::CrossBatchMemory::new(bank, Device::Cpu)?;
                     let x = tensor2(&emb)?.set_requires_grad(true);
                     let mut rng = ChaCha8Rng::seed_from_u64(0);

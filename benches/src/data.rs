@@ -82,3 +82,51 @@ mod tests {
         assert_eq!(x, clustered(&l, 8, 7));
     }
 }
+
+/// The inputs of the cross-batch-memory cases: a batch of `b` items (classes of `k`) and a
+/// memory of `size` rows labelled from 2,000 classes, the batch's among them, all drawn around
+/// one set of class centres.
+#[derive(Debug, Clone)]
+pub struct MemoryWorkload {
+    /// The batch's labels.
+    pub labels: Vec<u32>,
+    /// The batch, `b × d`.
+    pub emb: Array2<f32>,
+    /// The memory's rows, `size × d`.
+    pub mem: Array2<f32>,
+    /// The memory's labels (`i mod 2,000`).
+    pub mem_labels: Vec<u32>,
+}
+
+/// [`MemoryWorkload`] for a batch of `b` in classes of `k`, embeddings of `d`, a memory of `size`.
+pub fn memory_workload(b: usize, k: usize, d: usize, size: usize) -> MemoryWorkload {
+    let labels = labels(b / k, k);
+    let mem_labels: Vec<u32> = (0..size).map(|i| (i % 2000) as u32).collect();
+    let all: Vec<u32> = labels.iter().chain(&mem_labels).copied().collect();
+    let x = clustered(&all, d, 6);
+    MemoryWorkload {
+        emb: x.slice(ndarray::s![..b, ..]).to_owned(),
+        mem: x.slice(ndarray::s![b.., ..]).to_owned(),
+        labels,
+        mem_labels,
+    }
+}
+
+impl MemoryWorkload {
+    /// A full memory bank of the workload's rows, enqueued batch by batch as training fills it.
+    ///
+    /// # Errors
+    /// [`dml_sampling::MemoryBank`]'s own (none for a consistent workload).
+    pub fn bank(&self) -> dml_sampling::Result<dml_sampling::MemoryBank> {
+        let (size, b) = (self.mem.nrows(), self.labels.len());
+        let mut bank = dml_sampling::MemoryBank::new(size, self.mem.ncols())?;
+        for start in (0..size).step_by(b) {
+            let end = (start + b).min(size);
+            bank.enqueue(
+                self.mem.slice(ndarray::s![start..end, ..]),
+                &self.mem_labels[start..end],
+            )?;
+        }
+        Ok(bank)
+    }
+}
