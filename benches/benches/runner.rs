@@ -254,7 +254,8 @@ fn compare_case(
     row.reference = Some(reference.what.clone());
     let dir = measure::inputs_dir(&work.join("inputs"), &case.id());
     let inputs = measure::write_inputs(&reference, &dir)?;
-    let request = measure::setup_request(&reference, inputs, case.weight != Weight::Huge);
+    let warm_up = case.weight != Weight::Huge || reference.warm_up;
+    let request = measure::setup_request(&reference, inputs, warm_up);
     let result = (|| -> Result<()> {
         worker.request(&request)?;
         let (round_secs, rounds) = match scale {
@@ -265,6 +266,7 @@ fn compare_case(
             &mut prepared.run,
             worker,
             case.weight,
+            warm_up,
             round_secs,
             rounds,
         )?);

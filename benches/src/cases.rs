@@ -73,6 +73,7 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
                 let a = data::gaussian(n, d, 1);
                 let b = data::gaussian(m, d, 2);
                 let reference = Reference {
+                    warm_up: false,
                     op: "pairwise",
                     params: json!({}),
                     inputs: vec![("a", f32_input(&a)), ("b", f32_input(&b))],
@@ -106,6 +107,7 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
             let query = data::gaussian(q, d, 3);
             let reference = data::gaussian(r, d, 4);
             let refspec = Reference {
+                warm_up: false,
                 op: "knn",
                 params: json!({ "k": k }),
                 inputs: vec![
@@ -244,6 +246,7 @@ fn mining(scale: Scale, out: &mut Vec<Case>) {
                     let miner = build_miner(&dml)?;
                     let mut rng = ChaCha8Rng::seed_from_u64(0);
                     let reference = Reference {
+                        warm_up: false,
                         op: "miner",
                         params: json!({ "miner": pml }),
                         inputs: vec![
@@ -423,6 +426,7 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                     let x = tensor2(&emb)?.set_requires_grad(true);
                     let mut rng = ChaCha8Rng::seed_from_u64(0);
                     let reference = Reference {
+                        warm_up: false,
                         op: "xbm",
                         params: json!({ "loss": pml_loss, "miner": dml_miner, "memory_size": size }),
                         inputs: vec![
@@ -506,6 +510,7 @@ fn losses(scale: Scale, out: &mut Vec<Case>) {
                 let x = tensor2(&emb)?.set_requires_grad(true);
                 let mut rng = ChaCha8Rng::seed_from_u64(0);
                 let reference = Reference {
+                    warm_up: false,
                     op: "loss",
                     params: json!({ "loss": pml, "miner": pml_miner }),
                     inputs: vec![
@@ -587,6 +592,7 @@ fn proxy_losses(scale: Scale, out: &mut Vec<Case>) {
                     anyhow::ensure!(!params.is_empty(), "{name} has no class vectors");
                     let x = tensor2(&emb)?.set_requires_grad(true);
                     let reference = Reference {
+                        warm_up: false,
                         op: "loss",
                         params: json!({
                             "loss": {"kind": name, "num_classes": c, "embedding_size": d},
@@ -671,6 +677,7 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
                 .f_to_kind(Kind::Float)?;
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let reference = Reference {
+                warm_up: false,
                 op: "train",
                 params: json!({
                     "arch": arch,
@@ -735,6 +742,7 @@ fn train_jpeg(scale: Scale, out: &mut Vec<Case>) {
             let runs = tempfile::tempdir()?;
             let config = crate::jpeg::config(data.path(), crop, p, k, steps)?;
             let reference = Reference {
+                warm_up: true,
                 op: "train_jpeg",
                 params: json!({
                     "root": data.path().display().to_string(),
@@ -846,6 +854,7 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
                 ..Default::default()
             };
             let reference = Some(Reference {
+                warm_up: false,
                 op: "eval",
                 params: json!({}),
                 inputs: vec![("embeddings", f32_input(&emb)), ("labels", labels_input(&labels))],
@@ -928,6 +937,7 @@ fn kmeans_case(n: usize, d: usize, k: usize, weight: Weight, out: &mut Vec<Case>
             let labels = data::labels(k, n / k);
             let emb = data::clustered(&labels, d, 9);
             let reference = Reference {
+                warm_up: false,
                 op: "kmeans",
                 params: json!({ "k": k }),
                 inputs: vec![("embeddings", f32_input(&emb))],

@@ -187,6 +187,10 @@ pub struct Reference {
     pub inputs: Vec<(&'static str, Input)>,
     /// What the reference runs, for the report (e.g. `faiss IndexFlatL2`).
     pub what: String,
+    /// Whether both sides run once, untimed, before a [`Weight::Huge`] comparison (lighter
+    /// cases always do). For runs whose first time pays for what the later ones reuse: a
+    /// `DataLoader`'s worker processes, LibTorch's first allocations and kernel choices.
+    pub warm_up: bool,
 }
 
 /// One input array for the reference side.

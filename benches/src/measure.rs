@@ -196,16 +196,21 @@ pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 /// One warm-up run each (the worker's set-up already ran it once), then rounds of `reps` runs
 /// per side, calibrated so a round takes about `round_secs` a side; the side that goes first
 /// swaps every round, so a drift of the machine's speed does not favour one side, and each
-/// side's batch starts after a [`SETTLE`] pause.
+/// side's batch starts after a [`SETTLE`] pause. A [`Weight::Huge`] case gets three single-run
+/// rounds, after one untimed dml run when `warm_up` (the worker's set-up then ran its own).
 pub fn compare(
     run: &mut RunFn,
     worker: &mut Worker,
     weight: Weight,
+    warm_up: bool,
     round_secs: f64,
     max_rounds: usize,
 ) -> Result<Comparison> {
     if weight == Weight::Huge {
         // Runs of tens of seconds: no calibration run, three single-run rounds.
+        if warm_up {
+            time_dml(run, 1)?;
+        }
         let mut out = Comparison {
             dml: Vec::new(),
             reference: Vec::new(),

@@ -51,24 +51,25 @@ impl std::str::FromStr for DeviceChoice {
 /// `mmap` and returns it with `munmap`, and trims the top of its heap past 128 kB of free
 /// space. A training step allocates and frees the same megabytes of activations and gradients
 /// every time, so every step faults them back in page by page, zero-filled by the kernel: a fifth
-/// of a ConvNet step on MNIST (B 128) in `perf`. This raises the mmap threshold to glibc's
-/// maximum (32 MiB: larger blocks still come from `mmap`) and the trim threshold to 1 GiB, so
-/// the freed blocks stay in the heap for the next step; the process's resident size then stays
-/// at its peak instead of falling between steps. Measured: 1.2–1.3× the speed of the MNIST
-/// ConvNet step (docs/benchmarks.md).
+/// of a ConvNet step on MNIST (B 128) in `perf`. This turns `mmap` off for the main heap (blocks
+/// of every size then come from the heap, so the 64 MiB activations of a ResNet-18 stem at B 64
+/// and 128 px are reused too; other threads' arenas still `mmap` what does not fit their heaps)
+/// and raises the trim threshold to 1 GiB, so the freed blocks stay in the heap for the next
+/// step; the process's resident size then stays at its peak instead of falling between steps.
+/// Measured: 1.2–1.3× the speed of the MNIST ConvNet step, and about 2 % of a ResNet-18 step on
+/// 128 px JPEGs, where a run of ten steps then takes 7,000 page faults instead of 276,000
+/// (docs/benchmarks.md).
 ///
 /// Returns whether the allocator took the settings (always `false` outside glibc, where it does
 /// nothing).
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit targets; mallopt refuses more.
-        const MMAP_THRESHOLD: libc::c_int = 32 << 20;
         const TRIM_THRESHOLD: libc::c_int = 1 << 30;
-        // SAFETY: mallopt only changes two of the allocator's thresholds; glibc takes its own
+        // SAFETY: mallopt only changes two of the allocator's settings; glibc takes its own
         // lock, so calling it while other threads allocate is allowed.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
         }
     }

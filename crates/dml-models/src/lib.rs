@@ -50,6 +50,7 @@ mod config;
 mod device;
 mod error;
 mod net;
+mod resnet;
 mod safetensors_io;
 
 pub use crate::{

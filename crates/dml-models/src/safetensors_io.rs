@@ -14,14 +14,17 @@ use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
 
-/// A tensor's bytes as safetensors stores them.
-struct Bytes {
+/// A tensor as safetensors stores it: its dtype, shape and a contiguous CPU copy (or alias) whose
+/// memory is written to the file as it is, without a copy into a byte buffer first.
+struct TensorBytes {
     dtype: Dtype,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    /// Contiguous, on the CPU; `nbytes` long.
+    tensor: Tensor,
+    nbytes: usize,
 }
 
-impl safetensors::View for &Bytes {
+impl safetensors::View for &TensorBytes {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -29,10 +32,19 @@ impl safetensors::View for &Bytes {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
+        if self.nbytes == 0 {
+            return Cow::Borrowed(&[]);
+        }
+        // SAFETY: `tensor` is a defined, contiguous CPU tensor of `nbytes` bytes (checked in
+        // `tensor_bytes`), so its data pointer addresses `nbytes` initialised bytes, which stay
+        // alive and unchanged while `self` (which owns a reference to the storage) is borrowed:
+        // nothing else runs on the tensor while a file is being written.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, self.nbytes) };
+        Cow::Borrowed(bytes)
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.nbytes
     }
 }
 
@@ -50,12 +62,12 @@ const KINDS: [(Kind, Dtype); 10] = [
     (Kind::Bool, Dtype::BOOL),
 ];
 
-fn to_bytes(name: &str, t: &Tensor) -> Result<Bytes> {
-    let t = t
+fn tensor_bytes(name: &str, t: &Tensor) -> Result<TensorBytes> {
+    let tensor = t
         .f_detach()?
         .f_to_device(tch::Device::Cpu)?
         .f_contiguous()?;
-    let kind = t.f_kind()?;
+    let kind = tensor.f_kind()?;
     let dtype = KINDS
         .iter()
         .find(|(k, _)| *k == kind)
@@ -64,15 +76,20 @@ fn to_bytes(name: &str, t: &Tensor) -> Result<Bytes> {
             name: name.to_owned(),
             kind: format!("{kind:?}"),
         })?;
-    let numel = t.numel();
-    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-    t.f_copy_data_u8(&mut data, numel)?;
-    let shape = t.size().iter().map(|&d| d as usize).collect();
-    Ok(Bytes { dtype, shape, data })
+    debug_assert!(tensor.defined() && tensor.is_contiguous());
+    let nbytes = tensor.numel() * kind.elt_size_in_bytes();
+    let shape = tensor.size().iter().map(|&d| d as usize).collect();
+    Ok(TensorBytes {
+        dtype,
+        shape,
+        tensor,
+        nbytes,
+    })
 }
 
-/// Writes `tensors` (copied to the CPU) and `metadata` to `path` as one safetensors file,
-/// atomically.
+/// Writes `tensors` and `metadata` to `path` as one safetensors file, atomically. CPU tensors
+/// that are already contiguous are written from their own memory, streamed to the file; others
+/// are first copied to a contiguous CPU tensor.
 ///
 /// # Errors
 /// [`Error::TensorKind`] for a kind safetensors cannot hold (complex numbers, say);
@@ -82,9 +99,9 @@ pub fn write_tensors(
     tensors: &BTreeMap<String, Tensor>,
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<(&str, Bytes)> = tensors
+    let views: Vec<(&str, TensorBytes)> = tensors
         .iter()
-        .map(|(name, t)| Ok((name.as_str(), to_bytes(name, t)?)))
+        .map(|(name, t)| Ok((name.as_str(), tensor_bytes(name, t)?)))
         .collect::<Result<_>>()?;
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
     let io = |source| Error::Io {
@@ -92,9 +109,15 @@ pub fn write_tensors(
         path: path.to_owned(),
         source,
     };
-    let file = safetensors::serialize(bytes.iter().map(|(k, v)| (*k, v)), &metadata)
-        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    crate::write_atomic(path, |tmp| std::fs::write(tmp, &file)).map_err(io)
+    crate::write_atomic(path, |tmp| {
+        safetensors::serialize_to_file(views.iter().map(|(k, v)| (*k, v)), &metadata, tmp).map_err(
+            |e| match e {
+                safetensors::SafeTensorError::IoError(e) => e,
+                e => std::io::Error::other(e.to_string()),
+            },
+        )
+    })
+    .map_err(io)
 }
 
 /// Reads every tensor (on the CPU) and the metadata of the safetensors file at `path`.

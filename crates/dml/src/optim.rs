@@ -171,24 +171,28 @@ impl Optimizer {
                     let _ = p.var.f_sub_(&update.f_mul_scalar(lr)?)?;
                 }
                 OptimizerKind::Adam | OptimizerKind::Adamw => {
+                    // PyTorch's single-tensor Adam, its moments updated in place; temporaries
+                    // the size of the variable for the second moment's increment, the
+                    // denominator and the update.
                     let (b1, b2) = s.betas;
-                    let mut g = grad.f_detach_copy()?;
-                    if s.weight_decay != 0.0 {
-                        if s.kind == OptimizerKind::Adam {
-                            g = g.f_add(&p.var.f_mul_scalar(s.weight_decay)?)?;
-                        } else {
+                    let g = if s.weight_decay != 0.0 && s.kind == OptimizerKind::Adam {
+                        grad.f_add(&p.var.f_mul_scalar(s.weight_decay)?)?
+                    } else {
+                        if s.weight_decay != 0.0 {
                             let _ = p.var.f_mul_scalar_(1.0 - lr * s.weight_decay)?;
                         }
-                    }
-                    let _ = p.m.f_mul_scalar_(b1)?.f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+                        grad
+                    };
+                    let _ = p.m.f_lerp_(&g, 1.0 - b1)?;
                     let _ =
                         p.v.f_mul_scalar_(b2)?
-                            .f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
-                    let bc1 = 1.0 - b1.powi(t);
-                    let bc2 = 1.0 - b2.powi(t);
-                    let denom = p.v.f_div_scalar(bc2)?.f_sqrt()?.f_add_scalar(s.eps)?;
-                    let update = p.m.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
-                    let _ = p.var.f_sub_(&update)?;
+                            .f_addcmul_(&g, &g.f_mul_scalar(1.0 - b2)?)?;
+                    let step_size = lr / (1.0 - b1.powi(t));
+                    let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+                    let mut denom = p.v.f_sqrt()?;
+                    let _ = denom.f_div_scalar_(bc2_sqrt)?.f_add_scalar_(s.eps)?;
+                    let mut update = p.m.f_div(&denom)?;
+                    let _ = p.var.f_sub_(&update.f_mul_scalar_(step_size)?)?;
                 }
             }
         }

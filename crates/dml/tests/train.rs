@@ -684,11 +684,13 @@ fn skip_batch_counts_skipped_batches_and_never_saves_non_finite_weights() {
         .fit()
         .unwrap_err()
         .to_string();
-    // Epoch 2's first step made the proxies infinite (Adam at 1e31 on vectors the loss
-    // normalises); its second step is skipped, and the checkpoint after it is refused by name.
+    // Epoch 2's first step moves every weight by about 1e30 (finite); the second step's forward
+    // pass overflows, which leaves batch norm's running statistics infinite, and the step is
+    // skipped. The checkpoint after it is refused, naming the first non-finite variable in
+    // name order (`loss.proxies`, which sorts first, is finite).
     assert!(
         err.starts_with(
-            "training stopped at the checkpoint after epoch 2 (not written): the weights of `loss.proxies` are not finite"
+            "training stopped at the checkpoint after epoch 2 (not written): the weights of `model.backbone.0.bn.running_var` are not finite"
         ),
         "{err}"
     );

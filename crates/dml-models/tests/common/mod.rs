@@ -107,3 +107,13 @@ pub fn one_step(
     let after = loss(&net, &xs, &t, true)?.double_value(&[]);
     Ok((before_value, after))
 }
+
+/// `a` within `rel` of `b`'s largest magnitude (at least 1e-3) everywhere.
+pub fn assert_close_to(name: &str, a: &Tensor, b: &Tensor, rel: f64) {
+    let scale = b.abs().max().double_value(&[]).max(1e-3);
+    let diff = (a - b).abs().max().double_value(&[]);
+    assert!(
+        diff <= rel * scale,
+        "{name}: max |diff| {diff} (scale {scale})"
+    );
+}

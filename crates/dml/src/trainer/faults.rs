@@ -119,18 +119,15 @@ pub(super) fn mean_distance(x: ArrayView2<'_, f32>) -> f64 {
 }
 
 impl Trainer {
-    /// The name of the first trainable variable whose gradient (or, with `grad = false`, whose
-    /// value) holds a non-finite entry.
+    /// The name of the first variable (in name order) whose gradient (or, with
+    /// `grad = false`, whose value) holds a non-finite entry.
     pub(super) fn first_non_finite(&self, grad: bool) -> Result<String> {
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, v) in vars {
-            let t = if grad { v.grad() } else { v };
-            if t.defined() && !t.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0 {
-                return Ok(name);
-            }
-        }
-        Ok("?".to_owned())
+        let vars = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(name, v)| (name, if grad { v.grad() } else { v }));
+        first_non_finite(vars)
     }
 
     pub(super) fn non_finite_hint(&self) -> &'static str {
@@ -186,6 +183,19 @@ impl Trainer {
             }
         }
     }
+}
+
+/// The first name, in name order, whose tensor is defined and holds a NaN or an infinity; `?`
+/// when none does.
+fn first_non_finite(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<String> {
+    let mut tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in tensors {
+        if t.defined() && t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Ok(name);
+        }
+    }
+    Ok("?".to_owned())
 }
 
 #[cfg(test)]
@@ -244,6 +254,23 @@ mod tests {
         assert!(w.contains("against 1.0000 after epoch 1"), "{w}");
         // An epoch that was not evaluated says nothing.
         assert_eq!(collapse_warning(&history, &record(3, None)), None);
+    }
+
+    #[test]
+    fn the_first_non_finite_tensor_is_named() {
+        let t = |v: &[f32]| Tensor::from_slice(v);
+        let named = |pairs: Vec<(&str, Tensor)>| {
+            first_non_finite(pairs.into_iter().map(|(n, t)| (n.to_owned(), t))).unwrap()
+        };
+        // Name order, not the order given; finite and undefined tensors are passed over.
+        let found = named(vec![
+            ("c", t(&[f32::NAN])),
+            ("a", t(&[1.0, 2.0])),
+            ("b", t(&[0.0, f32::NEG_INFINITY])),
+            ("0", Tensor::new()),
+        ]);
+        assert_eq!(found, "b");
+        assert_eq!(named(vec![("a", t(&[1.0])), ("b", t(&[-3.0, 0.0]))]), "?");
     }
 
     #[test]

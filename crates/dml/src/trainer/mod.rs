@@ -529,8 +529,9 @@ impl Trainer {
                 .f_amax([] as [i64; 0], false)?
                 .f_double_value(&[])?;
             if !largest.is_finite() {
+                let name = self.first_non_finite(true)?;
                 self.optim.zero_grad();
-                return Ok(Err(NonFinite::Gradient(self.first_non_finite(true)?)));
+                return Ok(Err(NonFinite::Gradient(name)));
             }
         }
         self.optim.step(lr_factor)?;
