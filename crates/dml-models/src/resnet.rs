@@ -18,7 +18,8 @@ use tch::nn;
 
 use crate::Result;
 
-/// A convolution without bias followed by batch norm.
+/// A convolution without bias (`k × k`, stride `s`, padding `k / 2`, channels `c.0 → c.1`)
+/// followed by batch norm; the convolution is created first, as in tch's module.
 #[derive(Debug)]
 struct ConvBn {
     conv: nn::Conv2D,
@@ -26,7 +27,7 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(p: &nn::Path, bn_name: &str, conv_name: &str, c: (i64, i64), k: i64, s: i64) -> Self {
+    fn new(p: &nn::Path, conv_name: &str, bn_name: &str, c: (i64, i64), k: i64, s: i64) -> Self {
         let cfg = nn::ConvConfig {
             stride: s,
             padding: k / 2,
@@ -56,8 +57,8 @@ struct Block {
 impl Block {
     fn basic(p: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         let chain = vec![
-            ConvBn::new(p, "bn1", "conv1", (c_in, c_out), 3, stride),
-            ConvBn::new(p, "bn2", "conv2", (c_out, c_out), 3, 1),
+            ConvBn::new(p, "conv1", "bn1", (c_in, c_out), 3, stride),
+            ConvBn::new(p, "conv2", "bn2", (c_out, c_out), 3, 1),
         ];
         let downsample = Block::shortcut(p, c_in, c_out, stride);
         Block { chain, downsample }
@@ -66,9 +67,9 @@ impl Block {
     fn bottleneck(p: &nn::Path, c_in: i64, c_mid: i64, stride: i64) -> Self {
         let c_out = 4 * c_mid;
         let chain = vec![
-            ConvBn::new(p, "bn1", "conv1", (c_in, c_mid), 1, 1),
-            ConvBn::new(p, "bn2", "conv2", (c_mid, c_mid), 3, stride),
-            ConvBn::new(p, "bn3", "conv3", (c_mid, c_out), 1, 1),
+            ConvBn::new(p, "conv1", "bn1", (c_in, c_mid), 1, 1),
+            ConvBn::new(p, "conv2", "bn2", (c_mid, c_mid), 3, stride),
+            ConvBn::new(p, "conv3", "bn3", (c_mid, c_out), 1, 1),
         ];
         let downsample = Block::shortcut(p, c_in, c_out, stride);
         Block { chain, downsample }
@@ -76,7 +77,7 @@ impl Block {
 
     fn shortcut(p: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> Option<ConvBn> {
         (stride != 1 || c_in != c_out)
-            .then(|| ConvBn::new(&(p / "downsample"), "1", "0", (c_in, c_out), 1, stride))
+            .then(|| ConvBn::new(&(p / "downsample"), "0", "1", (c_in, c_out), 1, stride))
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -115,7 +116,7 @@ impl ResNet {
     }
 
     fn new(p: &nn::Path, counts: [usize; 4], bottleneck: bool) -> Self {
-        let stem = ConvBn::new(p, "bn1", "conv1", (3, 64), 7, 2);
+        let stem = ConvBn::new(p, "conv1", "bn1", (3, 64), 7, 2);
         let mut blocks = Vec::new();
         let mut c_in = 64;
         for (stage, (&count, c_mid)) in counts.iter().zip([64, 128, 256, 512]).enumerate() {
