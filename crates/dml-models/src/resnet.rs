@@ -2,16 +2,17 @@
 //! Recognition", 2015; the v1.5 bottleneck with its stride on the 3 × 3 convolution, as
 //! torchvision has it), without their classifier.
 //!
-//! The variables, their names (`conv1`, `bn1`, `layer1.0.conv1`, …, `layer4.1.downsample.0`,
-//! torchvision's names) and their initialisation are those of tch's `vision::resnet`, created in
-//! the same order, so a seed gives the same weights as before this module existed and
-//! torchvision-named weight files load as they are. The forward pass computes the same values
-//! and gradients as tch's module, with less memory traffic, as torchvision's own module does:
-//! ReLU and the residual sum are applied in place (batch norm's backward needs its input, not
-//! its output, and ReLU's backward needs only its output), and the stem max-pools before its
-//! ReLU, which gives the same values and gradients (ReLU is monotone, so it keeps the window's
-//! maximum and its position) with ReLU on a quarter of the elements. On the CPU that saves a
-//! few of the largest activations of every step (the stem's is 64 MiB at B = 64 and 128 px).
+//! The variables and their names (`conv1`, `bn1`, `layer1.0.conv1`, …, `layer4.1.downsample.0`)
+//! are torchvision's, so torchvision-named weight files load as they are, and so is the
+//! initialisation: convolutions Kaiming-normal over their fan-out (`std = √(2 / fan_out)`),
+//! batch-norm scales 1 and shifts 0. (tch's `vision::resnet`, which dml used before, draws
+//! batch-norm scales from U(0, 1) and convolutions Kaiming-uniform over their fan-in.) The
+//! forward pass is torchvision's too: ReLU and the residual sum are applied in place (batch
+//! norm's backward needs its input, not its output, and ReLU's backward needs only its output),
+//! and the stem max-pools before its ReLU, which gives the same values and gradients (ReLU is
+//! monotone, so it keeps the window's maximum and its position) with ReLU on a quarter of the
+//! elements. On the CPU that saves a few of the largest activations of every step (the stem's
+//! is 64 MiB at B = 64 and 128 px).
 
 use tch::Tensor;
 use tch::nn;
@@ -19,7 +20,7 @@ use tch::nn;
 use crate::Result;
 
 /// A convolution without bias (`k × k`, stride `s`, padding `k / 2`, channels `c.0 → c.1`)
-/// followed by batch norm; the convolution is created first, as in tch's module.
+/// followed by batch norm, initialised as torchvision's ResNets are.
 #[derive(Debug)]
 struct ConvBn {
     conv: nn::Conv2D,
@@ -32,10 +33,19 @@ impl ConvBn {
             stride: s,
             padding: k / 2,
             bias: false,
+            ws_init: nn::Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Normal,
+                fan: nn::init::FanInOut::FanOut,
+                non_linearity: nn::init::NonLinearity::ReLU,
+            },
             ..Default::default()
         };
         let conv = nn::conv2d(p / conv_name, c.0, c.1, k, cfg);
-        let bn = nn::batch_norm2d(p / bn_name, c.1, Default::default());
+        let bn_cfg = nn::BatchNormConfig {
+            ws_init: nn::Init::Const(1.0),
+            ..Default::default()
+        };
+        let bn = nn::batch_norm2d(p / bn_name, c.1, bn_cfg);
         ConvBn { conv, bn }
     }
 
