@@ -422,6 +422,15 @@ fn tensors_and_metadata_round_trip_and_bad_files_are_named() -> anyhow::Result<(
     }
     tensors.insert("u8".to_owned(), base.abs().to_kind(Kind::Uint8));
     tensors.insert("scalar".to_owned(), Tensor::from(2.5f32));
+    // Written from the tensor's own memory when it is contiguous: a view into the middle of a
+    // storage, a transposed (non-contiguous) view and an empty tensor must come back as values.
+    let f = base.to_kind(Kind::Float);
+    tensors.insert("rows_1_2".to_owned(), f.narrow(0, 1, 2));
+    tensors.insert("transposed".to_owned(), f.tr());
+    tensors.insert(
+        "empty".to_owned(),
+        Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
+    );
     let metadata = std::collections::HashMap::from([("k".to_owned(), "v ü".to_owned())]);
     dml_models::write_tensors(&path, &tensors, &metadata)?;
     let (back, meta) = dml_models::read_tensors(&path)?;
