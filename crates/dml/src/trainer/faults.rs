@@ -120,8 +120,8 @@ pub(super) fn mean_distance(x: ArrayView2<'_, f32>) -> f64 {
 
 impl Trainer {
     /// The name of the first variable (in name order) whose gradient (or, with
-    /// `grad = false`, whose value) holds a non-finite entry.
-    pub(super) fn first_non_finite(&self, grad: bool) -> Result<String> {
+    /// `grad = false`, whose value) holds a non-finite entry; `None` when all are finite.
+    pub(super) fn first_non_finite(&self, grad: bool) -> Result<Option<String>> {
         let vars = self
             .vs
             .variables()
@@ -148,20 +148,9 @@ impl Trainer {
     /// Refuses to write weights that are not finite, so a run that goes wrong between two
     /// checkpoints leaves the last good one on disk.
     pub(super) fn check_weights_finite(&self, epoch: u64) -> Result<()> {
-        let any_bad = self
-            .vs
-            .variables()
-            .values()
-            .map(|v| {
-                v.f_isfinite()
-                    .and_then(|f| f.f_all())
-                    .and_then(|a| a.f_int64_value(&[]))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?
-            .contains(&0);
-        if any_bad {
+        if let Some(name) = self.first_non_finite(false)? {
             return Err(Error::NonFinite {
-                what: format!("the weights of `{}` are", self.first_non_finite(false)?),
+                what: format!("the weights of `{name}` are"),
                 at: format!("the checkpoint after epoch {epoch} (not written)"),
                 hint: self.non_finite_hint(),
             });
@@ -185,17 +174,16 @@ impl Trainer {
     }
 }
 
-/// The first name, in name order, whose tensor is defined and holds a NaN or an infinity; `?`
-/// when none does.
-fn first_non_finite(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<String> {
+/// The first name, in name order, whose tensor is defined and holds a NaN or an infinity.
+fn first_non_finite(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<Option<String>> {
     let mut tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, t) in tensors {
         if t.defined() && t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-            return Ok(name);
+            return Ok(Some(name));
         }
     }
-    Ok("?".to_owned())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -269,8 +257,8 @@ mod tests {
             ("b", t(&[0.0, f32::NEG_INFINITY])),
             ("0", Tensor::new()),
         ]);
-        assert_eq!(found, "b");
-        assert_eq!(named(vec![("a", t(&[1.0])), ("b", t(&[-3.0, 0.0]))]), "?");
+        assert_eq!(found.as_deref(), Some("b"));
+        assert_eq!(named(vec![("a", t(&[1.0])), ("b", t(&[-3.0, 0.0]))]), None);
     }
 
     #[test]

@@ -529,7 +529,10 @@ impl Trainer {
                 .f_amax([] as [i64; 0], false)?
                 .f_double_value(&[])?;
             if !largest.is_finite() {
-                let name = self.first_non_finite(true)?;
+                // The largest |g| was not finite, so some gradient holds the NaN or infinity.
+                let name = self
+                    .first_non_finite(true)?
+                    .unwrap_or_else(|| "?".to_owned());
                 self.optim.zero_grad();
                 return Ok(Err(NonFinite::Gradient(name)));
             }
