@@ -47,12 +47,7 @@ fn main() -> anyhow::Result<()> {
         mem_labels,
     } = work;
     let mut memory = dml::memory::CrossBatchMemory::new(bank, Device::Cpu)?;
-    let to_tensor = |a: &ndarray::Array2<f32>| -> anyhow::Result<Tensor> {
-        let slice = a
-            .as_slice()
-            .ok_or_else(|| anyhow::anyhow!("standard layout"))?;
-        Ok(Tensor::f_from_slice(slice)?.f_view([a.nrows() as i64, a.ncols() as i64])?)
-    };
+    let to_tensor = |a: &ndarray::Array2<f32>| dml_kernels::tensor::from_array(a.view());
     let xt = to_tensor(&emb)?.set_requires_grad(true);
     let ones = |n: usize| Tensor::ones([n as i64, 2], (Kind::Float, Device::Cpu));
     let aug = Tensor::cat(&[to_tensor(&mem)?, ones(size)], 1);
