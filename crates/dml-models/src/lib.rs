@@ -9,13 +9,18 @@
 //! |---|---|---|
 //! | `mlp` | [`MlpConfig`]: flatten, hidden layers, head | vectors, tiny images |
 //! | `conv_net` | [`ConvNetConfig`]: conv-BN-ReLU-pool blocks, global pool, head | 8×8 digits, 28×28 MNIST |
-//! | `resnet18`, `resnet50` | [`ResNetConfig`]: torchvision-layout ResNet, head | CUB, Cars196, SOP |
+//! | `resnet18`, `resnet50` | [`BackboneConfig`]: torchvision-layout ResNet, head | CUB, Cars196, SOP |
+//! | `mobilenet_v2` | [`BackboneConfig`]: torchvision's MobileNetV2, head | fine-tuning ImageNet weights on the CPU |
+//! | `efficientnet_lite0` | [`EfficientNetConfig`]: EfficientNet-Lite0, head | the same |
+//! | `torchscript` | [`TorchScriptConfig`]: any PyTorch network saved as TorchScript, head | ViT, DINOv2, ConvNeXt, timm models |
 //!
 //! Variables are scoped `backbone.*` and `head.*`, so checkpoints have stable keys.
 //! [`save_safetensors`] writes a whole var store atomically, [`load_safetensors`] reads it back
-//! strictly, and [`EmbeddingNet::load_backbone`] loads pre-trained backbone weights (ImageNet
-//! ResNets converted from torchvision, see `docs/models.md`), naming every missing or wrongly
-//! shaped tensor when they do not fit. Underneath, [`write_tensors`] and [`read_tensors`] are the
+//! strictly, and [`EmbeddingNet::load_pretrained`] loads the ImageNet weights a config names
+//! (`pretrained = "mobilenet-v2"`, fetched and converted by `cargo xtask weights`; or a file,
+//! such as a torchvision ResNet converted as `docs/models.md` shows), naming every missing or
+//! wrongly shaped tensor when they do not fit. [`EmbeddingNet::features`] gives the backbone's
+//! pooled features, the frozen-backbone baseline of a pretrained network. Underneath, [`write_tensors`] and [`read_tensors`] are the
 //! workspace's one safetensors writer and reader (named tensors and string metadata; the
 //! facade's training checkpoints use them too) and [`write_atomic`] its one atomic file writer.
 //! [`DeviceChoice`] is the one place that decides between CPU and CUDA.
@@ -48,16 +53,25 @@
 mod checkpoint;
 mod config;
 mod device;
+mod efficientnet;
 mod error;
+mod layers;
+mod mobilenet;
 mod net;
+mod pretrained;
 mod resnet;
 mod safetensors_io;
+mod torchscript;
 
 pub use crate::{
     checkpoint::{LoadReport, load_into_scope, load_safetensors, save_safetensors, write_atomic},
-    config::{ConvNetConfig, InputShape, MlpConfig, ModelConfig, RESNET_MIN_SIDE, ResNetConfig},
+    config::{
+        BackboneConfig, ConvNetConfig, EfficientNetConfig, InputShape, MlpConfig, ModelConfig,
+        RESNET_MIN_SIDE, TorchScriptConfig,
+    },
     device::{DeviceChoice, keep_freed_memory},
     error::{Error, Result, ShapeMismatch},
     net::EmbeddingNet,
+    pretrained::{NAMED_WEIGHTS, WEIGHTS_DIR_ENV, resolve_pretrained},
     safetensors_io::{read_tensors, write_tensors},
 };

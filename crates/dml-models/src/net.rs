@@ -7,7 +7,11 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{LoadReport, load_into_scope};
 use crate::config::{ModelConfig, RESNET_MIN_SIDE};
+use crate::efficientnet::{EFFICIENTNET_LITE0_FEATURES, EfficientNetLite0};
+use crate::mobilenet::{MOBILENET_V2_FEATURES, MobileNetV2};
+use crate::pretrained::resolve_pretrained;
 use crate::resnet::ResNet;
+use crate::torchscript::TorchScriptBackbone;
 use crate::{Error, InputShape, Result};
 
 /// The backbone's layers.
@@ -21,6 +25,9 @@ enum Backbone {
         blocks: Vec<(nn::Conv2D, Option<nn::BatchNorm>)>,
     },
     ResNet(Box<ResNet>),
+    MobileNetV2(Box<MobileNetV2>),
+    EfficientNetLite0(Box<EfficientNetLite0>),
+    TorchScript(Box<TorchScriptBackbone>),
 }
 
 /// An embedding network: `backbone → linear head → (L2 normalisation)`, built from a
@@ -54,6 +61,32 @@ impl EmbeddingNet {
     /// [`Error::EmbeddingDim`], [`Error::LayerWidth`], [`Error::NoBlocks`], [`Error::Dropout`],
     /// [`Error::InputShape`], [`Error::InputTooSmall`], [`Error::InputChannels`].
     pub fn new(p: &nn::Path, config: &ModelConfig, input: InputShape) -> Result<Self> {
+        EmbeddingNet::build(p, config, input, None)
+    }
+
+    /// [`EmbeddingNet::new`] for a `torchscript` config, with the module taken from `bytes` (a
+    /// checkpoint's copy, [`EmbeddingNet::torchscript_bytes`]) instead of the config's file, so
+    /// its buffers are the checkpoint's; `origin` names the bytes in messages. Other kinds
+    /// ignore `bytes`.
+    ///
+    /// # Errors
+    /// As [`EmbeddingNet::new`].
+    pub fn with_torchscript_bytes(
+        p: &nn::Path,
+        config: &ModelConfig,
+        input: InputShape,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<Self> {
+        EmbeddingNet::build(p, config, input, Some((bytes, origin)))
+    }
+
+    fn build(
+        p: &nn::Path,
+        config: &ModelConfig,
+        input: InputShape,
+        torchscript: Option<(&[u8], &str)>,
+    ) -> Result<Self> {
         config.validate(input)?;
         let bp = p / "backbone";
         let backbone_scope = bp.components().collect::<Vec<_>>().join(".");
@@ -108,6 +141,27 @@ impl EmbeddingNet {
             }
             ModelConfig::Resnet18(_) => (Backbone::ResNet(Box::new(ResNet::resnet18(&bp))), 512),
             ModelConfig::Resnet50(_) => (Backbone::ResNet(Box::new(ResNet::resnet50(&bp))), 2048),
+            ModelConfig::MobilenetV2(_) => (
+                Backbone::MobileNetV2(Box::new(MobileNetV2::new(&bp))),
+                MOBILENET_V2_FEATURES,
+            ),
+            ModelConfig::EfficientnetLite0(c) => (
+                Backbone::EfficientNetLite0(Box::new(EfficientNetLite0::new(
+                    &bp,
+                    c.drop_connect_rate,
+                ))),
+                EFFICIENTNET_LITE0_FEATURES,
+            ),
+            ModelConfig::Torchscript(c) => {
+                let module = match torchscript {
+                    Some((bytes, origin)) => {
+                        TorchScriptBackbone::from_bytes(&bp, bytes, origin, input)?
+                    }
+                    None => TorchScriptBackbone::load(&bp, &c.path, input)?,
+                };
+                let features = module.features();
+                (Backbone::TorchScript(Box::new(module)), features)
+            }
         };
         let head = nn::linear(
             p / "head",
@@ -141,7 +195,9 @@ impl EmbeddingNet {
     }
 
     /// The size of the backbone's output (the head's input): 512 for ResNet-18, 2048 for
-    /// ResNet-50, the last channel count for the ConvNet, the last hidden width for the MLP.
+    /// ResNet-50, 1,280 for MobileNetV2 and EfficientNet-Lite0, the module's output for a
+    /// TorchScript backbone, the last channel count for the ConvNet, the last hidden width for
+    /// the MLP.
     pub fn feature_dim(&self) -> i64 {
         self.feature_dim
     }
@@ -176,6 +232,36 @@ impl EmbeddingNet {
         load_into_scope(vs, &self.backbone_scope, path.as_ref())
     }
 
+    /// Loads the weights the config's `pretrained` names ([`resolve_pretrained`]) into the
+    /// backbone, strictly ([`EmbeddingNet::load_backbone`]); `None` when the config names none.
+    ///
+    /// # Errors
+    /// [`Error::Pretrained`] when the weights are not found or are another network's, and the
+    /// errors of [`EmbeddingNet::load_backbone`].
+    pub fn load_pretrained(&self, vs: &mut nn::VarStore) -> Result<Option<LoadReport>> {
+        match self.config.pretrained() {
+            Some(spec) => {
+                let path = resolve_pretrained(spec, self.config.kind())?;
+                self.load_backbone(vs, path).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// For a TorchScript backbone, the module as it is now (parameters and buffers), as the
+    /// bytes of a TorchScript file: what a checkpoint stores so that
+    /// [`EmbeddingNet::with_torchscript_bytes`] rebuilds the same network. `None` for the other
+    /// kinds, whose state is all in the var store.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] or [`Error::Io`] when the module cannot be serialised.
+    pub fn torchscript_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match &self.backbone {
+            Backbone::TorchScript(m) => m.to_bytes().map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Embeds a batch: `[N, C, H, W]` (or `[N, C*H*W]` for the MLP) to `[N, embedding_dim]`.
     ///
     /// The ConvNet and the ResNets take any image at least as large as their minimum (their
@@ -188,8 +274,52 @@ impl EmbeddingNet {
     /// channel. All are checked before LibTorch sees the batch.
     pub fn embed(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.check_batch(xs, train)?;
+        let features = self.backbone_features(xs, train)?;
+        self.head_forward(&features)
+    }
+
+    /// Embeds a batch with the backbone frozen: its forward pass in evaluation mode and
+    /// without gradient (so no gradient reaches its variables and its batch-norm statistics do
+    /// not move), the head as in training. What training does during
+    /// `train.freeze_backbone_epochs`: only the head (and the loss's parameters) learn.
+    ///
+    /// # Errors
+    /// As [`EmbeddingNet::embed`].
+    pub fn embed_frozen_backbone(&self, xs: &Tensor) -> Result<Tensor> {
+        self.check_batch(xs, false)?;
+        let features = {
+            let _guard = tch::no_grad_guard();
+            self.backbone_features(xs, false)?
+        };
+        self.head_forward(&features)
+    }
+
+    /// The backbone's pooled features of a batch, without the head: `[N, feature_dim]`, in
+    /// training mode when `train` (as [`EmbeddingNet::embed`]). For a pretrained backbone in
+    /// evaluation mode these are the baseline every fine-tuned network must beat (the frozen
+    /// ImageNet features).
+    ///
+    /// # Errors
+    /// As [`EmbeddingNet::embed`].
+    pub fn features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_batch(xs, train)?;
+        self.backbone_features(xs, train)
+    }
+
+    /// The head, then the L2 normalisation when configured.
+    fn head_forward(&self, features: &Tensor) -> Result<Tensor> {
+        let out = features.apply(&self.head);
+        Ok(if self.config.normalize() {
+            dml_kernels::tensor::f_l2_normalize(&out)?
+        } else {
+            out
+        })
+    }
+
+    /// The backbone's output for a checked batch.
+    fn backbone_features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let bn_train = train && !self.config.freeze_batch_norm();
-        let features = match &self.backbone {
+        Ok(match &self.backbone {
             Backbone::Mlp { layers, dropout } => {
                 let mut x = xs.flatten(1, -1);
                 for layer in layers {
@@ -221,24 +351,19 @@ impl EmbeddingNet {
                 x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
             }
             Backbone::ResNet(net) => {
-                // Grey images: the same plane on the three channels ImageNet weights expect.
-                let x = if xs.size()[1] == 1 {
-                    xs.expand([-1, 3, -1, -1], false)
-                } else {
-                    xs.shallow_clone()
-                };
                 // Channels-last input: LibTorch's oneDNN convolutions then keep every activation
                 // channels-last, about 1.2× the speed of a ResNet-18 step on the CPU.
-                let x = channels_last(&x)?;
+                let x = channels_last(&rgb(xs))?;
                 // The ResNet has no dropout, so its `train` flag is exactly batch norm's mode.
                 net.forward(&x, bn_train)?
             }
-        };
-        let out = features.apply(&self.head);
-        Ok(if self.config.normalize() {
-            dml_kernels::tensor::f_l2_normalize(&out)?
-        } else {
-            out
+            Backbone::MobileNetV2(net) => net.forward(&rgb(xs), bn_train)?,
+            Backbone::EfficientNetLite0(net) => net.forward(&rgb(xs), bn_train, train)?,
+            Backbone::TorchScript(module) => {
+                // The module is switched as a whole: frozen batch norm keeps it in evaluation
+                // mode throughout.
+                module.forward(xs, bn_train)?
+            }
         })
     }
 
@@ -282,9 +407,24 @@ impl EmbeddingNet {
                     ));
                 }
             }
-            ModelConfig::ConvNet(_) | ModelConfig::Resnet18(_) | ModelConfig::Resnet50(_) => {
-                // The ResNets repeat a grey plane to RGB, so they take either, whatever they
-                // were built for; the ConvNet's first convolution fixes its channels.
+            ModelConfig::Torchscript(_) => {
+                // The module decides what it takes; dml checks the layout it hands over.
+                let fits = match size.as_slice() {
+                    [n, c, _, _] => *n > 0 && *c == channels,
+                    _ => false,
+                };
+                if !fits {
+                    return bad(format!("[N, {channels}, H, W] with N > 0"));
+                }
+            }
+            ModelConfig::ConvNet(_)
+            | ModelConfig::Resnet18(_)
+            | ModelConfig::Resnet50(_)
+            | ModelConfig::MobilenetV2(_)
+            | ModelConfig::EfficientnetLite0(_) => {
+                // The ImageNet backbones repeat a grey plane to RGB, so they take either,
+                // whatever they were built for; the ConvNet's first convolution fixes its
+                // channels.
                 let (min, channels_ok, in_words) = match &self.config {
                     ModelConfig::ConvNet(c) => (
                         c.min_side(),
@@ -306,8 +446,9 @@ impl EmbeddingNet {
                         "[N, {in_words}, H, W] with N > 0 and H, W >= {min}"
                     ));
                 }
-                // ResNet's last stage can shrink to 1×1; a batch norm there in training mode
-                // with one item would see a single value per channel, which LibTorch rejects.
+                // The ImageNet backbones' last stage can shrink to 1×1; a batch norm there in
+                // training mode with one item would see a single value per channel, which
+                // LibTorch rejects.
                 if train
                     && !self.config.freeze_batch_norm()
                     && !matches!(self.config, ModelConfig::ConvNet(_))
@@ -320,6 +461,15 @@ impl EmbeddingNet {
             }
         }
         Ok(())
+    }
+}
+
+/// Grey images as the same plane on the three channels ImageNet backbones expect; RGB as it is.
+fn rgb(xs: &Tensor) -> Tensor {
+    if xs.size()[1] == 1 {
+        xs.expand([-1, 3, -1, -1], false)
+    } else {
+        xs.shallow_clone()
     }
 }
 

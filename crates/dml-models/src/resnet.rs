@@ -18,42 +18,7 @@ use tch::Tensor;
 use tch::nn;
 
 use crate::Result;
-
-/// A convolution without bias (`k × k`, stride `s`, padding `k / 2`, channels `c.0 → c.1`)
-/// followed by batch norm, initialised as torchvision's ResNets are.
-#[derive(Debug)]
-struct ConvBn {
-    conv: nn::Conv2D,
-    bn: nn::BatchNorm,
-}
-
-impl ConvBn {
-    fn new(p: &nn::Path, conv_name: &str, bn_name: &str, c: (i64, i64), k: i64, s: i64) -> Self {
-        let cfg = nn::ConvConfig {
-            stride: s,
-            padding: k / 2,
-            bias: false,
-            ws_init: nn::Init::Kaiming {
-                dist: nn::init::NormalOrUniform::Normal,
-                fan: nn::init::FanInOut::FanOut,
-                non_linearity: nn::init::NonLinearity::ReLU,
-            },
-            ..Default::default()
-        };
-        let conv = nn::conv2d(p / conv_name, c.0, c.1, k, cfg);
-        let bn_cfg = nn::BatchNormConfig {
-            ws_init: nn::Init::Const(1.0),
-            ..Default::default()
-        };
-        let bn = nn::batch_norm2d(p / bn_name, c.1, bn_cfg);
-        ConvBn { conv, bn }
-    }
-
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = x.apply(&self.conv);
-        Ok(y.apply_t(&self.bn, train))
-    }
-}
+use crate::layers::{ConvBn, ConvBnSpec};
 
 /// A residual block: a chain of convolutions (two 3 × 3 for the basic block; 1 × 1, 3 × 3,
 /// 1 × 1 for the bottleneck), each followed by batch norm and, except the last, ReLU; the
@@ -67,8 +32,8 @@ struct Block {
 impl Block {
     fn basic(p: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         let chain = vec![
-            ConvBn::new(p, "conv1", "bn1", (c_in, c_out), 3, stride),
-            ConvBn::new(p, "conv2", "bn2", (c_out, c_out), 3, 1),
+            ConvBn::new(p, "conv1", "bn1", ConvBnSpec::new((c_in, c_out), 3, stride)),
+            ConvBn::new(p, "conv2", "bn2", ConvBnSpec::new((c_out, c_out), 3, 1)),
         ];
         let downsample = Block::shortcut(p, c_in, c_out, stride);
         Block { chain, downsample }
@@ -77,17 +42,28 @@ impl Block {
     fn bottleneck(p: &nn::Path, c_in: i64, c_mid: i64, stride: i64) -> Self {
         let c_out = 4 * c_mid;
         let chain = vec![
-            ConvBn::new(p, "conv1", "bn1", (c_in, c_mid), 1, 1),
-            ConvBn::new(p, "conv2", "bn2", (c_mid, c_mid), 3, stride),
-            ConvBn::new(p, "conv3", "bn3", (c_mid, c_out), 1, 1),
+            ConvBn::new(p, "conv1", "bn1", ConvBnSpec::new((c_in, c_mid), 1, 1)),
+            ConvBn::new(
+                p,
+                "conv2",
+                "bn2",
+                ConvBnSpec::new((c_mid, c_mid), 3, stride),
+            ),
+            ConvBn::new(p, "conv3", "bn3", ConvBnSpec::new((c_mid, c_out), 1, 1)),
         ];
         let downsample = Block::shortcut(p, c_in, c_out, stride);
         Block { chain, downsample }
     }
 
     fn shortcut(p: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> Option<ConvBn> {
-        (stride != 1 || c_in != c_out)
-            .then(|| ConvBn::new(&(p / "downsample"), "0", "1", (c_in, c_out), 1, stride))
+        (stride != 1 || c_in != c_out).then(|| {
+            ConvBn::new(
+                &(p / "downsample"),
+                "0",
+                "1",
+                ConvBnSpec::new((c_in, c_out), 1, stride),
+            )
+        })
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -126,7 +102,7 @@ impl ResNet {
     }
 
     fn new(p: &nn::Path, counts: [usize; 4], bottleneck: bool) -> Self {
-        let stem = ConvBn::new(p, "conv1", "bn1", (3, 64), 7, 2);
+        let stem = ConvBn::new(p, "conv1", "bn1", ConvBnSpec::new((3, 64), 7, 2));
         let mut blocks = Vec::new();
         let mut c_in = 64;
         for (stage, (&count, c_mid)) in counts.iter().zip([64, 128, 256, 512]).enumerate() {

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use dml_models::{
-    ConvNetConfig, EmbeddingNet, Error, InputShape, ModelConfig, ResNetConfig, load_safetensors,
+    BackboneConfig, ConvNetConfig, EmbeddingNet, Error, InputShape, ModelConfig, load_safetensors,
     save_safetensors,
 };
 use tch::nn;
@@ -335,14 +335,14 @@ fn converted_torchvision_names_are_exactly_the_resnet_backbone_variables() -> an
     for (arch, config) in [
         (
             "resnet18",
-            ModelConfig::Resnet18(ResNetConfig {
+            ModelConfig::Resnet18(BackboneConfig {
                 embedding_dim: 4,
                 ..Default::default()
             }),
         ),
         (
             "resnet50",
-            ModelConfig::Resnet50(ResNetConfig {
+            ModelConfig::Resnet50(BackboneConfig {
                 embedding_dim: 4,
                 ..Default::default()
             }),

@@ -1,6 +1,6 @@
 //! `ModelConfig` as users write it: TOML and JSON, defaults, unknown keys.
 
-use dml_models::{ConvNetConfig, MlpConfig, ModelConfig, ResNetConfig};
+use dml_models::{BackboneConfig, ConvNetConfig, MlpConfig, ModelConfig};
 
 #[test]
 fn toml_with_only_a_kind_gives_the_documented_defaults() -> anyhow::Result<()> {
@@ -29,10 +29,11 @@ fn toml_with_only_a_kind_gives_the_documented_defaults() -> anyhow::Result<()> {
         toml::from_str("kind = \"resnet50\"\nembedding_dim = 512\nfreeze_batch_norm = true")?;
     assert_eq!(
         c,
-        ModelConfig::Resnet50(ResNetConfig {
+        ModelConfig::Resnet50(BackboneConfig {
             embedding_dim: 512,
             normalize: true,
-            freeze_batch_norm: true
+            freeze_batch_norm: true,
+            pretrained: None,
         })
     );
     assert_eq!(
@@ -47,10 +48,11 @@ fn toml_with_only_a_kind_gives_the_documented_defaults() -> anyhow::Result<()> {
     let c: ModelConfig = toml::from_str(r#"kind = "resnet18""#)?;
     assert_eq!(
         c,
-        ModelConfig::Resnet18(ResNetConfig {
+        ModelConfig::Resnet18(BackboneConfig {
             embedding_dim: 128,
             normalize: true,
-            freeze_batch_norm: false
+            freeze_batch_norm: false,
+            pretrained: None,
         })
     );
     Ok(())
@@ -70,8 +72,8 @@ fn configs_round_trip_through_json_and_toml() -> anyhow::Result<()> {
             freeze_batch_norm: true,
             ..Default::default()
         }),
-        ModelConfig::Resnet18(ResNetConfig::default()),
-        ModelConfig::Resnet50(ResNetConfig {
+        ModelConfig::Resnet18(BackboneConfig::default()),
+        ModelConfig::Resnet50(BackboneConfig {
             embedding_dim: 2,
             ..Default::default()
         }),

@@ -3,7 +3,7 @@
 mod common;
 
 use dml_models::{
-    ConvNetConfig, EmbeddingNet, Error, InputShape, MlpConfig, ModelConfig, ResNetConfig,
+    BackboneConfig, ConvNetConfig, EmbeddingNet, Error, InputShape, MlpConfig, ModelConfig,
 };
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -160,12 +160,12 @@ fn bad_configs_are_rejected_with_the_offending_value() {
     );
     assert!(matches!(e, Error::InputShape { channels: 0, .. }), "{e}");
     let e = err(
-        ModelConfig::Resnet18(ResNetConfig::default()),
+        ModelConfig::Resnet18(BackboneConfig::default()),
         InputShape::new(2, 64, 64),
     );
     assert!(matches!(e, Error::InputChannels { got: 2, .. }), "{e}");
     let e = err(
-        ModelConfig::Resnet50(ResNetConfig::default()),
+        ModelConfig::Resnet50(BackboneConfig::default()),
         InputShape::new(3, 28, 28),
     );
     assert!(matches!(e, Error::InputTooSmall { min: 32, .. }), "{e}");
@@ -229,7 +229,7 @@ fn batches_that_do_not_fit_are_errors_not_crashes() -> anyhow::Result<()> {
 #[test]
 fn resnet_takes_grey_images_and_refuses_a_single_item_training_batch() -> anyhow::Result<()> {
     let vs = nn::VarStore::new(Device::Cpu);
-    let config = ModelConfig::Resnet18(ResNetConfig {
+    let config = ModelConfig::Resnet18(BackboneConfig {
         embedding_dim: 4,
         ..Default::default()
     });
@@ -284,7 +284,7 @@ fn frozen_batch_norm_keeps_its_running_statistics_in_training() -> anyhow::Resul
             false,
         ),
         (
-            ModelConfig::Resnet18(ResNetConfig {
+            ModelConfig::Resnet18(BackboneConfig {
                 freeze_batch_norm: true,
                 ..Default::default()
             }),

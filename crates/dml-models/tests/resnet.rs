@@ -3,7 +3,7 @@
 
 mod common;
 
-use dml_models::{EmbeddingNet, InputShape, ModelConfig, ResNetConfig};
+use dml_models::{BackboneConfig, EmbeddingNet, InputShape, ModelConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -30,7 +30,7 @@ fn resnets_compute_what_tch_vision_modules_compute() -> anyhow::Result<()> {
     let cases: [(&str, ModelConfig, i64, Plain); 2] = [
         (
             "resnet18",
-            ModelConfig::Resnet18(ResNetConfig {
+            ModelConfig::Resnet18(BackboneConfig {
                 embedding_dim: 8,
                 ..Default::default()
             }),
@@ -39,7 +39,7 @@ fn resnets_compute_what_tch_vision_modules_compute() -> anyhow::Result<()> {
         ),
         (
             "resnet50",
-            ModelConfig::Resnet50(ResNetConfig {
+            ModelConfig::Resnet50(BackboneConfig {
                 embedding_dim: 8,
                 ..Default::default()
             }),
@@ -115,8 +115,8 @@ fn resnets_compute_what_tch_vision_modules_compute() -> anyhow::Result<()> {
 fn resnets_start_as_torchvision_initialises_them() -> anyhow::Result<()> {
     let _torch = torch_lock();
     for (config, n_convs) in [
-        (ModelConfig::Resnet18(ResNetConfig::default()), 20),
-        (ModelConfig::Resnet50(ResNetConfig::default()), 53),
+        (ModelConfig::Resnet18(BackboneConfig::default()), 20),
+        (ModelConfig::Resnet50(BackboneConfig::default()), 53),
     ] {
         let vs = nn::VarStore::new(Device::Cpu);
         EmbeddingNet::new(&vs.root(), &config, InputShape::new(3, 32, 32))?;

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use dml_models::{
-    ConvNetConfig, EmbeddingNet, InputShape, MlpConfig, ModelConfig, ResNetConfig, load_safetensors,
+    BackboneConfig, ConvNetConfig, EmbeddingNet, InputShape, MlpConfig, ModelConfig,
+    load_safetensors,
 };
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -33,7 +34,7 @@ pub fn networks() -> Vec<(&'static str, ModelConfig, InputShape)> {
         ),
         (
             "resnet18",
-            ModelConfig::Resnet18(ResNetConfig {
+            ModelConfig::Resnet18(BackboneConfig {
                 embedding_dim: 8,
                 ..Default::default()
             }),
@@ -41,7 +42,7 @@ pub fn networks() -> Vec<(&'static str, ModelConfig, InputShape)> {
         ),
         (
             "resnet50",
-            ModelConfig::Resnet50(ResNetConfig {
+            ModelConfig::Resnet50(BackboneConfig {
                 embedding_dim: 8,
                 ..Default::default()
             }),
