@@ -141,6 +141,13 @@ impl ModelConfig {
         }
     }
 
+    /// Whether the backbone comes with weights of its own: `pretrained` is set, or the backbone
+    /// is a TorchScript module (whose file holds its weights). Such a run reports the frozen
+    /// backbone's features as a baseline.
+    pub fn has_given_backbone(&self) -> bool {
+        self.pretrained().is_some() || matches!(self, ModelConfig::Torchscript(_))
+    }
+
     /// The `pretrained` setting: a name of `cargo xtask weights` or a file, for the kinds that
     /// take one.
     pub fn pretrained(&self) -> Option<&str> {

@@ -2,7 +2,9 @@
 //! training state, written atomically.
 //!
 //! Layout: every VarStore variable (trainable or not, so batch-norm statistics come back too) is
-//! stored as `vars.<name>`, the optimiser moments as `optim.m.<name>` / `optim.v.<name>`, and the
+//! stored as `vars.<name>`, the optimiser moments and update counts as `optim.m.<name>` /
+//! `optim.v.<name>` / `optim.t.<name>`, a TorchScript backbone's module (whose buffers have no
+//! variables) as the bytes of its file in the `uint8` tensor `model.torchscript`, and the
 //! [`TrainState`] as JSON under the metadata key `dml.state`. A safetensors file is readable from
 //! Python (`safetensors.torch.load_file`), so a checkpoint is never locked into this crate.
 //!
@@ -116,6 +118,11 @@ pub struct TrainState {
     /// only, so a resumed run keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_input: Option<RawInput>,
+    /// The frozen-backbone baseline of a pretrained (or TorchScript) backbone: its pooled
+    /// features before any training, evaluated like embeddings. Computed once, before the first
+    /// step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_backbone: Option<Metrics>,
 }
 
 /// A loaded checkpoint.
@@ -129,7 +136,12 @@ pub struct Checkpoint {
     pub optim: BTreeMap<String, Tensor>,
     /// The cross-batch memory's rows and labels (`[memory]` runs), in slot order.
     pub memory: Option<(Vec<f32>, Vec<u32>)>,
+    /// A TorchScript backbone's module file, as it was when the checkpoint was written.
+    pub torchscript: Option<Vec<u8>>,
 }
+
+/// The tensor name of a TorchScript backbone's module bytes.
+const TORCHSCRIPT_KEY: &str = "model.torchscript";
 
 /// The whole of a text file, or [`Error::Io`] naming it.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
@@ -148,13 +160,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Saves the VarStore's variables, the optimiser state, the cross-batch memory (if any) and
-/// `state` to `path`, atomically.
+/// Saves the VarStore's variables, the optimiser state, the cross-batch memory (if any), a
+/// TorchScript backbone's module (if any) and `state` to `path`, atomically.
 pub fn save(
     path: &Path,
     vs: &tch::nn::VarStore,
     optim: &Optimizer,
     memory: Option<&dml_sampling::MemoryBank>,
+    torchscript: Option<&[u8]>,
     state: &TrainState,
 ) -> Result<()> {
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
@@ -171,6 +184,9 @@ pub fn save(
             dml_kernels::tensor::from_array(bank.embeddings())?,
         );
         tensors.insert("memory.labels".to_owned(), Tensor::f_from_slice(&labels)?);
+    }
+    if let Some(bytes) = torchscript {
+        tensors.insert(TORCHSCRIPT_KEY.to_owned(), Tensor::f_from_slice(bytes)?);
     }
     let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -195,6 +211,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let mut vars = BTreeMap::new();
     let mut optim = BTreeMap::new();
     let (mut mem_rows, mut mem_labels) = (None, None);
+    let mut torchscript = None;
     for (name, t) in tensors {
         if let Some(rest) = name.strip_prefix("vars.") {
             vars.insert(rest.to_owned(), t);
@@ -212,6 +229,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
                 .collect::<std::result::Result<Vec<u32>, _>>()
                 .map_err(|_| bad("memory.labels holds a label outside 0..2³²".to_owned()))?;
             mem_labels = Some(labels);
+        } else if name == TORCHSCRIPT_KEY {
+            torchscript = Some(Vec::<u8>::try_from(&t.f_to_kind(Kind::Uint8)?)?);
         }
     }
     let memory = match (mem_rows, mem_labels) {
@@ -228,6 +247,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         vars,
         optim,
         memory,
+        torchscript,
     })
 }
 

@@ -187,10 +187,6 @@ pub struct RunConfig {
     /// Where the metrics log, checkpoints and plots go (default `runs/<name>`); relative paths
     /// are relative to the current folder.
     pub output_dir: Option<PathBuf>,
-    /// Pre-trained backbone weights (safetensors, e.g. an ImageNet ResNet converted from
-    /// torchvision; see `docs/models.md`) loaded before training (default none: random
-    /// initialisation from the seed).
-    pub pretrained_backbone: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -201,7 +197,6 @@ impl Default for RunConfig {
             device: DeviceChoice::Auto,
             threads: 0,
             output_dir: None,
-            pretrained_backbone: None,
         }
     }
 }
@@ -260,16 +255,20 @@ pub struct TransformConfig {
     pub test: Option<dml_data::Transform>,
 }
 
-/// The optimiser: one update rule and learning rate for the network, with optional overrides for
-/// the embedding head and for the loss's own parameters (such as the margin loss's β, which the
-/// "Sampling Matters" reference trains with SGD at a much larger learning rate).
+/// The optimiser: one update rule and learning rate, with optional overrides for the backbone,
+/// the embedding head and the loss's own parameters. Fine-tuning a pretrained backbone usually
+/// gives it a smaller rate than the new head and the proxies (ProxyAnchor's recipe: the proxies
+/// at 100 times the network's rate); the "Sampling Matters" reference trains the margin loss's β
+/// with SGD at a much larger rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
     /// `adam`, `adamw` or `sgd` (default `adam`).
     pub kind: OptimizerKind,
-    /// Learning rate of the backbone, and of every group without its own (default 1e-3).
+    /// Learning rate of every group without its own (default 1e-3).
     pub lr: f64,
+    /// Learning rate of the backbone (default: `lr`).
+    pub backbone_lr: Option<f64>,
     /// Learning rate of the embedding head (default: `lr`).
     pub head_lr: Option<f64>,
     /// Learning rate of the loss's parameters (default: `lr`).
@@ -294,6 +293,7 @@ impl Default for OptimizerConfig {
         OptimizerConfig {
             kind: OptimizerKind::Adam,
             lr: 1e-3,
+            backbone_lr: None,
             head_lr: None,
             loss_lr: None,
             loss_kind: None,
@@ -328,8 +328,12 @@ impl OptimizerConfig {
             weight_decay: 0.0,
             ..base
         };
+        let backbone = GroupSettings {
+            lr: self.backbone_lr.unwrap_or(self.lr),
+            ..base
+        };
         [
-            (Group::Backbone, base),
+            (Group::Backbone, backbone),
             (Group::Head, head),
             (Group::Loss, loss),
         ]
@@ -420,6 +424,13 @@ pub struct TrainConfig {
     /// Load the next training batch (decode, augment, stack) on a thread of its own while the
     /// current step runs (default `true`). The batches are the same either way.
     pub prefetch: bool,
+    /// Epochs at the start during which the backbone is frozen: its forward pass runs in
+    /// evaluation mode without gradient, so only the embedding head and the loss's parameters
+    /// (proxies, β) learn, then the whole network trains (default 0). The usual warm-up when
+    /// fine-tuning a pretrained backbone with a new head (ProxyAnchor's recipe freezes it for
+    /// the first epoch), so the random head's first gradients do not disturb the pretrained
+    /// features. At `train.epochs` or more, the backbone never trains (a linear probe).
+    pub freeze_backbone_epochs: u64,
 }
 
 /// What training does with a step that produces a NaN or an infinity.
@@ -446,6 +457,7 @@ impl Default for TrainConfig {
             plots: true,
             on_non_finite: OnNonFinite::Stop,
             prefetch: true,
+            freeze_backbone_epochs: 0,
         }
     }
 }
@@ -553,7 +565,7 @@ pub enum ConfigError {
     /// A learning rate that is not a positive finite number.
     #[error("optimizer.{key} must be positive and finite, got {value}")]
     LearningRate {
-        /// The key (`lr`, `head_lr`, `loss_lr`).
+        /// The key (`lr`, `backbone_lr`, `head_lr`, `loss_lr`).
         key: &'static str,
         /// The value.
         value: f64,
@@ -711,6 +723,7 @@ impl Config {
         let o = &self.optimizer;
         for (key, value) in [
             ("lr", Some(o.lr)),
+            ("backbone_lr", o.backbone_lr),
             ("head_lr", o.head_lr),
             ("loss_lr", o.loss_lr),
         ] {

@@ -26,6 +26,8 @@ pub(crate) struct Embedder<'a> {
     batch_size: usize,
     seed: u64,
     skip_unreadable: bool,
+    /// Embed with the backbone's pooled features instead of the head's output.
+    features: bool,
 }
 
 /// Embeddings of a data set, their labels, and the files left out as unreadable
@@ -43,6 +45,16 @@ impl<'a> Embedder<'a> {
             batch_size: config.batch.eval_batch_size,
             seed,
             skip_unreadable: config.data.skip_unreadable(),
+            features: false,
+        }
+    }
+
+    /// The same, giving the backbone's pooled features ([`EmbeddingNet::features`]),
+    /// L2-normalised when the network normalises its embeddings: the frozen-backbone baseline.
+    pub fn backbone_features(self) -> Self {
+        Embedder {
+            features: true,
+            ..self
         }
     }
 
@@ -51,7 +63,11 @@ impl<'a> Embedder<'a> {
     pub fn embed(&self, dataset: &dyn Dataset) -> Result<Embedded> {
         let n = dataset.len();
         let bs = self.batch_size.max(1);
-        let dim = self.net.embedding_dim() as usize;
+        let dim = if self.features {
+            self.net.feature_dim()
+        } else {
+            self.net.embedding_dim()
+        } as usize;
         let mut out = Array2::<f32>::zeros((n, dim));
         let mut labels = Vec::with_capacity(n);
         let mut unreadable = Vec::new();
@@ -70,7 +86,16 @@ impl<'a> Embedder<'a> {
                 continue;
             }
             let xs = dml_kernels::tensor::from_array(x.view())?.f_to_device(self.device)?;
-            let emb = self.net.embed(&xs, false)?;
+            let emb = if self.features {
+                let f = self.net.features(&xs, false)?;
+                if self.net.config().normalize() {
+                    dml_kernels::tensor::f_l2_normalize(&f)?
+                } else {
+                    f
+                }
+            } else {
+                self.net.embed(&xs, false)?
+            };
             let e = dml_kernels::tensor::to_array2(&emb)?;
             let row = labels.len();
             out.slice_mut(ndarray::s![row..row + y.len(), ..])
@@ -114,17 +139,29 @@ pub(crate) fn load_items(
 }
 
 /// The network a run's config describes, under `model` in a new var store on `device`, sized to
-/// the training items after the training transform.
+/// the training items after the training transform. With a checkpoint, a TorchScript backbone
+/// is the checkpoint's copy of the module (its buffers as they were saved); otherwise its file.
 pub(crate) fn build_net(
     config: &Config,
     split: &Split,
     device: Device,
+    ckpt: Option<&Checkpoint>,
 ) -> Result<(nn::VarStore, EmbeddingNet)> {
     let train_tf = config.transform.train.as_ref();
     let shape = dml_data::batch_item_shape(split.train.as_ref(), train_tf)?;
     let input = InputShape::new(shape[0] as i64, shape[1] as i64, shape[2] as i64);
     let vs = nn::VarStore::new(device);
-    let net = EmbeddingNet::new(&(vs.root() / "model"), &config.model, input)?;
+    let root = vs.root() / "model";
+    let net = match ckpt.and_then(|c| c.torchscript.as_deref()) {
+        Some(bytes) => EmbeddingNet::with_torchscript_bytes(
+            &root,
+            &config.model,
+            input,
+            bytes,
+            "(the checkpoint's copy)",
+        )?,
+        None => EmbeddingNet::new(&root, &config.model, input)?,
+    };
     Ok((vs, net))
 }
 
@@ -177,7 +214,7 @@ impl TrainedModel {
         }
         let device = config.run.device.resolve()?;
         let split = config.data.build()?;
-        let (vs, net) = build_net(&config, &split, device)?;
+        let (vs, net) = build_net(&config, &split, device, Some(ckpt))?;
         checkpoint::restore_vars(&ckpt.vars, &vs)?;
         Ok(TrainedModel {
             config,

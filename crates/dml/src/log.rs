@@ -3,7 +3,8 @@
 //! Each line is an [`EpochRecord`]: `{"epoch":3,"loss":0.12,"tuples_per_batch":…,"lr_factor":1.0,
 //! "train_seconds":…,"metrics":{"recall_at_1":0.91,…}}`, except the first line of a run that
 //! computed the raw-input baseline: `{"baseline":"raw_input","metrics":{…}}` (or
-//! `{"baseline":"raw_input","skipped":"why"}`), which [`MetricsLog::read`] leaves out. JSON lines can be read while the run is
+//! `{"baseline":"raw_input","skipped":"why"}`), and for a pretrained backbone the next,
+//! `{"baseline":"frozen_backbone","metrics":{…}}`; [`MetricsLog::read`] leaves baseline lines out. JSON lines can be read while the run is
 //! going (`tail -f`, `pandas.read_json(path, lines=True)`), and a crash loses at most the line
 //! being written. On resumption the log is rewritten from the checkpoint's history, so lines of
 //! epochs the checkpoint does not cover (written after it, then lost to the interruption) do not
@@ -13,6 +14,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use dml_eval::Metrics;
 
 use crate::checkpoint::{EpochRecord, RawInput, write_atomic};
 use crate::{Error, Result};
@@ -24,16 +27,20 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Starts the log at `path` with the raw-input baseline (when known) and exactly the records
-    /// of `history` (none for a fresh run).
+    /// Starts the log at `path` with the baselines (when known) and exactly the records of
+    /// `history` (none for a fresh run).
     pub fn create(
         path: &Path,
         raw_input: Option<&RawInput>,
+        frozen_backbone: Option<&Metrics>,
         history: &[EpochRecord],
     ) -> Result<MetricsLog> {
         let mut text = String::new();
         if let Some(b) = raw_input {
             text.push_str(&line(path, &baseline_line(b))?);
+        }
+        if let Some(m) = frozen_backbone {
+            text.push_str(&line(path, &frozen_backbone_line(m))?);
         }
         for r in history {
             text.push_str(&line(path, r)?);
@@ -52,6 +59,11 @@ impl MetricsLog {
     /// Appends the raw-input baseline as a line and flushes it.
     pub fn append_raw_input(&mut self, raw_input: &RawInput) -> Result<()> {
         self.append_line(&baseline_line(raw_input))
+    }
+
+    /// Appends the frozen-backbone baseline as a line and flushes it.
+    pub fn append_frozen_backbone(&mut self, metrics: &Metrics) -> Result<()> {
+        self.append_line(&frozen_backbone_line(metrics))
     }
 
     /// Appends one record as a line and flushes it.
@@ -101,6 +113,19 @@ fn baseline_line(raw_input: &RawInput) -> BaselineLine<'_> {
     BaselineLine {
         baseline: "raw_input",
         raw_input,
+    }
+}
+
+#[derive(Serialize)]
+struct FrozenBackboneLine<'a> {
+    baseline: &'static str,
+    metrics: &'a Metrics,
+}
+
+fn frozen_backbone_line(metrics: &Metrics) -> FrozenBackboneLine<'_> {
+    FrozenBackboneLine {
+        baseline: "frozen_backbone",
+        metrics,
     }
 }
 

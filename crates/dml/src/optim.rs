@@ -40,11 +40,14 @@ pub enum Group {
 }
 
 impl Group {
-    /// The group of a VarStore variable, from its name.
+    /// The group of a VarStore variable, from its name: `loss.*` the loss's, a `head` scope
+    /// outside the backbone the head's (`model.head.weight`; a TorchScript backbone's own
+    /// `model.backbone.head.*` stays in the backbone), everything else the backbone's.
     pub fn of(name: &str) -> Group {
+        let mut parts = name.split('.');
         if name.starts_with("loss.") {
             Group::Loss
-        } else if name.split('.').any(|part| part == "head") {
+        } else if parts.clone().any(|part| part == "head") && !parts.any(|p| p == "backbone") {
             Group::Head
         } else {
             Group::Backbone
@@ -80,6 +83,10 @@ struct Param {
     m: Tensor,
     /// Adam's second moment (undefined-free: zeros for SGD too, so the state has one shape).
     v: Tensor,
+    /// The updates this variable has had: Adam's bias correction counts them per variable, as
+    /// PyTorch does, so a variable that sat out steps (a backbone frozen for the first epochs)
+    /// starts its correction afresh when it first gets a gradient.
+    step: u64,
 }
 
 /// An optimiser over the trainable variables of a VarStore.
@@ -115,6 +122,7 @@ impl Optimizer {
                 group,
                 m,
                 v,
+                step: 0,
             });
         }
         Ok(Optimizer {
@@ -131,7 +139,7 @@ impl Optimizer {
         }
     }
 
-    /// How many steps have been taken (Adam's bias correction uses it).
+    /// How many steps have been taken (whether or not every variable was updated).
     pub fn n_steps(&self) -> u64 {
         self.n_steps
     }
@@ -141,13 +149,14 @@ impl Optimizer {
     /// PyTorch does.
     pub fn step(&mut self, lr_factor: f64) -> Result<()> {
         self.n_steps += 1;
-        let t = self.n_steps as i32;
         let _guard = tch::no_grad_guard();
         for p in &mut self.params {
             let grad = p.var.grad();
             if !grad.defined() {
                 continue;
             }
+            p.step += 1;
+            let t = p.step as i32;
             let s = self.groups[&p.group];
             let lr = s.lr * lr_factor;
             match s.kind {
@@ -199,17 +208,21 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The optimiser state as named tensors (`m.<var>`, `v.<var>`), for a checkpoint.
+    /// The optimiser state as named tensors (`m.<var>`, `v.<var>`, and `t.<var>`, the
+    /// variable's update count as a one-element int64 tensor), for a checkpoint.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(2 * self.params.len());
+        let mut out = Vec::with_capacity(3 * self.params.len());
         for p in &self.params {
             out.push((format!("m.{}", p.name), p.m.shallow_clone()));
             out.push((format!("v.{}", p.name), p.v.shallow_clone()));
+            out.push((format!("t.{}", p.name), Tensor::from_slice(&[p.step as i64])));
         }
         out
     }
 
-    /// Restores the state written by [`Optimizer::state`] and the step count.
+    /// Restores the state written by [`Optimizer::state`] and the step count. A checkpoint
+    /// written before update counts were kept per variable (no `t.<var>`) gives every variable
+    /// the run's step count, which is what its optimiser used.
     pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, n_steps: u64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for p in &mut self.params {
@@ -227,6 +240,25 @@ impl Optimizer {
                 }
                 dst.f_copy_(src)?;
             }
+            let key = format!("t.{}", p.name);
+            p.step = match state.get(&key) {
+                Some(t) if t.size() == [1] => {
+                    // The writer stores counts from 0 up; a negative one is a corrupt file.
+                    u64::try_from(t.f_int64_value(&[0])?).map_err(|_| Error::CheckpointShape {
+                        name: format!("optim.{key} (a negative count)"),
+                        expected: vec![1],
+                        found: t.size(),
+                    })?
+                }
+                Some(t) => {
+                    return Err(Error::CheckpointShape {
+                        name: format!("optim.{key}"),
+                        expected: vec![1],
+                        found: t.size(),
+                    });
+                }
+                None => n_steps,
+            };
         }
         self.n_steps = n_steps;
         Ok(())

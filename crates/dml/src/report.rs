@@ -16,6 +16,10 @@ pub struct TrainReport {
     /// The raw-input baseline on the held-out classes (`None` with `eval.raw_input = false`).
     #[serde(default)]
     pub raw_input: Option<RawInput>,
+    /// The frozen-backbone baseline of a pretrained or TorchScript backbone: its pooled features
+    /// before training, on the held-out classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_backbone: Option<Metrics>,
     /// Metrics of the untrained network on the held-out classes (epoch 0), when evaluated.
     pub initial_metrics: Option<Metrics>,
     /// Metrics after the last evaluated epoch.
@@ -84,14 +88,33 @@ impl std::fmt::Display for TrainReport {
                 m.and_then(|m| m.get(score))
                     .map_or(format!("{:>9}", "-"), |v| format!("{v:9.4}"))
             };
-            writeln!(f, "held-out classes:   raw input  untrained    trained")?;
-            for (score, value) in fin.scores() {
+            let backbone = self.frozen_backbone.as_ref();
+            if backbone.is_some() {
                 writeln!(
                     f,
-                    "  {:<16} {}  {}  {value:9.4}",
+                    "held-out classes:   raw input   backbone  untrained    trained"
+                )?;
+            } else {
+                writeln!(f, "held-out classes:   raw input  untrained    trained")?;
+            }
+            for (score, value) in fin.scores() {
+                let frozen = match backbone {
+                    Some(m) => format!("{}  ", column(Some(m), score)),
+                    None => String::new(),
+                };
+                writeln!(
+                    f,
+                    "  {:<16} {}  {frozen}{}  {value:9.4}",
                     score.key(),
                     column(raw, score),
                     column(self.initial_metrics.as_ref(), score),
+                )?;
+            }
+            if backbone.is_some() {
+                writeln!(
+                    f,
+                    "backbone: the pretrained backbone's own pooled features, frozen; untrained: \
+                     with the new head, before training"
                 )?;
             }
             if let Some(why) = self.raw_input.as_ref().and_then(|r| r.skipped.as_ref()) {

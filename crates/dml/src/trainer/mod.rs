@@ -260,9 +260,9 @@ impl Trainer {
         tch::manual_seed(step_seed(seed, u64::MAX, 0) as i64);
         let device = config.run.device.resolve()?;
         let split = config.data.build()?;
-        let (mut vs, net) = crate::embed::build_net(&config, &split, device)?;
-        if let (Some(path), None) = (&config.run.pretrained_backbone, ckpt) {
-            net.load_backbone(&mut vs, path)?;
+        let (mut vs, net) = crate::embed::build_net(&config, &split, device, ckpt)?;
+        if ckpt.is_none() {
+            net.load_pretrained(&mut vs)?;
         }
         let classes = ClassIndex::new(split.train.labels());
         let ctx = LossContext::new(classes.len(), net.embedding_dim() as usize);
@@ -329,6 +329,7 @@ impl Trainer {
                 config: config.to_toml_string(),
                 history: Vec::new(),
                 raw_input: None,
+                frozen_backbone: None,
             },
         };
         let output_dir = config.run.output_dir();
@@ -446,7 +447,11 @@ impl Trainer {
         let views = self.config.batch.views.max(1);
         let labels = self.classes.dense(&labels)?;
         let xs = self.to_tensor(&x)?;
-        let emb = self.net.embed(&xs, true)?;
+        let emb = if epoch < self.config.train.freeze_backbone_epochs {
+            self.net.embed_frozen_backbone(&xs)?
+        } else {
+            self.net.embed(&xs, true)?
+        };
         let (emb, labels) = match &self.dist {
             Some(pg) => Trainer::gather_batch(pg, emb, labels)?,
             None => (emb, labels),
@@ -619,6 +624,26 @@ impl Trainer {
         Ok(metrics)
     }
 
+    /// The frozen-backbone baseline of a pretrained or TorchScript backbone: the held-out items'
+    /// pooled backbone features (L2-normalised when the model normalises its embeddings), with
+    /// the same metric and scores as the network ([`Trainer::evaluate`]). Meaningful before the
+    /// first step, which is when a run computes it.
+    pub fn frozen_backbone_baseline(&self) -> Result<Metrics> {
+        let embedder = self.embedder().backbone_features();
+        let (metric, cfg) = (self.config.eval.metric, &self.config.eval.config);
+        Ok(match (&self.split.query, &self.split.gallery) {
+            (Some(q), Some(g)) => {
+                let (qx, qy, _) = embedder.embed(q.as_ref())?;
+                let (gx, gy, _) = embedder.embed(g.as_ref())?;
+                dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, cfg)?
+            }
+            _ => {
+                let (x, y, _) = embedder.embed(self.split.test.as_ref())?;
+                dml_eval::evaluate(x.view(), &y, metric, cfg)?
+            }
+        })
+    }
+
     /// The raw-input baseline: every held-out item after the test transform, flattened to one
     /// row, L2-normalised when the model normalises its embeddings, evaluated with the same
     /// metric and settings as the network ([`Trainer::evaluate`]). Skipped (with the reason)
@@ -702,11 +727,13 @@ impl Trainer {
         state.n_steps = self.optim.n_steps();
         let bank = self.memory.as_ref().map(|(_, memory)| memory.bank());
         state.memory_head = bank.map(|b| b.head() as u64);
+        let torchscript = self.net.torchscript_bytes()?;
         checkpoint::save(
             &self.output_dir.join(files::CHECKPOINT),
             &self.vs,
             &self.optim,
             bank,
+            torchscript.as_deref(),
             &state,
         )
     }
@@ -801,12 +828,22 @@ impl Trainer {
         let mut log = MetricsLog::create(
             &self.output_dir.join(files::METRICS),
             self.state.raw_input.as_ref(),
+            self.state.frozen_backbone.as_ref(),
             &self.state.history,
         )?;
         if self.state.raw_input.is_none() && self.config.eval.raw_input {
             let raw = self.raw_input_baseline()?;
             log.append_raw_input(&raw)?;
             self.state.raw_input = Some(raw);
+        }
+        if self.state.frozen_backbone.is_none()
+            && self.state.epochs_done == 0
+            && self.state.batches_done == 0
+            && self.config.model.has_given_backbone()
+        {
+            let m = self.frozen_backbone_baseline()?;
+            log.append_frozen_backbone(&m)?;
+            self.state.frozen_backbone = Some(m);
         }
         if self.state.epochs_done == 0
             && self.state.batches_done == 0
@@ -1037,6 +1074,7 @@ impl Trainer {
         let report = TrainReport {
             epochs: self.state.epochs_done,
             raw_input: self.state.raw_input.clone(),
+            frozen_backbone: self.state.frozen_backbone.clone(),
             initial_metrics,
             final_metrics,
             output_dir: self.output_dir.clone(),

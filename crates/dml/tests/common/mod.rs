@@ -63,3 +63,25 @@ pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
     b.extend_from_slice(data);
     b
 }
+
+/// `classes` × `per_class` RGB PNG images of `side` × `side` pixels in one folder per class
+/// (`c<class>/<i>.png`) under `dir`: strong noise over a faint colour of the class's own, so
+/// classes can be told apart, but not perfectly.
+pub fn rgb_folder(dir: &Path, classes: u32, per_class: u32, side: u32) {
+    let mut next = xorshift(0x0DD5_EED5_1234_5678);
+    for class in 0..classes {
+        let base = [(class * 13) % 48, (class * 29) % 48, (class * 7) % 48];
+        for i in 0..per_class {
+            let path = dir.join(format!("c{class}/{i}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let img = image::RgbImage::from_fn(side, side, |_, _| {
+                let mut px = [0u8; 3];
+                for (p, b) in px.iter_mut().zip(base) {
+                    *p = (b + (next() % 200) as u32) as u8;
+                }
+                image::Rgb(px)
+            });
+            img.save(&path).unwrap();
+        }
+    }
+}
