@@ -182,7 +182,7 @@ pub(crate) fn build_net(
 pub struct TrainedModel {
     config: Config,
     device: Device,
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
     net: EmbeddingNet,
     split: Split,
 }
@@ -219,7 +219,7 @@ impl TrainedModel {
         Ok(TrainedModel {
             config,
             device,
-            _vs: vs,
+            vs,
             net,
             split,
         })
@@ -243,6 +243,74 @@ impl TrainedModel {
 
     fn embedder(&self) -> Embedder<'_> {
         Embedder::new(&self.net, self.device, &self.config, self.config.run.seed)
+    }
+
+    /// The run config the network was trained with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The network.
+    pub fn net(&self) -> &EmbeddingNet {
+        &self.net
+    }
+
+    /// Writes the network as a TorchScript module to `path` (atomically), for serving without
+    /// dml: PyTorch's `torch.jit.load(path)` and LibTorch's `torch::jit::load` read it, and its
+    /// `forward` maps a float32 batch `[N, C, H, W]` (the network's input size, as the test
+    /// transform makes it: resized or cropped, scaled to [0, 1], normalised as configured) to
+    /// the embeddings `[N, D]` that [`TrainedModel::embed`] gives: backbone, head and L2
+    /// normalisation, in evaluation mode.
+    ///
+    /// The module is LibTorch's trace of [`EmbeddingNet::embed`] on a batch of `batch_size`
+    /// zero images: the weights become constants of the graph (the model is for inference;
+    /// train it with dml), and what depended on the image size (EfficientNet's padding) is
+    /// fixed for the network's input size. dml's own networks then take any batch size. A
+    /// TorchScript backbone is the exception: LibTorch's C++ tracer records the shape
+    /// arithmetic inside the module it calls (a ViT's reshape to `[N, tokens, width]`) as
+    /// constants, so the exported module takes batches of exactly `batch_size` items.
+    ///
+    /// # Errors
+    /// The trace or the write failing; a `batch_size` of 0.
+    pub fn export_torchscript(&mut self, path: &Path, batch_size: usize) -> Result<()> {
+        if batch_size == 0 {
+            return Err(crate::Error::Export(
+                "the batch size must be at least 1".to_owned(),
+            ));
+        }
+        // Constants of a traced graph must not require gradients.
+        self.vs.freeze();
+        let shape = self.net.input_shape();
+        let example = tch::Tensor::f_zeros(
+            [batch_size as i64, shape.channels, shape.height, shape.width],
+            (tch::Kind::Float, self.device),
+        )?;
+        let net = &self.net;
+        let mut failure = None;
+        let module = {
+            let _guard = tch::no_grad_guard();
+            tch::CModule::create_by_tracing("DmlEmbedder", "forward", &[example], &mut |xs| {
+                match net.embed(&xs[0], false) {
+                    Ok(e) => vec![e],
+                    Err(e) => {
+                        failure = Some(e);
+                        Vec::new()
+                    }
+                }
+            })?
+        };
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        dml_models::write_atomic(path, |tmp| {
+            module
+                .save(tmp)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .map_err(|source| crate::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

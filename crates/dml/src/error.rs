@@ -41,6 +41,9 @@ pub enum Error {
     /// The user stopped a long command (Ctrl-C); what was finished is saved.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// A network that cannot be exported as asked.
+    #[error("export: {0}")]
+    Export(String),
     /// A checkpoint could not be written or read.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

@@ -4,6 +4,7 @@
 //! dml train   --config configs/digits.toml [--resume]
 //! dml eval    --embeddings E.npy --labels L.npy [--query Q.npy --query-labels QL.npy] [--json]
 //! dml embed   --checkpoint runs/digits/checkpoint.safetensors --out E.npy [--split test]
+//! dml export  --checkpoint runs/digits/checkpoint.safetensors --to model.pt
 //! dml search  --embeddings E.npy --queries Q.npy -k 10
 //! dml compare --config configs/fashion-mnist.toml --losses contrastive,triplet,margin \
 //!             --miners uniform,semi_hard,batch_hard,distance_weighted
@@ -40,6 +41,8 @@ enum Command {
     Eval(EvalArgs),
     /// Embed a split of the config's data set with a checkpoint; writes embeddings and labels.
     Embed(EmbedArgs),
+    /// Write a checkpoint's network as TorchScript, for serving with PyTorch or LibTorch alone.
+    Export(ExportArgs),
     /// The k nearest items of a saved embedding set for each query.
     Search(SearchArgs),
     /// Start N processes of one data-parallel run on this machine, as `torchrun --nproc_per_node N` does: `dml launch --nproc 2 -- train --config X`.
@@ -155,6 +158,20 @@ struct EmbedArgs {
 }
 
 #[derive(clap::Args)]
+struct ExportArgs {
+    /// A checkpoint written by `dml train` (it holds its config).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The TorchScript file to write (e.g. model.pt).
+    #[arg(long)]
+    to: PathBuf,
+    /// The batch size the module is traced with. dml's own networks then take any batch size;
+    /// a network with a TorchScript backbone takes exactly this many images per call.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+}
+
+#[derive(clap::Args)]
 struct SearchArgs {
     /// The searched set (.npy, n×d).
     #[arg(long)]
@@ -222,6 +239,7 @@ fn main() {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
         Command::Embed(a) => embed(a),
+        Command::Export(a) => export(a),
         Command::Search(a) => search(a),
         Command::Compare(a) => compare_cmd(a),
         Command::Launch(a) => launch(a),
@@ -506,6 +524,37 @@ fn embed(a: EmbedArgs) -> Result<()> {
         x.ncols(),
         a.out.display(),
         labels_out.display()
+    );
+    Ok(())
+}
+
+fn export(a: ExportArgs) -> Result<()> {
+    let mut model = dml::embed::TrainedModel::load(&a.checkpoint)?;
+    model.export_torchscript(&a.to, a.batch_size)?;
+    let config = model.config();
+    let shape = model.net().input_shape();
+    let transform = match &config.transform.test {
+        Some(t) => serde_json::to_string(t)?,
+        None => "none (pixels scaled to [0, 1])".to_owned(),
+    };
+    let batch = if matches!(config.model, dml::models::ModelConfig::Torchscript(_)) {
+        a.batch_size.to_string()
+    } else {
+        "N".to_owned()
+    };
+    eprintln!(
+        "wrote {}: float32 [{batch}, {}, {}, {}] -> [{batch}, {}] embeddings{} (load with \
+         torch.jit.load); prepare images with the test transform: {transform}",
+        a.to.display(),
+        shape.channels,
+        shape.height,
+        shape.width,
+        model.net().embedding_dim(),
+        if config.model.normalize() {
+            ", L2-normalised"
+        } else {
+            ""
+        },
     );
     Ok(())
 }

@@ -215,7 +215,10 @@ impl Optimizer {
         for p in &self.params {
             out.push((format!("m.{}", p.name), p.m.shallow_clone()));
             out.push((format!("v.{}", p.name), p.v.shallow_clone()));
-            out.push((format!("t.{}", p.name), Tensor::from_slice(&[p.step as i64])));
+            out.push((
+                format!("t.{}", p.name),
+                Tensor::from_slice(&[p.step as i64]),
+            ));
         }
         out
     }

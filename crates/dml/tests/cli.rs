@@ -319,4 +319,36 @@ fn train_then_embed_writes_npy_files() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let expected = report["final_metrics"]["recall_at_1"].as_f64().unwrap();
     assert!((v["recall_at_1"].as_f64().unwrap() - expected).abs() < 1e-12);
+
+    // The network as TorchScript: LibTorch's loader (PyTorch's torch.jit.load wraps it) embeds
+    // the held-out digits as `dml embed` did.
+    let module = dir.path().join("model.pt");
+    let out = dml(&[
+        "export",
+        "--checkpoint",
+        s(&out_dir.join("checkpoint.safetensors")),
+        "--to",
+        s(&module),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[N, 1, 8, 8] -> [N, 32] embeddings, L2-normalised"),
+        "{err}"
+    );
+    let split = dml::Config::digits().data.build().unwrap();
+    let indices: Vec<usize> = (0..split.test.len()).collect();
+    let (images, _) = dml::data::load_batch(split.test.as_ref(), &indices, None, 0).unwrap();
+    let xs = dml::kernels::tensor::from_array(images.view()).unwrap();
+    let got = tch::CModule::load(&module)
+        .unwrap()
+        .forward_ts(&[xs])
+        .unwrap();
+    let got = dml::kernels::tensor::to_array2(&got).unwrap();
+    assert_eq!(got.dim(), x.dim());
+    let worst = got
+        .iter()
+        .zip(x.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-6, "the exported module differs by {worst}");
 }

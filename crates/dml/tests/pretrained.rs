@@ -108,8 +108,17 @@ fn check_resume(data: &Path, model: &ModelConfig, change: impl Fn(&mut Config)) 
     change(&mut c);
     let mut b = Trainer::resume(c).unwrap();
     b.fit().unwrap();
-    assert!(weights(&a) == weights(&b), "resumed weights equal the straight run's");
+    assert!(
+        weights(&a) == weights(&b),
+        "resumed weights equal the straight run's"
+    );
     assert_eq!(metrics(&a), metrics(&b), "and so do the held-out metrics");
+    // Batch-norm statistics count too: a TorchScript module keeps them outside the var store.
+    let test = dml::trainer::Subset::Test;
+    assert!(
+        a.embed_split(test).unwrap() == b.embed_split(test).unwrap(),
+        "the held-out embeddings are the same"
+    );
     a
 }
 
@@ -129,7 +138,11 @@ fn a_torchscript_backbone_trains_reports_its_frozen_baseline_and_resumes_exactly
         names.contains(&"model.backbone.conv1.weight".to_owned()),
         "the module's parameters are variables under their own names: {names:?}"
     );
-    let frozen = a.state().frozen_backbone.clone().expect("a frozen baseline");
+    let frozen = a
+        .state()
+        .frozen_backbone
+        .clone()
+        .expect("a frozen baseline");
     // The module file is the backbone as given: its features, evaluated again, are the baseline.
     let dir = tempfile::tempdir().unwrap();
     let fresh = Trainer::new(config(data.path(), dir.path(), model, 1)).unwrap();
@@ -160,7 +173,10 @@ fn pretrained_weights_load_strictly_and_a_frozen_warm_up_trains_only_the_head() 
         .into_iter()
         .map(|(k, v)| {
             let flat = v.to_kind(tch::Kind::Double).flatten(0, -1);
-            (format!("model.backbone.{k}"), Vec::<f64>::try_from(&flat).unwrap())
+            (
+                format!("model.backbone.{k}"),
+                Vec::<f64>::try_from(&flat).unwrap(),
+            )
         })
         .collect();
     let model = ModelConfig::MobilenetV2(BackboneConfig {
@@ -183,7 +199,10 @@ fn pretrained_weights_load_strictly_and_a_frozen_warm_up_trains_only_the_head() 
     one.fit().unwrap();
     let after = weights(&one);
     for (name, values) in &saved {
-        assert!(after[name] == *values, "{name} moved during the frozen epoch");
+        assert!(
+            after[name] == *values,
+            "{name} moved during the frozen epoch"
+        );
     }
     assert!(
         after["model.head.weight"] != head_before,
@@ -191,7 +210,11 @@ fn pretrained_weights_load_strictly_and_a_frozen_warm_up_trains_only_the_head() 
         one.state().history
     );
     // The baseline was computed from the unchanged backbone, so it is still what it says.
-    let frozen = one.state().frozen_backbone.clone().expect("a frozen baseline");
+    let frozen = one
+        .state()
+        .frozen_backbone
+        .clone()
+        .expect("a frozen baseline");
     assert_eq!(one.frozen_backbone_baseline().unwrap(), frozen);
     assert!(
         one.state().history[0].metrics.as_ref().unwrap() != &frozen,
@@ -206,7 +229,10 @@ fn pretrained_weights_load_strictly_and_a_frozen_warm_up_trains_only_the_head() 
         .iter()
         .filter(|(name, values)| weights(&two)[*name] != **values)
         .count();
-    assert!(moved > 100, "the backbone trains after the warm-up ({moved} tensors moved)");
+    assert!(
+        moved > 100,
+        "the backbone trains after the warm-up ({moved} tensors moved)"
+    );
 }
 
 #[test]
@@ -248,4 +274,67 @@ fn pretrained_weights_that_do_not_fit_are_refused_by_name() {
         e.contains("neither a weights file nor one of the names"),
         "{e}"
     );
+}
+
+/// `dml export`'s module, loaded back by LibTorch's TorchScript loader (the one PyTorch's
+/// `torch.jit.load` wraps), embeds the held-out images as `dml embed` does, for a pretrained
+/// CNN, EfficientNet's input-size-dependent padding and a traced ViT inside the trace.
+#[test]
+fn exported_torchscript_embeds_as_the_checkpoint_does() {
+    let _torch = torch_lock();
+    let data = tempfile::tempdir().unwrap();
+    // Two held-out classes of four images: a batch of 8.
+    common::rgb_folder(data.path(), 4, 4, 32);
+    let models = [
+        ModelConfig::MobilenetV2(BackboneConfig {
+            embedding_dim: 8,
+            pretrained: Some(imagenet_mobilenet().display().to_string()),
+            freeze_batch_norm: true,
+            ..Default::default()
+        }),
+        ModelConfig::EfficientnetLite0(dml::models::EfficientNetConfig {
+            embedding_dim: 8,
+            ..Default::default()
+        }),
+        ModelConfig::Torchscript(TorchScriptConfig {
+            path: fixture_dir().join("small_vit.pt"),
+            embedding_dim: 8,
+            ..Default::default()
+        }),
+    ];
+    for model in models {
+        let kind = model.kind();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(data.path(), dir.path(), model, 1);
+        c.batch.p = 2;
+        let mut t = Trainer::new(c.clone()).unwrap();
+        t.fit().unwrap();
+        drop(t);
+        let mut trained =
+            dml::embed::TrainedModel::load(&dir.path().join("checkpoint.safetensors")).unwrap();
+        let out = dir.path().join("model.pt");
+        // dml's own networks take any batch size when traced with one image; a TorchScript
+        // backbone takes the batch size it was traced with.
+        let torchscript = matches!(kind, "torchscript");
+        trained
+            .export_torchscript(&out, if torchscript { 8 } else { 1 })
+            .unwrap();
+        let (want, _) = trained.embed_split(dml::trainer::Subset::Test).unwrap();
+
+        let split = c.data.build().unwrap();
+        let indices: Vec<usize> = (0..split.test.len()).collect();
+        let (x, _) =
+            dml::data::load_batch(split.test.as_ref(), &indices, c.transform.test.as_ref(), 0)
+                .unwrap();
+        let module = tch::CModule::load(&out).unwrap();
+        let xs = dml::kernels::tensor::from_array(x.view()).unwrap();
+        let got = module.forward_ts(&[xs]).unwrap();
+        let got = dml::kernels::tensor::to_array2(&got).unwrap();
+        assert_eq!(got.dim(), want.dim(), "{kind}");
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-6, "{kind}: exported module differs by {worst}");
+    }
 }

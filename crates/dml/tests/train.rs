@@ -398,6 +398,89 @@ fn adam_and_sgd_match_hand_calculation() {
     }
 }
 
+/// Adam counts each variable's own updates for its bias correction, as PyTorch does: a variable
+/// without a gradient for the first steps (a backbone frozen for a warm-up) takes, at its first
+/// update, the first-step size `lr · g / (|g| + ε)`, not the damped step of a late `t` with fresh
+/// moments. The count is checkpointed with the moments. `backbone_lr` sets the backbone group's
+/// rate alone.
+#[test]
+fn adam_bias_correction_counts_each_variables_updates_and_backbone_lr_applies() {
+    let _torch = torch_lock();
+    use dml::optim::{Group, Optimizer};
+    let settings = dml::config::OptimizerConfig {
+        lr: 0.1,
+        backbone_lr: Some(0.01),
+        ..Default::default()
+    }
+    .groups();
+    assert_eq!(settings[&Group::Backbone].lr, 0.01);
+    assert_eq!(settings[&Group::Head].lr, 0.1);
+    assert_eq!(settings[&Group::Loss].lr, 0.1);
+    assert_eq!(Group::of("model.backbone.head.weight"), Group::Backbone);
+    assert_eq!(Group::of("model.head.weight"), Group::Head);
+
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let head = vs
+        .root()
+        .sub("model")
+        .sub("head")
+        .var_copy("w", &Tensor::from_slice(&[1.0f32]));
+    let body = vs
+        .root()
+        .sub("model")
+        .sub("backbone")
+        .var_copy("w", &Tensor::from_slice(&[3.0f32]));
+    let mut opt = Optimizer::new(&vs, settings).unwrap();
+    // Two steps where only the head has a gradient (loss w²/2, gradient w), then one for both.
+    for _ in 0..2 {
+        opt.zero_grad();
+        ((&head * &head).sum(tch::Kind::Float) / 2.0).backward();
+        opt.step(1.0).unwrap();
+    }
+    assert_eq!(f32::try_from(&body).unwrap(), 3.0, "no gradient, no update");
+    let state: BTreeMap<String, Tensor> = opt.state().into_iter().collect();
+    opt.zero_grad();
+    (((&head * &head) + (&body * &body)).sum(tch::Kind::Float) / 2.0).backward();
+    opt.step(1.0).unwrap();
+    // The body's first update: m = 0.1 g, v = 0.001 g², bias-corrected with t = 1 to g and g².
+    let g = 3.0f64;
+    let want = 3.0 - 0.01 * g / (g.abs() + 1e-8);
+    let got = f64::from(f32::try_from(&body).unwrap());
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    // With the run's step count (3) instead, the fresh moments' correction would shrink the
+    // step to 0.64 of that (0.369 g / 0.578 |g|).
+    let late =
+        3.0 - 0.01 * (0.1 / (1.0 - 0.9f64.powi(3))) / (0.001f64 / (1.0 - 0.999f64.powi(3))).sqrt();
+    assert!(
+        (got - late).abs() > 1e-3,
+        "{got} is not the late-t step {late}"
+    );
+
+    // The counts travel with the checkpoint's state: restoring the state after two steps
+    // gives the body its first update again.
+    let counts = |s: &BTreeMap<String, Tensor>, name: &str| {
+        s[&format!("t.model.{name}.w")].int64_value(&[0])
+    };
+    assert_eq!((counts(&state, "head"), counts(&state, "backbone")), (2, 0));
+    let mut fresh = Optimizer::new(&vs, opt_groups()).unwrap();
+    fresh.load_state(&state, 2).unwrap();
+    let restored: BTreeMap<String, Tensor> = fresh.state().into_iter().collect();
+    assert_eq!(counts(&restored, "backbone"), 0);
+    // A checkpoint from before the counts existed gives every variable the run's count.
+    let old: BTreeMap<String, Tensor> = state
+        .iter()
+        .filter(|(k, _)| !k.starts_with("t."))
+        .map(|(k, v)| (k.clone(), v.shallow_clone()))
+        .collect();
+    fresh.load_state(&old, 2).unwrap();
+    let restored: BTreeMap<String, Tensor> = fresh.state().into_iter().collect();
+    assert_eq!(counts(&restored, "backbone"), 2);
+}
+
+fn opt_groups() -> BTreeMap<dml::optim::Group, dml::optim::GroupSettings> {
+    dml::config::OptimizerConfig::default().groups()
+}
+
 /// Training is wired: on a task built so that neither the pixels nor random features can solve
 /// it (each class is a random 4 × 4 binary glyph stamped at a random place on a 12 × 12 field
 /// of noise; classes 0–4 train, 5–9 held out), the digits recipe raises held-out MAP@R well above

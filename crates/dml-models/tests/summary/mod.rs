@@ -78,4 +78,3 @@ pub fn compare_within(what: &str, t: &Tensor, expected: &Value, tol: f64) -> f64
     }
     worst
 }
-

@@ -59,7 +59,11 @@ pub fn check(module: &Path, fixture: &Value) -> f64 {
                 .map(|v| v.as_f64().expect("value") as f32)
                 .collect();
             let t = Tensor::from_slice(&values);
-            let t = if key == "weight" { t.reshape(&shape) } else { t };
+            let t = if key == "weight" {
+                t.reshape(&shape)
+            } else {
+                t
+            };
             vars[name].shallow_clone().copy_(&t);
         }
     }
