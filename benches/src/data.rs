@@ -67,6 +67,14 @@ pub fn images(n: usize, side: usize, seed: u64) -> Array4<f32> {
         .expect("n * side * side values")
 }
 
+/// `n` RGB `side × side` images, normalised as ImageNet networks expect (values about
+/// `N(0, 1)` per channel, what the ImageNet mean and deviation make of photographs).
+pub fn rgb_images(n: usize, side: usize, seed: u64) -> Array4<f32> {
+    gaussian(n, 3 * side * side, seed)
+        .into_shape_with_order((n, 3, side, side))
+        .expect("n * 3 * side * side values")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,14 @@ pub enum Input {
     I64(ndarray::ArrayD<i64>),
 }
 
+/// The workspace root (where `cargo xtask weights` puts `weights/`).
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ lives one level below the workspace root")
+        .to_path_buf()
+}
+
 /// The thread count both sides use: `DML_BENCH_THREADS`, or every logical CPU.
 pub fn threads() -> usize {
     std::env::var("DML_BENCH_THREADS")

@@ -13,7 +13,10 @@ use std::sync::{Once, OnceLock};
 
 use ndarray::{Array2, ArrayView2};
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
+
+use dml_eval::{Metrics, Score};
 
 use crate::checkpoint::EpochRecord;
 use crate::{Error, Result};
@@ -140,7 +143,18 @@ fn epoch_ticks(v: &f64) -> String {
 
 struct Curves<'a> {
     history: &'a [EpochRecord],
+    baselines: Baselines<'a>,
     title: &'a str,
+}
+
+/// The baselines a run's curves are drawn against: the raw input and, for a pretrained or
+/// TorchScript backbone, the frozen backbone (the untrained network is the curve's epoch 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Baselines<'a> {
+    /// The raw-input baseline's metrics, if computed.
+    pub raw_input: Option<&'a Metrics>,
+    /// The frozen backbone's metrics, if the backbone came with weights.
+    pub frozen_backbone: Option<&'a Metrics>,
 }
 
 impl Drawer for Curves<'_> {
@@ -190,20 +204,15 @@ impl Drawer for Curves<'_> {
             .draw_series(losses.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
             .map_err(e2s)?;
 
-        // Recall@K per evaluated epoch, one line per K.
-        let mut ks: Vec<usize> = self
-            .history
-            .iter()
-            .flat_map(|r| {
-                r.metrics
-                    .iter()
-                    .flat_map(|m| m.recall_at.iter().map(|&(k, _)| k))
-            })
-            .collect();
-        ks.sort_unstable();
-        ks.dedup();
+        // R@1 and MAP@R per evaluated epoch, with the baselines as horizontal lines in the
+        // metric's colour: dashed for the frozen backbone, dotted for the raw input. The
+        // untrained network is the curve's own point at epoch 0.
+        let series: [(&str, Score, RGBColor); 2] = [
+            ("R@1", Score::RecallAt(1), BLUE),
+            ("MAP@R", Score::MapAtR, RED),
+        ];
         let mut chart = ChartBuilder::on(&right)
-            .caption("Recall@K on the held-out classes", ("sans-serif", 18))
+            .caption("held-out classes (lines: baselines)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -212,40 +221,76 @@ impl Drawer for Curves<'_> {
         chart
             .configure_mesh()
             .x_desc("epoch")
-            .y_desc("recall")
+            .y_desc("score")
             .x_label_formatter(&epoch_ticks)
             .y_label_formatter(&value_ticks(0.0, 1.0))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
-        for (i, &k) in ks.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
+        let span = [-0.5, n_epochs as f64 + 0.5];
+        let mut any = false;
+        for (name, score, colour) in series {
             let points: Vec<(f64, f64)> = self
                 .history
                 .iter()
-                .filter_map(|r| Some((r.epoch as f64, r.metrics.as_ref()?.recall_at_k(k)?)))
+                .filter_map(|r| Some((r.epoch as f64, r.metrics.as_ref()?.get(score)?)))
                 .collect();
+            if points.is_empty() {
+                continue;
+            }
+            any = true;
             chart
                 .draw_series(LineSeries::new(
                     points.iter().copied(),
                     colour.stroke_width(2),
                 ))
                 .map_err(e2s)?
-                .label(format!("Recall@{k}"))
+                .label(name)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
                 });
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                 .map_err(e2s)?;
+            let lines = [
+                (
+                    "frozen backbone",
+                    self.baselines.frozen_backbone,
+                    8u32,
+                    5u32,
+                ),
+                ("raw input", self.baselines.raw_input, 2, 4),
+            ];
+            for (what, baseline, dash, gap) in lines {
+                let Some(v) = baseline.and_then(|m| m.get(score)) else {
+                    continue;
+                };
+                let style = ShapeStyle {
+                    color: colour.to_rgba(),
+                    filled: false,
+                    stroke_width: 2,
+                };
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        span.iter().map(|&x| (x, v)),
+                        dash,
+                        gap,
+                        style,
+                    ))
+                    .map_err(e2s)?
+                    .label(format!("{name}, {what}"))
+                    .legend(move |(x, y)| {
+                        DashedPathElement::new(vec![(x, y), (x + 18, y)], dash, gap, style)
+                    });
+            }
         }
-        if !ks.is_empty() {
+        if any {
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::LowerRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
-                .label_font(("sans-serif", 14))
+                .label_font(("sans-serif", 13))
                 .draw()
                 .map_err(e2s)?;
         }
@@ -267,10 +312,23 @@ fn padded_range(values: impl Iterator<Item = f64>, include: f64) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Plots the mean training loss per epoch and Recall@K per evaluated epoch side by side, into
-/// `<stem>.png` and `<stem>.svg`.
-pub fn training_curves(history: &[EpochRecord], title: &str, stem: &Path) -> Result<Vec<PathBuf>> {
-    render(stem, (WIDTH, HEIGHT), &Curves { history, title })
+/// Plots the mean training loss per epoch and, side by side, R@1 and MAP@R per evaluated epoch
+/// with the `baselines` as horizontal lines, into `<stem>.png` and `<stem>.svg`.
+pub fn training_curves(
+    history: &[EpochRecord],
+    baselines: Baselines<'_>,
+    title: &str,
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    render(
+        stem,
+        (WIDTH, HEIGHT),
+        &Curves {
+            history,
+            baselines,
+            title,
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -794,6 +852,8 @@ pub(crate) struct RunPlots<'a> {
     pub miner: Option<&'a str>,
     /// The metrics history (one record per epoch).
     pub history: &'a [EpochRecord],
+    /// The baselines the curves are drawn against.
+    pub baselines: Baselines<'a>,
     /// The held-out embeddings and labels of the last evaluation.
     pub test_embeddings: Option<(ArrayView2<'a, f32>, &'a [u32])>,
     /// Distances of the negatives the miner sampled in the last epoch.
@@ -810,6 +870,7 @@ pub(crate) fn run_plots(run: &RunPlots<'_>) -> Result<Vec<PathBuf>> {
     let name = run.name;
     let mut out = training_curves(
         run.history,
+        run.baselines,
         &format!(
             "{name}: {} loss, {}",
             run.loss,

@@ -46,7 +46,7 @@ fn plots_are_written_in_both_formats() {
                 recall_at: vec![(1, 0.5 + 0.1 * e as f64)],
                 precision_at_1: 0.5 + 0.1 * e as f64,
                 r_precision: None,
-                map_at_r: None,
+                map_at_r: Some(0.2 + 0.05 * e as f64),
                 nmi: Some(0.4),
                 ami: None,
                 n_queries: 30,
@@ -54,7 +54,22 @@ fn plots_are_written_in_both_formats() {
             }),
         })
         .collect();
-    let files = dml::plots::training_curves(&history, "test", &dir.path().join("curves")).unwrap();
+    let baseline = dml::eval::Metrics {
+        map_at_r: Some(0.3),
+        ..history[0].metrics.clone().unwrap()
+    };
+    let baselines = dml::plots::Baselines {
+        raw_input: Some(&baseline),
+        frozen_backbone: Some(&baseline),
+    };
+    let files =
+        dml::plots::training_curves(&history, baselines, "test", &dir.path().join("curves"))
+            .unwrap();
+    let svg = std::fs::read_to_string(dir.path().join("curves.svg")).unwrap();
+    assert!(
+        svg.contains("MAP@R, frozen backbone") && svg.contains("R@1, raw input"),
+        "the baselines are drawn and named"
+    );
     let x = Array2::from_shape_fn((30, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
     let labels: Vec<u32> = (0..30).map(|i| i % 3).collect();
     let more =

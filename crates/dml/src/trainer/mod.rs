@@ -1108,6 +1108,14 @@ impl Trainer {
             loss: self.config.loss.kind(),
             miner: miner.as_deref(),
             history: &self.state.history,
+            baselines: crate::plots::Baselines {
+                raw_input: self
+                    .state
+                    .raw_input
+                    .as_ref()
+                    .and_then(|r| r.metrics.as_ref()),
+                frozen_backbone: self.state.frozen_backbone.as_ref(),
+            },
             test_embeddings: self
                 .last_test_embeddings
                 .as_ref()
