@@ -17,6 +17,13 @@
 //! what it finished; a run that fails (a non-finite loss, say) is recorded with its error and the
 //! grid goes on: one bad combination must not cost the hours spent on the others. Seeds are the
 //! outer loop, so a stopped grid holds whole grids of its first seeds.
+//!
+//! **A grid survives interruption.** Run again on the same output folder, `dml compare` reads the
+//! `compare.json` there, skips every (loss, miner, seed) run it already holds (finished or
+//! failed; it says how many), resumes a run that was stopped in the middle from its checkpoint,
+//! and trains the rest; cells and seeds may be added to a grid this way. The baselines are
+//! computed by whichever run comes first without them. A `compare.json` written for another
+//! number of epochs or other Recall@K is refused (use another `--output-dir`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +138,10 @@ pub struct CompareReport {
     pub raw_input: Option<RawInput>,
     /// The untrained network, one entry per seed.
     pub untrained: Vec<Untrained>,
+    /// The frozen pretrained (or TorchScript) backbone's own features, when the base config's
+    /// backbone comes with weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_backbone: Option<Metrics>,
     /// The cells, losses major.
     pub cells: Vec<Cell>,
     /// The same grid trained by another library (`dml compare --reference`), shown beside
@@ -225,8 +236,8 @@ impl CompareReport {
         Spread::of(&v)
     }
 
-    /// The grid as a markdown table in percent: the baselines first (raw input, untrained
-    /// network), then one row per (loss, miner); with several seeds each value is the mean
+    /// The grid as a markdown table in percent: the baselines first (raw input, frozen backbone,
+    /// untrained network), then one row per (loss, miner); with several seeds each value is the mean
     /// followed by the (min–max) range.
     pub fn markdown(&self) -> String {
         let scores = self.scores();
@@ -246,6 +257,13 @@ impl CompareReport {
             for &sc in &scores {
                 let v = raw.metrics.as_ref().and_then(|m| m.get(sc));
                 s.push_str(&cell(v.and_then(|v| Spread::of(&[v]))));
+            }
+            s.push_str(" – |\n");
+        }
+        if let Some(frozen) = &self.frozen_backbone {
+            s.push_str("| *frozen backbone* | – |");
+            for &sc in &scores {
+                s.push_str(&cell(frozen.get(sc).and_then(|v| Spread::of(&[v]))));
             }
             s.push_str(" – |\n");
         }
@@ -309,19 +327,32 @@ impl CompareReport {
         })
     }
 
-    /// Writes `compare.md`, `compare.json` and (when MAP@R was computed) the MAP@R chart
-    /// `map_at_r.{png,svg}` titled with `name` into `out_dir`.
+    /// Writes `compare.md`, `compare.json` and the charts of MAP@R (when computed) and R@1,
+    /// `map_at_r.{png,svg}` and `recall_at_1.{png,svg}`, titled with `name`, into `out_dir`.
     pub fn write_all(&self, out_dir: &Path, name: &str) -> Result<()> {
         self.write(out_dir)?;
-        if self.scores().contains(&Score::MapAtR) {
-            crate::plots::compare_chart(
-                self,
-                Score::MapAtR,
-                &format!("{name}: MAP@R on the held-out classes"),
-                &out_dir.join("map_at_r"),
-            )?;
+        let scores = self.scores();
+        for (score, stem) in [
+            (Score::MapAtR, "map_at_r"),
+            (Score::RecallAt(1), "recall_at_1"),
+        ] {
+            if scores.contains(&score) {
+                crate::plots::compare_chart(
+                    self,
+                    score,
+                    &format!("{name}: {} on the held-out classes", score.label()),
+                    &out_dir.join(stem),
+                )?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether the report holds a run of `loss` + `miner` with `seed` (finished or failed).
+    pub fn has_run(&self, loss: &str, miner: &str, seed: u64) -> bool {
+        self.cells
+            .iter()
+            .any(|c| c.loss == loss && c.miner == miner && c.runs.iter().any(|r| r.seed == seed))
     }
 
     /// Writes `compare.md` and `compare.json` into `out_dir`, atomically.
@@ -417,7 +448,6 @@ pub fn run(
     let mut grid = Vec::new();
     let mut skipped = Vec::new();
     for (si, &seed) in seeds.iter().enumerate() {
-        let mut first_of_seed = true;
         for l in losses {
             for m in miners {
                 let mut c = base.clone();
@@ -439,12 +469,7 @@ pub fn run(
                     dir
                 });
                 c.train.plots = false;
-                // The baselines are evaluated once: the untrained network by the first cell of
-                // each seed, the raw input by the very first cell.
-                c.train.eval_before = first_of_seed;
-                c.eval.raw_input = base.eval.raw_input && first_of_seed && si == 0;
                 c.validate()?;
-                first_of_seed = false;
                 grid.push((l.clone(), m.clone(), seed, c));
             }
         }
@@ -458,25 +483,53 @@ pub fn run(
     if grid.is_empty() {
         return Err(Error::Config(crate::config::ConfigError::EmptyGrid));
     }
-    let mut report = CompareReport {
+    let mut report = earlier_report(base, out_dir)?.unwrap_or_else(|| CompareReport {
         recall_at: base.eval.config.recall_at.clone(),
         epochs: base.train.epochs,
-        seeds: seeds.clone(),
-        raw_input: None,
-        untrained: Vec::new(),
-        cells: Vec::new(),
-        reference: None,
-    };
+        ..CompareReport::default()
+    });
+    for &seed in &seeds {
+        if !report.seeds.contains(&seed) {
+            report.seeds.push(seed);
+        }
+    }
+    let done = grid
+        .iter()
+        .filter(|(l, m, seed, _)| report.has_run(l, m, *seed))
+        .count();
+    if done > 0 {
+        eprintln!(
+            "compare: {done} of the {} runs are already in {}; skipping them",
+            grid.len(),
+            out_dir.join("compare.json").display()
+        );
+    }
     let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         path: out_dir.to_path_buf(),
         source,
     })?;
     let total = grid.len();
-    for (i, (l, m, seed, c)) in grid.into_iter().enumerate() {
+    for (i, (l, m, seed, mut c)) in grid.into_iter().enumerate() {
+        if report.has_run(&l, &m, seed) {
+            continue;
+        }
+        // Each baseline is evaluated once, by the first run that finds it missing: the
+        // untrained network once per seed (the weights every cell of that seed starts from),
+        // the raw input and the frozen backbone once for the grid.
+        c.train.eval_before = !report.untrained.iter().any(|u| u.seed == seed);
+        c.eval.raw_input = base.eval.raw_input && report.raw_input.is_none();
+        c.eval.frozen_backbone = base.eval.frozen_backbone && report.frozen_backbone.is_none();
+        let checkpoint = c.run.output_dir().join(crate::trainer::files::CHECKPOINT);
+        let resuming = checkpoint.is_file();
         eprintln!(
-            "compare [{}/{total}]: training {l} loss with {m} miner, seed {seed}",
-            i + 1
+            "compare [{}/{total}]: {} {l} loss with {m} miner, seed {seed}",
+            i + 1,
+            if resuming {
+                "resuming (from its checkpoint)"
+            } else {
+                "training"
+            }
         );
         let failed = |report: &mut CompareReport, e: &Error| -> Result<()> {
             eprintln!("compare: {l} + {m} (seed {seed}) failed: {e}");
@@ -488,7 +541,12 @@ pub fn run(
             });
             report.write(out_dir)
         };
-        let mut trainer = match Trainer::new(c) {
+        let built = if resuming {
+            Trainer::resume(c)
+        } else {
+            Trainer::new(c)
+        };
+        let mut trainer = match built {
             Ok(t) => t,
             Err(e) => {
                 failed(&mut report, &e)?;
@@ -515,7 +573,12 @@ pub fn run(
         if let Some(raw) = fitted.raw_input {
             report.raw_input = Some(raw);
         }
-        if let Some(m0) = fitted.initial_metrics {
+        if let Some(frozen) = fitted.frozen_backbone {
+            report.frozen_backbone = Some(frozen);
+        }
+        if let Some(m0) = fitted.initial_metrics
+            && !report.untrained.iter().any(|u| u.seed == seed)
+        {
             report.untrained.push(Untrained { seed, metrics: m0 });
         }
         if !histograms.iter().any(|(name, _)| *name == m) {
@@ -530,14 +593,43 @@ pub fn run(
         report.write(out_dir)?;
     }
     let first_loss = losses.first().map(String::as_str).unwrap_or("");
-    crate::plots::distance_histograms(
-        &histograms,
-        base.model.embedding_dim() as usize,
-        &format!("negatives sampled in the last epoch ({first_loss} loss)"),
-        &out_dir.join("negative_distances"),
-    )?;
+    // Runs skipped as already done leave no distances behind: a rerun that trained nothing
+    // keeps the histogram of the run that did.
+    if !histograms.is_empty() {
+        crate::plots::distance_histograms(
+            &histograms,
+            base.model.embedding_dim() as usize,
+            &format!("negatives sampled in the last epoch ({first_loss} loss)"),
+            &out_dir.join("negative_distances"),
+        )?;
+    }
     report.write_all(out_dir, &base.run.name)?;
     Ok(report)
+}
+
+/// The `compare.json` an earlier `dml compare` left in `out_dir`, if any, checked to be for the
+/// same number of epochs and Recall@K as `base`.
+fn earlier_report(base: &Config, out_dir: &Path) -> Result<Option<CompareReport>> {
+    let path = out_dir.join("compare.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let report = CompareReport::read(&path)?;
+    if report.epochs != base.train.epochs || report.recall_at != base.eval.config.recall_at {
+        return Err(Error::Json {
+            path,
+            message: format!(
+                "it holds a grid of {} epochs with Recall@{:?}, this one is {} epochs with \
+                 Recall@{:?}; continue it with the same settings, or give another --output-dir",
+                report.epochs, report.recall_at, base.train.epochs, base.eval.config.recall_at
+            ),
+        });
+    }
+    // The table is redone from the runs; the reference library's cells are added on demand.
+    Ok(Some(CompareReport {
+        reference: None,
+        ..report
+    }))
 }
 
 /// The folder of one cell.
@@ -581,6 +673,7 @@ mod tests {
             seeds: vec![0, 1],
             raw_input: None,
             untrained: Vec::new(),
+            frozen_backbone: None,
             reference: None,
             cells: vec![
                 Cell {

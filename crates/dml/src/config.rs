@@ -462,8 +462,8 @@ impl Default for TrainConfig {
     }
 }
 
-/// What is measured on the held-out classes: the retrieval metric, the raw-input baseline
-/// switch, and every key of [`dml_eval::EvalConfig`] (`recall_at`, `r_metrics`, `nmi`, `ami`,
+/// What is measured on the held-out classes: the retrieval metric, the baseline switches, and
+/// every key of [`dml_eval::EvalConfig`] (`recall_at`, `r_metrics`, `nmi`, `ami`,
 /// `seed`, `kmeans_restarts`, `kmeans_max_iter`) in the same `[eval]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -476,6 +476,11 @@ pub struct EvalSettings {
     /// with the same metric and scores. Computed once per run; skipped, with the reason in the
     /// report, when the items differ in size or the flattened set would exceed 2 GiB.
     pub raw_input: bool,
+    /// Also evaluate the frozen backbone as a baseline when it comes with weights
+    /// (`model.pretrained`, or a TorchScript module) (default `true`): the held-out items'
+    /// pooled backbone features before any training. Computed once per run, before the first
+    /// step.
+    pub frozen_backbone: bool,
     /// What to compute (unknown keys are rejected here).
     #[serde(flatten)]
     pub config: EvalConfig,
@@ -486,6 +491,7 @@ impl Default for EvalSettings {
         EvalSettings {
             metric: Metric::Euclidean,
             raw_input: true,
+            frozen_backbone: true,
             config: EvalConfig::default(),
         }
     }

@@ -658,11 +658,17 @@ impl Drawer for GridChart<'_> {
             .as_ref()
             .and_then(|r| r.metrics.as_ref()?.get(self.score));
         let untrained = self.report.untrained_spread(self.score);
+        let frozen = self
+            .report
+            .frozen_backbone
+            .as_ref()
+            .and_then(|m| m.get(self.score));
         let values = cells
             .iter()
             .filter_map(|(_, s)| *s)
             .flat_map(|s| [s.min, s.max])
             .chain(raw)
+            .chain(frozen)
             .chain(untrained.iter().flat_map(|s| [s.min, s.max]));
         let (lo, hi) = match padded_range(values, f64::NAN) {
             (lo, hi) if lo.is_finite() && hi.is_finite() => (lo, hi),
@@ -706,6 +712,21 @@ impl Drawer for GridChart<'_> {
                 .map_err(e2s)?
                 .label(format!("raw input ({r:.3})"))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+        }
+        if let Some(f) = frozen {
+            let green = RGBColor(0, 140, 60);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(f, y_span.0), (f, y_span.1)],
+                    12,
+                    4,
+                    green.stroke_width(2),
+                ))
+                .map_err(e2s)?
+                .label(format!("frozen backbone ({f:.3})"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], green.stroke_width(2))
+                });
         }
         if let Some(u) = untrained {
             chart

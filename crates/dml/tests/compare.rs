@@ -282,3 +282,85 @@ fn compare_runs_proxy_losses_without_a_miner() {
         "{cfg}"
     );
 }
+
+/// A grid stopped in the middle of a run, then run again on the same folder, resumes that run
+/// from its checkpoint and trains the rest, ending with the numbers of a grid that was never
+/// stopped; run once more it trains nothing; a cell added later is the only one trained; a
+/// grid of another length is refused.
+#[test]
+fn a_stopped_grid_run_again_resumes_and_skips_finished_runs() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = dml::Config::from_file(&base_config(dir.path())).unwrap();
+    base.train.epochs = 1;
+    base.batch.batches_per_epoch = Some(3);
+    base.train.progress = false;
+    let losses = ["margin".to_owned()];
+    let miners = ["uniform".to_owned(), "batch_hard".to_owned()];
+    let seeds = [3u64];
+    let numbers = |r: &dml::compare::CompareReport| {
+        r.cells
+            .iter()
+            .flat_map(|c| {
+                c.runs
+                    .iter()
+                    .map(move |run| (c.miner.clone(), run.seed, run.metrics.clone()))
+            })
+            .map(|(m, s, metrics)| {
+                let rounded: Vec<(dml::eval::Score, i64)> = metrics
+                    .unwrap()
+                    .scores()
+                    .into_iter()
+                    .map(|(k, v)| (k, (v * 1e12).round() as i64))
+                    .collect();
+                (m, s, rounded)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let straight = dir.path().join("straight");
+    let want = dml::compare::run(&base, &losses, &miners, &seeds, &straight, None).unwrap();
+
+    // Stopped after the first step of the first run: a checkpoint in its folder, no run in
+    // the report yet.
+    let grid = dir.path().join("grid");
+    let stop = Arc::new(AtomicBool::new(true));
+    let err = dml::compare::run(&base, &losses, &miners, &seeds, &grid, Some(stop)).unwrap_err();
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    assert!(grid.join("margin-uniform/checkpoint.safetensors").is_file());
+    let got = dml::compare::run(&base, &losses, &miners, &seeds, &grid, None).unwrap();
+    assert_eq!(
+        numbers(&got),
+        numbers(&want),
+        "the resumed grid ends where the straight one does"
+    );
+    assert_eq!(got.untrained, want.untrained);
+    assert_eq!(got.raw_input, want.raw_input);
+
+    // Nothing left to train: the same report, and no run folder touched.
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let ckpt = grid.join("margin-batch_hard/checkpoint.safetensors");
+    let before = stamp(&ckpt);
+    let again = dml::compare::run(&base, &losses, &miners, &seeds, &grid, None).unwrap();
+    assert_eq!(numbers(&again), numbers(&got));
+    assert_eq!(stamp(&ckpt), before, "a finished run is not trained again");
+
+    // A cell added to the grid is the only one that trains.
+    let more = [
+        "uniform".to_owned(),
+        "batch_hard".to_owned(),
+        "semi_hard".to_owned(),
+    ];
+    let grown = dml::compare::run(&base, &losses, &more, &seeds, &grid, None).unwrap();
+    assert_eq!(grown.cells.len(), 3);
+    assert_eq!(numbers(&grown)[..2], numbers(&got)[..]);
+    assert_eq!(stamp(&ckpt), before);
+
+    // Another number of epochs is another grid.
+    let mut longer = base.clone();
+    longer.train.epochs = 2;
+    let err = dml::compare::run(&longer, &losses, &miners, &seeds, &grid, None).unwrap_err();
+    assert!(err.to_string().contains("another --output-dir"), "{err}");
+}

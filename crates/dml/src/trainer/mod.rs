@@ -839,6 +839,7 @@ impl Trainer {
         if self.state.frozen_backbone.is_none()
             && self.state.epochs_done == 0
             && self.state.batches_done == 0
+            && self.config.eval.frozen_backbone
             && self.config.model.has_given_backbone()
         {
             let m = self.frozen_backbone_baseline()?;
