@@ -357,8 +357,14 @@ impl EmbeddingNet {
                 // The ResNet has no dropout, so its `train` flag is exactly batch norm's mode.
                 net.forward(&x, bn_train)?
             }
-            Backbone::MobileNetV2(net) => net.forward(&rgb(xs), bn_train)?,
-            Backbone::EfficientNetLite0(net) => net.forward(&rgb(xs), bn_train, train)?,
+            // Channels-last too, as the ResNets (docs/benchmarks.md has the step with and
+            // without it). Batch norm's training-mode statistics then sum in another order than
+            // PyTorch's default layout computes them; tests/pretrained.rs compares with PyTorch
+            // in both layouts.
+            Backbone::MobileNetV2(net) => net.forward(&channels_last(&rgb(xs))?, bn_train)?,
+            Backbone::EfficientNetLite0(net) => {
+                net.forward(&channels_last(&rgb(xs))?, bn_train, train)?
+            }
             Backbone::TorchScript(module) => {
                 // The module is switched as a whole: frozen batch norm keeps it in evaluation
                 // mode throughout.

