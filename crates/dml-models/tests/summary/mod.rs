@@ -25,13 +25,9 @@ fn values(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&flat).expect("a CPU tensor")
 }
 
-/// Compares `t` with the fixture's summary; returns the largest difference relative to the
-/// tensor's scale (its largest |x|, at least 1e-3).
-pub fn compare(what: &str, t: &Tensor, expected: &Value) -> f64 {
-    compare_within(what, t, expected, 1e-5)
-}
-
-/// [`compare`] with the tolerance `tol` (relative to the tensor's scale).
+/// Compares `t` with the fixture's summary, each figure to `tol` of the tensor's scale (its
+/// largest |x|, at least 1e-3; sums are allowed √n roundings more); returns the largest
+/// difference relative to that scale.
 pub fn compare_within(what: &str, t: &Tensor, expected: &Value, tol: f64) -> f64 {
     let shape: Vec<i64> = expected["shape"]
         .as_array()

@@ -14,7 +14,12 @@ use tch::{Device, Kind, Tensor, nn};
 
 #[path = "../../../dml-models/tests/summary/mod.rs"]
 mod summary;
-pub use summary::{compare, compare_within};
+use summary::compare_within;
+
+/// Values (features, embeddings) are held to 1e-5 of their tensor's scale.
+fn compare(what: &str, t: &Tensor, expected: &Value) -> f64 {
+    compare_within(what, t, expected, 1e-5)
+}
 
 /// Gradients are held to 1e-4 of their tensor's scale, values to 1e-5: the multi-similarity
 /// loss's β = 50 scales float32 rounding in the similarities by 50 in its gradient (measured:
