@@ -24,6 +24,8 @@ pub fn requirements() -> Vec<String> {
         // The JPEG-folder training bench: its DataLoader transforms and ResNet-18.
         "torchvision==0.28.0".to_owned(),
         "pillow==13.0.0".to_owned(),
+        // scripts/fixtures/dml_render_fonts.py: subsets the test fonts and reads their outlines.
+        "fonttools==4.68.0".to_owned(),
     ]
 }
 
@@ -40,7 +42,7 @@ pub fn run(_args: &Args) -> Result<()> {
 pub fn ensure() -> Result<PathBuf> {
     let venv = project_root().join(".venv-ref");
     let py = venv.join("bin/python");
-    let check = "import torch, torchvision, PIL, pytorch_metric_learning, faiss, numpy, sklearn; \
+    let check = "import torch, torchvision, PIL, pytorch_metric_learning, faiss, numpy, sklearn, fontTools; \
                  assert torch.__version__.split('+')[0] == '"
         .to_owned()
         + TORCH_VERSION
