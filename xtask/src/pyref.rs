@@ -27,6 +27,8 @@ pub fn requirements() -> Vec<String> {
         // The reference EfficientNet-Lite0 implementation its ImageNet weights were published
         // for (scripts/fixtures/dml-models_pretrained.py).
         "efficientnet-lite-pytorch==0.1.0".to_owned(),
+        // scripts/fixtures/dml_render_fonts.py: subsets the test fonts and reads their outlines.
+        "fonttools==4.68.0".to_owned(),
     ]
 }
 
@@ -44,7 +46,7 @@ pub fn ensure() -> Result<PathBuf> {
     let venv = project_root().join(".venv-ref");
     let py = venv.join("bin/python");
     let check = "import torch, torchvision, PIL, pytorch_metric_learning, faiss, numpy, sklearn, \
-                 efficientnet_lite_pytorch; \
+                 efficientnet_lite_pytorch, fontTools; \
                  assert torch.__version__.split('+')[0] == '"
         .to_owned()
         + TORCH_VERSION

@@ -7,12 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::dataset::{Dataset, class_disjoint_subsets};
-use crate::layouts::{cars196, cub200, digits, idx, image_folder, inshop, sop};
+use crate::layouts::{cars196, cub200, digits, emoji, glyphs, idx, image_folder, inshop, sop};
 
 /// Where `cargo xtask data mnist` puts MNIST.
 const MNIST_DIR: &str = "data/mnist";
 /// Where `cargo xtask data fashion-mnist` puts Fashion-MNIST.
 const FASHION_MNIST_DIR: &str = "data/fashion-mnist";
+/// Where `cargo xtask data emoji` puts the emoji set.
+const EMOJI_DIR: &str = "data/emoji";
+/// Where `cargo xtask data glyphs` puts the glyph set.
+const GLYPHS_DIR: &str = "data/glyphs";
 
 /// A data set and how to split it, tagged by `kind`:
 ///
@@ -22,9 +26,10 @@ const FASHION_MNIST_DIR: &str = "data/fashion-mnist";
 /// root = "data/CUB_200_2011"
 /// ```
 ///
-/// Every kind except `sop` and `inshop` is split class-disjointly ([`class_disjoint_split`]:
-/// first half of the classes for training); `sop` and `inshop` use their published files, which
-/// are class-disjoint too.
+/// Every kind except `sop`, `inshop`, `emoji` and `glyphs` is split class-disjointly
+/// ([`class_disjoint_split`]: first half of the classes for training); `sop` and `inshop` use
+/// their published files, `emoji` and `glyphs` the split stored when they were built, which are
+/// class-disjoint too.
 ///
 /// [`class_disjoint_split`]: crate::class_disjoint_split
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +52,21 @@ pub enum DataConfig {
     Mnist {
         /// The folder. Default: `data/mnist`.
         #[serde(default = "default_mnist")]
+        path: PathBuf,
+    },
+    /// The emoji set as `cargo xtask data emoji` builds it: RGB 64 × 64, one class per emoji
+    /// (code point sequence), one image per vendor drawing, split as stored (half of the classes
+    /// held out, an emoji and its skin-tone variants on one side).
+    Emoji {
+        /// The folder. Default: `data/emoji`.
+        #[serde(default = "default_emoji")]
+        path: PathBuf,
+    },
+    /// The CJK glyph set as `cargo xtask data glyphs` builds it: grey 32 × 32, one class per
+    /// character, one image per font design, split as stored (half of the classes held out).
+    Glyphs {
+        /// The folder. Default: `data/glyphs`.
+        #[serde(default = "default_glyphs")]
         path: PathBuf,
     },
     /// One folder per class.
@@ -109,6 +129,14 @@ fn default_mnist() -> PathBuf {
     MNIST_DIR.into()
 }
 
+fn default_emoji() -> PathBuf {
+    EMOJI_DIR.into()
+}
+
+fn default_glyphs() -> PathBuf {
+    GLYPHS_DIR.into()
+}
+
 /// A data set split into its training and held-out classes: what every data set of this crate
 /// ([`crate::digits`], [`crate::idx`], [`crate::cub200`], …) and [`DataConfig::build`] return.
 #[derive(Clone, Debug)]
@@ -153,6 +181,8 @@ impl DataConfig {
             DataConfig::Idx { path }
             | DataConfig::FashionMnist { path }
             | DataConfig::Mnist { path } => idx(path),
+            DataConfig::Emoji { path } => emoji(path),
+            DataConfig::Glyphs { path } => glyphs(path),
             DataConfig::ImageFolder { root, .. } => image_folder(root),
             DataConfig::Cub200 { root, .. } => cub200(root),
             DataConfig::Cars196 { root, .. } => cars196(root),
@@ -183,7 +213,9 @@ impl DataConfig {
             DataConfig::Digits
             | DataConfig::Idx { .. }
             | DataConfig::FashionMnist { .. }
-            | DataConfig::Mnist { .. } => false,
+            | DataConfig::Mnist { .. }
+            | DataConfig::Emoji { .. }
+            | DataConfig::Glyphs { .. } => false,
         }
     }
 }

@@ -11,7 +11,9 @@
 //!   digits ([`digits`], the default, needs no download), MNIST-format IDX folders ([`idx`]:
 //!   MNIST, Fashion-MNIST), one folder per class ([`image_folder`]), and the published layouts
 //!   of CUB-200-2011 ([`cub200`]), Cars196 ([`cars196`]), Stanford Online Products ([`sop`]) and
-//!   In-Shop ([`inshop`]). The readers of the file formats underneath (IDX, image decoding,
+//!   In-Shop ([`inshop`]), and the two sets built from registry packages by `cargo xtask data`:
+//!   emoji drawn by several vendors ([`emoji`]) and CJK characters in many font designs
+//!   ([`glyphs`]). The readers of the file formats underneath (IDX, image decoding,
 //!   whole unsplit sets) are in [`formats`].
 //! - Splits: [`class_disjoint_split`] (first half of the classes for training, as the papers do),
 //!   [`Subset`], [`shuffled_indices`].
@@ -43,6 +45,7 @@ pub mod formats;
 mod idx;
 mod layouts;
 mod memory;
+mod rendered;
 mod transform;
 
 pub use crate::config::{DataConfig, Split};
@@ -52,6 +55,6 @@ pub use crate::dataset::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::files::ImageFileDataset;
-pub use crate::layouts::{cars196, cub200, digits, idx, image_folder, inshop, sop};
+pub use crate::layouts::{cars196, cub200, digits, emoji, glyphs, idx, image_folder, inshop, sop};
 pub use crate::memory::InMemoryDataset;
 pub use crate::transform::{Crop, IMAGENET_MEAN, IMAGENET_STD, Normalize, Pixels, Transform};

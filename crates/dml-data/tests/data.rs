@@ -950,3 +950,141 @@ fn random_crop_shifts_with_zero_padding() {
         Err(Error::InvalidTransform { .. })
     ));
 }
+
+/// A rendered set made by hand: four grey 2 x 2 classes, classes 1 and 3 held out, item `i`
+/// filled with the value `i`.
+fn tiny_rendered() -> RenderedSet {
+    let labels = [0u32, 0, 1, 1, 1, 2, 2, 3, 3];
+    RenderedSet {
+        classes: (0..4)
+            .map(|c| RenderedClass {
+                key: format!("k{c}"),
+                name: format!("class {c}"),
+                held_out: c % 2 == 1,
+            })
+            .collect(),
+        items: labels
+            .iter()
+            .enumerate()
+            .map(|(i, &label)| RenderedItem {
+                label,
+                source: format!("s{}", i % 2),
+                origin: format!("file{i}.png"),
+            })
+            .collect(),
+        shape: [1, 2, 2],
+        pixels: (0..9u8).flat_map(|i| [i; 4]).collect(),
+    }
+}
+
+#[test]
+fn rendered_set_round_trip_and_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_rendered();
+    set.write(dir.path()).unwrap();
+    // The files as the format documents them.
+    let classes = std::fs::read_to_string(dir.path().join(RENDERED_CLASSES)).unwrap();
+    assert_eq!(
+        classes,
+        "label\tsplit\tkey\tname\n0\ttrain\tk0\tclass 0\n1\ttest\tk1\tclass 1\n2\ttrain\tk2\tclass 2\n3\ttest\tk3\tclass 3\n"
+    );
+    let items = std::fs::read_to_string(dir.path().join(RENDERED_ITEMS)).unwrap();
+    assert_eq!(items.lines().nth(3), Some("2\t1\ts0\tfile2.png"));
+    let idx = std::fs::read(dir.path().join(RENDERED_IMAGES)).unwrap();
+    assert_eq!(
+        &idx[..20],
+        &[0, 0, 8, 4, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1]
+    );
+    assert_eq!(idx.len(), 20 + 36);
+    let back = read_rendered(dir.path(), "").unwrap();
+    assert_eq!(back, set);
+
+    // Classes 0 and 2 train (items 0, 1, 5, 6), 1 and 3 are held out (2, 3, 4, 7, 8).
+    let split = glyphs(dir.path()).unwrap();
+    assert_eq!(split.train.labels(), &[0, 0, 2, 2]);
+    assert_eq!(split.test.labels(), &[1, 1, 1, 3, 3]);
+    let (batch, _) = load_batch(split.test.as_ref(), &[3], None, 0).unwrap();
+    assert_eq!(batch.dim(), (1, 1, 2, 2));
+    assert!((batch[[0, 0, 1, 1]] - 7.0 / 255.0).abs() < 1e-7);
+    let c: DataConfig = toml::from_str("kind = \"glyphs\"").unwrap();
+    assert_eq!(
+        c,
+        DataConfig::Glyphs {
+            path: "data/glyphs".into()
+        }
+    );
+    let c: DataConfig =
+        toml::from_str(&format!("kind = \"glyphs\"\npath = {:?}", dir.path())).unwrap();
+    assert_eq!(c.build().unwrap().test.len(), 5);
+    assert!(!c.skip_unreadable());
+    // The emoji kind wants RGB.
+    let e = emoji(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("3 channel(s)") && e.contains("has 1"), "{e}");
+    let c: DataConfig = toml::from_str("kind = \"emoji\"").unwrap();
+    assert_eq!(
+        c,
+        DataConfig::Emoji {
+            path: "data/emoji".into()
+        }
+    );
+}
+
+#[test]
+fn rendered_set_errors_name_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = emoji(dir.path().join("nothing")).unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("cargo xtask data emoji"), "{e}");
+
+    let set = tiny_rendered();
+    set.write(dir.path()).unwrap();
+    let rewrite = |name: &str, from: &str, to: &str| {
+        let path = dir.path().join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    rewrite(RENDERED_CLASSES, "1\ttest", "1\tvalidation");
+    let e = read_rendered(dir.path(), "").unwrap_err().to_string();
+    assert!(
+        e.contains("classes.tsv") && e.contains("line 3") && e.contains("validation"),
+        "{e}"
+    );
+    rewrite(RENDERED_CLASSES, "1\tvalidation", "1\ttest");
+    rewrite(RENDERED_ITEMS, "8\t3\t", "8\t4\t");
+    let e = read_rendered(dir.path(), "").unwrap_err().to_string();
+    assert!(
+        e.contains("items.tsv") && e.contains("line 10") && e.contains("label 4"),
+        "{e}"
+    );
+    rewrite(RENDERED_ITEMS, "8\t4\t", "8\t3\t");
+    // A valid IDX file of three dimensions (9 x 2 x 2) where four are expected.
+    let mut three = vec![0u8, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, 2];
+    three.extend([0u8; 36]);
+    std::fs::write(dir.path().join(RENDERED_IMAGES), three).unwrap();
+    let e = read_rendered(dir.path(), "").unwrap_err().to_string();
+    assert!(e.contains("4 dimensions"), "{e}");
+
+    // What `validate` refuses, and `write` with it.
+    let mut bad = tiny_rendered();
+    bad.items.retain(|i| i.label != 2);
+    bad.pixels.truncate(bad.items.len() * 4);
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("class 2") && e.contains("no item"), "{e}");
+    let mut bad = tiny_rendered();
+    bad.classes.iter_mut().for_each(|c| c.held_out = true);
+    assert!(
+        bad.write(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("both sides")
+    );
+    let mut bad = tiny_rendered();
+    bad.classes[1].key = "k0".into();
+    assert!(bad.validate().unwrap_err().to_string().contains("twice"));
+    let mut bad = tiny_rendered();
+    bad.items[0].origin = "a\tb".into();
+    assert!(bad.validate().unwrap_err().to_string().contains("tab"));
+    let mut bad = tiny_rendered();
+    bad.pixels.pop();
+    assert!(bad.into_split().is_err());
+}

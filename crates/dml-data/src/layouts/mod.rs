@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::formats::{read_digits, read_idx_dir, read_image_folder};
+use crate::rendered::rendered_split;
 use crate::{Error, Result, Split};
 
 mod cars196;
@@ -36,6 +37,20 @@ pub fn idx(dir: impl AsRef<Path>) -> Result<Split> {
 /// class names come with [`crate::formats::read_image_folder`].
 pub fn image_folder(root: impl AsRef<Path>) -> Result<Split> {
     Split::disjoint(Arc::new(read_image_folder(root)?.0))
+}
+
+/// The emoji set that `cargo xtask data emoji` builds (`data/emoji`): RGB images of 64 × 64, one
+/// class per emoji, one image per vendor drawing, split as stored (see [`crate::formats::read_rendered`]:
+/// an emoji and its skin-tone variants stay on one side).
+pub fn emoji(dir: impl AsRef<Path>) -> Result<Split> {
+    rendered_split(dir.as_ref(), "emoji", 3)
+}
+
+/// The CJK glyph set that `cargo xtask data glyphs` builds (`data/glyphs`): grey images of
+/// 32 × 32, one class per character, one image per font design, split as stored (see
+/// [`crate::formats::read_rendered`]).
+pub fn glyphs(dir: impl AsRef<Path>) -> Result<Split> {
+    rendered_split(dir.as_ref(), "glyphs", 1)
 }
 
 /// The lines of a text file with their 1-based numbers, blank lines skipped.
