@@ -36,7 +36,7 @@ const GLYPHS_DIR: &str = "data/glyphs";
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DataConfig {
     /// The embedded UCI digits (1,797 images of 8 × 8): classes 0–4 train, 5–9 test.
-    Digits,
+    Digits {},
     /// A folder with the four MNIST-format IDX files (plain or `.gz`), train and test joined.
     Idx {
         /// The folder.
@@ -177,7 +177,7 @@ impl DataConfig {
     /// Reads the data set's index (not the images) and splits it.
     pub fn build(&self) -> Result<Split> {
         match self {
-            DataConfig::Digits => digits(),
+            DataConfig::Digits {} => digits(),
             DataConfig::Idx { path }
             | DataConfig::FashionMnist { path }
             | DataConfig::Mnist { path } => idx(path),
@@ -210,7 +210,7 @@ impl DataConfig {
             | DataConfig::Inshop {
                 skip_unreadable, ..
             } => *skip_unreadable,
-            DataConfig::Digits
+            DataConfig::Digits {}
             | DataConfig::Idx { .. }
             | DataConfig::FashionMnist { .. }
             | DataConfig::Mnist { .. }

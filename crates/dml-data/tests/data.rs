@@ -839,7 +839,7 @@ fn inshop_layout() {
 #[test]
 fn config_from_toml() {
     let c: DataConfig = toml::from_str("kind = \"digits\"").unwrap();
-    assert_eq!(c, DataConfig::Digits);
+    assert_eq!(c, DataConfig::Digits {});
     let c: DataConfig = toml::from_str("kind = \"fashion_mnist\"").unwrap();
     assert_eq!(
         c,
@@ -862,7 +862,7 @@ fn config_from_toml() {
     let e = toml::from_str::<DataConfig>("kind = \"cub200\"\nroot = \"x\"\nrot = 1").unwrap_err();
     assert!(e.to_string().contains("rot"), "{e}");
     assert!(toml::from_str::<DataConfig>("kind = \"imagenet\"").is_err());
-    let split = DataConfig::Digits.build().unwrap();
+    let split = DataConfig::Digits {}.build().unwrap();
     assert_eq!(split.train.len() + split.test.len(), 1797);
     let e = DataConfig::Mnist {
         path: "/nonexistent/mnist".into(),

@@ -464,9 +464,10 @@ impl Default for TrainConfig {
 
 /// What is measured on the held-out classes: the retrieval metric, the baseline switches, and
 /// every key of [`dml_eval::EvalConfig`] (`recall_at`, `r_metrics`, `nmi`, `ami`,
-/// `seed`, `kmeans_restarts`, `kmeans_max_iter`) in the same `[eval]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// `seed`, `kmeans_restarts`, `kmeans_max_iter`) in the same `[eval]` table. A key that is
+/// none of these is an error naming it (serde's `flatten` would let it pass silently, so the
+/// table is read by hand).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalSettings {
     /// The metric used for retrieval (default `euclidean`; on L2-normalised embeddings every
     /// metric ranks the same).
@@ -481,9 +482,58 @@ pub struct EvalSettings {
     /// pooled backbone features before any training. Computed once per run, before the first
     /// step.
     pub frozen_backbone: bool,
-    /// What to compute (unknown keys are rejected here).
+    /// What to compute.
     #[serde(flatten)]
     pub config: EvalConfig,
+}
+
+impl<'de> Deserialize<'de> for EvalSettings {
+    fn deserialize<D>(d: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        use serde::de::Error as _;
+        /// The keys of the table that are not [`EvalConfig`]'s.
+        #[derive(Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Own {
+            metric: Metric,
+            raw_input: bool,
+            frozen_backbone: bool,
+        }
+        impl Default for Own {
+            fn default() -> Self {
+                let d = EvalSettings::default();
+                Own {
+                    metric: d.metric,
+                    raw_input: d.raw_input,
+                    frozen_backbone: d.frozen_backbone,
+                }
+            }
+        }
+        const OWN: [&str; 3] = ["metric", "raw_input", "frozen_backbone"];
+        let table = toml::Table::deserialize(d)?;
+        let (own, rest): (toml::Table, toml::Table) = table
+            .into_iter()
+            .partition(|(k, _)| OWN.contains(&k.as_str()));
+        let own = Own::deserialize(toml::Value::Table(own)).map_err(D::Error::custom)?;
+        let config = EvalConfig::deserialize(toml::Value::Table(rest)).map_err(|e| {
+            let text = e.to_string();
+            let text = text.trim_end();
+            // serde names the expected keys of EvalConfig; the table has three more.
+            if text.starts_with("unknown field") {
+                D::Error::custom(format!("{text}, `metric`, `raw_input`, `frozen_backbone`"))
+            } else {
+                D::Error::custom(text)
+            }
+        })?;
+        Ok(EvalSettings {
+            metric: own.metric,
+            raw_input: own.raw_input,
+            frozen_backbone: own.frozen_backbone,
+            config,
+        })
+    }
 }
 
 impl Default for EvalSettings {

@@ -41,6 +41,19 @@ pub enum Error {
     /// The user stopped a long command (Ctrl-C); what was finished is saved.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// Another run holds the output folder.
+    #[error(
+        "{} is in use by another dml run{}: wait for it to finish, stop it (it checkpoints and \
+         can be resumed), or give this run another output_dir",
+        dir.display(),
+        pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+    )]
+    OutputLocked {
+        /// The output folder.
+        dir: PathBuf,
+        /// The process holding it, as it wrote itself into the lock file.
+        pid: Option<u32>,
+    },
     /// A network that cannot be exported as asked.
     #[error("export: {0}")]
     Export(String),

@@ -11,6 +11,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,9 @@ pub struct LocalLaunch {
     pub program: std::path::PathBuf,
     /// Its arguments (`train --config ...`).
     pub args: Vec<String>,
+    /// Set (by a signal handler) when the launch is asked to stop: every rank still running
+    /// is sent SIGTERM once, which it handles as Ctrl-C (checkpoint after the current step).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// How a launch ended.
@@ -118,7 +123,20 @@ impl LocalLaunch {
         let mut codes: Vec<Option<Option<i32>>> = vec![None; n];
         let mut first_failure: Option<usize> = None;
         let mut failed_at: Option<Instant> = None;
+        let mut passed_on = false;
         while codes.iter().any(Option::is_none) {
+            if !passed_on && self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                passed_on = true;
+                for (rank, child) in children.iter().enumerate() {
+                    if codes[rank].is_none()
+                        && let Ok(pid) = libc::pid_t::try_from(child.id())
+                    {
+                        // SAFETY: kill(2) with a pid this process spawned and has not reaped
+                        // (its exit code is unknown), so the pid still names that child.
+                        unsafe { libc::kill(pid, libc::SIGTERM) };
+                    }
+                }
+            }
             for (rank, child) in children.iter_mut().enumerate() {
                 if codes[rank].is_some() {
                     continue;

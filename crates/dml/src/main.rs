@@ -286,18 +286,31 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
-/// Ctrl-C sets the flag; the trainer checks it between steps and checkpoints before returning.
+/// Ctrl-C or SIGTERM sets the flag; the trainer checks it between steps and checkpoints before
+/// returning.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
+    let first: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
     // A second handler cannot be installed (e.g. in tests); then Ctrl-C simply kills the process,
     // which the atomic checkpoints survive.
     let _ = ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            // Second Ctrl-C: the user does not want to wait for the checkpoint.
-            std::process::exit(130);
+        let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+        match *first {
+            // A second signal seconds later: the user does not want to wait for the checkpoint.
+            // One within a second is the same request arriving twice (a SIGTERM sent to every
+            // process of a job and passed on by `dml launch` as well).
+            Some(t) if t.elapsed() > std::time::Duration::from_secs(1) => std::process::exit(130),
+            Some(_) => {}
+            None => {
+                *first = Some(std::time::Instant::now());
+                f.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupted (Ctrl-C or SIGTERM): saving a checkpoint after this step \
+                     (Ctrl-C again to quit at once)"
+                );
+            }
         }
-        eprintln!("\ninterrupted: saving a checkpoint (Ctrl-C again to quit at once)");
     });
     flag
 }
@@ -388,16 +401,23 @@ fn launch(a: LaunchArgs) -> Result<()> {
             a.command.join(" ")
         );
     }
-    // Ctrl-C at a terminal reaches every rank too (one process group): they agree to stop after
-    // the current step and rank 0 writes a checkpoint. The launcher stays to relay their output.
-    let _ = ctrlc::set_handler(|| {
-        eprintln!("dml launch: interrupted; the ranks stop after their current step");
+    // Ctrl-C at a terminal reaches every rank too (one process group); a SIGTERM sent to the
+    // launcher alone (Kubernetes stops a container through its first process) is passed on to
+    // the ranks. Either way they agree to stop after the current step and rank 0 writes a
+    // checkpoint. The launcher stays to relay their output.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if !flag.swap(true, Ordering::SeqCst) {
+            eprintln!("dml launch: interrupted; the ranks stop after their current step");
+        }
     });
     let outcome = dml::launch::LocalLaunch {
         nproc: a.nproc,
         master_port: a.master_port,
         program: std::env::current_exe().context("finding the dml binary")?,
         args: a.command,
+        stop: Some(stop),
     }
     .run()
     .context("starting the ranks")?;

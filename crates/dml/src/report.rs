@@ -49,7 +49,8 @@ impl std::fmt::Display for TrainReport {
         if self.interrupted {
             writeln!(
                 f,
-                "interrupted after {} epochs; checkpoint saved",
+                "interrupted after {} epochs; checkpoint saved (continue with `dml train \
+                 --resume` and the same config)",
                 self.epochs
             )?;
         } else {

@@ -352,3 +352,87 @@ fn train_then_embed_writes_npy_files() {
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst <= 1e-6, "the exported module differs by {worst}");
 }
+
+/// SIGTERM (what Slurm and Kubernetes send before they kill a job) is handled as Ctrl-C: the run
+/// checkpoints after its current step, says how to continue, and exits with 130; `--resume`
+/// then ends exactly where a run that was never stopped ends.
+#[test]
+fn sigterm_checkpoints_and_resume_ends_where_an_uninterrupted_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let text = include_str!("../../../configs/digits.toml")
+        .replace("epochs = 20", "epochs = 60")
+        .replace("eval_every = 5", "eval_every = 0")
+        .replace("[train]", "[train]\nplots = false\nprogress = false");
+    assert!(
+        text.contains("epochs = 60") && text.contains("eval_every = 0"),
+        "the digits config still reads as this test expects"
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = |name: &str, resume: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dml"));
+        cmd.args(["train", "--config", s(&config), "--output-dir"])
+            .arg(dir.path().join(name));
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+
+    let mut child = run("stopped", false)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has trained an epoch (its second log line), then send SIGTERM.
+    let log = dir.path().join("stopped/metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "the run never logged an epoch"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let signal = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted (Ctrl-C or SIGTERM)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("continue with `dml train --resume`"),
+        "{stdout}"
+    );
+    let saved = dml::checkpoint::load(&dir.path().join("stopped/checkpoint.safetensors")).unwrap();
+    assert!(saved.state.epochs_done < 60, "stopped before the end");
+
+    let resumed = run("stopped", true).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let straight = run("straight", false).output().unwrap();
+    assert!(straight.status.success());
+    let a = dml::checkpoint::load(&dir.path().join("stopped/checkpoint.safetensors")).unwrap();
+    let b = dml::checkpoint::load(&dir.path().join("straight/checkpoint.safetensors")).unwrap();
+    assert_eq!(a.state.epochs_done, 60);
+    assert_eq!(
+        a.vars.keys().collect::<Vec<_>>(),
+        b.vars.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &a.vars {
+        assert!(
+            t.equal(&b.vars[name]),
+            "{name} differs from the uninterrupted run's"
+        );
+    }
+}

@@ -283,3 +283,71 @@ fn self_supervised_needs_two_views_and_positive_parameters() {
     );
     assert!(typo.unwrap_err().to_string().contains("temprature"));
 }
+
+/// Every shipped config's files, in configs/ and its folders.
+fn shipped_configs() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["configs", "configs/losses", "configs/xbm"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The paths of every table in `table` (nested and inline tables too), outermost first.
+fn table_paths(table: &toml::Table, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    for (key, value) in table {
+        if let toml::Value::Table(t) = value {
+            let mut path = prefix.to_vec();
+            path.push(key.clone());
+            out.push(path.clone());
+            table_paths(t, &path, out);
+        }
+    }
+}
+
+/// A misspelt key in any table of any shipped config (`recal_at` in `[eval]`, `skip_unredable`
+/// in `[data]`, a typo in `crop = { ... }`) is an error naming the key, never a silently used
+/// default.
+#[test]
+fn a_misspelt_key_in_any_table_of_any_shipped_config_is_named() {
+    const TYPO: &str = "zz_misspelt_key";
+    let mut checked = 0;
+    for path in shipped_configs() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let mut paths = Vec::new();
+        table_paths(&table, &[], &mut paths);
+        assert!(!paths.is_empty(), "{}", path.display());
+        for tpath in paths {
+            let mut changed = table.clone();
+            let mut t = &mut changed;
+            for key in &tpath {
+                t = t.get_mut(key).and_then(toml::Value::as_table_mut).unwrap();
+            }
+            t.insert(TYPO.to_owned(), toml::Value::Integer(3));
+            let doc = toml::to_string(&changed).unwrap();
+            let err = match Config::from_toml_str(&doc, "typo.toml") {
+                Ok(_) => panic!(
+                    "{}: a misspelt key in [{}] was accepted",
+                    path.display(),
+                    tpath.join(".")
+                ),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains(TYPO),
+                "{} [{}]: {err}",
+                path.display(),
+                tpath.join(".")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 60, "only {checked} tables checked");
+}

@@ -262,3 +262,74 @@ fn launcher_mistakes_are_named() {
         "{err}"
     );
 }
+
+/// SIGTERM sent to the launcher alone (as Kubernetes stops a container through its first
+/// process) reaches every rank: they stop after the same step, rank 0 checkpoints, the launch
+/// exits with 130 and says how to continue, and `--resume` ends where a run that was never
+/// stopped ends.
+#[test]
+fn sigterm_to_the_launcher_stops_every_rank_at_one_step_and_the_run_resumes_exactly() {
+    let (whole, stopped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let loss = "[loss]\nkind = \"contrastive\"";
+    let epochs = 40;
+    let cw = config(whole.path(), loss, epochs, 0);
+    let cs = config(stopped.path(), loss, epochs, 0);
+    let launcher = Command::new(DML)
+        .args(LAUNCH_2)
+        .args([
+            "--collective-timeout",
+            "60",
+            "--config",
+            cs.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // After the first checkpoint (epoch 1), stop the launcher.
+    let ckpt = stopped.path().join("run/checkpoint.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &launcher.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = launcher.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("every rank stopped after the same step"),
+        "{text}"
+    );
+    let saved = dml::checkpoint::load(&ckpt).unwrap();
+    assert!(
+        saved.state.epochs_done < epochs,
+        "stopped before the end:\n{text}"
+    );
+
+    let launch = |cfg: &Path, extra: &[&str]| {
+        let mut args = LAUNCH_2.to_vec();
+        args.push("--config");
+        args.push(cfg.to_str().unwrap());
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    launch(&cs, &["--resume"]);
+    launch(&cw, &[]);
+    let (a, b) = (tensors(whole.path()), tensors(stopped.path()));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after the stop and resume");
+    }
+}

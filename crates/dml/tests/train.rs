@@ -1042,3 +1042,49 @@ fn unreadable_images_stop_the_run_or_are_skipped_and_counted() {
     let saved = dml::checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(saved.state.unreadable_files.len(), 2);
 }
+
+/// A run holds a lock on its output folder: a second run there stops at once naming the
+/// first's process, and once the lock is released (the first run ended, or was killed) the
+/// folder is free again, even with the stale lock file still in it.
+#[test]
+fn a_second_run_on_a_locked_output_folder_is_refused_naming_the_first() {
+    let _torch = torch_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join(dml::trainer::files::LOCK);
+    {
+        // Another process's lock, as a running `fit` leaves it.
+        use std::io::Write;
+        let mut held = std::fs::File::create(&lock_path).unwrap();
+        held.lock().unwrap();
+        writeln!(held, "pid 424242").unwrap();
+        let err = Trainer::new(config(dir.path(), 1))
+            .unwrap()
+            .fit()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                dml::Error::OutputLocked {
+                    pid: Some(424242),
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("in use by another dml run (pid 424242)"),
+            "{text}"
+        );
+        assert!(
+            !dir.path().join("checkpoint.safetensors").exists(),
+            "the refused run wrote nothing"
+        );
+    }
+    // The holder is gone (its lock with it); the stale file does not block the next run.
+    assert!(lock_path.exists());
+    let report = Trainer::new(config(dir.path(), 1)).unwrap().fit().unwrap();
+    assert_eq!(report.epochs, 1);
+    let text = std::fs::read_to_string(&lock_path).unwrap();
+    assert_eq!(text.trim(), format!("pid {}", std::process::id()));
+}

@@ -48,6 +48,8 @@ pub mod files {
     pub const REPORT: &str = "report.json";
     /// The plots folder.
     pub const PLOTS: &str = "plots";
+    /// The lock a running `fit` holds on the folder.
+    pub const LOCK: &str = ".lock";
 }
 
 /// At most this many sampled negative distances are kept per epoch for the histogram plot.
@@ -67,6 +69,48 @@ pub enum Subset {
     Train,
     /// The held-out classes.
     Test,
+}
+
+/// Takes the lock of a run's output folder (`<dir>/.lock`, an advisory `flock` the system drops
+/// when the process ends, however it ends) and writes this process's id into it, or fails with
+/// [`Error::OutputLocked`] naming the process that holds it. Two runs writing one folder would
+/// overwrite each other's checkpoint and metrics; a lock left behind by a killed run blocks
+/// nothing, since the kill released it.
+fn lock_output_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(files::LOCK);
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let pid = text
+                .trim()
+                .strip_prefix("pid ")
+                .and_then(|p| p.parse().ok());
+            return Err(Error::OutputLocked {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "pid {}", std::process::id()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(file)
 }
 
 /// At most this many bytes of flattened held-out items for the raw-input baseline.
@@ -159,6 +203,8 @@ pub struct Trainer {
     last_spread: Option<f64>,
     /// A data-parallel run (`dml launch`, torchrun): this process's rank among the others.
     dist: Option<dml_distributed::ProcessGroup>,
+    /// The lock on the output folder, held while [`Trainer::fit`] runs (rank 0 only).
+    output_lock: Option<std::fs::File>,
 }
 
 /// The training classes in ascending order of their labels, numbered `0..C`: what the losses
@@ -353,6 +399,7 @@ impl Trainer {
             last_test_embeddings: None,
             last_spread: None,
             dist: None,
+            output_lock: None,
         })
     }
 
@@ -821,6 +868,9 @@ impl Trainer {
             path: self.output_dir.clone(),
             source,
         })?;
+        if self.output_lock.is_none() {
+            self.output_lock = Some(lock_output_dir(&self.output_dir)?);
+        }
         checkpoint::write_atomic(
             &self.output_dir.join(files::CONFIG),
             self.config.to_toml_string().as_bytes(),
