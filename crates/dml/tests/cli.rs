@@ -379,7 +379,7 @@ fn sigterm_checkpoints_and_resume_ends_where_an_uninterrupted_run_ends() {
         cmd
     };
 
-    let mut child = run("stopped", false)
+    let child = run("stopped", false)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
