@@ -24,12 +24,11 @@ use dml_losses::{Loss, LossContext};
 use dml_models::EmbeddingNet;
 use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
-use rand::SeedableRng;
 use tch::{Device, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
 use crate::config::{Config, MemoryConfig, OnNonFinite};
-use crate::embed::{BatchLoad, Embedder, LoadedBatch, load_items};
+use crate::embed::{BatchLoad, Embedder, load_items};
 use crate::log::MetricsLog;
 use crate::memory::CrossBatchMemory;
 use crate::optim::Optimizer;
@@ -56,8 +55,9 @@ pub mod files {
 mod distributed;
 mod faults;
 mod seed;
+mod step;
 
-use faults::{NonFinite, excluded_classes_warning, mean_distance};
+use faults::{excluded_classes_warning, mean_distance};
 pub use seed::step_seed;
 
 const MAX_KEPT_DISTANCES: usize = 200_000;
@@ -478,123 +478,6 @@ impl Trainer {
             seed: self.state.seed,
             skip_unreadable: self.config.data.skip_unreadable(),
         }
-    }
-
-    /// One optimiser step on a loaded batch: `Ok(Ok((loss, number of tuples)))`, or
-    /// `Ok(Err(what))` when a value was not finite, in which case the weights are not updated.
-    fn step(
-        &mut self,
-        epoch: u64,
-        batch: u64,
-        (x, labels): LoadedBatch,
-        lr_factor: f64,
-    ) -> Result<std::result::Result<(f64, usize), NonFinite>> {
-        let seed = step_seed(self.state.seed, epoch, batch);
-        tch::manual_seed(seed as i64);
-        let views = self.config.batch.views.max(1);
-        let labels = self.classes.dense(&labels)?;
-        let xs = self.to_tensor(&x)?;
-        let emb = if epoch < self.config.train.freeze_backbone_epochs {
-            self.net.embed_frozen_backbone(&xs)?
-        } else {
-            self.net.embed(&xs, true)?
-        };
-        let (emb, labels) = match &self.dist {
-            Some(pg) => Trainer::gather_batch(pg, emb, labels)?,
-            None => (emb, labels),
-        };
-        let metric = self.loss.metric();
-        // The memory takes part from `start_after_steps` optimiser steps on.
-        let memory_on = self
-            .memory
-            .as_ref()
-            .is_some_and(|(cfg, _)| self.optim.n_steps() >= cfg.start_after_steps);
-        // The CPU copy the miners and the memory work on. Checking it costs one pass over B × D
-        // numbers, and names the fault before the miner would.
-        let emb_nd = if self.miner.is_some() || memory_on {
-            let e = dml_kernels::tensor::to_array2(&emb)?;
-            if e.iter().any(|v| !v.is_finite()) {
-                return Ok(Err(NonFinite::Embeddings));
-            }
-            Some(e)
-        } else {
-            None
-        };
-        let (tuples, mut n_tuples) = match (&self.miner, &emb_nd) {
-            (Some(miner), Some(emb_nd)) => {
-                let dist = dml_kernels::self_pairwise(metric, emb_nd.view())?;
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6D69_6E65);
-                let tuples = miner.mine(dist.view(), metric, &labels, &mut rng)?;
-                self.keep_negatives(&tuples, dist.view());
-                let n = tuples.len();
-                (Some(tuples), n)
-            }
-            _ => (None, 0),
-        };
-        let mut loss = self.loss.forward(&emb, &labels, tuples.as_ref())?;
-        if let (true, Some((cfg, memory))) = (memory_on, &self.memory) {
-            // L(B, M): the batch against the memory as it stood before this step.
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x786D_656D);
-            if let Some((term, n)) = memory.loss_term(
-                self.loss.as_ref(),
-                self.miner.as_deref(),
-                &emb,
-                &labels,
-                &mut rng,
-            )? {
-                n_tuples += n;
-                loss = loss.f_add(&term.f_mul_scalar(cfg.weight)?)?;
-            }
-        }
-        if let Some((weight, nt_xent)) = &self.instance_loss {
-            let instances: Vec<u32> = (0..labels.len()).map(|i| (i / views) as u32).collect();
-            let term = nt_xent.forward(&emb, &instances, None)?;
-            loss = loss.f_add(&term.f_mul_scalar(*weight)?)?;
-        }
-        let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            // Name the first thing that went wrong: the network's output, or the loss itself.
-            let emb_finite = emb.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0;
-            return Ok(Err(if emb_finite {
-                NonFinite::Loss(value)
-            } else {
-                NonFinite::Embeddings
-            }));
-        }
-        self.optim.zero_grad();
-        loss.f_backward()?;
-        if let Some(pg) = &self.dist {
-            self.reduce_gradients(pg)?;
-        }
-        // One scalar for the whole gradient: the largest |g| over every variable is finite
-        // exactly when every entry is (NaN propagates through the maximum).
-        let grads: Vec<Tensor> = self
-            .vs
-            .trainable_variables()
-            .iter()
-            .map(Tensor::grad)
-            .filter(Tensor::defined)
-            .map(|g| g.f_abs().and_then(|a| a.f_amax([] as [i64; 0], false)))
-            .collect::<std::result::Result<_, _>>()?;
-        if !grads.is_empty() {
-            let largest = Tensor::f_stack(&grads, 0)?
-                .f_amax([] as [i64; 0], false)?
-                .f_double_value(&[])?;
-            if !largest.is_finite() {
-                // The largest |g| was not finite, so some gradient holds the NaN or infinity.
-                let name = self
-                    .first_non_finite(true)?
-                    .unwrap_or_else(|| "?".to_owned());
-                self.optim.zero_grad();
-                return Ok(Err(NonFinite::Gradient(name)));
-            }
-        }
-        self.optim.step(lr_factor)?;
-        // Enqueue after the step's loss (never before: the batch is not compared with itself).
-        if let (true, Some((_, memory)), Some(emb_nd)) = (memory_on, &mut self.memory, &emb_nd) {
-            memory.enqueue(emb_nd.view(), &labels)?;
-        }
-        Ok(Ok((value, n_tuples)))
     }
 
     fn keep_negatives(&mut self, tuples: &Tuples, dist: ArrayView2<'_, f32>) {
@@ -1027,8 +910,8 @@ impl Trainer {
             return Ok((f64::NAN, 0));
         }
         match self.step(epoch, batch, loaded, lr_factor)? {
-            Ok(done) => Ok(done),
-            Err(fault) => {
+            step::StepOutcome::Trained { loss, tuples } => Ok((loss, tuples)),
+            step::StepOutcome::NonFinite(fault) => {
                 if self.config.train.on_non_finite == OnNonFinite::Stop {
                     return Err(Error::NonFinite {
                         what: format!("{fault} is"),

@@ -10,3 +10,8 @@ pub fn step_seed(seed: u64, epoch: u64, batch: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// The miner's generator of a step: `step_seed ^ MINER_SALT` ("mine").
+pub const MINER_SALT: u64 = 0x6D69_6E65;
+/// The cross-batch memory's miner's generator of a step: `step_seed ^ MEMORY_SALT` ("xmem").
+pub const MEMORY_SALT: u64 = 0x786D_656D;
