@@ -34,7 +34,7 @@ use dml_losses::LossConfig;
 use dml_sampling::MinerConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::RawInput;
+use crate::state::RawInput;
 use crate::config::{Config, NO_MINER};
 use crate::trainer::Trainer;
 use crate::{Error, Result};

@@ -72,6 +72,7 @@ pub mod memory;
 pub mod optim;
 pub mod plots;
 mod report;
+pub mod state;
 pub mod trainer;
 
 pub use crate::{

@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use dml_eval::Metrics;
 
-use crate::checkpoint::{EpochRecord, RawInput, write_atomic};
+use crate::checkpoint::write_atomic;
+use crate::state::{EpochRecord, RawInput};
 use crate::{Error, Result};
 
 /// An append-only JSON-lines file of [`EpochRecord`]s.

@@ -18,7 +18,7 @@ use plotters::prelude::*;
 
 use dml_eval::{Metrics, Score};
 
-use crate::checkpoint::EpochRecord;
+use crate::state::EpochRecord;
 use crate::{Error, Result};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use dml_eval::Metrics;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::RawInput;
+use crate::state::RawInput;
 
 /// What a finished (or interrupted) run reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Plots are written as PNG and SVG, and the PCA is that of a hand-made data set.
 
-use dml::checkpoint::EpochRecord;
+use dml::state::EpochRecord;
 use ndarray::Array2;
 
 #[test]

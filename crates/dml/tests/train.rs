@@ -229,10 +229,10 @@ fn check_same_seed_and_resume(
     d1.set_interrupt(Arc::new(AtomicBool::new(true)));
     let rd1 = d1.fit().unwrap();
     assert!(rd1.interrupted);
-    assert_eq!(d1.state().batches_done, 1);
+    assert_eq!(d1.state().epoch.batches_done, 1);
     drop(d1);
     let mut d2 = Trainer::resume(config(d_dir.path(), 2)).unwrap();
-    assert_eq!(d2.state().batches_done, 1);
+    assert_eq!(d2.state().epoch.batches_done, 1);
     d2.fit().unwrap();
     assert!(weights(&a) == weights(&d2), "resumed from mid-epoch");
     assert_eq!(numbers(&a), numbers(&d2));
@@ -870,7 +870,7 @@ fn every_loss_without_a_miner_resumes_exactly() {
 
 /// The record of a digits run of one step (the first batch through the untrained network),
 /// with the config changed by `change`.
-fn one_step(dir: &Path, change: impl FnOnce(&mut Config)) -> dml::checkpoint::EpochRecord {
+fn one_step(dir: &Path, change: impl FnOnce(&mut Config)) -> dml::state::EpochRecord {
     let mut c = config(dir, 1);
     c.batch.batches_per_epoch = Some(1);
     change(&mut c);

@@ -8,7 +8,7 @@ use ndarray::ArrayView2;
 use tch::Tensor;
 
 use super::Trainer;
-use crate::checkpoint::EpochRecord;
+use crate::state::EpochRecord;
 use crate::config::OnNonFinite;
 use crate::{Error, Result};
 

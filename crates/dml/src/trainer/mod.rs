@@ -26,7 +26,8 @@ use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
 use ndarray::{Array2, ArrayView2};
 use tch::{Device, Tensor, nn};
 
-use crate::checkpoint::{self, Checkpoint, EpochRecord, RawInput, TrainState};
+use crate::checkpoint::{self, Checkpoint};
+use crate::state::{EpochProgress, EpochRecord, RawInput, TrainState};
 use crate::config::{Config, MemoryConfig, OnNonFinite};
 use crate::embed::{BatchLoad, Embedder, load_items};
 use crate::log::MetricsLog;
@@ -361,11 +362,7 @@ impl Trainer {
             }
             None => TrainState {
                 epochs_done: 0,
-                batches_done: 0,
-                partial_loss_sum: 0.0,
-                partial_tuples_sum: 0.0,
-                partial_seconds: 0.0,
-                partial_skipped: 0,
+                epoch: EpochProgress::default(),
                 skipped_batches: 0,
                 collapse: None,
                 unreadable_files: Default::default(),
@@ -721,7 +718,7 @@ impl Trainer {
             let run = self.train_epoch(epoch)?;
             train_seconds += run.seconds;
             interrupted = run.interrupted;
-            if interrupted && self.state.batches_done < run.n_batches {
+            if interrupted && self.state.epoch.batches_done < run.n_batches {
                 // Stopped inside the epoch: the checkpoint resumes at its next batch.
                 self.save_checkpoint()?;
                 break;
@@ -771,7 +768,7 @@ impl Trainer {
         }
         if self.state.frozen_backbone.is_none()
             && self.state.epochs_done == 0
-            && self.state.batches_done == 0
+            && self.state.epoch.is_empty()
             && self.config.eval.frozen_backbone
             && self.config.model.has_given_backbone()
         {
@@ -780,7 +777,7 @@ impl Trainer {
             self.state.frozen_backbone = Some(m);
         }
         if self.state.epochs_done == 0
-            && self.state.batches_done == 0
+            && self.state.epoch.is_empty()
             && self.state.history.is_empty()
             && self.config.train.eval_before
         {
@@ -809,7 +806,7 @@ impl Trainer {
         let batches = self.epoch_batches(epoch);
         let n_batches = batches.len() as u64;
         let bar = self.progress_bar(n_batches, epoch);
-        bar.set_position(self.state.batches_done);
+        bar.set_position(self.state.epoch.batches_done);
         self.last_negatives.clear();
         let start = Instant::now();
         let mut items = 0usize;
@@ -820,7 +817,7 @@ impl Trainer {
         for (b, indices) in batches
             .iter()
             .enumerate()
-            .skip(self.state.batches_done as usize)
+            .skip(self.state.epoch.batches_done as usize)
         {
             let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
             lr_factor = self.config.schedule.factor(progress, epochs);
@@ -853,20 +850,20 @@ impl Trainer {
                         "batch left out: no readable item on rank {r}"
                     );
                     self.note_unreadable(loaded.1);
-                    self.state.partial_skipped += 1;
-                    self.state.batches_done = b as u64 + 1;
+                    self.state.epoch.skipped += 1;
+                    self.state.epoch.batches_done = b as u64 + 1;
                     bar.inc(1);
                     continue;
                 }
             }
             let (loss, n_tuples) = self.train_batch(epoch, b as u64, loaded, lr_factor)?;
             if loss.is_finite() {
-                self.state.partial_loss_sum += loss;
+                self.state.epoch.loss_sum += loss;
             } else {
-                self.state.partial_skipped += 1;
+                self.state.epoch.skipped += 1;
             }
-            self.state.partial_tuples_sum += n_tuples as f64;
-            self.state.batches_done = b as u64 + 1;
+            self.state.epoch.tuples_sum += n_tuples as f64;
+            self.state.epoch.batches_done = b as u64 + 1;
             items += indices.len();
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
@@ -881,7 +878,7 @@ impl Trainer {
         }
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        self.state.partial_seconds += seconds;
+        self.state.epoch.seconds += seconds;
         Ok(EpochRun {
             n_batches,
             lr_factor,
@@ -937,28 +934,21 @@ impl Trainer {
         log: Option<&mut MetricsLog>,
     ) -> Result<()> {
         let epochs = self.config.train.epochs;
-        let done = self.state.batches_done.max(1) as f64;
-        let trained = (self.state.batches_done - self.state.partial_skipped).max(1) as f64;
+        let done = self.state.epoch.finish();
+        let batches = done.batches_done.max(1) as f64;
+        let trained = (done.batches_done - done.skipped).max(1) as f64;
         let mut record = EpochRecord {
             epoch: epoch + 1,
-            loss: Some(self.state.partial_loss_sum / trained),
-            tuples_per_batch: self
-                .miner
-                .is_some()
-                .then(|| self.state.partial_tuples_sum / done),
+            loss: Some(done.loss_sum / trained),
+            tuples_per_batch: self.miner.is_some().then(|| done.tuples_sum / batches),
             lr_factor,
-            train_seconds: self.state.partial_seconds,
-            skipped_batches: self.state.partial_skipped,
+            train_seconds: done.seconds,
+            skipped_batches: done.skipped,
             spread: None,
             collapse: None,
             metrics: None,
         };
         self.state.epochs_done += 1;
-        self.state.batches_done = 0;
-        self.state.partial_loss_sum = 0.0;
-        self.state.partial_tuples_sum = 0.0;
-        self.state.partial_seconds = 0.0;
-        self.state.partial_skipped = 0;
         let last = self.state.epochs_done == epochs;
         let every = self.config.train.eval_every;
         let due = last || (every > 0 && self.state.epochs_done.is_multiple_of(every));
