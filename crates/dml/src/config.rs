@@ -696,7 +696,76 @@ pub enum ConfigError {
     RecallAtZero,
 }
 
+/// A config whose rules were checked, once, by [`Config::check`], with the miner it describes
+/// built: what a [`Trainer`](crate::Trainer) is made from. ([`Config::validate`] checks without
+/// keeping anything; this is linfa's parameters → checked parameters pattern.)
+#[derive(Debug)]
+pub struct CheckedConfig {
+    config: Config,
+    /// The miner, sized to the loss's tuples (`kind = "all"` mines pairs for the pair losses).
+    miner: Option<Box<dyn dml_sampling::Miner>>,
+}
+
+impl CheckedConfig {
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The config and the built miner.
+    pub(crate) fn into_parts(self) -> (Config, Option<Box<dyn dml_sampling::Miner>>) {
+        (self.config, self.miner)
+    }
+}
+
+/// What a [`Trainer`](crate::Trainer) can be made from: a [`CheckedConfig`], or a [`Config`],
+/// which is checked on the way.
+pub trait IntoChecked {
+    /// The checked config.
+    ///
+    /// # Errors
+    /// The rule of the config that is broken.
+    fn into_checked(self) -> Result<CheckedConfig>;
+}
+
+impl IntoChecked for CheckedConfig {
+    fn into_checked(self) -> Result<CheckedConfig> {
+        Ok(self)
+    }
+}
+
+impl IntoChecked for Config {
+    fn into_checked(self) -> Result<CheckedConfig> {
+        Ok(self.check()?)
+    }
+}
+
 impl Config {
+    /// Checks the rules the schema cannot express ([`Config::validate`]) and builds the miner
+    /// the run will use: the config ready to train.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] of the first rule broken.
+    pub fn check(self) -> std::result::Result<CheckedConfig, ConfigError> {
+        self.validate_rules()?;
+        // `kind = "all"` without an output mines the form the loss uses (pairs for the pair
+        // losses), as pml's losses do without a miner.
+        let miner = match &self.miner {
+            Some(m) => {
+                let m = match self.loss.tuple_kind() {
+                    Some(kind) => m.with_loss_tuples(kind),
+                    None => m.clone(),
+                };
+                Some(m.build().map_err(|e| ConfigError::Miner(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(CheckedConfig {
+            config: self,
+            miner,
+        })
+    }
+
     /// Parses a TOML document. Unknown keys are errors naming the key and where it is; `origin`
     /// names the document in messages (a path, or `<string>`).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config> {
@@ -724,9 +793,22 @@ impl Config {
         toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
     }
 
-    /// Checks the rules that the schema cannot express; the miner, loss, model and data are
-    /// checked by their own crates when they are built.
+    /// Checks the rules that the schema cannot express, without keeping anything
+    /// ([`Config::check`] returns the checked config); the loss, model and data are checked by
+    /// their own crates when they are built.
     pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        self.validate_rules()?;
+        if let Some(miner) = &self.miner
+            && let Err(e) = miner.build()
+        {
+            return Err(ConfigError::Miner(e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The rules of [`Config::validate`] but the miner's own parameters (which building the
+    /// miner checks).
+    fn validate_rules(&self) -> std::result::Result<(), ConfigError> {
         if self.batch.p < 2 {
             return Err(ConfigError::BatchP(self.batch.p));
         }
@@ -825,11 +907,6 @@ impl Config {
                     });
                 }
             }
-        }
-        if let Some(miner) = &self.miner
-            && let Err(e) = miner.build()
-        {
-            return Err(ConfigError::Miner(e.to_string()));
         }
         if let Some(miner) = &self.miner
             && !self.loss.uses_tuples()

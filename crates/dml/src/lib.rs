@@ -30,8 +30,8 @@
 //! config.run.device = dml::models::DeviceChoice::Cpu;
 //! let dir = std::env::temp_dir().join(format!("dml-doc-{}", std::process::id()));
 //! config.run.output_dir = Some(dir.clone());
-//! config.validate()?;
 //!
+//! // The config is checked once, here (`config.check()?` gives the checked config itself).
 //! let mut trainer = Trainer::new(config)?;
 //! let report = trainer.fit()?;
 //! // Every held-out score beside its two baselines: the raw pixels and the untrained network.
@@ -76,7 +76,7 @@ pub mod state;
 pub mod trainer;
 
 pub use crate::{
-    config::{Config, ConfigError},
+    config::{CheckedConfig, Config, ConfigError},
     error::{Error, Result},
     optim::{Optimizer, OptimizerKind},
     trainer::{TrainReport, Trainer},

@@ -277,13 +277,13 @@ fn report(err: &anyhow::Error) -> String {
     text
 }
 
+/// The config file (or the embedded digits config), parsed; its rules are checked once, after
+/// the command line's overrides.
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    let config = match path {
+    Ok(match path {
         Some(p) => Config::from_file(p)?,
         None => Config::digits(),
-    };
-    config.validate().context("invalid config")?;
-    Ok(config)
+    })
 }
 
 /// Ctrl-C or SIGTERM sets the flag; the trainer checks it between steps and checkpoints before
@@ -326,10 +326,10 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(s) = a.seed {
         config.run.seed = s;
     }
-    config.validate().context("invalid config")?;
+    let config = config.check().context("invalid config")?;
     let launch = dml::distributed::Launch::from_env()?;
     if let Some(l) = &launch
-        && config.run.device != dml::models::DeviceChoice::Cpu
+        && config.config().run.device != dml::models::DeviceChoice::Cpu
     {
         // One GPU per rank, as torchrun users expect: LOCAL_RANK's entry of CUDA_VISIBLE_DEVICES
         // (or GPU LOCAL_RANK) becomes this process's device 0, before LibTorch initialises CUDA.

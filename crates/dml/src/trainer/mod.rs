@@ -28,7 +28,7 @@ use tch::{Device, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::state::{EpochProgress, EpochRecord, RawInput, TrainState};
-use crate::config::{Config, MemoryConfig, OnNonFinite};
+use crate::config::{CheckedConfig, Config, IntoChecked, MemoryConfig, OnNonFinite};
 use crate::embed::{BatchLoad, Embedder, load_items};
 use crate::log::MetricsLog;
 use crate::memory::CrossBatchMemory;
@@ -258,19 +258,19 @@ impl ClassIndex {
 }
 
 impl Trainer {
-    /// Builds everything a fresh run needs: data, network, loss, miner, optimiser. Weights are
+    /// Builds everything a fresh run needs from a config ([`Config`] or [`CheckedConfig`]; a
+    /// config is checked here, once): data, network, loss, miner, optimiser. Weights are
     /// initialised from the run seed.
-    pub fn new(config: Config) -> Result<Trainer> {
-        config.validate()?;
-        let trainer = Trainer::build(config, None)?;
-        Ok(trainer)
+    pub fn new(config: impl IntoChecked) -> Result<Trainer> {
+        Trainer::build(config.into_checked()?, None)
     }
 
     /// Continues the run whose checkpoint is `<output_dir>/checkpoint.safetensors`. The config
     /// must match the checkpoint's except for `train.epochs` (which may grow) and the progress
     /// and plot switches; otherwise the error says so.
-    pub fn resume(config: Config) -> Result<Trainer> {
-        config.validate()?;
+    pub fn resume(config: impl IntoChecked) -> Result<Trainer> {
+        let checked = config.into_checked()?;
+        let config = checked.config();
         let path = config.run.output_dir().join(files::CHECKPOINT);
         let ckpt = checkpoint::load(&path)?;
         let saved = Config::from_toml_str(&ckpt.state.config, &path.display().to_string())?;
@@ -282,23 +282,24 @@ impl Trainer {
             c.run.output_dir = None;
             c
         };
-        if comparable(&saved) != comparable(&config) {
+        if comparable(&saved) != comparable(config) {
             return Err(Error::Checkpoint {
                 path,
                 message: "the config differs from the one the checkpoint was trained with (only train.epochs, train.progress and train.plots may change on resume)".to_owned(),
             });
         }
-        Trainer::build(config, Some(&ckpt))
+        Trainer::build(checked, Some(&ckpt))
     }
 
     /// A trainer whose network and optimiser hold a checkpoint's state, its run not resumed
     /// (to continue a run, [`Trainer::resume`]; to embed with a trained network only,
     /// [`crate::embed::TrainedModel`]).
-    pub fn from_checkpoint(config: Config, ckpt: &Checkpoint) -> Result<Trainer> {
-        Trainer::build(config, Some(ckpt))
+    pub fn from_checkpoint(config: impl IntoChecked, ckpt: &Checkpoint) -> Result<Trainer> {
+        Trainer::build(config.into_checked()?, Some(ckpt))
     }
 
-    fn build(config: Config, ckpt: Option<&Checkpoint>) -> Result<Trainer> {
+    fn build(checked: CheckedConfig, ckpt: Option<&Checkpoint>) -> Result<Trainer> {
+        let (config, miner) = checked.into_parts();
         if config.run.threads > 0 {
             tch::set_num_threads(config.run.threads as i32);
         }
@@ -314,13 +315,6 @@ impl Trainer {
         let classes = ClassIndex::new(split.train.labels());
         let ctx = LossContext::new(classes.len(), net.embedding_dim() as usize);
         let loss = config.loss.build(&(vs.root() / "loss"), ctx)?;
-        // `kind = "all"` without an output mines the form the loss uses (pairs for the pair
-        // losses), as pml's losses do without a miner.
-        let miner = match (&config.miner, config.loss.tuple_kind()) {
-            (Some(m), Some(kind)) => Some(m.with_loss_tuples(kind).build()?),
-            (Some(m), None) => Some(m.build()?),
-            (None, _) => None,
-        };
         let instance_loss = match &config.self_supervised {
             Some(ss) => {
                 let nt_xent = dml_losses::SupConConfig {
