@@ -143,22 +143,55 @@ fn default_glyphs() -> PathBuf {
 pub struct Split {
     /// The training classes.
     pub train: Arc<dyn Dataset>,
-    /// The held-out classes (for In-Shop: query followed by gallery).
+    /// The held-out classes, all of them (for In-Shop: the queries followed by the gallery).
     pub test: Arc<dyn Dataset>,
-    /// For In-Shop only: the query images, to be searched in [`gallery`](Split::gallery).
-    pub query: Option<Arc<dyn Dataset>>,
-    /// For In-Shop only: the gallery images.
-    pub gallery: Option<Arc<dyn Dataset>>,
+    /// How the held-out classes are evaluated ([`Split::held_out`]): the data sets whose
+    /// protocol searches queries in a separate gallery (In-Shop) have the two parts here.
+    pub query_gallery: Option<QueryGallery>,
+}
+
+/// The two parts of a held-out set whose protocol searches queries in a gallery (In-Shop).
+#[derive(Clone, Debug)]
+pub struct QueryGallery {
+    /// The query images.
+    pub query: Arc<dyn Dataset>,
+    /// The gallery they are searched in.
+    pub gallery: Arc<dyn Dataset>,
+}
+
+/// What the held-out classes are evaluated as.
+#[derive(Clone, Copy, Debug)]
+pub enum HeldOut<'a> {
+    /// One set, each item searched among all the others (CUB-200, Cars196, SOP, ...).
+    Set(&'a dyn Dataset),
+    /// Queries searched in a separate gallery (In-Shop).
+    QueryGallery {
+        /// The query images.
+        query: &'a dyn Dataset,
+        /// The gallery.
+        gallery: &'a dyn Dataset,
+    },
 }
 
 impl Split {
-    /// A training and a test set (no query/gallery parts).
+    /// A training and a test set, evaluated leave-one-out.
     pub fn new(train: Arc<dyn Dataset>, test: Arc<dyn Dataset>) -> Split {
         Split {
             train,
             test,
-            query: None,
-            gallery: None,
+            query_gallery: None,
+        }
+    }
+
+    /// How the held-out classes are evaluated: the queries and the gallery when the data set has
+    /// them, else the whole test set.
+    pub fn held_out(&self) -> HeldOut<'_> {
+        match &self.query_gallery {
+            Some(qg) => HeldOut::QueryGallery {
+                query: qg.query.as_ref(),
+                gallery: qg.gallery.as_ref(),
+            },
+            None => HeldOut::Set(self.test.as_ref()),
         }
     }
 

@@ -48,7 +48,7 @@ mod memory;
 mod rendered;
 mod transform;
 
-pub use crate::config::{DataConfig, Split};
+pub use crate::config::{DataConfig, HeldOut, QueryGallery, Split};
 pub use crate::dataset::{
     Dataset, Subset, batch_item_shape, class_disjoint_split, class_disjoint_subsets, item_rng,
     load_batch, load_batch_skipping, shuffled_indices,

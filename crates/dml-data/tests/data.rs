@@ -818,8 +818,9 @@ fn inshop_layout() {
     write(&root.join("Eval/list_eval_partition.txt"), text.as_bytes());
     let parts = inshop(root).unwrap();
     assert_eq!(parts.train.labels(), &[2, 2]);
-    assert_eq!(parts.query.unwrap().labels(), &[80]);
-    assert_eq!(parts.gallery.unwrap().labels(), &[80, 81]);
+    let qg = parts.query_gallery.unwrap();
+    assert_eq!(qg.query.labels(), &[80]);
+    assert_eq!(qg.gallery.labels(), &[80, 81]);
     let split = DataConfig::Inshop {
         root: root.to_path_buf(),
         skip_unreadable: false,
@@ -827,8 +828,11 @@ fn inshop_layout() {
     .build()
     .unwrap();
     assert_eq!(split.test.labels(), &[80, 80, 81]);
-    assert_eq!(split.query.unwrap().labels(), &[80]);
-    assert_eq!(split.gallery.unwrap().labels(), &[80, 81]);
+    let dml_data::HeldOut::QueryGallery { query, gallery } = split.held_out() else {
+        panic!("In-Shop is evaluated as queries in a gallery");
+    };
+    assert_eq!(query.labels(), &[80]);
+    assert_eq!(gallery.labels(), &[80, 81]);
     write(
         &root.join("list_eval_partition.txt"),
         b"1\nheader\na.jpg id_1 valid\n",

@@ -34,8 +34,8 @@ use dml_losses::LossConfig;
 use dml_sampling::MinerConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::state::RawInput;
 use crate::config::{Config, NO_MINER};
+use crate::state::RawInput;
 use crate::trainer::Trainer;
 use crate::{Error, Result};
 

@@ -15,6 +15,19 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::trainer::Subset;
 use crate::{Config, Result};
 
+/// What an [`Embedder`] makes of each item: the rows a held-out evaluation compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// The network's embeddings.
+    Embeddings,
+    /// The backbone's pooled features (L2-normalised when the network normalises its
+    /// embeddings): the frozen-backbone baseline.
+    BackboneFeatures,
+    /// The item itself after the test transform, flattened (L2-normalised when the network
+    /// normalises its embeddings): the raw-input baseline.
+    RawInput,
+}
+
 /// A network, its device, and how items are prepared for it: everything embedding a data set
 /// needs, borrowed from a [`Trainer`](crate::Trainer) or a [`TrainedModel`].
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +39,8 @@ pub(crate) struct Embedder<'a> {
     batch_size: usize,
     seed: u64,
     skip_unreadable: bool,
-    /// Embed with the backbone's pooled features instead of the head's output.
-    features: bool,
+    /// What each item becomes.
+    output: Output,
 }
 
 /// Embeddings of a data set, their labels, and the files left out as unreadable
@@ -45,29 +58,27 @@ impl<'a> Embedder<'a> {
             batch_size: config.batch.eval_batch_size,
             seed,
             skip_unreadable: config.data.skip_unreadable(),
-            features: false,
+            output: Output::Embeddings,
         }
     }
 
-    /// The same, giving the backbone's pooled features ([`EmbeddingNet::features`]),
-    /// L2-normalised when the network normalises its embeddings: the frozen-backbone baseline.
-    pub fn backbone_features(self) -> Self {
-        Embedder {
-            features: true,
-            ..self
-        }
+    /// The same, making `output` of each item.
+    pub fn with_output(self, output: Output) -> Self {
+        Embedder { output, ..self }
     }
 
     /// Embeds the whole of `dataset` in batches, with the test transform and the network in
-    /// evaluation mode.
+    /// evaluation mode (or, for [`Output::RawInput`], without the network).
     pub fn embed(&self, dataset: &dyn Dataset) -> Result<Embedded> {
         let n = dataset.len();
         let bs = self.batch_size.max(1);
-        let dim = if self.features {
-            self.net.feature_dim()
-        } else {
-            self.net.embedding_dim()
-        } as usize;
+        let dim = match self.output {
+            Output::Embeddings => self.net.embedding_dim() as usize,
+            Output::BackboneFeatures => self.net.feature_dim() as usize,
+            Output::RawInput => dml_data::batch_item_shape(dataset, self.transform)?
+                .iter()
+                .product(),
+        };
         let mut out = Array2::<f32>::zeros((n, dim));
         let mut labels = Vec::with_capacity(n);
         let mut unreadable = Vec::new();
@@ -85,25 +96,36 @@ impl<'a> Embedder<'a> {
             if y.is_empty() {
                 continue;
             }
-            let xs = dml_kernels::tensor::from_array(x.view())?.f_to_device(self.device)?;
-            let emb = if self.features {
-                let f = self.net.features(&xs, false)?;
-                if self.net.config().normalize() {
-                    dml_kernels::tensor::f_l2_normalize(&f)?
-                } else {
-                    f
-                }
-            } else {
-                self.net.embed(&xs, false)?
-            };
-            let e = dml_kernels::tensor::to_array2(&emb)?;
             let row = labels.len();
-            out.slice_mut(ndarray::s![row..row + y.len(), ..])
-                .assign(&e);
+            let mut rows = out.slice_mut(ndarray::s![row..row + y.len(), ..]);
+            match self.output {
+                Output::RawInput => {
+                    for (mut r, item) in rows.outer_iter_mut().zip(x.outer_iter()) {
+                        r.iter_mut().zip(item.iter()).for_each(|(r, &v)| *r = v);
+                    }
+                }
+                Output::Embeddings | Output::BackboneFeatures => {
+                    let xs = dml_kernels::tensor::from_array(x.view())?.f_to_device(self.device)?;
+                    let emb = if self.output == Output::Embeddings {
+                        self.net.embed(&xs, false)?
+                    } else {
+                        let f = self.net.features(&xs, false)?;
+                        if self.net.config().normalize() {
+                            dml_kernels::tensor::f_l2_normalize(&f)?
+                        } else {
+                            f
+                        }
+                    };
+                    rows.assign(&dml_kernels::tensor::to_array2(&emb)?);
+                }
+            }
             labels.extend(y);
         }
         if labels.len() < n {
             out = out.slice(ndarray::s![..labels.len(), ..]).to_owned();
+        }
+        if self.output == Output::RawInput && self.net.config().normalize() {
+            dml_kernels::l2_normalize_inplace(out.view_mut());
         }
         Ok((out, labels, unreadable))
     }

@@ -131,4 +131,3 @@ pub struct TrainState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_backbone: Option<Metrics>,
 }
-

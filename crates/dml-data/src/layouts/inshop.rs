@@ -7,7 +7,7 @@ use crate::dataset::{Dataset, Subset};
 
 use crate::files::ImageFileDataset;
 use crate::layouts::{bad_line, listed, read_lines};
-use crate::{Result, Split};
+use crate::{QueryGallery, Result, Split};
 
 /// In-Shop Clothes Retrieval: `root/list_eval_partition.txt` (or `root/Eval/...`: a count line,
 /// a header line, then `<image path> <item id> <train|query|gallery>`), images relative to
@@ -62,13 +62,13 @@ pub fn inshop(root: impl AsRef<Path>) -> Result<Split> {
     labels.extend(gallery.1);
     let test: Arc<dyn Dataset> = Arc::new(ImageFileDataset::new(paths, labels)?);
     let n_test = test.len();
+    let query_gallery = QueryGallery {
+        query: Arc::new(Subset::new(test.clone(), (0..n_query).collect())?),
+        gallery: Arc::new(Subset::new(test.clone(), (n_query..n_test).collect())?),
+    };
     Ok(Split {
         train: Arc::new(ImageFileDataset::new(train.0, train.1)?),
-        query: Some(Arc::new(Subset::new(test.clone(), (0..n_query).collect())?)),
-        gallery: Some(Arc::new(Subset::new(
-            test.clone(),
-            (n_query..n_test).collect(),
-        )?)),
         test,
+        query_gallery: Some(query_gallery),
     })
 }

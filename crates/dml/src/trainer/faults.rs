@@ -8,8 +8,8 @@ use ndarray::ArrayView2;
 use tch::Tensor;
 
 use super::Trainer;
-use crate::state::EpochRecord;
 use crate::config::OnNonFinite;
+use crate::state::EpochRecord;
 use crate::{Error, Result};
 
 /// What was not finite in a training step.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use dml_data::{Dataset, Transform};
+use dml_data::{Dataset, HeldOut, Transform};
 use dml_eval::{Metrics, Score};
 use dml_losses::{Loss, LossContext};
 use dml_models::EmbeddingNet;
@@ -27,13 +27,13 @@ use ndarray::{Array2, ArrayView2};
 use tch::{Device, Tensor, nn};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::state::{EpochProgress, EpochRecord, RawInput, TrainState};
 use crate::config::{CheckedConfig, Config, IntoChecked, MemoryConfig, OnNonFinite};
-use crate::embed::{BatchLoad, Embedder, load_items};
+use crate::embed::{BatchLoad, Embedder, Output, load_items};
 use crate::log::MetricsLog;
 use crate::memory::CrossBatchMemory;
 use crate::optim::Optimizer;
 pub use crate::report::TrainReport;
+use crate::state::{EpochProgress, EpochRecord, RawInput, TrainState};
 use crate::{Error, Result};
 
 /// File names inside the output folder.
@@ -112,6 +112,20 @@ fn lock_output_dir(dir: &Path) -> Result<std::fs::File> {
     writeln!(file, "pid {}", std::process::id()).map_err(io)?;
     file.flush().map_err(io)?;
     Ok(file)
+}
+
+/// One evaluation of the held-out classes ([`Trainer::evaluate_held_out`]).
+#[derive(Debug)]
+struct Evaluation {
+    /// The scores.
+    metrics: Metrics,
+    /// The mean pairwise distance of the rows searched (the gallery's for query/gallery sets):
+    /// how spread out the embedding is; a collapse shows here first.
+    spread: f64,
+    /// The rows and their labels, for a held-out set that is one set (the plots map them).
+    embeddings: Option<(Array2<f32>, Vec<u32>)>,
+    /// Files left out as unreadable.
+    unreadable: Vec<PathBuf>,
 }
 
 /// At most this many bytes of flattened held-out items for the raw-input baseline.
@@ -199,9 +213,6 @@ pub struct Trainer {
     output_dir: PathBuf,
     interrupt: Option<Arc<AtomicBool>>,
     last_negatives: Vec<f32>,
-    last_test_embeddings: Option<(Array2<f32>, Vec<u32>)>,
-    /// The mean pairwise distance of the held-out embeddings at the last evaluation.
-    last_spread: Option<f64>,
     /// A data-parallel run (`dml launch`, torchrun): this process's rank among the others.
     dist: Option<dml_distributed::ProcessGroup>,
     /// The lock on the output folder, held while [`Trainer::fit`] runs (rank 0 only).
@@ -387,8 +398,6 @@ impl Trainer {
             output_dir,
             interrupt: None,
             last_negatives: Vec::new(),
-            last_test_embeddings: None,
-            last_spread: None,
             dist: None,
             output_lock: None,
         })
@@ -506,43 +515,62 @@ impl Trainer {
         }
     }
 
-    /// Evaluates on the held-out classes (for In-Shop: queries against the gallery). Held-out
-    /// embeddings that are not finite (a network that diverged) are [`Error::NonFinite`].
+    /// Evaluates the network on the held-out classes (for In-Shop: queries against the
+    /// gallery). Held-out embeddings that are not finite (a network that diverged) are
+    /// [`Error::NonFinite`].
     pub fn evaluate(&mut self) -> Result<Metrics> {
-        match self.evaluate_inner() {
+        Ok(self.evaluate_network()?.metrics)
+    }
+
+    /// [`Trainer::evaluate`], keeping the spread and the embeddings, and noting unreadable
+    /// files.
+    fn evaluate_network(&mut self) -> Result<Evaluation> {
+        match self.evaluate_held_out(Output::Embeddings) {
             Err(Error::Eval(dml_eval::Error::NonFinite { .. })) => Err(Error::NonFinite {
                 what: "the held-out embeddings are".to_owned(),
                 at: format!("the evaluation after epoch {}", self.state.epochs_done),
                 hint: self.non_finite_hint(),
             }),
-            other => other,
+            Ok(mut e) => {
+                let files = std::mem::take(&mut e.unreadable);
+                self.note_unreadable(files);
+                Ok(e)
+            }
+            Err(e) => Err(e),
         }
     }
 
-    fn evaluate_inner(&mut self) -> Result<Metrics> {
-        let metric = self.config.eval.metric;
-        let metrics = match (self.split.query.clone(), self.split.gallery.clone()) {
-            (Some(q), Some(g)) => {
-                let (qx, qy, q_unreadable) = self.embedder().embed(q.as_ref())?;
-                let (gx, gy, g_unreadable) = self.embedder().embed(g.as_ref())?;
-                self.note_unreadable(q_unreadable);
-                self.note_unreadable(g_unreadable);
-                self.last_spread = Some(mean_distance(gx.view()));
-                let eval_cfg = &self.config.eval.config;
-                dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, eval_cfg)?
+    /// The one evaluation path: the held-out classes made into rows by `output` (the network,
+    /// its backbone's features, or the raw input), searched with the run's metric and scored
+    /// with its settings, leave-one-out or queries in a gallery as the data set's protocol is.
+    fn evaluate_held_out(&self, output: Output) -> Result<Evaluation> {
+        let embedder = self.embedder().with_output(output);
+        let (metric, cfg) = (self.config.eval.metric, &self.config.eval.config);
+        Ok(match self.split.held_out() {
+            HeldOut::Set(test) => {
+                let (x, y, unreadable) = embedder.embed(test)?;
+                let metrics = dml_eval::evaluate(x.view(), &y, metric, cfg)?;
+                Evaluation {
+                    metrics,
+                    spread: mean_distance(x.view()),
+                    embeddings: Some((x, y)),
+                    unreadable,
+                }
             }
-            _ => {
-                let test = Arc::clone(&self.split.test);
-                let (x, y, unreadable) = self.embedder().embed(test.as_ref())?;
-                self.note_unreadable(unreadable);
-                self.last_spread = Some(mean_distance(x.view()));
-                let eval_cfg = &self.config.eval.config;
-                let m = dml_eval::evaluate(x.view(), &y, metric, eval_cfg)?;
-                self.last_test_embeddings = Some((x, y));
-                m
+            HeldOut::QueryGallery { query, gallery } => {
+                let (qx, qy, mut unreadable) = embedder.embed(query)?;
+                let (gx, gy, g_unreadable) = embedder.embed(gallery)?;
+                unreadable.extend(g_unreadable);
+                let metrics =
+                    dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, cfg)?;
+                Evaluation {
+                    metrics,
+                    spread: mean_distance(gx.view()),
+                    embeddings: None,
+                    unreadable,
+                }
             }
-        };
-        Ok(metrics)
+        })
     }
 
     /// The frozen-backbone baseline of a pretrained or TorchScript backbone: the held-out items'
@@ -550,19 +578,7 @@ impl Trainer {
     /// the same metric and scores as the network ([`Trainer::evaluate`]). Meaningful before the
     /// first step, which is when a run computes it.
     pub fn frozen_backbone_baseline(&self) -> Result<Metrics> {
-        let embedder = self.embedder().backbone_features();
-        let (metric, cfg) = (self.config.eval.metric, &self.config.eval.config);
-        Ok(match (&self.split.query, &self.split.gallery) {
-            (Some(q), Some(g)) => {
-                let (qx, qy, _) = embedder.embed(q.as_ref())?;
-                let (gx, gy, _) = embedder.embed(g.as_ref())?;
-                dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, cfg)?
-            }
-            _ => {
-                let (x, y, _) = embedder.embed(self.split.test.as_ref())?;
-                dml_eval::evaluate(x.view(), &y, metric, cfg)?
-            }
-        })
+        Ok(self.evaluate_held_out(Output::BackboneFeatures)?.metrics)
     }
 
     /// The raw-input baseline: every held-out item after the test transform, flattened to one
@@ -576,12 +592,11 @@ impl Trainer {
                 skipped: Some(why),
             })
         };
-        let sets: Vec<&dyn Dataset> = match (&self.split.query, &self.split.gallery) {
-            (Some(q), Some(g)) => vec![q.as_ref(), g.as_ref()],
-            _ => vec![self.split.test.as_ref()],
+        let sets: Vec<&dyn Dataset> = match self.split.held_out() {
+            HeldOut::Set(test) => vec![test],
+            HeldOut::QueryGallery { query, gallery } => vec![query, gallery],
         };
         let tf = self.config.transform.test.as_ref();
-        let mut flat = Vec::with_capacity(sets.len());
         for set in sets {
             let shape = match dml_data::batch_item_shape(set, tf) {
                 Ok(shape) => shape,
@@ -602,37 +617,9 @@ impl Trainer {
                     bytes as f64 / (1u64 << 30) as f64
                 ));
             }
-            let mut x = Array2::<f32>::zeros((set.len(), dim));
-            let mut labels = Vec::with_capacity(set.len());
-            let bs = self.config.batch.eval_batch_size.max(1);
-            let skip = self.config.data.skip_unreadable();
-            for start in (0..set.len()).step_by(bs) {
-                let idx: Vec<usize> = (start..(start + bs).min(set.len())).collect();
-                // Files left out here are the held-out set's: the evaluation records them.
-                let ((b, y), _) = load_items(set, &idx, tf, self.state.seed, skip)?;
-                let first = labels.len();
-                let mut rows = x.slice_mut(ndarray::s![first..first + y.len(), ..]);
-                for (mut row, item) in rows.outer_iter_mut().zip(b.outer_iter()) {
-                    row.iter_mut().zip(item.iter()).for_each(|(r, &v)| *r = v);
-                }
-                labels.extend(y);
-            }
-            if labels.len() < set.len() {
-                x = x.slice(ndarray::s![..labels.len(), ..]).to_owned();
-            }
-            if self.config.model.normalize() {
-                dml_kernels::l2_normalize_inplace(x.view_mut());
-            }
-            flat.push((x, labels));
         }
-        let (cfg, metric) = (&self.config.eval.config, self.config.eval.metric);
-        let metrics = match flat.as_slice() {
-            [(q, qy), (g, gy)] => {
-                dml_eval::evaluate_with_reference(q.view(), qy, g.view(), gy, metric, cfg)?
-            }
-            [(x, y)] => dml_eval::evaluate(x.view(), y, metric, cfg)?,
-            _ => unreachable!("one held-out set or a query and a gallery"),
-        };
+        // Files left out here are the held-out set's: the network's evaluation records them.
+        let metrics = self.evaluate_held_out(Output::RawInput)?.metrics;
         Ok(RawInput {
             metrics: Some(metrics),
             skipped: None,
@@ -707,6 +694,8 @@ impl Trainer {
         let epochs = self.config.train.epochs;
         let mut train_seconds = 0.0;
         let mut interrupted = false;
+        // The last evaluation of this process: the plots map its embeddings.
+        let mut last = None;
         while self.state.epochs_done < epochs {
             let epoch = self.state.epochs_done;
             let run = self.train_epoch(epoch)?;
@@ -717,12 +706,14 @@ impl Trainer {
                 self.save_checkpoint()?;
                 break;
             }
-            self.finish_epoch(epoch, run.lr_factor, interrupted, log.as_mut())?;
+            if let Some(e) = self.finish_epoch(epoch, run.lr_factor, interrupted, log.as_mut())? {
+                last = Some(e);
+            }
             if interrupted {
                 break;
             }
         }
-        let report = self.finish_run(train_seconds, interrupted)?;
+        let report = self.finish_run(train_seconds, interrupted, last)?;
         if let Some(pg) = &self.dist {
             // No rank leaves before rank 0 has written everything; if rank 0 failed, the
             // others fail here too, naming it.
@@ -775,7 +766,7 @@ impl Trainer {
             && self.state.history.is_empty()
             && self.config.train.eval_before
         {
-            let m = self.evaluate()?;
+            let e = self.evaluate_network()?;
             let record = EpochRecord {
                 epoch: 0,
                 loss: None,
@@ -783,9 +774,9 @@ impl Trainer {
                 lr_factor: 0.0,
                 train_seconds: 0.0,
                 skipped_batches: 0,
-                spread: self.last_spread,
+                spread: Some(e.spread),
                 collapse: None,
-                metrics: Some(m),
+                metrics: Some(e.metrics),
             };
             log.append(&record)?;
             self.state.history.push(record);
@@ -926,7 +917,7 @@ impl Trainer {
         lr_factor: f64,
         interrupted: bool,
         log: Option<&mut MetricsLog>,
-    ) -> Result<()> {
+    ) -> Result<Option<Evaluation>> {
         let epochs = self.config.train.epochs;
         let done = self.state.epoch.finish();
         let batches = done.batches_done.max(1) as f64;
@@ -946,9 +937,12 @@ impl Trainer {
         let last = self.state.epochs_done == epochs;
         let every = self.config.train.eval_every;
         let due = last || (every > 0 && self.state.epochs_done.is_multiple_of(every));
+        let mut evaluation = None;
         if due && self.is_main() {
-            record.metrics = Some(self.evaluate()?);
-            record.spread = self.last_spread;
+            let e = self.evaluate_network()?;
+            record.metrics = Some(e.metrics.clone());
+            record.spread = Some(e.spread);
+            evaluation = Some(e);
             if let Some(warning) = self.collapse_warning(&record) {
                 tracing::warn!("{warning}");
                 eprintln!("warning: {warning}");
@@ -966,13 +960,18 @@ impl Trainer {
         if last || interrupted || (ck > 0 && self.state.epochs_done.is_multiple_of(ck)) {
             self.save_checkpoint()?;
         }
-        Ok(())
+        Ok(evaluation)
     }
 
     /// The plots (unless interrupted) and the report, written to `report.json`.
-    fn finish_run(&mut self, train_seconds: f64, interrupted: bool) -> Result<TrainReport> {
+    fn finish_run(
+        &mut self,
+        train_seconds: f64,
+        interrupted: bool,
+        last: Option<Evaluation>,
+    ) -> Result<TrainReport> {
         let plots = if self.config.train.plots && !interrupted && self.is_main() {
-            self.write_plots()?
+            self.write_plots_with(last)?
         } else {
             Vec::new()
         };
@@ -1017,9 +1016,20 @@ impl Trainer {
     /// Writes the training curves, the map of held-out embeddings and the histogram of sampled
     /// negative distances into `<output_dir>/plots/`.
     pub fn write_plots(&mut self) -> Result<Vec<PathBuf>> {
-        if self.last_test_embeddings.is_none() && self.split.query.is_none() {
-            self.evaluate()?;
-        }
+        self.write_plots_with(None)
+    }
+
+    /// [`Trainer::write_plots`] with the embeddings of `last`, an evaluation of the network as
+    /// it is now, if there is one (else the network is evaluated here, for a held-out set that
+    /// is one set).
+    fn write_plots_with(&mut self, last: Option<Evaluation>) -> Result<Vec<PathBuf>> {
+        let last = match last {
+            Some(e) if e.embeddings.is_some() => Some(e),
+            _ => match self.split.held_out() {
+                HeldOut::Set(_) => Some(self.evaluate_network()?),
+                HeldOut::QueryGallery { .. } => None,
+            },
+        };
         let miner = self.config.miner.as_ref().map(|m| m.kind().to_owned());
         crate::plots::run_plots(&crate::plots::RunPlots {
             name: &self.config.run.name,
@@ -1034,9 +1044,9 @@ impl Trainer {
                     .and_then(|r| r.metrics.as_ref()),
                 frozen_backbone: self.state.frozen_backbone.as_ref(),
             },
-            test_embeddings: self
-                .last_test_embeddings
+            test_embeddings: last
                 .as_ref()
+                .and_then(|e| e.embeddings.as_ref())
                 .map(|(x, y)| (x.view(), &y[..])),
             negatives: &self.last_negatives,
             embedding_dim: self.net.embedding_dim() as usize,
