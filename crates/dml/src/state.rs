@@ -36,6 +36,23 @@ impl EpochProgress {
         self.batches_done == 0
     }
 
+    /// Batch `batch` done with loss `loss` (NaN: left out) over `tuples` tuples.
+    pub fn add(&mut self, batch: u64, loss: f64, tuples: usize) {
+        if loss.is_finite() {
+            self.loss_sum += loss;
+        } else {
+            self.skipped += 1;
+        }
+        self.tuples_sum += tuples as f64;
+        self.batches_done = batch + 1;
+    }
+
+    /// Batch `batch` left out before its step.
+    pub fn add_skipped(&mut self, batch: u64) {
+        self.skipped += 1;
+        self.batches_done = batch + 1;
+    }
+
     /// Ends the epoch: what it did, and the progress reset for the next.
     pub fn finish(&mut self) -> EpochProgress {
         std::mem::take(self)
@@ -130,4 +147,25 @@ pub struct TrainState {
     /// step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_backbone: Option<Metrics>,
+}
+
+impl TrainState {
+    /// The state of a run that has not started: seeded with `seed`, for the config `config`
+    /// (as TOML).
+    pub fn new(seed: u64, config: String) -> TrainState {
+        TrainState {
+            epochs_done: 0,
+            epoch: EpochProgress::default(),
+            skipped_batches: 0,
+            collapse: None,
+            unreadable_files: Default::default(),
+            n_steps: 0,
+            memory_head: None,
+            seed,
+            config,
+            history: Vec::new(),
+            raw_input: None,
+            frozen_backbone: None,
+        }
+    }
 }

@@ -33,7 +33,7 @@ use crate::log::MetricsLog;
 use crate::memory::CrossBatchMemory;
 use crate::optim::Optimizer;
 pub use crate::report::TrainReport;
-use crate::state::{EpochProgress, EpochRecord, RawInput, TrainState};
+use crate::state::{EpochRecord, RawInput, TrainState};
 use crate::{Error, Result};
 
 /// File names inside the output folder.
@@ -112,6 +112,89 @@ fn lock_output_dir(dir: &Path) -> Result<std::fs::File> {
     writeln!(file, "pid {}", std::process::id()).map_err(io)?;
     file.flush().map_err(io)?;
     Ok(file)
+}
+
+/// What the ranks agreed to do with a loaded batch.
+enum Agreed {
+    /// Train on it.
+    Step(BatchLoad),
+    /// Leave it out (a rank could read none of its items).
+    Skip,
+    /// Stop the epoch here (interrupted).
+    Stop,
+}
+
+/// The batches of an epoch as they are needed: loaded on the training thread, or (with
+/// `train.prefetch`) the next one loaded on a thread of its own while the current step runs.
+/// Either way a batch depends only on its indices and its step's seed, so both give the same
+/// batches.
+struct Prefetch {
+    loader: BatchLoader,
+    ahead: bool,
+    next: Option<std::thread::JoinHandle<Result<BatchLoad>>>,
+}
+
+impl Prefetch {
+    fn new(loader: BatchLoader, ahead: bool) -> Self {
+        Prefetch {
+            loader,
+            ahead,
+            next: None,
+        }
+    }
+
+    /// Step `batch` of `epoch` (the indices `indices`), and the loading of `following` (the
+    /// next step's indices) started when loading ahead.
+    fn next(
+        &mut self,
+        epoch: u64,
+        batch: u64,
+        indices: &[usize],
+        following: Option<&[usize]>,
+    ) -> Result<BatchLoad> {
+        let loaded = match self.next.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            None => self.loader.load(epoch, batch, indices)?,
+        };
+        if let (true, Some(following)) = (self.ahead, following) {
+            let (loader, following) = (self.loader.clone(), following.to_vec());
+            self.next = Some(std::thread::spawn(move || {
+                loader.load(epoch, batch + 1, &following)
+            }));
+        }
+        Ok(loaded)
+    }
+}
+
+/// `[self_supervised]`: its weight and NT-Xent (SupCon on instance labels), if configured.
+fn instance_loss(config: &Config) -> Result<Option<(f64, dml_losses::SupConLoss)>> {
+    let Some(ss) = &config.self_supervised else {
+        return Ok(None);
+    };
+    let nt_xent = dml_losses::SupConConfig {
+        temperature: ss.temperature,
+        ..Default::default()
+    };
+    Ok(Some((ss.weight, nt_xent.init()?)))
+}
+
+/// `[memory]`'s queue of `dim`-d embeddings on `device`: empty, or as `ckpt` saved it.
+fn cross_batch_memory(
+    cfg: &MemoryConfig,
+    ckpt: Option<&Checkpoint>,
+    dim: usize,
+    device: Device,
+) -> Result<CrossBatchMemory> {
+    let bank = match ckpt.and_then(|c| c.memory.clone()) {
+        Some((rows, labels)) => {
+            let head = ckpt.and_then(|c| c.state.memory_head).unwrap_or(0) as usize;
+            MemoryBank::from_parts(cfg.size, dim, rows, labels, head)?
+        }
+        None => MemoryBank::new(cfg.size, dim)?,
+    };
+    CrossBatchMemory::new(bank, device)
 }
 
 /// One evaluation of the held-out classes ([`Trainer::evaluate_held_out`]).
@@ -326,28 +409,10 @@ impl Trainer {
         let classes = ClassIndex::new(split.train.labels());
         let ctx = LossContext::new(classes.len(), net.embedding_dim() as usize);
         let loss = config.loss.build(&(vs.root() / "loss"), ctx)?;
-        let instance_loss = match &config.self_supervised {
-            Some(ss) => {
-                let nt_xent = dml_losses::SupConConfig {
-                    temperature: ss.temperature,
-                    ..Default::default()
-                };
-                Some((ss.weight, nt_xent.init()?))
-            }
-            None => None,
-        };
+        let instance_loss = instance_loss(&config)?;
+        let dim = net.embedding_dim() as usize;
         let memory = match config.memory {
-            Some(cfg) => {
-                let (size, dim) = (cfg.size, net.embedding_dim() as usize);
-                let bank = match ckpt.and_then(|c| c.memory.clone()) {
-                    Some((rows, labels)) => {
-                        let head = ckpt.and_then(|c| c.state.memory_head).unwrap_or(0) as usize;
-                        MemoryBank::from_parts(size, dim, rows, labels, head)?
-                    }
-                    None => MemoryBank::new(size, dim)?,
-                };
-                Some((cfg, CrossBatchMemory::new(bank, device)?))
-            }
+            Some(cfg) => Some((cfg, cross_batch_memory(&cfg, ckpt, dim, device)?)),
             None => None,
         };
         let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
@@ -365,20 +430,7 @@ impl Trainer {
                     ..c.state.clone()
                 }
             }
-            None => TrainState {
-                epochs_done: 0,
-                epoch: EpochProgress::default(),
-                skipped_batches: 0,
-                collapse: None,
-                unreadable_files: Default::default(),
-                n_steps: 0,
-                memory_head: None,
-                seed,
-                config: config.to_toml_string(),
-                history: Vec::new(),
-                raw_input: None,
-                frozen_backbone: None,
-            },
+            None => TrainState::new(seed, config.to_toml_string()),
         };
         let output_dir = config.run.output_dir();
         Ok(Trainer {
@@ -797,8 +849,7 @@ impl Trainer {
         let mut items = 0usize;
         let mut lr_factor = 1.0;
         let mut interrupted = false;
-        let loader = self.batch_loader();
-        let mut next: Option<std::thread::JoinHandle<Result<BatchLoad>>> = None;
+        let mut loads = Prefetch::new(self.batch_loader(), self.config.train.prefetch);
         for (b, indices) in batches
             .iter()
             .enumerate()
@@ -806,49 +857,22 @@ impl Trainer {
         {
             let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
             lr_factor = self.config.schedule.factor(progress, epochs);
-            let loaded = match next.take() {
-                Some(handle) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-                None => loader.load(epoch, b as u64, self.local_share(indices))?,
-            };
-            if self.config.train.prefetch
-                && let Some(following) = batches.get(b + 1)
-            {
-                let (loader, following) = (loader.clone(), self.local_share(following).to_vec());
-                next = Some(std::thread::spawn(move || {
-                    loader.load(epoch, b as u64 + 1, &following)
-                }));
-            }
-            if self.dist.is_some() {
-                // Ranks stop together, before a step (a Ctrl-C reaches each at its own moment),
-                // and leave out together a batch of which some rank could read nothing.
-                let (rows, stop) = self.agree(loaded.0.1.len())?;
-                if stop {
-                    interrupted = true;
-                    break;
-                }
-                if let Some(r) = rows.iter().position(|&n| n == 0) {
-                    tracing::warn!(
-                        epoch = epoch + 1,
-                        step = b + 1,
-                        "batch left out: no readable item on rank {r}"
-                    );
-                    self.note_unreadable(loaded.1);
-                    self.state.epoch.skipped += 1;
-                    self.state.epoch.batches_done = b as u64 + 1;
+            let following = batches.get(b + 1).map(|f| self.local_share(f));
+            let loaded = loads.next(epoch, b as u64, self.local_share(indices), following)?;
+            let loaded = match self.agree_on_batch(epoch, b as u64, loaded)? {
+                Agreed::Step(loaded) => loaded,
+                Agreed::Skip => {
+                    self.state.epoch.add_skipped(b as u64);
                     bar.inc(1);
                     continue;
                 }
-            }
+                Agreed::Stop => {
+                    interrupted = true;
+                    break;
+                }
+            };
             let (loss, n_tuples) = self.train_batch(epoch, b as u64, loaded, lr_factor)?;
-            if loss.is_finite() {
-                self.state.epoch.loss_sum += loss;
-            } else {
-                self.state.epoch.skipped += 1;
-            }
-            self.state.epoch.tuples_sum += n_tuples as f64;
-            self.state.epoch.batches_done = b as u64 + 1;
+            self.state.epoch.add(b as u64, loss, n_tuples);
             items += indices.len();
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
@@ -870,6 +894,29 @@ impl Trainer {
             seconds,
             interrupted,
         })
+    }
+
+    /// Whether to train on `loaded`: always, for one process; in a multi-process run the ranks
+    /// stop together, before a step (a Ctrl-C reaches each at its own moment), and leave out
+    /// together a batch of which some rank could read nothing.
+    fn agree_on_batch(&mut self, epoch: u64, batch: u64, loaded: BatchLoad) -> Result<Agreed> {
+        if self.dist.is_none() {
+            return Ok(Agreed::Step(loaded));
+        }
+        let (rows, stop) = self.agree(loaded.0.1.len())?;
+        if stop {
+            return Ok(Agreed::Stop);
+        }
+        if let Some(r) = rows.iter().position(|&n| n == 0) {
+            tracing::warn!(
+                epoch = epoch + 1,
+                step = batch + 1,
+                "batch left out: no readable item on rank {r}"
+            );
+            self.note_unreadable(loaded.1);
+            return Ok(Agreed::Skip);
+        }
+        Ok(Agreed::Step(loaded))
     }
 
     /// One loaded batch: the step, or NaN and no tuples for a batch left out (fewer than two
