@@ -16,24 +16,22 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
-use dml_data::{Dataset, HeldOut, Transform};
-use dml_eval::{Metrics, Score};
+use dml_data::HeldOut;
+use dml_eval::Score;
 use dml_losses::{Loss, LossContext};
 use dml_models::EmbeddingNet;
 use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
-use ndarray::{Array2, ArrayView2};
-use tch::{Device, Tensor, nn};
+use ndarray::ArrayView2;
+use tch::{Device, nn};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{CheckedConfig, Config, IntoChecked, MemoryConfig, OnNonFinite};
-use crate::embed::{BatchLoad, Embedder, Output, load_items};
+use crate::config::{CheckedConfig, Config, IntoChecked, MemoryConfig};
 use crate::log::MetricsLog;
 use crate::memory::CrossBatchMemory;
 use crate::optim::Optimizer;
 pub use crate::report::TrainReport;
-use crate::state::{EpochRecord, RawInput, TrainState};
+use crate::state::{EpochRecord, TrainState};
 use crate::{Error, Result};
 
 /// File names inside the output folder.
@@ -54,11 +52,14 @@ pub mod files {
 
 /// At most this many sampled negative distances are kept per epoch for the histogram plot.
 mod distributed;
+mod epoch;
+mod evaluate;
 mod faults;
 mod seed;
 mod step;
 
-use faults::{excluded_classes_warning, mean_distance};
+use evaluate::Evaluation;
+use faults::excluded_classes_warning;
 pub use seed::step_seed;
 
 const MAX_KEPT_DISTANCES: usize = 200_000;
@@ -114,60 +115,6 @@ fn lock_output_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// What the ranks agreed to do with a loaded batch.
-enum Agreed {
-    /// Train on it.
-    Step(BatchLoad),
-    /// Leave it out (a rank could read none of its items).
-    Skip,
-    /// Stop the epoch here (interrupted).
-    Stop,
-}
-
-/// The batches of an epoch as they are needed: loaded on the training thread, or (with
-/// `train.prefetch`) the next one loaded on a thread of its own while the current step runs.
-/// Either way a batch depends only on its indices and its step's seed, so both give the same
-/// batches.
-struct Prefetch {
-    loader: BatchLoader,
-    ahead: bool,
-    next: Option<std::thread::JoinHandle<Result<BatchLoad>>>,
-}
-
-impl Prefetch {
-    fn new(loader: BatchLoader, ahead: bool) -> Self {
-        Prefetch {
-            loader,
-            ahead,
-            next: None,
-        }
-    }
-
-    /// Step `batch` of `epoch` (the indices `indices`), and the loading of `following` (the
-    /// next step's indices) started when loading ahead.
-    fn next(
-        &mut self,
-        epoch: u64,
-        batch: u64,
-        indices: &[usize],
-        following: Option<&[usize]>,
-    ) -> Result<BatchLoad> {
-        let loaded = match self.next.take() {
-            Some(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-            None => self.loader.load(epoch, batch, indices)?,
-        };
-        if let (true, Some(following)) = (self.ahead, following) {
-            let (loader, following) = (self.loader.clone(), following.to_vec());
-            self.next = Some(std::thread::spawn(move || {
-                loader.load(epoch, batch + 1, &following)
-            }));
-        }
-        Ok(loaded)
-    }
-}
-
 /// `[self_supervised]`: its weight and NT-Xent (SupCon on instance labels), if configured.
 fn instance_loss(config: &Config) -> Result<Option<(f64, dml_losses::SupConLoss)>> {
     let Some(ss) = &config.self_supervised else {
@@ -197,23 +144,6 @@ fn cross_batch_memory(
     CrossBatchMemory::new(bank, device)
 }
 
-/// One evaluation of the held-out classes ([`Trainer::evaluate_held_out`]).
-#[derive(Debug)]
-struct Evaluation {
-    /// The scores.
-    metrics: Metrics,
-    /// The mean pairwise distance of the rows searched (the gallery's for query/gallery sets):
-    /// how spread out the embedding is; a collapse shows here first.
-    spread: f64,
-    /// The rows and their labels, for a held-out set that is one set (the plots map them).
-    embeddings: Option<(Array2<f32>, Vec<u32>)>,
-    /// Files left out as unreadable.
-    unreadable: Vec<PathBuf>,
-}
-
-/// At most this many bytes of flattened held-out items for the raw-input baseline.
-const RAW_INPUT_BUDGET: usize = 2 << 30;
-
 /// A progress bar on stderr in dml's style (an indicatif `template`), hidden unless `enabled`
 /// and stderr is a terminal, so logs and pipes stay clean.
 pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::ProgressBar {
@@ -224,55 +154,6 @@ pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::Progr
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
     indicatif::ProgressBar::new(len).with_style(style)
-}
-
-/// How one pass over an epoch's batches went ([`Trainer::fit`]'s epoch runner).
-#[derive(Debug, Clone, Copy)]
-struct EpochRun {
-    /// Batches in the epoch.
-    n_batches: u64,
-    /// The learning-rate factor of the last batch run.
-    lr_factor: f64,
-    /// Seconds spent in this pass.
-    seconds: f64,
-    /// Whether Ctrl-C stopped it.
-    interrupted: bool,
-}
-
-/// Everything needed to load a training batch away from the trainer.
-#[derive(Debug, Clone)]
-struct BatchLoader {
-    data: Arc<dyn Dataset>,
-    transform: Option<Transform>,
-    views: usize,
-    seed: u64,
-    skip_unreadable: bool,
-}
-
-impl BatchLoader {
-    /// Step `batch` of `epoch`: decode, augment (with the step's seed) and stack `indices`. With
-    /// `views` > 1 each item enters the batch that many times in a row; the transform is drawn
-    /// per position, so the copies differ.
-    fn load(&self, epoch: u64, batch: u64, indices: &[usize]) -> Result<BatchLoad> {
-        let repeated: Vec<usize>;
-        let indices = if self.views > 1 {
-            repeated = indices
-                .iter()
-                .flat_map(|&i| std::iter::repeat_n(i, self.views))
-                .collect();
-            &repeated[..]
-        } else {
-            indices
-        };
-        let seed = step_seed(self.seed, epoch, batch);
-        load_items(
-            self.data.as_ref(),
-            indices,
-            self.transform.as_ref(),
-            seed,
-            self.skip_unreadable,
-        )
-    }
 }
 
 /// Runs training as a [`Config`] describes it.
@@ -497,41 +378,6 @@ impl Trainer {
         &self.last_negatives
     }
 
-    /// The batches of epoch `epoch` (0-based): the sampler's epoch, or, with
-    /// `batch.batches_per_epoch`, that many batches taken from consecutive sampler passes.
-    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
-        match self.config.batch.batches_per_epoch {
-            None => self.sampler.epoch(epoch).collect(),
-            Some(n) => {
-                let mut out = Vec::with_capacity(n);
-                let mut pass = 0u64;
-                while out.len() < n {
-                    let stream = epoch.wrapping_mul(1 << 20).wrapping_add(pass);
-                    out.extend(self.sampler.epoch(stream).take(n - out.len()));
-                    pass += 1;
-                }
-                out
-            }
-        }
-    }
-
-    fn to_tensor(&self, x: &ndarray::Array4<f32>) -> Result<Tensor> {
-        Ok(dml_kernels::tensor::from_array(x.view())?.f_to_device(self.device)?)
-    }
-
-    /// What loads the training batches: on the training thread, or one batch ahead on a thread of
-    /// its own (`train.prefetch`). Either way a batch depends only on its indices and its step's
-    /// seed, so both give the same batches.
-    fn batch_loader(&self) -> BatchLoader {
-        BatchLoader {
-            data: Arc::clone(&self.split.train),
-            transform: self.config.transform.train.clone(),
-            views: self.config.batch.views.max(1),
-            seed: self.state.seed,
-            skip_unreadable: self.config.data.skip_unreadable(),
-        }
-    }
-
     fn keep_negatives(&mut self, tuples: &Tuples, dist: ArrayView2<'_, f32>) {
         let room = MAX_KEPT_DISTANCES.saturating_sub(self.last_negatives.len());
         let (a, n): (&[u32], &[u32]) = match tuples {
@@ -544,138 +390,6 @@ impl Trainer {
                 .take(room)
                 .map(|(&i, &j)| dist[[i as usize, j as usize]]),
         );
-    }
-
-    /// Embeds the whole of `dataset` in batches of `batch.eval_batch_size`, with the test
-    /// transform and the network in evaluation mode.
-    pub fn embed_dataset(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
-        let (x, y, unreadable) = self.embedder().embed(dataset)?;
-        crate::embed::warn_unreadable(&unreadable);
-        Ok((x, y))
-    }
-
-    /// The network and the test-time item preparation, for embedding data sets.
-    fn embedder(&self) -> Embedder<'_> {
-        Embedder::new(&self.net, self.device, &self.config, self.state.seed)
-    }
-
-    /// Embeds one split.
-    pub fn embed_split(&self, split: Subset) -> Result<(Array2<f32>, Vec<u32>)> {
-        match split {
-            Subset::Train => self.embed_dataset(self.split.train.as_ref()),
-            Subset::Test => self.embed_dataset(self.split.test.as_ref()),
-        }
-    }
-
-    /// Evaluates the network on the held-out classes (for In-Shop: queries against the
-    /// gallery). Held-out embeddings that are not finite (a network that diverged) are
-    /// [`Error::NonFinite`].
-    pub fn evaluate(&mut self) -> Result<Metrics> {
-        Ok(self.evaluate_network()?.metrics)
-    }
-
-    /// [`Trainer::evaluate`], keeping the spread and the embeddings, and noting unreadable
-    /// files.
-    fn evaluate_network(&mut self) -> Result<Evaluation> {
-        match self.evaluate_held_out(Output::Embeddings) {
-            Err(Error::Eval(dml_eval::Error::NonFinite { .. })) => Err(Error::NonFinite {
-                what: "the held-out embeddings are".to_owned(),
-                at: format!("the evaluation after epoch {}", self.state.epochs_done),
-                hint: self.non_finite_hint(),
-            }),
-            Ok(mut e) => {
-                let files = std::mem::take(&mut e.unreadable);
-                self.note_unreadable(files);
-                Ok(e)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The one evaluation path: the held-out classes made into rows by `output` (the network,
-    /// its backbone's features, or the raw input), searched with the run's metric and scored
-    /// with its settings, leave-one-out or queries in a gallery as the data set's protocol is.
-    fn evaluate_held_out(&self, output: Output) -> Result<Evaluation> {
-        let embedder = self.embedder().with_output(output);
-        let (metric, cfg) = (self.config.eval.metric, &self.config.eval.config);
-        Ok(match self.split.held_out() {
-            HeldOut::Set(test) => {
-                let (x, y, unreadable) = embedder.embed(test)?;
-                let metrics = dml_eval::evaluate(x.view(), &y, metric, cfg)?;
-                Evaluation {
-                    metrics,
-                    spread: mean_distance(x.view()),
-                    embeddings: Some((x, y)),
-                    unreadable,
-                }
-            }
-            HeldOut::QueryGallery { query, gallery } => {
-                let (qx, qy, mut unreadable) = embedder.embed(query)?;
-                let (gx, gy, g_unreadable) = embedder.embed(gallery)?;
-                unreadable.extend(g_unreadable);
-                let metrics =
-                    dml_eval::evaluate_with_reference(qx.view(), &qy, gx.view(), &gy, metric, cfg)?;
-                Evaluation {
-                    metrics,
-                    spread: mean_distance(gx.view()),
-                    embeddings: None,
-                    unreadable,
-                }
-            }
-        })
-    }
-
-    /// The frozen-backbone baseline of a pretrained or TorchScript backbone: the held-out items'
-    /// pooled backbone features (L2-normalised when the model normalises its embeddings), with
-    /// the same metric and scores as the network ([`Trainer::evaluate`]). Meaningful before the
-    /// first step, which is when a run computes it.
-    pub fn frozen_backbone_baseline(&self) -> Result<Metrics> {
-        Ok(self.evaluate_held_out(Output::BackboneFeatures)?.metrics)
-    }
-
-    /// The raw-input baseline: every held-out item after the test transform, flattened to one
-    /// row, L2-normalised when the model normalises its embeddings, evaluated with the same
-    /// metric and settings as the network ([`Trainer::evaluate`]). Skipped (with the reason)
-    /// when the items differ in size or the rows would take more than 2 GiB.
-    pub fn raw_input_baseline(&self) -> Result<RawInput> {
-        let skipped = |why: String| {
-            Ok(RawInput {
-                metrics: None,
-                skipped: Some(why),
-            })
-        };
-        let sets: Vec<&dyn Dataset> = match self.split.held_out() {
-            HeldOut::Set(test) => vec![test],
-            HeldOut::QueryGallery { query, gallery } => vec![query, gallery],
-        };
-        let tf = self.config.transform.test.as_ref();
-        for set in sets {
-            let shape = match dml_data::batch_item_shape(set, tf) {
-                Ok(shape) => shape,
-                Err(dml_data::Error::ItemSizeUnknown) => {
-                    return skipped(
-                        "the held-out items differ in size and [transform.test] does not crop them to one"
-                            .to_owned(),
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let dim: usize = shape.iter().product();
-            let bytes = set.len().saturating_mul(dim).saturating_mul(4);
-            if bytes > RAW_INPUT_BUDGET {
-                return skipped(format!(
-                    "{} items of {dim} values would take {:.1} GiB (limit 2 GiB)",
-                    set.len(),
-                    bytes as f64 / (1u64 << 30) as f64
-                ));
-            }
-        }
-        // Files left out here are the held-out set's: the network's evaluation records them.
-        let metrics = self.evaluate_held_out(Output::RawInput)?.metrics;
-        Ok(RawInput {
-            metrics: Some(metrics),
-            skipped: None,
-        })
     }
 
     fn save_checkpoint(&self) -> Result<()> {
@@ -834,125 +548,6 @@ impl Trainer {
             self.state.history.push(record);
         }
         Ok(Some(log))
-    }
-
-    /// The batches of `epoch` from `state.batches_done` on: each loaded (the next one on its
-    /// own thread with `train.prefetch`) and stepped; stops early on Ctrl-C.
-    fn train_epoch(&mut self, epoch: u64) -> Result<EpochRun> {
-        let epochs = self.config.train.epochs;
-        let batches = self.epoch_batches(epoch);
-        let n_batches = batches.len() as u64;
-        let bar = self.progress_bar(n_batches, epoch);
-        bar.set_position(self.state.epoch.batches_done);
-        self.last_negatives.clear();
-        let start = Instant::now();
-        let mut items = 0usize;
-        let mut lr_factor = 1.0;
-        let mut interrupted = false;
-        let mut loads = Prefetch::new(self.batch_loader(), self.config.train.prefetch);
-        for (b, indices) in batches
-            .iter()
-            .enumerate()
-            .skip(self.state.epoch.batches_done as usize)
-        {
-            let progress = epoch as f64 + b as f64 / n_batches.max(1) as f64;
-            lr_factor = self.config.schedule.factor(progress, epochs);
-            let following = batches.get(b + 1).map(|f| self.local_share(f));
-            let loaded = loads.next(epoch, b as u64, self.local_share(indices), following)?;
-            let loaded = match self.agree_on_batch(epoch, b as u64, loaded)? {
-                Agreed::Step(loaded) => loaded,
-                Agreed::Skip => {
-                    self.state.epoch.add_skipped(b as u64);
-                    bar.inc(1);
-                    continue;
-                }
-                Agreed::Stop => {
-                    interrupted = true;
-                    break;
-                }
-            };
-            let (loss, n_tuples) = self.train_batch(epoch, b as u64, loaded, lr_factor)?;
-            self.state.epoch.add(b as u64, loss, n_tuples);
-            items += indices.len();
-            let secs = start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {loss:.4}, {:.0} items/s",
-                items as f64 / secs
-            ));
-            bar.inc(1);
-            if self.dist.is_none() && self.interrupted() {
-                interrupted = true;
-                break;
-            }
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        self.state.epoch.seconds += seconds;
-        Ok(EpochRun {
-            n_batches,
-            lr_factor,
-            seconds,
-            interrupted,
-        })
-    }
-
-    /// Whether to train on `loaded`: always, for one process; in a multi-process run the ranks
-    /// stop together, before a step (a Ctrl-C reaches each at its own moment), and leave out
-    /// together a batch of which some rank could read nothing.
-    fn agree_on_batch(&mut self, epoch: u64, batch: u64, loaded: BatchLoad) -> Result<Agreed> {
-        if self.dist.is_none() {
-            return Ok(Agreed::Step(loaded));
-        }
-        let (rows, stop) = self.agree(loaded.0.1.len())?;
-        if stop {
-            return Ok(Agreed::Stop);
-        }
-        if let Some(r) = rows.iter().position(|&n| n == 0) {
-            tracing::warn!(
-                epoch = epoch + 1,
-                step = batch + 1,
-                "batch left out: no readable item on rank {r}"
-            );
-            self.note_unreadable(loaded.1);
-            return Ok(Agreed::Skip);
-        }
-        Ok(Agreed::Step(loaded))
-    }
-
-    /// One loaded batch: the step, or NaN and no tuples for a batch left out (fewer than two
-    /// readable items, or a non-finite value with `train.on_non_finite = "skip_batch"`).
-    fn train_batch(
-        &mut self,
-        epoch: u64,
-        batch: u64,
-        (loaded, unreadable): BatchLoad,
-        lr_factor: f64,
-    ) -> Result<(f64, usize)> {
-        self.note_unreadable(unreadable);
-        if self.dist.is_none() && loaded.1.len() < 2 {
-            // All items but at most one were unreadable: nothing to compare.
-            tracing::warn!(
-                epoch = epoch + 1,
-                step = batch + 1,
-                "batch left out: fewer than 2 readable items"
-            );
-            return Ok((f64::NAN, 0));
-        }
-        match self.step(epoch, batch, loaded, lr_factor)? {
-            step::StepOutcome::Trained { loss, tuples } => Ok((loss, tuples)),
-            step::StepOutcome::NonFinite(fault) => {
-                if self.config.train.on_non_finite == OnNonFinite::Stop {
-                    return Err(Error::NonFinite {
-                        what: format!("{fault} is"),
-                        at: format!("epoch {}, step {}", epoch + 1, batch + 1),
-                        hint: self.non_finite_hint(),
-                    });
-                }
-                tracing::warn!(epoch = epoch + 1, step = batch + 1, %fault, "batch skipped");
-                self.state.skipped_batches += 1;
-                Ok((f64::NAN, 0))
-            }
-        }
     }
 
     /// A completed epoch: its record (mean loss and tuples, the evaluation when due, the
