@@ -121,7 +121,7 @@ pub use crate::{
 /// with their own divisors, learnable parameters that must stay in the graph of a zero loss)
 /// overrides `forward`. [`check_batch`], [`zero_loss`] and [`Reduction::reduce`] are the
 /// checks and building blocks the losses of this crate use.
-pub trait Loss: std::fmt::Debug {
+pub trait Loss: std::fmt::Debug + Send {
     /// The loss of a batch, reduced to a scalar tensor of the embeddings' kind.
     ///
     /// `embeddings` is `(B, D)`, `labels` has `B` entries, and `tuples` holds the mined pairs or

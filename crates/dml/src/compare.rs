@@ -35,6 +35,7 @@ use dml_sampling::MinerConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, NO_MINER};
+use crate::observe::{Observer, Silent};
 use crate::state::RawInput;
 use crate::trainer::Trainer;
 use crate::{Error, Result};
@@ -430,7 +431,8 @@ pub fn miner_config(base: &Config, kind: &str) -> Result<Option<MinerConfig>> {
 }
 
 /// Trains every (loss, miner) cell once per seed (seeds outer) and writes the table, the JSON,
-/// the histogram plot and the MAP@R chart into `out_dir`.
+/// the histogram plot and the charts into `out_dir`. What it is doing, and each run's
+/// progress, goes to `observer` (lent to each run's trainer in turn).
 pub fn run(
     base: &Config,
     losses: &[String],
@@ -438,6 +440,7 @@ pub fn run(
     seeds: &[u64],
     out_dir: &Path,
     interrupt: Option<Arc<AtomicBool>>,
+    observer: &mut Box<dyn Observer>,
 ) -> Result<CompareReport> {
     let seeds: Vec<u64> = if seeds.is_empty() {
         vec![base.run.seed]
@@ -475,10 +478,10 @@ pub fn run(
         }
     }
     if !skipped.is_empty() {
-        eprintln!(
+        observer.note(&format!(
             "compare: skipping {} (these losses take no miner; they train in the `{NO_MINER}` column)",
             skipped.join(", ")
-        );
+        ));
     }
     if grid.is_empty() {
         return Err(Error::Config(crate::config::ConfigError::EmptyGrid));
@@ -498,11 +501,11 @@ pub fn run(
         .filter(|(l, m, seed, _)| report.has_run(l, m, *seed))
         .count();
     if done > 0 {
-        eprintln!(
+        observer.note(&format!(
             "compare: {done} of the {} runs are already in {}; skipping them",
             grid.len(),
             out_dir.join("compare.json").display()
-        );
+        ));
     }
     let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
@@ -522,7 +525,7 @@ pub fn run(
         c.eval.frozen_backbone = base.eval.frozen_backbone && report.frozen_backbone.is_none();
         let checkpoint = c.run.output_dir().join(crate::trainer::files::CHECKPOINT);
         let resuming = checkpoint.is_file();
-        eprintln!(
+        observer.note(&format!(
             "compare [{}/{total}]: {} {l} loss with {m} miner, seed {seed}",
             i + 1,
             if resuming {
@@ -530,9 +533,9 @@ pub fn run(
             } else {
                 "training"
             }
-        );
-        let failed = |report: &mut CompareReport, e: &Error| -> Result<()> {
-            eprintln!("compare: {l} + {m} (seed {seed}) failed: {e}");
+        ));
+        let failed = |report: &mut CompareReport, e: &Error, observer: &mut Box<dyn Observer>| {
+            observer.note(&format!("compare: {l} + {m} (seed {seed}) failed: {e}"));
             report.cell_mut(&l, &m).runs.push(Run {
                 seed,
                 metrics: None,
@@ -549,17 +552,21 @@ pub fn run(
         let mut trainer = match built {
             Ok(t) => t,
             Err(e) => {
-                failed(&mut report, &e)?;
+                failed(&mut report, &e, observer)?;
                 continue;
             }
         };
         if let Some(flag) = &interrupt {
             trainer.set_interrupt(flag.clone());
         }
-        let fitted = match trainer.fit() {
+        // The run reports to the grid's observer, and gives it back when it ends.
+        trainer.set_observer(std::mem::replace(observer, Box::new(Silent)));
+        let fitted = trainer.fit();
+        *observer = trainer.set_observer(Box::new(Silent));
+        let fitted = match fitted {
             Ok(r) => r,
             Err(e) => {
-                failed(&mut report, &e)?;
+                failed(&mut report, &e, observer)?;
                 continue;
             }
         };

@@ -12,6 +12,7 @@ use ndarray::Array2;
 use tch::{Device, nn};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::observe::{LogLines, Observer, Reporter};
 use crate::trainer::Subset;
 use crate::{Config, Result};
 
@@ -207,6 +208,8 @@ pub struct TrainedModel {
     vs: nn::VarStore,
     net: EmbeddingNet,
     split: Split,
+    /// Where the warnings go.
+    observer: Reporter,
 }
 
 impl TrainedModel {
@@ -244,14 +247,23 @@ impl TrainedModel {
             vs,
             net,
             split,
+            observer: Reporter::new(Box::new(LogLines)),
         })
     }
 
+    /// Sends warnings to `observer` (by default [`LogLines`]: stderr) and returns the one it
+    /// replaces.
+    pub fn set_observer(&mut self, observer: Box<dyn Observer>) -> Box<dyn Observer> {
+        self.observer.replace(observer)
+    }
+
     /// Embeds `dataset` with the test transform. Files left out as unreadable
-    /// (`data.skip_unreadable`) are named on stderr and have no row.
+    /// (`data.skip_unreadable`) are named to the observer and have no row.
     pub fn embed(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
         let (x, y, unreadable) = self.embedder().embed(dataset)?;
-        warn_unreadable(&unreadable);
+        for file in &unreadable {
+            self.observer.get().warning(&unreadable_warning(file));
+        }
         Ok((x, y))
     }
 
@@ -336,12 +348,10 @@ impl TrainedModel {
     }
 }
 
-/// Names on stderr the files an embedding left out as unreadable.
-pub(crate) fn warn_unreadable(files: &[PathBuf]) {
-    for file in files {
-        eprintln!(
-            "warning: left out unreadable image {} (data.skip_unreadable)",
-            file.display()
-        );
-    }
+/// The warning for a file an embedding left out as unreadable.
+pub(crate) fn unreadable_warning(file: &Path) -> String {
+    format!(
+        "left out unreadable image {} (data.skip_unreadable)",
+        file.display()
+    )
 }

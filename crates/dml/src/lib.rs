@@ -69,6 +69,7 @@ mod error;
 pub mod launch;
 pub mod log;
 pub mod memory;
+pub mod observe;
 pub mod optim;
 pub mod plots;
 mod report;

@@ -10,7 +10,7 @@
 //!             --miners uniform,semi_hard,batch_hard,distance_weighted
 //! ```
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,6 +277,66 @@ fn report(err: &anyhow::Error) -> String {
     text
 }
 
+/// The CLI's observer: a progress bar per epoch at a terminal, plain lines (the library's
+/// [`dml::observe::LogLines`]) in a log file, CI or a batch job.
+#[derive(Default)]
+struct Terminal {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl dml::observe::Observer for Terminal {
+    fn warning(&mut self, message: &str) {
+        self.above_bar(&format!("warning: {message}"));
+    }
+
+    fn note(&mut self, message: &str) {
+        self.above_bar(message);
+    }
+
+    fn epoch_started(&mut self, epoch: u64, epochs: u64, n_batches: u64, done: u64) {
+        let bar = dml::trainer::progress_bar(
+            n_batches,
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
+            true,
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        bar.set_position(done);
+        self.bar = Some(bar);
+    }
+
+    fn batch_done(&mut self, loss: f64, items_per_second: f64) {
+        if let Some(bar) = &self.bar {
+            if loss.is_finite() {
+                bar.set_message(format!("loss {loss:.4}, {items_per_second:.0} items/s"));
+            }
+            bar.inc(1);
+        }
+    }
+
+    fn batches_finished(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn epoch_finished(&mut self, record: &dml::state::EpochRecord, epochs: u64) {
+        // At a terminal the bar showed the epoch; elsewhere one line says where the run is.
+        if !std::io::stderr().is_terminal() {
+            eprintln!("{}", dml::observe::epoch_line(record, epochs));
+        }
+    }
+}
+
+impl Terminal {
+    /// Prints a line without breaking the progress bar.
+    fn above_bar(&self, line: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
 /// The config file (or the embedded digits config), parsed; its rules are checked once, after
 /// the command line's overrides.
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -353,6 +413,7 @@ fn train(a: TrainArgs) -> Result<()> {
         Trainer::new(config)?
     };
     trainer.set_interrupt(interrupt_flag());
+    trainer.set_observer(Box::new(Terminal::default()));
     if let Some(launch) = launch {
         if !(a.collective_timeout > 0.0 && a.collective_timeout.is_finite()) {
             bail!("--collective-timeout must be a positive number of seconds");
@@ -656,6 +717,7 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
     let mut report = if a.tabulate {
         compare::CompareReport::read(&out_dir.join("compare.json"))?
     } else {
+        let mut observer: Box<dyn dml::observe::Observer> = Box::new(Terminal::default());
         compare::run(
             &config,
             &a.losses,
@@ -663,6 +725,7 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
             &a.seeds,
             &out_dir,
             Some(interrupt_flag()),
+            &mut observer,
         )?
     };
     if let Some(path) = &a.reference {

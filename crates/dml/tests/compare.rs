@@ -320,17 +320,31 @@ fn a_stopped_grid_run_again_resumes_and_skips_finished_runs() {
             .collect::<Vec<_>>()
     };
 
+    // What the grid reports, kept to check below.
+    #[derive(Debug, Default, Clone)]
+    struct Notes(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    impl dml::observe::Observer for Notes {
+        fn note(&mut self, message: &str) {
+            self.0.lock().unwrap().push(message.to_owned());
+        }
+    }
+    let notes = Notes::default();
+    let mut observer: Box<dyn dml::observe::Observer> = Box::new(notes.clone());
+    let mut run =
+        |base: &dml::Config, miners: &[String], out: &Path, stop: Option<Arc<AtomicBool>>| {
+            dml::compare::run(base, &losses, miners, &seeds, out, stop, &mut observer)
+        };
     let straight = dir.path().join("straight");
-    let want = dml::compare::run(&base, &losses, &miners, &seeds, &straight, None).unwrap();
+    let want = run(&base, &miners, &straight, None).unwrap();
 
     // Stopped after the first step of the first run: a checkpoint in its folder, no run in
     // the report yet.
     let grid = dir.path().join("grid");
     let stop = Arc::new(AtomicBool::new(true));
-    let err = dml::compare::run(&base, &losses, &miners, &seeds, &grid, Some(stop)).unwrap_err();
+    let err = run(&base, &miners, &grid, Some(stop)).unwrap_err();
     assert!(err.to_string().contains("interrupted"), "{err}");
     assert!(grid.join("margin-uniform/checkpoint.safetensors").is_file());
-    let got = dml::compare::run(&base, &losses, &miners, &seeds, &grid, None).unwrap();
+    let got = run(&base, &miners, &grid, None).unwrap();
     assert_eq!(
         numbers(&got),
         numbers(&want),
@@ -343,8 +357,17 @@ fn a_stopped_grid_run_again_resumes_and_skips_finished_runs() {
     let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let ckpt = grid.join("margin-batch_hard/checkpoint.safetensors");
     let before = stamp(&ckpt);
-    let again = dml::compare::run(&base, &losses, &miners, &seeds, &grid, None).unwrap();
+    let again = run(&base, &miners, &grid, None).unwrap();
     assert_eq!(numbers(&again), numbers(&got));
+    let said = notes.0.lock().unwrap().join("\n");
+    assert!(
+        said.contains("compare: 2 of the 2 runs are already in"),
+        "{said}"
+    );
+    assert!(
+        said.contains("resuming (from its checkpoint) margin loss with uniform miner"),
+        "{said}"
+    );
     assert_eq!(stamp(&ckpt), before, "a finished run is not trained again");
 
     // A cell added to the grid is the only one that trains.
@@ -353,7 +376,7 @@ fn a_stopped_grid_run_again_resumes_and_skips_finished_runs() {
         "batch_hard".to_owned(),
         "semi_hard".to_owned(),
     ];
-    let grown = dml::compare::run(&base, &losses, &more, &seeds, &grid, None).unwrap();
+    let grown = run(&base, &more, &grid, None).unwrap();
     assert_eq!(grown.cells.len(), 3);
     assert_eq!(numbers(&grown)[..2], numbers(&got)[..]);
     assert_eq!(stamp(&ckpt), before);
@@ -361,6 +384,6 @@ fn a_stopped_grid_run_again_resumes_and_skips_finished_runs() {
     // Another number of epochs is another grid.
     let mut longer = base.clone();
     longer.train.epochs = 2;
-    let err = dml::compare::run(&longer, &losses, &miners, &seeds, &grid, None).unwrap_err();
+    let err = run(&longer, &miners, &grid, None).unwrap_err();
     assert!(err.to_string().contains("another --output-dir"), "{err}");
 }

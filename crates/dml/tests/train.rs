@@ -1088,3 +1088,13 @@ fn a_second_run_on_a_locked_output_folder_is_refused_naming_the_first() {
     let text = std::fs::read_to_string(&lock_path).unwrap();
     assert_eq!(text.trim(), format!("pid {}", std::process::id()));
 }
+
+/// A binding (Python, a server) drives training from a thread of its own: the trainer and a
+/// trained model can move between threads.
+#[test]
+fn the_trainer_and_a_trained_model_are_send() {
+    fn send<T: Send>() {}
+    send::<Trainer>();
+    send::<dml::embed::TrainedModel>();
+    send::<Box<dyn dml::losses::Loss>>();
+}

@@ -158,8 +158,10 @@ impl Trainer {
         let epochs = self.config.train.epochs;
         let batches = self.epoch_batches(epoch);
         let n_batches = batches.len() as u64;
-        let bar = self.progress_bar(n_batches, epoch);
-        bar.set_position(self.state.epoch.batches_done);
+        let done = self.state.epoch.batches_done;
+        if let Some(mut o) = self.progress() {
+            o.epoch_started(epoch + 1, epochs, n_batches, done);
+        }
         self.last_negatives.clear();
         let start = Instant::now();
         let mut items = 0usize;
@@ -179,7 +181,9 @@ impl Trainer {
                 Agreed::Step(loaded) => loaded,
                 Agreed::Skip => {
                     self.state.epoch.add_skipped(b as u64);
-                    bar.inc(1);
+                    if let Some(mut o) = self.progress() {
+                        o.batch_done(f64::NAN, 0.0);
+                    }
                     continue;
                 }
                 Agreed::Stop => {
@@ -190,19 +194,19 @@ impl Trainer {
             let (loss, n_tuples) = self.train_batch(epoch, b as u64, loaded, lr_factor)?;
             self.state.epoch.add(b as u64, loss, n_tuples);
             items += indices.len();
-            let secs = start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {loss:.4}, {:.0} items/s",
-                items as f64 / secs
-            ));
-            bar.inc(1);
+            let rate = items as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            if let Some(mut o) = self.progress() {
+                o.batch_done(loss, rate);
+            }
             if self.dist.is_none() && self.interrupted() {
                 interrupted = true;
                 break;
             }
         }
         let seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
+        if let Some(mut o) = self.progress() {
+            o.batches_finished();
+        }
         self.state.epoch.seconds += seconds;
         Ok(EpochRun {
             n_batches,

@@ -35,7 +35,11 @@ impl Trainer {
     /// transform and the network in evaluation mode.
     pub fn embed_dataset(&self, dataset: &dyn Dataset) -> Result<(Array2<f32>, Vec<u32>)> {
         let (x, y, unreadable) = self.embedder().embed(dataset)?;
-        crate::embed::warn_unreadable(&unreadable);
+        for file in &unreadable {
+            self.observer
+                .get()
+                .warning(&crate::embed::unreadable_warning(file));
+        }
         Ok((x, y))
     }
 

@@ -158,17 +158,18 @@ impl Trainer {
         Ok(())
     }
 
-    /// Records files left out as unreadable; the first time a file is met it is named on
-    /// stderr, so a run that skips many says so while it runs.
+    /// Records files left out as unreadable; the first time a file is met it is named to the
+    /// observer, so a run that skips many says so while it runs.
     pub(super) fn note_unreadable(&mut self, files: Vec<PathBuf>) {
         for file in files {
             if self.state.unreadable_files.insert(file.clone()) {
                 tracing::warn!(file = %file.display(), "unreadable image left out");
-                eprintln!(
-                    "warning: left out unreadable image {} ({} so far; data.skip_unreadable)",
+                let message = format!(
+                    "left out unreadable image {} ({} so far; data.skip_unreadable)",
                     file.display(),
                     self.state.unreadable_files.len()
                 );
+                self.observer.get().warning(&message);
             }
         }
     }

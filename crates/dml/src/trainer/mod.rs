@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dml_data::HeldOut;
-use dml_eval::Score;
 use dml_losses::{Loss, LossContext};
 use dml_models::EmbeddingNet;
 use dml_sampling::{MemoryBank, Miner, PkSampler, Tuples};
@@ -29,6 +28,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::config::{CheckedConfig, Config, IntoChecked, MemoryConfig};
 use crate::log::MetricsLog;
 use crate::memory::CrossBatchMemory;
+use crate::observe::{LogLines, Observer, Reporter};
 use crate::optim::Optimizer;
 pub use crate::report::TrainReport;
 use crate::state::{EpochRecord, TrainState};
@@ -181,6 +181,10 @@ pub struct Trainer {
     dist: Option<dml_distributed::ProcessGroup>,
     /// The lock on the output folder, held while [`Trainer::fit`] runs (rank 0 only).
     output_lock: Option<std::fs::File>,
+    /// Where warnings and progress go.
+    observer: Reporter,
+    /// Warnings found while building, given to the observer when the run starts.
+    build_warnings: Vec<String>,
 }
 
 /// The training classes in ascending order of their labels, numbered `0..C`: what the losses
@@ -297,11 +301,11 @@ impl Trainer {
             None => None,
         };
         let sampler = PkSampler::new(split.train.labels(), config.batch.p, config.batch.k, seed)?;
-        if let Some(warning) = excluded_classes_warning(sampler.excluded_classes(), config.batch.k)
-        {
-            tracing::warn!("{warning}");
-            eprintln!("warning: {warning}");
-        }
+        let build_warnings: Vec<String> =
+            excluded_classes_warning(sampler.excluded_classes(), config.batch.k)
+                .into_iter()
+                .inspect(|w| tracing::warn!("{w}"))
+                .collect();
         let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
         let state = match ckpt {
             Some(c) => {
@@ -333,6 +337,8 @@ impl Trainer {
             last_negatives: Vec::new(),
             dist: None,
             output_lock: None,
+            observer: Reporter::new(Box::new(LogLines)),
+            build_warnings,
         })
     }
 
@@ -340,6 +346,12 @@ impl Trainer {
     /// after the current step and return.
     pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
         self.interrupt = Some(flag);
+    }
+
+    /// Sends warnings and progress to `observer` (by default [`LogLines`]: plain lines on
+    /// stderr) and returns the one it replaces.
+    pub fn set_observer(&mut self, observer: Box<dyn Observer>) -> Box<dyn Observer> {
+        self.observer.replace(observer)
     }
 
     /// The run's config.
@@ -418,44 +430,18 @@ impl Trainer {
             .is_some_and(|f| f.load(Ordering::SeqCst))
     }
 
-    fn progress_bar(&self, len: u64, epoch: u64) -> indicatif::ProgressBar {
-        let bar = progress_bar(
-            len,
-            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
-            self.config.train.progress && self.is_main(),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, self.config.train.epochs));
-        bar
-    }
-
-    /// Where standard error is not a terminal (a log file, CI, a batch job) the progress bar is
-    /// hidden; with `train.progress` on, one plain line per epoch shows instead that the run is
-    /// alive and where it stands.
-    fn log_line(&self, record: &EpochRecord, epochs: u64) {
-        if !self.config.train.progress || !self.is_main() || std::io::stderr().is_terminal() {
-            return;
-        }
-        let mut line = format!(
-            "epoch {}/{epochs}: loss {:.4}, {:.1} s",
-            record.epoch,
-            record.loss.unwrap_or(f64::NAN),
-            record.train_seconds
-        );
-        if let Some(m) = &record.metrics {
-            line.push_str(", held-out");
-            for score in [Score::PrecisionAt1, Score::MapAtR] {
-                if let Some(v) = m.get(score) {
-                    line.push_str(&format!(" {} {v:.4}", score.label()));
-                }
-            }
-        }
-        eprintln!("{line}");
+    /// The observer, for progress: when `train.progress` is on and this process is rank 0.
+    pub(super) fn progress(&self) -> Option<std::sync::MutexGuard<'_, Box<dyn Observer>>> {
+        (self.config.train.progress && self.is_main()).then(|| self.observer.get())
     }
 
     /// Trains the remaining epochs (evaluating, logging and checkpointing as configured), writes
     /// the plots and the report, and returns the report. With the interrupt flag set it stops
     /// after the current step, writes a checkpoint and returns with `interrupted: true`.
     pub fn fit(&mut self) -> Result<TrainReport> {
+        for warning in std::mem::take(&mut self.build_warnings) {
+            self.observer.get().warning(&warning);
+        }
         let mut log = self.start_run()?;
         let epochs = self.config.train.epochs;
         let mut train_seconds = 0.0;
@@ -587,13 +573,15 @@ impl Trainer {
             evaluation = Some(e);
             if let Some(warning) = self.collapse_warning(&record) {
                 tracing::warn!("{warning}");
-                eprintln!("warning: {warning}");
+                self.observer.get().warning(&warning);
                 record.collapse = Some(warning.clone());
                 self.state.collapse.get_or_insert(warning);
             }
         }
         tracing::info!(epoch = record.epoch, loss = ?record.loss, metrics = ?record.metrics, "epoch done");
-        self.log_line(&record, epochs);
+        if let Some(mut o) = self.progress() {
+            o.epoch_finished(&record, epochs);
+        }
         if let Some(log) = log {
             log.append(&record)?;
         }
