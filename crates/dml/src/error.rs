@@ -54,6 +54,9 @@ pub enum Error {
         /// The process holding it, as it wrote itself into the lock file.
         pid: Option<u32>,
     },
+    /// A launched multi-process run that cannot start as asked.
+    #[error("launch: {0}")]
+    Launch(String),
     /// A network that cannot be exported as asked.
     #[error("export: {0}")]
     Export(String),

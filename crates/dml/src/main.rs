@@ -277,6 +277,18 @@ fn report(err: &anyhow::Error) -> String {
     text
 }
 
+/// A progress bar on stderr in dml's style (an indicatif `template`), hidden unless `enabled`
+/// and stderr is a terminal, so logs and pipes stay clean.
+fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    indicatif::ProgressBar::new(len).with_style(style)
+}
+
 /// The CLI's observer: a progress bar per epoch at a terminal, plain lines (the library's
 /// [`dml::observe::LogLines`]) in a log file, CI or a batch job.
 #[derive(Default)]
@@ -294,7 +306,7 @@ impl dml::observe::Observer for Terminal {
     }
 
     fn epoch_started(&mut self, epoch: u64, epochs: u64, n_batches: u64, done: u64) {
-        let bar = dml::trainer::progress_bar(
+        let bar = progress_bar(
             n_batches,
             "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
             true,
@@ -391,21 +403,10 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(l) = &launch
         && config.config().run.device != dml::models::DeviceChoice::Cpu
     {
-        // One GPU per rank, as torchrun users expect: LOCAL_RANK's entry of CUDA_VISIBLE_DEVICES
-        // (or GPU LOCAL_RANK) becomes this process's device 0, before LibTorch initialises CUDA.
-        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-        let entries: Vec<String> = match &visible {
-            Some(v) => v.split(',').map(|e| e.trim().to_owned()).collect(),
-            None => Vec::new(),
-        };
-        let mine = entries
-            .get(l.local_rank)
-            .cloned()
-            .unwrap_or_else(|| l.local_rank.to_string());
         // SAFETY: no other thread of this process exists yet (the Ctrl-C handler, the
         // heartbeat and LibTorch's pools start later), so nothing reads the environment
         // concurrently.
-        unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", mine) };
+        unsafe { dml::trainer::use_local_gpu(l) };
     }
     let mut trainer = if a.resume {
         Trainer::resume(config)?
@@ -418,16 +419,8 @@ fn train(a: TrainArgs) -> Result<()> {
         if !(a.collective_timeout > 0.0 && a.collective_timeout.is_finite()) {
             bail!("--collective-timeout must be a positive number of seconds");
         }
-        let mut opts = launch
-            .init_options()
-            .timeout(std::time::Duration::from_secs_f64(a.collective_timeout));
-        if trainer.device().is_cuda() {
-            // NCCL between the ranks' GPUs (this process sees its own GPU as device 0).
-            opts = opts.backend(dml::distributed::Backend::Nccl);
-            opts.cuda_device = 0;
-        }
-        let pg = dml::distributed::ProcessGroup::init(&opts)?;
-        trainer.join(pg)?;
+        let timeout = std::time::Duration::from_secs_f64(a.collective_timeout);
+        trainer.join_launch(&launch, timeout)?;
     }
     let report = trainer.fit()?;
     let mut out = std::io::stdout().lock();
@@ -522,7 +515,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         _ => None,
     };
     // A progress bar on long evaluations, on stderr, only for a person at a terminal.
-    let bar = dml::trainer::progress_bar(
+    let bar = progress_bar(
         0,
         "{msg} [{bar:30}] {human_pos}/{human_len} queries, eta {eta}",
         !a.json,

@@ -1098,3 +1098,33 @@ fn the_trainer_and_a_trained_model_are_send() {
     send::<dml::embed::TrainedModel>();
     send::<Box<dyn dml::losses::Loss>>();
 }
+
+/// A front end can drive training an epoch at a time: `run_epoch` until it says `Done`, then
+/// `finish`, trains exactly what `fit` trains, and each call returns the epoch's record.
+#[test]
+fn run_epoch_by_epoch_trains_what_fit_trains() {
+    use dml::trainer::EpochOutcome;
+    let _torch = torch_lock();
+    let a_dir = tempfile::tempdir().unwrap();
+    let mut a = Trainer::new(config(a_dir.path(), 3)).unwrap();
+    a.fit().unwrap();
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut b = Trainer::new(config(b_dir.path(), 3)).unwrap();
+    let mut epochs = Vec::new();
+    loop {
+        match b.run_epoch().unwrap() {
+            EpochOutcome::Trained(record) => epochs.push(record.epoch),
+            EpochOutcome::Done => break,
+            EpochOutcome::Interrupted => panic!("nothing interrupted the run"),
+        }
+    }
+    assert_eq!(epochs, [1, 2, 3]);
+    let report = b.finish().unwrap();
+    assert_eq!(report.epochs, 3);
+    assert!(
+        weights(&a) == weights(&b),
+        "epoch by epoch trains what fit trains"
+    );
+    assert!(b_dir.path().join("report.json").is_file());
+}

@@ -2,13 +2,58 @@
 //! rank's share of each global batch, the all-gather that gives the miner and the loss the whole
 //! batch, the gradient all-reduce, and the per-step agreement on stopping and skipping.
 
-use dml_distributed::{ProcessGroup, ReduceOp};
+use dml_distributed::{Launch, ProcessGroup, ReduceOp};
 use tch::{Device, Tensor};
 
 use super::Trainer;
 use crate::Result;
 
+/// For a launched run on GPUs, one GPU per rank, as torchrun users expect: `LOCAL_RANK`'s entry
+/// of `CUDA_VISIBLE_DEVICES` (or GPU `LOCAL_RANK`) becomes this process's only visible device,
+/// device 0. Must come before LibTorch initialises CUDA (before the trainer is built).
+///
+/// # Safety
+/// It sets an environment variable: no other thread of the process may read or write the
+/// environment at the same time (call it first thing in `main`, before any thread starts).
+pub unsafe fn use_local_gpu(launch: &Launch) {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let entries: Vec<String> = match &visible {
+        Some(v) => v.split(',').map(|e| e.trim().to_owned()).collect(),
+        None => Vec::new(),
+    };
+    let mine = entries
+        .get(launch.local_rank)
+        .cloned()
+        .unwrap_or_else(|| launch.local_rank.to_string());
+    // SAFETY: the caller guarantees that no other thread touches the environment now.
+    unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", mine) };
+}
+
 impl Trainer {
+    /// Joins the data-parallel run a launcher started (`dml launch`, torchrun, a Slurm script:
+    /// `RANK`, `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT` in [`Launch`]): the process group
+    /// over Gloo, or over NCCL when the trainer is on a GPU (this process's own, device 0 after
+    /// [`use_local_gpu`]), with `timeout` for the rendezvous and every collective; then
+    /// [`Trainer::join`].
+    ///
+    /// # Errors
+    /// A timeout that is not a positive number of seconds; the rendezvous failing.
+    pub fn join_launch(&mut self, launch: &Launch, timeout: std::time::Duration) -> Result<()> {
+        if timeout.is_zero() {
+            return Err(crate::Error::Launch(
+                "the collective timeout must be a positive number of seconds".to_owned(),
+            ));
+        }
+        let mut opts = launch.init_options().timeout(timeout);
+        if self.device.is_cuda() {
+            // NCCL between the ranks' GPUs (this process sees its own GPU as device 0).
+            opts = opts.backend(dml_distributed::Backend::Nccl);
+            opts.cuda_device = 0;
+        }
+        let pg = ProcessGroup::init(&opts)?;
+        self.join(pg)
+    }
+
     /// Makes this trainer one rank of a data-parallel run. Every rank draws the same global
     /// P × K batch from the same seeded sampler and embeds its own share of whole classes; the
     /// embeddings and labels are all-gathered so that the miner and the loss see the whole

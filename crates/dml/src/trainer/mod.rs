@@ -12,7 +12,6 @@
 //! a checkpoint (even one written by Ctrl-C in the middle of an epoch) takes exactly the steps of
 //! the uninterrupted run; on the CPU with a fixed thread count the numbers are identical.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +57,7 @@ mod faults;
 mod seed;
 mod step;
 
+pub use distributed::use_local_gpu;
 use evaluate::Evaluation;
 use faults::excluded_classes_warning;
 pub use seed::step_seed;
@@ -144,18 +144,6 @@ fn cross_batch_memory(
     CrossBatchMemory::new(bank, device)
 }
 
-/// A progress bar on stderr in dml's style (an indicatif `template`), hidden unless `enabled`
-/// and stderr is a terminal, so logs and pipes stay clean.
-pub fn progress_bar(len: u64, template: &str, enabled: bool) -> indicatif::ProgressBar {
-    if !enabled || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let style = indicatif::ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    indicatif::ProgressBar::new(len).with_style(style)
-}
-
 /// Runs training as a [`Config`] describes it.
 #[derive(Debug)]
 pub struct Trainer {
@@ -185,6 +173,33 @@ pub struct Trainer {
     observer: Reporter,
     /// Warnings found while building, given to the observer when the run starts.
     build_warnings: Vec<String>,
+    /// The run in progress in this process: from the first [`Trainer::run_epoch`] to
+    /// [`Trainer::finish`].
+    session: Option<Session>,
+}
+
+/// What [`Trainer::run_epoch`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EpochOutcome {
+    /// An epoch was trained (and evaluated, logged and checkpointed as configured): its record.
+    Trained(Box<EpochRecord>),
+    /// The interrupt flag stopped the run; a checkpoint holds where it stopped.
+    Interrupted,
+    /// Every epoch of `train.epochs` is done.
+    Done,
+}
+
+/// A run in progress in this process.
+#[derive(Debug, Default)]
+struct Session {
+    /// The metrics log (rank 0 only).
+    log: Option<MetricsLog>,
+    /// Seconds this process spent training.
+    train_seconds: f64,
+    /// Whether the interrupt flag stopped it.
+    interrupted: bool,
+    /// The last evaluation of the network: the plots map its embeddings.
+    last: Option<Evaluation>,
 }
 
 /// The training classes in ascending order of their labels, numbered `0..C`: what the losses
@@ -339,6 +354,7 @@ impl Trainer {
             output_lock: None,
             observer: Reporter::new(Box::new(LogLines)),
             build_warnings,
+            session: None,
         })
     }
 
@@ -438,34 +454,72 @@ impl Trainer {
     /// Trains the remaining epochs (evaluating, logging and checkpointing as configured), writes
     /// the plots and the report, and returns the report. With the interrupt flag set it stops
     /// after the current step, writes a checkpoint and returns with `interrupted: true`.
+    ///
+    /// The same as calling [`Trainer::run_epoch`] until it returns something other than
+    /// [`EpochOutcome::Trained`], then [`Trainer::finish`].
     pub fn fit(&mut self) -> Result<TrainReport> {
-        for warning in std::mem::take(&mut self.build_warnings) {
-            self.observer.get().warning(&warning);
+        while let EpochOutcome::Trained(_) = self.run_epoch()? {}
+        self.finish()
+    }
+
+    /// Trains the next epoch, for a front end that drives training itself (a binding that
+    /// reports between epochs, a scheduler that decides whether to go on): the epoch is
+    /// evaluated, logged and checkpointed as `fit` would. The first call starts the run
+    /// (output folder, lock, baselines, the untrained network's evaluation). Call
+    /// [`Trainer::finish`] at the end for the plots and the report.
+    ///
+    /// # Errors
+    /// As [`Trainer::fit`].
+    pub fn run_epoch(&mut self) -> Result<EpochOutcome> {
+        if self.session.is_none() {
+            for warning in std::mem::take(&mut self.build_warnings) {
+                self.observer.get().warning(&warning);
+            }
+            let log = self.start_run()?;
+            self.session = Some(Session {
+                log,
+                ..Session::default()
+            });
         }
-        let mut log = self.start_run()?;
-        let epochs = self.config.train.epochs;
-        let mut train_seconds = 0.0;
-        let mut interrupted = false;
-        // The last evaluation of this process: the plots map its embeddings.
-        let mut last = None;
-        while self.state.epochs_done < epochs {
-            let epoch = self.state.epochs_done;
-            let run = self.train_epoch(epoch)?;
-            train_seconds += run.seconds;
-            interrupted = run.interrupted;
-            if interrupted && self.state.epoch.batches_done < run.n_batches {
-                // Stopped inside the epoch: the checkpoint resumes at its next batch.
-                self.save_checkpoint()?;
-                break;
-            }
-            if let Some(e) = self.finish_epoch(epoch, run.lr_factor, interrupted, log.as_mut())? {
-                last = Some(e);
-            }
-            if interrupted {
-                break;
-            }
+        if self.session.as_ref().is_some_and(|s| s.interrupted) {
+            return Ok(EpochOutcome::Interrupted);
         }
-        let report = self.finish_run(train_seconds, interrupted, last)?;
+        if self.state.epochs_done >= self.config.train.epochs {
+            return Ok(EpochOutcome::Done);
+        }
+        let epoch = self.state.epochs_done;
+        let run = self.train_epoch(epoch)?;
+        let mut session = self.session.take().unwrap_or_default();
+        session.train_seconds += run.seconds;
+        session.interrupted = run.interrupted;
+        let outcome = if run.interrupted && self.state.epoch.batches_done < run.n_batches {
+            // Stopped inside the epoch: the checkpoint resumes at its next batch.
+            self.save_checkpoint().map(|()| EpochOutcome::Interrupted)
+        } else {
+            self.finish_epoch(epoch, run.lr_factor, run.interrupted, session.log.as_mut())
+                .map(|evaluation| {
+                    if let Some(e) = evaluation {
+                        session.last = Some(e);
+                    }
+                    match (run.interrupted, self.state.history.last()) {
+                        (false, Some(record)) => EpochOutcome::Trained(Box::new(record.clone())),
+                        _ => EpochOutcome::Interrupted,
+                    }
+                })
+        };
+        self.session = Some(session);
+        outcome
+    }
+
+    /// Ends the run: the plots (unless interrupted) and the report, written to `report.json`
+    /// and returned. In a multi-process run no rank returns before rank 0 has written
+    /// everything.
+    ///
+    /// # Errors
+    /// Writing the plots or the report failing; in a multi-process run, rank 0 failing.
+    pub fn finish(&mut self) -> Result<TrainReport> {
+        let session = self.session.take().unwrap_or_default();
+        let report = self.finish_run(session.train_seconds, session.interrupted, session.last)?;
         if let Some(pg) = &self.dist {
             // No rank leaves before rank 0 has written everything; if rank 0 failed, the
             // others fail here too, naming it.
