@@ -14,7 +14,9 @@
 //!   [`Metrics::to_json`] for reports, [`Score`] naming each score and [`PerClass`] holding the
 //!   per-class values and their average (pml's `return_per_class`, `avg_of_avgs`).
 //! - [`kmeans`], [`normalized_mutual_info`], [`adjusted_mutual_info`]: the clustering side.
-//! - [`npy`]: embeddings and labels from NumPy `.npy` files.
+//! - [`npy`]: embeddings, labels and verification pairs from NumPy `.npy` files.
+//! - [`verification`]: pairs and their ROC, AUC, EER, TAR@FAR, k-fold accuracy and the
+//!   threshold to deploy with ([`verification::verify`]).
 //!
 //! # Definitions
 //!
@@ -128,6 +130,7 @@ pub mod npy;
 mod ranks;
 mod retrieval;
 mod search;
+pub mod verification;
 
 use ndarray::{ArrayView2, Axis, s};
 use rayon::prelude::*;

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::{
     Error, Metric, Result, alloc, check,
     gemm::gemm_nt,
-    normalize::{inv_norm, squared_norm},
+    normalize::{dot_slice, inv_norm, squared_norm},
 };
 
 /// Fewest rows of a band of output rows (see [`tile_shape`]).
@@ -184,6 +184,78 @@ where
             f(r0, out.view())
         })
         .collect())
+}
+
+/// The metric's value for each listed pair of rows: `out[p] = metric(a[i], b[j])` for
+/// `pairs[p] = [i, j]` (pass the same matrix twice for pairs within one set).
+///
+/// One dot product per pair, in the GEMM form and with the epilogue of [`pairwise`]
+/// (`‖a‖² + ‖b‖² − 2·a·b` clamped at zero, cosine through the same inverse norms), in parallel
+/// over chunks of pairs: what a verification protocol needs for millions of pairs without any
+/// matrix of all of them. The values agree with [`pairwise`]'s to f32 rounding (the dot
+/// products are summed in another order).
+///
+/// # Errors
+/// [`Error::DimensionMismatch`], [`Error::NonFinite`], and [`Error::PairIndex`] for an index
+/// outside its matrix.
+///
+/// ```
+/// use dml_kernels::{Metric, paired};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32, 0.0], [3.0, 4.0], [0.0, 1.0]];
+/// let d = paired(Metric::Euclidean, x.view(), x.view(), &[[0, 1], [1, 2], [2, 2]])?;
+/// assert_eq!(d[0], 5.0);
+/// assert_eq!(d[2], 0.0);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn paired(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    pairs: &[[u32; 2]],
+) -> Result<Vec<f32>> {
+    check::same_dim(a, "a", b, "b")?;
+    for (p, &[i, j]) in pairs.iter().enumerate() {
+        for (index, rows, matrix) in [(i, a.nrows(), "a"), (j, b.nrows(), "b")] {
+            if index as usize >= rows {
+                return Err(Error::PairIndex {
+                    pair: p,
+                    index: index as usize,
+                    matrix,
+                    rows,
+                });
+            }
+        }
+    }
+    check::finite(a, "a")?;
+    check::finite(b, "b")?;
+    let a = a.as_standard_layout();
+    let b = b.as_standard_layout();
+    let fa = row_factors(metric, a.view());
+    let fb = row_factors(metric, b.view());
+    let alpha = gemm_alpha(metric, 1.0);
+    let (sa, sb) = (
+        a.as_slice().expect("standard layout"),
+        b.as_slice().expect("standard layout"),
+    );
+    let d = a.ncols();
+    let mut out = vec![0.0f32; pairs.len()];
+    out.par_chunks_mut(4096)
+        .zip(pairs.par_chunks(4096))
+        .for_each(|(out, pairs)| {
+            for (o, &[i, j]) in out.iter_mut().zip(pairs) {
+                let (i, j) = (i as usize, j as usize);
+                let dot = dot_slice(&sa[i * d..(i + 1) * d], &sb[j * d..(j + 1) * d]);
+                let v = finish(metric, alpha * dot, fa[i], fb[j]);
+                *o = if metric == Metric::Euclidean {
+                    v.sqrt()
+                } else {
+                    v
+                };
+            }
+        });
+    Ok(out)
 }
 
 /// The pairwise matrix of `x` with itself (n×n).

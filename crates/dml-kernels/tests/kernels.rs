@@ -9,7 +9,7 @@
 
 use dml_kernels::{
     Error, Metric, NORM_EPS, knn, knn_self, knn_self_rows, l2_normalize, l2_normalize_inplace,
-    pairwise, pairwise_bands, pairwise_into, self_pairwise,
+    paired, pairwise, pairwise_bands, pairwise_into, self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -499,6 +499,60 @@ fn pairwise_bands_are_pairwise_and_knn_values() {
         pairwise_bands(Metric::Euclidean, a.view(), c.view(), 8, |_, _| ()),
         Err(Error::DimensionMismatch { .. })
     ));
+}
+
+/// `paired` gives each listed pair's value: that of `pairwise` to f32 rounding (another
+/// summation order), exactly on integer inputs.
+#[test]
+fn paired_values_are_pairwise_values() {
+    let mut state = 99u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let a = Array2::from_shape_simple_fn((40, 37), &mut next);
+    let b = Array2::from_shape_simple_fn((30, 37), &mut next);
+    let ints = a.mapv(|v| (v * 8.0).round());
+    let pairs: Vec<[u32; 2]> = (0..200u32).map(|p| [p % 40, (p * 7) % 30]).collect();
+    for metric in Metric::ALL {
+        let full = pairwise(metric, a.view(), b.view()).expect("pairwise");
+        let got = paired(metric, a.view(), b.view(), &pairs).expect("paired");
+        for (&[i, j], &v) in pairs.iter().zip(&got) {
+            let want = full[[i as usize, j as usize]];
+            assert!(
+                (v - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{metric}: {v} vs {want}"
+            );
+        }
+        let sq = pairs.iter().map(|&[i, j]| [i, j % 40]).collect::<Vec<_>>();
+        let exact = pairwise(metric, ints.view(), ints.view()).expect("pairwise");
+        let got = paired(metric, ints.view(), ints.view(), &sq).expect("paired");
+        if metric != Metric::Cosine {
+            for (&[i, j], &v) in sq.iter().zip(&got) {
+                assert_eq!(v, exact[[i as usize, j as usize]], "{metric} integers");
+            }
+        }
+    }
+    let err = paired(Metric::Dot, a.view(), b.view(), &[[0, 0], [3, 30]]).expect_err("row 30");
+    assert!(
+        matches!(
+            err,
+            Error::PairIndex {
+                pair: 1,
+                index: 30,
+                matrix: "b",
+                rows: 30
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        paired(Metric::Dot, a.view(), b.view(), &[])
+            .expect("no pairs")
+            .is_empty()
+    );
 }
 
 /// Entry (i, j) of `self_pairwise(metric, x)` against the naive value (zero on the diagonal of a
