@@ -228,34 +228,131 @@ pub fn paired(
             }
         }
     }
-    check::finite(a, "a")?;
-    check::finite(b, "b")?;
-    let a = a.as_standard_layout();
-    let b = b.as_standard_layout();
-    let fa = row_factors(metric, a.view());
-    let fb = row_factors(metric, b.view());
-    let alpha = gemm_alpha(metric, 1.0);
-    let (sa, sb) = (
-        a.as_slice().expect("standard layout"),
-        b.as_slice().expect("standard layout"),
-    );
-    let d = a.ncols();
+    let a = NormedRows::new(metric, a, "a")?;
+    let b = NormedRows::new(metric, b, "b")?;
     let mut out = vec![0.0f32; pairs.len()];
     out.par_chunks_mut(4096)
         .zip(pairs.par_chunks(4096))
         .for_each(|(out, pairs)| {
             for (o, &[i, j]) in out.iter_mut().zip(pairs) {
-                let (i, j) = (i as usize, j as usize);
-                let dot = dot_slice(&sa[i * d..(i + 1) * d], &sb[j * d..(j + 1) * d]);
-                let v = finish(metric, alpha * dot, fa[i], fb[j]);
-                *o = if metric == Metric::Euclidean {
+                *o = a.value(i as usize, &b, j as usize);
+            }
+        });
+    Ok(out)
+}
+
+/// A matrix with the per-row factors of a metric computed once (squared norms for the
+/// Euclidean metrics, inverse norms for cosine), for the value of single pairs of rows:
+/// [`paired`]'s building block, for callers that pick their pairs one at a time (k-means++
+/// seeding compares each candidate centre with only the points it could take).
+///
+/// ```
+/// use dml_kernels::{Metric, NormedRows};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32, 0.0], [3.0, 4.0]];
+/// let rows = NormedRows::new(Metric::Euclidean, x.view(), "x")?;
+/// assert_eq!(rows.value(0, &rows, 1), 5.0);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NormedRows<'a> {
+    metric: Metric,
+    x: ndarray::CowArray<'a, f32, ndarray::Ix2>,
+    factors: Array1<f32>,
+}
+
+impl<'a> NormedRows<'a> {
+    /// Checks `x` (every value finite; `name` is the matrix's name in the error) and computes
+    /// its row factors.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`].
+    pub fn new(metric: Metric, x: ArrayView2<'a, f32>, name: &'static str) -> Result<Self> {
+        check::finite(x, name)?;
+        let x = if x.is_standard_layout() {
+            ndarray::CowArray::from(x)
+        } else {
+            ndarray::CowArray::from(x.as_standard_layout().into_owned())
+        };
+        let factors = row_factors(metric, x.view());
+        Ok(Self { metric, x, factors })
+    }
+
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// The metric's value for row `i` of `self` and row `j` of `other`: one dot product, in the
+    /// GEMM form and with the epilogue of [`pairwise`], so it agrees with [`pairwise`] to f32
+    /// rounding. Both must have the same number of columns and the same metric.
+    ///
+    /// # Panics
+    /// If `i` or `j` is out of range or the widths differ ([`paired`] checks these first).
+    #[inline]
+    pub fn value(&self, i: usize, other: &NormedRows<'_>, j: usize) -> f32 {
+        let d = self.x.ncols();
+        let a = &self.x.as_slice().expect("standard layout")[i * d..(i + 1) * d];
+        let b = &other.x.as_slice().expect("standard layout")[j * d..(j + 1) * d];
+        let dot = dot_slice(a, b);
+        let v = finish(
+            self.metric,
+            gemm_alpha(self.metric, 1.0) * dot,
+            self.factors[i],
+            other.factors[j],
+        );
+        if self.metric == Metric::Euclidean {
+            v.sqrt()
+        } else {
+            v
+        }
+    }
+
+    /// The metric's values of rows `rows` of `self` against every row of `other`, into `out`
+    /// (`rows.len() × other.nrows()`, row-major): a tile of [`pairwise`], computed the same way
+    /// (one GEMM, then the epilogue) on the calling thread, without checking the inputs again.
+    ///
+    /// # Panics
+    /// If `rows` is out of range, `out` has the wrong length or the widths differ.
+    pub fn values_into(
+        &self,
+        rows: std::ops::Range<usize>,
+        other: &NormedRows<'_>,
+        out: &mut [f32],
+    ) {
+        let m = other.x.nrows();
+        assert_eq!(
+            out.len(),
+            rows.len() * m,
+            "out holds rows × other's rows values"
+        );
+        let mut tile = ArrayViewMut2::from_shape((rows.len(), m), out)
+            .expect("out holds rows × other's rows values");
+        let a = self.x.slice(s![rows.clone(), ..]);
+        gemm_nt(
+            gemm_alpha(self.metric, 1.0),
+            a,
+            other.x.view(),
+            tile.view_mut(),
+        );
+        if self.metric == Metric::Dot {
+            return;
+        }
+        for (mut row, &fa) in tile
+            .axis_iter_mut(Axis(0))
+            .zip(self.factors.slice(s![rows]))
+        {
+            row.zip_mut_with(&other.factors, |t, &fb| {
+                let v = finish(self.metric, *t, fa, fb);
+                *t = if self.metric == Metric::Euclidean {
                     v.sqrt()
                 } else {
                     v
                 };
-            }
-        });
-    Ok(out)
+            });
+        }
+    }
 }
 
 /// The pairwise matrix of `x` with itself (n×n).
