@@ -148,6 +148,9 @@ pub enum Error {
         /// The value.
         value: i128,
     },
+    /// Bad re-ranking parameters or a request re-ranking cannot serve.
+    #[error("re-ranking: {0}")]
+    Rerank(String),
     /// A file that could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {

@@ -15,6 +15,8 @@
 //!   per-class values and their average (pml's `return_per_class`, `avg_of_avgs`).
 //! - [`kmeans`], [`normalized_mutual_info`], [`adjusted_mutual_info`]: the clustering side.
 //! - [`npy`]: embeddings, labels and verification pairs from NumPy `.npy` files.
+//! - [`rerank`]: k-reciprocal re-ranking, α-query expansion and database-side augmentation,
+//!   with the scores before and after ([`rerank::evaluate_reranked`]).
 //! - [`verification`]: pairs and their ROC, AUC, EER, TAR@FAR, k-fold accuracy and the
 //!   threshold to deploy with ([`verification::verify`]).
 //!
@@ -128,6 +130,7 @@ mod error;
 mod metrics;
 pub mod npy;
 mod ranks;
+pub mod rerank;
 mod retrieval;
 mod search;
 pub mod verification;
@@ -264,6 +267,7 @@ pub fn evaluate_with_progress(
         reference,
         reference_labels,
         leave_one_out,
+        true,
         metric,
         cfg,
         NEIGHBOUR_BUDGET,
@@ -271,7 +275,7 @@ pub fn evaluate_with_progress(
     )
 }
 
-fn check_set(x: ArrayView2<'_, f32>, labels: &[u32], what: &'static str) -> Result<()> {
+pub(crate) fn check_set(x: ArrayView2<'_, f32>, labels: &[u32], what: &'static str) -> Result<()> {
     if x.nrows() != labels.len() {
         return Err(Error::LabelCount {
             what,
@@ -295,23 +299,15 @@ fn run(
     reference: ArrayView2<'_, f32>,
     reference_labels: &[u32],
     leave_one_out: bool,
+    same_vectors: bool,
     metric: Metric,
     cfg: &EvalConfig,
     neighbour_budget: usize,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Metrics> {
     let n_query = query.nrows();
-    let self_count = usize::from(leave_one_out);
     // Candidates per query, and R per class.
-    let n_candidates = reference.nrows() - self_count;
-    let ref_counts = class_counts(reference_labels);
-    let r_of = |label: u32| -> usize {
-        ref_counts
-            .get(&label)
-            .map_or(0, |&c| c.saturating_sub(self_count))
-    };
-    let max_r = query_labels.iter().map(|&l| r_of(l)).max().unwrap_or(0);
-    let plan = Plan::new(cfg, n_candidates, max_r);
+    let (plan, r_of) = plan_for(query_labels, reference_labels, leave_one_out, cfg);
     let acc = if plan.whole_ranking() {
         score_whole_rankings(
             (query, query_labels),
@@ -327,6 +323,7 @@ fn run(
             (query, query_labels),
             (reference, reference_labels),
             leave_one_out,
+            same_vectors,
             metric,
             &plan,
             &r_of,
@@ -334,11 +331,7 @@ fn run(
             on_progress,
         )?
     };
-    if acc.n_scored() == 0 {
-        return Err(Error::NoPositives { n_queries: n_query });
-    }
-    let scores = acc.finish(&plan);
-    let per_class = acc.finish_per_class(&plan);
+    let mut m = into_metrics(&plan, &acc, n_query)?;
 
     let (nmi, ami) = if cfg.nmi || cfg.ami {
         on_progress(Progress::Clustering);
@@ -365,15 +358,23 @@ fn run(
         (None, None)
     };
 
+    m.nmi = nmi;
+    m.ami = ami;
+    Ok(m)
+}
+
+/// The retrieval part of [`Metrics`] from the accumulated scores.
+fn into_metrics(plan: &Plan, acc: &Accumulator, n_query: usize) -> Result<Metrics> {
+    if acc.n_scored() == 0 {
+        return Err(Error::NoPositives { n_queries: n_query });
+    }
     let mut m = Metrics {
-        nmi,
-        ami,
-        per_class,
+        per_class: acc.finish_per_class(plan),
         n_queries: n_query,
         n_queries_without_positive: acc.n_without_positive() as usize,
         ..Metrics::default()
     };
-    for (score, v) in scores {
+    for (score, v) in acc.finish(plan) {
         match score {
             Score::RecallAt(k) => m.recall_at.push((k, v)),
             Score::PrecisionAt1 => m.precision_at_1 = v,
@@ -390,6 +391,99 @@ fn run(
     Ok(m)
 }
 
+/// The scoring plan of an evaluation: the number of candidates per query and the largest R.
+fn plan_for(
+    query_labels: &[u32],
+    reference_labels: &[u32],
+    leave_one_out: bool,
+    cfg: &EvalConfig,
+) -> (Plan, impl Fn(u32) -> usize + Sync) {
+    let self_count = usize::from(leave_one_out);
+    let n_candidates = reference_labels.len() - self_count;
+    let ref_counts = class_counts(reference_labels);
+    let r_of = move |label: u32| -> usize {
+        ref_counts
+            .get(&label)
+            .map_or(0, |&c| c.saturating_sub(self_count))
+    };
+    let max_r = query_labels.iter().map(|&l| r_of(l)).max().unwrap_or(0);
+    (Plan::new(cfg, n_candidates, max_r), r_of)
+}
+
+/// How deep each query's ranked list must be for the scores of `cfg`.
+pub(crate) fn ranked_depth(
+    query_labels: &[u32],
+    reference_labels: &[u32],
+    leave_one_out: bool,
+    cfg: &EvalConfig,
+) -> Result<usize> {
+    cfg.validate()?;
+    Ok(plan_for(query_labels, reference_labels, leave_one_out, cfg)
+        .0
+        .depth)
+}
+
+/// The retrieval scores of given ranked lists (reference indices, closest first, at least
+/// [`ranked_depth`] long where there are that many candidates), in fixed chunks as
+/// [`evaluate`] sums them.
+pub(crate) fn score_lists(
+    query_labels: &[u32],
+    reference_labels: &[u32],
+    leave_one_out: bool,
+    cfg: &EvalConfig,
+    lists: &[Vec<u32>],
+) -> Result<Metrics> {
+    let (plan, r_of) = plan_for(query_labels, reference_labels, leave_one_out, cfg);
+    let accs: Vec<Accumulator> = lists
+        .par_chunks(SCORE_CHUNK)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut acc = Accumulator::new(&plan);
+            let mut hits = Vec::new();
+            for (i, list) in chunk.iter().enumerate() {
+                let label = query_labels[c * SCORE_CHUNK + i];
+                let labels = list.iter().map(|&j| reference_labels[j as usize]);
+                acc.add_neighbours(&plan, label, r_of(label), labels, &mut hits);
+            }
+            acc
+        })
+        .collect();
+    let acc = accs
+        .into_iter()
+        .fold(Accumulator::new(&plan), Accumulator::merge);
+    into_metrics(&plan, &acc, query_labels.len())
+}
+
+/// Leave-one-out evaluation where query `i`'s vector differs from reference `i`'s (expanded
+/// queries against augmented references): query `i` is searched among every reference but
+/// reference `i`; both sets carry `labels`.
+pub(crate) fn evaluate_leave_one_out_against(
+    query: ArrayView2<'_, f32>,
+    reference: ArrayView2<'_, f32>,
+    labels: &[u32],
+    metric: Metric,
+    cfg: &EvalConfig,
+) -> Result<Metrics> {
+    cfg.validate()?;
+    check_set(query, labels, "query")?;
+    check_set(reference, labels, "reference")?;
+    if query.nrows() < 2 {
+        return Err(Error::TooFewItems(query.nrows()));
+    }
+    run(
+        query,
+        labels,
+        reference,
+        labels,
+        true,
+        false,
+        metric,
+        cfg,
+        NEIGHBOUR_BUDGET,
+        &mut |_| {},
+    )
+}
+
 /// Scores every query from its first `plan.depth` neighbours, streaming blocks of queries
 /// through dml-kernels' k-NN.
 #[allow(clippy::too_many_arguments)]
@@ -397,6 +491,7 @@ fn score_neighbours(
     (query, query_labels): (ArrayView2<'_, f32>, &[u32]),
     (reference, reference_labels): (ArrayView2<'_, f32>, &[u32]),
     leave_one_out: bool,
+    same_vectors: bool,
     metric: Metric,
     plan: &Plan,
     r_of: &(dyn Fn(u32) -> usize + Sync),
@@ -419,6 +514,7 @@ fn score_neighbours(
     // A leave-one-out set whose neighbour lists fit WHOLE_SET_BUDGET is searched in one call,
     // which lets dml-kernels use the symmetry of its distances (half the GEMM work).
     let whole = leave_one_out
+        && same_vectors
         && neighbour_budget >= NEIGHBOUR_BUDGET
         && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;
     let block_rows = if whole {
@@ -434,7 +530,8 @@ fn score_neighbours(
         let end = (start + block_rows).min(n_query);
         let block = query.slice(s![start..end, ..]);
         let self_offset = leave_one_out.then_some(start);
-        let idx = search::neighbour_indices(metric, block, reference, k, self_offset)?;
+        let idx =
+            search::neighbour_indices(metric, block, reference, k, self_offset, same_vectors)?;
         // Fixed chunks, each summed in order, merged in order: the f64 sums (R-precision, MAP@R)
         // are then the same bits on every run and thread count, unlike a work-stealing fold.
         let chunk_accs: Vec<Accumulator> = idx
@@ -564,6 +661,7 @@ mod tests {
                 r,
                 rl,
                 leave_one_out,
+                true,
                 Metric::Euclidean,
                 &cfg,
                 usize::MAX,
@@ -578,6 +676,7 @@ mod tests {
                     r,
                     rl,
                     leave_one_out,
+                    true,
                     Metric::Euclidean,
                     &cfg,
                     budget,

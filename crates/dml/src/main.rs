@@ -134,6 +134,23 @@ struct EvalArgs {
     /// Also report every retrieval score per class, and their average over classes.
     #[arg(long)]
     per_class: bool,
+    /// Re-rank and report the retrieval scores again: `k-reciprocal` (Zhong et al. 2017),
+    /// `query-expansion` (α-QE), `database-augmentation` (αDBA) or `qe-dba` (both).
+    #[arg(long, value_enum)]
+    rerank: Option<RerankArg>,
+    /// Re-ranking neighbours: k1 of k-reciprocal re-ranking (default 20) or k of α-QE / αDBA
+    /// (default 2).
+    #[arg(long)]
+    rerank_k: Option<usize>,
+    /// k2 of k-reciprocal re-ranking (default 6).
+    #[arg(long)]
+    rerank_k2: Option<usize>,
+    /// λ of k-reciprocal re-ranking (default 0.3).
+    #[arg(long)]
+    rerank_lambda: Option<f64>,
+    /// α of α-QE / αDBA (default 3).
+    #[arg(long)]
+    rerank_alpha: Option<f64>,
     /// Seed of the k-means used for NMI (and of the pairs --verification draws).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -172,6 +189,40 @@ struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RerankArg {
+    /// k-reciprocal re-ranking with Jaccard distance.
+    KReciprocal,
+    /// α-query expansion of the queries.
+    QueryExpansion,
+    /// α-database-side augmentation of the references.
+    DatabaseAugmentation,
+    /// Both: augmented references, then expanded queries.
+    QeDba,
+}
+
+impl EvalArgs {
+    fn rerank(&self) -> Option<dml::eval::rerank::Rerank> {
+        use dml::eval::rerank::Rerank;
+        let expansion = |query, database| Rerank::Expansion {
+            k: self.rerank_k.unwrap_or(2),
+            alpha: self.rerank_alpha.unwrap_or(3.0),
+            query,
+            database,
+        };
+        Some(match self.rerank? {
+            RerankArg::KReciprocal => Rerank::KReciprocal {
+                k1: self.rerank_k.unwrap_or(20),
+                k2: self.rerank_k2.unwrap_or(6),
+                lambda: self.rerank_lambda.unwrap_or(0.3),
+            },
+            RerankArg::QueryExpansion => expansion(true, false),
+            RerankArg::DatabaseAugmentation => expansion(false, true),
+            RerankArg::QeDba => expansion(true, true),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -611,9 +662,32 @@ fn retrieval(
     bar.finish_and_clear();
     let total = started.elapsed().as_secs_f64();
     let (k, search_s) = search;
+    let reranked = match a.rerank() {
+        Some(rerank) => {
+            let t = std::time::Instant::now();
+            let m = dml::eval::rerank::reranked_metrics(
+                query.as_ref().map_or(reference.view(), |(q, _)| q.view()),
+                query.as_ref().map_or(ref_labels, |(_, ql)| &ql[..]),
+                query.as_ref().map(|_| (reference.view(), ref_labels)),
+                a.metric,
+                cfg,
+                &rerank,
+            )?;
+            Some((rerank, m, t.elapsed().as_secs_f64()))
+        }
+        None => None,
+    };
     if a.json {
         if let serde_json::Value::Object(m) = metrics.to_json() {
             json.extend(m);
+        }
+        if let Some((rerank, m, seconds)) = &reranked {
+            let mut r = m.to_json();
+            if let Some(obj) = r.as_object_mut() {
+                obj.insert("rerank".into(), serde_json::to_value(rerank)?);
+                obj.insert("seconds".into(), (*seconds).into());
+            }
+            json.insert("reranked".into(), r);
         }
         json.insert("search_k".into(), k.into());
         json.insert("search_seconds".into(), search_s.into());
@@ -630,6 +704,13 @@ fn retrieval(
             "{} queries searched to depth k = {k} in {search_s:.2} s{clustering}",
             metrics.n_queries
         )?;
+        if let Some((rerank, m, seconds)) = &reranked {
+            writeln!(
+                out,
+                "\nafter re-ranking ({}, {seconds:.2} s):\n{m}",
+                serde_json::to_string(rerank)?
+            )?;
+        }
     }
     Ok(())
 }

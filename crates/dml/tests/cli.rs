@@ -321,6 +321,28 @@ fn eval_verification_from_labels_pairs_files_and_lfw_text() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verification"]["n_positive"], 2);
     assert_eq!(v["verification"]["auc"], 1.0);
+    // Re-ranking reports the scores again, after.
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&e),
+        "--labels",
+        s(&l),
+        "--no-nmi",
+        "--rerank",
+        "k-reciprocal",
+        "--rerank-k",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reranked"]["rerank"]["k1"], 3);
+    assert!(v["reranked"]["map_at_r"].is_number(), "{v}");
     // Without --names the error says what is missing.
     let out = dml(&["eval", "--embeddings", s(&e), "--pairs", s(&lfw)]);
     assert!(!out.status.success());
