@@ -17,8 +17,6 @@ const TOL: f64 = 1e-4;
 /// (point, candidate, squared distance) triples that would lower a point's D².
 type BlockReductions = (Vec<f64>, Vec<(u32, u8, f32)>);
 
-/// Points that meet the seeding's candidates together, in one small GEMM.
-const SEED_GROUP: usize = 64;
 /// Points per block of the exact f64 sums (potential, inertia), added in block order so that
 /// the sums are the same bits on every run and thread count.
 const SUM_BLOCK: usize = 4096;
@@ -78,7 +76,8 @@ pub struct KMeans {
 /// when it lies within twice the point's distance of that centre (triangle inequality), so
 /// groups of points that no candidate can take are skipped, and the chosen candidate's
 /// distances are kept rather than computed again. Early centres still meet every point; later
-/// ones, mostly the points still far from any centre.
+/// ones, mostly the points still far from any centre (the points that pass the test are
+/// gathered and meet all candidates in one small GEMM).
 ///
 /// pytorch-metric-learning uses faiss k-means (random initial centroids, 20 iterations); any two
 /// k-means implementations can land in different local optima, so NMI values agree only
@@ -240,21 +239,21 @@ fn kmeans_plus_plus(
         let cand = x.select(Axis(0), &candidates);
         let cand_rows =
             dml_kernels::NormedRows::new(Metric::SquaredEuclidean, cand.view(), "k-means input")?;
-        // Squared distance of each candidate to each centre so far (trials × c).
+        // Squared distance of each centre so far to each candidate (c × trials: a point's
+        // test reads one contiguous row).
         let to_centres = if prune {
             Some(dml_kernels::pairwise(
                 Metric::SquaredEuclidean,
-                cand.view(),
                 centroids.slice(s![..c, ..]),
+                cand.view(),
             )?)
         } else {
             None
         };
         let n_cand = candidates.len();
         // For each fixed block of points: each candidate's reduction of the potential, and
-        // the (point, candidate, distance) triples that would lower a D². Within a block,
-        // groups of SEED_GROUP points meet all candidates in one small GEMM, skipped when the
-        // test rules out every pair of the group.
+        // the (point, candidate, distance) triples that would lower a D². The points that some
+        // candidate may take meet all candidates in one small GEMM; the others are skipped.
         let blocks: Vec<BlockReductions> = d2
             .par_chunks(SUM_BLOCK)
             .zip(nearest.par_chunks(SUM_BLOCK))
@@ -262,30 +261,27 @@ fn kmeans_plus_plus(
             .map(|(b, (d2, nearest))| {
                 let mut red = vec![0f64; n_cand];
                 let mut closer = Vec::new();
-                let mut tile = vec![0f32; SEED_GROUP * n_cand];
-                for (g, (d2, nearest)) in d2
-                    .chunks(SEED_GROUP)
-                    .zip(nearest.chunks(SEED_GROUP))
+                let needed: Vec<u32> = d2
+                    .iter()
+                    .zip(nearest)
                     .enumerate()
-                {
-                    let i0 = b * SUM_BLOCK + g * SEED_GROUP;
-                    let needed = match &to_centres {
+                    .filter(|&(_, (&cur, &a))| match &to_centres {
                         None => true,
-                        Some(cc) => d2.iter().zip(nearest).any(|(&cur, &a)| {
-                            cc.column(a as usize).iter().any(|&v| v < reach * cur)
-                        }),
-                    };
-                    if !needed {
-                        continue;
-                    }
-                    let tile = &mut tile[..d2.len() * n_cand];
-                    points.values_into(i0..i0 + d2.len(), &cand_rows, tile);
-                    for (o, (&cur, row)) in d2.iter().zip(tile.chunks(n_cand)).enumerate() {
-                        for (t, &v) in row.iter().enumerate() {
-                            if v < cur {
-                                red[t] += f64::from(cur - v);
-                                closer.push(((i0 + o) as u32, t as u8, v));
-                            }
+                        Some(cc) => cc.row(a as usize).iter().any(|&v| v < reach * cur),
+                    })
+                    .map(|(o, _)| (b * SUM_BLOCK + o) as u32)
+                    .collect();
+                if needed.is_empty() {
+                    return (red, closer);
+                }
+                let mut tile = vec![0f32; needed.len() * n_cand];
+                points.values_of_rows_into(&needed, &cand_rows, &mut tile);
+                for (&i, row) in needed.iter().zip(tile.chunks(n_cand)) {
+                    let cur = d2[i as usize - b * SUM_BLOCK];
+                    for (t, &v) in row.iter().enumerate() {
+                        if v < cur {
+                            red[t] += f64::from(cur - v);
+                            closer.push((i, t as u8, v));
                         }
                     }
                 }

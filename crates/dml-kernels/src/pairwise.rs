@@ -309,6 +309,50 @@ impl<'a> NormedRows<'a> {
         }
     }
 
+    /// [`values_into`](NormedRows::values_into) for any listed rows of `self` (gathered into a
+    /// contiguous block first): `out` is `rows.len() × other.nrows()`, row-major.
+    ///
+    /// # Panics
+    /// If a row is out of range, `out` has the wrong length or the widths differ.
+    pub fn values_of_rows_into(&self, rows: &[u32], other: &NormedRows<'_>, out: &mut [f32]) {
+        let d = self.x.ncols();
+        let m = other.x.nrows();
+        assert_eq!(
+            out.len(),
+            rows.len() * m,
+            "out holds rows × other's rows values"
+        );
+        let flat = self.x.as_slice().expect("standard layout");
+        let mut gathered = Vec::with_capacity(rows.len() * d);
+        for &i in rows {
+            gathered.extend_from_slice(&flat[i as usize * d..(i as usize + 1) * d]);
+        }
+        let a = ArrayView2::from_shape((rows.len(), d), &gathered[..])
+            .expect("rows × d gathered values");
+        let mut tile = ArrayViewMut2::from_shape((rows.len(), m), out)
+            .expect("out holds rows × other's rows values");
+        gemm_nt(
+            gemm_alpha(self.metric, 1.0),
+            a,
+            other.x.view(),
+            tile.view_mut(),
+        );
+        if self.metric == Metric::Dot {
+            return;
+        }
+        for (mut row, &i) in tile.axis_iter_mut(Axis(0)).zip(rows) {
+            let fa = self.factors[i as usize];
+            row.zip_mut_with(&other.factors, |t, &fb| {
+                let v = finish(self.metric, *t, fa, fb);
+                *t = if self.metric == Metric::Euclidean {
+                    v.sqrt()
+                } else {
+                    v
+                };
+            });
+        }
+    }
+
     /// The metric's values of rows `rows` of `self` against every row of `other`, into `out`
     /// (`rows.len() × other.nrows()`, row-major): a tile of [`pairwise`], computed the same way
     /// (one GEMM, then the epilogue) on the calling thread, without checking the inputs again.
