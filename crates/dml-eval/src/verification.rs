@@ -513,9 +513,9 @@ impl Roc {
         out
     }
 
-    /// At most about `max_points` points of the ROC for a plot on a log-FAR axis: the first
-    /// point at or beyond each of `max_points` FARs spaced evenly in log between `1/N` and 1,
-    /// plus the two ends.
+    /// Points of the ROC for a plot on a log-FAR axis, at most `2 · max_points + 2`: for each of
+    /// `max_points` FARs spaced evenly in log between `1/N` and 1, the last point below it and
+    /// the first at or beyond it, plus the two ends (every point when there are few).
     pub fn points_for_plot(&self, max_points: usize) -> Vec<RocPoint> {
         let all = self.points();
         if all.len() <= max_points.max(2) {
