@@ -2,21 +2,28 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use dml_kernels::Metric;
+use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-/// Rows per parallel task in the assignment step: large enough for an efficient GEMM, small
-/// enough that the block × centroids distance tile stays in cache-friendly sizes.
-const ROW_BLOCK: usize = 256;
-/// Rows per parallel task in the seeding, where each row meets only a few candidate centres.
-const SEED_BLOCK: usize = 4096;
 /// Lloyd stops once the centres move less than this fraction of the data's mean per-feature
 /// variance (summed squared shifts), scikit-learn's default `tol`.
 const TOL: f64 = 1e-4;
+/// One block's share of a seeding step: each candidate's reduction of the potential, and the
+/// (point, candidate, squared distance) triples that would lower a point's D².
+type BlockReductions = (Vec<f64>, Vec<(u32, u8, f32)>);
+
+/// Points per block of the exact f64 sums (potential, inertia), added in block order so that
+/// the sums are the same bits on every run and thread count.
+const SUM_BLOCK: usize = 4096;
+/// A point is spared a seeding candidate only when the candidate is at least
+/// `√(4 · (1 + PRUNE_MARGIN))` times the point's distance from the point's centre, so that f32
+/// rounding of the distances cannot spare a point the candidate would have moved.
+const PRUNE_MARGIN: f32 = 1e-3;
 
 /// Parameters of [`kmeans`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +65,19 @@ pub struct KMeans {
 /// algorithm of scikit-learn's `KMeans` (greedy k-means++ with `2 + ⌊ln k⌋` candidates per
 /// centre, at most 300 iterations, its tolerance on the centres' shift).
 ///
-/// Squared distances are computed in GEMM form (`‖x‖² − 2x·c + ‖c‖²`, clamped at 0) in `f32`;
-/// centroids, potentials and inertia are accumulated in `f64` over fixed blocks. Ties go to the
-/// lower cluster index. A cluster that loses all its points is moved onto the point farthest
-/// from its current centroid, as scikit-learn does, so exactly `k` clusters come back whenever
-/// there are `k` distinct points.
+/// Squared distances come from dml-kernels in GEMM form (`‖x‖² − 2x·c + ‖c‖²`, clamped at 0)
+/// in `f32`: each assignment step is one fused top-1 search ([`dml_kernels::knn`] against the
+/// centroids, ties to the lower cluster index); centroids, potentials and inertia are
+/// accumulated in `f64` in a fixed order. A cluster that loses all its points is moved onto
+/// the point farthest from its current centroid, as scikit-learn does, so exactly `k` clusters
+/// come back whenever there are `k` distinct points.
+///
+/// The seeding is exact but pruned: a candidate centre can only take a point from its centre
+/// when it lies within twice the point's distance of that centre (triangle inequality), so
+/// groups of points that no candidate can take are skipped, and the chosen candidate's
+/// distances are kept rather than computed again. Early centres still meet every point; later
+/// ones, mostly the points still far from any centre (the points that pass the test are
+/// gathered and meet all candidates in one small GEMM).
 ///
 /// pytorch-metric-learning uses faiss k-means (random initial centroids, 20 iterations); any two
 /// k-means implementations can land in different local optima, so NMI values agree only
@@ -92,13 +107,12 @@ pub fn kmeans(x: ArrayView2<'_, f32>, k: usize, params: &KMeansParams) -> Result
     }
     check_finite(x, "k-means input")?;
     let x = x.as_standard_layout();
-    let x_norms: Array1<f32> = x.outer_iter().map(|r| r.dot(&r)).collect();
     let tol = TOL * mean_variance(x.view());
     let mut best: Option<KMeans> = None;
     for run in 0..params.restarts {
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed.wrapping_add(run as u64));
-        let init = kmeans_plus_plus(x.view(), x_norms.view(), k, &mut rng);
-        let result = lloyd(x.view(), x_norms.view(), init, params.max_iter, tol);
+        let init = kmeans_plus_plus(x.view(), k, &mut rng, true)?;
+        let result = lloyd(x.view(), init, params.max_iter, tol)?;
         if best.as_ref().is_none_or(|b| result.inertia < b.inertia) {
             best = Some(result);
         }
@@ -148,27 +162,50 @@ fn sq_dist(a: ndarray::ArrayView1<'_, f32>, b: ndarray::ArrayView1<'_, f32>) -> 
         .sum()
 }
 
+/// Σ values in f64, over fixed blocks added in block order.
+fn exact_sum(values: &[f32]) -> f64 {
+    let partials: Vec<f64> = values
+        .par_chunks(SUM_BLOCK)
+        .map(|c| c.iter().map(|&v| f64::from(v)).sum::<f64>())
+        .collect();
+    partials.iter().sum()
+}
+
 /// Greedy k-means++ (Arthur & Vassilvitskii 2007; the greedy variant of scikit-learn): the first
 /// centre uniformly; each next one is the best of `2 + ⌊ln k⌋` candidates drawn with probability
 /// ∝ D(x)² (the squared distance to the nearest centre so far), "best" meaning the one that
 /// leaves the smallest potential Σ D(x)². Plain k-means++ (one candidate) lands in visibly worse
 /// optima on data with tens of classes or more.
+///
+/// With `prune`, a point x meets a candidate t only when t could be closer to it than its
+/// nearest centre a: by the triangle inequality `‖x − t‖ ≥ ‖t − a‖ − ‖x − a‖`, so x keeps a
+/// unless `‖t − a‖ < 2 ‖x − a‖`. The test costs one comparison per point and candidate (the
+/// candidate-to-centre distances are computed once per step); the point's row is read only
+/// when it passes. Without `prune` (the tests' reference) every point meets every candidate;
+/// both choose the same centres. The chosen candidate's distances are kept from the
+/// comparison, not computed again.
 fn kmeans_plus_plus(
     x: ArrayView2<'_, f32>,
-    x_norms: ndarray::ArrayView1<'_, f32>,
     k: usize,
     rng: &mut ChaCha8Rng,
-) -> Array2<f32> {
+    prune: bool,
+) -> Result<Array2<f32>> {
     let (n, d) = x.dim();
     let n_trials = 2 + (k as f64).ln().floor() as usize;
+    let points = dml_kernels::NormedRows::new(Metric::SquaredEuclidean, x, "k-means input")?;
     let mut centroids = Array2::<f32>::zeros((k, d));
     let first = rng.random_range(0..n);
     centroids.row_mut(0).assign(&x.row(first));
-    let mut d2 = vec![f32::INFINITY; n];
-    let mut pot = lower_potentials(x, x_norms, &[first], &mut d2, true)[0];
+    let mut d2: Vec<f32> = (0..n)
+        .into_par_iter()
+        .map(|i| points.value(i, &points, first))
+        .collect();
+    let mut nearest = vec![0u32; n];
     let mut targets: Vec<(f64, usize)> = Vec::with_capacity(n_trials);
     let mut candidates: Vec<usize> = Vec::with_capacity(n_trials);
+    let reach = 4.0 * (1.0 + PRUNE_MARGIN);
     for c in 1..k {
+        let pot = exact_sum(&d2);
         candidates.clear();
         if pot > 0.0 {
             // Each candidate is the first point whose running sum of D² reaches its target.
@@ -199,101 +236,137 @@ fn kmeans_plus_plus(
             // Every point coincides with a centre already (fewer than k distinct points).
             candidates.push(rng.random_range(0..n));
         }
-        let pots = lower_potentials(x, x_norms, &candidates, &mut d2, false);
-        let best = (0..candidates.len())
-            .min_by(|&a, &b| pots[a].total_cmp(&pots[b]).then(a.cmp(&b)))
-            .unwrap_or(0);
-        let chosen = candidates[best];
-        centroids.row_mut(c).assign(&x.row(chosen));
-        pot = lower_potentials(x, x_norms, &[chosen], &mut d2, true)[0];
-    }
-    centroids
-}
-
-/// For each candidate centre (a row of `x`), the potential Σᵢ min(d2ᵢ, ‖xᵢ − c‖²) it would leave;
-/// with `update`, `d2` is also lowered to it (then pass one candidate). Squared distances in GEMM
-/// form, f64 sums over fixed blocks added in block order, so the seeding is the same bits on
-/// every run and thread count.
-fn lower_potentials(
-    x: ArrayView2<'_, f32>,
-    x_norms: ndarray::ArrayView1<'_, f32>,
-    candidates: &[usize],
-    d2: &mut [f32],
-    update: bool,
-) -> Vec<f64> {
-    let m = candidates.len();
-    let cands = x.select(Axis(0), candidates);
-    let c_norms: Vec<f32> = candidates.iter().map(|&i| x_norms[i]).collect();
-    let ct = cands.t();
-    let partials: Vec<Vec<f64>> = d2
-        .par_chunks_mut(SEED_BLOCK)
-        .enumerate()
-        .map(|(b, dd)| {
-            let start = b * SEED_BLOCK;
-            let block = x.slice(s![start..start + dd.len(), ..]);
-            let dots = block.dot(&ct);
-            let mut sums = vec![0f64; m];
-            for (i, row) in dots.outer_iter().enumerate() {
-                let xn = x_norms[start + i];
-                for (t, (&dot, sum)) in row.iter().zip(sums.iter_mut()).enumerate() {
-                    let dist = ((xn + c_norms[t]) - 2.0 * dot).max(0.0).min(dd[i]);
-                    *sum += f64::from(dist);
-                    if update {
-                        dd[i] = dist;
+        let cand = x.select(Axis(0), &candidates);
+        let cand_rows =
+            dml_kernels::NormedRows::new(Metric::SquaredEuclidean, cand.view(), "k-means input")?;
+        // Squared distance of each centre so far to each candidate (c × trials: a point's
+        // test reads one contiguous row).
+        let to_centres = if prune {
+            Some(dml_kernels::pairwise(
+                Metric::SquaredEuclidean,
+                centroids.slice(s![..c, ..]),
+                cand.view(),
+            )?)
+        } else {
+            None
+        };
+        let n_cand = candidates.len();
+        // For each fixed block of points: each candidate's reduction of the potential, and
+        // the (point, candidate, distance) triples that would lower a D². The points that some
+        // candidate may take meet all candidates in one small GEMM; the others are skipped.
+        let blocks: Vec<BlockReductions> = d2
+            .par_chunks(SUM_BLOCK)
+            .zip(nearest.par_chunks(SUM_BLOCK))
+            .enumerate()
+            .map(|(b, (d2, nearest))| {
+                let mut red = vec![0f64; n_cand];
+                let mut closer = Vec::new();
+                let needed: Vec<u32> = d2
+                    .iter()
+                    .zip(nearest)
+                    .enumerate()
+                    .filter(|&(_, (&cur, &a))| match &to_centres {
+                        None => true,
+                        Some(cc) => cc.row(a as usize).iter().any(|&v| v < reach * cur),
+                    })
+                    .map(|(o, _)| (b * SUM_BLOCK + o) as u32)
+                    .collect();
+                if needed.is_empty() {
+                    return (red, closer);
+                }
+                let mut tile = vec![0f32; needed.len() * n_cand];
+                points.values_of_rows_into(&needed, &cand_rows, &mut tile);
+                for (&i, row) in needed.iter().zip(tile.chunks(n_cand)) {
+                    let cur = d2[i as usize - b * SUM_BLOCK];
+                    for (t, &v) in row.iter().enumerate() {
+                        if v < cur {
+                            red[t] += f64::from(cur - v);
+                            closer.push((i, t as u8, v));
+                        }
                     }
                 }
+                (red, closer)
+            })
+            .collect();
+        let mut total = vec![0f64; candidates.len()];
+        for (red, _) in &blocks {
+            total.iter_mut().zip(red).for_each(|(a, b)| *a += b);
+        }
+        let best = (0..candidates.len())
+            .min_by(|&a, &b| {
+                (pot - total[a])
+                    .total_cmp(&(pot - total[b]))
+                    .then(a.cmp(&b))
+            })
+            .unwrap_or(0);
+        centroids.row_mut(c).assign(&x.row(candidates[best]));
+        for (_, closer) in &blocks {
+            for &(i, t, v) in closer {
+                if usize::from(t) == best {
+                    d2[i as usize] = v;
+                    nearest[i as usize] = c as u32;
+                }
             }
-            sums
-        })
-        .collect();
-    let mut pots = vec![0f64; m];
-    for p in &partials {
-        pots.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
     }
-    pots
+    Ok(centroids)
 }
 
-/// Nearest centroid (and its squared distance) of every point, in GEMM form.
+/// Nearest centroid (ties: the lower index) and its squared distance, for every point: one fused
+/// top-1 search of dml-kernels.
 fn assign(
     x: ArrayView2<'_, f32>,
-    x_norms: ndarray::ArrayView1<'_, f32>,
     centroids: ArrayView2<'_, f32>,
     out: &mut [u32],
     out_d2: &mut [f32],
-) {
-    let c_norms: Array1<f32> = centroids.outer_iter().map(|r| r.dot(&r)).collect();
-    let ct = centroids.t();
-    out.par_chunks_mut(ROW_BLOCK)
-        .zip(out_d2.par_chunks_mut(ROW_BLOCK))
-        .enumerate()
-        .for_each(|(b, (ass, dd))| {
-            let start = b * ROW_BLOCK;
-            let block = x.slice(s![start..start + ass.len(), ..]);
-            let dots = block.dot(&ct);
-            for (i, row) in dots.outer_iter().enumerate() {
-                let xn = x_norms[start + i];
-                let mut best = 0usize;
-                let mut best_d = f32::INFINITY;
-                for (j, &dot) in row.iter().enumerate() {
-                    let dist = (xn - 2.0 * dot + c_norms[j]).max(0.0);
-                    if dist < best_d {
-                        best_d = dist;
-                        best = j;
-                    }
-                }
-                ass[i] = best as u32;
-                dd[i] = best_d;
+) -> Result<()> {
+    let nn = dml_kernels::knn(Metric::SquaredEuclidean, x, centroids, 1)?;
+    out.iter_mut()
+        .zip(nn.indices.iter())
+        .for_each(|(o, &i)| *o = i);
+    out_d2
+        .iter_mut()
+        .zip(nn.scores.iter())
+        .for_each(|(o, &v)| *o = v);
+    Ok(())
+}
+
+/// Per-cluster f64 sums of the points, each cluster's points added in increasing index order
+/// (a counting sort by cluster first), so the centroids are the same bits on every run and
+/// thread count.
+fn cluster_sums(x: ArrayView2<'_, f32>, assignments: &[u32], k: usize) -> (Vec<f64>, Vec<usize>) {
+    let d = x.ncols();
+    let mut counts = vec![0usize; k];
+    for &a in assignments {
+        counts[a as usize] += 1;
+    }
+    let mut starts = vec![0usize; k + 1];
+    for c in 0..k {
+        starts[c + 1] = starts[c] + counts[c];
+    }
+    let mut order = vec![0u32; assignments.len()];
+    let mut fill = starts.clone();
+    for (i, &a) in assignments.iter().enumerate() {
+        order[fill[a as usize]] = i as u32;
+        fill[a as usize] += 1;
+    }
+    let mut sums = vec![0f64; k * d];
+    sums.par_chunks_mut(d).enumerate().for_each(|(c, sum)| {
+        for &i in &order[starts[c]..starts[c + 1]] {
+            for (s, &v) in sum.iter_mut().zip(x.row(i as usize)) {
+                *s += f64::from(v);
             }
-        });
+        }
+    });
+    (sums, counts)
 }
 
 fn lloyd(
     x: ArrayView2<'_, f32>,
-    x_norms: ndarray::ArrayView1<'_, f32>,
     mut centroids: Array2<f32>,
     max_iter: usize,
     tol: f64,
-) -> KMeans {
+) -> Result<KMeans> {
     let (n, d) = x.dim();
     let k = centroids.nrows();
     let mut assignments = vec![u32::MAX; n];
@@ -301,37 +374,13 @@ fn lloyd(
     let mut d2 = vec![0f32; n];
     let mut n_iter = 0;
     for _ in 0..max_iter {
-        assign(x, x_norms, centroids.view(), &mut next, &mut d2);
+        assign(x, centroids.view(), &mut next, &mut d2)?;
         n_iter += 1;
         if next == assignments {
             break;
         }
         std::mem::swap(&mut assignments, &mut next);
-        // Centroid update: f64 sums per fixed block, added in block order, so the centroids (and
-        // hence the clustering) are the same bits on every run and thread count.
-        let partials: Vec<(Vec<f64>, Vec<usize>)> = x
-            .axis_chunks_iter(Axis(0), ROW_BLOCK)
-            .into_par_iter()
-            .enumerate()
-            .map(|(b, block)| {
-                let mut sums = vec![0f64; k * d];
-                let mut counts = vec![0usize; k];
-                for (i, row) in block.outer_iter().enumerate() {
-                    let c = assignments[b * ROW_BLOCK + i] as usize;
-                    counts[c] += 1;
-                    for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(row) {
-                        *s += f64::from(v);
-                    }
-                }
-                (sums, counts)
-            })
-            .collect();
-        let mut sums = vec![0f64; k * d];
-        let mut counts = vec![0usize; k];
-        for (sb, cb) in &partials {
-            sums.iter_mut().zip(sb).for_each(|(a, b)| *a += b);
-            counts.iter_mut().zip(cb).for_each(|(a, b)| *a += b);
-        }
+        let (sums, counts) = cluster_sums(x, &assignments, k);
         // Empty clusters move onto the points worst served by their centroid.
         let mut far: Vec<usize> = Vec::new();
         if counts.contains(&0) {
@@ -361,7 +410,7 @@ fn lloyd(
         }
     }
     // Final assignment to the final centroids, and its exact inertia.
-    assign(x, x_norms, centroids.view(), &mut next, &mut d2);
+    assign(x, centroids.view(), &mut next, &mut d2)?;
     let per_point: Vec<f64> = x
         .outer_iter()
         .into_par_iter()
@@ -369,12 +418,12 @@ fn lloyd(
         .map(|(r, &c)| sq_dist(r, centroids.row(c as usize)))
         .collect();
     let inertia = per_point.iter().sum();
-    KMeans {
+    Ok(KMeans {
         assignments: next,
         centroids,
         inertia,
         n_iter,
-    }
+    })
 }
 
 fn entropy(counts: &[u64], n: f64) -> f64 {
@@ -541,4 +590,34 @@ fn expected_mutual_info(a: &[u64], b: &[u64], n: usize) -> f64 {
         .collect::<Vec<f64>>()
         .iter()
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pruned seeding picks exactly the centres of the unpruned one: on integer points
+    /// (exact f32 arithmetic) and on floats, with duplicates, few and many clusters.
+    #[test]
+    fn pruned_seeding_equals_the_full_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let ints = Array2::from_shape_fn((700, 3), |_| f32::from(rng.random_range(-4i8..=4)));
+        let centres = Array2::from_shape_fn((40, 16), |_| rng.random_range(-1.0f32..1.0));
+        let floats = Array2::from_shape_fn((900, 16), |(i, j)| {
+            centres[[i % 40, j]] + 0.2 * rng.random_range(-1.0f32..1.0)
+        });
+        for (x, ks) in [(ints, [2usize, 30, 150]), (floats, [3, 40, 200])] {
+            for k in ks {
+                for seed in 0..3 {
+                    let full =
+                        kmeans_plus_plus(x.view(), k, &mut ChaCha8Rng::seed_from_u64(seed), false)
+                            .expect("full");
+                    let pruned =
+                        kmeans_plus_plus(x.view(), k, &mut ChaCha8Rng::seed_from_u64(seed), true)
+                            .expect("pruned");
+                    assert_eq!(full, pruned, "k {k} seed {seed}");
+                }
+            }
+        }
+    }
 }

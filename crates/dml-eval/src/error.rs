@@ -57,6 +57,12 @@ pub enum Error {
     /// `recall_at` contains 0.
     #[error("recall_at contains k = 0; every k must be at least 1")]
     ZeroRecallK,
+    /// A cut-off list (`cmc_at`, `oml_precision_at`, `oml_map_at`) or `ranking_depth` holds 0.
+    #[error("{name} contains k = 0; every k must be at least 1")]
+    ZeroK {
+        /// The setting.
+        name: &'static str,
+    },
     /// `kmeans_restarts` or `kmeans_max_iter` is 0.
     #[error("{name} must be at least 1, got 0")]
     ZeroParameter {
@@ -79,6 +85,72 @@ pub enum Error {
         /// Length of `labels_pred`.
         n_pred: usize,
     },
+    /// Pair indices and same-class flags of different lengths.
+    #[error("{n_pairs} pairs but {n_flags} same-class flags")]
+    PairsLength {
+        /// Pairs.
+        n_pairs: usize,
+        /// Flags.
+        n_flags: usize,
+    },
+    /// A verification without a same-class pair or without a different-class pair.
+    #[error(
+        "verification needs at least one same-class and one different-class pair (the ROC is undefined otherwise)"
+    )]
+    NoPairs,
+    /// More pairs than allowed.
+    #[error(
+        "{n_pairs} pairs exceed max_pairs = {max_pairs}; draw a balanced sample instead or raise the limit"
+    )]
+    TooManyPairs {
+        /// Pairs asked for.
+        n_pairs: u64,
+        /// The limit.
+        max_pairs: usize,
+    },
+    /// A malformed line of a pairs text file (LFW's `pairs.txt` layout).
+    #[error("pairs line {line}: {reason}")]
+    PairsText {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A NaN or infinite pair score.
+    #[error("pair {pair} has the non-finite score {value}")]
+    NonFiniteScore {
+        /// The pair.
+        pair: usize,
+        /// Its score.
+        value: f32,
+    },
+    /// A FAR outside (0, 1].
+    #[error("a false accept rate must be in (0, 1], got {0}")]
+    BadFar(f64),
+    /// Fewer than two folds.
+    #[error("k-fold accuracy needs at least 2 folds, got {0}")]
+    TooFewFolds(usize),
+    /// More folds than pairs.
+    #[error("{folds} folds cannot be cut from {n_pairs} pairs")]
+    FoldsExceedPairs {
+        /// Folds asked for.
+        folds: usize,
+        /// Pairs.
+        n_pairs: usize,
+    },
+    /// A `.npy` pairs file whose flag column holds something other than 0 or 1.
+    #[error("{} has flag {value} in row {row}; the third column must be 1 (same class) or 0", path.display())]
+    NpyPairFlag {
+        /// The file.
+        path: PathBuf,
+        /// The row.
+        row: usize,
+        /// The value.
+        value: i128,
+    },
+    /// Bad re-ranking parameters or a request re-ranking cannot serve.
+    #[error("re-ranking: {0}")]
+    Rerank(String),
     /// A file that could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {

@@ -141,6 +141,69 @@ pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// Reads verification pairs: a 2-D integer array of `n × 3` rows `[i, j, same]`, `i` and `j`
+/// rows of the embeddings and `same` 1 for a same-class pair, 0 for a different-class one (any
+/// integer dtype, C or Fortran order).
+///
+/// # Errors
+/// As [`read_labels`] for the file and its dtype, [`Error::NpyNdim`] unless it is 2-D with 3
+/// columns, [`Error::NpyLabel`] for an index outside `0..=u32::MAX`, [`Error::NpyPairFlag`] for
+/// a flag other than 0 or 1, and [`Error::NoPairs`] for an empty file.
+pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::Pairs> {
+    let path = path.as_ref();
+    let bytes = read(path)?;
+    let (header, data) = parse(path, &bytes)?;
+    if header.kind == Kind::Float || !matches!(header.size, 1 | 2 | 4 | 8) {
+        return Err(Error::NpyDtype {
+            path: path.to_owned(),
+            dtype: header.descr,
+            expected: "an integer dtype (int8…int64 or uint8…uint64)",
+        });
+    }
+    if header.shape.len() != 2 || header.shape[1] != 3 {
+        return Err(Error::NpyNdim {
+            path: path.to_owned(),
+            ndim: header.shape.len(),
+            shape: header.shape.clone(),
+            expected: 2,
+        });
+    }
+    let rows = header.shape[0];
+    let at = |row: usize, col: usize| -> i128 {
+        let flat = if header.fortran_order {
+            col * rows + row
+        } else {
+            row * 3 + col
+        };
+        int_value(&header, &data[flat * header.size..(flat + 1) * header.size])
+    };
+    let mut pairs = Vec::with_capacity(rows);
+    let mut same = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let index = |col: usize| {
+            let value = at(row, col);
+            u32::try_from(value).map_err(|_| Error::NpyLabel {
+                path: path.to_owned(),
+                row,
+                value,
+            })
+        };
+        pairs.push([index(0)?, index(1)?]);
+        same.push(match at(row, 2) {
+            0 => false,
+            1 => true,
+            value => {
+                return Err(Error::NpyPairFlag {
+                    path: path.to_owned(),
+                    row,
+                    value,
+                });
+            }
+        });
+    }
+    crate::verification::Pairs::new(pairs, same)
+}
+
 /// Checks that an embeddings file and a labels file describe the same number of items; the
 /// error names both files.
 pub fn check_lengths(

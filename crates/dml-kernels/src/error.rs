@@ -57,6 +57,21 @@ pub enum Error {
         /// Rows of the matrix.
         rows: usize,
     },
+    /// A pair that names a row its matrix does not have.
+    #[error("pair {pair} names row {index} of {matrix}, which has {rows} rows")]
+    PairIndex {
+        /// Position of the pair in the list.
+        pair: usize,
+        /// The row it names.
+        index: usize,
+        /// Which matrix (`"a"` or `"b"`).
+        matrix: &'static str,
+        /// Rows of that matrix.
+        rows: usize,
+    },
+    /// A streamed computation asked for bands of zero rows.
+    #[error("band_rows must be at least 1, got 0")]
+    ZeroBand,
     /// An empty input where at least one row is needed.
     #[error("{0} has no rows")]
     Empty(&'static str),

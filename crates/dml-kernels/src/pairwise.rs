@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::{
     Error, Metric, Result, alloc, check,
     gemm::gemm_nt,
-    normalize::{inv_norm, squared_norm},
+    normalize::{dot_slice, inv_norm, squared_norm},
 };
 
 /// Fewest rows of a band of output rows (see [`tile_shape`]).
@@ -117,6 +117,286 @@ pub fn pairwise_into(
     let fb = row_factors(metric, b);
     fill(metric, a, b, &fa, &fb, out, false);
     Ok(())
+}
+
+/// [`pairwise`] streamed in bands of rows: `f(first_row, band)` is called for each band of
+/// `band_rows` consecutive rows of the `a.nrows() × b.nrows()` matrix (the last band may be
+/// shorter), in parallel, and the results come back in band order.
+///
+/// The values are those of [`pairwise`] (same tiles, same epilogue), but at most one band per
+/// thread is alive at a time: what a whole-ranking evaluation needs to see every distance of a
+/// large set with memory O(threads · band_rows · m). The inputs are validated once.
+///
+/// # Errors
+/// As [`pairwise`], plus [`Error::ZeroBand`] for `band_rows = 0`.
+///
+/// ```
+/// use dml_kernels::{Metric, pairwise, pairwise_bands};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32], [1.0], [3.0]];
+/// let sums = pairwise_bands(Metric::Euclidean, x.view(), x.view(), 2, |r0, band| {
+///     (r0, band.sum())
+/// })?;
+/// assert_eq!(sums, vec![(0, 4.0 + 3.0), (2, 5.0)]);
+/// assert_eq!(pairwise(Metric::Euclidean, x.view(), x.view())?.sum(), 4.0 + 3.0 + 5.0);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn pairwise_bands<T, F>(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    band_rows: usize,
+    f: F,
+) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(usize, ArrayView2<'_, f32>) -> T + Sync,
+{
+    check::same_dim(a, "a", b, "b")?;
+    if band_rows == 0 {
+        return Err(Error::ZeroBand);
+    }
+    check::finite(a, "a")?;
+    check::finite(b, "b")?;
+    let fa = row_factors(metric, a);
+    let fb = row_factors(metric, b);
+    let m = b.nrows();
+    let n_bands = a.nrows().div_ceil(band_rows);
+    Ok((0..n_bands)
+        .into_par_iter()
+        .map_init(Vec::<f32>::new, |buf, band| {
+            let r0 = band * band_rows;
+            let r1 = (r0 + band_rows).min(a.nrows());
+            buf.resize((r1 - r0) * m, 0.0);
+            let mut out = ArrayViewMut2::from_shape((r1 - r0, m), &mut buf[..])
+                .expect("the buffer holds rows × m values");
+            let fa_band = fa.slice(s![r0..r1]).to_owned();
+            fill(
+                metric,
+                a.slice(s![r0..r1, ..]),
+                b,
+                &fa_band,
+                &fb,
+                out.view_mut(),
+                false,
+            );
+            f(r0, out.view())
+        })
+        .collect())
+}
+
+/// The metric's value for each listed pair of rows: `out[p] = metric(a[i], b[j])` for
+/// `pairs[p] = [i, j]` (pass the same matrix twice for pairs within one set).
+///
+/// One dot product per pair, in the GEMM form and with the epilogue of [`pairwise`]
+/// (`‖a‖² + ‖b‖² − 2·a·b` clamped at zero, cosine through the same inverse norms), in parallel
+/// over chunks of pairs: what a verification protocol needs for millions of pairs without any
+/// matrix of all of them. The values agree with [`pairwise`]'s to f32 rounding (the dot
+/// products are summed in another order).
+///
+/// # Errors
+/// [`Error::DimensionMismatch`], [`Error::NonFinite`], and [`Error::PairIndex`] for an index
+/// outside its matrix.
+///
+/// ```
+/// use dml_kernels::{Metric, paired};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32, 0.0], [3.0, 4.0], [0.0, 1.0]];
+/// let d = paired(Metric::Euclidean, x.view(), x.view(), &[[0, 1], [1, 2], [2, 2]])?;
+/// assert_eq!(d[0], 5.0);
+/// assert_eq!(d[2], 0.0);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn paired(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    pairs: &[[u32; 2]],
+) -> Result<Vec<f32>> {
+    check::same_dim(a, "a", b, "b")?;
+    for (p, &[i, j]) in pairs.iter().enumerate() {
+        for (index, rows, matrix) in [(i, a.nrows(), "a"), (j, b.nrows(), "b")] {
+            if index as usize >= rows {
+                return Err(Error::PairIndex {
+                    pair: p,
+                    index: index as usize,
+                    matrix,
+                    rows,
+                });
+            }
+        }
+    }
+    let a = NormedRows::new(metric, a, "a")?;
+    let b = NormedRows::new(metric, b, "b")?;
+    let mut out = vec![0.0f32; pairs.len()];
+    out.par_chunks_mut(4096)
+        .zip(pairs.par_chunks(4096))
+        .for_each(|(out, pairs)| {
+            for (o, &[i, j]) in out.iter_mut().zip(pairs) {
+                *o = a.value(i as usize, &b, j as usize);
+            }
+        });
+    Ok(out)
+}
+
+/// A matrix with the per-row factors of a metric computed once (squared norms for the
+/// Euclidean metrics, inverse norms for cosine), for the value of single pairs of rows:
+/// [`paired`]'s building block, for callers that pick their pairs one at a time (k-means++
+/// seeding compares each candidate centre with only the points it could take).
+///
+/// ```
+/// use dml_kernels::{Metric, NormedRows};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32, 0.0], [3.0, 4.0]];
+/// let rows = NormedRows::new(Metric::Euclidean, x.view(), "x")?;
+/// assert_eq!(rows.value(0, &rows, 1), 5.0);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NormedRows<'a> {
+    metric: Metric,
+    x: ndarray::CowArray<'a, f32, ndarray::Ix2>,
+    factors: Array1<f32>,
+}
+
+impl<'a> NormedRows<'a> {
+    /// Checks `x` (every value finite; `name` is the matrix's name in the error) and computes
+    /// its row factors.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`].
+    pub fn new(metric: Metric, x: ArrayView2<'a, f32>, name: &'static str) -> Result<Self> {
+        check::finite(x, name)?;
+        let x = if x.is_standard_layout() {
+            ndarray::CowArray::from(x)
+        } else {
+            ndarray::CowArray::from(x.as_standard_layout().into_owned())
+        };
+        let factors = row_factors(metric, x.view());
+        Ok(Self { metric, x, factors })
+    }
+
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// The metric's value for row `i` of `self` and row `j` of `other`: one dot product, in the
+    /// GEMM form and with the epilogue of [`pairwise`], so it agrees with [`pairwise`] to f32
+    /// rounding. Both must have the same number of columns and the same metric.
+    ///
+    /// # Panics
+    /// If `i` or `j` is out of range or the widths differ ([`paired`] checks these first).
+    #[inline]
+    pub fn value(&self, i: usize, other: &NormedRows<'_>, j: usize) -> f32 {
+        let d = self.x.ncols();
+        let a = &self.x.as_slice().expect("standard layout")[i * d..(i + 1) * d];
+        let b = &other.x.as_slice().expect("standard layout")[j * d..(j + 1) * d];
+        let dot = dot_slice(a, b);
+        let v = finish(
+            self.metric,
+            gemm_alpha(self.metric, 1.0) * dot,
+            self.factors[i],
+            other.factors[j],
+        );
+        if self.metric == Metric::Euclidean {
+            v.sqrt()
+        } else {
+            v
+        }
+    }
+
+    /// [`values_into`](NormedRows::values_into) for any listed rows of `self` (gathered into a
+    /// contiguous block first): `out` is `rows.len() × other.nrows()`, row-major.
+    ///
+    /// # Panics
+    /// If a row is out of range, `out` has the wrong length or the widths differ.
+    pub fn values_of_rows_into(&self, rows: &[u32], other: &NormedRows<'_>, out: &mut [f32]) {
+        let d = self.x.ncols();
+        let m = other.x.nrows();
+        assert_eq!(
+            out.len(),
+            rows.len() * m,
+            "out holds rows × other's rows values"
+        );
+        let flat = self.x.as_slice().expect("standard layout");
+        let mut gathered = Vec::with_capacity(rows.len() * d);
+        for &i in rows {
+            gathered.extend_from_slice(&flat[i as usize * d..(i as usize + 1) * d]);
+        }
+        let a = ArrayView2::from_shape((rows.len(), d), &gathered[..])
+            .expect("rows × d gathered values");
+        let mut tile = ArrayViewMut2::from_shape((rows.len(), m), out)
+            .expect("out holds rows × other's rows values");
+        gemm_nt(
+            gemm_alpha(self.metric, 1.0),
+            a,
+            other.x.view(),
+            tile.view_mut(),
+        );
+        if self.metric == Metric::Dot {
+            return;
+        }
+        for (mut row, &i) in tile.axis_iter_mut(Axis(0)).zip(rows) {
+            let fa = self.factors[i as usize];
+            row.zip_mut_with(&other.factors, |t, &fb| {
+                let v = finish(self.metric, *t, fa, fb);
+                *t = if self.metric == Metric::Euclidean {
+                    v.sqrt()
+                } else {
+                    v
+                };
+            });
+        }
+    }
+
+    /// The metric's values of rows `rows` of `self` against every row of `other`, into `out`
+    /// (`rows.len() × other.nrows()`, row-major): a tile of [`pairwise`], computed the same way
+    /// (one GEMM, then the epilogue) on the calling thread, without checking the inputs again.
+    ///
+    /// # Panics
+    /// If `rows` is out of range, `out` has the wrong length or the widths differ.
+    pub fn values_into(
+        &self,
+        rows: std::ops::Range<usize>,
+        other: &NormedRows<'_>,
+        out: &mut [f32],
+    ) {
+        let m = other.x.nrows();
+        assert_eq!(
+            out.len(),
+            rows.len() * m,
+            "out holds rows × other's rows values"
+        );
+        let mut tile = ArrayViewMut2::from_shape((rows.len(), m), out)
+            .expect("out holds rows × other's rows values");
+        let a = self.x.slice(s![rows.clone(), ..]);
+        gemm_nt(
+            gemm_alpha(self.metric, 1.0),
+            a,
+            other.x.view(),
+            tile.view_mut(),
+        );
+        if self.metric == Metric::Dot {
+            return;
+        }
+        for (mut row, &fa) in tile
+            .axis_iter_mut(Axis(0))
+            .zip(self.factors.slice(s![rows]))
+        {
+            row.zip_mut_with(&other.factors, |t, &fb| {
+                let v = finish(self.metric, *t, fa, fb);
+                *t = if self.metric == Metric::Euclidean {
+                    v.sqrt()
+                } else {
+                    v
+                };
+            });
+        }
+    }
 }
 
 /// The pairwise matrix of `x` with itself (n×n).

@@ -3,6 +3,8 @@
 //! ```text
 //! dml train   --config configs/digits.toml [--resume]
 //! dml eval    --embeddings E.npy --labels L.npy [--query Q.npy --query-labels QL.npy] [--json]
+//! dml eval    --embeddings E.npy --pairs P.npy|pairs.txt [--names N.txt]   (verification)
+//! dml eval    --embeddings E.npy --labels L.npy --verification            (pairs from labels)
 //! dml embed   --checkpoint runs/digits/checkpoint.safetensors --out E.npy [--split test]
 //! dml export  --checkpoint runs/digits/checkpoint.safetensors --to model.pt
 //! dml search  --embeddings E.npy --queries Q.npy -k 10
@@ -37,7 +39,7 @@ struct Cli {
 enum Command {
     /// Train a model from a TOML config (metrics log, checkpoints and plots in the output folder).
     Train(TrainArgs),
-    /// Retrieval and clustering metrics of saved embeddings (.npy).
+    /// Retrieval, clustering and verification metrics of saved embeddings (.npy).
     Eval(EvalArgs),
     /// Embed a split of the config's data set with a checkpoint; writes embeddings and labels.
     Embed(EmbedArgs),
@@ -95,12 +97,13 @@ struct LaunchArgs {
 #[derive(clap::Args)]
 struct EvalArgs {
     /// Embeddings, an n×d float32/float64 .npy (the reference set, and the queries unless
-    /// --query is given).
+    /// --query is given; the items --pairs refers to).
     #[arg(long)]
     embeddings: PathBuf,
-    /// Labels of --embeddings, a 1-d integer .npy.
-    #[arg(long)]
-    labels: PathBuf,
+    /// Labels of --embeddings, a 1-d integer .npy (needed for the retrieval metrics and for
+    /// --verification; without it, only --pairs is evaluated).
+    #[arg(long, required_unless_present = "pairs")]
+    labels: Option<PathBuf>,
     /// Separate query embeddings (.npy); each query is searched among --embeddings.
     #[arg(long, requires = "query_labels")]
     query: Option<PathBuf>,
@@ -110,22 +113,119 @@ struct EvalArgs {
     /// The K of Recall@K, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     recall_at: Vec<usize>,
-    /// Distance or similarity used for retrieval.
+    /// Distance or similarity used for retrieval and verification.
     #[arg(long, default_value = "euclidean")]
     metric: Metric,
     /// Skip NMI (k-means), the slowest part on large sets.
     #[arg(long)]
     no_nmi: bool,
+    /// Also report AMI of the same k-means clustering.
+    #[arg(long)]
+    ami: bool,
     /// Skip R-precision and MAP@R: the search then needs only the largest K neighbours instead
     /// of a whole class's worth, which matters for classes of thousands of items.
     #[arg(long)]
     no_r_metrics: bool,
-    /// Seed of the k-means used for NMI.
+    /// Also report pytorch-metric-learning's mean average precision and mean reciprocal rank,
+    /// over each query's whole ranking (the full distance matrix is computed, in bands).
+    #[arg(long)]
+    ranking: bool,
+    /// Also report open-metric-learning's cmc@k, precision@k and map@k at these k
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    oml_at: Vec<usize>,
+    /// Also report every retrieval score per class, and their average over classes.
+    #[arg(long)]
+    per_class: bool,
+    /// Re-rank and report the retrieval scores again: `k-reciprocal` (Zhong et al. 2017),
+    /// `query-expansion` (α-QE), `database-augmentation` (αDBA) or `qe-dba` (both).
+    #[arg(long, value_enum)]
+    rerank: Option<RerankArg>,
+    /// Re-ranking neighbours: k1 of k-reciprocal re-ranking (default 20) or k of α-QE / αDBA
+    /// (default 2).
+    #[arg(long)]
+    rerank_k: Option<usize>,
+    /// k2 of k-reciprocal re-ranking (default 6).
+    #[arg(long)]
+    rerank_k2: Option<usize>,
+    /// λ of k-reciprocal re-ranking (default 0.3).
+    #[arg(long)]
+    rerank_lambda: Option<f64>,
+    /// α of α-QE / αDBA (default 3).
+    #[arg(long)]
+    rerank_alpha: Option<f64>,
+    /// Seed of the k-means used for NMI (and of the pairs --verification draws).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Verification pairs: an n×3 integer .npy of rows [i, j, same] (rows of --embeddings;
+    /// same 1 or 0), or a text file in LFW's pairs.txt layout (with --names).
+    #[arg(long)]
+    pairs: Option<PathBuf>,
+    /// For a pairs.txt: one line per row of --embeddings naming its image (a path or file name
+    /// like `Aaron_Peirsol/Aaron_Peirsol_0001.jpg`; the stem's last `_` splits name and number).
+    #[arg(long, requires = "pairs")]
+    names: Option<PathBuf>,
+    /// Verification on pairs drawn from --labels: every same-class pair (at most
+    /// --max-pairs / 2, sampled beyond) and as many different-class pairs, seeded by --seed.
+    #[arg(long, requires = "labels", conflicts_with = "pairs")]
+    verification: bool,
+    /// With --verification: every pair of items instead (refused beyond --max-pairs).
+    #[arg(long, requires = "verification")]
+    all_pairs: bool,
+    /// With --verification: the most pairs to draw.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_pairs: usize,
+    /// Folds of the verification accuracy (the threshold is chosen on the other folds).
+    #[arg(long, default_value_t = 10)]
+    folds: usize,
+    /// The false accept rates of TAR@FAR, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1e-1,1e-2,1e-3,1e-4,1e-5,1e-6"
+    )]
+    fars: Vec<f64>,
+    /// Where the ROC plot goes: `<stem>.png` and `<stem>.svg` (default: beside --embeddings,
+    /// `<embeddings stem>-roc`).
+    #[arg(long)]
+    roc_plot: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RerankArg {
+    /// k-reciprocal re-ranking with Jaccard distance.
+    KReciprocal,
+    /// α-query expansion of the queries.
+    QueryExpansion,
+    /// α-database-side augmentation of the references.
+    DatabaseAugmentation,
+    /// Both: augmented references, then expanded queries.
+    QeDba,
+}
+
+impl EvalArgs {
+    fn rerank(&self) -> Option<dml::eval::rerank::Rerank> {
+        use dml::eval::rerank::Rerank;
+        let expansion = |query, database| Rerank::Expansion {
+            k: self.rerank_k.unwrap_or(2),
+            alpha: self.rerank_alpha.unwrap_or(3.0),
+            query,
+            database,
+        };
+        Some(match self.rerank? {
+            RerankArg::KReciprocal => Rerank::KReciprocal {
+                k1: self.rerank_k.unwrap_or(20),
+                k2: self.rerank_k2.unwrap_or(6),
+                lambda: self.rerank_lambda.unwrap_or(0.3),
+            },
+            RerankArg::QueryExpansion => expansion(true, false),
+            RerankArg::DatabaseAugmentation => expansion(false, true),
+            RerankArg::QeDba => expansion(true, true),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -490,30 +590,137 @@ fn launch(a: LaunchArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    let oml = a.oml_at.clone();
     let cfg = EvalConfig {
         recall_at: a.recall_at.clone(),
         nmi: !a.no_nmi,
+        ami: a.ami,
         r_metrics: !a.no_r_metrics,
+        mean_average_precision: a.ranking,
+        mean_reciprocal_rank: a.ranking,
+        cmc_at: oml.clone(),
+        oml_precision_at: oml.clone(),
+        oml_map_at: oml,
+        per_class: a.per_class,
         seed: a.seed,
         ..EvalConfig::default()
     };
-    let read = |x: &Path, y: &Path| -> Result<(ndarray::Array2<f32>, Vec<u32>)> {
-        let (e, l) = dml::eval::npy::read_embeddings_and_labels(x, y)?;
-        if e.nrows() == 0 || e.ncols() == 0 {
-            bail!(
-                "{} holds no embeddings (shape {} × {}): evaluation needs at least one row of at least one value",
-                x.display(),
-                e.nrows(),
-                e.ncols()
-            );
+    let embeddings = dml::eval::npy::read_embeddings(&a.embeddings)?;
+    if embeddings.nrows() == 0 || embeddings.ncols() == 0 {
+        bail!(
+            "{} holds no embeddings (shape {} × {}): evaluation needs at least one row of at least one value",
+            a.embeddings.display(),
+            embeddings.nrows(),
+            embeddings.ncols()
+        );
+    }
+    let labels = match &a.labels {
+        Some(l) => {
+            let y = dml::eval::npy::read_labels(l)?;
+            dml::eval::npy::check_lengths(&a.embeddings, &embeddings, l, &y)?;
+            Some(y)
         }
-        Ok((e, l))
+        None => None,
     };
-    let (reference, ref_labels) = read(&a.embeddings, &a.labels)?;
-    let query = match (&a.query, &a.query_labels) {
-        (Some(q), Some(ql)) => Some(read(q, ql)?),
+    let mut out = std::io::stdout().lock();
+    let mut json = serde_json::Map::new();
+    if let Some(ref_labels) = &labels {
+        let query = match (&a.query, &a.query_labels) {
+            (Some(q), Some(ql)) => {
+                let (e, l) = dml::eval::npy::read_embeddings_and_labels(q, ql)?;
+                if e.nrows() == 0 || e.ncols() == 0 {
+                    bail!("{} holds no embeddings", q.display());
+                }
+                Some((e, l))
+            }
+            _ => None,
+        };
+        retrieval(
+            &a,
+            &cfg,
+            &embeddings,
+            ref_labels,
+            query,
+            &mut json,
+            &mut out,
+        )?;
+    }
+    let pairs = match (&a.pairs, &labels) {
+        (Some(path), _) => Some(read_pairs(path, a.names.as_deref(), embeddings.nrows())?),
+        (None, Some(y)) if a.verification => {
+            let sampling = dml::eval::verification::LabelPairs {
+                sampling: if a.all_pairs {
+                    dml::eval::verification::PairSampling::All
+                } else {
+                    dml::eval::verification::PairSampling::Balanced
+                },
+                max_pairs: a.max_pairs,
+                seed: a.seed,
+            };
+            Some(dml::eval::verification::Pairs::from_labels(y, &sampling)?)
+        }
         _ => None,
     };
+    if let Some(pairs) = pairs {
+        let vcfg = dml::eval::verification::VerificationConfig {
+            fars: a.fars.clone(),
+            folds: a.folds,
+        };
+        let started = std::time::Instant::now();
+        let v = dml::eval::verification::verify(embeddings.view(), &pairs, a.metric, &vcfg)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let stem = a.roc_plot.clone().unwrap_or_else(|| {
+            let name = a
+                .embeddings
+                .file_stem()
+                .map_or_else(|| "embeddings".into(), |s| s.to_string_lossy().into_owned());
+            a.embeddings.with_file_name(format!("{name}-roc"))
+        });
+        let title = format!("ROC of {}", a.embeddings.display());
+        let files = dml::plots::roc_curve(&v, &title, &stem)?;
+        if a.json {
+            let mut vj = v.to_json();
+            if let Some(m) = vj.as_object_mut() {
+                m.insert("seconds".into(), seconds.into());
+                m.insert(
+                    "plots".into(),
+                    files.iter().map(|f| f.display().to_string()).collect(),
+                );
+            }
+            json.insert("verification".into(), vj);
+        } else {
+            if labels.is_some() {
+                writeln!(out)?;
+            }
+            writeln!(out, "{v}")?;
+            writeln!(
+                out,
+                "{} pairs scored and summarised in {seconds:.2} s; ROC plot: {}",
+                pairs.len(),
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+    }
+    if a.json {
+        writeln!(out, "{}", serde_json::Value::Object(json))?;
+    }
+    Ok(())
+}
+
+/// The retrieval and clustering part of `dml eval`: into `json` (with `--json`) or printed.
+fn retrieval(
+    a: &EvalArgs,
+    cfg: &EvalConfig,
+    reference: &ndarray::Array2<f32>,
+    ref_labels: &[u32],
+    query: Option<(ndarray::Array2<f32>, Vec<u32>)>,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    out: &mut impl Write,
+) -> Result<()> {
     // A progress bar on long evaluations, on stderr, only for a person at a terminal.
     let bar = progress_bar(
         0,
@@ -538,27 +745,48 @@ fn eval(a: EvalArgs) -> Result<()> {
     };
     let metrics = dml::eval::evaluate_with_progress(
         query.as_ref().map_or(reference.view(), |(q, _)| q.view()),
-        query.as_ref().map_or(&ref_labels[..], |(_, ql)| &ql[..]),
-        query.as_ref().map(|_| (reference.view(), &ref_labels[..])),
+        query.as_ref().map_or(ref_labels, |(_, ql)| &ql[..]),
+        query.as_ref().map(|_| (reference.view(), ref_labels)),
         a.metric,
-        &cfg,
+        cfg,
         &mut on_progress,
     )?;
     bar.finish_and_clear();
     let total = started.elapsed().as_secs_f64();
     let (k, search_s) = search;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let mut json = metrics.to_json();
-        if let Some(map) = json.as_object_mut() {
-            map.insert("search_k".into(), k.into());
-            map.insert("search_seconds".into(), search_s.into());
-            map.insert("seconds".into(), total.into());
+    let reranked = match a.rerank() {
+        Some(rerank) => {
+            let t = std::time::Instant::now();
+            let m = dml::eval::rerank::reranked_metrics(
+                query.as_ref().map_or(reference.view(), |(q, _)| q.view()),
+                query.as_ref().map_or(ref_labels, |(_, ql)| &ql[..]),
+                query.as_ref().map(|_| (reference.view(), ref_labels)),
+                a.metric,
+                cfg,
+                &rerank,
+            )?;
+            Some((rerank, m, t.elapsed().as_secs_f64()))
         }
-        writeln!(out, "{json}")?;
+        None => None,
+    };
+    if a.json {
+        if let serde_json::Value::Object(m) = metrics.to_json() {
+            json.extend(m);
+        }
+        if let Some((rerank, m, seconds)) = &reranked {
+            let mut r = m.to_json();
+            if let Some(obj) = r.as_object_mut() {
+                obj.insert("rerank".into(), serde_json::to_value(rerank)?);
+                obj.insert("seconds".into(), (*seconds).into());
+            }
+            json.insert("reranked".into(), r);
+        }
+        json.insert("search_k".into(), k.into());
+        json.insert("search_seconds".into(), search_s.into());
+        json.insert("seconds".into(), total.into());
     } else {
         writeln!(out, "{metrics}")?;
-        let clustering = if cfg.nmi {
+        let clustering = if cfg.nmi || cfg.ami {
             format!(", k-means {:.2} s", total - search_s)
         } else {
             String::new()
@@ -568,8 +796,71 @@ fn eval(a: EvalArgs) -> Result<()> {
             "{} queries searched to depth k = {k} in {search_s:.2} s{clustering}",
             metrics.n_queries
         )?;
+        if let Some((rerank, m, seconds)) = &reranked {
+            writeln!(
+                out,
+                "\nafter re-ranking ({}, {seconds:.2} s):\n{m}",
+                serde_json::to_string(rerank)?
+            )?;
+        }
     }
     Ok(())
+}
+
+/// Verification pairs from an `.npy` file of `[i, j, same]` rows or a text file in LFW's
+/// `pairs.txt` layout, whose images `names` maps to rows.
+fn read_pairs(
+    path: &Path,
+    names: Option<&Path>,
+    n_rows: usize,
+) -> Result<dml::eval::verification::Pairs> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        return Ok(dml::eval::npy::read_pairs(path)?);
+    }
+    let names = names.with_context(|| {
+        format!(
+            "{} is a pairs text file (LFW's pairs.txt layout): --names must say which image each row of --embeddings is",
+            path.display()
+        )
+    })?;
+    let list = std::fs::read_to_string(names)
+        .with_context(|| format!("could not read {}", names.display()))?;
+    let mut rows = std::collections::HashMap::new();
+    let mut n_lines = 0;
+    for (i, line) in list.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        n_lines += 1;
+        let stem = Path::new(line)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parsed = stem
+            .rsplit_once('_')
+            .and_then(|(name, n)| Some((name.to_owned(), n.parse::<u32>().ok()?)));
+        let Some(key) = parsed else {
+            bail!(
+                "{} line {}: `{line}` is not an image name of the form NAME_NUMBER (e.g. Aaron_Peirsol_0001.jpg)",
+                names.display(),
+                i + 1
+            );
+        };
+        rows.insert(key, n_lines - 1);
+    }
+    if n_lines != n_rows {
+        bail!(
+            "{} names {n_lines} images but the embeddings have {n_rows} rows",
+            names.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    dml::eval::verification::Pairs::from_lfw(&text, |name, n| {
+        rows.get(&(name.to_owned(), n)).copied()
+    })
+    .with_context(|| format!("reading {}", path.display()))
 }
 
 fn embed(a: EmbedArgs) -> Result<()> {

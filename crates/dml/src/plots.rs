@@ -1,6 +1,6 @@
 //! Plots of a run, each written as PNG and SVG: training curves, a 2-D map of held-out
-//! embeddings, and the distances each miner samples against the density of distances on the unit
-//! sphere (the picture behind distance-weighted sampling).
+//! embeddings, the distances each miner samples against the density of distances on the unit
+//! sphere (the picture behind distance-weighted sampling), and the ROC of a verification.
 //!
 //! Each plot is drawn once, as SVG; the PNG is that SVG rasterised by resvg, so the two always
 //! show the same thing. Text is laid out and rendered with DejaVu Sans, embedded in the binary
@@ -919,4 +919,142 @@ pub(crate) fn run_plots(run: &RunPlots<'_>) -> Result<Vec<PathBuf>> {
         )?);
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ROC of a verification.
+
+struct RocChart<'a> {
+    points: Vec<(f64, f64)>,
+    marks: Vec<(f64, f64, String)>,
+    eer: f64,
+    far_lo: f64,
+    title: &'a str,
+    caption: String,
+}
+
+impl Drawer for RocChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(e2s)?;
+        let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        let (plot, foot) = root.split_vertically(root.dim_in_pixel().1 - 30);
+        foot.draw(&Text::new(
+            self.caption.clone(),
+            (10, 5),
+            ("sans-serif", 14).into_font().color(&BLACK.mix(0.7)),
+        ))
+        .map_err(e2s)?;
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d((self.far_lo..1.0f64).log_scale(), 0.0f64..1.0)
+            .map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("false accept rate (log scale)")
+            .y_desc("true accept rate")
+            .x_label_formatter(&|v| format!("{v:.0e}"))
+            .y_label_formatter(&value_ticks(0.0, 1.0))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        chart
+            .draw_series(LineSeries::new(
+                self.points.iter().copied(),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(e2s)?
+            .label("ROC")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        // FAR = FRR, where the ROC meets it: the EER.
+        if self.eer > 0.0 {
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (self.eer, 1.0 - self.eer),
+                    5,
+                    RED.filled(),
+                )))
+                .map_err(e2s)?
+                .label(format!("EER {:.4}", self.eer))
+                .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+        }
+        let mut first = true;
+        for (far, tar, text) in &self.marks {
+            let series = chart
+                .draw_series([EmptyElement::at((*far, *tar))
+                    + Circle::new((0, 0), 4, BLACK.filled())
+                    + Text::new(text.clone(), (6, -16), ("sans-serif", 13))])
+                .map_err(e2s)?;
+            if first {
+                series
+                    .label("TAR at a target FAR")
+                    .legend(|(x, y)| Circle::new((x + 10, y), 4, BLACK.filled()));
+                first = false;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        Ok(())
+    }
+}
+
+/// The ROC of a verification on a log-FAR axis (TAR against FAR from `1/N`, N the negative
+/// pairs, to 1), with the TAR at each target FAR that the pairs can resolve and the EER
+/// marked; written to `<stem>.png` and `<stem>.svg`.
+pub fn roc_curve(
+    v: &dml_eval::verification::Verification,
+    title: &str,
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    let far_lo = 1.0 / v.n_negative.max(1) as f64;
+    // Points at FAR 0 have no place on a log axis: the curve starts at the first FAR ≥ 1/N,
+    // beginning at the highest TAR reached with no false accept.
+    let all = v.roc.points_for_plot(600);
+    let mut points: Vec<(f64, f64)> = Vec::with_capacity(all.len() + 1);
+    if let Some(p) = all.iter().rev().find(|p| p.far == 0.0) {
+        points.push((far_lo, p.tar));
+    }
+    points.extend(all.iter().filter(|p| p.far > 0.0).map(|p| (p.far, p.tar)));
+    let marks = v
+        .tar_at_far
+        .iter()
+        .filter(|t| t.resolved())
+        .map(|t| {
+            (
+                t.far.max(far_lo),
+                t.tar,
+                format!("{:.4} @ {:.0e}", t.tar, t.far),
+            )
+        })
+        .collect();
+    let caption = format!(
+        "{} same-class and {} different-class pairs ({}): AUC {:.4}, EER {:.4}, {}-fold accuracy {:.4} ± {:.4}",
+        v.n_positive,
+        v.n_negative,
+        v.metric.name(),
+        v.auc,
+        v.eer.rate,
+        v.accuracy.folds.len(),
+        v.accuracy.mean,
+        v.accuracy.std
+    );
+    render(
+        stem,
+        (900, 700),
+        &RocChart {
+            points,
+            marks,
+            eer: v.eer.rate,
+            far_lo,
+            title,
+            caption,
+        },
+    )
 }

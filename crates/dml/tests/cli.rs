@@ -162,6 +162,193 @@ fn eval_with_separate_queries() {
     assert_eq!(v["recall_at_1"].as_f64().unwrap(), 0.5);
 }
 
+/// AUC by brute force over every pair of the fixture: P(d⁺ < d⁻) + ½ P(d⁺ = d⁻).
+fn naive_auc(x: &Array2<f32>, labels: &[u32]) -> f64 {
+    let n = x.nrows();
+    let d = |i: usize, j: usize| {
+        let dx = f64::from(x[[i, 0]] - x[[j, 0]]);
+        let dy = f64::from(x[[i, 1]] - x[[j, 1]]);
+        (dx * dx + dy * dy).sqrt()
+    };
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            if labels[i] == labels[j] {
+                pos.push(d(i, j));
+            } else {
+                neg.push(d(i, j));
+            }
+        }
+    }
+    let mut u = 0.0;
+    for &p in &pos {
+        for &q in &neg {
+            u += if p < q {
+                1.0
+            } else if p == q {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    u / (pos.len() * neg.len()) as f64
+}
+
+#[test]
+fn eval_verification_from_labels_pairs_files_and_lfw_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, labels) = fixture(dir.path());
+    let e = dir.path().join("e.npy");
+    let l = dir.path().join("l.npy");
+    let stem = dir.path().join("plots/roc");
+    // Every pair of the 13 items, with the retrieval scores in the same JSON.
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&e),
+        "--labels",
+        s(&l),
+        "--verification",
+        "--all-pairs",
+        "--folds",
+        "3",
+        "--ranking",
+        "--oml-at",
+        "1,3",
+        "--per-class",
+        "--roc-plot",
+        s(&stem),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "map_at_r",
+        "mean_average_precision",
+        "mean_reciprocal_rank",
+        "cmc_at_3",
+        "oml_map_at_1",
+        "per_class",
+        "avg_of_avgs",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    let ver = &v["verification"];
+    assert_eq!(ver["n_positive"], 22);
+    assert_eq!(ver["n_negative"], 78 - 22);
+    let auc = ver["auc"].as_f64().unwrap();
+    assert!((auc - naive_auc(&x, &labels)).abs() < 1e-12, "{auc}");
+    assert_eq!(ver["folds"].as_array().unwrap().len(), 3);
+    assert_eq!(ver["tar_at_far"].as_array().unwrap().len(), 6);
+    for ext in ["png", "svg"] {
+        let f = stem.with_extension(ext);
+        assert!(
+            std::fs::metadata(&f).unwrap().len() > 1000,
+            "{}",
+            f.display()
+        );
+    }
+    // The same pairs from a file of [i, j, same] rows give the same figures.
+    let mut rows = Vec::new();
+    for i in 0..13i64 {
+        for j in i + 1..13 {
+            rows.extend([i, j, i64::from(labels[i as usize] == labels[j as usize])]);
+        }
+    }
+    let p = dir.path().join("pairs.npy");
+    ndarray_npy::write_npy(&p, &Array2::from_shape_vec((78, 3), rows).unwrap()).unwrap();
+    let table = dml(&[
+        "eval",
+        "--embeddings",
+        s(&e),
+        "--pairs",
+        s(&p),
+        "--folds",
+        "3",
+    ]);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(&format!("roc_auc           {auc:.6}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("tar@far=1e-1") && text.contains("accuracy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("e-roc.png"),
+        "the default plot sits beside the embeddings: {text}"
+    );
+    // LFW's layout, with a names file.
+    let names: Vec<String> = (0..13)
+        .map(|i| format!("C{}/C{}_{:04}.jpg", labels[i], labels[i], i + 1))
+        .collect();
+    let n = dir.path().join("names.txt");
+    std::fs::write(&n, names.join("\n")).unwrap();
+    let lfw = dir.path().join("pairs.txt");
+    std::fs::write(
+        &lfw,
+        "2 1\nC0\t1\t2\nC0\t1\tC1\t5\nC1\t5\t6\nC2\t9\tC0\t3\n",
+    )
+    .unwrap();
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&e),
+        "--pairs",
+        s(&lfw),
+        "--names",
+        s(&n),
+        "--folds",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verification"]["n_positive"], 2);
+    assert_eq!(v["verification"]["auc"], 1.0);
+    // Re-ranking reports the scores again, after.
+    let out = dml(&[
+        "eval",
+        "--embeddings",
+        s(&e),
+        "--labels",
+        s(&l),
+        "--no-nmi",
+        "--rerank",
+        "k-reciprocal",
+        "--rerank-k",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reranked"]["rerank"]["k1"], 3);
+    assert!(v["reranked"]["map_at_r"].is_number(), "{v}");
+    // Without --names the error says what is missing.
+    let out = dml(&["eval", "--embeddings", s(&e), "--pairs", s(&lfw)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--names"));
+}
+
 #[test]
 fn empty_embeddings_error_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
