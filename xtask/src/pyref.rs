@@ -1,5 +1,6 @@
 //! `cargo xtask pyref`: the Python reference stack (torch at our LibTorch version, torchvision,
-//! pytorch-metric-learning, faiss-cpu, numpy, scikit-learn) in the git-ignored venv `.venv-ref`.
+//! pytorch-metric-learning, faiss-cpu, numpy, scikit-learn, and open-metric-learning without its
+//! dependencies) in the git-ignored venv `.venv-ref`.
 //!
 //! It generates the golden fixtures that the Rust tests compare against (scripts in `scripts/`)
 //! and runs the reference side of `cargo xtask bench --compare`. Tests never need it: the
@@ -27,6 +28,13 @@ pub fn requirements() -> Vec<String> {
     ]
 }
 
+/// Reference packages installed without their dependencies: open-metric-learning's package
+/// pulls in Lightning, pandas and more, none of which its functional metrics use
+/// (`scripts/fixtures/dml_eval_ranking.py` loads those alone).
+pub fn requirements_no_deps() -> Vec<String> {
+    vec!["open-metric-learning==4.0.0".to_owned()]
+}
+
 #[derive(clap::Args)]
 pub struct Args {}
 
@@ -40,11 +48,12 @@ pub fn run(_args: &Args) -> Result<()> {
 pub fn ensure() -> Result<PathBuf> {
     let venv = project_root().join(".venv-ref");
     let py = venv.join("bin/python");
-    let check = "import torch, torchvision, PIL, pytorch_metric_learning, faiss, numpy, sklearn; \
+    let check =
+        "import torch, torchvision, PIL, pytorch_metric_learning, faiss, numpy, sklearn, oml; \
                  assert torch.__version__.split('+')[0] == '"
-        .to_owned()
-        + TORCH_VERSION
-        + "'";
+            .to_owned()
+            + TORCH_VERSION
+            + "'";
     let ok = py.exists()
         && Command::new(&py)
             .args(["-c", &check])
@@ -65,6 +74,9 @@ pub fn ensure() -> Result<PathBuf> {
     sh(Command::new(&py)
         .args(["-m", "pip", "install", "--progress-bar", "off"])
         .args(requirements()))?;
+    sh(Command::new(&py)
+        .args(["-m", "pip", "install", "--progress-bar", "off", "--no-deps"])
+        .args(requirements_no_deps()))?;
     let out = Command::new(&py).args(["-c", &check]).output()?;
     if !out.status.success() {
         bail!(

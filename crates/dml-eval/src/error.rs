@@ -57,6 +57,12 @@ pub enum Error {
     /// `recall_at` contains 0.
     #[error("recall_at contains k = 0; every k must be at least 1")]
     ZeroRecallK,
+    /// A cut-off list (`cmc_at`, `oml_precision_at`, `oml_map_at`) or `ranking_depth` holds 0.
+    #[error("{name} contains k = 0; every k must be at least 1")]
+    ZeroK {
+        /// The setting.
+        name: &'static str,
+    },
     /// `kmeans_restarts` or `kmeans_max_iter` is 0.
     #[error("{name} must be at least 1, got 0")]
     ZeroParameter {

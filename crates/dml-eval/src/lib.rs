@@ -1,5 +1,7 @@
 //! Retrieval and clustering metrics for deep metric learning: Recall@K, precision@1,
-//! R-precision, MAP@R and NMI (and AMI), from embeddings and class labels.
+//! R-precision, MAP@R, NMI and AMI, pytorch-metric-learning's mean average precision and mean
+//! reciprocal rank, open-metric-learning's CMC@k, precision@k and map@k, each also per class,
+//! from embeddings and class labels.
 //!
 //! Most users reach this crate through the facade crate `dml` (`dml::eval`, and the `dml eval`
 //! command); it has no dependency on libtorch.
@@ -9,7 +11,8 @@
 //! - [`evaluate_with_reference`]: separate query and reference (gallery) sets, as In-Shop.
 //! - [`evaluate_with_progress`]: either, reporting [`Progress`] for long evaluations.
 //! - [`EvalConfig`] says what to compute; [`Metrics`] is the result, with
-//!   [`Metrics::to_json`] for reports.
+//!   [`Metrics::to_json`] for reports, [`Score`] naming each score and [`PerClass`] holding the
+//!   per-class values and their average (pml's `return_per_class`, `avg_of_avgs`).
 //! - [`kmeans`], [`normalized_mutual_info`], [`adjusted_mutual_info`]: the clustering side.
 //! - [`npy`]: embeddings and labels from NumPy `.npy` files.
 //!
@@ -27,7 +30,22 @@
 //!   `1/R · Σ_{i=1..R} P@i · rel(i)`, where `rel(i)` says whether the i-th nearest has class `y`
 //!   and `P@i` is the precision among the i nearest.
 //!
-//! Each is averaged over the queries with R ≥ 1, in `f64`. Queries with R = 0 (a class with a
+//! - **mean average precision** (pml's `mean_average_precision`): `1/R · Σ_{i ≤ D} P@i · rel(i)`
+//!   with D the [`EvalConfig::ranking_depth`]: by default the whole ranking (pml's `k=None`),
+//!   which is the textbook average precision; at a smaller depth still divided by R, as pml does.
+//! - **mean reciprocal rank** (pml's `mean_reciprocal_rank`): 1 / the rank of the first
+//!   class-`y` item, 0 when there is none within D.
+//! - open-metric-learning's **CMC@k** (1 if a class-`y` item is among the k nearest),
+//!   **precision@k** (class-`y` items among the k nearest over `min(k, R)`) and **map@k**
+//!   (`Σ_{i ≤ k} P@i · rel(i)` over the number of class-`y` items among the k nearest, 0 if none:
+//!   OML 4's definition, neither MAP@R nor pml's mean average precision), k capped at the
+//!   number of candidates as OML caps it at what it retrieved.
+//!
+//! Each is averaged over the queries with R ≥ 1, in `f64`, except OML's three, which OML
+//! averages over every query, a query with R = 0 counting 0 (OML's own precision@k is 0/0 = NaN
+//! there; dml counts it 0 like the other two). With [`EvalConfig::per_class`] every score is
+//! also averaged per class of the queries ([`PerClass`]), and the per-class means averaged with
+//! equal weight per class (pml's `avg_of_avgs`). Queries with R = 0 (a class with a
 //! single item in leave-one-out mode, or a query class absent from the reference set) can never
 //! succeed; like pytorch-metric-learning's `AccuracyCalculator` they are left out of every
 //! retrieval score and counted in [`Metrics::n_queries_without_positive`]. If no query has R ≥ 1,
@@ -58,6 +76,13 @@
 //!   on generated sets of 10 to 1,000 classes (docs/clustering.md). The NMI *function* agrees
 //!   with scikit-learn to 1e-12.
 //!
+//! pml's `mean_average_precision`, `mean_reciprocal_rank`, per-class lists and `avg_of_avgs`
+//! (at `k=None`, `"max_bin_count"` and a number) and OML's `calc_retrieval_metrics` (overall and
+//! per category) agree with dml's on one ranking to 1e-12 (float64 in pml) or 1e-6 (pml's
+//! reciprocal rank and all of OML's scores are float32), on fixtures with exact ties and lone
+//! queries (`scripts/fixtures/dml_eval_ranking.py`). docs/evaluation.md says which score
+//! answers which question and where the libraries' same-named scores differ.
+//!
 //! # Memory and time
 //!
 //! Queries are processed in blocks through dml-kernels' blocked exact k-NN, so the memory in use
@@ -67,7 +92,12 @@
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
 //! timings). [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
-//! largest K.
+//! largest K. The scores over the whole ranking (mean average precision and mean reciprocal
+//! rank at the default depth) need the rank of every same-class item instead: the query ×
+//! reference distances are then streamed in bands of 64 queries (dml-kernels'
+//! [`pairwise_bands`](dml_kernels::pairwise_bands)), and each query's positives are ranked
+//! among its row in O(n + R log R), so the cost is the full distance GEMM and memory stays
+//! O(threads · 64 · n).
 //!
 //! # Example
 //!
@@ -95,6 +125,7 @@ mod config;
 mod error;
 mod metrics;
 pub mod npy;
+mod ranks;
 mod retrieval;
 mod search;
 
@@ -103,13 +134,13 @@ use rayon::prelude::*;
 
 pub use crate::{
     cluster::{KMeans, KMeansParams, adjusted_mutual_info, kmeans, normalized_mutual_info},
-    config::EvalConfig,
+    config::{EvalConfig, RankingDepth},
     error::{Error, Result},
-    metrics::{Metrics, Score},
+    metrics::{ClassScores, Metrics, PerClass, Score},
 };
 use dml_kernels::Metric;
 
-use crate::retrieval::{Accumulator, class_counts};
+use crate::retrieval::{Accumulator, Plan, class_counts};
 
 /// Upper bound on neighbour-list entries held at once (indices and scores of one block of
 /// queries): 4 Mi entries, about 32 MiB.
@@ -277,74 +308,34 @@ fn run(
             .map_or(0, |&c| c.saturating_sub(self_count))
     };
     let max_r = query_labels.iter().map(|&l| r_of(l)).max().unwrap_or(0);
-    let ks: Vec<usize> = cfg.recall_at.iter().map(|&k| k.min(n_candidates)).collect();
-    let max_k = ks.iter().copied().max().unwrap_or(0);
-    let k = if cfg.r_metrics {
-        max_k.max(max_r)
+    let plan = Plan::new(cfg, n_candidates, max_r);
+    let acc = if plan.whole_ranking() {
+        score_whole_rankings(
+            (query, query_labels),
+            (reference, reference_labels),
+            leave_one_out,
+            metric,
+            &plan,
+            &r_of,
+            on_progress,
+        )?
     } else {
-        max_k
-    }
-    .max(1);
-
-    // Stream blocks of queries through the k-NN search; each block's neighbour lists are turned
-    // into per-query scores and dropped before the next block.
-    // At least a few rows per thread, so that a huge k (classes of tens of thousands of items)
-    // still keeps every core busy inside the k-NN; memory is then O(threads · 64 · k).
-    let min_rows = if neighbour_budget >= NEIGHBOUR_BUDGET {
-        64 * rayon::current_num_threads()
-    } else {
-        1 // tests shrink the budget to exercise tiny blocks
+        score_neighbours(
+            (query, query_labels),
+            (reference, reference_labels),
+            leave_one_out,
+            metric,
+            &plan,
+            &r_of,
+            neighbour_budget,
+            on_progress,
+        )?
     };
-    // Whole chunks of SCORE_CHUNK queries per block: the chunks are then the same whatever the
-    // block size, and so are the bits of the f64 sums.
-    // A leave-one-out set whose neighbour lists fit WHOLE_SET_BUDGET is searched in one call,
-    // which lets dml-kernels use the symmetry of its distances (half the GEMM work).
-    let whole = leave_one_out
-        && neighbour_budget >= NEIGHBOUR_BUDGET
-        && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;
-    let block_rows = if whole {
-        n_query
-    } else {
-        neighbour_budget / (k + 1)
-    }
-    .max(min_rows)
-    .clamp(1, n_query)
-    .next_multiple_of(SCORE_CHUNK);
-    let mut acc = Accumulator::new(ks.len());
-    for start in (0..n_query).step_by(block_rows) {
-        let end = (start + block_rows).min(n_query);
-        let block = query.slice(s![start..end, ..]);
-        let self_offset = leave_one_out.then_some(start);
-        let idx = search::neighbour_indices(metric, block, reference, k, self_offset)?;
-        // Fixed chunks, each summed in order, merged in order: the f64 sums (R-precision, MAP@R)
-        // are then the same bits on every run and thread count, unlike a work-stealing fold.
-        let chunk_accs: Vec<Accumulator> = idx
-            .axis_chunks_iter(Axis(0), SCORE_CHUNK)
-            .into_par_iter()
-            .enumerate()
-            .map(|(c, chunk)| {
-                let mut chunk_acc = Accumulator::new(ks.len());
-                let mut buf = Vec::with_capacity(k);
-                for (i, row) in chunk.outer_iter().enumerate() {
-                    let label = query_labels[start + c * SCORE_CHUNK + i];
-                    buf.clear();
-                    buf.extend(row.iter().map(|&j| reference_labels[j as usize]));
-                    chunk_acc.add(label, r_of(label), &buf, &ks, cfg.r_metrics);
-                }
-                chunk_acc
-            })
-            .collect();
-        acc = chunk_accs.into_iter().fold(acc, Accumulator::merge);
-        on_progress(Progress::Searched {
-            done: end,
-            total: n_query,
-            k,
-        });
-    }
     if acc.n_scored() == 0 {
         return Err(Error::NoPositives { n_queries: n_query });
     }
-    let (recall, precision_at_1, r_precision, map_at_r) = acc.finish();
+    let scores = acc.finish(&plan);
+    let per_class = acc.finish_per_class(&plan);
 
     let (nmi, ami) = if cfg.nmi || cfg.ami {
         on_progress(Progress::Clustering);
@@ -371,16 +362,160 @@ fn run(
         (None, None)
     };
 
-    Ok(Metrics {
-        recall_at: cfg.recall_at.iter().copied().zip(recall).collect(),
-        precision_at_1,
-        r_precision: cfg.r_metrics.then_some(r_precision),
-        map_at_r: cfg.r_metrics.then_some(map_at_r),
+    let mut m = Metrics {
         nmi,
         ami,
+        per_class,
         n_queries: n_query,
         n_queries_without_positive: acc.n_without_positive() as usize,
-    })
+        ..Metrics::default()
+    };
+    for (score, v) in scores {
+        match score {
+            Score::RecallAt(k) => m.recall_at.push((k, v)),
+            Score::PrecisionAt1 => m.precision_at_1 = v,
+            Score::RPrecision => m.r_precision = Some(v),
+            Score::MapAtR => m.map_at_r = Some(v),
+            Score::MeanAveragePrecision => m.mean_average_precision = Some(v),
+            Score::MeanReciprocalRank => m.mean_reciprocal_rank = Some(v),
+            Score::CmcAt(k) => m.cmc_at.push((k, v)),
+            Score::OmlPrecisionAt(k) => m.oml_precision_at.push((k, v)),
+            Score::OmlMapAt(k) => m.oml_map_at.push((k, v)),
+            Score::Nmi | Score::Ami => {}
+        }
+    }
+    Ok(m)
+}
+
+/// Scores every query from its first `plan.depth` neighbours, streaming blocks of queries
+/// through dml-kernels' k-NN.
+#[allow(clippy::too_many_arguments)]
+fn score_neighbours(
+    (query, query_labels): (ArrayView2<'_, f32>, &[u32]),
+    (reference, reference_labels): (ArrayView2<'_, f32>, &[u32]),
+    leave_one_out: bool,
+    metric: Metric,
+    plan: &Plan,
+    r_of: &(dyn Fn(u32) -> usize + Sync),
+    neighbour_budget: usize,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Accumulator> {
+    let n_query = query.nrows();
+    let k = plan.depth;
+    // Stream blocks of queries through the k-NN search; each block's neighbour lists are turned
+    // into per-query scores and dropped before the next block.
+    // At least a few rows per thread, so that a huge k (classes of tens of thousands of items)
+    // still keeps every core busy inside the k-NN; memory is then O(threads · 64 · k).
+    let min_rows = if neighbour_budget >= NEIGHBOUR_BUDGET {
+        64 * rayon::current_num_threads()
+    } else {
+        1 // tests shrink the budget to exercise tiny blocks
+    };
+    // Whole chunks of SCORE_CHUNK queries per block: the chunks are then the same whatever the
+    // block size, and so are the bits of the f64 sums.
+    // A leave-one-out set whose neighbour lists fit WHOLE_SET_BUDGET is searched in one call,
+    // which lets dml-kernels use the symmetry of its distances (half the GEMM work).
+    let whole = leave_one_out
+        && neighbour_budget >= NEIGHBOUR_BUDGET
+        && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;
+    let block_rows = if whole {
+        n_query
+    } else {
+        neighbour_budget / (k + 1)
+    }
+    .max(min_rows)
+    .clamp(1, n_query)
+    .next_multiple_of(SCORE_CHUNK);
+    let mut acc = Accumulator::new(plan);
+    for start in (0..n_query).step_by(block_rows) {
+        let end = (start + block_rows).min(n_query);
+        let block = query.slice(s![start..end, ..]);
+        let self_offset = leave_one_out.then_some(start);
+        let idx = search::neighbour_indices(metric, block, reference, k, self_offset)?;
+        // Fixed chunks, each summed in order, merged in order: the f64 sums (R-precision, MAP@R)
+        // are then the same bits on every run and thread count, unlike a work-stealing fold.
+        let chunk_accs: Vec<Accumulator> = idx
+            .axis_chunks_iter(Axis(0), SCORE_CHUNK)
+            .into_par_iter()
+            .enumerate()
+            .map(|(c, chunk)| {
+                let mut chunk_acc = Accumulator::new(plan);
+                let mut hits = Vec::new();
+                for (i, row) in chunk.outer_iter().enumerate() {
+                    let label = query_labels[start + c * SCORE_CHUNK + i];
+                    let labels = row.iter().map(|&j| reference_labels[j as usize]);
+                    chunk_acc.add_neighbours(plan, label, r_of(label), labels, &mut hits);
+                }
+                chunk_acc
+            })
+            .collect();
+        acc = chunk_accs.into_iter().fold(acc, Accumulator::merge);
+        on_progress(Progress::Searched {
+            done: end,
+            total: n_query,
+            k,
+        });
+    }
+    Ok(acc)
+}
+
+/// Scores every query from the positions of all its positives in its whole ranking: the
+/// query × reference matrix streamed in bands of [`SCORE_CHUNK`] rows (never held whole), each
+/// row counted into ranks by [`ranks::hit_ranks`].
+fn score_whole_rankings(
+    (query, query_labels): (ArrayView2<'_, f32>, &[u32]),
+    (reference, reference_labels): (ArrayView2<'_, f32>, &[u32]),
+    leave_one_out: bool,
+    metric: Metric,
+    plan: &Plan,
+    r_of: &(dyn Fn(u32) -> usize + Sync),
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Accumulator> {
+    let n_query = query.nrows();
+    // About twenty progress reports, each block a whole number of chunks (so the chunks, and
+    // the bits of the sums, do not depend on the block size).
+    let block_rows = n_query
+        .div_ceil(20)
+        .max(4 * SCORE_CHUNK * rayon::current_num_threads())
+        .next_multiple_of(SCORE_CHUNK);
+    let mut acc = Accumulator::new(plan);
+    for start in (0..n_query).step_by(block_rows) {
+        let end = (start + block_rows).min(n_query);
+        let block = query.slice(s![start..end, ..]);
+        let chunk_accs =
+            dml_kernels::pairwise_bands(metric, block, reference, SCORE_CHUNK, |r0, band| {
+                let mut chunk_acc = Accumulator::new(plan);
+                let mut scratch = ranks::Scratch::default();
+                let mut hits = Vec::new();
+                for (i, row) in band.outer_iter().enumerate() {
+                    let q = start + r0 + i;
+                    let label = query_labels[q];
+                    let r = r_of(label);
+                    if r > 0 {
+                        let values = row.to_slice().expect("bands are contiguous rows");
+                        let skip = leave_one_out.then_some(q);
+                        ranks::hit_ranks(
+                            metric,
+                            values,
+                            reference_labels,
+                            label,
+                            skip,
+                            &mut scratch,
+                            &mut hits,
+                        );
+                    }
+                    chunk_acc.add(plan, label, r, &hits);
+                }
+                chunk_acc
+            })?;
+        acc = chunk_accs.into_iter().fold(acc, Accumulator::merge);
+        on_progress(Progress::Searched {
+            done: end,
+            total: n_query,
+            k: plan.depth,
+        });
+    }
+    Ok(acc)
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub enum Error {
         /// Rows of the matrix.
         rows: usize,
     },
+    /// A streamed computation asked for bands of zero rows.
+    #[error("band_rows must be at least 1, got 0")]
+    ZeroBand,
     /// An empty input where at least one row is needed.
     #[error("{0} has no rows")]
     Empty(&'static str),

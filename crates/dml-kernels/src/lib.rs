@@ -7,7 +7,8 @@
 //!   [`Metric::is_similarity`] telling whether larger means closer.
 //! - [`l2_normalize`] / [`l2_normalize_inplace`]: unit rows, a zero row stays zero ([`NORM_EPS`]).
 //! - [`pairwise`], [`pairwise_into`], [`self_pairwise`]: n×m matrices in GEMM form
-//!   (`‖a‖² + ‖b‖² − 2·a·bᵀ`, clamped at zero), tiled and rayon-parallel.
+//!   (`‖a‖² + ‖b‖² − 2·a·bᵀ`, clamped at zero), tiled and rayon-parallel; [`pairwise_bands`]
+//!   streams the same values band by band.
 //! - [`knn`], [`knn_self`], [`knn_self_rows`] → [`Neighbours`]: exact k-NN, blockwise with a
 //!   fused top-k (a bucket selection for k in the thousands), never materialising the
 //!   query × reference matrix.
@@ -51,5 +52,5 @@ pub use crate::{
     knn::{Neighbours, knn, knn_self, knn_self_rows},
     metric::Metric,
     normalize::{NORM_EPS, l2_normalize, l2_normalize_inplace},
-    pairwise::{pairwise, pairwise_into, self_pairwise},
+    pairwise::{pairwise, pairwise_bands, pairwise_into, self_pairwise},
 };

@@ -119,6 +119,73 @@ pub fn pairwise_into(
     Ok(())
 }
 
+/// [`pairwise`] streamed in bands of rows: `f(first_row, band)` is called for each band of
+/// `band_rows` consecutive rows of the `a.nrows() × b.nrows()` matrix (the last band may be
+/// shorter), in parallel, and the results come back in band order.
+///
+/// The values are those of [`pairwise`] (same tiles, same epilogue), but at most one band per
+/// thread is alive at a time: what a whole-ranking evaluation needs to see every distance of a
+/// large set with memory O(threads · band_rows · m). The inputs are validated once.
+///
+/// # Errors
+/// As [`pairwise`], plus [`Error::ZeroBand`] for `band_rows = 0`.
+///
+/// ```
+/// use dml_kernels::{Metric, pairwise, pairwise_bands};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32], [1.0], [3.0]];
+/// let sums = pairwise_bands(Metric::Euclidean, x.view(), x.view(), 2, |r0, band| {
+///     (r0, band.sum())
+/// })?;
+/// assert_eq!(sums, vec![(0, 4.0 + 3.0), (2, 5.0)]);
+/// assert_eq!(pairwise(Metric::Euclidean, x.view(), x.view())?.sum(), 4.0 + 3.0 + 5.0);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn pairwise_bands<T, F>(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    band_rows: usize,
+    f: F,
+) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(usize, ArrayView2<'_, f32>) -> T + Sync,
+{
+    check::same_dim(a, "a", b, "b")?;
+    if band_rows == 0 {
+        return Err(Error::ZeroBand);
+    }
+    check::finite(a, "a")?;
+    check::finite(b, "b")?;
+    let fa = row_factors(metric, a);
+    let fb = row_factors(metric, b);
+    let m = b.nrows();
+    let n_bands = a.nrows().div_ceil(band_rows);
+    Ok((0..n_bands)
+        .into_par_iter()
+        .map_init(Vec::<f32>::new, |buf, band| {
+            let r0 = band * band_rows;
+            let r1 = (r0 + band_rows).min(a.nrows());
+            buf.resize((r1 - r0) * m, 0.0);
+            let mut out = ArrayViewMut2::from_shape((r1 - r0, m), &mut buf[..])
+                .expect("the buffer holds rows × m values");
+            let fa_band = fa.slice(s![r0..r1]).to_owned();
+            fill(
+                metric,
+                a.slice(s![r0..r1, ..]),
+                b,
+                &fa_band,
+                &fb,
+                out.view_mut(),
+                false,
+            );
+            f(r0, out.view())
+        })
+        .collect())
+}
+
 /// The pairwise matrix of `x` with itself (n×n).
 ///
 /// For the distances the diagonal is exactly zero and the matrix is exactly symmetric, whatever

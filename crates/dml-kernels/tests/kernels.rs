@@ -9,7 +9,7 @@
 
 use dml_kernels::{
     Error, Metric, NORM_EPS, knn, knn_self, knn_self_rows, l2_normalize, l2_normalize_inplace,
-    pairwise, pairwise_into, self_pairwise,
+    pairwise, pairwise_bands, pairwise_into, self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -438,6 +438,67 @@ fn symmetric_self_search_equals_the_general_search_on_floats() {
             }
         }
     }
+}
+
+/// `pairwise_bands` hands out exactly `pairwise`'s values, band by band in order, and the k-NN's
+/// scores are the same bits (the whole-ranking evaluation ranks from the bands, the depth-k one
+/// from the k-NN).
+#[test]
+fn pairwise_bands_are_pairwise_and_knn_values() {
+    let mut state = 777u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    // 784 columns: a GEMM whose inner dimension is blocked.
+    let a = Array2::from_shape_simple_fn((150, 784), &mut next);
+    let b = Array2::from_shape_simple_fn((1_300, 784), &mut next);
+    for metric in Metric::ALL {
+        let full = pairwise(metric, a.view(), b.view()).expect("pairwise");
+        let bands = pairwise_bands(metric, a.view(), b.view(), 64, |r0, band| {
+            (r0, band.to_owned())
+        })
+        .expect("bands");
+        assert_eq!(
+            bands.iter().map(|(r0, _)| *r0).collect::<Vec<_>>(),
+            vec![0, 64, 128]
+        );
+        for (r0, band) in &bands {
+            let want = full.slice(s![*r0..*r0 + band.nrows(), ..]);
+            assert!(
+                band.iter()
+                    .zip(want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{metric} band {r0}"
+            );
+        }
+        let nn = knn(metric, a.view(), b.view(), 5).expect("knn");
+        for (q, (idx, sc)) in nn
+            .indices
+            .outer_iter()
+            .zip(nn.scores.outer_iter())
+            .enumerate()
+        {
+            for (&j, &v) in idx.iter().zip(sc) {
+                let p = full[[q, j as usize]];
+                assert!(
+                    p.to_bits() == v.to_bits() || (p == 0.0 && v == 0.0),
+                    "{metric}"
+                );
+            }
+        }
+    }
+    assert!(matches!(
+        pairwise_bands(Metric::Euclidean, a.view(), b.view(), 0, |_, _| ()),
+        Err(Error::ZeroBand)
+    ));
+    let c = Array2::<f32>::zeros((3, 5));
+    assert!(matches!(
+        pairwise_bands(Metric::Euclidean, a.view(), c.view(), 8, |_, _| ()),
+        Err(Error::DimensionMismatch { .. })
+    ));
 }
 
 /// Entry (i, j) of `self_pairwise(metric, x)` against the naive value (zero on the diagonal of a

@@ -559,6 +559,7 @@ mod tests {
             ami: None,
             n_queries: 10,
             n_queries_without_positive: 0,
+            ..Metrics::default()
         }
     }
 

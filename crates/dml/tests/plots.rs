@@ -51,6 +51,7 @@ fn plots_are_written_in_both_formats() {
                 ami: None,
                 n_queries: 30,
                 n_queries_without_positive: 0,
+                ..dml::eval::Metrics::default()
             }),
         })
         .collect();
