@@ -60,8 +60,9 @@ fn metric(v: &Value) -> Res<Metric> {
     Ok(v.as_str().ok_or("metric name expected")?.parse()?)
 }
 
-/// `{"query", "query_labels", "reference"?, "reference_labels"?, "metric", "config"}` →
-/// `Metrics::to_json()` (`config` is an `EvalConfig` as JSON).
+/// `{"query", "query_labels", "reference"?, "reference_labels"?, "ref_includes_query"?,
+/// "metric", "config"}` → `Metrics::to_json()` (`config` is an `EvalConfig` as JSON; with
+/// `ref_includes_query` the query is the reference's first rows).
 fn evaluate(dir: &Path, e: &Value) -> Res<Value> {
     let q = matrix(dir, &e["query"])?;
     let ql = labels(dir, &e["query_labels"])?;
@@ -72,7 +73,11 @@ fn evaluate(dir: &Path, e: &Value) -> Res<Value> {
     } else {
         let r = matrix(dir, &e["reference"])?;
         let rl = labels(dir, &e["reference_labels"])?;
-        dml_eval::evaluate_with_reference(q.view(), &ql, r.view(), &rl, m, &cfg)?
+        if e["ref_includes_query"].as_bool() == Some(true) {
+            dml_eval::evaluate_including_queries(r.view(), &rl, q.nrows(), m, &cfg)?
+        } else {
+            dml_eval::evaluate_with_reference(q.view(), &ql, r.view(), &rl, m, &cfg)?
+        }
     };
     Ok(metrics.to_json())
 }

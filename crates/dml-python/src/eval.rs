@@ -1,23 +1,26 @@
 //! Retrieval and clustering metrics (dml-eval) for `dml.evaluate` and `dml.AccuracyCalculator`.
 
 use dml_eval::{
-    EvalConfig, KMeansParams, Metrics, adjusted_mutual_info, evaluate_with_progress, kmeans,
-    normalized_mutual_info,
+    EvalConfig, KMeansParams, Metrics, adjusted_mutual_info, evaluate_including_queries,
+    evaluate_with_progress, kmeans, normalized_mutual_info,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use crate::convert::{labels, matrix, metric as parse_metric, value_error};
+use crate::knn::check_prefix;
 
-/// dml-eval's scores as a dict with the keys of `Metrics::to_json` (`recall_at_<k>`,
-/// `precision_at_1`, `r_precision`, `map_at_r`, `nmi`, `ami`, `n_queries`,
-/// `n_queries_without_positive`); a score that was not computed is `None`.
+/// dml-eval's scores as the dict of `Metrics::to_json` (`recall_at_<k>`, `precision_at_1`,
+/// `r_precision`, `map_at_r`, `nmi`, ..., `per_class` and `avg_of_avgs` when asked for); a
+/// score that was not computed is `None` or absent.
+///
+/// `config` is an `EvalConfig` as JSON (unknown keys refused). With a reference and
+/// `ref_includes_query`, the query must be the reference's first rows (with their labels) and
+/// each query leaves its own row out (`evaluate_including_queries`).
 #[pyfunction]
-#[pyo3(signature = (
-    query, query_labels, reference, reference_labels, metric, recall_at, r_metrics, nmi, ami,
-    seed, kmeans_restarts, kmeans_max_iter,
-))]
+#[pyo3(signature = (query, query_labels, reference, reference_labels, metric, config, ref_includes_query))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate<'py>(
     py: Python<'py>,
@@ -26,34 +29,35 @@ pub(crate) fn evaluate<'py>(
     reference: Option<PyReadonlyArray2<'py, f32>>,
     reference_labels: Option<PyReadonlyArray1<'py, u32>>,
     metric: &str,
-    recall_at: Vec<usize>,
-    r_metrics: bool,
-    nmi: bool,
-    ami: bool,
-    seed: u64,
-    kmeans_restarts: usize,
-    kmeans_max_iter: usize,
-) -> PyResult<Bound<'py, PyDict>> {
+    config: &str,
+    ref_includes_query: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let metric = parse_metric(metric)?;
+    let cfg: EvalConfig = serde_json::from_str(config).map_err(value_error)?;
     let q = matrix(&query, "query")?;
     let ql = labels(&query_labels, "query_labels")?;
     let reference = match (&reference, &reference_labels) {
         (Some(r), Some(rl)) => Some((matrix(r, "reference")?, labels(rl, "reference_labels")?)),
         _ => None,
     };
-    let cfg = EvalConfig {
-        recall_at,
-        r_metrics,
-        nmi,
-        ami,
-        seed,
-        kmeans_restarts,
-        kmeans_max_iter,
-    };
-    let m: Metrics = py
-        .detach(|| evaluate_with_progress(q, ql, reference, metric, &cfg, &mut |_| {}))
-        .map_err(value_error)?;
-    metrics_dict(py, &m)
+    let m: Metrics = py.detach(|| -> PyResult<Metrics> {
+        match reference {
+            Some((r, rl)) if ref_includes_query => {
+                check_prefix(q, r)?;
+                if rl.len() < ql.len() || rl[..ql.len()] != *ql {
+                    return Err(PyValueError::new_err(
+                        "ref_includes_query=True needs query_labels to be the first labels of \
+                         reference_labels",
+                    ));
+                }
+                evaluate_including_queries(r, rl, q.nrows(), metric, &cfg).map_err(value_error)
+            }
+            other => {
+                evaluate_with_progress(q, ql, other, metric, &cfg, &mut |_| {}).map_err(value_error)
+            }
+        }
+    })?;
+    to_python(py, &m.to_json())
 }
 
 /// NMI and AMI of a k-means clustering of `x` (k = number of classes in `labels`), for an
@@ -98,21 +102,31 @@ pub(crate) fn cluster_scores(
     .map_err(value_error)
 }
 
-/// `Metrics::to_json` as a Python dict (numbers as float or int, null as None).
-fn metrics_dict<'py>(py: Python<'py>, m: &Metrics) -> PyResult<Bound<'py, PyDict>> {
-    let out = PyDict::new(py);
-    let serde_json::Value::Object(map) = m.to_json() else {
-        unreachable!("Metrics::to_json returns an object")
-    };
-    for (key, value) in map {
-        match value {
-            serde_json::Value::Null => out.set_item(key, py.None())?,
-            serde_json::Value::Number(n) => match n.as_u64() {
-                Some(count) => out.set_item(key, count)?,
-                None => out.set_item(key, n.as_f64())?,
-            },
-            other => out.set_item(key, other.to_string())?,
+/// A JSON value as Python objects: objects as dicts, arrays as lists, counts as int, other
+/// numbers as float, null as None.
+fn to_python<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Value::Number(n) => match n.as_u64() {
+            Some(count) => count.into_pyobject(py)?.into_any(),
+            None => n.as_f64().into_pyobject(py)?.into_any(),
+        },
+        Value::String(s) => s.into_pyobject(py)?.into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(to_python(py, item)?)?;
+            }
+            list.into_any()
         }
-    }
-    Ok(out)
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (key, item) in map {
+                dict.set_item(key, to_python(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
 }

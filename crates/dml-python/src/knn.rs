@@ -51,7 +51,10 @@ pub(crate) fn knn<'py>(
 
 /// Errors unless `query` is exactly the first rows of `reference`, which is what
 /// `ref_includes_query = True` promises.
-fn check_prefix(query: ArrayView2<'_, f32>, reference: ArrayView2<'_, f32>) -> PyResult<()> {
+pub(crate) fn check_prefix(
+    query: ArrayView2<'_, f32>,
+    reference: ArrayView2<'_, f32>,
+) -> PyResult<()> {
     let (nq, nr) = (query.nrows(), reference.nrows());
     if nq > nr || query.ncols() != reference.ncols() {
         return Err(PyValueError::new_err(format!(

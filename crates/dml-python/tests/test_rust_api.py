@@ -55,12 +55,18 @@ def reference(tmp_path_factory):
     xr, yr = clustered(rng, 220, 12, 6)
     evaluate_cases = [
         dict(query=save("x", x), query_labels=save("y", y), metric="euclidean",
-             config=dict(recall_at=[1, 3, 10], nmi=True, ami=True, seed=3)),
+             config=dict(recall_at=[1, 3, 10], nmi=True, ami=True, seed=3, mean_average_precision=True,
+                         mean_reciprocal_rank=True, per_class=True)),
         dict(query=save("x", x), query_labels=save("y", y), metric="cosine",
-             config=dict(recall_at=[1, 2, 4, 8], r_metrics=True, nmi=False)),
+             config=dict(recall_at=[1, 2, 4, 8], r_metrics=True, nmi=False, mean_average_precision=True,
+                         ranking_depth="max_bin_count", cmc_at=[1, 5], oml_precision_at=[3], oml_map_at=[2, 7])),
         dict(query=save("x", x), query_labels=save("y", y), reference=save("xr", xr),
              reference_labels=save("yr", yr), metric="squared_euclidean",
-             config=dict(recall_at=[1, 5], nmi=True, seed=1, kmeans_restarts=2)),
+             config=dict(recall_at=[1, 5], nmi=True, seed=1, kmeans_restarts=2, mean_reciprocal_rank=True,
+                         ranking_depth=12, per_class=True)),
+        dict(query=save("xq2", xr[:30]), query_labels=save("yq2", yr[:30]), reference=save("xr", xr),
+             reference_labels=save("yr", yr), ref_includes_query=True, metric="dot",
+             config=dict(recall_at=[2], nmi=False, mean_average_precision=True, per_class=True)),
     ]
     knn_cases = [
         dict(query=save("x", x), k=7, metric="euclidean"),
@@ -106,23 +112,20 @@ def load(arrays, name):
 def test_evaluate_equals_rust(reference):
     job, arrays, out, _ = reference
     for case, want in zip(job["evaluate"], out["evaluate"]):
-        cfg = case["config"]
         got = dml.evaluate(
             load(arrays, case["query"]),
             user_labels(load(arrays, case["query_labels"])),
             load(arrays, case.get("reference")),
             None if "reference" not in case else user_labels(load(arrays, case["reference_labels"])),
+            ref_includes_query=case.get("ref_includes_query", False),
             metric=case["metric"],
-            recall_at=cfg["recall_at"],
-            r_metrics=cfg.get("r_metrics", True),
-            nmi=cfg.get("nmi", True),
-            ami=cfg.get("ami", False),
-            seed=cfg.get("seed", 0),
-            kmeans_restarts=cfg.get("kmeans_restarts", 1),
+            **case["config"],
         )
-        want = {k: v for k, v in want.items()}
-        for key, value in want.items():
-            assert got.get(key) == value, f"{key}: python {got.get(key)!r} rust {value!r}"
+        if "per_class" in want:
+            # Rust keys the classes by id, Python by the caller's label.
+            want["per_class"] = {int(user_labels(int(c))): v for c, v in want["per_class"].items()}
+            assert len(want["per_class"]) > 1
+        assert got == want
         assert got["n_queries_without_positive"] >= 1 or "reference" in case
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _dml
 from ._convert import Labels, as_matrix
+from ._evaluate import run
 
 #: pml's metrics, in the order its result dict lists them.
 METRICS = (
@@ -29,6 +30,8 @@ METRICS = (
 _KNN = ("mean_average_precision", "mean_average_precision_at_r", "mean_reciprocal_rank", "precision_at_1", "r_precision")
 _R_METRICS = ("mean_average_precision_at_r", "r_precision")
 _CLUSTERING = ("AMI", "NMI")
+#: dml-eval's key for a pml metric, where the names differ.
+_DML_KEY = {"mean_average_precision_at_r": "map_at_r"}
 
 
 def _check_names(include: Any, exclude: Any) -> None:
@@ -162,7 +165,7 @@ class AccuracyCalculator:
         metrics = _select(self._metrics, include, exclude)
         q = as_matrix(query, "query")
         if reference is None:
-            r, ref_includes_query = q, True
+            r, ref_includes_query = None, True
             labels = Labels([query_labels], ["query_labels"])
             qy = ry = labels.ids[0]
         else:
@@ -171,10 +174,9 @@ class AccuracyCalculator:
             r = as_matrix(reference, "reference")
             labels = Labels([query_labels, reference_labels], ["query_labels", "reference_labels"])
             qy, ry = labels.ids
-        if len(q) != len(qy) or len(r) != len(ry):
+        if len(q) != len(qy) or (r is not None and len(r) != len(ry)):
             raise ValueError("embeddings and labels must have the same length")
-        same_set = r is q
-        if ref_includes_query and not same_set:
+        if r is not None and ref_includes_query:
             nq = len(q)
             if len(r) < nq or not (np.array_equal(q, r[:nq]) and np.array_equal(qy, ry[:nq])):
                 raise ValueError(
@@ -182,46 +184,41 @@ class AccuracyCalculator:
                     "Likewise, the first len(query_labels) elements of reference_labels must be equal to query_labels."
                 )
             if len(r) == nq:
-                same_set = True
-            else:
-                raise NotImplementedError(
-                    "ref_includes_query=True with a reference longer than the query is not supported yet"
-                )
+                r = None  # the query set is the reference set: plain leave-one-out
 
         knn_metrics = [m for m in metrics if m in _KNN]
         cluster_metrics = [m for m in metrics if m in _CLUSTERING]
-        self._check_k(knn_metrics, qy, ry, ref_includes_query)
-        unsupported = [m for m in knn_metrics if m in ("mean_average_precision", "mean_reciprocal_rank")]
-        if unsupported or self.avg_of_avgs or self.return_per_class:
-            raise NotImplementedError(f"not available yet: {unsupported or 'per-class values'}")
-
+        ref_y = qy if r is None else ry
+        self._check_k(knn_metrics, qy, ref_y, ref_includes_query)
         results: dict[str, Any] = {}
-        if knn_metrics and self._has_positive(qy, ry, ref_includes_query):
-            scores = _dml.evaluate(
-                q,
-                qy,
-                None if same_set else r,
-                None if same_set else ry,
-                "euclidean",
-                [],
-                any(m in _R_METRICS for m in knn_metrics),
-                "NMI" in cluster_metrics,
-                "AMI" in cluster_metrics,
-                self.seed,
-                1,
-                300,
-            )
-            results = {
-                "precision_at_1": scores["precision_at_1"],
-                "r_precision": scores["r_precision"],
-                "mean_average_precision_at_r": scores["map_at_r"],
-                "NMI": scores.get("nmi"),
-                "AMI": scores.get("ami"),
+        if knn_metrics and self._has_positive(qy, ref_y, ref_includes_query):
+            config = {
+                "recall_at": [],
+                "r_metrics": any(m in _R_METRICS for m in knn_metrics),
+                "mean_average_precision": "mean_average_precision" in knn_metrics,
+                "mean_reciprocal_rank": "mean_reciprocal_rank" in knn_metrics,
+                "ranking_depth": "whole" if self.k is None else self.k,
+                "per_class": self.avg_of_avgs or self.return_per_class,
+                "nmi": "NMI" in cluster_metrics,
+                "ami": "AMI" in cluster_metrics,
+                "seed": self.seed,
             }
+            scores = run(q, labels, r, "euclidean", config, bool(ref_includes_query and r is not None))
+            for m in knn_metrics:
+                key = _DML_KEY.get(m, m)
+                if self.avg_of_avgs:
+                    results[m] = scores["avg_of_avgs"][key]
+                elif self.return_per_class:
+                    results[m] = [entry[key] for entry in scores["per_class"].values()]
+                else:
+                    results[m] = scores[key]
+            results.update(NMI=scores.get("nmi"), AMI=scores.get("ami"))
         else:
             if knn_metrics:
                 warnings.warn("None of the query labels are in the reference set.", stacklevel=2)
-                results = {m: float("nan") for m in knn_metrics}
+                nan = float("nan")
+                n_classes = len(np.unique(qy))
+                results = {m: [nan] * n_classes if self.return_per_class else nan for m in knn_metrics}
             if cluster_metrics:
                 nmi, ami = _dml.cluster_scores(q, qy, "NMI" in cluster_metrics, "AMI" in cluster_metrics, self.seed, 1, 300)
                 results.update(NMI=nmi, AMI=ami)

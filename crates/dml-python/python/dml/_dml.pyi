@@ -1,5 +1,7 @@
 # Hand-written stubs of the native module dml._dml (crates/dml-python/src). Its callers, the
 # Python modules of this package, pass C-contiguous float32 matrices and uint32 class ids only.
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -18,14 +20,9 @@ def evaluate(
     reference: F32 | None,
     reference_labels: U32 | None,
     metric: str,
-    recall_at: list[int],
-    r_metrics: bool,
-    nmi: bool,
-    ami: bool,
-    seed: int,
-    kmeans_restarts: int,
-    kmeans_max_iter: int,
-) -> dict[str, float | int | None]: ...
+    config: str,
+    ref_includes_query: bool,
+) -> dict[str, Any]: ...
 def cluster_scores(
     x: F32,
     x_labels: U32,
