@@ -11,6 +11,7 @@ mod demo;
 mod gloo;
 mod libtorch;
 mod pyref;
+mod python;
 mod test;
 mod util;
 
@@ -33,6 +34,8 @@ enum Task {
     Libtorch(libtorch::Args),
     /// Set up the Python reference stack (torch, pytorch-metric-learning, faiss) in .venv-ref.
     Pyref(pyref::Args),
+    /// Build the `dml` Python package (crates/dml-python) as a wheel in target/wheels/.
+    Python(python::Args),
     /// Set up what is missing, then run fmt, clippy and every test of the workspace (CI runs this).
     Test(test::Args),
 }
@@ -45,6 +48,7 @@ fn main() {
         Task::Demo(args) => demo::run(&args),
         Task::Libtorch(args) => libtorch::run(&args),
         Task::Pyref(args) => pyref::run(&args),
+        Task::Python(args) => python::run(&args),
         Task::Test(args) => test::run(&args),
     };
     if let Err(err) = result {
