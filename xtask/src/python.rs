@@ -2,8 +2,8 @@
 //! `target/wheels/`, and the package's pytest suite for `cargo xtask test`.
 //!
 //! Both run from a venv this module keeps in the git-ignored `target/py-venv`, with maturin (the
-//! build backend), numpy (the package's one dependency) and pytest from PyPI, pinned. No torch
-//! and no pytorch-metric-learning: the tests compare with committed fixtures
+//! build backend), numpy (the package's one dependency), pytest and mypy from PyPI, pinned. No
+//! torch and no pytorch-metric-learning: the tests compare with committed fixtures
 //! (`scripts/fixtures/dml_python_pml.py` made them) and with the Rust crates themselves.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,12 @@ use anyhow::{Context, Result, bail};
 use crate::util::{cargo, project_root, python, run as sh};
 
 /// What the venv holds, pinned so a test run is reproducible.
-const REQUIREMENTS: [&str; 3] = ["maturin==1.16.0", "numpy==2.4.6", "pytest==9.2.0"];
+const REQUIREMENTS: [&str; 4] = [
+    "maturin==1.16.0",
+    "mypy==2.4.1",
+    "numpy==2.4.6",
+    "pytest==9.2.0",
+];
 
 #[derive(clap::Args)]
 pub struct Args {

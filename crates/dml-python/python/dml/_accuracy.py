@@ -192,7 +192,7 @@ class AccuracyCalculator:
         self._check_k(knn_metrics, qy, ref_y, ref_includes_query)
         results: dict[str, Any] = {}
         if knn_metrics and self._has_positive(qy, ref_y, ref_includes_query):
-            config = {
+            config: dict[str, Any] = {
                 "recall_at": [],
                 "r_metrics": any(m in _R_METRICS for m in knn_metrics),
                 "mean_average_precision": "mean_average_precision" in knn_metrics,

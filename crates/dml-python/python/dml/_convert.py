@@ -29,7 +29,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
             t = t.cpu()
         if t.dtype.is_floating_point and str(t.dtype) not in ("torch.float32", "torch.float64"):
             t = t.float()  # float16 / bfloat16 have no exact NumPy twin everywhere
-        return t.numpy()
+        return np.asarray(t.numpy())
     if hasattr(x, "__array__"):
         return np.asarray(x)
     if hasattr(x, "__dlpack__"):
@@ -98,10 +98,10 @@ def check_rows(x: np.ndarray, y: np.ndarray, what: str, labels_name: str) -> Non
         raise ValueError(f"{what} has {x.shape[0]} rows but {labels_name} has {y.shape[0]} labels")
 
 
-def like_input(arrays: Sequence[np.ndarray], x: Any) -> tuple:
+def like_input(arrays: Sequence[np.ndarray], x: Any) -> tuple[Any, ...]:
     """The arrays as torch tensors on ``x``'s device if ``x`` is a torch tensor, else as they are."""
     if is_torch(x):
-        import torch
+        import torch  # type: ignore[import-not-found, unused-ignore]
 
         return tuple(torch.from_numpy(a).to(x.device) for a in arrays)
     return tuple(arrays)

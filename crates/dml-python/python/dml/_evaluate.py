@@ -34,7 +34,7 @@ def run(
     labels: Labels,
     r: np.ndarray | None,
     metric: str,
-    config: dict,
+    config: dict[str, Any],
     ref_includes_query: bool,
 ) -> dict[str, Any]:
     """The native call on converted inputs; per-class keys turned back into the caller's labels."""

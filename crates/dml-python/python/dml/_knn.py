@@ -94,7 +94,7 @@ class KNN:
         r = q if reference is None else as_matrix(reference, "reference")
         scores, indices = _dml.knn(q, r, int(k), self.metric, bool(ref_includes_query))
         if is_torch(query):
-            import torch
+            import torch  # type: ignore[import-not-found, unused-ignore]
 
             return (
                 torch.from_numpy(scores).to(query.device),

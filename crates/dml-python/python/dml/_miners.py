@@ -51,12 +51,12 @@ def _metric_of(distance: Any, default: tuple[str, bool]) -> tuple[str, bool]:
 class _Miner:
     """What every miner shares: the native miner, the call, the output conversion."""
 
-    def __init__(self, config: dict, distance: Any, default: tuple[str, bool], seed: int | None):
+    def __init__(self, config: dict[str, Any], distance: Any, default: tuple[str, bool], seed: int | None):
         self.metric, self.normalize_embeddings = _metric_of(distance, default)
         self._config = config
         self._native = _dml.Miner(json.dumps(config), self.metric, self.normalize_embeddings, seed_from(seed))
 
-    def __call__(self, embeddings: Any, labels: Any, ref_emb: Any = None, ref_labels: Any = None) -> tuple:
+    def __call__(self, embeddings: Any, labels: Any, ref_emb: Any = None, ref_labels: Any = None) -> tuple[Any, ...]:
         """The index tuple of one batch (see the class docs)."""
         x = as_matrix(embeddings, "embeddings")
         if (ref_emb is None) != (ref_labels is None):

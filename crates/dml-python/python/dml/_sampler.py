@@ -75,7 +75,7 @@ class PKSampler:
         return self._native.n_classes
 
     @property
-    def excluded_classes(self) -> list:
+    def excluded_classes(self) -> list[Any]:
         """The labels of the classes left out (a single item while ``k ≥ 2``), ascending."""
         return [self._classes[i].item() for i in self._native.excluded_classes]
 
