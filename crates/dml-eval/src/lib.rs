@@ -9,6 +9,8 @@
 //! - [`evaluate`]: one set, each query searched against all the others (leave-one-out), the
 //!   protocol of CUB-200, Cars196 and Stanford Online Products.
 //! - [`evaluate_with_reference`]: separate query and reference (gallery) sets, as In-Shop.
+//! - [`evaluate_including_queries`]: the queries are the first rows of the reference set, each
+//!   left out of its own ranking (pml's `ref_includes_query=True` with a larger reference).
 //! - [`evaluate_with_progress`]: either, reporting [`Progress`] for long evaluations.
 //! - [`EvalConfig`] says what to compute; [`Metrics`] is the result, with
 //!   [`Metrics::to_json`] for reports, [`Score`] naming each score and [`PerClass`] holding the
@@ -189,6 +191,68 @@ pub fn evaluate_with_reference(
         Some((reference, reference_labels)),
         metric,
         cfg,
+        &mut |_| {},
+    )
+}
+
+/// Evaluates the first `n_queries` rows of `reference` as queries, each searched against all of
+/// `reference` but its own row: pytorch-metric-learning's `ref_includes_query=True` when the
+/// reference set holds the queries followed by further items (a gallery that includes the
+/// query set). With `n_queries = reference.nrows()` it is [`evaluate`].
+///
+/// A query's R is the number of items of its class in `reference` other than itself; NMI/AMI
+/// cluster the queries. The search and scoring are [`evaluate`]'s, leaving each query out by
+/// index.
+///
+/// # Errors
+/// As [`evaluate`]; [`Error::Empty`] for `n_queries = 0` and [`Error::QueryRows`] when
+/// `n_queries` exceeds the reference's rows.
+///
+/// ```
+/// use dml_eval::{EvalConfig, evaluate_including_queries};
+/// use dml_kernels::Metric;
+/// use ndarray::array;
+///
+/// // Two queries (rows 0 and 1) and a gallery that also holds one more item of each class.
+/// let r = array![[0.0f32], [5.0], [0.2], [5.3]];
+/// let cfg = EvalConfig { nmi: false, ..EvalConfig::default() };
+/// let m = evaluate_including_queries(r.view(), &[0, 1, 0, 1], 2, Metric::Euclidean, &cfg)?;
+/// assert_eq!((m.n_queries, m.precision_at_1), (2, 1.0));
+/// # Ok::<(), dml_eval::Error>(())
+/// ```
+pub fn evaluate_including_queries(
+    reference: ArrayView2<'_, f32>,
+    reference_labels: &[u32],
+    n_queries: usize,
+    metric: Metric,
+    cfg: &EvalConfig,
+) -> Result<Metrics> {
+    cfg.validate()?;
+    check_set(reference, reference_labels, "reference")?;
+    if n_queries == 0 {
+        return Err(Error::Empty("query"));
+    }
+    if n_queries > reference.nrows() {
+        return Err(Error::QueryRows {
+            n_queries,
+            n_rows: reference.nrows(),
+        });
+    }
+    if reference.nrows() < 2 {
+        return Err(Error::TooFewItems(reference.nrows()));
+    }
+    // `run`'s leave-one-out mode already reads the queries as rows `0..n` of the reference
+    // (the k-NN leaves row i out for query i, R subtracts the query); only the rows differ.
+    run(
+        reference.slice(s![..n_queries, ..]),
+        &reference_labels[..n_queries],
+        reference,
+        reference_labels,
+        true,
+        true,
+        metric,
+        cfg,
+        NEIGHBOUR_BUDGET,
         &mut |_| {},
     )
 }

@@ -108,6 +108,14 @@ pub enum Error {
         /// The offending margin.
         margin: f32,
     },
+    /// A parameter that may take any finite value is NaN or infinite.
+    #[error("{name} must be finite, got {value}")]
+    NonFiniteParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// The offending value.
+        value: f32,
+    },
     /// The multi-similarity epsilon must be finite and non-negative.
     #[error("epsilon must be finite and non-negative, got {epsilon}")]
     InvalidEpsilon {

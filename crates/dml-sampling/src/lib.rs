@@ -10,10 +10,12 @@
 //!
 //! Miners: [`AllMiner`], [`UniformMiner`], [`HardNegativeMiner`], [`SemiHardMiner`],
 //! [`BatchHardMiner`], [`NPairsMiner`], [`LiftedStructuredMiner`], [`DistanceWeightedMiner`],
-//! [`MultiSimilarityMiner`]; each documents its paper, formula and pytorch-metric-learning
+//! [`MultiSimilarityMiner`], and pytorch-metric-learning's [`TripletMarginMiner`] and
+//! [`PairMarginMiner`]; each documents its paper, formula and pytorch-metric-learning
 //! equivalent. Each is built by the `init` of its config ([`AllConfig`], [`UniformConfig`],
 //! [`HardNegativeConfig`], [`SemiHardConfig`], [`BatchHardConfig`], [`NPairsConfig`],
-//! [`LiftedStructuredConfig`], [`DistanceWeightedConfig`], [`MultiSimilarityConfig`]: the
+//! [`LiftedStructuredConfig`], [`DistanceWeightedConfig`], [`MultiSimilarityConfig`],
+//! [`TripletMarginConfig`], [`PairMarginConfig`]: the
 //! miner's parameters as a serde struct with defaults), which checks the parameters once; the
 //! miner does not check them again on every batch. [`MinerConfig`], tagged by `kind`, holds any of
 //! these configs in a config file and builds its miner as a `Box<dyn Miner>`.
@@ -79,8 +81,9 @@ pub use crate::{
         AllConfig, AllMiner, BatchHardConfig, BatchHardMiner, DistanceWeightedConfig,
         DistanceWeightedMiner, HardNegativeConfig, HardNegativeMiner, HardNegativeSelect,
         LiftedStructuredConfig, LiftedStructuredMiner, MultiSimilarityConfig, MultiSimilarityMiner,
-        NPairsConfig, NPairsMiner, PairSelect, SemiHardConfig, SemiHardFallback, SemiHardMiner,
-        SemiHardSelect, UniformConfig, UniformMiner, unit_sphere_log_density,
+        NPairsConfig, NPairsMiner, PairMarginConfig, PairMarginMiner, PairSelect, SemiHardConfig,
+        SemiHardFallback, SemiHardMiner, SemiHardSelect, TripletMarginConfig, TripletMarginMiner,
+        TripletMarginSelect, UniformConfig, UniformMiner, unit_sphere_log_density,
     },
     pk::{Epoch, PkSampler},
     summary::{Histogram, MiningSummary},

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::miners::{
     AllConfig, BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, LiftedStructuredConfig,
-    MultiSimilarityConfig, NPairsConfig, SemiHardConfig, UniformConfig,
+    MultiSimilarityConfig, NPairsConfig, PairMarginConfig, SemiHardConfig, TripletMarginConfig,
+    UniformConfig,
 };
 use crate::{Error, Result, Tuples};
 
@@ -176,6 +177,12 @@ miner_kinds! {
     /// [`MultiSimilarityMiner`](crate::MultiSimilarityMiner): pairs kept by the multi-similarity
     /// epsilon rule.
     MultiSimilarity(MultiSimilarityConfig) = "multi_similarity",
+    /// [`TripletMarginMiner`](crate::TripletMarginMiner): every triplet whose margin lies in a
+    /// band (pml's `TripletMarginMiner`).
+    TripletMargin(TripletMarginConfig) = "triplet_margin",
+    /// [`PairMarginMiner`](crate::PairMarginMiner): the pairs that violate a contrastive margin
+    /// (pml's `PairMarginMiner`).
+    PairMargin(PairMarginConfig) = "pair_margin",
 }
 
 impl MinerConfig {

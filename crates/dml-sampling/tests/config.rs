@@ -3,8 +3,8 @@
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    DistanceWeightedConfig, Error, Miner, MinerConfig, MultiSimilarityConfig, SemiHardConfig,
-    SemiHardSelect, UniformConfig,
+    DistanceWeightedConfig, Error, Miner, MinerConfig, MultiSimilarityConfig, PairMarginConfig,
+    SemiHardConfig, SemiHardSelect, TripletMarginConfig, UniformConfig,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -31,6 +31,8 @@ fn toml_with_defaults_and_parameters() {
         "lifted_structured",
         "distance_weighted",
         "multi_similarity",
+        "triplet_margin",
+        "pair_margin",
     ] {
         let c: MinerConfig = toml::from_str(&format!("kind = \"{kind}\"")).unwrap();
         assert_eq!(c.kind(), kind);
@@ -42,7 +44,7 @@ fn toml_with_defaults_and_parameters() {
         let back: MinerConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
     }
-    assert_eq!(MinerConfig::defaults().count(), 9);
+    assert_eq!(MinerConfig::defaults().count(), 11);
 }
 
 #[test]
@@ -116,6 +118,8 @@ fn init_directly(c: &MinerConfig) -> (Box<dyn Miner>, MinerConfig) {
         MinerConfig::LiftedStructured(c) => init!(LiftedStructured, c),
         MinerConfig::DistanceWeighted(c) => init!(DistanceWeighted, c),
         MinerConfig::MultiSimilarity(c) => init!(MultiSimilarity, c),
+        MinerConfig::TripletMargin(c) => init!(TripletMargin, c),
+        MinerConfig::PairMargin(c) => init!(PairMargin, c),
     }
 }
 
@@ -156,6 +160,32 @@ fn init_validates_once_and_matches_build() {
             name: "negatives_per_positive"
         })
     ));
+    assert!(matches!(
+        TripletMarginConfig {
+            margin: f32::NAN,
+            ..TripletMarginConfig::default()
+        }
+        .init(),
+        Err(Error::NonFiniteParameter { name: "margin", value }) if value.is_nan()
+    ));
+    assert!(matches!(
+        PairMarginConfig {
+            neg_margin: f32::INFINITY,
+            ..PairMarginConfig::default()
+        }
+        .init(),
+        Err(Error::NonFiniteParameter {
+            name: "neg_margin",
+            ..
+        })
+    ));
+    // Any finite margin is a valid band, as in pml (a negative one keeps harder triplets only).
+    TripletMarginConfig {
+        margin: -0.5,
+        ..TripletMarginConfig::default()
+    }
+    .init()
+    .unwrap();
     let dw = DistanceWeightedConfig::default();
     assert!(matches!(
         DistanceWeightedConfig {

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use dml_kernels::Metric;
 use dml_sampling::{
     BatchHardConfig, HardNegativeConfig, HardNegativeSelect, Miner, MultiSimilarityConfig,
-    NPairsConfig, Pairs, SemiHardConfig, SemiHardSelect, Triplets, Tuples,
+    NPairsConfig, PairMarginConfig, Pairs, SemiHardConfig, SemiHardSelect, TripletMarginConfig,
+    TripletMarginSelect, Triplets, Tuples,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -147,6 +148,39 @@ fn matches_pml() {
             let want = idx(&m["triplet_margin_semihard"]);
             assert!(!want[0].is_empty());
             assert_eq!(set3(&triplets(&semi)), set3(&want), "semihard {name}");
+
+            // pml's TripletMarginMiner and PairMarginMiner: the same tuples in the same order
+            // (pml's order is torch.where's row-major order over the triplet or pair mask).
+            for (key, triplets_kind) in [
+                ("triplet_margin_all", TripletMarginSelect::All),
+                ("triplet_margin_hard", TripletMarginSelect::Hard),
+                ("triplet_margin_semihard", TripletMarginSelect::SemiHard),
+                ("triplet_margin_easy", TripletMarginSelect::Easy),
+            ] {
+                let got = TripletMarginConfig {
+                    margin: 0.2,
+                    triplets: triplets_kind,
+                }
+                .init()
+                .unwrap()
+                .mine(d.view(), metric, &labels, &mut rng)
+                .unwrap();
+                let want = idx(&m[key]);
+                assert!(!want[0].is_empty(), "{key} {name}");
+                assert_eq!(triplets(&got), want, "{key} {name}");
+            }
+            let pm = &m["pair_margin"];
+            let got = PairMarginConfig {
+                pos_margin: pm["pos_margin"].as_f64().unwrap() as f32,
+                neg_margin: pm["neg_margin"].as_f64().unwrap() as f32,
+            }
+            .init()
+            .unwrap()
+            .mine(d.view(), metric, &labels, &mut rng)
+            .unwrap();
+            let want = idx(&pm["pairs"]);
+            assert!(!want[0].is_empty() && !want[2].is_empty());
+            assert_eq!(pairs(&got), want, "pair_margin {name}");
 
             let ms = MultiSimilarityConfig { epsilon: 0.1 }
                 .init()

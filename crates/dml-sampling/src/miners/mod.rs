@@ -6,6 +6,7 @@ mod all;
 mod distance_weighted;
 mod hard;
 mod lifted;
+mod margin;
 mod multi_similarity;
 mod n_pairs;
 mod uniform;
@@ -18,6 +19,10 @@ pub use self::{
         SemiHardConfig, SemiHardFallback, SemiHardMiner, SemiHardSelect,
     },
     lifted::{LiftedStructuredConfig, LiftedStructuredMiner},
+    margin::{
+        PairMarginConfig, PairMarginMiner, TripletMarginConfig, TripletMarginMiner,
+        TripletMarginSelect,
+    },
     multi_similarity::{MultiSimilarityConfig, MultiSimilarityMiner},
     n_pairs::{NPairsConfig, NPairsMiner, PairSelect},
     uniform::{UniformConfig, UniformMiner},

@@ -1,0 +1,125 @@
+//! Miners (dml-sampling) for the pytorch-metric-learning-named miner classes of `dml`.
+
+use std::sync::Mutex;
+
+use dml_kernels::{Metric, l2_normalize, pairwise, self_pairwise};
+use dml_sampling::{MinerConfig, Tuples};
+use ndarray::{Array2, ArrayView2, CowArray, Ix2};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::convert::{labels, matrix, metric as parse_metric, value_error};
+
+/// A dml-sampling miner with its own seeded random stream: the embeddings' distance matrix is
+/// computed by dml-kernels, the tuples by the miner.
+#[pyclass(module = "dml._dml", frozen)]
+pub(crate) struct Miner {
+    config: MinerConfig,
+    metric: Metric,
+    normalize: bool,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+#[pymethods]
+impl Miner {
+    /// `config` is a dml `MinerConfig` as JSON (`{"kind": "batch_hard"}`, ...); it is checked
+    /// here, once, with the miner's own named errors.
+    #[new]
+    #[pyo3(signature = (config, metric, normalize, seed))]
+    fn new(config: &str, metric: &str, normalize: bool, seed: u64) -> PyResult<Self> {
+        let config: MinerConfig = serde_json::from_str(config).map_err(value_error)?;
+        config.build().map_err(value_error)?;
+        Ok(Miner {
+            config,
+            metric: parse_metric(metric)?,
+            normalize,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        })
+    }
+
+    /// The index tuples of one batch: `[a, p, n]` (triplets) or `[a1, p, a2, n]` (pairs), each
+    /// an int64 array. With `ref_emb`, anchors index the batch and the other ends `ref_emb`.
+    #[pyo3(signature = (embeddings, labels_, ref_emb, ref_labels))]
+    fn mine<'py>(
+        &self,
+        py: Python<'py>,
+        embeddings: PyReadonlyArray2<'py, f32>,
+        labels_: PyReadonlyArray1<'py, u32>,
+        ref_emb: Option<PyReadonlyArray2<'py, f32>>,
+        ref_labels: Option<PyReadonlyArray1<'py, u32>>,
+    ) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
+        let x = matrix(&embeddings, "embeddings")?;
+        let y = labels(&labels_, "labels")?;
+        let reference = match (&ref_emb, &ref_labels) {
+            (Some(r), Some(rl)) => Some((matrix(r, "ref_emb")?, labels(rl, "ref_labels")?)),
+            _ => None,
+        };
+        let tuples = py.detach(|| -> PyResult<Tuples> {
+            let config = match &self.config {
+                // The density of distances on the sphere depends on the embeddings' dimension,
+                // which pml reads from the batch too.
+                MinerConfig::DistanceWeighted(c) => {
+                    let mut c = *c;
+                    c.embedding_dim = x.ncols();
+                    MinerConfig::DistanceWeighted(c)
+                }
+                other => other.clone(),
+            };
+            let miner = config.build().map_err(value_error)?;
+            let x = self.maybe_normalize(x);
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            match reference {
+                None => {
+                    let dist = self_pairwise(self.metric, x.view()).map_err(renamed)?;
+                    miner.mine(dist.view(), self.metric, y, &mut *rng)
+                }
+                Some((r, ry)) => {
+                    let r = self.maybe_normalize(r);
+                    let dist = pairwise(self.metric, x.view(), r.view()).map_err(renamed)?;
+                    miner.mine_reference(dist.view(), self.metric, y, ry, &mut *rng)
+                }
+            }
+            .map_err(value_error)
+        })?;
+        let columns = match tuples {
+            Tuples::Triplets(t) => vec![t.anchor, t.positive, t.negative],
+            Tuples::Pairs(p) => vec![p.pos_anchor, p.positive, p.neg_anchor, p.negative],
+        };
+        Ok(columns
+            .into_iter()
+            .map(|c| {
+                c.into_iter()
+                    .map(i64::from)
+                    .collect::<Vec<_>>()
+                    .into_pyarray(py)
+            })
+            .collect())
+    }
+}
+
+/// dml-kernels' error with its operands named as the miner's caller named them (`x`, `a` →
+/// `embeddings`, `b` → `ref_emb`).
+fn renamed(err: dml_kernels::Error) -> PyErr {
+    let name = |m: &str| if m == "b" { "ref_emb" } else { "embeddings" };
+    match err {
+        dml_kernels::Error::NonFinite { matrix, row, col } => value_error(format!(
+            "non-finite value in {} at row {row}, column {col}",
+            name(matrix)
+        )),
+        other => value_error(other),
+    }
+}
+
+impl Miner {
+    /// The rows as they are, or L2-normalised (pml's distances normalise by default).
+    fn maybe_normalize<'a>(&self, x: ArrayView2<'a, f32>) -> CowArray<'a, f32, Ix2> {
+        if self.normalize {
+            let owned: Array2<f32> = l2_normalize(x);
+            CowArray::from(owned)
+        } else {
+            CowArray::from(x)
+        }
+    }
+}
