@@ -110,7 +110,7 @@ pub use crate::{
     },
     sup_con::{SupConConfig, SupConLoss},
     triplet::{TripletConfig, TripletLoss},
-    util::{Batch, Reference, check_batch, zero_loss},
+    util::{BatchShape, Reference, check_batch, zero_loss},
 };
 
 /// A metric learning loss on a batch of embeddings.

@@ -3,8 +3,9 @@
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    DistanceWeightedConfig, Error, Miner, MinerConfig, MultiSimilarityConfig, PairMarginConfig,
-    SemiHardConfig, SemiHardSelect, TripletMarginConfig, UniformConfig,
+    DistanceWeightedMinerConfig, Error, Miner, MinerConfig, MultiSimilarityMinerConfig,
+    PairMarginMinerConfig, SemiHardMinerConfig, SemiHardSelect, TripletMarginMinerConfig,
+    UniformMinerConfig,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -15,10 +16,10 @@ fn toml_with_defaults_and_parameters() {
         toml::from_str("kind = \"semi_hard\"\nmargin = 0.3\nselect = \"all\"").unwrap();
     assert_eq!(
         c,
-        MinerConfig::SemiHard(SemiHardConfig {
+        MinerConfig::SemiHard(SemiHardMinerConfig {
             margin: 0.3,
             select: SemiHardSelect::All,
-            ..SemiHardConfig::default()
+            ..SemiHardMinerConfig::default()
         })
     );
     for kind in [
@@ -129,30 +130,30 @@ fn init_directly(c: &MinerConfig) -> (Box<dyn Miner>, MinerConfig) {
 #[test]
 fn init_validates_once_and_matches_build() {
     assert!(matches!(
-        SemiHardConfig {
+        SemiHardMinerConfig {
             margin: 0.0,
-            ..SemiHardConfig::default()
+            ..SemiHardMinerConfig::default()
         }
         .init(),
         Err(Error::InvalidMargin { margin }) if margin == 0.0
     ));
     assert!(matches!(
-        SemiHardConfig {
+        SemiHardMinerConfig {
             margin: f32::NAN,
-            ..SemiHardConfig::default()
+            ..SemiHardMinerConfig::default()
         }
         .init(),
         Err(Error::InvalidMargin { margin }) if margin.is_nan()
     ));
     assert!(matches!(
-        MultiSimilarityConfig {
+        MultiSimilarityMinerConfig {
             epsilon: f32::INFINITY
         }
         .init(),
         Err(Error::InvalidEpsilon { epsilon }) if epsilon == f32::INFINITY
     ));
     assert!(matches!(
-        UniformConfig {
+        UniformMinerConfig {
             negatives_per_positive: 0
         }
         .init(),
@@ -161,17 +162,17 @@ fn init_validates_once_and_matches_build() {
         })
     ));
     assert!(matches!(
-        TripletMarginConfig {
+        TripletMarginMinerConfig {
             margin: f32::NAN,
-            ..TripletMarginConfig::default()
+            ..TripletMarginMinerConfig::default()
         }
         .init(),
         Err(Error::NonFiniteParameter { name: "margin", value }) if value.is_nan()
     ));
     assert!(matches!(
-        PairMarginConfig {
+        PairMarginMinerConfig {
             neg_margin: f32::INFINITY,
-            ..PairMarginConfig::default()
+            ..PairMarginMinerConfig::default()
         }
         .init(),
         Err(Error::NonFiniteParameter {
@@ -180,15 +181,15 @@ fn init_validates_once_and_matches_build() {
         })
     ));
     // Any finite margin is a valid band, as in pml (a negative one keeps harder triplets only).
-    TripletMarginConfig {
+    TripletMarginMinerConfig {
         margin: -0.5,
-        ..TripletMarginConfig::default()
+        ..TripletMarginMinerConfig::default()
     }
     .init()
     .unwrap();
-    let dw = DistanceWeightedConfig::default();
+    let dw = DistanceWeightedMinerConfig::default();
     assert!(matches!(
-        DistanceWeightedConfig {
+        DistanceWeightedMinerConfig {
             embedding_dim: 0,
             ..dw
         }
@@ -196,7 +197,7 @@ fn init_validates_once_and_matches_build() {
         Err(Error::InvalidEmbeddingDim { dim: 0 })
     ));
     assert!(matches!(
-        DistanceWeightedConfig {
+        DistanceWeightedMinerConfig {
             cutoff: 1.4,
             ..dw
         }
@@ -205,11 +206,11 @@ fn init_validates_once_and_matches_build() {
             if cutoff == 1.4 && nonzero_loss_cutoff == 1.4
     ));
     assert!(matches!(
-        DistanceWeightedConfig { cutoff: -0.1, ..dw }.init(),
+        DistanceWeightedMinerConfig { cutoff: -0.1, ..dw }.init(),
         Err(Error::InvalidCutoffs { .. })
     ));
     assert!(matches!(
-        DistanceWeightedConfig {
+        DistanceWeightedMinerConfig {
             max_weight: Some(f64::NAN),
             ..dw
         }

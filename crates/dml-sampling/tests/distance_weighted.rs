@@ -1,7 +1,7 @@
 //! Distance-weighted sampling: the density and the empirical distribution of drawn negatives.
 
 use dml_kernels::Metric;
-use dml_sampling::{DistanceWeightedConfig, Miner, Tuples, unit_sphere_log_density};
+use dml_sampling::{DistanceWeightedMinerConfig, Miner, Tuples, unit_sphere_log_density};
 use ndarray::Array2;
 use rand::SeedableRng;
 
@@ -65,7 +65,7 @@ fn negatives_follow_the_inverse_density() {
         d[[0, n_pos + k]] = x;
         d[[n_pos + k, 0]] = x;
     }
-    let miner = DistanceWeightedConfig {
+    let miner = DistanceWeightedMinerConfig {
         embedding_dim: dim,
         ..Default::default()
     }
@@ -121,7 +121,7 @@ fn negatives_follow_the_inverse_density() {
 /// drawable negatives; cosine input goes through d = sqrt(2 − 2s).
 #[test]
 fn weight_cap_and_cosine_input() {
-    let miner = DistanceWeightedConfig {
+    let miner = DistanceWeightedMinerConfig {
         embedding_dim: 64,
         max_weight: Some(1e-3),
         ..Default::default()
@@ -133,7 +133,7 @@ fn weight_cap_and_cosine_input() {
     }
     assert_eq!(miner.log_weight(1.4), None);
     // Without the cap, 512 dimensions: finite log weights, no overflow.
-    let big = DistanceWeightedConfig {
+    let big = DistanceWeightedMinerConfig {
         embedding_dim: 512,
         ..Default::default()
     }

@@ -61,7 +61,7 @@ fn ln_gamma(x: f64) -> f64 {
 /// Parameters of [`DistanceWeightedMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DistanceWeightedConfig {
+pub struct DistanceWeightedMinerConfig {
     /// Dimension `n` of the embedding space (the sphere is `S^{n−1}`). Required in configs;
     /// default 128 otherwise.
     pub embedding_dim: usize,
@@ -74,9 +74,9 @@ pub struct DistanceWeightedConfig {
     pub max_weight: Option<f64>,
 }
 
-impl Default for DistanceWeightedConfig {
+impl Default for DistanceWeightedMinerConfig {
     fn default() -> Self {
-        DistanceWeightedConfig {
+        DistanceWeightedMinerConfig {
             embedding_dim: 128,
             cutoff: 0.5,
             nonzero_loss_cutoff: 1.4,
@@ -85,7 +85,7 @@ impl Default for DistanceWeightedConfig {
     }
 }
 
-impl DistanceWeightedConfig {
+impl DistanceWeightedMinerConfig {
     /// Checks the parameters and builds the miner, with the density's constants computed once.
     ///
     /// # Errors
@@ -146,16 +146,16 @@ impl DistanceWeightedConfig {
 /// None` here, the default, is the same); pml requires its own normalised `LpDistance`.
 /// Wu et al.'s reference implementation (mxnet) matches pml in all three respects.
 ///
-/// Built by [`DistanceWeightedConfig::init`].
+/// Built by [`DistanceWeightedMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct DistanceWeightedMiner {
-    cfg: DistanceWeightedConfig,
+    cfg: DistanceWeightedMinerConfig,
     log_weight: LogWeight,
 }
 
 impl DistanceWeightedMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &DistanceWeightedConfig {
+    pub fn config(&self) -> &DistanceWeightedMinerConfig {
         &self.cfg
     }
 
@@ -168,7 +168,7 @@ impl DistanceWeightedMiner {
 }
 
 /// [`DistanceWeightedMiner::log_weight`] with the density's constants, computed once by
-/// [`DistanceWeightedConfig::init`].
+/// [`DistanceWeightedMinerConfig::init`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LogWeight {
     log_norm: f64,
@@ -180,7 +180,7 @@ struct LogWeight {
 }
 
 impl LogWeight {
-    fn new(m: &DistanceWeightedConfig) -> LogWeight {
+    fn new(m: &DistanceWeightedMinerConfig) -> LogWeight {
         let n = m.embedding_dim as f64;
         LogWeight {
             // ln q(1) without the d-dependent terms: the normalising constant.
