@@ -92,7 +92,7 @@ pub use dml_sampling::{Pairs, Triplets, Tuples};
 use tch::Tensor;
 
 pub use crate::{
-    config::LossConfig,
+    config::{LossConfig, LossSpec},
     contrastive::{ContrastiveConfig, ContrastiveLoss},
     error::{Error, Result},
     lifted::{LiftedStructuredConfig, LiftedStructuredLoss},

@@ -85,7 +85,7 @@ fn main() -> dml_sampling::Result<()> {
                 "distance_weighted (pml DistanceWeightedMiner)",
                 Box::new(
                     DistanceWeightedMinerConfig {
-                        embedding_dim: dim,
+                        embedding_dim: Some(dim),
                         ..Default::default()
                     }
                     .init()?,

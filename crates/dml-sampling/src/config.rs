@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::miner::{Miner, TupleKind};
+use crate::miner::{Miner, MinerContext, MinerSpec, TupleKind};
 use crate::miners::{
     AllMinerConfig, BatchHardMinerConfig, DistanceWeightedMinerConfig, HardNegativeMinerConfig,
     LiftedStructuredMinerConfig, MultiSimilarityMinerConfig, NPairsMinerConfig,
@@ -50,15 +50,25 @@ macro_rules! miner_kinds {
                 }
             }
 
-            /// Builds the miner with its config's `init` (e.g. [`SemiHardMinerConfig::init`]), which
-            /// checks the parameters; the miner does not check them again when it mines.
+            /// The miner's own facts ([`MinerSpec`]), from its config.
+            pub fn spec(&self) -> &dyn MinerSpec {
+                match self {
+                    $(MinerConfig::$variant(c) => c,)*
+                }
+            }
+
+            /// Builds the miner for `ctx` ([`MinerSpec::build`]); the config's checks run here,
+            /// and the miner does not check them again when it mines.
             ///
             /// # Errors
-            /// The named error of the first invalid parameter, as that `init` returns it.
-            pub fn build(&self) -> Result<Box<dyn Miner>> {
-                Ok(match self {
-                    $(MinerConfig::$variant(c) => Box::new(c.init()?),)*
-                })
+            /// The named error of the first invalid parameter.
+            pub fn build(&self, ctx: MinerContext) -> Result<Box<dyn Miner>> {
+                self.spec().build(ctx)
+            }
+
+            /// Whether the miner can mine against a reference set ([`MinerSpec::mines_reference`]).
+            pub fn mines_reference(&self) -> bool {
+                self.spec().mines_reference()
             }
         }
     };

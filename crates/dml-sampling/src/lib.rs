@@ -33,7 +33,9 @@
 //!
 //! ```
 //! use dml_kernels::Metric;
-//! use dml_sampling::{BatchHardMinerConfig, Error, Miner, MinerConfig, SemiHardMinerConfig, Tuples};
+//! use dml_sampling::{
+//!     BatchHardMinerConfig, Error, Miner, MinerConfig, MinerContext, SemiHardMinerConfig, Tuples,
+//! };
 //! use ndarray::array;
 //! use rand::SeedableRng;
 //!
@@ -49,9 +51,10 @@
 //! // Item 1's hardest positive is item 0 and its hardest negative is item 2.
 //! assert_eq!((t.anchor[1], t.positive[1], t.negative[1]), (1, 0, 2));
 //!
-//! // The same miner from a config file's `[miner]` table.
+//! // The same miner from a config file's `[miner]` table, built for 1-d embeddings (only the
+//! // distance-weighted miner reads the length).
 //! let cfg: MinerConfig = toml::from_str(r#"kind = "batch_hard""#).unwrap();
-//! let from_file = cfg.build()?;
+//! let from_file = cfg.build(MinerContext { embedding_dim: 1 })?;
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 //! assert_eq!(from_file.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?, Tuples::Triplets(t));
 //!
@@ -78,7 +81,7 @@ pub use crate::{
     config::MinerConfig,
     error::{Error, Result},
     memory::MemoryBank,
-    miner::{Batch, Miner, TupleKind},
+    miner::{Batch, Miner, MinerContext, MinerSpec, TupleKind},
     miners::{
         AllMiner, AllMinerConfig, BatchHardMiner, BatchHardMinerConfig, DistanceWeightedMiner,
         DistanceWeightedMinerConfig, HardNegativeMiner, HardNegativeMinerConfig,

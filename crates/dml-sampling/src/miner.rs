@@ -86,6 +86,31 @@ pub trait Miner: std::fmt::Debug + Send + Sync {
     }
 }
 
+/// What a miner is built for: the facts of the run a miner's config may need. Only the
+/// distance-weighted miner reads one today (the sphere's dimension of its density).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinerContext {
+    /// Length of the embeddings the miner will see.
+    pub embedding_dim: usize,
+}
+
+/// What the registry ([`MinerConfig`](crate::MinerConfig)) needs of one miner, implemented by
+/// the miner's config beside the miner's code: adding a miner is its own file under `miners/`
+/// plus one line in the registry.
+pub trait MinerSpec {
+    /// Checks the parameters and builds the miner for `ctx`.
+    ///
+    /// # Errors
+    /// The named error of the first invalid parameter.
+    fn build(&self, ctx: MinerContext) -> Result<Box<dyn Miner>>;
+
+    /// Whether the miner can mine a batch against a reference set ([`Miner::mine_reference`]);
+    /// `false` for the miners that pair batch items with each other. Default `true`.
+    fn mines_reference(&self) -> bool {
+        true
+    }
+}
+
 /// Which tuple form the [`AllMiner`](crate::AllMiner) returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -37,7 +37,8 @@ fn toml_with_defaults_and_parameters() {
     ] {
         let c: MinerConfig = toml::from_str(&format!("kind = \"{kind}\"")).unwrap();
         assert_eq!(c.kind(), kind);
-        c.build().unwrap();
+        c.build(dml_sampling::MinerContext { embedding_dim: 3 })
+            .unwrap();
         // The tag serde writes is the kind, and the kind's defaults are what `defaults()` lists.
         let json: serde_json::Value = serde_json::to_value(&c).unwrap();
         assert_eq!(json["kind"], kind);
@@ -69,7 +70,7 @@ fn build_validates() {
     let bad = |s: &str| {
         toml::from_str::<MinerConfig>(s)
             .unwrap()
-            .build()
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
             .unwrap_err()
     };
     assert!(
@@ -87,7 +88,10 @@ fn build_validates() {
     ));
     assert!(matches!(
         bad("kind = \"distance_weighted\"\nembedding_dim = 1"),
-        Error::InvalidEmbeddingDim { dim: 1 }
+        Error::EmbeddingDimMismatch {
+            config: 1,
+            embeddings: 3
+        }
     ));
     assert!(matches!(
         bad("kind = \"distance_weighted\"\ncutoff = 1.5"),
@@ -187,10 +191,22 @@ fn init_validates_once_and_matches_build() {
     }
     .init()
     .unwrap();
-    let dw = DistanceWeightedMinerConfig::default();
+    // Without a length of its own, `init` has none to build for; `init_for` gives one.
+    assert!(matches!(
+        DistanceWeightedMinerConfig::default().init(),
+        Err(Error::InvalidEmbeddingDim { dim: 0 })
+    ));
+    assert!(matches!(
+        DistanceWeightedMinerConfig::default().init_for(1),
+        Err(Error::InvalidEmbeddingDim { dim: 1 })
+    ));
+    let dw = DistanceWeightedMinerConfig {
+        embedding_dim: Some(16),
+        ..DistanceWeightedMinerConfig::default()
+    };
     assert!(matches!(
         DistanceWeightedMinerConfig {
-            embedding_dim: 0,
+            embedding_dim: Some(0),
             ..dw
         }
         .init(),
@@ -249,7 +265,9 @@ fn init_validates_once_and_matches_build() {
         "kind = \"multi_similarity\"\nepsilon = 0.2",
     ] {
         let c: MinerConfig = toml::from_str(src).unwrap();
-        let built = c.build().unwrap();
+        let built = c
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
+            .unwrap();
         let (direct, back) = init_directly(&c);
         assert_eq!(back, c, "{src}: config() is the config init was given");
         // Twice from the same seed: the second call shows that mining leaves nothing behind.

@@ -66,7 +66,7 @@ fn negatives_follow_the_inverse_density() {
         d[[n_pos + k, 0]] = x;
     }
     let miner = DistanceWeightedMinerConfig {
-        embedding_dim: dim,
+        embedding_dim: Some(dim),
         ..Default::default()
     }
     .init()
@@ -122,7 +122,7 @@ fn negatives_follow_the_inverse_density() {
 #[test]
 fn weight_cap_and_cosine_input() {
     let miner = DistanceWeightedMinerConfig {
-        embedding_dim: 64,
+        embedding_dim: Some(64),
         max_weight: Some(1e-3),
         ..Default::default()
     }
@@ -134,7 +134,7 @@ fn weight_cap_and_cosine_input() {
     assert_eq!(miner.log_weight(1.4), None);
     // Without the cap, 512 dimensions: finite log weights, no overflow.
     let big = DistanceWeightedMinerConfig {
-        embedding_dim: 512,
+        embedding_dim: Some(512),
         ..Default::default()
     }
     .init()

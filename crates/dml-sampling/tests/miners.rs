@@ -150,7 +150,7 @@ proptest! {
         check_triplet_labels(&u, &labels);
         prop_assert_eq!(u.len(), n_pos_pairs * k);
 
-        let dw = DistanceWeightedMinerConfig { embedding_dim: 3, ..Default::default() }.init().unwrap();
+        let dw = DistanceWeightedMinerConfig { embedding_dim: Some(3), ..Default::default() }.init().unwrap();
         let t = trip(dw.mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         prop_assert!(t.len() <= n_pos_pairs);
@@ -217,7 +217,7 @@ fn degenerate_batches_give_empty_tuples() {
         Box::new(BatchHardMinerConfig::default().init().unwrap()),
         Box::new(NPairsMinerConfig::default().init().unwrap()),
         Box::new(LiftedStructuredMinerConfig::default().init().unwrap()),
-        Box::new(DistanceWeightedMinerConfig::default().init().unwrap()),
+        Box::new(DistanceWeightedMinerConfig::default().init_for(3).unwrap()),
         Box::new(MultiSimilarityMinerConfig::default().init().unwrap()),
     ];
     let x: Vec<Vec<f32>> = (0..5).map(|i| vec![i as f32, 1.0, 0.5]).collect();
@@ -314,7 +314,7 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
         ),
         Box::new(
             DistanceWeightedMinerConfig {
-                embedding_dim: 3,
+                embedding_dim: Some(3),
                 ..Default::default()
             }
             .init()
@@ -361,7 +361,7 @@ fn the_all_miner_takes_the_losss_form_unless_told() {
     let labels = [0, 0, 1, 1];
     let d = Array2::<f32>::zeros((4, 4));
     let mine = |c: &MinerConfig| {
-        c.build()
+        c.build(dml_sampling::MinerContext { embedding_dim: 3 })
             .unwrap()
             .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
             .unwrap()
@@ -396,7 +396,7 @@ proptest! {
         let sq = d.mapv(|x| x * x);
         let mut checked = 0;
         for cfg in MinerConfig::defaults() {
-            let miner = cfg.build().unwrap();
+            let miner = cfg.build(dml_sampling::MinerContext { embedding_dim: 3 }).unwrap();
             if !miner.order_only() {
                 continue;
             }
@@ -406,5 +406,33 @@ proptest! {
             prop_assert_eq!(plain, squared, "{:?}", cfg);
         }
         prop_assert!(checked > 0, "no miner says it reads only the order");
+    }
+}
+
+/// `mines_reference` says exactly which miners mine against a reference set, for every miner
+/// of the registry.
+#[test]
+fn mines_reference_matches_mine_reference() {
+    let labels = [0u32, 0, 1, 1];
+    let ref_labels = [0u32, 1, 1];
+    let dist = ndarray::Array2::from_shape_fn((4, 3), |(i, j)| 0.1 + (i * 3 + j) as f32 / 10.0);
+    for cfg in MinerConfig::defaults() {
+        let miner = cfg
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
+            .expect("defaults build");
+        let got = miner.mine_reference(
+            dist.view(),
+            Metric::Euclidean,
+            &labels,
+            &ref_labels,
+            &mut rng(),
+        );
+        assert_eq!(
+            got.is_ok(),
+            cfg.mines_reference(),
+            "{}: {:?}",
+            cfg.kind(),
+            got.err()
+        );
     }
 }

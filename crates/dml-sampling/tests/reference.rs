@@ -137,7 +137,7 @@ proptest! {
             Box::new(UniformMinerConfig { negatives_per_positive: k }.init().unwrap()),
             Box::new(SemiHardMinerConfig::default().init().unwrap()),
             Box::new(HardNegativeMinerConfig::default().init().unwrap()),
-            Box::new(DistanceWeightedMinerConfig { embedding_dim: 3, cutoff: 0.0, ..Default::default() }.init().unwrap()),
+            Box::new(DistanceWeightedMinerConfig { embedding_dim: Some(3), cutoff: 0.0, ..Default::default() }.init().unwrap()),
         ];
         for miner in miners {
             let t = trip(miner.mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
@@ -233,7 +233,7 @@ fn miners_that_pair_batch_items_refuse_a_reference_and_shapes_are_checked() {
         MinerConfig::LiftedStructured(LiftedStructuredMinerConfig::default()),
     ] {
         let err = miner
-            .build()
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
             .unwrap()
             .mine_reference(d.view(), Metric::Euclidean, &[0, 1], &[0, 1, 1], &mut rng())
             .unwrap_err();

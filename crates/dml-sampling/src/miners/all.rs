@@ -52,3 +52,9 @@ impl Miner for AllMiner {
         })
     }
 }
+
+impl crate::MinerSpec for AllMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}

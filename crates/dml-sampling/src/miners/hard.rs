@@ -432,6 +432,24 @@ fn hardest_pair_walk(
     (p_best != u32::MAX && n_best != u32::MAX).then_some((p_best, n_best))
 }
 
+impl crate::MinerSpec for HardNegativeMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
+impl crate::MinerSpec for SemiHardMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
+impl crate::MinerSpec for BatchHardMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

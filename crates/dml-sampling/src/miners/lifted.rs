@@ -78,3 +78,13 @@ impl Miner for LiftedStructuredMiner {
         Ok(out.into())
     }
 }
+
+impl crate::MinerSpec for LiftedStructuredMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+
+    fn mines_reference(&self) -> bool {
+        false
+    }
+}

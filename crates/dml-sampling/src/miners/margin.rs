@@ -200,3 +200,15 @@ fn finite(name: &'static str, value: f32) -> Result<()> {
         Err(Error::NonFiniteParameter { name, value })
     }
 }
+
+impl crate::MinerSpec for TripletMarginMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
+impl crate::MinerSpec for PairMarginMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}

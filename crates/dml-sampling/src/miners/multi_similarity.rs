@@ -98,3 +98,9 @@ impl Miner for MultiSimilarityMiner {
         Ok(out.into())
     }
 }
+
+impl crate::MinerSpec for MultiSimilarityMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}

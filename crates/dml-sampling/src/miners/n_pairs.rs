@@ -95,3 +95,13 @@ impl Miner for NPairsMiner {
         Ok(t.into())
     }
 }
+
+impl crate::MinerSpec for NPairsMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+
+    fn mines_reference(&self) -> bool {
+        false
+    }
+}

@@ -70,3 +70,9 @@ impl Miner for UniformMiner {
         Ok(t.into())
     }
 }
+
+impl crate::MinerSpec for UniformMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}

@@ -416,14 +416,7 @@ pub fn miner_config(base: &Config, kind: &str) -> Result<Option<MinerConfig>> {
     {
         return Ok(Some(m.clone()));
     }
-    let text = if kind == "distance_weighted" {
-        format!(
-            "kind = {kind:?}\nembedding_dim = {}",
-            base.model.embedding_dim()
-        )
-    } else {
-        format!("kind = {kind:?}")
-    };
+    let text = format!("kind = {kind:?}");
     toml::from_str(&text)
         .map(Some)
         .map_err(|e| Error::ConfigParse {
