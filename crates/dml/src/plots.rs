@@ -229,6 +229,9 @@ impl Drawer for Curves<'_> {
             .map_err(e2s)?;
         let span = [-0.5, n_epochs as f64 + 0.5];
         let mut any = false;
+        // The legend goes into the half the lines leave free: the top when every plotted value
+        // is at most 0.6 (hard sets), else the bottom.
+        let mut highest = 0f64;
         for (name, score, colour) in series {
             let points: Vec<(f64, f64)> = self
                 .history
@@ -239,6 +242,7 @@ impl Drawer for Curves<'_> {
                 continue;
             }
             any = true;
+            highest = points.iter().map(|p| p.1).fold(highest, f64::max);
             chart
                 .draw_series(LineSeries::new(
                     points.iter().copied(),
@@ -265,6 +269,7 @@ impl Drawer for Curves<'_> {
                 let Some(v) = baseline.and_then(|m| m.get(score)) else {
                     continue;
                 };
+                highest = highest.max(v);
                 let style = ShapeStyle {
                     color: colour.to_rgba(),
                     filled: false,
@@ -287,7 +292,11 @@ impl Drawer for Curves<'_> {
         if any {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
+                .position(if highest <= 0.6 {
+                    SeriesLabelPosition::UpperRight
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 13))
