@@ -32,7 +32,7 @@ use crate::{Error, Result, Tuples};
 /// reference set ([`NPairsMiner`](crate::NPairsMiner) and
 /// [`LiftedStructuredMiner`](crate::LiftedStructuredMiner), which pair batch items with each
 /// other: [`Error::NoReferenceMining`]). Invalid parameters never reach the miner: it is built by
-/// its config's `init` (or [`MinerConfig::build`]), which refuses them.
+/// its config's `init` (or [`MinerConfig::build`](crate::MinerConfig::build)), which refuses them.
 ///
 /// Randomised miners draw only from `rng`, so a seeded RNG gives the same tuples on every run.
 ///
