@@ -97,7 +97,12 @@
 //! classes of thousands of items (R = 6,999 on half of Fashion-MNIST) the k-NN keeps each
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
-//! timings). [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
+//! timings). A leave-one-out set of 512 dimensions or more (raw images; below that the GEMM is
+//! too cheap for it to pay) with such a large R whose candidate lists fit 4 GiB (about
+//! `n · R · 10` bytes: 2.5 GB for 35,000 items in classes of 7,000) is searched through the
+//! symmetry of its distances instead ([`dml_kernels::knn_self_blocks`]: each distance tile
+//! computed once for both of its points, half the GEMM work), the same scores bit for bit.
+//! [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
 //! largest K. The scores over the whole ranking (mean average precision and mean reciprocal
 //! rank at the default depth) need the rank of every same-class item instead: the query ×
 //! reference distances are then streamed in bands of 64 queries (dml-kernels'
@@ -157,7 +162,7 @@ const NEIGHBOUR_BUDGET: usize = 1 << 22;
 /// entries, 256 MiB of indices and scores (100,000 items at k = 100 take 80 MiB).
 const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
-/// whole rows (a large R) is searched by the symmetry of its distances
+/// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
 /// ([`dml_kernels::knn_self_blocks`], half the GEMM work): 4 GiB. 35,000 items in classes of
 /// 7,000 take about 2.6 GB (pytorch-metric-learning with faiss holds 15 GB there); larger sets
 /// stream blocks of queries through the full search in bounded memory.
@@ -587,7 +592,8 @@ fn score_neighbours(
     // A large k over a set whose candidate lists fit SYMMETRIC_BUDGET: the symmetric
     // selection, block by block.
     if full_budget
-        && dml_kernels::knn_self_blocks_memory(n_query, k).is_some_and(|b| b <= SYMMETRIC_BUDGET)
+        && dml_kernels::knn_self_blocks_memory(n_query, query.ncols(), k)
+            .is_some_and(|b| b <= SYMMETRIC_BUDGET)
     {
         let mut acc = Accumulator::new(plan);
         dml_kernels::knn_self_blocks(metric, query, k, &mut |start, nn| {
@@ -648,7 +654,10 @@ fn score_block(
     start: usize,
     idx: &Array2<u32>,
 ) -> Vec<Accumulator> {
-    debug_assert!(start.is_multiple_of(SCORE_CHUNK), "blocks start at whole chunks");
+    debug_assert!(
+        start.is_multiple_of(SCORE_CHUNK),
+        "blocks start at whole chunks"
+    );
     idx.axis_chunks_iter(Axis(0), SCORE_CHUNK)
         .into_par_iter()
         .enumerate()
@@ -746,8 +755,9 @@ mod tests {
     fn symmetric_large_k_path_equals_streaming() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for n in [1_023, 1_024, 1_100] {
-            // Small integer coordinates: ties everywhere.
-            let x = Array2::from_shape_fn((n, 3), |_| rng.random_range(0..4) as f32);
+            // Small integer coordinates: ties everywhere. 512 dimensions: the symmetric search's
+            // smallest.
+            let x = Array2::from_shape_fn((n, 512), |_| rng.random_range(0..4) as f32);
             let y: Vec<u32> = (0..n).map(|i| u32::from(i % 3 == 0)).collect();
             let cfg = EvalConfig {
                 recall_at: vec![1, 10],
@@ -755,7 +765,8 @@ mod tests {
                 ..EvalConfig::default()
             };
             let k = ranked_depth(&y, &y, true, &cfg).expect("depth");
-            let symmetric = dml_kernels::knn_self_blocks_memory(n, k);
+            let symmetric = dml_kernels::knn_self_blocks_memory(n, 512, k);
+            assert!(dml_kernels::knn_self_blocks_memory(n, 511, k).is_none());
             assert_eq!(symmetric.is_some(), n >= 1_024, "n = {n}, k = {k}");
             for metric in [Metric::Euclidean, Metric::Cosine] {
                 let eval = |budget| {

@@ -27,15 +27,6 @@ pub(crate) fn zeros(rows: usize, cols: usize) -> Array2<f32> {
     Array2::from_shape_vec((rows, cols), v).unwrap_or_else(|_| Array2::zeros((rows, cols)))
 }
 
-/// A zero-filled buffer of `len` codes, backed by huge pages where the OS allows (as [`zeros`]).
-pub(crate) fn zeros_u64(len: usize) -> Vec<u64> {
-    let mut v: Vec<u64> = vec![0; len];
-    if len.saturating_mul(8) >= HUGE_PAGE_THRESHOLD {
-        advise_huge_pages(v.as_mut_ptr().cast(), len * 8);
-    }
-    v
-}
-
 #[cfg(target_os = "linux")]
 fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
     const HUGE: usize = 2 << 20;

@@ -523,14 +523,17 @@ const CUT_SIGMAS: f64 = 3.0;
 /// of `points`, in order (`start` the block's first row; every block but the last has the same
 /// number of rows, a multiple of 64); together they are exactly one [`knn_self`] call's answer.
 ///
-/// For a large `k` on a set of 1,024 rows or more (where the search selects from whole rows
-/// rather than streaming sorted buffers) it takes the symmetry of the distances: every tile of
+/// For a large `k` on a set of 1,024 rows or more of dimension 512 or more (where the search
+/// selects from whole rows rather than streaming sorted buffers, and the GEMM is most of its
+/// cost) it takes the symmetry of the distances: every tile of
 /// the distance matrix on or above the diagonal is computed once and feeds both its rows and
 /// its columns, half the GEMM work of [`knn_self_rows`] over the same rows. The price is memory:
 /// each row's candidates at or below a cut-off estimated from a sample of the columns are held
 /// until every tile is done, about [`knn_self_blocks_memory`] bytes (about `n · k · 10` bytes,
 /// 2.5 GB for 35,000 rows and k = 7,000); stream [`knn_self_rows`] over blocks instead for
-/// bounded memory. Otherwise it is one [`knn_self`] call handed out in blocks.
+/// bounded memory. Otherwise a large `k` goes block by block through the general search (as
+/// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
+/// blocks.
 ///
 /// # Errors
 /// As [`knn_self`].
@@ -557,11 +560,18 @@ pub fn knn_self_blocks(
     check_k(k, points.nrows().saturating_sub(1))?;
     check_rows(points, "points")?;
     check::finite(points, "points")?;
-    if uses_symmetric_selection(points.nrows(), k) {
+    let n = points.nrows();
+    if uses_symmetric_selection(n, k, points.ncols()) {
         search_symmetric_select(metric, points, k, CUT_SIGMAS, on_block);
+    } else if use_selection(k, n) {
+        // Large k, low dimension: block by block through the general search.
+        for start in (0..n).step_by(SYM_TILE) {
+            let end = (start + SYM_TILE).min(n);
+            let rows = points.slice(s![start..end, ..]);
+            on_block(start, search(metric, rows, points, k, Some(start)));
+        }
     } else {
         let nn = search_self(metric, points, k);
-        let n = points.nrows();
         for start in (0..n).step_by(SYM_TILE) {
             let end = (start + SYM_TILE).min(n);
             on_block(
@@ -577,15 +587,23 @@ pub fn knn_self_blocks(
 }
 
 /// Bytes [`knn_self_blocks`] holds beyond its inputs and one block's output when it takes the
-/// symmetry of a large-k search of `n` rows (the candidate lists of every row: their expected
-/// length with the sampling margin, 10 % slack, 8 bytes each), or `None` when it does not (a small
-/// `k` or a set under 1,024 rows: one [`knn_self`] call).
-pub fn knn_self_blocks_memory(n: usize, k: usize) -> Option<usize> {
-    uses_symmetric_selection(n, k).then(|| n.saturating_mul(row_capacity(n, k, CUT_SIGMAS)) * 8)
+/// symmetry of a large-k search of `n` rows of dimension `d` (the candidate lists of every row:
+/// their expected length with the sampling margin, 10 % slack, 8 bytes each), or `None` when
+/// it does not (a small `k`, a set under 1,024 rows or a dimension under 512).
+pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
+    uses_symmetric_selection(n, k, d).then(|| n.saturating_mul(row_capacity(n, k, CUT_SIGMAS)) * 8)
 }
 
-fn uses_symmetric_selection(n: usize, k: usize) -> bool {
-    n >= 2 * SYM_TILE && k < n && use_selection(k, n)
+/// Smallest dimension at which the large-k search takes the symmetry ([`knn_self_blocks`]).
+/// It saves half the GEMM, a cost that grows with the dimension, and pays with a pass over
+/// candidate lists of about `n · k` entries (their pages and their sort), which does not: on
+/// 35,000 points with k = 6,999 (a 2-core machine at a load of 8 to 10, alternating) it took
+/// 12 s against the streamed search's 9.5 s at 64-d, the same 15.9 s at 256-d, and 20–28 s
+/// against 43–52 s at 784-d.
+const SYMMETRIC_SELECTION_MIN_DIM: usize = 512;
+
+fn uses_symmetric_selection(n: usize, k: usize, d: usize) -> bool {
+    n >= 2 * SYM_TILE && k < n && use_selection(k, n) && d >= SYMMETRIC_SELECTION_MIN_DIM
 }
 
 /// The sample's rank (0-based) of a row's cut-off, or `None` for no cut-off (keep everything).
@@ -667,8 +685,9 @@ fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
 }
 
 /// The candidate lists of one block of rows in the large-k symmetric search: `cap` codes per
-/// row in one buffer (huge pages where the OS allows: a few faults instead of one per 4 KiB),
-/// and what a row gathers beyond that in its own overflow list.
+/// row in one buffer (pages are only touched as far as each row fills its part; asking for huge
+/// pages here cost more kernel time than it saved, measured), and what a row gathers beyond
+/// that in its own overflow list.
 struct BlockLists {
     codes: Vec<u64>,
     lens: Vec<usize>,
@@ -679,7 +698,7 @@ struct BlockLists {
 impl BlockLists {
     fn new(rows: usize, cap: usize) -> Self {
         BlockLists {
-            codes: crate::alloc::zeros_u64(rows * cap),
+            codes: vec![0; rows * cap],
             lens: vec![0; rows],
             overflow: vec![Vec::new(); rows],
             cap,
@@ -1279,7 +1298,7 @@ mod tests {
             let x = points(1_100, d, ints, 99);
             for metric in Metric::ALL {
                 for k in [70, 1_099] {
-                    assert!(uses_symmetric_selection(x.nrows(), k));
+                    assert!(uses_symmetric_selection(x.nrows(), k, 512));
                     let want = search(metric, x.view(), x.view(), k, Some(0));
                     for sigmas in [CUT_SIGMAS, 1e9, -1e9] {
                         let mut starts = Vec::new();

@@ -8,8 +8,9 @@
 //! equality with a full sort of the pairwise matrix, ties included.
 
 use dml_kernels::{
-    Error, Metric, NORM_EPS, knn, knn_self, knn_self_rows, l2_normalize, l2_normalize_inplace,
-    paired, pairwise, pairwise_bands, pairwise_into, self_pairwise,
+    Error, Metric, NORM_EPS, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_rows,
+    l2_normalize, l2_normalize_inplace, paired, pairwise, pairwise_bands, pairwise_into,
+    self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -436,6 +437,48 @@ fn symmetric_self_search_equals_the_general_search_on_floats() {
                     .all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0));
                 assert!(same_bits, "{metric} k={k}");
             }
+        }
+    }
+}
+
+/// `knn_self_blocks` hands out exactly one `knn_self` call's lists and score bits, block by
+/// block in order, along each of its paths: large k by symmetry (512 dimensions), large k
+/// streamed (low dimension), small k; and its memory estimate names only the first.
+#[test]
+fn knn_self_blocks_equal_knn_self() {
+    let mut state = 4242u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    for (d, k, symmetric) in [(512, 300, true), (5, 300, false), (512, 10, false)] {
+        let x = Array2::from_shape_simple_fn((1_100, d), &mut next);
+        assert_eq!(knn_self_blocks_memory(1_100, d, k).is_some(), symmetric);
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let whole = knn_self(metric, x.view(), k).expect("knn_self");
+            let mut starts = Vec::new();
+            let mut rows = 0;
+            knn_self_blocks(metric, x.view(), k, &mut |start, nn| {
+                starts.push(start);
+                let want = s![start..start + nn.n_queries(), ..];
+                assert_eq!(
+                    nn.indices,
+                    whole.indices.slice(want),
+                    "{metric} d={d} k={k}"
+                );
+                let same_bits = nn
+                    .scores
+                    .iter()
+                    .zip(whole.scores.slice(want))
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0));
+                assert!(same_bits, "{metric} d={d} k={k}");
+                rows += nn.n_queries();
+            })
+            .expect("blocks");
+            assert_eq!(starts, vec![0, 512, 1_024]);
+            assert_eq!(rows, 1_100);
         }
     }
 }
