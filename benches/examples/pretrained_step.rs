@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
     net.load_pretrained(&mut vs)?;
     let loss = dml_losses::LossConfig::MultiSimilarity(Default::default())
         .build(&(vs.root() / "loss"), dml_losses::LossContext::new(p, 128))?;
-    let miner = MinerConfig::MultiSimilarity(Default::default()).build()?;
+    let miner = MinerConfig::MultiSimilarity(Default::default())
+        .build(dml_sampling::MinerContext { embedding_dim: 128 })?;
     let mut opt =
         dml::optim::Optimizer::new(&vs, dml::config::OptimizerConfig::default().groups())?;
     let xs = Tensor::f_from_slice(images.as_slice().context("standard layout")?)?

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let loss: LossConfig = serde_json::from_value(json!({"kind": "triplet", "margin": 0.05}))?;
     let loss = loss.build(&vs.root(), LossContext::new(b / k, d))?;
     let miner: MinerConfig = serde_json::from_value(json!({"kind": "batch_hard"}))?;
-    let miner = miner.build()?;
+    let miner = miner.build(dml_sampling::MinerContext { embedding_dim: 128 })?;
     let bank = work.bank()?;
     let data::MemoryWorkload {
         labels,

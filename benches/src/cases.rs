@@ -194,10 +194,13 @@ fn miner_specs(dim: usize) -> Vec<MinerSpec> {
     ]
 }
 
+/// The miner of a bench case. Only the distance-weighted miner reads the embedding length, and
+/// its cases state it in the config (`embedding_dim`), which the context then repeats.
 fn build_miner(cfg: &Value) -> anyhow::Result<Box<dyn Miner>> {
+    let embedding_dim = cfg["embedding_dim"].as_u64().unwrap_or(2) as usize;
     let cfg: MinerConfig =
         serde_json::from_value(cfg.clone()).with_context(|| format!("miner config {cfg}"))?;
-    Ok(cfg.build()?)
+    Ok(cfg.build(dml_sampling::MinerContext { embedding_dim })?)
 }
 
 /// Distances of the batch (the ndarray kernel) and the miner's tuples: what a training step

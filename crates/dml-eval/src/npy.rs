@@ -149,7 +149,7 @@ pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u32>> {
 /// As [`read_labels`] for the file and its dtype, [`Error::NpyNdim`] unless it is 2-D with 3
 /// columns, [`Error::NpyLabel`] for an index outside `0..=u32::MAX`, [`Error::NpyPairFlag`] for
 /// a flag other than 0 or 1, and [`Error::NoPairs`] for an empty file.
-pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::Pairs> {
+pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::VerificationPairs> {
     let path = path.as_ref();
     let bytes = read(path)?;
     let (header, data) = parse(path, &bytes)?;
@@ -201,7 +201,7 @@ pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::Pairs> 
             }
         });
     }
-    crate::verification::Pairs::new(pairs, same)
+    crate::verification::VerificationPairs::new(pairs, same)
 }
 
 /// Checks that an embeddings file and a labels file describe the same number of items; the

@@ -4,7 +4,7 @@
 //! Retrieval asks which items are like a query; verification asks a yes/no question of a pair
 //! (face verification, re-identification, signature and product matching): accept the pair when
 //! its two embeddings are closer than a threshold. Its figures come from the scores of a list of
-//! labelled pairs ([`Pairs`]: from a file, from LFW's `pairs.txt`, or drawn from class labels),
+//! labelled pairs ([`VerificationPairs`]: from a file, from LFW's `pairs.txt`, or drawn from class labels),
 //! computed once by dml-kernels ([`dml_kernels::paired`]) and sorted once ([`Roc`]).
 //!
 //! # Definitions
@@ -43,7 +43,7 @@
 //! (the scores, their sorted copies, one sort order and the fold of each pair): 6,000 LFW pairs
 //! take 160 kB, ten million pairs about 270 MB. The scores are computed pair by pair
 //! ([`dml_kernels::paired`], one dot product each), never as a matrix of all items against all,
-//! and [`Pairs::from_labels`] draws its negatives without enumerating them.
+//! and [`VerificationPairs::from_labels`] draws its negatives without enumerating them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -57,12 +57,12 @@ use crate::{Error, Result};
 
 /// A list of pairs of items (rows of one embedding matrix), each flagged same class or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pairs {
+pub struct VerificationPairs {
     pairs: Vec<[u32; 2]>,
     same: Vec<bool>,
 }
 
-impl Pairs {
+impl VerificationPairs {
     /// Pairs from their indices and flags (`same[p]`: whether pair `p` is of one class).
     ///
     /// # Errors
@@ -312,7 +312,7 @@ fn sample_pairs(
     out
 }
 
-/// How [`Pairs::from_labels`] draws pairs.
+/// How [`VerificationPairs::from_labels`] draws pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairSampling {
@@ -324,7 +324,7 @@ pub enum PairSampling {
     All,
 }
 
-/// Pairs drawn from class labels ([`Pairs::from_labels`]).
+/// Pairs drawn from class labels ([`VerificationPairs::from_labels`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LabelPairs {
@@ -777,12 +777,12 @@ fn from_score(metric: Metric, s: f32) -> f32 {
 /// index beyond the embeddings or a non-finite value.
 ///
 /// ```
-/// use dml_eval::verification::{Pairs, VerificationConfig, verify};
+/// use dml_eval::verification::{VerificationPairs, VerificationConfig, verify};
 /// use dml_kernels::Metric;
 /// use ndarray::array;
 ///
 /// let x = array![[0.0f32], [0.1], [5.0], [5.2]];
-/// let pairs = Pairs::new(
+/// let pairs = VerificationPairs::new(
 ///     vec![[0, 1], [2, 3], [0, 2], [1, 3]],
 ///     vec![true, true, false, false],
 /// )?;
@@ -794,7 +794,7 @@ fn from_score(metric: Metric, s: f32) -> f32 {
 /// ```
 pub fn verify(
     embeddings: ArrayView2<'_, f32>,
-    pairs: &Pairs,
+    pairs: &VerificationPairs,
     metric: Metric,
     cfg: &VerificationConfig,
 ) -> Result<Verification> {

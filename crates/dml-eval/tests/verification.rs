@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use dml_eval::{
     Error, npy,
     verification::{
-        LabelPairs, PairSampling, Pairs, Roc, VerificationConfig, fold_ranges, verify,
+        LabelPairs, PairSampling, Roc, VerificationConfig, VerificationPairs, fold_ranges, verify,
         verify_values,
     },
 };
@@ -234,7 +234,7 @@ fn from_embeddings_the_same_figures() {
             ]
         })
         .collect();
-    let pairs = Pairs::new(pairs, bools(&case["same"])).expect("pairs");
+    let pairs = VerificationPairs::new(pairs, bools(&case["same"])).expect("pairs");
     let v = verify(x.view(), &pairs, Metric::Euclidean, &config(case, &fars)).expect("verify");
     check_case(case, &fars, &v);
 }
@@ -269,7 +269,7 @@ fn hand_computed_example() {
 #[test]
 fn pairs_from_labels() {
     let labels: Vec<u32> = (0..40).map(|i| i % 4).collect(); // 4 classes of 10: 180 positives
-    let p = Pairs::from_labels(&labels, &LabelPairs::default()).expect("pairs");
+    let p = VerificationPairs::from_labels(&labels, &LabelPairs::default()).expect("pairs");
     assert_eq!(p.n_positive(), 180);
     assert_eq!(p.len(), 360);
     let distinct: HashSet<[u32; 2]> = p.pairs().iter().copied().collect();
@@ -282,46 +282,49 @@ fn pairs_from_labels() {
     let first = &p.same()[fold_ranges(p.len(), 10)[0].clone()];
     assert!(first.contains(&true) && first.contains(&false));
     assert_eq!(
-        Pairs::from_labels(&labels, &LabelPairs::default()).expect("again"),
+        VerificationPairs::from_labels(&labels, &LabelPairs::default()).expect("again"),
         p
     );
     let other = LabelPairs {
         seed: 1,
         ..LabelPairs::default()
     };
-    assert_ne!(Pairs::from_labels(&labels, &other).expect("seed 1"), p);
+    assert_ne!(
+        VerificationPairs::from_labels(&labels, &other).expect("seed 1"),
+        p
+    );
     // A cap below the positives: a sample of them, as many negatives.
     let capped = LabelPairs {
         max_pairs: 100,
         ..LabelPairs::default()
     };
-    let p = Pairs::from_labels(&labels, &capped).expect("capped");
+    let p = VerificationPairs::from_labels(&labels, &capped).expect("capped");
     assert_eq!((p.len(), p.n_positive()), (100, 50));
     // Few negatives (one odd item out): all of them are enumerated, not drawn forever.
     let mut one_out = vec![0u32; 300];
     one_out[7] = 1;
-    let p = Pairs::from_labels(&one_out, &LabelPairs::default()).expect("one out");
+    let p = VerificationPairs::from_labels(&one_out, &LabelPairs::default()).expect("one out");
     assert_eq!((p.len(), p.n_positive()), (2 * 299, 299));
     // Every pair.
     let all = LabelPairs {
         sampling: PairSampling::All,
         ..LabelPairs::default()
     };
-    let p = Pairs::from_labels(&labels, &all).expect("all");
+    let p = VerificationPairs::from_labels(&labels, &all).expect("all");
     assert_eq!((p.len(), p.n_positive()), (780, 180));
     let tight = LabelPairs {
         max_pairs: 779,
         ..all
     };
     assert!(matches!(
-        Pairs::from_labels(&labels, &tight),
+        VerificationPairs::from_labels(&labels, &tight),
         Err(Error::TooManyPairs {
             n_pairs: 780,
             max_pairs: 779
         })
     ));
     assert!(matches!(
-        Pairs::from_labels(&[3, 3, 3], &LabelPairs::default()),
+        VerificationPairs::from_labels(&[3, 3, 3], &LabelPairs::default()),
         Err(Error::NoPairs)
     ));
 }
@@ -331,18 +334,18 @@ fn lfw_pairs_text() {
     let text = "2\t1\nAlice\t1\t2\nAlice\t1\tBob\t1\nBob\t1\t3\nBob\t3\tAlice\t2\n";
     let rows = ["Alice_0001", "Alice_0002", "Bob_0001", "Bob_0003"];
     let index_of = |name: &str, n: u32| rows.iter().position(|r| *r == format!("{name}_{n:04}"));
-    let p = Pairs::from_lfw(text, index_of).expect("pairs");
+    let p = VerificationPairs::from_lfw(text, index_of).expect("pairs");
     assert_eq!(p.pairs(), &[[0, 1], [0, 2], [2, 3], [3, 1]]);
     assert_eq!(p.same(), &[true, false, true, false]);
-    let err = Pairs::from_lfw("Alice\t1\t9\n", index_of).expect_err("missing image");
+    let err = VerificationPairs::from_lfw("Alice\t1\t9\n", index_of).expect_err("missing image");
     assert!(
         matches!(err, Error::PairsText { line: 1, .. })
             && err.to_string().contains("image 9 of `Alice`"),
         "{err}"
     );
-    let err = Pairs::from_lfw("1 1\nAlice\t1\n", index_of).expect_err("two fields");
+    let err = VerificationPairs::from_lfw("1 1\nAlice\t1\n", index_of).expect_err("two fields");
     assert!(matches!(err, Error::PairsText { line: 2, .. }), "{err}");
-    let err = Pairs::from_lfw("Alice\tx\t2\n", index_of).expect_err("not a number");
+    let err = VerificationPairs::from_lfw("Alice\tx\t2\n", index_of).expect_err("not a number");
     assert!(
         err.to_string().contains("`x` is not an image number"),
         "{err}"
@@ -357,7 +360,7 @@ fn npy_path(name: &str) -> PathBuf {
 
 #[test]
 fn pairs_from_npy() {
-    let want = Pairs::new(
+    let want = VerificationPairs::new(
         vec![[0, 1], [2, 3], [1, 2], [4, 0]],
         vec![true, false, false, true],
     )
@@ -398,7 +401,8 @@ fn pairs_from_npy() {
 #[test]
 fn errors_name_the_problem() {
     let x = array![[0.0f32], [1.0], [2.0]];
-    let pairs = Pairs::new(vec![[0, 1], [1, 2], [0, 2]], vec![true, false, false]).expect("ok");
+    let pairs =
+        VerificationPairs::new(vec![[0, 1], [1, 2], [0, 2]], vec![true, false, false]).expect("ok");
     let cfg = |fars: Vec<f64>, folds| VerificationConfig { fars, folds };
     assert!(matches!(
         verify(x.view(), &pairs, Metric::Euclidean, &cfg(vec![0.0], 2)),
@@ -419,16 +423,16 @@ fn errors_name_the_problem() {
             n_pairs: 3
         })
     ));
-    let beyond = Pairs::new(vec![[0, 3], [1, 2]], vec![true, false]).expect("ok");
+    let beyond = VerificationPairs::new(vec![[0, 3], [1, 2]], vec![true, false]).expect("ok");
     let err = verify(x.view(), &beyond, Metric::Euclidean, &cfg(vec![0.1], 2)).expect_err("3");
     assert!(err.to_string().contains("pair 0 names row 3"), "{err}");
-    let only_pos = Pairs::new(vec![[0, 1], [1, 2]], vec![true, true]).expect("ok");
+    let only_pos = VerificationPairs::new(vec![[0, 1], [1, 2]], vec![true, true]).expect("ok");
     assert!(matches!(
         verify(x.view(), &only_pos, Metric::Euclidean, &cfg(vec![0.1], 2)),
         Err(Error::NoPairs)
     ));
     assert!(matches!(
-        Pairs::new(vec![[0, 1]], vec![true, false]),
+        VerificationPairs::new(vec![[0, 1]], vec![true, false]),
         Err(Error::PairsLength {
             n_pairs: 1,
             n_flags: 2

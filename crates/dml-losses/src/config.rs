@@ -11,9 +11,35 @@ use crate::{
     ProxyNcaConfig, Result, SoftTripleConfig, SubCenterArcFaceConfig, SupConConfig, TripletConfig,
 };
 
+/// What the registry ([`LossConfig`]) needs of one loss, implemented by the loss's config
+/// beside the loss's code: adding a loss is its own file plus one line in `loss_kinds!` below
+/// (and its `mod`/`pub use` lines in lib.rs).
+pub trait LossSpec {
+    /// Checks the parameters and builds the loss. Learnable parameters (the margin loss's β, the
+    /// proxies and class weights of the proxy and classification losses) are created under `p`,
+    /// sized by `ctx`; losses without parameters ignore both.
+    ///
+    /// # Errors
+    /// The named error of the first invalid parameter.
+    fn build(&self, p: &nn::Path, ctx: LossContext) -> Result<Box<dyn Loss>>;
+
+    /// The tuple form the loss works on, or `None` for the losses that take no tuples (they
+    /// compare embeddings with class vectors instead).
+    fn tuple_kind(&self) -> Option<TupleKind>;
+
+    /// The metric the loss compares embeddings with; miners should use the same.
+    fn metric(&self) -> Metric;
+
+    /// Whether the loss can compare a batch with a reference set of past embeddings
+    /// ([`Loss::forward_reference`], the cross-batch memory). Default `false`.
+    fn takes_reference(&self) -> bool {
+        false
+    }
+}
+
 /// Declares [`LossConfig`] from one line per loss: the variant, its config type, its `kind` tag
-/// (used by serde and by [`LossConfig::kind`] alike) and its documentation. Adding a loss to the
-/// crate means one line here and one arm in [`LossConfig::build`].
+/// (used by serde and by [`LossConfig::kind`] alike) and its documentation; everything else the
+/// registry knows of a loss comes from its config's [`LossSpec`].
 macro_rules! loss_kinds {
     ($($(#[$doc:meta])* $variant:ident($cfg:ty) = $kind:literal,)*) => {
         /// Any loss of this crate with its parameters, as written in a config file.
@@ -47,6 +73,13 @@ macro_rules! loss_kinds {
             pub fn kind(&self) -> &'static str {
                 match self {
                     $(LossConfig::$variant(_) => $kind,)*
+                }
+            }
+
+            /// The loss's own facts ([`LossSpec`]), from its config.
+            pub fn spec(&self) -> &dyn LossSpec {
+                match self {
+                    $(LossConfig::$variant(c) => c,)*
                 }
             }
         }
@@ -97,26 +130,12 @@ impl LossConfig {
         Self::defaults().find(|c| c.kind() == kind)
     }
 
-    /// Checks the parameters and builds the loss. Learnable parameters (the margin loss's β,
-    /// the proxies and class weights of the proxy and classification losses) are created under
-    /// `p`, sized by `ctx`; losses without parameters ignore it.
+    /// Checks the parameters and builds the loss ([`LossSpec::build`]).
+    ///
+    /// # Errors
+    /// The named error of the first invalid parameter.
     pub fn build(&self, p: &nn::Path, ctx: LossContext) -> Result<Box<dyn Loss>> {
-        Ok(match self {
-            LossConfig::Contrastive(c) => Box::new(c.init()?),
-            LossConfig::Triplet(c) => Box::new(c.init()?),
-            LossConfig::Margin(c) => Box::new(c.init(p, ctx.n_classes)?),
-            LossConfig::LiftedStructured(c) => Box::new(c.init()?),
-            LossConfig::NPair(c) => Box::new(c.init()?),
-            LossConfig::MultiSimilarity(c) => Box::new(c.init()?),
-            LossConfig::SupCon(c) => Box::new(c.init()?),
-            LossConfig::ProxyNca(c) => Box::new(c.init(p, ctx)?),
-            LossConfig::ProxyAnchor(c) => Box::new(c.init(p, ctx)?),
-            LossConfig::NormalizedSoftmax(c) => Box::new(c.init(p, ctx)?),
-            LossConfig::CosFace(c) => Box::new(c.init(p, ctx)?),
-            LossConfig::ArcFace(c) => Box::new(c.init(p, ctx)?),
-            LossConfig::SubCenterArcFace(c) => Box::new(c.init(p, ctx)?),
-            LossConfig::SoftTriple(c) => Box::new(c.init(p, ctx)?),
-        })
+        self.spec().build(p, ctx)
     }
 
     /// Whether the loss works on a miner's pairs or triplets. The proxy and classification
@@ -130,21 +149,7 @@ impl LossConfig {
     /// contrastive, lifted structured, N-pair, multi-similarity and SupCon, triplets for the
     /// triplet and margin losses. The `all` miner without an `output` returns this form.
     pub fn tuple_kind(&self) -> Option<TupleKind> {
-        match self {
-            LossConfig::Contrastive(_)
-            | LossConfig::LiftedStructured(_)
-            | LossConfig::NPair(_)
-            | LossConfig::MultiSimilarity(_)
-            | LossConfig::SupCon(_) => Some(TupleKind::Pairs),
-            LossConfig::Triplet(_) | LossConfig::Margin(_) => Some(TupleKind::Triplets),
-            LossConfig::ProxyNca(_)
-            | LossConfig::ProxyAnchor(_)
-            | LossConfig::NormalizedSoftmax(_)
-            | LossConfig::CosFace(_)
-            | LossConfig::ArcFace(_)
-            | LossConfig::SubCenterArcFace(_)
-            | LossConfig::SoftTriple(_) => None,
-        }
+        self.spec().tuple_kind()
     }
 
     /// Whether the loss learns vectors per class (proxies, class weights, centres): those need
@@ -158,21 +163,12 @@ impl LossConfig {
     /// and classification losses compare L2-normalised vectors: cosine, or squared Euclidean
     /// for ProxyNCA.
     pub fn metric(&self) -> Metric {
-        match self {
-            LossConfig::Contrastive(c) => c.metric,
-            LossConfig::Triplet(c) => c.metric,
-            LossConfig::Margin(c) => c.metric,
-            LossConfig::LiftedStructured(c) => c.metric,
-            LossConfig::NPair(c) => c.metric,
-            LossConfig::MultiSimilarity(c) => c.metric,
-            LossConfig::SupCon(c) => c.metric,
-            LossConfig::ProxyNca(_) => Metric::SquaredEuclidean,
-            LossConfig::ProxyAnchor(_)
-            | LossConfig::NormalizedSoftmax(_)
-            | LossConfig::CosFace(_)
-            | LossConfig::ArcFace(_)
-            | LossConfig::SubCenterArcFace(_)
-            | LossConfig::SoftTriple(_) => Metric::Cosine,
-        }
+        self.spec().metric()
+    }
+
+    /// Whether the loss can train against a cross-batch memory ([`LossSpec::takes_reference`]):
+    /// contrastive, triplet, margin and multi-similarity.
+    pub fn takes_reference(&self) -> bool {
+        self.spec().takes_reference()
     }
 }

@@ -92,7 +92,7 @@ pub use dml_sampling::{Pairs, Triplets, Tuples};
 use tch::Tensor;
 
 pub use crate::{
-    config::LossConfig,
+    config::{LossConfig, LossSpec},
     contrastive::{ContrastiveConfig, ContrastiveLoss},
     error::{Error, Result},
     lifted::{LiftedStructuredConfig, LiftedStructuredLoss},
@@ -110,7 +110,7 @@ pub use crate::{
     },
     sup_con::{SupConConfig, SupConLoss},
     triplet::{TripletConfig, TripletLoss},
-    util::{Batch, Reference, check_batch, zero_loss},
+    util::{BatchShape, Reference, check_batch, zero_loss},
 };
 
 /// A metric learning loss on a batch of embeddings.

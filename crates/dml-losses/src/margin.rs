@@ -326,3 +326,21 @@ impl MarginLoss {
         Ok(loss)
     }
 }
+
+impl crate::LossSpec for MarginConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx.n_classes)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        Some(dml_sampling::TupleKind::Triplets)
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        self.metric
+    }
+
+    fn takes_reference(&self) -> bool {
+        true
+    }
+}

@@ -179,3 +179,22 @@ fn first_common(a: &(Vec<u32>, Vec<u32>), b: &(Vec<u32>, Vec<u32>)) -> Option<(u
     }
     None
 }
+
+impl crate::LossSpec for MultiSimilarityConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        let _ = (p, ctx);
+        Ok(Box::new(self.init()?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        Some(dml_sampling::TupleKind::Pairs)
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        self.metric
+    }
+
+    fn takes_reference(&self) -> bool {
+        true
+    }
+}

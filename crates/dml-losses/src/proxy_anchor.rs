@@ -137,3 +137,17 @@ impl Loss for ProxyAnchorLoss {
         Metric::Cosine
     }
 }
+
+impl crate::LossSpec for ProxyAnchorConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        None
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::Cosine
+    }
+}

@@ -115,3 +115,17 @@ impl Loss for ProxyNcaLoss {
         Metric::SquaredEuclidean
     }
 }
+
+impl crate::LossSpec for ProxyNcaConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        None
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::SquaredEuclidean
+    }
+}

@@ -318,3 +318,59 @@ impl Loss for CosineSoftmaxLoss {
         Metric::Cosine
     }
 }
+
+impl crate::LossSpec for NormalizedSoftmaxConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        None
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::Cosine
+    }
+}
+
+impl crate::LossSpec for CosFaceConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        None
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::Cosine
+    }
+}
+
+impl crate::LossSpec for ArcFaceConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        None
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::Cosine
+    }
+}
+
+impl crate::LossSpec for SubCenterArcFaceConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        Ok(Box::new(self.init(p, ctx)?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        None
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        dml_kernels::Metric::Cosine
+    }
+}

@@ -144,3 +144,22 @@ impl Loss for TripletLoss {
         self.cfg.metric
     }
 }
+
+impl crate::LossSpec for TripletConfig {
+    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
+        let _ = (p, ctx);
+        Ok(Box::new(self.init()?))
+    }
+
+    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+        Some(dml_sampling::TupleKind::Triplets)
+    }
+
+    fn metric(&self) -> dml_kernels::Metric {
+        self.metric
+    }
+
+    fn takes_reference(&self) -> bool {
+        true
+    }
+}

@@ -16,7 +16,7 @@ pub(crate) const MASKED: f64 = -1.0e30;
 
 /// The checked shape of a batch of embeddings ([`check_batch`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Batch {
+pub struct BatchShape {
     /// Number of embeddings.
     pub n: usize,
     /// Device of the embeddings; index tensors are made there.
@@ -27,7 +27,7 @@ pub struct Batch {
 
 /// Checks that `embeddings` is a floating-point `n × d` matrix and that there is one label per
 /// row: [`Error::EmbeddingsShape`], [`Error::EmbeddingsKind`] or [`Error::LabelCount`] otherwise.
-pub fn check_batch(embeddings: &Tensor, labels: &[u32]) -> Result<Batch> {
+pub fn check_batch(embeddings: &Tensor, labels: &[u32]) -> Result<BatchShape> {
     let shape = embeddings.size();
     if shape.len() != 2 {
         return Err(Error::EmbeddingsShape(shape));
@@ -46,7 +46,7 @@ pub fn check_batch(embeddings: &Tensor, labels: &[u32]) -> Result<Batch> {
             batch: n,
         });
     }
-    Ok(Batch {
+    Ok(BatchShape {
         n,
         device: embeddings.device(),
         kind,
@@ -66,7 +66,7 @@ pub struct Reference<'a> {
 /// Both sides of a comparison, checked: the batch (rows, with gradient) and what it is compared
 /// with (columns): the batch itself, or a [`Reference`].
 pub(crate) struct Sides<'a> {
-    pub batch: Batch,
+    pub batch: BatchShape,
     /// Number of columns.
     pub m: usize,
     pub labels: &'a [u32],
@@ -257,7 +257,7 @@ pub(crate) fn index_tensor(idx: &[u32], device: Device) -> Result<Tensor> {
 }
 
 /// Optional weights as a tensor of the embeddings' kind.
-pub(crate) fn weight_tensor(w: Option<&[f32]>, batch: &Batch) -> Result<Option<Tensor>> {
+pub(crate) fn weight_tensor(w: Option<&[f32]>, batch: &BatchShape) -> Result<Option<Tensor>> {
     w.map(|w| {
         Ok(Tensor::f_from_slice(w)?
             .f_to_kind(batch.kind)?

@@ -33,6 +33,51 @@ fn finite(v: &[f64]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
 
+/// Every loss kind of the registry is in the edge-case lists: the tuple losses in
+/// `all_configs`, the losses with class vectors in `proxy_configs`.
+#[test]
+fn every_loss_kind_is_in_the_edge_lists() {
+    let listed: Vec<&str> = all_configs()
+        .iter()
+        .chain(proxy_configs().iter())
+        .map(LossConfig::kind)
+        .collect();
+    for cfg in LossConfig::defaults() {
+        assert!(
+            listed.contains(&cfg.kind()),
+            "{} has no edge cases",
+            cfg.kind()
+        );
+    }
+    for cfg in all_configs() {
+        assert!(cfg.uses_tuples(), "{cfg:?} belongs in proxy_configs");
+    }
+}
+
+/// `takes_reference` says exactly which losses compute against a reference set.
+#[test]
+fn takes_reference_matches_forward_reference() {
+    let x = common::embeddings(3, 6, 4, 1.0);
+    let labels = [0, 0, 1, 1, 2, 2];
+    let bank = common::embeddings(4, 5, 4, 1.0);
+    let bank_labels = [0, 1, 2, 0, 1];
+    let reference = dml_losses::Reference {
+        embeddings: &bank,
+        labels: &bank_labels,
+    };
+    for cfg in LossConfig::defaults() {
+        let built = common::build_dim(&cfg, 3, 4);
+        let got = built.loss.forward_reference(&x, &labels, &reference, None);
+        assert_eq!(
+            got.is_ok(),
+            cfg.takes_reference(),
+            "{}: {:?}",
+            cfg.kind(),
+            got.err()
+        );
+    }
+}
+
 #[test]
 fn no_valid_tuple_gives_a_connected_zero() {
     let x = common::embeddings(1, 4, 3, 1.0);

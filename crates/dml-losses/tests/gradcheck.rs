@@ -106,6 +106,20 @@ fn var_numeric_grad(built: &common::Built, var: &Tensor, x: &Tensor, labels: &[u
     num
 }
 
+/// Every tuple loss of the registry is in `configs` (the losses with class vectors are taken
+/// from the registry itself by `proxy_losses_match_finite_differences`).
+#[test]
+fn every_tuple_loss_kind_is_gradient_checked() {
+    let listed: Vec<&str> = configs().iter().map(LossConfig::kind).collect();
+    for cfg in LossConfig::defaults().filter(LossConfig::uses_tuples) {
+        assert!(
+            listed.contains(&cfg.kind()),
+            "{} is not gradient-checked",
+            cfg.kind()
+        );
+    }
+}
+
 /// Every loss with class vectors, at its defaults and at settings that reach its other
 /// branches, against finite differences with respect to the embeddings and the class vectors.
 #[test]

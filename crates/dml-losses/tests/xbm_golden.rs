@@ -16,7 +16,7 @@ mod common;
 
 use dml_kernels::Metric;
 use dml_losses::{LossConfig, Pairs, Reference, Triplets, Tuples};
-use dml_sampling::{BatchHardConfig, MemoryBank, Miner, MultiSimilarityConfig};
+use dml_sampling::{BatchHardMinerConfig, MemoryBank, Miner, MultiSimilarityMinerConfig};
 use rand::SeedableRng;
 use serde_json::Value;
 
@@ -111,12 +111,12 @@ fn cross_batch_memory_matches_pml_step_by_step() {
                 r#"kind = "multi_similarity"
                 metric = "cosine""#,
                 Some(Box::new(
-                    MultiSimilarityConfig { epsilon: 0.1 }.init().unwrap(),
+                    MultiSimilarityMinerConfig { epsilon: 0.1 }.init().unwrap(),
                 )),
             ),
             "triplet" => (
                 r#"kind = "triplet""#,
-                Some(Box::new(BatchHardConfig::default().init().unwrap())),
+                Some(Box::new(BatchHardMinerConfig::default().init().unwrap())),
             ),
             other => panic!("unknown case {other}"),
         };

@@ -110,11 +110,10 @@ fn mine(dir: &Path, e: &Value) -> Res<Value> {
     let y = labels(dir, &e["labels"])?;
     let m = metric(&e["metric"])?;
     let normalize = e["normalize"].as_bool() == Some(true);
-    let mut config: MinerConfig = serde_json::from_value(e["config"].clone())?;
-    if let MinerConfig::DistanceWeighted(c) = &mut config {
-        c.embedding_dim = x.ncols();
-    }
-    let miner = config.build()?;
+    let config: MinerConfig = serde_json::from_value(e["config"].clone())?;
+    let miner = config.build(dml_sampling::MinerContext {
+        embedding_dim: x.ncols(),
+    })?;
     if normalize {
         x = l2_normalize(x.view());
     }

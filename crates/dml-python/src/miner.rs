@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use dml_kernels::{Metric, l2_normalize, pairwise, self_pairwise};
-use dml_sampling::{MinerConfig, Tuples};
+use dml_sampling::{MinerConfig, MinerContext, Tuples};
 use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -30,7 +30,11 @@ impl Miner {
     #[pyo3(signature = (config, metric, normalize, seed))]
     fn new(config: &str, metric: &str, normalize: bool, seed: u64) -> PyResult<Self> {
         let config: MinerConfig = serde_json::from_str(config).map_err(value_error)?;
-        config.build().map_err(value_error)?;
+        // The parameters are checked here for the smallest sphere (2-d); the miner is built for
+        // the embeddings' own length at each call, as pml reads it from the batch.
+        config
+            .build(MinerContext { embedding_dim: 2 })
+            .map_err(value_error)?;
         Ok(Miner {
             config,
             metric: parse_metric(metric)?,
@@ -57,17 +61,12 @@ impl Miner {
             _ => None,
         };
         let tuples = py.detach(|| -> PyResult<Tuples> {
-            let config = match &self.config {
-                // The density of distances on the sphere depends on the embeddings' dimension,
-                // which pml reads from the batch too.
-                MinerConfig::DistanceWeighted(c) => {
-                    let mut c = *c;
-                    c.embedding_dim = x.ncols();
-                    MinerConfig::DistanceWeighted(c)
-                }
-                other => other.clone(),
-            };
-            let miner = config.build().map_err(value_error)?;
+            let miner = self
+                .config
+                .build(MinerContext {
+                    embedding_dim: x.ncols(),
+                })
+                .map_err(value_error)?;
             let x = self.maybe_normalize(x);
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             match reference {

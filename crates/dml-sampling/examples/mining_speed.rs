@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, HardNegativeSelect, Miner,
-    MultiSimilarityConfig, SemiHardConfig, SemiHardSelect,
+    BatchHardMinerConfig, DistanceWeightedMinerConfig, HardNegativeMinerConfig, HardNegativeSelect,
+    Miner, MultiSimilarityMinerConfig, SemiHardMinerConfig, SemiHardSelect,
 };
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -48,7 +48,7 @@ fn main() -> dml_sampling::Result<()> {
             (
                 "semi_hard all (pml TripletMarginMiner semihard)",
                 Box::new(
-                    SemiHardConfig {
+                    SemiHardMinerConfig {
                         select: SemiHardSelect::All,
                         ..Default::default()
                     }
@@ -58,13 +58,13 @@ fn main() -> dml_sampling::Result<()> {
             ),
             (
                 "semi_hard random",
-                Box::new(SemiHardConfig::default().init()?),
+                Box::new(SemiHardMinerConfig::default().init()?),
                 Metric::Euclidean,
             ),
             (
                 "hard_negative all_hard (pml TripletMarginMiner hard)",
                 Box::new(
-                    HardNegativeConfig {
+                    HardNegativeMinerConfig {
                         select: HardNegativeSelect::AllHard,
                     }
                     .init()?,
@@ -73,19 +73,19 @@ fn main() -> dml_sampling::Result<()> {
             ),
             (
                 "hard_negative hardest",
-                Box::new(HardNegativeConfig::default().init()?),
+                Box::new(HardNegativeMinerConfig::default().init()?),
                 Metric::Euclidean,
             ),
             (
                 "batch_hard (pml BatchHardMiner)",
-                Box::new(BatchHardConfig::default().init()?),
+                Box::new(BatchHardMinerConfig::default().init()?),
                 Metric::Euclidean,
             ),
             (
                 "distance_weighted (pml DistanceWeightedMiner)",
                 Box::new(
-                    DistanceWeightedConfig {
-                        embedding_dim: dim,
+                    DistanceWeightedMinerConfig {
+                        embedding_dim: Some(dim),
                         ..Default::default()
                     }
                     .init()?,
@@ -94,7 +94,7 @@ fn main() -> dml_sampling::Result<()> {
             ),
             (
                 "multi_similarity (pml MultiSimilarityMiner)",
-                Box::new(MultiSimilarityConfig::default().init()?),
+                Box::new(MultiSimilarityMinerConfig::default().init()?),
                 Metric::Cosine,
             ),
         ];

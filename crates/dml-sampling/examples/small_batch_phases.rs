@@ -10,7 +10,9 @@
 use std::time::Instant;
 
 use dml_kernels::{Metric, l2_normalize, pairwise, self_pairwise};
-use dml_sampling::{BatchHardConfig, Miner, MultiSimilarityConfig, PairMarginConfig};
+use dml_sampling::{
+    BatchHardMinerConfig, Miner, MultiSimilarityMinerConfig, PairMarginMinerConfig,
+};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 
@@ -43,17 +45,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let miners: Vec<(&str, Box<dyn Miner>, Metric)> = vec![
         (
             "mining: pair margin (0.2, 0.8)",
-            Box::new(PairMarginConfig::default().init()?),
+            Box::new(PairMarginMinerConfig::default().init()?),
             Metric::Euclidean,
         ),
         (
             "mining: batch hard",
-            Box::new(BatchHardConfig::default().init()?),
+            Box::new(BatchHardMinerConfig::default().init()?),
             Metric::Euclidean,
         ),
         (
             "mining: multi-similarity (0.1)",
-            Box::new(MultiSimilarityConfig { epsilon: 0.1 }.init()?),
+            Box::new(MultiSimilarityMinerConfig { epsilon: 0.1 }.init()?),
             Metric::Dot,
         ),
     ];

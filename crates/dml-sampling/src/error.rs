@@ -132,11 +132,24 @@ pub enum Error {
         /// Upper distance beyond which negatives are left out.
         nonzero_loss_cutoff: f32,
     },
-    /// The embedding dimension of the unit sphere must be at least 2.
-    #[error("embedding dimension must be at least 2, got {dim}")]
+    /// The embedding dimension of the unit sphere must be at least 2 (0: not given).
+    #[error(
+        "embedding dimension must be at least 2, got {dim} (0: not given; build the miner with the embeddings' length)"
+    )]
     InvalidEmbeddingDim {
         /// The offending dimension.
         dim: usize,
+    },
+    /// The distance-weighted miner's `embedding_dim` differs from the embeddings' length: its
+    /// density of distances on the sphere would be the wrong one.
+    #[error(
+        "the distance-weighted miner's embedding_dim ({config}) differs from the embeddings' length ({embeddings}); leave embedding_dim out to use the embeddings' length"
+    )]
+    EmbeddingDimMismatch {
+        /// The config's value.
+        config: usize,
+        /// The embeddings' length.
+        embeddings: usize,
     },
     /// The distance-weighted weight cap λ must be finite and positive.
     #[error("max_weight must be finite and positive, got {max_weight}")]

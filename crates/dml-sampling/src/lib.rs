@@ -12,10 +12,10 @@
 //! [`BatchHardMiner`], [`NPairsMiner`], [`LiftedStructuredMiner`], [`DistanceWeightedMiner`],
 //! [`MultiSimilarityMiner`], and pytorch-metric-learning's [`TripletMarginMiner`] and
 //! [`PairMarginMiner`]; each documents its paper, formula and pytorch-metric-learning
-//! equivalent. Each is built by the `init` of its config ([`AllConfig`], [`UniformConfig`],
-//! [`HardNegativeConfig`], [`SemiHardConfig`], [`BatchHardConfig`], [`NPairsConfig`],
-//! [`LiftedStructuredConfig`], [`DistanceWeightedConfig`], [`MultiSimilarityConfig`],
-//! [`TripletMarginConfig`], [`PairMarginConfig`]: the
+//! equivalent. Each is built by the `init` of its config ([`AllMinerConfig`], [`UniformMinerConfig`],
+//! [`HardNegativeMinerConfig`], [`SemiHardMinerConfig`], [`BatchHardMinerConfig`], [`NPairsMinerConfig`],
+//! [`LiftedStructuredMinerConfig`], [`DistanceWeightedMinerConfig`], [`MultiSimilarityMinerConfig`],
+//! [`TripletMarginMinerConfig`], [`PairMarginMinerConfig`]: the
 //! miner's parameters as a serde struct with defaults), which checks the parameters once; the
 //! miner does not check them again on every batch. [`MinerConfig`], tagged by `kind`, holds any of
 //! these configs in a config file and builds its miner as a `Box<dyn Miner>`.
@@ -33,7 +33,9 @@
 //!
 //! ```
 //! use dml_kernels::Metric;
-//! use dml_sampling::{BatchHardConfig, Error, Miner, MinerConfig, SemiHardConfig, Tuples};
+//! use dml_sampling::{
+//!     BatchHardMinerConfig, Error, Miner, MinerConfig, MinerContext, SemiHardMinerConfig, Tuples,
+//! };
 //! use ndarray::array;
 //! use rand::SeedableRng;
 //!
@@ -43,20 +45,21 @@
 //! let labels = [0, 0, 1, 1];
 //! let dist = ndarray::Array2::from_shape_fn((4, 4), |(i, j)| (x[i] - x[j]).abs());
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-//! let miner = BatchHardConfig::default().init()?;
+//! let miner = BatchHardMinerConfig::default().init()?;
 //! let tuples = miner.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?;
 //! let Tuples::Triplets(t) = tuples else { unreachable!() };
 //! // Item 1's hardest positive is item 0 and its hardest negative is item 2.
 //! assert_eq!((t.anchor[1], t.positive[1], t.negative[1]), (1, 0, 2));
 //!
-//! // The same miner from a config file's `[miner]` table.
+//! // The same miner from a config file's `[miner]` table, built for 1-d embeddings (only the
+//! // distance-weighted miner reads the length).
 //! let cfg: MinerConfig = toml::from_str(r#"kind = "batch_hard""#).unwrap();
-//! let from_file = cfg.build()?;
+//! let from_file = cfg.build(MinerContext { embedding_dim: 1 })?;
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 //! assert_eq!(from_file.mine(dist.view(), Metric::Euclidean, &labels, &mut rng)?, Tuples::Triplets(t));
 //!
 //! // Parameters are checked once, when the miner is built.
-//! let bad = SemiHardConfig { margin: -1.0, ..SemiHardConfig::default() };
+//! let bad = SemiHardMinerConfig { margin: -1.0, ..SemiHardMinerConfig::default() };
 //! assert!(matches!(bad.init(), Err(Error::InvalidMargin { .. })));
 //! # let _ = array![[0.0f32]];
 //! # Ok(())
@@ -65,6 +68,7 @@
 
 #![warn(missing_docs)]
 
+mod config;
 mod error;
 mod memory;
 mod miner;
@@ -74,16 +78,18 @@ mod summary;
 mod tuples;
 
 pub use crate::{
+    config::MinerConfig,
     error::{Error, Result},
     memory::MemoryBank,
-    miner::{Batch, Miner, MinerConfig, TupleKind},
+    miner::{Batch, Miner, MinerContext, MinerSpec, TupleKind},
     miners::{
-        AllConfig, AllMiner, BatchHardConfig, BatchHardMiner, DistanceWeightedConfig,
-        DistanceWeightedMiner, HardNegativeConfig, HardNegativeMiner, HardNegativeSelect,
-        LiftedStructuredConfig, LiftedStructuredMiner, MultiSimilarityConfig, MultiSimilarityMiner,
-        NPairsConfig, NPairsMiner, PairMarginConfig, PairMarginMiner, PairSelect, SemiHardConfig,
-        SemiHardFallback, SemiHardMiner, SemiHardSelect, TripletMarginConfig, TripletMarginMiner,
-        TripletMarginSelect, UniformConfig, UniformMiner, unit_sphere_log_density,
+        AllMiner, AllMinerConfig, BatchHardMiner, BatchHardMinerConfig, DistanceWeightedMiner,
+        DistanceWeightedMinerConfig, HardNegativeMiner, HardNegativeMinerConfig,
+        HardNegativeSelect, LiftedStructuredMiner, LiftedStructuredMinerConfig,
+        MultiSimilarityMiner, MultiSimilarityMinerConfig, NPairsMiner, NPairsMinerConfig,
+        PairMarginMiner, PairMarginMinerConfig, PairSelect, SemiHardFallback, SemiHardMiner,
+        SemiHardMinerConfig, SemiHardSelect, TripletMarginMiner, TripletMarginMinerConfig,
+        TripletMarginSelect, UniformMiner, UniformMinerConfig, unit_sphere_log_density,
     },
     pk::{Epoch, PkSampler},
     summary::{Histogram, MiningSummary},

@@ -1,4 +1,6 @@
-//! The [`Miner`] trait, its serde configuration [`MinerConfig`], and what every miner shares.
+//! The [`Miner`] trait and what every miner shares: the checked [`Batch`] it mines and the
+//! [`TupleKind`] of the `all` miner. The miners' registry, [`MinerConfig`](crate::MinerConfig),
+//! is in `config.rs`, above the miners.
 
 use std::borrow::Cow;
 
@@ -7,11 +9,6 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::miners::{
-    AllConfig, BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, LiftedStructuredConfig,
-    MultiSimilarityConfig, NPairsConfig, PairMarginConfig, SemiHardConfig, TripletMarginConfig,
-    UniformConfig,
-};
 use crate::{Error, Result, Tuples};
 
 /// Picks training tuples from a batch, given the batch's pairwise distance (or similarity)
@@ -35,7 +32,7 @@ use crate::{Error, Result, Tuples};
 /// reference set ([`NPairsMiner`](crate::NPairsMiner) and
 /// [`LiftedStructuredMiner`](crate::LiftedStructuredMiner), which pair batch items with each
 /// other: [`Error::NoReferenceMining`]). Invalid parameters never reach the miner: it is built by
-/// its config's `init` (or [`MinerConfig::build`]), which refuses them.
+/// its config's `init` (or [`MinerConfig::build`](crate::MinerConfig::build)), which refuses them.
 ///
 /// Randomised miners draw only from `rng`, so a seeded RNG gives the same tuples on every run.
 ///
@@ -89,6 +86,31 @@ pub trait Miner: std::fmt::Debug + Send + Sync {
     }
 }
 
+/// What a miner is built for: the facts of the run a miner's config may need. Only the
+/// distance-weighted miner reads one today (the sphere's dimension of its density).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinerContext {
+    /// Length of the embeddings the miner will see.
+    pub embedding_dim: usize,
+}
+
+/// What the registry ([`MinerConfig`](crate::MinerConfig)) needs of one miner, implemented by
+/// the miner's config beside the miner's code: adding a miner is its own file under `miners/`
+/// plus one line in the registry.
+pub trait MinerSpec {
+    /// Checks the parameters and builds the miner for `ctx`.
+    ///
+    /// # Errors
+    /// The named error of the first invalid parameter.
+    fn build(&self, ctx: MinerContext) -> Result<Box<dyn Miner>>;
+
+    /// Whether the miner can mine a batch against a reference set ([`Miner::mine_reference`]);
+    /// `false` for the miners that pair batch items with each other. Default `true`.
+    fn mines_reference(&self) -> bool {
+        true
+    }
+}
+
 /// Which tuple form the [`AllMiner`](crate::AllMiner) returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,105 +120,6 @@ pub enum TupleKind {
     /// Every valid triplet ([`crate::Triplets::all`]).
     #[default]
     Triplets,
-}
-
-/// Declares [`MinerConfig`] from one line per miner: the variant, its config type, its `kind`
-/// tag (used by serde and by [`MinerConfig::kind`] alike) and its documentation.
-macro_rules! miner_kinds {
-    ($($(#[$doc:meta])* $variant:ident($cfg:ty) = $kind:literal,)*) => {
-        /// A miner and its parameters, as written in a config file.
-        ///
-        /// Tagged by `kind`; each variant holds that miner's config (the rest of the table).
-        /// Unknown keys are rejected. Parameters left out take the defaults given on each
-        /// config's fields. In TOML:
-        ///
-        /// ```toml
-        /// [miner]
-        /// kind = "semi_hard"
-        /// margin = 0.2
-        /// ```
-        ///
-        /// The `kind` tag is the miner's one name: serde reads and writes it,
-        /// [`MinerConfig::kind`] returns it and [`MinerConfig::defaults`] lists every kind.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        #[serde(tag = "kind")]
-        pub enum MinerConfig {
-            $($(#[$doc])* #[serde(rename = $kind)] $variant($cfg),)*
-        }
-
-        impl MinerConfig {
-            /// Every miner with its default parameters, in the order of the enum.
-            pub fn defaults() -> impl Iterator<Item = MinerConfig> {
-                [$(MinerConfig::$variant(<$cfg>::default()),)*].into_iter()
-            }
-
-            /// The `kind` tag (`"semi_hard"`, `"distance_weighted"`, ...), as in config files.
-            pub fn kind(&self) -> &'static str {
-                match self {
-                    $(MinerConfig::$variant(_) => $kind,)*
-                }
-            }
-
-            /// Builds the miner with its config's `init` (e.g. [`SemiHardConfig::init`]), which
-            /// checks the parameters; the miner does not check them again when it mines.
-            ///
-            /// # Errors
-            /// The named error of the first invalid parameter, as that `init` returns it.
-            pub fn build(&self) -> Result<Box<dyn Miner>> {
-                Ok(match self {
-                    $(MinerConfig::$variant(c) => Box::new(c.init()?),)*
-                })
-            }
-        }
-    };
-}
-
-miner_kinds! {
-    /// [`AllMiner`](crate::AllMiner): every pair or every triplet.
-    All(AllConfig) = "all",
-    /// [`UniformMiner`](crate::UniformMiner): random negatives for each positive pair.
-    Uniform(UniformConfig) = "uniform",
-    /// [`HardNegativeMiner`](crate::HardNegativeMiner): the closest negative for each positive
-    /// pair, or all hard triplets.
-    HardNegative(HardNegativeConfig) = "hard_negative",
-    /// [`SemiHardMiner`](crate::SemiHardMiner): negatives farther than the positive but within
-    /// the margin.
-    SemiHard(SemiHardConfig) = "semi_hard",
-    /// [`BatchHardMiner`](crate::BatchHardMiner): hardest positive and hardest negative per
-    /// anchor.
-    BatchHard(BatchHardConfig) = "batch_hard",
-    /// [`NPairsMiner`](crate::NPairsMiner): one positive per class, other classes' positives as
-    /// negatives.
-    NPairs(NPairsConfig) = "n_pairs",
-    /// [`LiftedStructuredMiner`](crate::LiftedStructuredMiner): every positive pair with the
-    /// negatives of both ends.
-    LiftedStructured(LiftedStructuredConfig) = "lifted_structured",
-    /// [`DistanceWeightedMiner`](crate::DistanceWeightedMiner): negatives drawn against the
-    /// unit-sphere distance density.
-    DistanceWeighted(DistanceWeightedConfig) = "distance_weighted",
-    /// [`MultiSimilarityMiner`](crate::MultiSimilarityMiner): pairs kept by the multi-similarity
-    /// epsilon rule.
-    MultiSimilarity(MultiSimilarityConfig) = "multi_similarity",
-    /// [`TripletMarginMiner`](crate::TripletMarginMiner): every triplet whose margin lies in a
-    /// band (pml's `TripletMarginMiner`).
-    TripletMargin(TripletMarginConfig) = "triplet_margin",
-    /// [`PairMarginMiner`](crate::PairMarginMiner): the pairs that violate a contrastive margin
-    /// (pml's `PairMarginMiner`).
-    PairMargin(PairMarginConfig) = "pair_margin",
-}
-
-impl MinerConfig {
-    /// This config with the `all` miner's unset `output` filled with the form the loss uses
-    /// (`kind`); every other miner, and an `all` miner whose output is given, unchanged. So
-    /// `kind = "all"` feeds a pair loss its pairs, not every triplet converted to pairs.
-    pub fn with_loss_tuples(&self, kind: TupleKind) -> MinerConfig {
-        match self {
-            MinerConfig::All(c) if c.output.is_none() => {
-                MinerConfig::All(AllConfig { output: Some(kind) })
-            }
-            other => other.clone(),
-        }
-    }
 }
 
 /// Up to this many matrix entries (a batch of 512 within itself) the miners that make one or

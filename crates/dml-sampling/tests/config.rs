@@ -3,8 +3,9 @@
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    DistanceWeightedConfig, Error, Miner, MinerConfig, MultiSimilarityConfig, PairMarginConfig,
-    SemiHardConfig, SemiHardSelect, TripletMarginConfig, UniformConfig,
+    DistanceWeightedMinerConfig, Error, Miner, MinerConfig, MultiSimilarityMinerConfig,
+    PairMarginMinerConfig, SemiHardMinerConfig, SemiHardSelect, TripletMarginMinerConfig,
+    UniformMinerConfig,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -15,10 +16,10 @@ fn toml_with_defaults_and_parameters() {
         toml::from_str("kind = \"semi_hard\"\nmargin = 0.3\nselect = \"all\"").unwrap();
     assert_eq!(
         c,
-        MinerConfig::SemiHard(SemiHardConfig {
+        MinerConfig::SemiHard(SemiHardMinerConfig {
             margin: 0.3,
             select: SemiHardSelect::All,
-            ..SemiHardConfig::default()
+            ..SemiHardMinerConfig::default()
         })
     );
     for kind in [
@@ -36,7 +37,8 @@ fn toml_with_defaults_and_parameters() {
     ] {
         let c: MinerConfig = toml::from_str(&format!("kind = \"{kind}\"")).unwrap();
         assert_eq!(c.kind(), kind);
-        c.build().unwrap();
+        c.build(dml_sampling::MinerContext { embedding_dim: 3 })
+            .unwrap();
         // The tag serde writes is the kind, and the kind's defaults are what `defaults()` lists.
         let json: serde_json::Value = serde_json::to_value(&c).unwrap();
         assert_eq!(json["kind"], kind);
@@ -68,7 +70,7 @@ fn build_validates() {
     let bad = |s: &str| {
         toml::from_str::<MinerConfig>(s)
             .unwrap()
-            .build()
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
             .unwrap_err()
     };
     assert!(
@@ -86,7 +88,10 @@ fn build_validates() {
     ));
     assert!(matches!(
         bad("kind = \"distance_weighted\"\nembedding_dim = 1"),
-        Error::InvalidEmbeddingDim { dim: 1 }
+        Error::EmbeddingDimMismatch {
+            config: 1,
+            embeddings: 3
+        }
     ));
     assert!(matches!(
         bad("kind = \"distance_weighted\"\ncutoff = 1.5"),
@@ -129,30 +134,30 @@ fn init_directly(c: &MinerConfig) -> (Box<dyn Miner>, MinerConfig) {
 #[test]
 fn init_validates_once_and_matches_build() {
     assert!(matches!(
-        SemiHardConfig {
+        SemiHardMinerConfig {
             margin: 0.0,
-            ..SemiHardConfig::default()
+            ..SemiHardMinerConfig::default()
         }
         .init(),
         Err(Error::InvalidMargin { margin }) if margin == 0.0
     ));
     assert!(matches!(
-        SemiHardConfig {
+        SemiHardMinerConfig {
             margin: f32::NAN,
-            ..SemiHardConfig::default()
+            ..SemiHardMinerConfig::default()
         }
         .init(),
         Err(Error::InvalidMargin { margin }) if margin.is_nan()
     ));
     assert!(matches!(
-        MultiSimilarityConfig {
+        MultiSimilarityMinerConfig {
             epsilon: f32::INFINITY
         }
         .init(),
         Err(Error::InvalidEpsilon { epsilon }) if epsilon == f32::INFINITY
     ));
     assert!(matches!(
-        UniformConfig {
+        UniformMinerConfig {
             negatives_per_positive: 0
         }
         .init(),
@@ -161,17 +166,17 @@ fn init_validates_once_and_matches_build() {
         })
     ));
     assert!(matches!(
-        TripletMarginConfig {
+        TripletMarginMinerConfig {
             margin: f32::NAN,
-            ..TripletMarginConfig::default()
+            ..TripletMarginMinerConfig::default()
         }
         .init(),
         Err(Error::NonFiniteParameter { name: "margin", value }) if value.is_nan()
     ));
     assert!(matches!(
-        PairMarginConfig {
+        PairMarginMinerConfig {
             neg_margin: f32::INFINITY,
-            ..PairMarginConfig::default()
+            ..PairMarginMinerConfig::default()
         }
         .init(),
         Err(Error::NonFiniteParameter {
@@ -180,23 +185,35 @@ fn init_validates_once_and_matches_build() {
         })
     ));
     // Any finite margin is a valid band, as in pml (a negative one keeps harder triplets only).
-    TripletMarginConfig {
+    TripletMarginMinerConfig {
         margin: -0.5,
-        ..TripletMarginConfig::default()
+        ..TripletMarginMinerConfig::default()
     }
     .init()
     .unwrap();
-    let dw = DistanceWeightedConfig::default();
+    // Without a length of its own, `init` has none to build for; `init_for` gives one.
     assert!(matches!(
-        DistanceWeightedConfig {
-            embedding_dim: 0,
+        DistanceWeightedMinerConfig::default().init(),
+        Err(Error::InvalidEmbeddingDim { dim: 0 })
+    ));
+    assert!(matches!(
+        DistanceWeightedMinerConfig::default().init_for(1),
+        Err(Error::InvalidEmbeddingDim { dim: 1 })
+    ));
+    let dw = DistanceWeightedMinerConfig {
+        embedding_dim: Some(16),
+        ..DistanceWeightedMinerConfig::default()
+    };
+    assert!(matches!(
+        DistanceWeightedMinerConfig {
+            embedding_dim: Some(0),
             ..dw
         }
         .init(),
         Err(Error::InvalidEmbeddingDim { dim: 0 })
     ));
     assert!(matches!(
-        DistanceWeightedConfig {
+        DistanceWeightedMinerConfig {
             cutoff: 1.4,
             ..dw
         }
@@ -205,11 +222,11 @@ fn init_validates_once_and_matches_build() {
             if cutoff == 1.4 && nonzero_loss_cutoff == 1.4
     ));
     assert!(matches!(
-        DistanceWeightedConfig { cutoff: -0.1, ..dw }.init(),
+        DistanceWeightedMinerConfig { cutoff: -0.1, ..dw }.init(),
         Err(Error::InvalidCutoffs { .. })
     ));
     assert!(matches!(
-        DistanceWeightedConfig {
+        DistanceWeightedMinerConfig {
             max_weight: Some(f64::NAN),
             ..dw
         }
@@ -248,7 +265,9 @@ fn init_validates_once_and_matches_build() {
         "kind = \"multi_similarity\"\nepsilon = 0.2",
     ] {
         let c: MinerConfig = toml::from_str(src).unwrap();
-        let built = c.build().unwrap();
+        let built = c
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
+            .unwrap();
         let (direct, back) = init_directly(&c);
         assert_eq!(back, c, "{src}: config() is the config init was given");
         // Twice from the same seed: the second call shows that mining leaves nothing behind.

@@ -1,7 +1,7 @@
 //! Distance-weighted sampling: the density and the empirical distribution of drawn negatives.
 
 use dml_kernels::Metric;
-use dml_sampling::{DistanceWeightedConfig, Miner, Tuples, unit_sphere_log_density};
+use dml_sampling::{DistanceWeightedMinerConfig, Miner, Tuples, unit_sphere_log_density};
 use ndarray::Array2;
 use rand::SeedableRng;
 
@@ -65,8 +65,8 @@ fn negatives_follow_the_inverse_density() {
         d[[0, n_pos + k]] = x;
         d[[n_pos + k, 0]] = x;
     }
-    let miner = DistanceWeightedConfig {
-        embedding_dim: dim,
+    let miner = DistanceWeightedMinerConfig {
+        embedding_dim: Some(dim),
         ..Default::default()
     }
     .init()
@@ -121,8 +121,8 @@ fn negatives_follow_the_inverse_density() {
 /// drawable negatives; cosine input goes through d = sqrt(2 − 2s).
 #[test]
 fn weight_cap_and_cosine_input() {
-    let miner = DistanceWeightedConfig {
-        embedding_dim: 64,
+    let miner = DistanceWeightedMinerConfig {
+        embedding_dim: Some(64),
         max_weight: Some(1e-3),
         ..Default::default()
     }
@@ -133,8 +133,8 @@ fn weight_cap_and_cosine_input() {
     }
     assert_eq!(miner.log_weight(1.4), None);
     // Without the cap, 512 dimensions: finite log weights, no overflow.
-    let big = DistanceWeightedConfig {
-        embedding_dim: 512,
+    let big = DistanceWeightedMinerConfig {
+        embedding_dim: Some(512),
         ..Default::default()
     }
     .init()

@@ -4,10 +4,11 @@ use std::collections::BTreeSet;
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    AllConfig, BatchHardConfig, DistanceWeightedConfig, HardNegativeConfig, HardNegativeSelect,
-    LiftedStructuredConfig, Miner, MinerConfig, MultiSimilarityConfig, NPairsConfig,
-    PairMarginConfig, PairSelect, Pairs, SemiHardConfig, SemiHardFallback, SemiHardSelect,
-    Triplets, TupleKind, Tuples, UniformConfig,
+    AllMinerConfig, BatchHardMinerConfig, DistanceWeightedMinerConfig, HardNegativeMinerConfig,
+    HardNegativeSelect, LiftedStructuredMinerConfig, Miner, MinerConfig,
+    MultiSimilarityMinerConfig, NPairsMinerConfig, PairMarginMinerConfig, PairSelect, Pairs,
+    SemiHardFallback, SemiHardMinerConfig, SemiHardSelect, Triplets, TupleKind, Tuples,
+    UniformMinerConfig,
 };
 use ndarray::Array2;
 use proptest::prelude::*;
@@ -47,7 +48,7 @@ proptest! {
     #[test]
     fn batch_hard_is_naive_argmax_argmin((labels, x) in batch(), metric in all_metrics()) {
         let d = matrix(&x, metric);
-        let t = trip(BatchHardConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let t = trip(BatchHardMinerConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let mut want = Triplets::default();
         for a in 0..labels.len() {
             let v = |j: usize| dis(metric, d[[a, j]]);
@@ -75,9 +76,9 @@ proptest! {
             }
             t
         };
-        let hard = trip(HardNegativeConfig { select: HardNegativeSelect::AllHard }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let hard = trip(HardNegativeMinerConfig { select: HardNegativeSelect::AllHard }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         prop_assert_eq!(hard, filter(&|ap, an| an <= ap));
-        let semi = trip(SemiHardConfig { margin, select: SemiHardSelect::All, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let semi = trip(SemiHardMinerConfig { margin, select: SemiHardSelect::All, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         prop_assert_eq!(semi, filter(&|ap, an| an - ap > 0.0 && an - ap <= margin));
     }
 
@@ -90,7 +91,7 @@ proptest! {
             .filter(|&i| { let m = v(all.anchor[i], all.negative[i]) - v(all.anchor[i], all.positive[i]); m > 0.0 && m <= margin })
             .map(|i| (all.anchor[i], all.positive[i]))
             .collect();
-        let t = trip(SemiHardConfig { margin, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let t = trip(SemiHardMinerConfig { margin, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         let got: BTreeSet<(u32, u32)> = t.anchor.iter().copied().zip(t.positive.iter().copied()).collect();
         prop_assert_eq!(got.len(), t.len(), "one triplet per positive pair");
@@ -100,7 +101,7 @@ proptest! {
             prop_assert!(m > 0.0 && m <= margin);
         }
         // With a fallback every positive pair that has a negative gets one triplet.
-        let fb = trip(SemiHardConfig { margin, fallback: SemiHardFallback::Hardest, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let fb = trip(SemiHardMinerConfig { margin, fallback: SemiHardFallback::Hardest, ..Default::default() }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let pairs_with_neg: BTreeSet<(u32, u32)> = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect();
         prop_assert_eq!(fb.len(), pairs_with_neg.len());
         check_triplet_labels(&fb, &labels);
@@ -109,7 +110,7 @@ proptest! {
     #[test]
     fn hardest_negative_per_pair((labels, x) in batch(), metric in all_metrics()) {
         let d = matrix(&x, metric);
-        let t = trip(HardNegativeConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let t = trip(HardNegativeMinerConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         let all = Triplets::all(&labels);
         let pairs: BTreeSet<(u32, u32)> = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect();
@@ -124,7 +125,7 @@ proptest! {
     #[test]
     fn multi_similarity_is_the_epsilon_rule((labels, x) in batch(), metric in all_metrics(), eps in 0.0f32..0.5) {
         let d = matrix(&x, metric);
-        let p = pairs(MultiSimilarityConfig { epsilon: eps }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let p = pairs(MultiSimilarityMinerConfig { epsilon: eps }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let n = labels.len();
         let mut want = Pairs::default();
         for a in 0..n {
@@ -145,7 +146,7 @@ proptest! {
         (labels, x) in batch(), metric in all_metrics(), pos_margin in -0.5f32..1.5, neg_margin in -0.5f32..1.5,
     ) {
         let d = matrix(&x, metric);
-        let cfg = PairMarginConfig { pos_margin, neg_margin };
+        let cfg = PairMarginMinerConfig { pos_margin, neg_margin };
         let p = pairs(cfg.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         prop_assert_eq!(p, naive_pair_margin(d.view(), metric, &labels, &labels, true, cfg));
     }
@@ -156,11 +157,11 @@ proptest! {
         let all = Triplets::all(&labels);
         let n_pos_pairs = all.anchor.iter().copied().zip(all.positive.iter().copied()).collect::<BTreeSet<_>>().len();
 
-        let u = trip(UniformConfig { negatives_per_positive: k }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let u = trip(UniformMinerConfig { negatives_per_positive: k }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&u, &labels);
         prop_assert_eq!(u.len(), n_pos_pairs * k);
 
-        let dw = DistanceWeightedConfig { embedding_dim: 3, ..Default::default() }.init().unwrap();
+        let dw = DistanceWeightedMinerConfig { embedding_dim: Some(3), ..Default::default() }.init().unwrap();
         let t = trip(dw.mine(d.view(), metric, &labels, &mut rng()).unwrap());
         check_triplet_labels(&t, &labels);
         prop_assert!(t.len() <= n_pos_pairs);
@@ -175,7 +176,7 @@ proptest! {
         }
 
         for select in [PairSelect::First, PairSelect::Random] {
-            let np = trip(NPairsConfig { select }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+            let np = trip(NPairsMinerConfig { select }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
             check_triplet_labels(&np, &labels);
             let classes_with_pair = {
                 let mut c: Vec<u32> = labels.clone(); c.sort_unstable();
@@ -190,7 +191,7 @@ proptest! {
             for &n in &np.negative { prop_assert!(positives.contains(&n)); }
         }
 
-        let l = pairs(LiftedStructuredConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        let l = pairs(LiftedStructuredMinerConfig::default().init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
         let has_neg = labels.iter().any(|&y| y != labels[0]);
         let unordered = n_pos_pairs / 2;
         let all_pairs = Pairs::all(&labels);
@@ -205,7 +206,7 @@ proptest! {
         }
         prop_assert_eq!(l.is_empty(), !(has_neg && any_pos));
 
-        let a = AllConfig { output: Some(TupleKind::Pairs) }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap();
+        let a = AllMinerConfig { output: Some(TupleKind::Pairs) }.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap();
         prop_assert_eq!(a, Tuples::Pairs(all_pairs));
     }
 }
@@ -213,22 +214,22 @@ proptest! {
 #[test]
 fn degenerate_batches_give_empty_tuples() {
     let miners: Vec<Box<dyn Miner>> = vec![
-        Box::new(AllConfig::default().init().unwrap()),
-        Box::new(UniformConfig::default().init().unwrap()),
-        Box::new(HardNegativeConfig::default().init().unwrap()),
+        Box::new(AllMinerConfig::default().init().unwrap()),
+        Box::new(UniformMinerConfig::default().init().unwrap()),
+        Box::new(HardNegativeMinerConfig::default().init().unwrap()),
         Box::new(
-            SemiHardConfig {
+            SemiHardMinerConfig {
                 fallback: SemiHardFallback::Easiest,
                 ..Default::default()
             }
             .init()
             .unwrap(),
         ),
-        Box::new(BatchHardConfig::default().init().unwrap()),
-        Box::new(NPairsConfig::default().init().unwrap()),
-        Box::new(LiftedStructuredConfig::default().init().unwrap()),
-        Box::new(DistanceWeightedConfig::default().init().unwrap()),
-        Box::new(MultiSimilarityConfig::default().init().unwrap()),
+        Box::new(BatchHardMinerConfig::default().init().unwrap()),
+        Box::new(NPairsMinerConfig::default().init().unwrap()),
+        Box::new(LiftedStructuredMinerConfig::default().init().unwrap()),
+        Box::new(DistanceWeightedMinerConfig::default().init_for(3).unwrap()),
+        Box::new(MultiSimilarityMinerConfig::default().init().unwrap()),
     ];
     let x: Vec<Vec<f32>> = (0..5).map(|i| vec![i as f32, 1.0, 0.5]).collect();
     for labels in [vec![3u32; 5], vec![0, 1, 2, 3, 4]] {
@@ -286,7 +287,7 @@ fn non_contiguous_views_are_read_correctly() {
     }
     let column_major = d.t().to_owned(); // its transposed view is `d` with swapped strides
     let mine = |v: ndarray::ArrayView2<'_, f32>| {
-        BatchHardConfig::default()
+        BatchHardMinerConfig::default()
             .init()
             .unwrap()
             .mine(v, Metric::Euclidean, &labels, &mut rng())
@@ -313,9 +314,9 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
         .collect();
     let d = matrix(&x, Metric::Euclidean);
     let miners: Vec<Box<dyn Miner>> = vec![
-        Box::new(UniformConfig::default().init().unwrap()),
+        Box::new(UniformMinerConfig::default().init().unwrap()),
         Box::new(
-            SemiHardConfig {
+            SemiHardMinerConfig {
                 margin: 0.5,
                 ..Default::default()
             }
@@ -323,8 +324,8 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
             .unwrap(),
         ),
         Box::new(
-            DistanceWeightedConfig {
-                embedding_dim: 3,
+            DistanceWeightedMinerConfig {
+                embedding_dim: Some(3),
                 ..Default::default()
             }
             .init()
@@ -352,13 +353,13 @@ fn randomised_miners_are_reproducible_and_thread_independent() {
 /// miner stay as configured.
 #[test]
 fn the_all_miner_takes_the_losss_form_unless_told() {
-    let unset = MinerConfig::All(AllConfig::default());
+    let unset = MinerConfig::All(AllMinerConfig::default());
     for kind in [TupleKind::Pairs, TupleKind::Triplets] {
         assert_eq!(
             unset.with_loss_tuples(kind),
-            MinerConfig::All(AllConfig { output: Some(kind) })
+            MinerConfig::All(AllMinerConfig { output: Some(kind) })
         );
-        let given = MinerConfig::All(AllConfig {
+        let given = MinerConfig::All(AllMinerConfig {
             output: Some(TupleKind::Triplets),
         });
         assert_eq!(given.with_loss_tuples(kind), given);
@@ -371,7 +372,7 @@ fn the_all_miner_takes_the_losss_form_unless_told() {
     let labels = [0, 0, 1, 1];
     let d = Array2::<f32>::zeros((4, 4));
     let mine = |c: &MinerConfig| {
-        c.build()
+        c.build(dml_sampling::MinerContext { embedding_dim: 3 })
             .unwrap()
             .mine(d.view(), Metric::Euclidean, &labels, &mut rng())
             .unwrap()
@@ -406,7 +407,7 @@ proptest! {
         let sq = d.mapv(|x| x * x);
         let mut checked = 0;
         for cfg in MinerConfig::defaults() {
-            let miner = cfg.build().unwrap();
+            let miner = cfg.build(dml_sampling::MinerContext { embedding_dim: 3 }).unwrap();
             if !miner.order_only() {
                 continue;
             }
@@ -419,6 +420,34 @@ proptest! {
     }
 }
 
+/// `mines_reference` says exactly which miners mine against a reference set, for every miner
+/// of the registry.
+#[test]
+fn mines_reference_matches_mine_reference() {
+    let labels = [0u32, 0, 1, 1];
+    let ref_labels = [0u32, 1, 1];
+    let dist = ndarray::Array2::from_shape_fn((4, 3), |(i, j)| 0.1 + (i * 3 + j) as f32 / 10.0);
+    for cfg in MinerConfig::defaults() {
+        let miner = cfg
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
+            .expect("defaults build");
+        let got = miner.mine_reference(
+            dist.view(),
+            Metric::Euclidean,
+            &labels,
+            &ref_labels,
+            &mut rng(),
+        );
+        assert_eq!(
+            got.is_ok(),
+            cfg.mines_reference(),
+            "{}: {:?}",
+            cfg.kind(),
+            got.err()
+        );
+    }
+}
+
 /// pml's pair-margin rule as plain loops: positive pairs (same label, not the anchor itself
 /// within a batch) farther than `pos_margin`, negative pairs closer than `neg_margin` (the other
 /// way round for similarities), row-major.
@@ -428,7 +457,7 @@ fn naive_pair_margin(
     labels: &[u32],
     ref_labels: &[u32],
     within: bool,
-    cfg: PairMarginConfig,
+    cfg: PairMarginMinerConfig,
 ) -> Pairs {
     let mut want = Pairs::default();
     for (a, &la) in labels.iter().enumerate() {
@@ -459,7 +488,7 @@ fn naive_pair_margin(
 fn row_pass_miners_across_the_serial_threshold() {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let cfg = PairMarginConfig {
+    let cfg = PairMarginMinerConfig {
         pos_margin: 0.3,
         neg_margin: 0.7,
     };
@@ -485,8 +514,8 @@ fn row_pass_miners_across_the_serial_threshold() {
             let d = Array2::from_shape_fn((n, m), |_| r.random_range(0.0f32..1.0));
             let miners: Vec<Box<dyn Miner>> = vec![
                 Box::new(cfg.init().unwrap()),
-                Box::new(MultiSimilarityConfig { epsilon: 0.1 }.init().unwrap()),
-                Box::new(BatchHardConfig::default().init().unwrap()),
+                Box::new(MultiSimilarityMinerConfig { epsilon: 0.1 }.init().unwrap()),
+                Box::new(BatchHardMinerConfig::default().init().unwrap()),
             ];
             for miner in &miners {
                 let mine = || {

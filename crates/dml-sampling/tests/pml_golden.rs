@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    BatchHardConfig, HardNegativeConfig, HardNegativeSelect, Miner, MultiSimilarityConfig,
-    NPairsConfig, PairMarginConfig, Pairs, SemiHardConfig, SemiHardSelect, TripletMarginConfig,
-    TripletMarginSelect, Triplets, Tuples,
+    BatchHardMinerConfig, HardNegativeMinerConfig, HardNegativeSelect, Miner,
+    MultiSimilarityMinerConfig, NPairsMinerConfig, PairMarginMinerConfig, Pairs,
+    SemiHardMinerConfig, SemiHardSelect, TripletMarginMinerConfig, TripletMarginSelect, Triplets,
+    Tuples,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -103,7 +104,7 @@ fn matches_pml() {
 
         // N-pairs with the "first" pick: pml's pairs are our (anchor, positive) per class.
         let d0 = matrix(&case["metrics"]["euclidean"]["matrix"]);
-        let np = NPairsConfig::default()
+        let np = NPairsMinerConfig::default()
             .init()
             .unwrap()
             .mine(d0.view(), Metric::Euclidean, &labels, &mut rng)
@@ -116,14 +117,14 @@ fn matches_pml() {
         for (name, metric) in [("euclidean", Metric::Euclidean), ("cosine", Metric::Cosine)] {
             let m = &case["metrics"][name];
             let d = matrix(&m["matrix"]);
-            let bh = BatchHardConfig::default()
+            let bh = BatchHardMinerConfig::default()
                 .init()
                 .unwrap()
                 .mine(d.view(), metric, &labels, &mut rng)
                 .unwrap();
             assert_eq!(triplets(&bh), idx(&m["batch_hard"]), "batch_hard {name}");
 
-            let hard = HardNegativeConfig {
+            let hard = HardNegativeMinerConfig {
                 select: HardNegativeSelect::AllHard,
             }
             .init()
@@ -136,7 +137,7 @@ fn matches_pml() {
                 "hard {name}"
             );
 
-            let semi = SemiHardConfig {
+            let semi = SemiHardMinerConfig {
                 margin: 0.2,
                 select: SemiHardSelect::All,
                 ..Default::default()
@@ -157,7 +158,7 @@ fn matches_pml() {
                 ("triplet_margin_semihard", TripletMarginSelect::SemiHard),
                 ("triplet_margin_easy", TripletMarginSelect::Easy),
             ] {
-                let got = TripletMarginConfig {
+                let got = TripletMarginMinerConfig {
                     margin: 0.2,
                     triplets: triplets_kind,
                 }
@@ -170,7 +171,7 @@ fn matches_pml() {
                 assert_eq!(triplets(&got), want, "{key} {name}");
             }
             let pm = &m["pair_margin"];
-            let got = PairMarginConfig {
+            let got = PairMarginMinerConfig {
                 pos_margin: pm["pos_margin"].as_f64().unwrap() as f32,
                 neg_margin: pm["neg_margin"].as_f64().unwrap() as f32,
             }
@@ -182,7 +183,7 @@ fn matches_pml() {
             assert!(!want[0].is_empty() && !want[2].is_empty());
             assert_eq!(pairs(&got), want, "pair_margin {name}");
 
-            let ms = MultiSimilarityConfig { epsilon: 0.1 }
+            let ms = MultiSimilarityMinerConfig { epsilon: 0.1 }
                 .init()
                 .unwrap()
                 .mine(d.view(), metric, &labels, &mut rng)

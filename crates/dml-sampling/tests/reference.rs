@@ -4,10 +4,10 @@
 
 use dml_kernels::Metric;
 use dml_sampling::{
-    AllConfig, BatchHardConfig, DistanceWeightedConfig, Error, HardNegativeConfig,
-    HardNegativeSelect, LiftedStructuredConfig, MemoryBank, Miner, MinerConfig,
-    MultiSimilarityConfig, NPairsConfig, Pairs, SemiHardConfig, SemiHardSelect, Triplets,
-    TupleKind, Tuples, UniformConfig,
+    AllMinerConfig, BatchHardMinerConfig, DistanceWeightedMinerConfig, Error,
+    HardNegativeMinerConfig, HardNegativeSelect, LiftedStructuredMinerConfig, MemoryBank, Miner,
+    MinerConfig, MultiSimilarityMinerConfig, NPairsMinerConfig, Pairs, SemiHardMinerConfig,
+    SemiHardSelect, Triplets, TupleKind, Tuples, UniformMinerConfig,
 };
 use ndarray::{Array2, array};
 use proptest::prelude::*;
@@ -66,7 +66,7 @@ proptest! {
         (labels, q) in side(12, 4), (ref_labels, r) in side(24, 4), metric in all_metrics()
     ) {
         let d = cross(&q, &r, metric);
-        let t = trip(BatchHardConfig::default().init().unwrap()
+        let t = trip(BatchHardMinerConfig::default().init().unwrap()
             .mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
         let mut want = Triplets::default();
         for a in 0..labels.len() {
@@ -96,10 +96,10 @@ proptest! {
             }
             t
         };
-        let hard = trip(HardNegativeConfig { select: HardNegativeSelect::AllHard }.init().unwrap()
+        let hard = trip(HardNegativeMinerConfig { select: HardNegativeSelect::AllHard }.init().unwrap()
             .mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
         prop_assert_eq!(hard, filter(&|ap, an| an <= ap));
-        let semi = trip(SemiHardConfig { margin, select: SemiHardSelect::All, ..Default::default() }.init().unwrap()
+        let semi = trip(SemiHardMinerConfig { margin, select: SemiHardSelect::All, ..Default::default() }.init().unwrap()
             .mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
         prop_assert_eq!(semi, filter(&|ap, an| an - ap > 0.0 && an - ap <= margin));
     }
@@ -109,7 +109,7 @@ proptest! {
         (labels, q) in side(10, 3), (ref_labels, r) in side(20, 3), metric in all_metrics(), eps in 0.0f32..0.5
     ) {
         let d = cross(&q, &r, metric);
-        let p = pairs(MultiSimilarityConfig { epsilon: eps }.init().unwrap()
+        let p = pairs(MultiSimilarityMinerConfig { epsilon: eps }.init().unwrap()
             .mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
         let mut want = Pairs::default();
         for a in 0..labels.len() {
@@ -134,10 +134,10 @@ proptest! {
         let metric = Metric::Euclidean;
         let d = cross(&q, &r, metric);
         let miners: Vec<Box<dyn Miner>> = vec![
-            Box::new(UniformConfig { negatives_per_positive: k }.init().unwrap()),
-            Box::new(SemiHardConfig::default().init().unwrap()),
-            Box::new(HardNegativeConfig::default().init().unwrap()),
-            Box::new(DistanceWeightedConfig { embedding_dim: 3, cutoff: 0.0, ..Default::default() }.init().unwrap()),
+            Box::new(UniformMinerConfig { negatives_per_positive: k }.init().unwrap()),
+            Box::new(SemiHardMinerConfig::default().init().unwrap()),
+            Box::new(HardNegativeMinerConfig::default().init().unwrap()),
+            Box::new(DistanceWeightedMinerConfig { embedding_dim: Some(3), cutoff: 0.0, ..Default::default() }.init().unwrap()),
         ];
         for miner in miners {
             let t = trip(miner.mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
@@ -149,7 +149,7 @@ proptest! {
             }
         }
         // Uniform: every (anchor, reference positive) pair that has a negative, k times.
-        let u = trip(UniformConfig { negatives_per_positive: k }.init().unwrap()
+        let u = trip(UniformMinerConfig { negatives_per_positive: k }.init().unwrap()
             .mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng()).unwrap());
         let expected: usize = labels.iter().map(|&la| {
             let pos = ref_labels.iter().filter(|&&l| l == la).count();
@@ -170,7 +170,7 @@ proptest! {
         let d = cross(&x, &x, metric);
         let own: Vec<u32> = (0..labels.len() as u32).collect();
         for output in [TupleKind::Pairs, TupleKind::Triplets] {
-            let m = AllConfig { output: Some(output) }.init().unwrap();
+            let m = AllMinerConfig { output: Some(output) }.init().unwrap();
             let inside = m.mine(d.view(), metric, &labels, &mut rng()).unwrap();
             let against = m.mine_reference(d.view(), metric, &labels, &labels, &mut rng()).unwrap();
             prop_assert_eq!(against.remove_self_comparisons(&own), inside);
@@ -229,11 +229,11 @@ fn remove_self_comparisons_drops_only_positive_pairs_with_the_own_slot() {
 fn miners_that_pair_batch_items_refuse_a_reference_and_shapes_are_checked() {
     let d = Array2::<f32>::zeros((2, 3));
     for miner in [
-        MinerConfig::NPairs(NPairsConfig::default()),
-        MinerConfig::LiftedStructured(LiftedStructuredConfig::default()),
+        MinerConfig::NPairs(NPairsMinerConfig::default()),
+        MinerConfig::LiftedStructured(LiftedStructuredMinerConfig::default()),
     ] {
         let err = miner
-            .build()
+            .build(dml_sampling::MinerContext { embedding_dim: 3 })
             .unwrap()
             .mine_reference(d.view(), Metric::Euclidean, &[0, 1], &[0, 1, 1], &mut rng())
             .unwrap_err();
@@ -242,7 +242,7 @@ fn miners_that_pair_batch_items_refuse_a_reference_and_shapes_are_checked() {
             "{err}"
         );
     }
-    let err = BatchHardConfig::default()
+    let err = BatchHardMinerConfig::default()
         .init()
         .unwrap()
         .mine_reference(d.view(), Metric::Euclidean, &[0, 1], &[0, 1], &mut rng())

@@ -20,7 +20,7 @@ use dml_eval::EvalConfig;
 use dml_kernels::Metric;
 use dml_losses::LossConfig;
 use dml_models::{DeviceChoice, ModelConfig};
-use dml_sampling::MinerConfig;
+use dml_sampling::{MinerConfig, MinerContext};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{Group, GroupSettings, OptimizerKind};
@@ -117,8 +117,6 @@ impl Default for MemoryConfig {
 
 /// The losses that take a memory (a reference set): pml's `CrossBatchMemory` list, as far as dml
 /// has them.
-const MEMORY_LOSSES: [&str; 4] = ["contrastive", "triplet", "margin", "multi_similarity"];
-
 /// The `[self_supervised]` table: `weight × NT-Xent` added to the class loss.
 ///
 /// NT-Xent (SimCLR; pml's `NTXentLoss` under `SelfSupervisedLoss`) treats every item of the
@@ -668,17 +666,6 @@ pub enum ConfigError {
         /// The miner's kind.
         miner: &'static str,
     },
-    /// The distance-weighted miner's `embedding_dim` differs from the model's: its density q(d)
-    /// would be that of another sphere.
-    #[error(
-        "miner.embedding_dim ({miner}) must equal the model's embedding_dim ({model}) for distance-weighted sampling"
-    )]
-    MinerDim {
-        /// The miner's value.
-        miner: usize,
-        /// The model's.
-        model: i64,
-    },
     /// Another rule of `[eval]` ([`dml_eval::EvalConfig::validate`]).
     #[error("[eval]: {0}")]
     Eval(String),
@@ -756,7 +743,10 @@ impl Config {
                     Some(kind) => m.with_loss_tuples(kind),
                     None => m.clone(),
                 };
-                Some(m.build().map_err(|e| ConfigError::Miner(e.to_string()))?)
+                Some(
+                    m.build(self.miner_context())
+                        .map_err(|e| ConfigError::Miner(e.to_string()))?,
+                )
             }
             None => None,
         };
@@ -793,13 +783,20 @@ impl Config {
         toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
     }
 
+    /// What the miner is built for: the model's embedding length.
+    fn miner_context(&self) -> MinerContext {
+        MinerContext {
+            embedding_dim: usize::try_from(self.model.embedding_dim()).unwrap_or(0),
+        }
+    }
+
     /// Checks the rules that the schema cannot express, without keeping anything
     /// ([`Config::check`] returns the checked config); the loss, model and data are checked by
     /// their own crates when they are built.
     pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         self.validate_rules()?;
         if let Some(miner) = &self.miner
-            && let Err(e) = miner.build()
+            && let Err(e) = miner.build(self.miner_context())
         {
             return Err(ConfigError::Miner(e.to_string()));
         }
@@ -846,11 +843,11 @@ impl Config {
             if !(mem.weight.is_finite() && mem.weight > 0.0) {
                 return Err(ConfigError::MemoryWeight(mem.weight));
             }
-            if !MEMORY_LOSSES.contains(&self.loss.kind()) {
+            if !self.loss.takes_reference() {
                 return Err(ConfigError::MemoryLoss(self.loss.kind()));
             }
-            if let Some(m @ (MinerConfig::NPairs(_) | MinerConfig::LiftedStructured(_))) =
-                &self.miner
+            if let Some(m) = &self.miner
+                && !m.mines_reference()
             {
                 return Err(ConfigError::MemoryMiner(m.kind()));
             }
@@ -914,14 +911,6 @@ impl Config {
             return Err(ConfigError::MinerNotUsed {
                 loss: self.loss.kind(),
                 miner: miner.kind(),
-            });
-        }
-        if let Some(MinerConfig::DistanceWeighted(m)) = &self.miner
-            && m.embedding_dim as i64 != self.model.embedding_dim()
-        {
-            return Err(ConfigError::MinerDim {
-                miner: m.embedding_dim,
-                model: self.model.embedding_dim(),
             });
         }
         if self.eval.config.recall_at.is_empty() {

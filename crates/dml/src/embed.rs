@@ -13,8 +13,16 @@ use tch::{Device, nn};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::observe::{LogLines, Observer, Reporter};
-use crate::trainer::Subset;
 use crate::{Config, Result};
+
+/// Which classes of the data set's split ([`dml_data::Split`]) to embed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitPart {
+    /// The training classes.
+    Train,
+    /// The held-out classes.
+    Test,
+}
 
 /// What an [`Embedder`] makes of each item: the rows a held-out evaluation compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +204,7 @@ pub(crate) fn build_net(
 /// # fn main() -> dml::Result<()> {
 /// use dml::embed::TrainedModel;
 /// let model = TrainedModel::load("runs/mnist/checkpoint.safetensors".as_ref())?;
-/// let (embeddings, labels) = model.embed_split(dml::trainer::Subset::Test)?;
+/// let (embeddings, labels) = model.embed_split(dml::embed::SplitPart::Test)?;
 /// println!("{} held-out embeddings of {} dimensions", labels.len(), embeddings.ncols());
 /// # Ok(())
 /// # }
@@ -268,10 +276,10 @@ impl TrainedModel {
     }
 
     /// Embeds the training or the held-out classes of the config's data set.
-    pub fn embed_split(&self, subset: Subset) -> Result<(Array2<f32>, Vec<u32>)> {
-        match subset {
-            Subset::Train => self.embed(self.split.train.as_ref()),
-            Subset::Test => self.embed(self.split.test.as_ref()),
+    pub fn embed_split(&self, part: SplitPart) -> Result<(Array2<f32>, Vec<u32>)> {
+        match part {
+            SplitPart::Train => self.embed(self.split.train.as_ref()),
+            SplitPart::Test => self.embed(self.split.test.as_ref()),
         }
     }
 

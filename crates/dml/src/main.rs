@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use dml::embed::SplitPart;
 use dml::eval::EvalConfig;
 use dml::kernels::Metric;
-use dml::trainer::{Subset, Trainer};
+use dml::trainer::Trainer;
 use dml::{Config, compare};
 
 #[derive(Parser)]
@@ -657,7 +658,9 @@ fn eval(a: EvalArgs) -> Result<()> {
                 max_pairs: a.max_pairs,
                 seed: a.seed,
             };
-            Some(dml::eval::verification::Pairs::from_labels(y, &sampling)?)
+            Some(dml::eval::verification::VerificationPairs::from_labels(
+                y, &sampling,
+            )?)
         }
         _ => None,
     };
@@ -813,7 +816,7 @@ fn read_pairs(
     path: &Path,
     names: Option<&Path>,
     n_rows: usize,
-) -> Result<dml::eval::verification::Pairs> {
+) -> Result<dml::eval::verification::VerificationPairs> {
     if path.extension().is_some_and(|e| e == "npy") {
         return Ok(dml::eval::npy::read_pairs(path)?);
     }
@@ -857,7 +860,7 @@ fn read_pairs(
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read {}", path.display()))?;
-    dml::eval::verification::Pairs::from_lfw(&text, |name, n| {
+    dml::eval::verification::VerificationPairs::from_lfw(&text, |name, n| {
         rows.get(&(name.to_owned(), n)).copied()
     })
     .with_context(|| format!("reading {}", path.display()))
@@ -874,8 +877,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
     }
     let model = dml::embed::TrainedModel::from_checkpoint(config, &checkpoint)?;
     let split = match a.split {
-        SplitArg::Train => Subset::Train,
-        SplitArg::Test => Subset::Test,
+        SplitArg::Train => SplitPart::Train,
+        SplitArg::Test => SplitPart::Test,
     };
     let (x, y) = model.embed_split(split)?;
     let labels_out = a.labels_out.unwrap_or_else(|| labels_path_for(&a.out));

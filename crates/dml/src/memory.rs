@@ -376,7 +376,7 @@ mod tests {
         let loss = cfg.build(&vs.root(), LossContext::new(3, d)).unwrap();
         let miner = toml::from_str::<MinerConfig>("kind = \"batch_hard\"")
             .unwrap()
-            .build()
+            .build(dml_sampling::MinerContext { embedding_dim: d })
             .unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let (got, n) = memory

@@ -145,13 +145,20 @@ fn each_rule_has_its_error() {
         "<test>",
     )
     .unwrap();
-    assert_eq!(
-        c.validate(),
-        Err(ConfigError::MinerDim {
-            miner: 64,
-            model: 16
-        })
+    // The miner's density would be that of another sphere: its own error, naming both lengths.
+    let err = c.validate().unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Miner(m) if m.contains("(64)") && m.contains("(16)")),
+        "{err}"
     );
+    // Left out, it is the model's.
+    let c = Config::from_toml_str(
+        "[data]\nkind = \"digits\"\n[model]\nkind = \"mlp\"\nembedding_dim = 16\n\
+         [miner]\nkind = \"distance_weighted\"\n",
+        "<test>",
+    )
+    .unwrap();
+    assert_eq!(c.validate(), Ok(()));
 }
 
 #[test]

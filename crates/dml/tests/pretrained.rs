@@ -114,7 +114,7 @@ fn check_resume(data: &Path, model: &ModelConfig, change: impl Fn(&mut Config)) 
     );
     assert_eq!(metrics(&a), metrics(&b), "and so do the held-out metrics");
     // Batch-norm statistics count too: a TorchScript module keeps them outside the var store.
-    let test = dml::trainer::Subset::Test;
+    let test = dml::embed::SplitPart::Test;
     assert!(
         a.embed_split(test).unwrap() == b.embed_split(test).unwrap(),
         "the held-out embeddings are the same"
@@ -319,7 +319,7 @@ fn exported_torchscript_embeds_as_the_checkpoint_does() {
         trained
             .export_torchscript(&out, if torchscript { 8 } else { 1 })
             .unwrap();
-        let (want, _) = trained.embed_split(dml::trainer::Subset::Test).unwrap();
+        let (want, _) = trained.embed_split(dml::embed::SplitPart::Test).unwrap();
 
         let split = c.data.build().unwrap();
         let indices: Vec<usize> = (0..split.test.len()).collect();

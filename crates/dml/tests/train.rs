@@ -303,8 +303,8 @@ fn checkpoint_round_trip_restores_weights() {
     // The network alone, restored for embedding (what `dml embed` uses), embeds the held-out
     // classes exactly as the trainer does.
     let model = dml::embed::TrainedModel::load(&dir.path().join("checkpoint.safetensors")).unwrap();
-    let (want, want_labels) = t.embed_split(dml::trainer::Subset::Test).unwrap();
-    let (got, got_labels) = model.embed_split(dml::trainer::Subset::Test).unwrap();
+    let (want, want_labels) = t.embed_split(dml::embed::SplitPart::Test).unwrap();
+    let (got, got_labels) = model.embed_split(dml::embed::SplitPart::Test).unwrap();
     assert_eq!(got_labels, want_labels);
     assert_eq!(got, want);
     // No temporary file is left behind.
@@ -624,7 +624,7 @@ fn baseline_rows_match_a_naive_computation() {
     let config = Config::from_toml_str(&text, "<test>").unwrap();
     let mut trainer = Trainer::new(config).unwrap();
     // The untrained network's held-out embeddings, taken before any step.
-    let (emb, emb_labels) = trainer.embed_split(dml::trainer::Subset::Test).unwrap();
+    let (emb, emb_labels) = trainer.embed_split(dml::embed::SplitPart::Test).unwrap();
     assert_eq!(emb_labels, labels);
     let report = trainer.fit().unwrap();
 
@@ -918,7 +918,7 @@ fn the_instance_term_is_added_with_its_weight() {
 fn all_miner_tuples(dir: &Path, loss: dml::losses::LossConfig, output: Option<TupleKind>) -> f64 {
     let record = one_step(dir, |c| {
         c.loss = loss;
-        c.miner = Some(MinerConfig::All(dml::sampling::AllConfig { output }));
+        c.miner = Some(MinerConfig::All(dml::sampling::AllMinerConfig { output }));
     });
     record.tuples_per_batch.unwrap()
 }

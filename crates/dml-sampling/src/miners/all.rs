@@ -6,7 +6,7 @@ use crate::{Miner, Pairs, Result, Triplets, Tuples};
 /// Parameters of [`AllMiner`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AllConfig {
+pub struct AllMinerConfig {
     /// Pairs or triplets. Default `None`: the form the loss uses, which the training facade
     /// fills in from the loss ([`crate::MinerConfig::with_loss_tuples`]) — pairs for the pair
     /// losses, triplets for the triplet losses, as pml's losses do without a miner. A miner built
@@ -15,7 +15,7 @@ pub struct AllConfig {
     pub output: Option<TupleKind>,
 }
 
-impl AllConfig {
+impl AllMinerConfig {
     /// Builds the miner (every parameter value is valid).
     pub fn init(&self) -> Result<AllMiner> {
         Ok(AllMiner { cfg: *self })
@@ -26,15 +26,15 @@ impl AllConfig {
 ///
 /// This is what a pytorch-metric-learning loss does when it is called without a miner
 /// (`get_all_pairs_indices` / `get_all_triplets_indices`), index for index. Built by
-/// [`AllConfig::init`].
+/// [`AllMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllMiner {
-    cfg: AllConfig,
+    cfg: AllMinerConfig,
 }
 
 impl AllMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &AllConfig {
+    pub fn config(&self) -> &AllMinerConfig {
         &self.cfg
     }
 
@@ -50,5 +50,11 @@ impl Miner for AllMiner {
             TupleKind::Pairs => Pairs::all_of(batch).into(),
             TupleKind::Triplets => Triplets::all_of(batch).into(),
         })
+    }
+}
+
+impl crate::MinerSpec for AllMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
     }
 }

@@ -61,10 +61,11 @@ fn ln_gamma(x: f64) -> f64 {
 /// Parameters of [`DistanceWeightedMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DistanceWeightedConfig {
-    /// Dimension `n` of the embedding space (the sphere is `S^{n−1}`). Required in configs;
-    /// default 128 otherwise.
-    pub embedding_dim: usize,
+pub struct DistanceWeightedMinerConfig {
+    /// Dimension `n` of the embedding space (the sphere is `S^{n−1}`). Default: none, the
+    /// embeddings' own length, which [`MinerConfig::build`](crate::MinerConfig::build) takes
+    /// from its context; when given, it must equal that length.
+    pub embedding_dim: Option<usize>,
     /// Lower clip of the distance, in `[0, nonzero_loss_cutoff)`. Default: 0.5.
     pub cutoff: f32,
     /// Negatives at this distance or farther are never drawn. Default: 1.4.
@@ -74,10 +75,10 @@ pub struct DistanceWeightedConfig {
     pub max_weight: Option<f64>,
 }
 
-impl Default for DistanceWeightedConfig {
+impl Default for DistanceWeightedMinerConfig {
     fn default() -> Self {
-        DistanceWeightedConfig {
-            embedding_dim: 128,
+        DistanceWeightedMinerConfig {
+            embedding_dim: None,
             cutoff: 0.5,
             nonzero_loss_cutoff: 1.4,
             max_weight: None,
@@ -85,18 +86,39 @@ impl Default for DistanceWeightedConfig {
     }
 }
 
-impl DistanceWeightedConfig {
-    /// Checks the parameters and builds the miner, with the density's constants computed once.
+impl DistanceWeightedMinerConfig {
+    /// Checks the parameters and builds the miner for its own `embedding_dim`, with the
+    /// density's constants computed once.
     ///
     /// # Errors
+    /// [`Error::InvalidEmbeddingDim`] when `embedding_dim` is not given or below 2, and the
+    /// errors of [`DistanceWeightedMinerConfig::init_for`].
+    pub fn init(&self) -> Result<DistanceWeightedMiner> {
+        let dim = self
+            .embedding_dim
+            .ok_or(Error::InvalidEmbeddingDim { dim: 0 })?;
+        self.init_for(dim)
+    }
+
+    /// Checks the parameters and builds the miner for embeddings of length `embedding_dim`,
+    /// with the density's constants computed once.
+    ///
+    /// # Errors
+    /// [`Error::EmbeddingDimMismatch`] when the config gives another `embedding_dim`;
     /// [`Error::InvalidEmbeddingDim`] for `embedding_dim < 2`; [`Error::InvalidCutoffs`] unless
     /// both cut-offs are finite with `0 ≤ cutoff < nonzero_loss_cutoff`;
     /// [`Error::InvalidMaxWeight`] unless `max_weight`, when given, is finite and positive.
-    pub fn init(&self) -> Result<DistanceWeightedMiner> {
-        if self.embedding_dim < 2 {
-            return Err(Error::InvalidEmbeddingDim {
-                dim: self.embedding_dim,
+    pub fn init_for(&self, embedding_dim: usize) -> Result<DistanceWeightedMiner> {
+        if let Some(given) = self.embedding_dim
+            && given != embedding_dim
+        {
+            return Err(Error::EmbeddingDimMismatch {
+                config: given,
+                embeddings: embedding_dim,
             });
+        }
+        if embedding_dim < 2 {
+            return Err(Error::InvalidEmbeddingDim { dim: embedding_dim });
         }
         let (c, z) = (self.cutoff, self.nonzero_loss_cutoff);
         if !(c.is_finite() && z.is_finite() && c >= 0.0 && c < z) {
@@ -110,9 +132,13 @@ impl DistanceWeightedConfig {
         {
             return Err(Error::InvalidMaxWeight { max_weight: l });
         }
+        let cfg = DistanceWeightedMinerConfig {
+            embedding_dim: Some(embedding_dim),
+            ..*self
+        };
         Ok(DistanceWeightedMiner {
-            cfg: *self,
-            log_weight: LogWeight::new(self),
+            cfg,
+            log_weight: LogWeight::new(&cfg, embedding_dim),
         })
     }
 }
@@ -146,16 +172,16 @@ impl DistanceWeightedConfig {
 /// None` here, the default, is the same); pml requires its own normalised `LpDistance`.
 /// Wu et al.'s reference implementation (mxnet) matches pml in all three respects.
 ///
-/// Built by [`DistanceWeightedConfig::init`].
+/// Built by [`DistanceWeightedMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct DistanceWeightedMiner {
-    cfg: DistanceWeightedConfig,
+    cfg: DistanceWeightedMinerConfig,
     log_weight: LogWeight,
 }
 
 impl DistanceWeightedMiner {
-    /// The miner's parameters.
-    pub fn config(&self) -> &DistanceWeightedConfig {
+    /// The miner's parameters (with the `embedding_dim` it was built for).
+    pub fn config(&self) -> &DistanceWeightedMinerConfig {
         &self.cfg
     }
 
@@ -168,7 +194,7 @@ impl DistanceWeightedMiner {
 }
 
 /// [`DistanceWeightedMiner::log_weight`] with the density's constants, computed once by
-/// [`DistanceWeightedConfig::init`].
+/// [`DistanceWeightedMinerConfig::init`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LogWeight {
     log_norm: f64,
@@ -180,8 +206,8 @@ struct LogWeight {
 }
 
 impl LogWeight {
-    fn new(m: &DistanceWeightedConfig) -> LogWeight {
-        let n = m.embedding_dim as f64;
+    fn new(m: &DistanceWeightedMinerConfig, embedding_dim: usize) -> LogWeight {
+        let n = embedding_dim as f64;
         LogWeight {
             // ln q(1) without the d-dependent terms: the normalising constant.
             log_norm: ln_gamma(n / 2.0)
@@ -258,5 +284,11 @@ impl Miner for DistanceWeightedMiner {
             }
         });
         Ok(t.into())
+    }
+}
+
+impl crate::MinerSpec for DistanceWeightedMinerConfig {
+    fn build(&self, ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init_for(ctx.embedding_dim)?))
     }
 }

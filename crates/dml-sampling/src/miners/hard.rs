@@ -19,12 +19,12 @@ pub enum HardNegativeSelect {
 /// Parameters of [`HardNegativeMiner`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HardNegativeConfig {
+pub struct HardNegativeMinerConfig {
     /// Hardest negative per positive pair, or all hard triplets. Default: hardest.
     pub select: HardNegativeSelect,
 }
 
-impl HardNegativeConfig {
+impl HardNegativeMinerConfig {
     /// Builds the miner (every parameter value is valid).
     pub fn init(&self) -> Result<HardNegativeMiner> {
         Ok(HardNegativeMiner { cfg: *self })
@@ -45,15 +45,15 @@ impl HardNegativeConfig {
 /// pytorch-metric-learning's `TripletMarginMiner(type_of_triplets="hard")` (any margin ≥ 0),
 /// the same set.
 ///
-/// Built by [`HardNegativeConfig::init`].
+/// Built by [`HardNegativeMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct HardNegativeMiner {
-    cfg: HardNegativeConfig,
+    cfg: HardNegativeMinerConfig,
 }
 
 impl HardNegativeMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &HardNegativeConfig {
+    pub fn config(&self) -> &HardNegativeMinerConfig {
         &self.cfg
     }
 }
@@ -129,7 +129,7 @@ pub enum SemiHardFallback {
 /// Parameters of [`SemiHardMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SemiHardConfig {
+pub struct SemiHardMinerConfig {
     /// Width of the band, in the metric's units. Default: 0.2.
     pub margin: f32,
     /// One random semi-hard negative per pair, or all of them. Default: random.
@@ -138,9 +138,9 @@ pub struct SemiHardConfig {
     pub fallback: SemiHardFallback,
 }
 
-impl Default for SemiHardConfig {
+impl Default for SemiHardMinerConfig {
     fn default() -> Self {
-        SemiHardConfig {
+        SemiHardMinerConfig {
             margin: 0.2,
             select: SemiHardSelect::Random,
             fallback: SemiHardFallback::Skip,
@@ -148,7 +148,7 @@ impl Default for SemiHardConfig {
     }
 }
 
-impl SemiHardConfig {
+impl SemiHardMinerConfig {
     /// Checks the parameters and builds the miner.
     ///
     /// # Errors
@@ -179,15 +179,15 @@ impl SemiHardConfig {
 /// squared-Euclidean matrix to mine exactly that. [`SemiHardSelect::Random`] (the default)
 /// keeps one random semi-hard negative per pair, so that every positive pair weighs the same,
 /// and applies the [`SemiHardFallback`] when the band is empty. Built by
-/// [`SemiHardConfig::init`].
+/// [`SemiHardMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SemiHardMiner {
-    cfg: SemiHardConfig,
+    cfg: SemiHardMinerConfig,
 }
 
 impl SemiHardMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &SemiHardConfig {
+    pub fn config(&self) -> &SemiHardMinerConfig {
         &self.cfg
     }
 }
@@ -195,7 +195,7 @@ impl SemiHardMiner {
 impl Miner for SemiHardMiner {
     fn mine_batch(&self, batch: &Batch<'_, '_>, rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let rngs = AnchorRngs::new(rng);
-        let SemiHardConfig {
+        let SemiHardMinerConfig {
             margin,
             select,
             fallback,
@@ -249,9 +249,9 @@ impl Miner for SemiHardMiner {
 /// Parameters of [`BatchHardMiner`]: none (an empty table, so unknown keys are refused).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchHardConfig {}
+pub struct BatchHardMinerConfig {}
 
-impl BatchHardConfig {
+impl BatchHardMinerConfig {
     /// Builds the miner.
     pub fn init(&self) -> Result<BatchHardMiner> {
         Ok(BatchHardMiner { cfg: *self })
@@ -270,15 +270,15 @@ impl BatchHardConfig {
 /// (argmin / argmax swapped for similarities), one triplet `(a, p*, n*)` per anchor that has at
 /// least one positive and one negative, in anchor order; ties go to the lower index.
 /// pytorch-metric-learning equivalent: `BatchHardMiner`, the same triplets. Built by
-/// [`BatchHardConfig::init`].
+/// [`BatchHardMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchHardMiner {
-    cfg: BatchHardConfig,
+    cfg: BatchHardMinerConfig,
 }
 
 impl BatchHardMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &BatchHardConfig {
+    pub fn config(&self) -> &BatchHardMinerConfig {
         &self.cfg
     }
 }
@@ -430,6 +430,24 @@ fn hardest_pair_walk(
         }
     }
     (p_best != u32::MAX && n_best != u32::MAX).then_some((p_best, n_best))
+}
+
+impl crate::MinerSpec for HardNegativeMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
+impl crate::MinerSpec for SemiHardMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
+impl crate::MinerSpec for BatchHardMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
 }
 
 #[cfg(test)]

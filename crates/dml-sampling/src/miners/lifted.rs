@@ -6,9 +6,9 @@ use crate::{Error, Miner, Pairs, Result, Tuples};
 /// Parameters of [`LiftedStructuredMiner`]: none (an empty table, so unknown keys are refused).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LiftedStructuredConfig {}
+pub struct LiftedStructuredMinerConfig {}
 
-impl LiftedStructuredConfig {
+impl LiftedStructuredMinerConfig {
     /// Builds the miner.
     pub fn init(&self) -> Result<LiftedStructuredMiner> {
         Ok(LiftedStructuredMiner { cfg: *self })
@@ -29,15 +29,15 @@ impl LiftedStructuredConfig {
 /// positive pair, in row-major order. A loss finds the negatives of `{i, j}` as the negative pairs
 /// anchored at `i` or at `j`, which is how pytorch-metric-learning's `LiftedStructureLoss` reads
 /// its pair tuple (there without a miner all ordered positive pairs are used, so each unordered
-/// pair counts twice). Built by [`LiftedStructuredConfig::init`].
+/// pair counts twice). Built by [`LiftedStructuredMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiftedStructuredMiner {
-    cfg: LiftedStructuredConfig,
+    cfg: LiftedStructuredMinerConfig,
 }
 
 impl LiftedStructuredMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &LiftedStructuredConfig {
+    pub fn config(&self) -> &LiftedStructuredMinerConfig {
         &self.cfg
     }
 }
@@ -76,5 +76,15 @@ impl Miner for LiftedStructuredMiner {
             return Ok(Pairs::default().into());
         }
         Ok(out.into())
+    }
+}
+
+impl crate::MinerSpec for LiftedStructuredMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+
+    fn mines_reference(&self) -> bool {
+        false
     }
 }

@@ -23,23 +23,23 @@ pub enum TripletMarginSelect {
 /// Parameters of [`TripletMarginMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TripletMarginConfig {
+pub struct TripletMarginMinerConfig {
     /// The margin, in the metric's units (any finite value). Default: 0.2.
     pub margin: f32,
     /// Which triplets to keep. Default: all that violate the margin.
     pub triplets: TripletMarginSelect,
 }
 
-impl Default for TripletMarginConfig {
+impl Default for TripletMarginMinerConfig {
     fn default() -> Self {
-        TripletMarginConfig {
+        TripletMarginMinerConfig {
             margin: 0.2,
             triplets: TripletMarginSelect::All,
         }
     }
 }
 
-impl TripletMarginConfig {
+impl TripletMarginMinerConfig {
     /// Checks the parameters and builds the miner.
     ///
     /// # Errors
@@ -65,22 +65,22 @@ impl TripletMarginConfig {
 /// [`SemiHardMiner`](crate::SemiHardMiner) with `select = all` and
 /// [`HardNegativeMiner`](crate::HardNegativeMiner) with `select = all_hard` keep the same sets as
 /// the semi-hard and hard selections here (for a positive margin). Built by
-/// [`TripletMarginConfig::init`].
+/// [`TripletMarginMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TripletMarginMiner {
-    cfg: TripletMarginConfig,
+    cfg: TripletMarginMinerConfig,
 }
 
 impl TripletMarginMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &TripletMarginConfig {
+    pub fn config(&self) -> &TripletMarginMinerConfig {
         &self.cfg
     }
 }
 
 impl Miner for TripletMarginMiner {
     fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
-        let TripletMarginConfig { margin, triplets } = self.cfg;
+        let TripletMarginMinerConfig { margin, triplets } = self.cfg;
         let keep = move |m: f32| match triplets {
             TripletMarginSelect::All => m <= margin,
             TripletMarginSelect::Hard => m <= margin && m <= 0.0,
@@ -106,7 +106,7 @@ impl Miner for TripletMarginMiner {
 /// Parameters of [`PairMarginMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PairMarginConfig {
+pub struct PairMarginMinerConfig {
     /// Positive pairs farther apart than this are kept (for similarities: less similar than
     /// this). Default: 0.2.
     pub pos_margin: f32,
@@ -115,16 +115,16 @@ pub struct PairMarginConfig {
     pub neg_margin: f32,
 }
 
-impl Default for PairMarginConfig {
+impl Default for PairMarginMinerConfig {
     fn default() -> Self {
-        PairMarginConfig {
+        PairMarginMinerConfig {
             pos_margin: 0.2,
             neg_margin: 0.8,
         }
     }
 }
 
-impl PairMarginConfig {
+impl PairMarginMinerConfig {
     /// Checks the parameters and builds the miner.
     ///
     /// # Errors
@@ -146,15 +146,15 @@ impl PairMarginConfig {
 ///
 /// the pairs a contrastive loss with those margins would give a non-zero term (Hadsell, Chopra
 /// and LeCun, CVPR 2006). Pairs come in row-major order (by anchor, then by the other index), as
-/// pml's `get_all_pairs_indices` lists them. Built by [`PairMarginConfig::init`].
+/// pml's `get_all_pairs_indices` lists them. Built by [`PairMarginMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairMarginMiner {
-    cfg: PairMarginConfig,
+    cfg: PairMarginMinerConfig,
 }
 
 impl PairMarginMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &PairMarginConfig {
+    pub fn config(&self) -> &PairMarginMinerConfig {
         &self.cfg
     }
 }
@@ -212,5 +212,17 @@ fn finite(name: &'static str, value: f32) -> Result<()> {
         Ok(())
     } else {
         Err(Error::NonFiniteParameter { name, value })
+    }
+}
+
+impl crate::MinerSpec for TripletMarginMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+}
+
+impl crate::MinerSpec for PairMarginMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
     }
 }

@@ -12,20 +12,22 @@ mod n_pairs;
 mod uniform;
 
 pub use self::{
-    all::{AllConfig, AllMiner},
-    distance_weighted::{DistanceWeightedConfig, DistanceWeightedMiner, unit_sphere_log_density},
-    hard::{
-        BatchHardConfig, BatchHardMiner, HardNegativeConfig, HardNegativeMiner, HardNegativeSelect,
-        SemiHardConfig, SemiHardFallback, SemiHardMiner, SemiHardSelect,
+    all::{AllMiner, AllMinerConfig},
+    distance_weighted::{
+        DistanceWeightedMiner, DistanceWeightedMinerConfig, unit_sphere_log_density,
     },
-    lifted::{LiftedStructuredConfig, LiftedStructuredMiner},
+    hard::{
+        BatchHardMiner, BatchHardMinerConfig, HardNegativeMiner, HardNegativeMinerConfig,
+        HardNegativeSelect, SemiHardFallback, SemiHardMiner, SemiHardMinerConfig, SemiHardSelect,
+    },
+    lifted::{LiftedStructuredMiner, LiftedStructuredMinerConfig},
     margin::{
-        PairMarginConfig, PairMarginMiner, TripletMarginConfig, TripletMarginMiner,
+        PairMarginMiner, PairMarginMinerConfig, TripletMarginMiner, TripletMarginMinerConfig,
         TripletMarginSelect,
     },
-    multi_similarity::{MultiSimilarityConfig, MultiSimilarityMiner},
-    n_pairs::{NPairsConfig, NPairsMiner, PairSelect},
-    uniform::{UniformConfig, UniformMiner},
+    multi_similarity::{MultiSimilarityMiner, MultiSimilarityMinerConfig},
+    n_pairs::{NPairsMiner, NPairsMinerConfig, PairSelect},
+    uniform::{UniformMiner, UniformMinerConfig},
 };
 
 use rand::SeedableRng;

@@ -7,18 +7,18 @@ use crate::{Error, Miner, Result, Tuples};
 /// Parameters of [`MultiSimilarityMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MultiSimilarityConfig {
+pub struct MultiSimilarityMinerConfig {
     /// The ε of the rule, in the metric's units. Default: 0.1.
     pub epsilon: f32,
 }
 
-impl Default for MultiSimilarityConfig {
+impl Default for MultiSimilarityMinerConfig {
     fn default() -> Self {
-        MultiSimilarityConfig { epsilon: 0.1 }
+        MultiSimilarityMinerConfig { epsilon: 0.1 }
     }
 }
 
-impl MultiSimilarityConfig {
+impl MultiSimilarityMinerConfig {
     /// Checks the parameters and builds the miner.
     ///
     /// # Errors
@@ -43,15 +43,15 @@ impl MultiSimilarityConfig {
 /// negative keep nothing. Pairs come in row-major order.
 ///
 /// pytorch-metric-learning equivalent: `MultiSimilarityMiner(epsilon)` (the same pair sets; pml
-/// orders each anchor's pairs by value instead). Built by [`MultiSimilarityConfig::init`].
+/// orders each anchor's pairs by value instead). Built by [`MultiSimilarityMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct MultiSimilarityMiner {
-    cfg: MultiSimilarityConfig,
+    cfg: MultiSimilarityMinerConfig,
 }
 
 impl MultiSimilarityMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &MultiSimilarityConfig {
+    pub fn config(&self) -> &MultiSimilarityMinerConfig {
         &self.cfg
     }
 }
@@ -86,5 +86,11 @@ impl Miner for MultiSimilarityMiner {
             }
         });
         Ok(out.into())
+    }
+}
+
+impl crate::MinerSpec for MultiSimilarityMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
     }
 }

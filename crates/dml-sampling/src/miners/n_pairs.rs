@@ -19,12 +19,12 @@ pub enum PairSelect {
 /// Parameters of [`NPairsMiner`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NPairsConfig {
+pub struct NPairsMinerConfig {
     /// How each class's pair is picked. Default: first.
     pub select: PairSelect,
 }
 
-impl NPairsConfig {
+impl NPairsMinerConfig {
     /// Builds the miner (every parameter value is valid).
     pub fn init(&self) -> Result<NPairsMiner> {
         Ok(NPairsMiner { cfg: *self })
@@ -41,15 +41,15 @@ impl NPairsConfig {
 /// Classes with a single member take no part; fewer than two classes with a pair give nothing.
 /// pytorch-metric-learning equivalent: the pairs `NPairsLoss` builds with
 /// `convert_to_pos_pairs_with_unique_labels` (same pairs with [`PairSelect::First`]). Built by
-/// [`NPairsConfig::init`].
+/// [`NPairsMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NPairsMiner {
-    cfg: NPairsConfig,
+    cfg: NPairsMinerConfig,
 }
 
 impl NPairsMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &NPairsConfig {
+    pub fn config(&self) -> &NPairsMinerConfig {
         &self.cfg
     }
 }
@@ -93,5 +93,15 @@ impl Miner for NPairsMiner {
             }
         }
         Ok(t.into())
+    }
+}
+
+impl crate::MinerSpec for NPairsMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
+    }
+
+    fn mines_reference(&self) -> bool {
+        false
     }
 }

@@ -8,20 +8,20 @@ use crate::{Error, Miner, Result, Tuples};
 /// Parameters of [`UniformMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct UniformConfig {
+pub struct UniformMinerConfig {
     /// Negatives drawn per positive pair. Default: 1.
     pub negatives_per_positive: usize,
 }
 
-impl Default for UniformConfig {
+impl Default for UniformMinerConfig {
     fn default() -> Self {
-        UniformConfig {
+        UniformMinerConfig {
             negatives_per_positive: 1,
         }
     }
 }
 
-impl UniformConfig {
+impl UniformMinerConfig {
     /// Checks the parameters and builds the miner.
     ///
     /// # Errors
@@ -42,15 +42,15 @@ impl UniformConfig {
 /// The "uniform sampling" baseline of Wu et al., *Sampling Matters in Deep Embedding Learning*
 /// (ICCV 2017). pytorch-metric-learning's nearest equivalent is `get_random_triplet_indices`
 /// (what its triplet losses do without a miner), which also draws the positives at random; here
-/// every positive pair is used exactly once. Built by [`UniformConfig::init`].
+/// every positive pair is used exactly once. Built by [`UniformMinerConfig::init`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct UniformMiner {
-    cfg: UniformConfig,
+    cfg: UniformMinerConfig,
 }
 
 impl UniformMiner {
     /// The miner's parameters.
-    pub fn config(&self) -> &UniformConfig {
+    pub fn config(&self) -> &UniformMinerConfig {
         &self.cfg
     }
 }
@@ -68,5 +68,11 @@ impl Miner for UniformMiner {
             }
         });
         Ok(t.into())
+    }
+}
+
+impl crate::MinerSpec for UniformMinerConfig {
+    fn build(&self, _ctx: crate::MinerContext) -> Result<Box<dyn Miner>> {
+        Ok(Box::new(self.init()?))
     }
 }

@@ -7,8 +7,9 @@ use dml_data::{Dataset, HeldOut};
 use dml_eval::Metrics;
 use ndarray::Array2;
 
+use super::Trainer;
 use super::faults::mean_distance;
-use super::{Subset, Trainer};
+use crate::embed::SplitPart;
 use crate::embed::{Embedder, Output};
 use crate::state::RawInput;
 use crate::{Error, Result};
@@ -49,10 +50,10 @@ impl Trainer {
     }
 
     /// Embeds one split.
-    pub fn embed_split(&self, split: Subset) -> Result<(Array2<f32>, Vec<u32>)> {
-        match split {
-            Subset::Train => self.embed_dataset(self.split.train.as_ref()),
-            Subset::Test => self.embed_dataset(self.split.test.as_ref()),
+    pub fn embed_split(&self, part: SplitPart) -> Result<(Array2<f32>, Vec<u32>)> {
+        match part {
+            SplitPart::Train => self.embed_dataset(self.split.train.as_ref()),
+            SplitPart::Test => self.embed_dataset(self.split.test.as_ref()),
         }
     }
 

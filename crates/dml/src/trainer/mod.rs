@@ -64,15 +64,6 @@ pub use seed::step_seed;
 
 const MAX_KEPT_DISTANCES: usize = 200_000;
 
-/// Which classes of the data set's split ([`dml_data::Split`]) to embed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subset {
-    /// The training classes.
-    Train,
-    /// The held-out classes.
-    Test,
-}
-
 /// Takes the lock of a run's output folder (`<dir>/.lock`, an advisory `flock` the system drops
 /// when the process ends, however it ends) and writes this process's id into it, or fails with
 /// [`Error::OutputLocked`] naming the process that holds it. Two runs writing one folder would

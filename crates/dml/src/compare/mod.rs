@@ -25,6 +25,8 @@
 //! computed by whichever run comes first without them. A `compare.json` written for another
 //! number of epochs or other Recall@K is refused (use another `--output-dir`).
 
+mod chart;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -148,13 +150,13 @@ pub struct CompareReport {
     /// The same grid trained by another library (`dml compare --reference`), shown beside
     /// dml's cells in the table and the chart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<Reference>,
+    pub reference: Option<ReferenceGrid>,
 }
 
 /// Cells of the same grid trained by another library, read from its JSON by
 /// [`read_reference`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reference {
+pub struct ReferenceGrid {
     /// The library's name in the table and the chart (`pml`).
     pub library: String,
     /// The file the cells were read from.
@@ -166,7 +168,7 @@ pub struct Reference {
 /// Reads the runs of `scripts/compare_pml.py --out FILE` (pytorch-metric-learning trained on
 /// the same grid): its `runs` array of `{loss, miner, seed, metrics, train_seconds}` or
 /// `{loss, miner, seed, error}`, with `metrics` in dml's flat form.
-pub fn read_reference(path: &Path) -> Result<Reference> {
+pub fn read_reference(path: &Path) -> Result<ReferenceGrid> {
     let bad = |message: String| Error::Json {
         path: path.to_path_buf(),
         message: format!("{message} (expected the JSON that scripts/compare_pml.py --out writes)"),
@@ -191,7 +193,7 @@ pub fn read_reference(path: &Path) -> Result<Reference> {
     for r in file.runs {
         report.cell_mut(&r.loss, &r.miner).runs.push(r.run);
     }
-    Ok(Reference {
+    Ok(ReferenceGrid {
         library: "pml".to_owned(),
         source: path.to_path_buf(),
         cells: report.cells,
@@ -338,7 +340,7 @@ impl CompareReport {
             (Score::RecallAt(1), "recall_at_1"),
         ] {
             if scores.contains(&score) {
-                crate::plots::compare_chart(
+                chart::compare_chart(
                     self,
                     score,
                     &format!("{name}: {} on the held-out classes", score.label()),
@@ -414,14 +416,7 @@ pub fn miner_config(base: &Config, kind: &str) -> Result<Option<MinerConfig>> {
     {
         return Ok(Some(m.clone()));
     }
-    let text = if kind == "distance_weighted" {
-        format!(
-            "kind = {kind:?}\nembedding_dim = {}",
-            base.model.embedding_dim()
-        )
-    } else {
-        format!("kind = {kind:?}")
-    };
+    let text = format!("kind = {kind:?}");
     toml::from_str(&text)
         .map(Some)
         .map_err(|e| Error::ConfigParse {
