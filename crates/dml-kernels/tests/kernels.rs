@@ -657,6 +657,46 @@ fn self_pairwise_every_entry_across_bands() {
     }
 }
 
+/// Products up to 256 × 256 × 128 multiply-adds are computed on the calling thread (the
+/// self-distance matrix in thinner bands), larger ones in parallel: on both sides of that size
+/// every entry matches the naive value, the self-distance matrix is exactly symmetric with a
+/// zero diagonal, and `pairwise` of a matrix with itself agrees with `self_pairwise`.
+#[test]
+fn products_across_the_calling_thread_threshold_match_naive() {
+    let x = Array2::from_shape_fn((257, 128), |(i, j)| {
+        (((i * 37 + j * 11) % 101) as f32 / 50.0 - 1.0) * (1.0 + (i % 3) as f32)
+    });
+    for n in [255, 256, 257] {
+        let x = x.slice(s![..n, ..]);
+        for metric in Metric::ALL {
+            let d = self_pairwise(metric, x).expect("self_pairwise");
+            let p = pairwise(metric, x, x).expect("pairwise");
+            for i in 0..n {
+                for j in i..n {
+                    assert_self_entry(metric, x, &d, i, j);
+                    assert_eq!(d[[i, j]], d[[j, i]], "{metric} n={n} [{i},{j}]");
+                    let tol = tolerance(metric, x.row(i), x.row(j));
+                    assert!((f64::from(p[[i, j]]) - f64::from(d[[i, j]])).abs() <= 2.0 * tol);
+                }
+            }
+        }
+    }
+}
+
+/// Up to 65,536 values rows are normalised on the calling thread, beyond in parallel: each row
+/// comes out bit for bit as when normalised on its own.
+#[test]
+fn l2_normalize_across_the_calling_thread_threshold() {
+    for n in [511, 512, 513] {
+        let x = Array2::from_shape_fn((n, 128), |(i, j)| ((i * 7 + j * 13) % 29) as f32 - 14.0);
+        let u = l2_normalize(x.view());
+        for i in 0..n {
+            let alone = l2_normalize(x.slice(s![i..i + 1, ..]));
+            assert_eq!(u.row(i), alone.row(0), "n={n} row {i}");
+        }
+    }
+}
+
 #[test]
 fn errors() {
     let a = Array2::<f32>::zeros((3, 4));
