@@ -36,7 +36,8 @@ with the reference stack of `cargo xtask pyref` (torch, pml, faiss):
 It writes target/py-bench/python_vs_pml.json (every round; `--out NAME` for another file) and
 prints the markdown tables of docs/benchmarks.md. `--only accuracy|miners`, `--rounds N`
 (accuracy rounds, default 3), `--cases` (a comma-separated subset of the accuracy shapes),
-`--report` (only the tables).
+`--miners` (comma-separated parts of miner names, e.g. `PairMargin,BatchHard`) and `--batches`
+(e.g. `256`) for a subset of the miners, `--report` (only the tables).
 """
 
 import argparse
@@ -222,8 +223,10 @@ def miners(args):
         ("PairMarginMiner(0.2, 0.8)", dml.PairMarginMiner, pml_miners.PairMarginMiner,
          {"pos_margin": 0.2, "neg_margin": 0.8}),
     ]
+    wanted = [w for w in args.miners.split(",") if w]
+    pairs = [p for p in pairs if not wanted or any(w in p[0] for w in wanted)]
     rows = []
-    for b in (256, 1024):
+    for b in (int(v) for v in args.batches.split(",")):
         x, y = clustered([4] * (b // 4), 128, 10 + b)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         for name, dml_cls, pml_cls, kw in pairs:
@@ -367,6 +370,8 @@ def main():
     parser.add_argument("--cases", default=",".join(ACCURACY_CASES))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--miner-rounds", type=int, default=11)
+    parser.add_argument("--miners", default="", help="comma-separated parts of miner names: only those miners")
+    parser.add_argument("--batches", default="256,1024", help="comma-separated batch sizes of the miners")
     parser.add_argument("--cap-gib", type=float, default=16.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--default-calculator", action="store_true")

@@ -258,7 +258,7 @@ fn kmeans_plus_plus(
             .par_chunks(SUM_BLOCK)
             .zip(nearest.par_chunks(SUM_BLOCK))
             .enumerate()
-            .map(|(b, (d2, nearest))| {
+            .map_init(Vec::new, |tile, (b, (d2, nearest))| {
                 let mut red = vec![0f64; n_cand];
                 let mut closer = Vec::new();
                 let needed: Vec<u32> = d2
@@ -274,10 +274,23 @@ fn kmeans_plus_plus(
                 if needed.is_empty() {
                     return (red, closer);
                 }
-                let mut tile = vec![0f32; needed.len() * n_cand];
-                points.values_of_rows_into(&needed, &cand_rows, &mut tile);
-                for (&i, row) in needed.iter().zip(tile.chunks(n_cand)) {
-                    let cur = d2[i as usize - b * SUM_BLOCK];
+                let b0 = b * SUM_BLOCK;
+                // Where most points pass (weakly clustered data), the whole block meets the
+                // candidates straight from the data: the unpruned values, and no copy of the
+                // rows that pass. Otherwise only the rows that pass are gathered.
+                let whole_block = 2 * needed.len() >= d2.len();
+                let rows = if whole_block { d2.len() } else { needed.len() };
+                tile.clear();
+                tile.resize(rows * n_cand, 0f32);
+                if whole_block {
+                    points.values_into(b0..b0 + d2.len(), &cand_rows, tile);
+                } else {
+                    points.values_of_rows_into(&needed, &cand_rows, tile);
+                }
+                for (r, &i) in needed.iter().enumerate() {
+                    let row_in_tile = if whole_block { i as usize - b0 } else { r };
+                    let row = &tile[row_in_tile * n_cand..(row_in_tile + 1) * n_cand];
+                    let cur = d2[i as usize - b0];
                     for (t, &v) in row.iter().enumerate() {
                         if v < cur {
                             red[t] += f64::from(cur - v);

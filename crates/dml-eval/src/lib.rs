@@ -97,7 +97,12 @@
 //! classes of thousands of items (R = 6,999 on half of Fashion-MNIST) the k-NN keeps each
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
-//! timings). [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
+//! timings). A leave-one-out set of 512 dimensions or more (raw images; below that the GEMM is
+//! too cheap for it to pay) with such a large R whose candidate lists fit 4 GiB (about
+//! `n · R · 10` bytes: 2.5 GB for 35,000 items in classes of 7,000) is searched through the
+//! symmetry of its distances instead ([`dml_kernels::knn_self_blocks`]: each distance tile
+//! computed once for both of its points, half the GEMM work), the same scores bit for bit.
+//! [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
 //! largest K. The scores over the whole ranking (mean average precision and mean reciprocal
 //! rank at the default depth) need the rank of every same-class item instead: the query ×
 //! reference distances are then streamed in bands of 64 queries (dml-kernels'
@@ -137,7 +142,7 @@ mod retrieval;
 mod search;
 pub mod verification;
 
-use ndarray::{ArrayView2, Axis, s};
+use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
 pub use crate::{
@@ -156,6 +161,12 @@ const NEIGHBOUR_BUDGET: usize = 1 << 22;
 /// Neighbour-list entries up to which a leave-one-out set is searched in one block: 32 Mi
 /// entries, 256 MiB of indices and scores (100,000 items at k = 100 take 80 MiB).
 const WHOLE_SET_BUDGET: usize = 1 << 25;
+/// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
+/// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
+/// ([`dml_kernels::knn_self_blocks`], half the GEMM work): 4 GiB. 35,000 items in classes of
+/// 7,000 take about 2.6 GB (pytorch-metric-learning with faiss holds 15 GB there); larger sets
+/// stream blocks of queries through the full search in bounded memory.
+const SYMMETRIC_BUDGET: usize = 4 << 30;
 /// Queries scored per parallel task; a fixed size keeps the f64 sums deterministic.
 const SCORE_CHUNK: usize = 64;
 
@@ -577,10 +588,34 @@ fn score_neighbours(
     // block size, and so are the bits of the f64 sums.
     // A leave-one-out set whose neighbour lists fit WHOLE_SET_BUDGET is searched in one call,
     // which lets dml-kernels use the symmetry of its distances (half the GEMM work).
-    let whole = leave_one_out
-        && same_vectors
-        && neighbour_budget >= NEIGHBOUR_BUDGET
-        && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;
+    let full_budget = leave_one_out && same_vectors && neighbour_budget >= NEIGHBOUR_BUDGET;
+    // A large k over a set whose candidate lists fit SYMMETRIC_BUDGET: the symmetric
+    // selection, block by block.
+    if full_budget
+        && dml_kernels::knn_self_blocks_memory(n_query, query.ncols(), k)
+            .is_some_and(|b| b <= SYMMETRIC_BUDGET)
+    {
+        let mut acc = Accumulator::new(plan);
+        dml_kernels::knn_self_blocks(metric, query, k, &mut |start, nn| {
+            let chunk_accs = score_block(
+                plan,
+                query_labels,
+                reference_labels,
+                r_of,
+                start,
+                &nn.indices,
+            );
+            let before = std::mem::replace(&mut acc, Accumulator::new(plan));
+            acc = chunk_accs.into_iter().fold(before, Accumulator::merge);
+            on_progress(Progress::Searched {
+                done: start + nn.indices.nrows(),
+                total: n_query,
+                k,
+            });
+        })?;
+        return Ok(acc);
+    }
+    let whole = full_budget && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;
     let block_rows = if whole {
         n_query
     } else {
@@ -596,23 +631,7 @@ fn score_neighbours(
         let self_offset = leave_one_out.then_some(start);
         let idx =
             search::neighbour_indices(metric, block, reference, k, self_offset, same_vectors)?;
-        // Fixed chunks, each summed in order, merged in order: the f64 sums (R-precision, MAP@R)
-        // are then the same bits on every run and thread count, unlike a work-stealing fold.
-        let chunk_accs: Vec<Accumulator> = idx
-            .axis_chunks_iter(Axis(0), SCORE_CHUNK)
-            .into_par_iter()
-            .enumerate()
-            .map(|(c, chunk)| {
-                let mut chunk_acc = Accumulator::new(plan);
-                let mut hits = Vec::new();
-                for (i, row) in chunk.outer_iter().enumerate() {
-                    let label = query_labels[start + c * SCORE_CHUNK + i];
-                    let labels = row.iter().map(|&j| reference_labels[j as usize]);
-                    chunk_acc.add_neighbours(plan, label, r_of(label), labels, &mut hits);
-                }
-                chunk_acc
-            })
-            .collect();
+        let chunk_accs = score_block(plan, query_labels, reference_labels, r_of, start, &idx);
         acc = chunk_accs.into_iter().fold(acc, Accumulator::merge);
         on_progress(Progress::Searched {
             done: end,
@@ -621,6 +640,38 @@ fn score_neighbours(
         });
     }
     Ok(acc)
+}
+
+/// The scores of the queries `start..start + idx.nrows()` from their neighbour lists `idx`, one
+/// accumulator per chunk of [`SCORE_CHUNK`] queries. `start` is a multiple of the chunk size:
+/// fixed chunks, each summed in order and merged in order, make the f64 sums (R-precision,
+/// MAP@R) the same bits on every run, thread count and block size, unlike a work-stealing fold.
+fn score_block(
+    plan: &Plan,
+    query_labels: &[u32],
+    reference_labels: &[u32],
+    r_of: &(dyn Fn(u32) -> usize + Sync),
+    start: usize,
+    idx: &Array2<u32>,
+) -> Vec<Accumulator> {
+    debug_assert!(
+        start.is_multiple_of(SCORE_CHUNK),
+        "blocks start at whole chunks"
+    );
+    idx.axis_chunks_iter(Axis(0), SCORE_CHUNK)
+        .into_par_iter()
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut chunk_acc = Accumulator::new(plan);
+            let mut hits = Vec::new();
+            for (i, row) in chunk.outer_iter().enumerate() {
+                let label = query_labels[start + c * SCORE_CHUNK + i];
+                let labels = row.iter().map(|&j| reference_labels[j as usize]);
+                chunk_acc.add_neighbours(plan, label, r_of(label), labels, &mut hits);
+            }
+            chunk_acc
+        })
+        .collect()
 }
 
 /// Scores every query from the positions of all its positives in its whole ranking: the
@@ -694,6 +745,54 @@ mod tests {
         // 9 small classes (k = 11, sorted top-k buffers) and 2 big ones (k ~ 150, selection).
         for (n, n_classes) in [(97, 9), (300, 2)] {
             check_blocking(n, n_classes);
+        }
+    }
+
+    /// The symmetric large-k search (sets of 1,024 items or more whose neighbours are selected
+    /// from whole rows) gives exactly the scores of blocks of queries streamed through the full
+    /// search, on both sides of the switch-over, with many equal distances.
+    #[test]
+    fn symmetric_large_k_path_equals_streaming() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for n in [1_023, 1_024, 1_100] {
+            // Small integer coordinates: ties everywhere. 512 dimensions: the symmetric search's
+            // smallest.
+            let x = Array2::from_shape_fn((n, 512), |_| rng.random_range(0..4) as f32);
+            let y: Vec<u32> = (0..n).map(|i| u32::from(i % 3 == 0)).collect();
+            let cfg = EvalConfig {
+                recall_at: vec![1, 10],
+                nmi: false,
+                ..EvalConfig::default()
+            };
+            let k = ranked_depth(&y, &y, true, &cfg).expect("depth");
+            let symmetric = dml_kernels::knn_self_blocks_memory(n, 512, k);
+            assert!(dml_kernels::knn_self_blocks_memory(n, 511, k).is_none());
+            assert_eq!(symmetric.is_some(), n >= 1_024, "n = {n}, k = {k}");
+            for metric in [Metric::Euclidean, Metric::Cosine] {
+                let eval = |budget| {
+                    let mut blocks = 0;
+                    let m = run(
+                        x.view(),
+                        &y,
+                        x.view(),
+                        &y,
+                        true,
+                        true,
+                        metric,
+                        &cfg,
+                        budget,
+                        &mut |p| blocks += usize::from(matches!(p, Progress::Searched { .. })),
+                    )
+                    .expect("evaluate");
+                    (m, blocks)
+                };
+                let (full, blocks) = eval(NEIGHBOUR_BUDGET);
+                if symmetric.is_some() {
+                    assert_eq!(blocks, n.div_ceil(512), "n = {n}");
+                }
+                let (streamed, _) = eval(50_000);
+                assert_eq!(full, streamed, "{metric}, n = {n}");
+            }
         }
     }
 

@@ -512,6 +512,456 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
     Neighbours { indices, scores }
 }
 
+/// Columns sampled per row to estimate the cut-off of its best `k` in the large-k symmetric
+/// search ([`knn_self_blocks`]).
+const CUT_SAMPLE: usize = 1024;
+/// Standard deviations of margin above the sample's expected rank of the k-th key: a row whose
+/// cut-off still falls below its k-th key (about one row in a thousand) is searched again.
+const CUT_SIGMAS: f64 = 3.0;
+
+/// Calls `on_block(start, neighbours)` with the [`knn_self`] lists of consecutive blocks of rows
+/// of `points`, in order (`start` the block's first row; every block but the last has the same
+/// number of rows, a multiple of 64); together they are exactly one [`knn_self`] call's answer.
+///
+/// For a large `k` on a set of 1,024 rows or more of dimension 512 or more (where the search
+/// selects from whole rows rather than streaming sorted buffers, and the GEMM is most of its
+/// cost) it takes the symmetry of the distances: every tile of
+/// the distance matrix on or above the diagonal is computed once and feeds both its rows and
+/// its columns, half the GEMM work of [`knn_self_rows`] over the same rows. The price is memory:
+/// each row's candidates at or below a cut-off estimated from a sample of the columns are held
+/// until every tile is done, about [`knn_self_blocks_memory`] bytes (about `n · k · 10` bytes,
+/// 2.5 GB for 35,000 rows and k = 7,000); stream [`knn_self_rows`] over blocks instead for
+/// bounded memory. Otherwise a large `k` goes block by block through the general search (as
+/// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
+/// blocks.
+///
+/// # Errors
+/// As [`knn_self`].
+///
+/// ```
+/// use dml_kernels::{Metric, knn_self, knn_self_blocks};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32], [1.0], [3.0], [7.0]];
+/// let mut rows = Vec::new();
+/// knn_self_blocks(Metric::Euclidean, x.view(), 2, &mut |_, nn| {
+///     rows.extend(nn.indices.outer_iter().map(|r| r.to_vec()));
+/// })?;
+/// let all = knn_self(Metric::Euclidean, x.view(), 2)?;
+/// assert_eq!(rows, all.indices.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>());
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn knn_self_blocks(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    on_block: &mut dyn FnMut(usize, Neighbours),
+) -> Result<()> {
+    check_k(k, points.nrows().saturating_sub(1))?;
+    check_rows(points, "points")?;
+    check::finite(points, "points")?;
+    let n = points.nrows();
+    if uses_symmetric_selection(n, k, points.ncols()) {
+        search_symmetric_select(metric, points, k, CUT_SIGMAS, on_block);
+    } else if use_selection(k, n) {
+        // Large k, low dimension: block by block through the general search.
+        for start in (0..n).step_by(SYM_TILE) {
+            let end = (start + SYM_TILE).min(n);
+            let rows = points.slice(s![start..end, ..]);
+            on_block(start, search(metric, rows, points, k, Some(start)));
+        }
+    } else {
+        let nn = search_self(metric, points, k);
+        for start in (0..n).step_by(SYM_TILE) {
+            let end = (start + SYM_TILE).min(n);
+            on_block(
+                start,
+                Neighbours {
+                    indices: nn.indices.slice(s![start..end, ..]).to_owned(),
+                    scores: nn.scores.slice(s![start..end, ..]).to_owned(),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bytes [`knn_self_blocks`] holds beyond its inputs and one block's output when it takes the
+/// symmetry of a large-k search of `n` rows of dimension `d` (the candidate lists of every row:
+/// their expected length with the sampling margin, 10 % slack, 8 bytes each), or `None` when
+/// it does not (a small `k`, a set under 1,024 rows or a dimension under 512).
+pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
+    uses_symmetric_selection(n, k, d).then(|| n.saturating_mul(row_capacity(n, k, CUT_SIGMAS)) * 8)
+}
+
+/// Smallest dimension at which the large-k search takes the symmetry ([`knn_self_blocks`]).
+/// It saves half the GEMM, a cost that grows with the dimension, and pays with a pass over
+/// candidate lists of about `n · k` entries (their pages and their sort), which does not: on
+/// 35,000 points with k = 6,999 (a 2-core machine at a load of 8 to 10, alternating) it took
+/// 12 s against the streamed search's 9.5 s at 64-d, the same 15.9 s at 256-d, and 20–28 s
+/// against 43–52 s at 784-d.
+const SYMMETRIC_SELECTION_MIN_DIM: usize = 512;
+
+fn uses_symmetric_selection(n: usize, k: usize, d: usize) -> bool {
+    n >= 2 * SYM_TILE && k < n && use_selection(k, n) && d >= SYMMETRIC_SELECTION_MIN_DIM
+}
+
+/// The sample's rank (0-based) of a row's cut-off, or `None` for no cut-off (keep everything).
+fn cut_rank(n: usize, k: usize, sigmas: f64) -> Option<usize> {
+    let m = CUT_SAMPLE.min(n);
+    let expected = k as f64 * m as f64 / (n - 1) as f64;
+    let rank = (expected + sigmas * expected.sqrt() + 2.0).max(0.0) as usize;
+    // One sample key may be the row's own (left out as +inf).
+    (rank + 1 < m).then_some(rank)
+}
+
+/// Candidates reserved per row: those expected at or below the cut-off, plus 10 %.
+fn row_capacity(n: usize, k: usize, sigmas: f64) -> usize {
+    match cut_rank(n, k, sigmas) {
+        Some(r) => (((r + 1) as f64 * n as f64 / CUT_SAMPLE.min(n) as f64) * 1.1) as usize + 16,
+        None => n,
+    }
+    .min(n)
+}
+
+/// Each row's cut-off: the key of rank [`cut_rank`] among its keys to an evenly strided sample of
+/// the rows (its own left out), `+inf` where there is none. A guess, not a bound: whether at
+/// least `k` keys fall at or below it is checked afterwards.
+fn cut_offs(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    f: &Array1<f32>,
+    k: usize,
+    sigmas: f64,
+) -> Vec<f32> {
+    let n = points.nrows();
+    let Some(rank) = cut_rank(n, k, sigmas) else {
+        return vec![f32::INFINITY; n];
+    };
+    let m = CUT_SAMPLE.min(n);
+    let step = n / m;
+    let picked: Vec<usize> = (0..m).map(|t| t * step).collect();
+    let sample = points.select(Axis(0), &picked);
+    let fs = f.select(Axis(0), &picked);
+    let mut cuts = vec![0.0f32; n];
+    cuts.par_chunks_mut(QUERY_BLOCK).enumerate().for_each_init(
+        Vec::<f32>::new,
+        |tile, (b, out)| {
+            let r0 = b * QUERY_BLOCK;
+            let rows = out.len();
+            tile.resize(rows * m, 0.0);
+            let t = ArrayViewMut2::from_shape((rows, m), &mut tile[..rows * m])
+                .expect("the buffer holds rows × m values");
+            fill_keys(
+                metric,
+                (
+                    points.slice(s![r0..r0 + rows, ..]),
+                    f.slice(s![r0..r0 + rows]),
+                ),
+                (sample.view(), fs.view()),
+                t,
+            );
+            for (i, (keys, cut)) in tile.chunks_mut(m).zip(out.iter_mut()).enumerate() {
+                let own = r0 + i;
+                if own.is_multiple_of(step) && own / step < m {
+                    keys[own / step] = f32::INFINITY;
+                }
+                let (_, &mut c, _) = keys.select_nth_unstable_by(rank, f32::total_cmp);
+                *cut = c;
+            }
+        },
+    );
+    cuts
+}
+
+/// Bit `t` set where `keys[t] <= cuts[t]` (up to 16 lanes; the comparison vectorises).
+#[inline]
+fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
+    let mut mask = 0u32;
+    for (t, (&x, &c)) in keys.iter().zip(cuts).enumerate() {
+        mask |= u32::from(x <= c) << t;
+    }
+    mask
+}
+
+/// The candidate lists of one block of rows in the large-k symmetric search: `cap` codes per
+/// row in one buffer (pages are only touched as far as each row fills its part; asking for huge
+/// pages here cost more kernel time than it saved, measured), and what a row gathers beyond
+/// that in its own overflow list.
+struct BlockLists {
+    codes: Vec<u64>,
+    lens: Vec<usize>,
+    overflow: Vec<Vec<u64>>,
+    cap: usize,
+}
+
+impl BlockLists {
+    fn new(rows: usize, cap: usize) -> Self {
+        BlockLists {
+            codes: vec![0; rows * cap],
+            lens: vec![0; rows],
+            overflow: vec![Vec::new(); rows],
+            cap,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, i: usize, c: u64) {
+        let len = self.lens[i];
+        if len < self.cap {
+            self.codes[i * self.cap + len] = c;
+        } else {
+            self.overflow[i].push(c);
+        }
+        self.lens[i] = len + 1;
+    }
+}
+
+/// Appends to the candidate lists the [`code`]s of the keys of `tile` (`rows × cols`, rows
+/// `r0..`, columns `c0..`) at or below the asking point's cut-off: each row's keys to that row's
+/// list (`row_lists`, leaving out the diagonal when the tile is on it) and, off the diagonal,
+/// each column's keys to that column's list (`col_lists`).
+fn keep_below_cut(
+    tile: &[f32],
+    (rows, cols): (usize, usize),
+    (r0, c0): (usize, usize),
+    cuts: &[f32],
+    row_lists: &mut BlockLists,
+    mut col_lists: Option<&mut BlockLists>,
+) {
+    const LANES: usize = 16;
+    let row_cuts = &cuts[r0..r0 + rows];
+    let col_cuts = &cuts[c0..c0 + cols];
+    let diagonal = r0 == c0;
+    for (i, keys) in tile.chunks(cols).enumerate() {
+        let cut = [row_cuts[i]; LANES];
+        for (c, chunk) in keys.chunks(LANES).enumerate() {
+            let mut mask = below_mask(chunk, &cut);
+            if diagonal && i / LANES == c {
+                mask &= !(1 << (i % LANES));
+            }
+            while mask != 0 {
+                let t = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let j = c * LANES + t;
+                row_lists.push(i, code(chunk[t], (c0 + j) as u32));
+            }
+        }
+        if let Some(col_lists) = col_lists.as_deref_mut() {
+            let id = (r0 + i) as u32;
+            for (c, (chunk, cut)) in keys.chunks(LANES).zip(col_cuts.chunks(LANES)).enumerate() {
+                let mut mask = below_mask(chunk, cut);
+                while mask != 0 {
+                    let t = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    col_lists.push(c * LANES + t, code(chunk[t], id));
+                }
+            }
+        }
+    }
+}
+
+/// Scratch space of [`sort_first_k`], reused across rows.
+#[derive(Default)]
+struct SortScratch {
+    spare: Vec<u64>,
+    counts: Vec<u32>,
+}
+
+/// Widest digit of [`sort_first_k`]'s radix sort: 4,096 counters, 16 KiB, stay in L1.
+const MAX_DIGIT_BITS: u32 = 12;
+
+/// The first `k` of `codes` (in any order) in increasing order, i.e. by key, then index.
+///
+/// A least-significant-digit radix sort on the key's offset from the smallest key, in as few
+/// digits of at most [`MAX_DIGIT_BITS`] bits as that offset's width needs (two for keys within a
+/// factor of two of each other), stable, so equal keys keep their arrival order; then each run
+/// of equal keys that reaches into the first `k` is put in index order (runs are short: equal
+/// floats).
+fn sort_first_k<'a>(codes: &'a mut [u64], k: usize, scratch: &'a mut SortScratch) -> &'a [u64] {
+    let n = codes.len();
+    let k = k.min(n);
+    if n == 0 {
+        return &[];
+    }
+    let lo = codes
+        .iter()
+        .fold(u32::MAX, |lo, &c| lo.min((c >> 32) as u32));
+    let hi = codes.iter().fold(0u32, |hi, &c| hi.max((c >> 32) as u32));
+    let width = 32 - (hi - lo).leading_zeros();
+    let passes = width.div_ceil(MAX_DIGIT_BITS);
+    let SortScratch { spare, counts } = scratch;
+    spare.resize(n, 0);
+    let (mut src, mut dst): (&mut [u64], &mut [u64]) = (codes, &mut spare[..n]);
+    if passes > 0 {
+        let bits = width.div_ceil(passes);
+        let radix = 1usize << bits;
+        let mask = (radix - 1) as u32;
+        let digit = |c: u64, p: u32| ((((c >> 32) as u32 - lo) >> (p * bits)) & mask) as usize;
+        counts.clear();
+        counts.resize(radix * passes as usize, 0);
+        for &c in src.iter() {
+            for p in 0..passes {
+                counts[p as usize * radix + digit(c, p)] += 1;
+            }
+        }
+        for p in 0..passes {
+            let count = &mut counts[p as usize * radix..(p as usize + 1) * radix];
+            let mut offset = 0u32;
+            for c in count.iter_mut() {
+                let here = *c;
+                *c = offset;
+                offset += here;
+            }
+            for &c in src.iter() {
+                let slot = &mut count[digit(c, p)];
+                dst[*slot as usize] = c;
+                *slot += 1;
+            }
+            std::mem::swap(&mut src, &mut dst);
+        }
+    }
+    let mut start = 0;
+    while start < k {
+        let key = src[start] >> 32;
+        let end = start + src[start..].iter().take_while(|&&c| c >> 32 == key).count();
+        if end - start > 1 {
+            src[start..end].sort_unstable();
+        }
+        start = end;
+    }
+    &src[..k]
+}
+
+/// The large-k leave-one-out search by symmetry ([`knn_self_blocks`]): each row keeps the
+/// [`code`]s of its keys at or below its cut-off ([`cut_offs`]) from the tiles on and above the
+/// diagonal (each fed to its rows and, transposed, to its columns); then, block by block, each
+/// row's candidates are radix-sorted and the first `k` kept. A row with fewer than `k`
+/// candidates (its cut-off fell below its k-th key) is searched again through [`search`]. Keys
+/// are the same bits whichever point of a pair asks, and every key at or below a row's k-th key
+/// is among its candidates, so the lists are [`search`]'s.
+fn search_symmetric_select(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    sigmas: f64,
+    on_block: &mut dyn FnMut(usize, Neighbours),
+) {
+    let n = points.nrows();
+    let f = row_factors(metric, points);
+    let cuts = cut_offs(metric, points, &f, k, sigmas);
+    let capacity = row_capacity(n, k, sigmas);
+    let nb = n.div_ceil(SYM_TILE);
+    let blocks: Vec<std::sync::Mutex<BlockLists>> = (0..nb)
+        .map(|b| {
+            let rows = (n - b * SYM_TILE).min(SYM_TILE);
+            std::sync::Mutex::new(BlockLists::new(rows, capacity))
+        })
+        .collect();
+    let tiles: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+    tiles
+        .par_iter()
+        .for_each_init(Vec::<f32>::new, |tile, &(bi, bj)| {
+            let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
+            let (c0, c1) = (bj * SYM_TILE, ((bj + 1) * SYM_TILE).min(n));
+            let (rows, cols) = (r1 - r0, c1 - c0);
+            tile.resize(rows * cols, 0.0);
+            let t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
+                .expect("the buffer holds rows × cols values");
+            fill_keys(
+                metric,
+                (points.slice(s![r0..r1, ..]), f.slice(s![r0..r1])),
+                (points.slice(s![c0..c1, ..]), f.slice(s![c0..c1])),
+                t,
+            );
+            let tile = &tile[..rows * cols];
+            let mut row_lists = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
+            if bi == bj {
+                keep_below_cut(tile, (rows, cols), (r0, c0), &cuts, &mut row_lists, None);
+            } else {
+                let mut col_lists = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
+                keep_below_cut(
+                    tile,
+                    (rows, cols),
+                    (r0, c0),
+                    &cuts,
+                    &mut row_lists,
+                    Some(&mut col_lists),
+                );
+            }
+        });
+    for (b, block) in blocks.into_iter().enumerate() {
+        let start = b * SYM_TILE;
+        let BlockLists {
+            mut codes,
+            lens,
+            overflow,
+            cap,
+        } = block.into_inner().unwrap_or_else(|e| e.into_inner());
+        let rows = lens.len();
+        let mut indices = Array2::<u32>::zeros((rows, k));
+        let mut scores = Array2::<f32>::zeros((rows, k));
+        let short: Vec<usize> = codes
+            .par_chunks_mut(cap)
+            .zip(lens.par_iter())
+            .zip(overflow.into_par_iter())
+            .zip(indices.axis_iter_mut(Axis(0)))
+            .zip(scores.axis_iter_mut(Axis(0)))
+            .enumerate()
+            .map_init(
+                || (SortScratch::default(), Vec::new()),
+                |(scratch, joined), (i, ((((own, &len), extra), mut idx), mut sc))| {
+                    if len < k {
+                        return Some(i);
+                    }
+                    let list: &mut [u64] = if extra.is_empty() {
+                        &mut own[..len]
+                    } else {
+                        joined.clear();
+                        joined.extend_from_slice(own);
+                        joined.extend_from_slice(&extra);
+                        joined
+                    };
+                    let sorted = sort_first_k(list, k, scratch);
+                    let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
+                        unreachable!("rows of a fresh array are contiguous")
+                    };
+                    decode_into(sorted, sc, idx);
+                    keys_to_scores(metric, sc, idx);
+                    None
+                },
+            )
+            .flatten()
+            .collect();
+        drop(codes);
+        if !short.is_empty() {
+            // One neighbour deeper among all points, then the row's own index dropped (or the
+            // last neighbour when it is not among them).
+            let rows: Vec<usize> = short.iter().map(|&i| start + i).collect();
+            let query = points.select(Axis(0), &rows);
+            let deeper = search(metric, query.view(), points, k + 1, None);
+            for (r, &i) in short.iter().enumerate() {
+                let own = (start + i) as u32;
+                let kept = deeper
+                    .indices
+                    .row(r)
+                    .iter()
+                    .zip(deeper.scores.row(r))
+                    .filter(|&(&j, _)| j != own)
+                    .take(k)
+                    .enumerate()
+                    .map(|(c, (&j, &v))| (c, j, v))
+                    .collect::<Vec<_>>();
+                for (c, j, v) in kept {
+                    indices[[i, c]] = j;
+                    scores[[i, c]] = v;
+                }
+            }
+        }
+        on_block(start, Neighbours { indices, scores });
+    }
+}
+
 /// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`), in 16 × 16 blocks: each
 /// block's rows of `dst` are written whole while its column of `src` stays in cache.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
@@ -820,5 +1270,69 @@ fn key_to_score(metric: Metric, key: f32) -> f32 {
         Metric::SquaredEuclidean => key,
         // `0 − key` rather than `−key`: a zero similarity comes back as +0.
         Metric::Cosine | Metric::Dot => 0.0 - key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small integers (frequent ties, exact products) or floats, from a fixed LCG.
+    fn points(n: usize, d: usize, ints: bool, seed: u64) -> Array2<f32> {
+        let mut state = seed;
+        Array2::from_shape_simple_fn((n, d), || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+            if ints { (u * 4.0).floor() } else { u - 0.5 }
+        })
+    }
+
+    /// The large-k symmetric search gives the general search's lists and score bits whatever
+    /// its cut-offs: the usual margin, none at all (every key kept), and cut-offs far below
+    /// the k-th key, so that every row is searched again.
+    #[test]
+    fn symmetric_selection_equals_the_general_search_whatever_the_cut_offs() {
+        for (ints, d) in [(true, 3), (false, 9)] {
+            let x = points(1_100, d, ints, 99);
+            for metric in Metric::ALL {
+                for k in [70, 1_099] {
+                    assert!(uses_symmetric_selection(x.nrows(), k, 512));
+                    let want = search(metric, x.view(), x.view(), k, Some(0));
+                    for sigmas in [CUT_SIGMAS, 1e9, -1e9] {
+                        let mut starts = Vec::new();
+                        let mut indices = Vec::new();
+                        let mut scores = Vec::new();
+                        search_symmetric_select(metric, x.view(), k, sigmas, &mut |s, nn| {
+                            starts.push(s);
+                            indices.extend(nn.indices.iter().copied());
+                            scores.extend(nn.scores.iter().map(|v| (v + 0.0).to_bits()));
+                        });
+                        let what = format!("{metric} ints={ints} k={k} sigmas={sigmas}");
+                        assert_eq!(starts, vec![0, 512, 1_024], "{what}");
+                        assert_eq!(
+                            indices,
+                            want.indices.iter().copied().collect::<Vec<_>>(),
+                            "{what}"
+                        );
+                        let want_bits: Vec<u32> =
+                            want.scores.iter().map(|v| (v + 0.0).to_bits()).collect();
+                        assert_eq!(scores, want_bits, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cut-off's sample rank: a margin above the expected rank of the k-th key, none when
+    /// it would reach the whole sample.
+    #[test]
+    fn cut_rank_has_its_margin() {
+        // 35,000 rows, k = 6,999: expected rank 6,999 · 1,024 / 34,999 = 204.8, plus 3 · 14.3
+        // plus 2.
+        assert_eq!(cut_rank(35_000, 6_999, 3.0), Some(249));
+        assert_eq!(cut_rank(1_100, 1_099, 3.0), None);
+        assert_eq!(cut_rank(35_000, 6_999, -1e9), Some(0));
     }
 }

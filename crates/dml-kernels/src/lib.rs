@@ -50,7 +50,7 @@ pub mod tensor;
 
 pub use crate::{
     error::{Error, Result},
-    knn::{Neighbours, knn, knn_self, knn_self_rows},
+    knn::{Neighbours, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_rows},
     metric::Metric,
     normalize::{NORM_EPS, l2_normalize, l2_normalize_inplace},
     pairwise::{NormedRows, paired, pairwise, pairwise_bands, pairwise_into, self_pairwise},

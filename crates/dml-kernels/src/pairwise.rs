@@ -15,6 +15,32 @@ const TILE_ROWS_MIN: usize = 64;
 const TILE_ROWS_MAX: usize = 256;
 /// Columns of an output tile.
 const TILE_COLS: usize = 512;
+/// Rows of a band of a self-distance matrix (whose bands start on their diagonal) computed on
+/// the calling thread (see [`SERIAL_MAX_MADDS`]); other matrices are then computed in bands of
+/// [`TILE_ROWS_MAX`] rows.
+///
+/// Thinner bands compute less of the lower triangle, but each band is one GEMM call, which packs
+/// its columns again, and the `gemm` crate runs thin products well below its peak: for 256 × 128
+/// rows, bands of 16, 32, 64, 128 and 256 rows (53, 56, 62.5, 75 and 100 % of the full product's
+/// multiply-adds) took 122, 99, 92, 128 and 112 µs (one series, medians of 3,000 calls each, on
+/// a loaded 2-core machine, 2026-12-06).
+const SERIAL_TILE_ROWS: usize = 64;
+
+/// Up to this many multiply-adds (rows × columns × dimension of the whole product: 256 × 256 ×
+/// 128) a matrix is computed on the calling thread, without rayon.
+///
+/// Work of this size is a fraction of a millisecond, of the order of what handing bands to
+/// rayon's pool and waiting for them costs on a loaded machine: `self_pairwise` of a 256 × 128
+/// batch took 115 µs over two pool threads and 118 µs on one pool thread, and 82 µs on the
+/// calling thread (in bands of [`SERIAL_TILE_ROWS`]; medians of 3,000 calls, 2-core VM with
+/// one core kept busy by another process, 2026-12-06).
+pub(crate) const SERIAL_MAX_MADDS: usize = 256 * 256 * 128;
+
+/// Whether an `n × m` product over `d` dimensions is small enough for the calling thread.
+#[inline]
+pub(crate) fn is_serial(n: usize, m: usize, d: usize) -> bool {
+    n.saturating_mul(m).saturating_mul(d.max(1)) <= SERIAL_MAX_MADDS
+}
 
 /// Per-row factors a metric needs besides the dot products.
 pub(crate) fn row_factors(metric: Metric, x: ArrayView2<'_, f32>) -> Array1<f32> {
@@ -414,22 +440,24 @@ pub fn self_pairwise(metric: Metric, x: ArrayView2<'_, f32>) -> Result<Array2<f3
     // Each band of rows is computed from its own diagonal rightwards, so about half the flops
     // (also when the whole matrix is a single tile wide); the lower triangle is then a copy,
     // which makes the result exactly symmetric.
-    fill(metric, x, x, &f, &f, out.view_mut(), true);
-    mirror_upper(&mut out);
+    let serial = is_serial(n, n, x.ncols());
+    fill_scheduled(metric, x, x, &f, &f, out.view_mut(), true, serial);
+    mirror_upper(&mut out, serial);
     if !metric.is_similarity() {
         out.diag_mut().fill(0.0);
     }
     Ok(out)
 }
 
-/// Copies the strict upper triangle of a square matrix onto the lower one, in parallel over
-/// bands of destination rows, in square blocks so that both sides stay in cache.
-fn mirror_upper(out: &mut Array2<f32>) {
+/// Copies the strict upper triangle of a square matrix onto the lower one, over bands of
+/// destination rows (in parallel unless `serial`), in square blocks so that both sides stay in
+/// cache.
+fn mirror_upper(out: &mut Array2<f32>, serial: bool) {
     const B: usize = 64;
     let n = out.nrows();
     debug_assert!(out.is_standard_layout());
     let base = SyncPtr(out.as_mut_ptr());
-    (0..n.div_ceil(B)).into_par_iter().for_each(|band| {
+    let band_job = |band: usize| {
         let p = base;
         let j0 = band * B;
         let j1 = (j0 + B).min(n);
@@ -445,7 +473,12 @@ fn mirror_upper(out: &mut Array2<f32>) {
                 }
             }
         }
-    });
+    };
+    if serial {
+        (0..n.div_ceil(B)).for_each(band_job);
+    } else {
+        (0..n.div_ceil(B)).into_par_iter().for_each(band_job);
+    }
 }
 
 /// A raw pointer that may cross threads; see the SAFETY note in [`mirror_upper`].
@@ -456,7 +489,8 @@ unsafe impl Send for SyncPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SyncPtr {}
 
-/// Fills `out` tile by tile: GEMM, then the metric's epilogue while the tile is hot.
+/// Fills `out` tile by tile: GEMM, then the metric's epilogue while the tile is hot; on the
+/// calling thread for small products ([`is_serial`]), in parallel over bands of rows otherwise.
 fn fill(
     metric: Metric,
     a: ArrayView2<'_, f32>,
@@ -466,20 +500,38 @@ fn fill(
     out: ArrayViewMut2<'_, f32>,
     upper_only: bool,
 ) {
+    let serial = is_serial(out.nrows(), out.ncols(), a.ncols());
+    fill_scheduled(metric, a, b, fa, fb, out, upper_only, serial);
+}
+
+/// [`fill`] with the schedule given: the same values either way (each entry is one GEMM dot
+/// product and the same epilogue, whatever the band it falls in).
+#[allow(clippy::too_many_arguments)]
+fn fill_scheduled(
+    metric: Metric,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    fa: &Array1<f32>,
+    fb: &Array1<f32>,
+    out: ArrayViewMut2<'_, f32>,
+    upper_only: bool,
+    serial: bool,
+) {
     // One copy of the tile loop per metric, so that the epilogue is a branch-free loop the
     // compiler vectorises.
+    let s = (upper_only, serial);
     match metric {
-        Metric::Euclidean => fill_with(metric, a, b, fa, fb, out, upper_only, |t, x, y| {
+        Metric::Euclidean => fill_with(metric, a, b, fa, fb, out, s, |t, x, y| {
             finish(Metric::Euclidean, t, x, y).sqrt()
         }),
-        Metric::SquaredEuclidean => fill_with(metric, a, b, fa, fb, out, upper_only, |t, x, y| {
+        Metric::SquaredEuclidean => fill_with(metric, a, b, fa, fb, out, s, |t, x, y| {
             finish(Metric::SquaredEuclidean, t, x, y)
         }),
-        Metric::Cosine => fill_with(metric, a, b, fa, fb, out, upper_only, |t, x, y| {
+        Metric::Cosine => fill_with(metric, a, b, fa, fb, out, s, |t, x, y| {
             finish(Metric::Cosine, t, x, y)
         }),
         // The GEMM's output is already the value.
-        Metric::Dot => fill_with(metric, a, b, fa, fb, out, upper_only, |t, _, _| t),
+        Metric::Dot => fill_with(metric, a, b, fa, fb, out, s, |t, _, _| t),
     }
 }
 
@@ -492,47 +544,61 @@ fn fill_with(
     fa: &Array1<f32>,
     fb: &Array1<f32>,
     mut out: ArrayViewMut2<'_, f32>,
-    upper_only: bool,
+    (upper_only, serial): (bool, bool),
     epilogue: impl Fn(f32, f32, f32) -> f32 + Sync,
 ) {
     let (n, m) = out.dim();
     if out.is_empty() {
         return;
     }
-    let (tile_rows, tile_cols) = tile_shape(n);
+    let (tile_rows, tile_cols) = if serial {
+        (
+            if upper_only {
+                SERIAL_TILE_ROWS
+            } else {
+                TILE_ROWS_MAX
+            },
+            TILE_COLS,
+        )
+    } else {
+        tile_shape(n)
+    };
     let alpha = gemm_alpha(metric, 1.0);
     let skip_epilogue = metric == Metric::Dot;
-    out.axis_chunks_iter_mut(Axis(0), tile_rows)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(bi, mut band)| {
-            let r0 = bi * tile_rows;
-            let rows = band.nrows();
-            let a_band = a.slice(s![r0..r0 + rows, ..]);
-            // For the upper triangle a band's rows r0.. need only the columns r0..: its tiles
-            // start on the band's diagonal (the entries left of it are mirrored in later).
-            let c_start = if upper_only { r0 } else { 0 };
-            for c0 in (c_start..m).step_by(tile_cols) {
-                let c1 = (c0 + tile_cols).min(m);
-                let mut tile = band.slice_mut(s![.., c0..c1]);
-                gemm_nt(alpha, a_band, b.slice(s![c0..c1, ..]), tile.view_mut());
-                if skip_epilogue {
-                    continue;
-                }
-                let fbs = fb.slice(s![c0..c1]);
-                for (i, mut row) in tile.axis_iter_mut(Axis(0)).enumerate() {
-                    let fai = fa[r0 + i];
-                    match (row.as_slice_mut(), fbs.as_slice()) {
-                        (Some(row), Some(fbs)) => {
-                            for (t, &fbj) in row.iter_mut().zip(fbs) {
-                                *t = epilogue(*t, fai, fbj);
-                            }
+    let band_job = |(bi, mut band): (usize, ArrayViewMut2<'_, f32>)| {
+        let r0 = bi * tile_rows;
+        let rows = band.nrows();
+        let a_band = a.slice(s![r0..r0 + rows, ..]);
+        // For the upper triangle a band's rows r0.. need only the columns r0..: its tiles
+        // start on the band's diagonal (the entries left of it are mirrored in later).
+        let c_start = if upper_only { r0 } else { 0 };
+        for c0 in (c_start..m).step_by(tile_cols) {
+            let c1 = (c0 + tile_cols).min(m);
+            let mut tile = band.slice_mut(s![.., c0..c1]);
+            gemm_nt(alpha, a_band, b.slice(s![c0..c1, ..]), tile.view_mut());
+            if skip_epilogue {
+                continue;
+            }
+            let fbs = fb.slice(s![c0..c1]);
+            for (i, mut row) in tile.axis_iter_mut(Axis(0)).enumerate() {
+                let fai = fa[r0 + i];
+                match (row.as_slice_mut(), fbs.as_slice()) {
+                    (Some(row), Some(fbs)) => {
+                        for (t, &fbj) in row.iter_mut().zip(fbs) {
+                            *t = epilogue(*t, fai, fbj);
                         }
-                        _ => row.zip_mut_with(&fbs, |t, &fbj| *t = epilogue(*t, fai, fbj)),
                     }
+                    _ => row.zip_mut_with(&fbs, |t, &fbj| *t = epilogue(*t, fai, fbj)),
                 }
             }
-        });
+        }
+    };
+    let bands = out.axis_chunks_iter_mut(Axis(0), tile_rows);
+    if serial {
+        bands.enumerate().for_each(band_job);
+    } else {
+        bands.into_par_iter().enumerate().for_each(band_job);
+    }
 }
 
 /// Rows and columns of an output tile for an output of `n` rows.
@@ -547,4 +613,55 @@ fn tile_shape(n: usize) -> (usize, usize) {
     let threads = rayon::current_num_threads().max(1);
     let rows = (n / (2 * threads)).clamp(TILE_ROWS_MIN, TILE_ROWS_MAX) / 16 * 16;
     (rows, TILE_COLS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling-thread schedule (other band heights, no rayon) gives the parallel schedule's
+    /// values bit for bit, for every metric, for whole matrices and upper triangles, with band
+    /// and tile edges off the grid.
+    #[test]
+    fn both_schedules_give_the_same_bits() {
+        let x = Array2::from_shape_fn((700, 37), |(i, j)| {
+            ((i * 13 + j * 7) % 23) as f32 / 11.0 - 1.0 + (i as f32).sin()
+        });
+        for (n, m) in [
+            (1, 1),
+            (63, 65),
+            (64, 700),
+            (200, 130),
+            (600, 600),
+            (700, 513),
+        ] {
+            let (a, b) = (x.slice(s![..n, ..]), x.slice(s![x.nrows() - m.., ..]));
+            for metric in Metric::ALL {
+                let (fa, fb) = (row_factors(metric, a), row_factors(metric, b));
+                for upper_only in [false, true] {
+                    if upper_only && n != m {
+                        continue;
+                    }
+                    let b = if upper_only { a } else { b };
+                    let fb = if upper_only { &fa } else { &fb };
+                    let run = |serial| {
+                        let mut out = Array2::<f32>::zeros((n, m));
+                        fill_scheduled(metric, a, b, &fa, fb, out.view_mut(), upper_only, serial);
+                        out
+                    };
+                    let (serial, parallel) = (run(true), run(false));
+                    for i in 0..n {
+                        let from = if upper_only { i } else { 0 };
+                        for j in from..m {
+                            assert_eq!(
+                                serial[[i, j]].to_bits(),
+                                parallel[[i, j]].to_bits(),
+                                "{metric} {n}x{m} upper {upper_only} [{i},{j}]"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

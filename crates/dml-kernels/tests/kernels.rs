@@ -8,8 +8,9 @@
 //! equality with a full sort of the pairwise matrix, ties included.
 
 use dml_kernels::{
-    Error, Metric, NORM_EPS, knn, knn_self, knn_self_rows, l2_normalize, l2_normalize_inplace,
-    paired, pairwise, pairwise_bands, pairwise_into, self_pairwise,
+    Error, Metric, NORM_EPS, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_rows,
+    l2_normalize, l2_normalize_inplace, paired, pairwise, pairwise_bands, pairwise_into,
+    self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -440,6 +441,48 @@ fn symmetric_self_search_equals_the_general_search_on_floats() {
     }
 }
 
+/// `knn_self_blocks` hands out exactly one `knn_self` call's lists and score bits, block by
+/// block in order, along each of its paths: large k by symmetry (512 dimensions), large k
+/// streamed (low dimension), small k; and its memory estimate names only the first.
+#[test]
+fn knn_self_blocks_equal_knn_self() {
+    let mut state = 4242u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    for (d, k, symmetric) in [(512, 300, true), (5, 300, false), (512, 10, false)] {
+        let x = Array2::from_shape_simple_fn((1_100, d), &mut next);
+        assert_eq!(knn_self_blocks_memory(1_100, d, k).is_some(), symmetric);
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let whole = knn_self(metric, x.view(), k).expect("knn_self");
+            let mut starts = Vec::new();
+            let mut rows = 0;
+            knn_self_blocks(metric, x.view(), k, &mut |start, nn| {
+                starts.push(start);
+                let want = s![start..start + nn.n_queries(), ..];
+                assert_eq!(
+                    nn.indices,
+                    whole.indices.slice(want),
+                    "{metric} d={d} k={k}"
+                );
+                let same_bits = nn
+                    .scores
+                    .iter()
+                    .zip(whole.scores.slice(want))
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0));
+                assert!(same_bits, "{metric} d={d} k={k}");
+                rows += nn.n_queries();
+            })
+            .expect("blocks");
+            assert_eq!(starts, vec![0, 512, 1_024]);
+            assert_eq!(rows, 1_100);
+        }
+    }
+}
+
 /// `pairwise_bands` hands out exactly `pairwise`'s values, band by band in order, and the k-NN's
 /// scores are the same bits (the whole-ranking evaluation ranks from the bands, the depth-k one
 /// from the k-NN).
@@ -610,6 +653,46 @@ fn self_pairwise_every_entry_across_bands() {
                     assert_eq!(d[[i, j]], d[[j, i]], "{metric} n={n} [{i},{j}]");
                 }
             }
+        }
+    }
+}
+
+/// Products up to 256 × 256 × 128 multiply-adds are computed on the calling thread (the
+/// self-distance matrix in thinner bands), larger ones in parallel: on both sides of that size
+/// every entry matches the naive value, the self-distance matrix is exactly symmetric with a
+/// zero diagonal, and `pairwise` of a matrix with itself agrees with `self_pairwise`.
+#[test]
+fn products_across_the_calling_thread_threshold_match_naive() {
+    let x = Array2::from_shape_fn((257, 128), |(i, j)| {
+        (((i * 37 + j * 11) % 101) as f32 / 50.0 - 1.0) * (1.0 + (i % 3) as f32)
+    });
+    for n in [255, 256, 257] {
+        let x = x.slice(s![..n, ..]);
+        for metric in Metric::ALL {
+            let d = self_pairwise(metric, x).expect("self_pairwise");
+            let p = pairwise(metric, x, x).expect("pairwise");
+            for i in 0..n {
+                for j in i..n {
+                    assert_self_entry(metric, x, &d, i, j);
+                    assert_eq!(d[[i, j]], d[[j, i]], "{metric} n={n} [{i},{j}]");
+                    let tol = tolerance(metric, x.row(i), x.row(j));
+                    assert!((f64::from(p[[i, j]]) - f64::from(d[[i, j]])).abs() <= 2.0 * tol);
+                }
+            }
+        }
+    }
+}
+
+/// Up to 65,536 values rows are normalised on the calling thread, beyond in parallel: each row
+/// comes out bit for bit as when normalised on its own.
+#[test]
+fn l2_normalize_across_the_calling_thread_threshold() {
+    for n in [511, 512, 513] {
+        let x = Array2::from_shape_fn((n, 128), |(i, j)| ((i * 7 + j * 13) % 29) as f32 - 14.0);
+        let u = l2_normalize(x.view());
+        for i in 0..n {
+            let alone = l2_normalize(x.slice(s![i..i + 1, ..]));
+            assert_eq!(u.row(i), alone.row(0), "n={n} row {i}");
         }
     }
 }

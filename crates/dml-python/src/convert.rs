@@ -35,6 +35,16 @@ pub(crate) fn labels<'a>(labels: &'a PyReadonlyArray1<'_, u32>, name: &str) -> P
         .map_err(|_| PyTypeError::new_err(format!("{name} must be a contiguous uint32 array")))
 }
 
+/// The labels behind `labels` (int64, as the miners take them), read in place.
+pub(crate) fn label_values<'a>(
+    labels: &'a PyReadonlyArray1<'_, i64>,
+    name: &str,
+) -> PyResult<&'a [i64]> {
+    labels
+        .as_slice()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a contiguous int64 array")))
+}
+
 /// A metric from its dml name (`euclidean`, `squared_euclidean`, `cosine`, `dot`).
 pub(crate) fn metric(name: &str) -> PyResult<Metric> {
     name.parse::<Metric>().map_err(value_error)

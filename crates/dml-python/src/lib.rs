@@ -4,9 +4,11 @@
 //! `dml.knn`, `dml.evaluate`) is written in Python under `python/dml/`, where the arguments of
 //! pytorch-metric-learning's classes are checked and any array-like input (torch tensors,
 //! DLPack, lists) becomes a NumPy array. This module receives only what that layer guarantees:
-//! C-contiguous `float32` matrices and `uint32` class ids. It reads them in place (no copy),
-//! releases the GIL while dml-kernels, dml-sampling or dml-eval work, and turns their typed errors
-//! into `ValueError` with the same message. It holds no algorithm of its own.
+//! C-contiguous `float32` matrices, and `uint32` class ids (the miners, which only compare labels,
+//! take `int64` labels and number the classes themselves, without a sort when the labels fit
+//! 32 bits). It reads them in place (no copy), releases the GIL while dml-kernels, dml-sampling
+//! or dml-eval work, and turns their typed errors into `ValueError` with the same message. It
+//! holds no algorithm of its own.
 //!
 //! It is built by maturin (`pip install ./crates/dml-python`, `cargo xtask python`), links no
 //! LibTorch, and uses CPython's stable ABI (abi3, CPython 3.10 and later).

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::convert::{labels, matrix, metric as parse_metric, value_error};
+use crate::convert::{label_values, matrix, metric as parse_metric, value_error};
 
 /// A dml-sampling miner with its own seeded random stream: the embeddings' distance matrix is
 /// computed by dml-kernels, the tuples by the miner.
@@ -50,14 +50,14 @@ impl Miner {
         &self,
         py: Python<'py>,
         embeddings: PyReadonlyArray2<'py, f32>,
-        labels_: PyReadonlyArray1<'py, u32>,
+        labels_: PyReadonlyArray1<'py, i64>,
         ref_emb: Option<PyReadonlyArray2<'py, f32>>,
-        ref_labels: Option<PyReadonlyArray1<'py, u32>>,
+        ref_labels: Option<PyReadonlyArray1<'py, i64>>,
     ) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
         let x = matrix(&embeddings, "embeddings")?;
-        let y = labels(&labels_, "labels")?;
+        let y = label_values(&labels_, "labels")?;
         let reference = match (&ref_emb, &ref_labels) {
-            (Some(r), Some(rl)) => Some((matrix(r, "ref_emb")?, labels(rl, "ref_labels")?)),
+            (Some(r), Some(rl)) => Some((matrix(r, "ref_emb")?, label_values(rl, "ref_labels")?)),
             _ => None,
         };
         let tuples = py.detach(|| -> PyResult<Tuples> {
@@ -71,13 +71,15 @@ impl Miner {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             match reference {
                 None => {
+                    let [y] = class_ids([y]);
                     let dist = self_pairwise(self.metric, x.view()).map_err(renamed)?;
-                    miner.mine(dist.view(), self.metric, y, &mut *rng)
+                    miner.mine(dist.view(), self.metric, &y, &mut *rng)
                 }
                 Some((r, ry)) => {
+                    let [y, ry] = class_ids([y, ry]);
                     let r = self.maybe_normalize(r);
                     let dist = pairwise(self.metric, x.view(), r.view()).map_err(renamed)?;
-                    miner.mine_reference(dist.view(), self.metric, y, ry, &mut *rng)
+                    miner.mine_reference(dist.view(), self.metric, &y, &ry, &mut *rng)
                 }
             }
             .map_err(value_error)
@@ -96,6 +98,24 @@ impl Miner {
             })
             .collect())
     }
+}
+
+/// Class ids for label arrays whose labels are only compared with each other (a miner's): the
+/// labels themselves when every one lies in `0..=u32::MAX` (the usual case, one pass and no
+/// sort), otherwise each label's rank among the distinct labels of all the arrays. Either way two
+/// entries get the same id exactly when their labels are equal.
+fn class_ids<const N: usize>(parts: [&[i64]; N]) -> [Vec<u32>; N] {
+    let small = |v: i64| u32::try_from(v).ok();
+    if parts.iter().all(|p| p.iter().all(|&v| small(v).is_some())) {
+        return parts.map(|p| p.iter().map(|&v| v as u32).collect());
+    }
+    let mut classes: Vec<i64> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    // Every label is in `classes`; more than u32::MAX distinct labels would need a distance
+    // matrix over more than 4 billion items, which could not have been allocated.
+    let id = |v: &i64| classes.binary_search(v).map_or(u32::MAX, |i| i as u32);
+    parts.map(|p| p.iter().map(id).collect())
 }
 
 /// dml-kernels' error with its operands named as the miner's caller named them (`x`, `a` →

@@ -203,6 +203,31 @@ def test_miner_tuples_are_valid_and_int64():
         assert (y[a1] == y[p]).all() and (a1 != p).all() and (y[a2] != y[n]).all()
 
 
+def test_miners_take_any_integer_labels():
+    # Labels are only compared: negative, beyond 32 bits, unsigned 64-bit, small dtypes, lists,
+    # and a batch against a reference set whose labels do not fit 32 bits either, all give the
+    # tuples of the same classes numbered 0, 1, 2, ...
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    r = rng.standard_normal((30, 8)).astype(np.float32)
+    y, ry = rng.integers(0, 5, size=40), rng.integers(0, 5, size=30)
+    values = np.array([-7, 2**40, 3, -(2**62), 2**32], dtype=np.int64)
+    for miner in (dml.BatchHardMiner(), dml.PairMarginMiner(0.3, 1.2), dml.MultiSimilarityMiner(0.5)):
+        want = [t.tolist() for t in miner(x, y)]
+        want_ref = [t.tolist() for t in miner(x, y, r, ry)]
+        assert len(want[0]) > 0 and len(want_ref[0]) > 0
+        for labels in (values[y], values[y].tolist(), y.astype(np.uint8), y.astype(np.uint64) + np.uint64(2**63)):
+            assert [t.tolist() for t in miner(x, labels)] == want
+        assert [t.tolist() for t in miner(x, values[y], r, values[ry])] == want_ref
+        # A label of the reference set that equals no batch label, beyond 32 bits, stays apart.
+        odd = values[ry].copy()
+        odd[0] = 2**50
+        got = miner(x, values[y], r, odd)
+        renumbered = ry.copy()
+        renumbered[0] = 99
+        assert [t.tolist() for t in got] == [t.tolist() for t in miner(x, y, r, renumbered)]
+
+
 def test_batch_hard_picks_by_hand():
     # On a line (normalisation off): anchor 0's farthest positive is 2, its closest negative 3.
     x = np.array([[0.0], [1.0], [2.5], [3.0], [7.0]], dtype=np.float32)

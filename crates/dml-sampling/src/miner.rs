@@ -122,6 +122,13 @@ pub enum TupleKind {
     Triplets,
 }
 
+/// Up to this many matrix entries (a batch of 512 within itself) the miners that make one or
+/// two passes over each row work on the calling thread ([`Batch::row_pass_serial`]): at B = 256
+/// the pair-margin miner took 80 µs over rayon's two threads and 48 µs on the calling thread
+/// (then 13 µs once its row pass tested 16 columns at a time; medians of 3,000 calls on a loaded
+/// 2-core machine, 2026-12-06).
+pub(crate) const ROW_PASS_SERIAL_MAX_ENTRIES: usize = 512 * 512;
+
 /// A batch's distance (or similarity) matrix checked against its labels, as every miner of
 /// this crate starts: the matrix as one row-major slice, the labels of its rows and columns, and
 /// the sign that turns the metric's values into dissimilarities (`v = sign · x`, smaller is
@@ -274,10 +281,37 @@ impl<'d, 'l> Batch<'d, 'l> {
     {
         // Below this many matrix entries the rayon hand-off costs more than it saves.
         const PAR_MIN_ENTRIES: usize = 64 * 64;
-        if self.n * self.m >= PAR_MIN_ENTRIES {
-            (0..self.n).into_par_iter().map(f).collect()
-        } else {
+        if self.serial_below(PAR_MIN_ENTRIES) {
             (0..self.n).map(f).collect()
+        } else {
+            (0..self.n).into_par_iter().map(f).collect()
         }
+    }
+
+    /// [`Batch::per_anchor`] for a miner whose work per anchor is one or two passes over its
+    /// row: on the calling thread up to [`ROW_PASS_SERIAL_MAX_ENTRIES`]
+    /// ([`Batch::row_pass_serial`]).
+    pub(crate) fn per_anchor_row_pass<T, F>(&self, f: F) -> Vec<T>
+    where
+        T: Send,
+        F: Fn(usize) -> T + Sync + Send,
+    {
+        if self.row_pass_serial() {
+            (0..self.n).map(f).collect()
+        } else {
+            self.per_anchor(f)
+        }
+    }
+
+    /// Whether a miner whose work per anchor is one or two passes over its row (no work per
+    /// pair of columns) mines this batch on the calling thread. Such a pass costs well under a
+    /// nanosecond per entry, so up to [`ROW_PASS_SERIAL_MAX_ENTRIES`] the whole matrix takes
+    /// about what handing anchors to rayon's pool and waiting for them costs.
+    pub(crate) fn row_pass_serial(&self) -> bool {
+        self.serial_below(ROW_PASS_SERIAL_MAX_ENTRIES + 1)
+    }
+
+    fn serial_below(&self, entries: usize) -> bool {
+        self.n.saturating_mul(self.m) < entries
     }
 }

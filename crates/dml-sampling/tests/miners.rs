@@ -6,8 +6,9 @@ use dml_kernels::Metric;
 use dml_sampling::{
     AllMinerConfig, BatchHardMinerConfig, DistanceWeightedMinerConfig, HardNegativeMinerConfig,
     HardNegativeSelect, LiftedStructuredMinerConfig, Miner, MinerConfig,
-    MultiSimilarityMinerConfig, NPairsMinerConfig, PairSelect, Pairs, SemiHardFallback,
-    SemiHardMinerConfig, SemiHardSelect, Triplets, TupleKind, Tuples, UniformMinerConfig,
+    MultiSimilarityMinerConfig, NPairsMinerConfig, PairMarginMinerConfig, PairSelect, Pairs,
+    SemiHardFallback, SemiHardMinerConfig, SemiHardSelect, Triplets, TupleKind, Tuples,
+    UniformMinerConfig,
 };
 use ndarray::Array2;
 use proptest::prelude::*;
@@ -138,6 +139,16 @@ proptest! {
             for &j in &neg { if v(j) - eps < max_pos { want.neg_anchor.push(a as u32); want.negative.push(j as u32); } }
         }
         prop_assert_eq!(p, want);
+    }
+
+    #[test]
+    fn pair_margin_is_the_margin_rule(
+        (labels, x) in batch(), metric in all_metrics(), pos_margin in -0.5f32..1.5, neg_margin in -0.5f32..1.5,
+    ) {
+        let d = matrix(&x, metric);
+        let cfg = PairMarginMinerConfig { pos_margin, neg_margin };
+        let p = pairs(cfg.init().unwrap().mine(d.view(), metric, &labels, &mut rng()).unwrap());
+        prop_assert_eq!(p, naive_pair_margin(d.view(), metric, &labels, &labels, true, cfg));
     }
 
     #[test]
@@ -434,5 +445,109 @@ fn mines_reference_matches_mine_reference() {
             cfg.kind(),
             got.err()
         );
+    }
+}
+
+/// pml's pair-margin rule as plain loops: positive pairs (same label, not the anchor itself
+/// within a batch) farther than `pos_margin`, negative pairs closer than `neg_margin` (the other
+/// way round for similarities), row-major.
+fn naive_pair_margin(
+    d: ndarray::ArrayView2<'_, f32>,
+    metric: Metric,
+    labels: &[u32],
+    ref_labels: &[u32],
+    within: bool,
+    cfg: PairMarginMinerConfig,
+) -> Pairs {
+    let mut want = Pairs::default();
+    for (a, &la) in labels.iter().enumerate() {
+        for (j, &lj) in ref_labels.iter().enumerate() {
+            let v = d[[a, j]];
+            let (pos, neg) = if metric.is_similarity() {
+                (v < cfg.pos_margin, v > cfg.neg_margin)
+            } else {
+                (v > cfg.pos_margin, v < cfg.neg_margin)
+            };
+            if lj == la && !(within && j == a) && pos {
+                want.pos_anchor.push(a as u32);
+                want.positive.push(j as u32);
+            } else if lj != la && neg {
+                want.neg_anchor.push(a as u32);
+                want.negative.push(j as u32);
+            }
+        }
+    }
+    want
+}
+
+/// The miners that make one pass per row mine batches of up to 512 × 512 entries on the calling
+/// thread and larger ones in parallel: on both sides of that size, within a batch and against a
+/// reference set, they give what the naive loops give (pair margin), the same tuples on one
+/// thread as on several, and non-empty tuples (so the comparisons can fail).
+#[test]
+fn row_pass_miners_across_the_serial_threshold() {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let cfg = PairMarginMinerConfig {
+        pos_margin: 0.3,
+        neg_margin: 0.7,
+    };
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    // (rows, columns, within the batch): 512² is the last size mined on the calling thread.
+    for (n, m, within) in [
+        (511, 511, true),
+        (512, 512, true),
+        (513, 513, true),
+        (300, 873, false),
+        (300, 874, false),
+    ] {
+        let labels: Vec<u32> = (0..n).map(|_| r.random_range(0..n as u32 / 4)).collect();
+        let ref_labels: Vec<u32> = if within {
+            labels.clone()
+        } else {
+            (0..m).map(|_| r.random_range(0..n as u32 / 4)).collect()
+        };
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let d = Array2::from_shape_fn((n, m), |_| r.random_range(0.0f32..1.0));
+            let miners: Vec<Box<dyn Miner>> = vec![
+                Box::new(cfg.init().unwrap()),
+                Box::new(MultiSimilarityMinerConfig { epsilon: 0.1 }.init().unwrap()),
+                Box::new(BatchHardMinerConfig::default().init().unwrap()),
+            ];
+            for miner in &miners {
+                let mine = || {
+                    if within {
+                        miner.mine(d.view(), metric, &labels, &mut rng())
+                    } else {
+                        miner.mine_reference(d.view(), metric, &labels, &ref_labels, &mut rng())
+                    }
+                    .unwrap()
+                };
+                let got = mine();
+                assert!(!got.is_empty(), "{miner:?} {n}x{m}");
+                assert_eq!(one_thread.install(mine), got, "{miner:?} {n}x{m}");
+            }
+            let got = pairs(
+                if within {
+                    cfg.init()
+                        .unwrap()
+                        .mine(d.view(), metric, &labels, &mut rng())
+                } else {
+                    cfg.init().unwrap().mine_reference(
+                        d.view(),
+                        metric,
+                        &labels,
+                        &ref_labels,
+                        &mut rng(),
+                    )
+                }
+                .unwrap(),
+            );
+            let want = naive_pair_margin(d.view(), metric, &labels, &ref_labels, within, cfg);
+            assert_eq!(got, want, "pair margin {metric} {n}x{m}");
+        }
     }
 }

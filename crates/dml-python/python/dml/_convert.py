@@ -4,7 +4,8 @@ Embeddings become C-contiguous float32 NumPy arrays, without a copy when they al
 (a NumPy array, a CPU float32 torch tensor, anything exposing such a buffer through
 ``__array__`` or DLPack); anything else is copied once, here. Labels become dense ``uint32``
 class ids shared by every label array of one call, with the sorted original labels kept for
-answers that name classes. Outputs are int64 NumPy arrays, or torch tensors on the input's
+answers that name classes (the miners, which only compare labels, take them as int64 and leave
+the class ids to the native side). Outputs are int64 NumPy arrays, or torch tensors on the input's
 device when the input was a torch tensor (torch is imported only then).
 """
 
@@ -72,6 +73,13 @@ def _label_array(y: Any, name: str) -> np.ndarray:
     return a
 
 
+def label_values(y: Any, name: str) -> np.ndarray:
+    """``y`` as C-contiguous int64 labels, the same object when it already is one (a CPU int64
+    torch tensor's buffer included): for the miners, which only compare labels with each other,
+    so the native side maps them to class ids without sorting them first."""
+    return np.ascontiguousarray(_label_array(y, name), dtype=np.int64)
+
+
 class Labels:
     """Dense class ids (``uint32``) for one or more label arrays, over one shared set of classes.
 
@@ -103,6 +111,8 @@ def like_input(arrays: Sequence[np.ndarray], x: Any) -> tuple[Any, ...]:
     if is_torch(x):
         import torch  # type: ignore[import-not-found, unused-ignore]
 
+        if x.device.type == "cpu":
+            return tuple(torch.from_numpy(a) for a in arrays)
         return tuple(torch.from_numpy(a).to(x.device) for a in arrays)
     return tuple(arrays)
 

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from . import _dml
-from ._convert import Labels, as_matrix, check_rows, like_input, seed_from
+from ._convert import as_matrix, check_rows, label_values, like_input, seed_from
 from ._knn import METRICS
 
 _LP = ("euclidean", True)
@@ -61,16 +61,15 @@ class _Miner:
         x = as_matrix(embeddings, "embeddings")
         if (ref_emb is None) != (ref_labels is None):
             raise ValueError("ref_emb and ref_labels go together: give both or neither")
+        y = label_values(labels, "labels")
+        check_rows(x, y, "embeddings", "labels")
         if ref_emb is None:
-            lab = Labels([labels], ["labels"])
-            check_rows(x, lab.ids[0], "embeddings", "labels")
-            out = self._native.mine(x, lab.ids[0], None, None)
+            out = self._native.mine(x, y, None, None)
         else:
             r = as_matrix(ref_emb, "ref_emb")
-            lab = Labels([labels, ref_labels], ["labels", "ref_labels"])
-            check_rows(x, lab.ids[0], "embeddings", "labels")
-            check_rows(r, lab.ids[1], "ref_emb", "ref_labels")
-            out = self._native.mine(x, lab.ids[0], r, lab.ids[1])
+            ry = label_values(ref_labels, "ref_labels")
+            check_rows(r, ry, "ref_emb", "ref_labels")
+            out = self._native.mine(x, y, r, ry)
         return like_input(out, embeddings)
 
     forward = __call__

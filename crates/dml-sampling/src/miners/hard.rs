@@ -291,7 +291,7 @@ impl Miner for BatchHardMiner {
 
     fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let (labels, ref_labels) = (batch.labels(), batch.ref_labels());
-        let picks = batch.per_anchor(|a| {
+        let picks = batch.per_anchor_row_pass(|a| {
             // Within a batch the anchor's own column is no positive: walk around it.
             let skip = (!batch.has_reference()).then_some(a);
             hardest_pair(batch.row(a), ref_labels, labels[a], batch.dis(1.0), skip)

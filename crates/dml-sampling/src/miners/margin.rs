@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-use super::triplets_per_anchor;
+use super::{pairs_per_anchor, triplets_per_anchor};
 use crate::miner::Batch;
-use crate::{Error, Miner, Pairs, Result, Tuples};
+use crate::{Error, Miner, Result, Tuples};
 
 /// Which triplets the [`TripletMarginMiner`] keeps, by the triplet's margin
 /// `m = d(a, n) − d(a, p)` (`s(a, p) − s(a, n)` for similarities).
@@ -165,33 +165,47 @@ impl Miner for PairMarginMiner {
         // and `v < sign · neg_margin`; negation is exact, so these are pml's comparisons.
         let pos_margin = batch.dis(self.cfg.pos_margin);
         let neg_margin = batch.dis(self.cfg.neg_margin);
-        let parts = batch.per_anchor(|a| {
-            let row = batch.row(a);
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            for (j, &x) in row.iter().enumerate() {
-                let v = batch.dis(x);
-                if batch.is_positive(a, j) {
-                    if v > pos_margin {
-                        pos.push(j as u32);
+        let sign = batch.dis(1.0);
+        let (labels, ref_labels) = (batch.labels(), batch.ref_labels());
+        let pairs = pairs_per_anchor(batch, |a, pos, neg| {
+            // Within a batch the anchor's own column (a positive by its label) is no pair.
+            let skip = if batch.has_reference() { usize::MAX } else { a };
+            let label = labels[a];
+            // Branch-free, so that a chunk's test vectorises.
+            let kept = |x: f32, l: u32| {
+                let (v, same) = (sign * x, l == label);
+                (same & (v > pos_margin)) | (!same & (v < neg_margin))
+            };
+            let mut list = |start: usize, vals: &[f32], labs: &[u32]| {
+                for (k, (&x, &l)) in vals.iter().zip(labs).enumerate() {
+                    let j = start + k;
+                    if kept(x, l) && j != skip {
+                        if l == label { &mut *pos } else { &mut *neg }.push(j as u32);
                     }
-                } else if batch.is_negative(a, j) && v < neg_margin {
-                    neg.push(j as u32);
+                }
+            };
+            let row = batch.row(a);
+            let (vals, labs) = (
+                row.chunks_exact(KEEP_CHUNK),
+                ref_labels.chunks_exact(KEEP_CHUNK),
+            );
+            let (v_rest, l_rest) = (vals.remainder(), labs.remainder());
+            for (c, (v, l)) in vals.zip(labs).enumerate() {
+                // Most columns keep nothing: one pass over the chunk says whether any does, and
+                // only then are its columns listed.
+                let any = (0..KEEP_CHUNK).fold(false, |any, k| any | kept(v[k], l[k]));
+                if any {
+                    list(c * KEEP_CHUNK, v, l);
                 }
             }
-            (pos, neg)
+            list(row.len() - v_rest.len(), v_rest, l_rest);
         });
-        let mut out = Pairs::default();
-        for (a, (pos, neg)) in parts.into_iter().enumerate() {
-            out.pos_anchor
-                .extend(std::iter::repeat_n(a as u32, pos.len()));
-            out.positive.extend(pos);
-            out.neg_anchor
-                .extend(std::iter::repeat_n(a as u32, neg.len()));
-            out.negative.extend(neg);
-        }
-        Ok(out.into())
+        Ok(pairs.into())
     }
 }
+
+/// Columns the [`PairMarginMiner`] tests at once before listing any of them.
+const KEEP_CHUNK: usize = 16;
 
 fn finite(name: &'static str, value: f32) -> Result<()> {
     if value.is_finite() {

@@ -33,8 +33,8 @@ pub use self::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::Triplets;
 use crate::miner::Batch;
+use crate::{Pairs, Triplets};
 
 /// Per-anchor RNGs for parallel miners: one seed drawn from the caller's RNG, then one ChaCha
 /// stream per anchor, so the result is the same whatever the number of threads.
@@ -75,6 +75,46 @@ where
         t
     });
     concat_triplets(parts)
+}
+
+/// The frame shared by the miners that pick pairs in one or two passes over each anchor's row:
+/// `pick(anchor, positives, negatives)` appends that anchor's kept positive and negative
+/// columns, in column order, and the pairs come out row-major. Small batches
+/// ([`Batch::row_pass_serial`]) append straight into the output on the calling thread; larger
+/// ones mine anchors in parallel and concatenate in anchor order, so the result does not depend
+/// on the number of threads.
+pub(crate) fn pairs_per_anchor<F>(batch: &Batch<'_, '_>, pick: F) -> Pairs
+where
+    F: Fn(usize, &mut Vec<u32>, &mut Vec<u32>) + Sync + Send,
+{
+    let mut out = Pairs::default();
+    let mut append = |a: usize, pos: &[u32], neg: &[u32]| {
+        out.pos_anchor
+            .extend(std::iter::repeat_n(a as u32, pos.len()));
+        out.positive.extend_from_slice(pos);
+        out.neg_anchor
+            .extend(std::iter::repeat_n(a as u32, neg.len()));
+        out.negative.extend_from_slice(neg);
+    };
+    if batch.row_pass_serial() {
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for a in 0..batch.n {
+            pos.clear();
+            neg.clear();
+            pick(a, &mut pos, &mut neg);
+            append(a, &pos, &neg);
+        }
+    } else {
+        let parts = batch.per_anchor(|a| {
+            let (mut pos, mut neg) = (Vec::new(), Vec::new());
+            pick(a, &mut pos, &mut neg);
+            (pos, neg)
+        });
+        for (a, (pos, neg)) in parts.iter().enumerate() {
+            append(a, pos, neg);
+        }
+    }
+    out
 }
 
 /// Per-anchor triplet lists, concatenated in anchor order.

@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 
+use super::pairs_per_anchor;
 use crate::miner::Batch;
-use crate::{Error, Miner, Pairs, Result, Tuples};
+use crate::{Error, Miner, Result, Tuples};
 
 /// Parameters of [`MultiSimilarityMiner`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -58,7 +59,7 @@ impl MultiSimilarityMiner {
 impl Miner for MultiSimilarityMiner {
     fn mine_batch(&self, batch: &Batch<'_, '_>, _rng: &mut dyn rand::RngCore) -> Result<Tuples> {
         let eps = self.cfg.epsilon;
-        let parts = batch.per_anchor(|a| {
+        let out = pairs_per_anchor(batch, |a, pos, neg| {
             let row = batch.row(a);
             // Dissimilarities: hardest (largest) positive, hardest (smallest) negative.
             let (mut max_pos, mut min_neg) = (f32::NEG_INFINITY, f32::INFINITY);
@@ -70,9 +71,8 @@ impl Miner for MultiSimilarityMiner {
                     min_neg = min_neg.min(v);
                 }
             }
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
             if max_pos == f32::NEG_INFINITY || min_neg == f32::INFINITY {
-                return (pos, neg);
+                return;
             }
             for (j, &x) in row.iter().enumerate() {
                 let v = batch.dis(x);
@@ -84,17 +84,7 @@ impl Miner for MultiSimilarityMiner {
                     neg.push(j as u32);
                 }
             }
-            (pos, neg)
         });
-        let mut out = Pairs::default();
-        for (a, (pos, neg)) in parts.into_iter().enumerate() {
-            out.pos_anchor
-                .extend(std::iter::repeat_n(a as u32, pos.len()));
-            out.positive.extend(pos);
-            out.neg_anchor
-                .extend(std::iter::repeat_n(a as u32, neg.len()));
-            out.negative.extend(neg);
-        }
         Ok(out.into())
     }
 }
