@@ -25,16 +25,7 @@ fn every_quick_case_runs_and_its_reference_inputs_are_written() -> anyhow::Resul
                 "{} has no reference equivalent and its note does not say \"dml only\"",
                 case.id()
             );
-            rows.push(Row {
-                id: case.id(),
-                topic: case.topic.to_string(),
-                function: case.function.clone(),
-                parameter: case.parameter.clone(),
-                items: case.items,
-                unit: case.unit.into(),
-                note: case.note.into(),
-                ..Default::default()
-            });
+            rows.push(row(case, None));
             continue;
         };
         let inputs =
@@ -45,21 +36,14 @@ fn every_quick_case_runs_and_its_reference_inputs_are_written() -> anyhow::Resul
         }
         let request = measure::setup_request(reference, inputs, true);
         assert_eq!(request["op"], reference.op);
-        rows.push(Row {
-            id: case.id(),
-            topic: case.topic.to_string(),
-            function: case.function.clone(),
-            parameter: case.parameter.clone(),
-            items: case.items,
-            unit: case.unit.into(),
-            note: case.note.into(),
-            comparison: Some(Comparison {
+        rows.push(row(
+            case,
+            Some(Comparison {
                 dml: vec![1.0],
                 reference: vec![2.0],
                 reps: (1, 1),
             }),
-            ..Default::default()
-        });
+        ));
     }
     let md = report::render(&Report {
         scale: "quick".into(),
@@ -74,6 +58,21 @@ fn every_quick_case_runs_and_its_reference_inputs_are_written() -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+/// A report row for `case`, with a made-up comparison or none.
+fn row(case: &dml_benches::Case, comparison: Option<Comparison>) -> Row {
+    Row {
+        id: case.id(),
+        topic: case.topic.to_string(),
+        function: case.function.clone(),
+        parameter: case.parameter.clone(),
+        items: case.items,
+        unit: case.unit.into(),
+        note: case.note.into(),
+        comparison,
+        ..Default::default()
+    }
 }
 
 #[test]

@@ -319,58 +319,33 @@ impl Loss for CosineSoftmaxLoss {
     }
 }
 
-impl crate::LossSpec for NormalizedSoftmaxConfig {
-    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
-        Ok(Box::new(self.init(p, ctx)?))
-    }
+/// The four configs of [`CosineSoftmaxLoss`] answer the registry alike: built with their
+/// class weights, no tuples, cosine similarity.
+macro_rules! cosine_softmax_spec {
+    ($($cfg:ty),*) => {$(
+        impl crate::LossSpec for $cfg {
+            fn build(
+                &self,
+                p: &tch::nn::Path,
+                ctx: crate::LossContext,
+            ) -> Result<Box<dyn crate::Loss>> {
+                Ok(Box::new(self.init(p, ctx)?))
+            }
 
-    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
-        None
-    }
+            fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
+                None
+            }
 
-    fn metric(&self) -> dml_kernels::Metric {
-        dml_kernels::Metric::Cosine
-    }
+            fn metric(&self) -> dml_kernels::Metric {
+                dml_kernels::Metric::Cosine
+            }
+        }
+    )*};
 }
 
-impl crate::LossSpec for CosFaceConfig {
-    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
-        Ok(Box::new(self.init(p, ctx)?))
-    }
-
-    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
-        None
-    }
-
-    fn metric(&self) -> dml_kernels::Metric {
-        dml_kernels::Metric::Cosine
-    }
-}
-
-impl crate::LossSpec for ArcFaceConfig {
-    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
-        Ok(Box::new(self.init(p, ctx)?))
-    }
-
-    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
-        None
-    }
-
-    fn metric(&self) -> dml_kernels::Metric {
-        dml_kernels::Metric::Cosine
-    }
-}
-
-impl crate::LossSpec for SubCenterArcFaceConfig {
-    fn build(&self, p: &tch::nn::Path, ctx: crate::LossContext) -> Result<Box<dyn crate::Loss>> {
-        Ok(Box::new(self.init(p, ctx)?))
-    }
-
-    fn tuple_kind(&self) -> Option<dml_sampling::TupleKind> {
-        None
-    }
-
-    fn metric(&self) -> dml_kernels::Metric {
-        dml_kernels::Metric::Cosine
-    }
-}
+cosine_softmax_spec!(
+    NormalizedSoftmaxConfig,
+    CosFaceConfig,
+    ArcFaceConfig,
+    SubCenterArcFaceConfig
+);
