@@ -32,7 +32,7 @@ def cell(values):
 
 reports = [json.loads((pathlib.Path(d) / "report.json").read_text()) for d in sys.argv[1:]]
 rows = [
-    ("*raw input*", [r["raw_input"]["metrics"] for r in reports]),
+    ("*raw input*", [(r.get("raw_input") or {}).get("metrics") for r in reports]),
     ("*untrained network*", [r["initial_metrics"] for r in reports]),
     ("*frozen backbone*", [r.get("frozen_backbone") for r in reports]),
     ("trained", [r["final_metrics"] for r in reports]),
