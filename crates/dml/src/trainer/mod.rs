@@ -64,6 +64,37 @@ pub use seed::step_seed;
 
 const MAX_KEPT_DISTANCES: usize = 200_000;
 
+/// LibTorch's threads (`run.threads`, 0: its own choice), the allocator setting of
+/// [`dml_models::keep_freed_memory`] and the seed of the network's initialisation.
+fn set_up_libtorch(threads: usize, seed: u64) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+    dml_models::keep_freed_memory();
+    tch::manual_seed(step_seed(seed, u64::MAX, 0) as i64);
+}
+
+/// A fresh run's state, or the checkpoint's with its variables and optimiser state restored
+/// (and the resolved config of this process).
+fn initial_state(
+    ckpt: Option<&Checkpoint>,
+    vs: &nn::VarStore,
+    optim: &mut Optimizer,
+    seed: u64,
+    config: String,
+) -> Result<TrainState> {
+    Ok(match ckpt {
+        Some(c) => {
+            c.restore(vs, optim)?;
+            TrainState {
+                config,
+                ..c.state.clone()
+            }
+        }
+        None => TrainState::new(seed, config),
+    })
+}
+
 /// Takes the lock of a run's output folder (`<dir>/.lock`, an advisory `flock` the system drops
 /// when the process ends, however it ends) and writes this process's id into it, or fails with
 /// [`Error::OutputLocked`] naming the process that holds it. Two runs writing one folder would
@@ -285,12 +316,8 @@ impl Trainer {
 
     fn build(checked: CheckedConfig, ckpt: Option<&Checkpoint>) -> Result<Trainer> {
         let (config, miner) = checked.into_parts();
-        if config.run.threads > 0 {
-            tch::set_num_threads(config.run.threads as i32);
-        }
-        dml_models::keep_freed_memory();
         let seed = config.run.seed;
-        tch::manual_seed(step_seed(seed, u64::MAX, 0) as i64);
+        set_up_libtorch(config.run.threads, seed);
         let device = config.run.device.resolve()?;
         let split = config.data.build()?;
         let (mut vs, net) = crate::embed::build_net(&config, &split, device, ckpt)?;
@@ -313,16 +340,7 @@ impl Trainer {
                 .inspect(|w| tracing::warn!("{w}"))
                 .collect();
         let mut optim = Optimizer::new(&vs, config.optimizer.groups())?;
-        let state = match ckpt {
-            Some(c) => {
-                c.restore(&vs, &mut optim)?;
-                TrainState {
-                    config: config.to_toml_string(),
-                    ..c.state.clone()
-                }
-            }
-            None => TrainState::new(seed, config.to_toml_string()),
-        };
+        let state = initial_state(ckpt, &vs, &mut optim, seed, config.to_toml_string())?;
         let output_dir = config.run.output_dir();
         Ok(Trainer {
             config,
