@@ -104,6 +104,29 @@ impl Observer for LogLines {
     }
 }
 
+/// `baseline frozen backbone: held-out P@1 0.1020 MAP@R 0.0467, 95.3 s`: the note a run gives
+/// when a baseline's evaluation is done (`not computed` when it was skipped).
+pub fn baseline_line(what: &str, metrics: Option<&dml_eval::Metrics>, seconds: f64) -> String {
+    let mut line = format!("baseline {what}:");
+    match metrics {
+        Some(m) => {
+            line.push_str(" held-out");
+            push_scores(&mut line, m);
+        }
+        None => line.push_str(" not computed"),
+    }
+    line.push_str(&format!(", {seconds:.1} s"));
+    line
+}
+
+fn push_scores(line: &mut String, m: &dml_eval::Metrics) {
+    for score in [Score::PrecisionAt1, Score::MapAtR] {
+        if let Some(v) = m.get(score) {
+            line.push_str(&format!(" {} {v:.4}", score.label()));
+        }
+    }
+}
+
 /// `epoch 3/10: loss 0.1234, 5.2 s, held-out P@1 0.9000 MAP@R 0.5000`: the line [`LogLines`]
 /// prints for a finished epoch.
 pub fn epoch_line(record: &EpochRecord, epochs: u64) -> String {
@@ -115,11 +138,7 @@ pub fn epoch_line(record: &EpochRecord, epochs: u64) -> String {
     );
     if let Some(m) = &record.metrics {
         line.push_str(", held-out");
-        for score in [Score::PrecisionAt1, Score::MapAtR] {
-            if let Some(v) = m.get(score) {
-                line.push_str(&format!(" {} {v:.4}", score.label()));
-            }
-        }
+        push_scores(&mut line, m);
     }
     line
 }

@@ -562,7 +562,9 @@ impl Trainer {
             &self.state.history,
         )?;
         if self.state.raw_input.is_none() && self.config.eval.raw_input {
+            let started = self.note_baseline_start("the raw input");
             let raw = self.raw_input_baseline()?;
+            self.note_baseline_done("raw input", raw.metrics.as_ref(), started);
             log.append_raw_input(&raw)?;
             self.state.raw_input = Some(raw);
         }
@@ -572,7 +574,9 @@ impl Trainer {
             && self.config.eval.frozen_backbone
             && self.config.model.has_given_backbone()
         {
+            let started = self.note_baseline_start("the frozen backbone");
             let m = self.frozen_backbone_baseline()?;
+            self.note_baseline_done("frozen backbone", Some(&m), started);
             log.append_frozen_backbone(&m)?;
             self.state.frozen_backbone = Some(m);
         }
@@ -581,7 +585,9 @@ impl Trainer {
             && self.state.history.is_empty()
             && self.config.train.eval_before
         {
+            let started = self.note_baseline_start("the untrained network");
             let e = self.evaluate_network()?;
+            self.note_baseline_done("untrained network", Some(&e.metrics), started);
             let record = EpochRecord {
                 epoch: 0,
                 loss: None,
@@ -597,6 +603,30 @@ impl Trainer {
             self.state.history.push(record);
         }
         Ok(Some(log))
+    }
+
+    /// Says that a baseline's evaluation starts (it can take minutes on a large held-out set).
+    fn note_baseline_start(&self, what: &str) -> std::time::Instant {
+        if let Some(mut o) = self.progress() {
+            o.note(&format!("evaluating {what} on the held-out items (a baseline)"));
+        }
+        std::time::Instant::now()
+    }
+
+    /// Says what a baseline scored and how long it took.
+    fn note_baseline_done(
+        &self,
+        what: &str,
+        metrics: Option<&dml_eval::Metrics>,
+        started: std::time::Instant,
+    ) {
+        if let Some(mut o) = self.progress() {
+            o.note(&crate::observe::baseline_line(
+                what,
+                metrics,
+                started.elapsed().as_secs_f64(),
+            ));
+        }
     }
 
     /// A completed epoch: its record (mean loss and tuples, the evaluation when due, the
