@@ -14,3 +14,4 @@ dml=${DML:-./target/release/dml}
 base=(compare --config configs/glyphs-mobilenet.toml --seeds 0,1,2 --output-dir runs/glyphs-grid)
 "$dml" "${base[@]}" --losses multi_similarity --miners multi_similarity
 "$dml" "${base[@]}" --losses proxy_anchor --miners none
+"$dml" "${base[@]}" --losses contrastive --miners batch_hard

@@ -370,6 +370,28 @@ fn a_stopped_grid_run_again_resumes_and_skips_finished_runs() {
     );
     assert_eq!(stamp(&ckpt), before, "a finished run is not trained again");
 
+    // Each run leaves the negative distances its miner picked in its last epoch (the run that
+    // was never stopped the same ones as in the straight grid), and the histogram of each
+    // miner, drawn from those files, names the run it shows, also when no run trained.
+    let negatives = |root: &Path, cell: &str| {
+        let a: ndarray::Array1<f32> =
+            ndarray_npy::read_npy(root.join(cell).join("negative_distances.npy")).unwrap();
+        a.to_vec()
+    };
+    let hard = negatives(&grid, "margin-batch_hard");
+    assert!(!hard.is_empty() && hard.iter().all(|d| (0.0..=2.0 + 1e-5).contains(d)));
+    assert_eq!(hard, negatives(&straight, "margin-batch_hard"));
+    assert!(!negatives(&grid, "margin-uniform").is_empty());
+    std::fs::remove_file(grid.join("negative_distances.svg")).unwrap();
+    run(&base, &miners, &grid, None).unwrap();
+    let svg = std::fs::read_to_string(grid.join("negative_distances.svg")).unwrap();
+    for label in [
+        "uniform (margin loss, seed 3)",
+        "batch_hard (margin loss, seed 3)",
+    ] {
+        assert!(svg.contains(label), "{label} missing from the histogram");
+    }
+
     // A cell added to the grid is the only one that trains.
     let more = [
         "uniform".to_owned(),

@@ -10,7 +10,8 @@
 //! same held-out items: the raw input (computed once) and the untrained network (once per seed,
 //! the weights every cell of that seed starts from). The table (`compare.md`: the mean over seeds
 //! and the min–max range per score), the raw numbers (`compare.json`: every run), one histogram of
-//! sampled negative distances per miner (`negative_distances.{png,svg}`, first loss, first seed)
+//! sampled negative distances per miner (`negative_distances.{png,svg}`, first loss, first seed,
+//! from the `negative_distances.npy` each run leaves in its folder)
 //! and the MAP@R chart (`map_at_r.{png,svg}`, when MAP@R is computed) are written to `<out>`.
 //!
 //! The table and the JSON are rewritten after every run, so a long grid that is stopped keeps
@@ -502,7 +503,19 @@ pub fn run(
             out_dir.join("compare.json").display()
         ));
     }
-    let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
+    // Where each run's sampled negative distances go (read back for the histograms, so a grid
+    // finished over several processes draws them all the same way).
+    let negatives_files: Vec<(String, String, u64, PathBuf)> = grid
+        .iter()
+        .map(|(l, m, seed, c)| {
+            (
+                l.clone(),
+                m.clone(),
+                *seed,
+                c.run.output_dir().join(NEGATIVES_FILE),
+            )
+        })
+        .collect();
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
         path: out_dir.to_path_buf(),
         source,
@@ -518,7 +531,8 @@ pub fn run(
         c.train.eval_before = !report.untrained.iter().any(|u| u.seed == seed);
         c.eval.raw_input = base.eval.raw_input && report.raw_input.is_none();
         c.eval.frozen_backbone = base.eval.frozen_backbone && report.frozen_backbone.is_none();
-        let checkpoint = c.run.output_dir().join(crate::trainer::files::CHECKPOINT);
+        let run_dir = c.run.output_dir();
+        let checkpoint = run_dir.join(crate::trainer::files::CHECKPOINT);
         let resuming = checkpoint.is_file();
         observer.note(&format!(
             "compare [{}/{total}]: {} {l} loss with {m} miner, seed {seed}",
@@ -583,8 +597,9 @@ pub fn run(
         {
             report.untrained.push(Untrained { seed, metrics: m0 });
         }
-        if !histograms.iter().any(|(name, _)| *name == m) {
-            histograms.push((m.clone(), trainer.last_negative_distances().to_vec()));
+        let negatives = trainer.last_negative_distances();
+        if !negatives.is_empty() {
+            write_negatives(&run_dir.join(NEGATIVES_FILE), negatives)?;
         }
         report.cell_mut(&l, &m).runs.push(Run {
             seed,
@@ -594,19 +609,49 @@ pub fn run(
         });
         report.write(out_dir)?;
     }
-    let first_loss = losses.first().map(String::as_str).unwrap_or("");
-    // Runs skipped as already done leave no distances behind: a rerun that trained nothing
-    // keeps the histogram of the run that did.
+    // One histogram per miner: the run of the grid's first loss and seed that left its
+    // distances (runs of an older version left none; a grid without any keeps its old chart).
+    let mut histograms: Vec<(String, Vec<f32>)> = Vec::new();
+    for m in miners {
+        let found = negatives_files
+            .iter()
+            .filter(|(_, miner, _, _)| miner == m)
+            .find_map(|(l, _, seed, path)| {
+                read_negatives(path).map(|d| (format!("{m} ({l} loss, seed {seed})"), d))
+            });
+        histograms.extend(found);
+    }
     if !histograms.is_empty() {
         crate::plots::distance_histograms(
             &histograms,
             base.model.embedding_dim() as usize,
-            &format!("negatives sampled in the last epoch ({first_loss} loss)"),
+            "negatives sampled in the last epoch",
             &out_dir.join("negative_distances"),
         )?;
     }
     report.write_all(out_dir, &base.run.name)?;
     Ok(report)
+}
+
+/// A run's sampled negative distances of its last epoch, in its folder (`.npy`, float32).
+const NEGATIVES_FILE: &str = "negative_distances.npy";
+
+fn write_negatives(path: &Path, distances: &[f32]) -> Result<()> {
+    let tmp = path.with_extension("npy.tmp");
+    ndarray_npy::write_npy(&tmp, &ndarray::ArrayView1::from(distances))
+        .map_err(std::io::Error::other)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The distances a run left, or `None` when it left none (or the file cannot be read: it only
+/// feeds a chart).
+fn read_negatives(path: &Path) -> Option<Vec<f32>> {
+    let a: ndarray::Array1<f32> = ndarray_npy::read_npy(path).ok()?;
+    Some(a.to_vec())
 }
 
 /// The `compare.json` an earlier `dml compare` left in `out_dir`, if any, checked to be for the

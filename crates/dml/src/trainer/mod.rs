@@ -608,7 +608,9 @@ impl Trainer {
     /// Says that a baseline's evaluation starts (it can take minutes on a large held-out set).
     fn note_baseline_start(&self, what: &str) -> std::time::Instant {
         if let Some(mut o) = self.progress() {
-            o.note(&format!("evaluating {what} on the held-out items (a baseline)"));
+            o.note(&format!(
+                "evaluating {what} on the held-out items (a baseline)"
+            ));
         }
         std::time::Instant::now()
     }
