@@ -724,8 +724,11 @@ fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
     mask
 }
 
-/// Codes per chunk of a candidate list in the large-k symmetric search (2 KiB).
-const LIST_CHUNK: usize = 1024;
+/// Codes per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
+/// that the sort's passes read them at the speed of a stream (2 KiB chunks cost the sort twice
+/// the time of its first pass, measured). The unit tests take 64, so that their small lists
+/// still span many chunks.
+const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 1024 };
 
 /// One chunk of a candidate list.
 type Chunk = Box<[u64; LIST_CHUNK]>;
@@ -1086,8 +1089,14 @@ fn search_symmetric_select(
                         .expect("the buffer holds rows × cols values");
                     fill_keys(
                         metric,
-                        (points.slice(s![r0..r0 + rows, ..]), f.slice(s![r0..r0 + rows])),
-                        (points.slice(s![c0..c0 + cols, ..]), f.slice(s![c0..c0 + cols])),
+                        (
+                            points.slice(s![r0..r0 + rows, ..]),
+                            f.slice(s![r0..r0 + rows]),
+                        ),
+                        (
+                            points.slice(s![c0..c0 + cols, ..]),
+                            f.slice(s![c0..c0 + cols]),
+                        ),
                         t,
                     );
                     let tile = &tile[..rows * cols];
@@ -1468,22 +1477,34 @@ fn keys_to_scores(metric: Metric, keys: &mut [f32], ids: &mut [u32]) {
     for v in keys.iter_mut() {
         *v = key_to_score(metric, *v);
     }
-    // Most lists have no equal neighbours at all, which one vectorised pass tells.
-    let equal_neighbours: usize = keys
-        .iter()
-        .zip(keys.iter().skip(1))
-        .map(|(a, b)| usize::from(a == b))
-        .sum();
-    if metric == Metric::Euclidean && equal_neighbours > 0 {
+    if metric == Metric::Euclidean {
         // sqrt is monotone but can map distinct squared distances to one value: the scores are
-        // still in order, and each run of equal scores is put back in index order.
-        let mut start = 0;
-        for end in 1..=keys.len() {
-            if end == keys.len() || keys[end] != keys[start] {
-                if end - start > 1 {
-                    ids[start..end].sort_unstable();
+        // still in order, and each run of equal scores is put back in index order. Windows of
+        // 64 scores without equal neighbours (most) are passed over by one vectorised test.
+        let n = keys.len();
+        let mut i = 1;
+        while i < n {
+            let end = (i + 64).min(n);
+            let any = keys[i - 1..end - 1]
+                .iter()
+                .zip(&keys[i..end])
+                .fold(false, |any, (a, b)| any | (a == b));
+            if !any {
+                i = end;
+                continue;
+            }
+            while i < end {
+                if keys[i] == keys[i - 1] {
+                    let start = i - 1;
+                    let mut stop = i + 1;
+                    while stop < n && keys[stop] == keys[start] {
+                        stop += 1;
+                    }
+                    ids[start..stop].sort_unstable();
+                    i = stop;
+                } else {
+                    i += 1;
                 }
-                start = end;
             }
         }
     }
@@ -1567,6 +1588,82 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Over more blocks than the pool needs lists for at once: the blocks come out in order as
+    /// their tile rows finish, each the general search's lists and score bits (with many ties,
+    /// and with every row searched again), and the chunks the pool allocated stay within the
+    /// memory estimate and below what every row's lists take at once (so they were reused).
+    #[test]
+    fn symmetric_selection_finishes_blocks_in_order_and_reuses_chunks() {
+        let (n, k) = (3_000, 600);
+        let workers = rayon::current_num_threads().max(1);
+        let estimate = symmetric_peak_entries(n, k, CUT_SIGMAS, workers);
+        for (ints, d) in [(false, 8), (true, 3)] {
+            let x = points(n, d, ints, 7);
+            for metric in [Metric::Euclidean, Metric::Cosine] {
+                let want = search(metric, x.view(), x.view(), k, Some(0));
+                for sigmas in [CUT_SIGMAS, -1e9] {
+                    let what = format!("{metric} ints={ints} sigmas={sigmas}");
+                    let mut starts = Vec::new();
+                    let made =
+                        search_symmetric_select(metric, x.view(), k, sigmas, &mut |s, nn| {
+                            let rows = s![s..s + nn.n_queries(), ..];
+                            assert_eq!(nn.indices, want.indices.slice(rows), "{what} block {s}");
+                            let same_bits = nn
+                                .scores
+                                .iter()
+                                .zip(want.scores.slice(rows))
+                                .all(|(a, b)| (a + 0.0).to_bits() == (b + 0.0).to_bits());
+                            assert!(same_bits, "{what} block {s}");
+                            starts.push(s);
+                        });
+                    assert_eq!(
+                        starts,
+                        (0..n).step_by(SYM_TILE).collect::<Vec<_>>(),
+                        "{what}"
+                    );
+                    if sigmas == CUT_SIGMAS {
+                        let held = made * LIST_CHUNK;
+                        assert!(
+                            held <= estimate,
+                            "{what}: {held} entries, estimate {estimate}"
+                        );
+                        // Every row has at least k candidates.
+                        assert!(held < n * k, "{what}: {held} entries, no reuse");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A list's codes come back in order across chunk boundaries, with its smallest and largest
+    /// key, and its chunks go back to the pool when it is released.
+    #[test]
+    fn row_lists_span_chunks() {
+        let pool = ChunkPool::default();
+        let mut stash = Stash::new(&pool);
+        let mut list = RowList::default();
+        let codes: Vec<u64> = (0..3 * LIST_CHUNK as u64 + 5)
+            .map(|i| code(((i * 37) % 101) as f32, i as u32))
+            .collect();
+        for part in codes.chunks(LIST_CHUNK / 2 + 3) {
+            list.extend(part, &mut stash);
+        }
+        let back: Vec<u64> = list.parts().flatten().copied().collect();
+        assert_eq!(back, codes);
+        assert_eq!(
+            (list.lo, list.hi),
+            ((code(0.0, 0) >> 32) as u32, (code(100.0, 0) >> 32) as u32)
+        );
+        assert_eq!(list.chunks.len(), 4);
+        let mut freed = Vec::new();
+        list.release(&mut freed);
+        assert_eq!((list.len, list.chunks.len(), freed.len()), (0, 0, 4));
+        pool.give_back(&mut freed);
+        drop(stash);
+        assert_eq!(pool.made.load(Ordering::Relaxed), 4);
+        assert_eq!(pool.free.lock().map(|f| f.len()).unwrap_or(0), 4);
     }
 
     /// The cut-off's sample rank: a margin above the expected rank of the k-th key, none when
