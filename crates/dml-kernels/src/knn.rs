@@ -537,7 +537,7 @@ const CUT_SIGMAS: f64 = 3.0;
 /// each row's candidates at or below a cut-off estimated from a sample of the columns are held
 /// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
 /// each block is handed out as soon as its own tile row is done), about
-/// [`knn_self_blocks_memory`] bytes (0.8 GB for 35,000 rows and k = 6,999; at most about
+/// [`knn_self_blocks_memory`] bytes (1.0 GB for 35,000 rows and k = 6,999; at most about
 /// `n · k · 10` bytes, all lists at once); stream [`knn_self_rows`] over blocks instead for
 /// bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
@@ -598,12 +598,13 @@ pub fn knn_self_blocks(
 /// when it takes the symmetry of a large-k search of `n` rows of dimension `d`, or `None` when
 /// it does not (a small `k`, a set under 1,024 rows or a dimension under 512).
 ///
-/// The candidate lists of the blocks alive at the worst moment ([`symmetric_peak_entries`]:
-/// each row's expected candidates with the sampling margin and 10 % slack, a row's columns
-/// assumed spread evenly over the set), 8 bytes each, plus one partly filled chunk per list.
-/// About 0.3 of all rows' lists at once for large sets (0.8 GB for 35,000 rows and k = 6,999);
-/// a set ordered so that every row's nearest neighbours come first in it holds more, at most
-/// all the lists (`n` times the per-row figure).
+/// The candidate lists of the blocks alive at the worst moment (the block being sorted, the
+/// block filling, and the later blocks' candidates from the columns done so far; each row's
+/// expected candidates with the sampling margin and 10 % slack, a row's columns assumed spread
+/// evenly over the set), 8 bytes each, plus one partly filled chunk per list. About 0.3–0.4
+/// of all rows' lists at once for large sets (1.0 GB for 35,000 rows and k = 6,999); a set
+/// ordered so that every row's nearest neighbours come first in it holds more, at most all
+/// the lists (`n` times the per-row figure).
 pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
     uses_symmetric_selection(n, k, d).then(|| {
         let workers = rayon::current_num_threads().max(1);
