@@ -165,10 +165,10 @@ const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
 /// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
 /// ([`dml_kernels::knn_self_blocks`], half the GEMM work): 4 GiB, against
-/// [`dml_kernels::knn_self_blocks_memory`]'s estimate of the lists held at once. 35,000 items
-/// in classes of 7,000 are estimated at 1.0 GB (0.55 GB peak RSS measured for the whole
-/// evaluation; pytorch-metric-learning with faiss holds 15 GB there), 60,000 in classes of
-/// 12,000 at 2.6 GB; larger sets stream blocks of queries through the full search in bounded
+/// [`dml_kernels::knn_self_blocks_memory`]'s bound (every list at once, whatever the order of
+/// the items). 35,000 items in classes of 7,000 are bounded by 2.9 GB and hold about 1.0 GB
+/// (0.6 GB peak RSS measured for the whole evaluation; pytorch-metric-learning with faiss
+/// holds 15 GB there); larger sets stream blocks of queries through the full search in bounded
 /// memory.
 const SYMMETRIC_BUDGET: usize = 4 << 30;
 /// Queries scored per parallel task; a fixed size keeps the f64 sums deterministic.

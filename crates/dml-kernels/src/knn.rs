@@ -537,8 +537,8 @@ const CUT_SIGMAS: f64 = 3.0;
 /// each row's candidates at or below a cut-off estimated from a sample of the columns are held
 /// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
 /// each block is handed out as soon as its own tile row is done), about
-/// [`knn_self_blocks_memory`] bytes (1.0 GB for 35,000 rows and k = 6,999; at most about
-/// `n · k · 10` bytes, all lists at once); stream [`knn_self_rows`] over blocks instead for
+/// 1.0 GB for 35,000 rows and k = 6,999 when a row's neighbours are spread over the set, at
+/// most [`knn_self_blocks_memory`] bytes (all lists at once, 2.9 GB there); stream [`knn_self_rows`] over blocks instead for
 /// bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
 /// blocks.
@@ -594,21 +594,24 @@ pub fn knn_self_blocks(
     Ok(())
 }
 
-/// Bytes [`knn_self_blocks`] is expected to hold beyond its inputs and one block's output
-/// when it takes the symmetry of a large-k search of `n` rows of dimension `d`, or `None` when
-/// it does not (a small `k`, a set under 1,024 rows or a dimension under 512).
+/// Bytes [`knn_self_blocks`] may hold beyond its inputs and one block's output when it takes
+/// the symmetry of a large-k search of `n` rows of dimension `d`, or `None` when it does not (a
+/// small `k`, a set under 1,024 rows or a dimension under 512).
 ///
-/// The candidate lists of the blocks alive at the worst moment (the block being sorted, the
-/// block filling, and the later blocks' candidates from the columns done so far; each row's
-/// expected candidates with the sampling margin and 10 % slack, a row's columns assumed spread
-/// evenly over the set), 8 bytes each, plus one partly filled chunk per list. About 0.3–0.4
-/// of all rows' lists at once for large sets (1.0 GB for 35,000 rows and k = 6,999); a set
-/// ordered so that every row's nearest neighbours come first in it holds more, at most all
-/// the lists (`n` times the per-row figure).
+/// A bound, whatever the order of the rows: every row's candidate list at once (each row's
+/// expected candidates with the sampling margin and 10 % slack, 8 bytes each, plus one partly
+/// filled chunk per list), 2.9 GB for 35,000 rows and k = 6,999. What is held in practice is
+/// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
+/// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
+/// (1.0 GB there; 0.6 GB peak RSS measured for the whole evaluation); only a set ordered so
+/// that every row's neighbours come first in it reaches the bound.
 pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
     uses_symmetric_selection(n, k, d).then(|| {
         let workers = rayon::current_num_threads().max(1);
-        symmetric_peak_entries(n, k, CUT_SIGMAS, workers).saturating_mul(8)
+        let lists = n + 2 * workers * SYM_TILE;
+        n.saturating_mul(row_capacity(n, k, CUT_SIGMAS))
+            .saturating_add(lists.saturating_mul(LIST_CHUNK))
+            .saturating_mul(8)
     })
 }
 
@@ -618,6 +621,7 @@ pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
 /// columns of blocks `0..=s` (a share `(s + 1) · 512 / n` of them when a row's candidates are
 /// spread evenly over the set); plus one chunk per list (the last one partly filled): the
 /// later blocks' lists and `workers` sets of row lists for each of the two blocks in hand.
+#[cfg(test)]
 fn symmetric_peak_entries(n: usize, k: usize, sigmas: f64, workers: usize) -> usize {
     let per_row = row_capacity(n, k, sigmas) as f64;
     let nb = n.div_ceil(SYM_TILE);
