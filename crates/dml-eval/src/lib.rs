@@ -98,8 +98,9 @@
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
 //! timings). A leave-one-out set of 512 dimensions or more (raw images; below that the GEMM is
-//! too cheap for it to pay) with such a large R whose candidate lists fit 4 GiB (about
-//! `n · R · 10` bytes: 2.5 GB for 35,000 items in classes of 7,000) is searched through the
+//! too cheap for it to pay) with such a large R whose candidate lists fit 4 GiB (those of the
+//! blocks in hand at once, about 0.4 of `n · R · 10` bytes: 1.0 GB for 35,000 items in
+//! classes of 7,000, of which 0.5 GB was used when measured) is searched through the
 //! symmetry of its distances instead ([`dml_kernels::knn_self_blocks`]: each distance tile
 //! computed once for both of its points, half the GEMM work), the same scores bit for bit.
 //! [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
@@ -163,9 +164,12 @@ const NEIGHBOUR_BUDGET: usize = 1 << 22;
 const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
 /// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
-/// ([`dml_kernels::knn_self_blocks`], half the GEMM work): 4 GiB. 35,000 items in classes of
-/// 7,000 take about 2.6 GB (pytorch-metric-learning with faiss holds 15 GB there); larger sets
-/// stream blocks of queries through the full search in bounded memory.
+/// ([`dml_kernels::knn_self_blocks`], half the GEMM work): 4 GiB, against
+/// [`dml_kernels::knn_self_blocks_memory`]'s bound (every list at once, whatever the order of
+/// the items). 35,000 items in classes of 7,000 are bounded by 2.9 GB and hold about 1.0 GB
+/// (0.6 GB peak RSS measured for the whole evaluation; pytorch-metric-learning with faiss
+/// holds 15 GB there); larger sets stream blocks of queries through the full search in bounded
+/// memory.
 const SYMMETRIC_BUDGET: usize = 4 << 30;
 /// Queries scored per parallel task; a fixed size keeps the f64 sums deterministic.
 const SCORE_CHUNK: usize = 64;

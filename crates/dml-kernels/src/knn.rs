@@ -2,6 +2,10 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
+use std::sync::{
+    Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use crate::{
     Error, Metric, Result, check,
@@ -522,6 +526,8 @@ const CUT_SIGMAS: f64 = 3.0;
 /// Calls `on_block(start, neighbours)` with the [`knn_self`] lists of consecutive blocks of rows
 /// of `points`, in order (`start` the block's first row; every block but the last has the same
 /// number of rows, a multiple of 64); together they are exactly one [`knn_self`] call's answer.
+/// The lists are lent: their buffers are reused for the next block (fresh pages for each block
+/// would cost the kernel more than the sorting of their lists).
 ///
 /// For a large `k` on a set of 1,024 rows or more of dimension 512 or more (where the search
 /// selects from whole rows rather than streaming sorted buffers, and the GEMM is most of its
@@ -529,8 +535,10 @@ const CUT_SIGMAS: f64 = 3.0;
 /// the distance matrix on or above the diagonal is computed once and feeds both its rows and
 /// its columns, half the GEMM work of [`knn_self_rows`] over the same rows. The price is memory:
 /// each row's candidates at or below a cut-off estimated from a sample of the columns are held
-/// until every tile is done, about [`knn_self_blocks_memory`] bytes (about `n · k · 10` bytes,
-/// 2.5 GB for 35,000 rows and k = 7,000); stream [`knn_self_rows`] over blocks instead for
+/// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
+/// each block is handed out as soon as its own tile row is done), about
+/// 1.0 GB for 35,000 rows and k = 6,999 when a row's neighbours are spread over the set, at
+/// most [`knn_self_blocks_memory`] bytes (all lists at once, 2.9 GB there); stream [`knn_self_rows`] over blocks instead for
 /// bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
 /// blocks.
@@ -555,7 +563,7 @@ pub fn knn_self_blocks(
     metric: Metric,
     points: ArrayView2<'_, f32>,
     k: usize,
-    on_block: &mut dyn FnMut(usize, Neighbours),
+    on_block: &mut dyn FnMut(usize, &Neighbours),
 ) -> Result<()> {
     check_k(k, points.nrows().saturating_sub(1))?;
     check_rows(points, "points")?;
@@ -568,7 +576,7 @@ pub fn knn_self_blocks(
         for start in (0..n).step_by(SYM_TILE) {
             let end = (start + SYM_TILE).min(n);
             let rows = points.slice(s![start..end, ..]);
-            on_block(start, search(metric, rows, points, k, Some(start)));
+            on_block(start, &search(metric, rows, points, k, Some(start)));
         }
     } else {
         let nn = search_self(metric, points, k);
@@ -576,7 +584,7 @@ pub fn knn_self_blocks(
             let end = (start + SYM_TILE).min(n);
             on_block(
                 start,
-                Neighbours {
+                &Neighbours {
                     indices: nn.indices.slice(s![start..end, ..]).to_owned(),
                     scores: nn.scores.slice(s![start..end, ..]).to_owned(),
                 },
@@ -586,12 +594,49 @@ pub fn knn_self_blocks(
     Ok(())
 }
 
-/// Bytes [`knn_self_blocks`] holds beyond its inputs and one block's output when it takes the
-/// symmetry of a large-k search of `n` rows of dimension `d` (the candidate lists of every row:
-/// their expected length with the sampling margin, 10 % slack, 8 bytes each), or `None` when
-/// it does not (a small `k`, a set under 1,024 rows or a dimension under 512).
+/// Bytes [`knn_self_blocks`] may hold beyond its inputs and one block's output when it takes
+/// the symmetry of a large-k search of `n` rows of dimension `d`, or `None` when it does not (a
+/// small `k`, a set under 1,024 rows or a dimension under 512).
+///
+/// A bound, whatever the order of the rows: every row's candidate list at once (each row's
+/// expected candidates with the sampling margin and 10 % slack, 8 bytes each, plus one partly
+/// filled chunk per list), 2.9 GB for 35,000 rows and k = 6,999. What is held in practice is
+/// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
+/// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
+/// (1.0 GB there; 0.6 GB peak RSS measured for the whole evaluation); only a set ordered so
+/// that every row's neighbours come first in it reaches the bound.
 pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
-    uses_symmetric_selection(n, k, d).then(|| n.saturating_mul(row_capacity(n, k, CUT_SIGMAS)) * 8)
+    uses_symmetric_selection(n, k, d).then(|| {
+        let workers = rayon::current_num_threads().max(1);
+        let lists = n + 2 * workers * SYM_TILE;
+        n.saturating_mul(row_capacity(n, k, CUT_SIGMAS))
+            .saturating_add(lists.saturating_mul(LIST_CHUNK))
+            .saturating_mul(8)
+    })
+}
+
+/// Candidate entries the large-k symmetric search ([`search_symmetric_select`]) is expected to
+/// hold at its peak: while tile row `s` runs, block `s - 1` is being sorted with all its
+/// candidates, block `s` is filling, and every later block holds its candidates from the
+/// columns of blocks `0..=s` (a share `(s + 1) · 512 / n` of them when a row's candidates are
+/// spread evenly over the set); plus one chunk per list (the last one partly filled): the
+/// later blocks' lists and `workers` sets of row lists for each of the two blocks in hand.
+#[cfg(test)]
+fn symmetric_peak_entries(n: usize, k: usize, sigmas: f64, workers: usize) -> usize {
+    let per_row = row_capacity(n, k, sigmas) as f64;
+    let nb = n.div_ceil(SYM_TILE);
+    let rows = |b: usize| (n - b * SYM_TILE).min(SYM_TILE) as f64;
+    let peak_rows = (0..=nb)
+        .map(|s| {
+            let sorting = s.checked_sub(1).map_or(0.0, rows);
+            let filling = if s < nb { rows(s) } else { 0.0 };
+            let share = (((s + 1) * SYM_TILE) as f64 / n as f64).min(1.0);
+            let later: f64 = (s + 1..nb).map(|j| rows(j) * share).sum();
+            sorting + filling + later
+        })
+        .fold(0.0, f64::max);
+    let lists = n + 2 * workers * SYM_TILE;
+    (peak_rows * per_row) as usize + lists * LIST_CHUNK
 }
 
 /// Smallest dimension at which the large-k search takes the symmetry ([`knn_self_blocks`]).
@@ -615,7 +660,7 @@ fn cut_rank(n: usize, k: usize, sigmas: f64) -> Option<usize> {
     (rank + 1 < m).then_some(rank)
 }
 
-/// Candidates reserved per row: those expected at or below the cut-off, plus 10 %.
+/// Candidates expected per row: those at or below the cut-off, plus 10 %.
 fn row_capacity(n: usize, k: usize, sigmas: f64) -> usize {
     match cut_rank(n, k, sigmas) {
         Some(r) => (((r + 1) as f64 * n as f64 / CUT_SAMPLE.min(n) as f64) * 1.1) as usize + 16,
@@ -684,57 +729,151 @@ fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
     mask
 }
 
-/// The candidate lists of one block of rows in the large-k symmetric search: `cap` codes per
-/// row in one buffer (pages are only touched as far as each row fills its part; asking for huge
-/// pages here cost more kernel time than it saved, measured), and what a row gathers beyond
-/// that in its own overflow list.
-struct BlockLists {
-    codes: Vec<u64>,
-    lens: Vec<usize>,
-    overflow: Vec<Vec<u64>>,
-    cap: usize,
+/// Codes per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
+/// that the sort's passes read them at the speed of a stream (2 KiB chunks cost the sort twice
+/// the time of its first pass, measured). The unit tests take 64, so that their small lists
+/// still span many chunks.
+const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 1024 };
+
+/// One chunk of a candidate list.
+type Chunk = Box<[u64; LIST_CHUNK]>;
+
+/// Chunks a worker takes from the shared free list at once.
+const STASH: usize = 32;
+
+/// The chunks of the candidate lists of the large-k symmetric search. A finished block's
+/// chunks come back here and hold later blocks' candidates, so that only the lists alive at
+/// one time are ever allocated and their pages are touched once.
+#[derive(Default)]
+struct ChunkPool {
+    free: Mutex<Vec<Chunk>>,
+    /// Chunks allocated so far (the pool's high-water mark).
+    made: AtomicUsize,
 }
 
-impl BlockLists {
-    fn new(rows: usize, cap: usize) -> Self {
-        BlockLists {
-            codes: vec![0; rows * cap],
-            lens: vec![0; rows],
-            overflow: vec![Vec::new(); rows],
-            cap,
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, i: usize, c: u64) {
-        let len = self.lens[i];
-        if len < self.cap {
-            self.codes[i * self.cap + len] = c;
-        } else {
-            self.overflow[i].push(c);
-        }
-        self.lens[i] = len + 1;
+impl ChunkPool {
+    fn give_back(&self, chunks: &mut Vec<Chunk>) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(chunks);
     }
 }
 
-/// Appends to the candidate lists the [`code`]s of the keys of `tile` (`rows × cols`, rows
-/// `r0..`, columns `c0..`) at or below the asking point's cut-off: each row's keys to that row's
-/// list (`row_lists`, leaving out the diagonal when the tile is on it) and, off the diagonal,
-/// each column's keys to that column's list (`col_lists`).
-fn keep_below_cut(
+/// A worker's few chunks at hand, refilled from the [`ChunkPool`] and returned to it on drop.
+struct Stash<'a> {
+    pool: &'a ChunkPool,
+    chunks: Vec<Chunk>,
+}
+
+impl<'a> Stash<'a> {
+    fn new(pool: &'a ChunkPool) -> Self {
+        Stash {
+            pool,
+            chunks: Vec::new(),
+        }
+    }
+
+    fn take(&mut self) -> Chunk {
+        if self.chunks.is_empty() {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            let from = free.len().saturating_sub(STASH);
+            self.chunks.extend(free.drain(from..));
+        }
+        self.chunks.pop().unwrap_or_else(|| {
+            self.pool.made.fetch_add(1, Ordering::Relaxed);
+            Box::new([0; LIST_CHUNK])
+        })
+    }
+}
+
+impl Drop for Stash<'_> {
+    fn drop(&mut self) {
+        self.pool.give_back(&mut self.chunks);
+    }
+}
+
+/// One row's candidate [`code`]s (or a part of them), in chunks from a [`ChunkPool`], with the
+/// smallest and largest of their keys (as [`code`] orders them).
+struct RowList {
+    chunks: Vec<Chunk>,
+    len: usize,
+    lo: u32,
+    hi: u32,
+}
+
+impl Default for RowList {
+    fn default() -> Self {
+        RowList {
+            chunks: Vec::new(),
+            len: 0,
+            lo: u32::MAX,
+            hi: 0,
+        }
+    }
+}
+
+impl RowList {
+    /// Appends `codes`.
+    fn extend(&mut self, codes: &[u64], stash: &mut Stash<'_>) {
+        let (lo, hi) = codes.iter().fold((self.lo, self.hi), |(lo, hi), &c| {
+            let key = (c >> 32) as u32;
+            (lo.min(key), hi.max(key))
+        });
+        (self.lo, self.hi) = (lo, hi);
+        let mut rest = codes;
+        while !rest.is_empty() {
+            let at = self.len % LIST_CHUNK;
+            if at == 0 {
+                self.chunks.push(stash.take());
+            }
+            let n = (LIST_CHUNK - at).min(rest.len());
+            let last = self.chunks.len() - 1;
+            self.chunks[last][at..at + n].copy_from_slice(&rest[..n]);
+            self.len += n;
+            rest = &rest[n..];
+        }
+    }
+
+    /// The codes, chunk by chunk.
+    fn parts(&self) -> impl Iterator<Item = &[u64]> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| &c[..(self.len - i * LIST_CHUNK).min(LIST_CHUNK)])
+    }
+
+    /// Empties the list, its chunks moved to `into`.
+    fn release(&mut self, into: &mut Vec<Chunk>) {
+        into.append(&mut self.chunks);
+        *self = RowList {
+            chunks: std::mem::take(&mut self.chunks),
+            ..RowList::default()
+        };
+    }
+}
+
+/// Lanes of the cut-off comparisons ([`below_mask`]).
+const LANES: usize = 16;
+
+/// Appends to the rows' candidate lists the [`code`]s of the keys of `tile` (`lists.len()` rows
+/// of `cols` keys, columns `c0..`) at or below each row's cut-off (`cuts`), leaving out the
+/// diagonal when the tile is on it. `stage` holds a row's codes on their way.
+#[allow(clippy::too_many_arguments)]
+fn keep_rows_below_cut(
     tile: &[f32],
-    (rows, cols): (usize, usize),
-    (r0, c0): (usize, usize),
+    cols: usize,
+    c0: usize,
     cuts: &[f32],
-    row_lists: &mut BlockLists,
-    mut col_lists: Option<&mut BlockLists>,
+    diagonal: bool,
+    lists: &mut [RowList],
+    stage: &mut Vec<u64>,
+    stash: &mut Stash<'_>,
 ) {
-    const LANES: usize = 16;
-    let row_cuts = &cuts[r0..r0 + rows];
-    let col_cuts = &cuts[c0..c0 + cols];
-    let diagonal = r0 == c0;
-    for (i, keys) in tile.chunks(cols).enumerate() {
-        let cut = [row_cuts[i]; LANES];
+    stage.resize(cols, 0);
+    for (i, ((keys, list), &cut)) in tile.chunks(cols).zip(lists).zip(cuts).enumerate() {
+        let cut = [cut; LANES];
+        let mut kept = 0;
         for (c, chunk) in keys.chunks(LANES).enumerate() {
             let mut mask = below_mask(chunk, &cut);
             if diagonal && i / LANES == c {
@@ -743,20 +882,44 @@ fn keep_below_cut(
             while mask != 0 {
                 let t = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
-                let j = c * LANES + t;
-                row_lists.push(i, code(chunk[t], (c0 + j) as u32));
+                stage[kept] = code(chunk[t], (c0 + c * LANES + t) as u32);
+                kept += 1;
             }
         }
-        if let Some(col_lists) = col_lists.as_deref_mut() {
+        list.extend(&stage[..kept], stash);
+    }
+}
+
+/// Appends to the columns' candidate lists the [`code`]s of the keys of `tile` (`rows` rows,
+/// rows `r0..`, of `lists.len()` keys) at or below each column's cut-off (`cuts`), a strip of
+/// [`LANES`] columns at a time. `stage` holds a strip's codes on their way.
+fn keep_cols_below_cut(
+    tile: &[f32],
+    rows: usize,
+    r0: usize,
+    cuts: &[f32],
+    lists: &mut [RowList],
+    stage: &mut Vec<u64>,
+    stash: &mut Stash<'_>,
+) {
+    let cols = lists.len();
+    stage.resize(LANES * rows, 0);
+    for (c, (strip, cut)) in lists.chunks_mut(LANES).zip(cuts.chunks(LANES)).enumerate() {
+        let j0 = c * LANES;
+        let mut kept = [0usize; LANES];
+        for i in 0..rows {
+            let keys = &tile[i * cols + j0..i * cols + j0 + strip.len()];
+            let mut mask = below_mask(keys, cut);
             let id = (r0 + i) as u32;
-            for (c, (chunk, cut)) in keys.chunks(LANES).zip(col_cuts.chunks(LANES)).enumerate() {
-                let mut mask = below_mask(chunk, cut);
-                while mask != 0 {
-                    let t = mask.trailing_zeros() as usize;
-                    mask &= mask - 1;
-                    col_lists.push(c * LANES + t, code(chunk[t], id));
-                }
+            while mask != 0 {
+                let t = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                stage[t * rows + kept[t]] = code(keys[t], id);
+                kept[t] += 1;
             }
+        }
+        for (t, list) in strip.iter_mut().enumerate() {
+            list.extend(&stage[t * rows..t * rows + kept[t]], stash);
         }
     }
 }
@@ -764,6 +927,7 @@ fn keep_below_cut(
 /// Scratch space of [`sort_first_k`], reused across rows.
 #[derive(Default)]
 struct SortScratch {
+    codes: Vec<u64>,
     spare: Vec<u64>,
     counts: Vec<u32>,
 }
@@ -771,169 +935,219 @@ struct SortScratch {
 /// Widest digit of [`sort_first_k`]'s radix sort: 4,096 counters, 16 KiB, stay in L1.
 const MAX_DIGIT_BITS: u32 = 12;
 
-/// The first `k` of `codes` (in any order) in increasing order, i.e. by key, then index.
+/// The first `k` of the codes of `lists` (together one row's candidates, at least `k`, in any
+/// order) in increasing order, i.e. by key, then index.
 ///
 /// A least-significant-digit radix sort on the key's offset from the smallest key, in as few
 /// digits of at most [`MAX_DIGIT_BITS`] bits as that offset's width needs (two for keys within a
-/// factor of two of each other), stable, so equal keys keep their arrival order; then each run
-/// of equal keys that reaches into the first `k` is put in index order (runs are short: equal
-/// floats).
-fn sort_first_k<'a>(codes: &'a mut [u64], k: usize, scratch: &'a mut SortScratch) -> &'a [u64] {
-    let n = codes.len();
+/// factor of two of each other), stable, so equal keys keep their arrival order; the first pass
+/// reads the lists' chunks. Then each run of equal keys that reaches into the first `k` is put
+/// in index order (runs are short: equal floats).
+fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) -> &'a [u64] {
+    let n: usize = lists.iter().map(|l| l.len).sum();
     let k = k.min(n);
     if n == 0 {
         return &[];
     }
-    let lo = codes
-        .iter()
-        .fold(u32::MAX, |lo, &c| lo.min((c >> 32) as u32));
-    let hi = codes.iter().fold(0u32, |hi, &c| hi.max((c >> 32) as u32));
+    let lo = lists.iter().map(|l| l.lo).min().unwrap_or(0);
+    let hi = lists.iter().map(|l| l.hi).max().unwrap_or(0);
     let width = 32 - (hi - lo).leading_zeros();
-    let passes = width.div_ceil(MAX_DIGIT_BITS);
-    let SortScratch { spare, counts } = scratch;
+    let passes = width.div_ceil(MAX_DIGIT_BITS).max(1);
+    let SortScratch {
+        codes,
+        spare,
+        counts,
+    } = scratch;
+    codes.resize(n, 0);
     spare.resize(n, 0);
-    let (mut src, mut dst): (&mut [u64], &mut [u64]) = (codes, &mut spare[..n]);
-    if passes > 0 {
-        let bits = width.div_ceil(passes);
-        let radix = 1usize << bits;
-        let mask = (radix - 1) as u32;
-        let digit = |c: u64, p: u32| ((((c >> 32) as u32 - lo) >> (p * bits)) & mask) as usize;
-        counts.clear();
-        counts.resize(radix * passes as usize, 0);
-        for &c in src.iter() {
-            for p in 0..passes {
-                counts[p as usize * radix + digit(c, p)] += 1;
+    let bits = width.div_ceil(passes).max(1);
+    let radix = 1usize << bits;
+    let mask = (radix - 1) as u32;
+    let digit = |c: u64, p: u32| ((((c >> 32) as u32 - lo) >> (p * bits)) & mask) as usize;
+    counts.clear();
+    counts.resize(radix * passes as usize, 0);
+    for list in lists {
+        for part in list.parts() {
+            for &c in part {
+                for p in 0..passes {
+                    counts[p as usize * radix + digit(c, p)] += 1;
+                }
             }
-        }
-        for p in 0..passes {
-            let count = &mut counts[p as usize * radix..(p as usize + 1) * radix];
-            let mut offset = 0u32;
-            for c in count.iter_mut() {
-                let here = *c;
-                *c = offset;
-                offset += here;
-            }
-            for &c in src.iter() {
-                let slot = &mut count[digit(c, p)];
-                dst[*slot as usize] = c;
-                *slot += 1;
-            }
-            std::mem::swap(&mut src, &mut dst);
         }
     }
-    let mut start = 0;
-    while start < k {
-        let key = src[start] >> 32;
-        let end = start + src[start..].iter().take_while(|&&c| c >> 32 == key).count();
-        if end - start > 1 {
-            src[start..end].sort_unstable();
+    for count in counts.chunks_mut(radix) {
+        let mut offset = 0u32;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = offset;
+            offset += here;
         }
-        start = end;
+    }
+    {
+        let count = &mut counts[..radix];
+        for list in lists {
+            for part in list.parts() {
+                for &c in part {
+                    let slot = &mut count[digit(c, 0)];
+                    codes[*slot as usize] = c;
+                    *slot += 1;
+                }
+            }
+        }
+    }
+    let (mut src, mut dst): (&mut [u64], &mut [u64]) = (&mut codes[..n], &mut spare[..n]);
+    for p in 1..passes {
+        let count = &mut counts[p as usize * radix..(p as usize + 1) * radix];
+        for &c in src.iter() {
+            let slot = &mut count[digit(c, p)];
+            dst[*slot as usize] = c;
+            *slot += 1;
+        }
+        std::mem::swap(&mut src, &mut dst);
+    }
+    // Runs of equal keys reaching into the first k, put in index order; most rows have none,
+    // which one vectorised pass tells.
+    let equal_neighbours: usize = src[..k.min(n - 1) + 1]
+        .iter()
+        .zip(&src[1..k.min(n - 1) + 1])
+        .map(|(a, b)| usize::from((a ^ b) >> 32 == 0))
+        .sum();
+    if equal_neighbours > 0 {
+        let mut start = 0;
+        while start < k {
+            let key = src[start] >> 32;
+            let end = start + src[start..].iter().take_while(|&&c| c >> 32 == key).count();
+            if end - start > 1 {
+                src[start..end].sort_unstable();
+            }
+            start = end;
+        }
     }
     &src[..k]
 }
 
 /// The large-k leave-one-out search by symmetry ([`knn_self_blocks`]): each row keeps the
 /// [`code`]s of its keys at or below its cut-off ([`cut_offs`]) from the tiles on and above the
-/// diagonal (each fed to its rows and, transposed, to its columns); then, block by block, each
-/// row's candidates are radix-sorted and the first `k` kept. A row with fewer than `k`
-/// candidates (its cut-off fell below its k-th key) is searched again through [`search`]. Keys
-/// are the same bits whichever point of a pair asks, and every key at or below a row's k-th key
-/// is among its candidates, so the lists are [`search`]'s.
+/// diagonal, each fed to its rows and to its columns. The tiles go row of tiles by row of
+/// tiles: once tile row `b` is done, block `b` has all its candidates (its columns left of the
+/// diagonal came from the earlier tile rows), so while tile row `b + 1` is computed, each row
+/// of block `b` is radix-sorted and its first `k` kept, and the block is handed to `on_block`;
+/// its list chunks then go back to the pool for the blocks still filling. A row with fewer than
+/// `k` candidates (its cut-off fell below its k-th key) is searched again through [`search`].
+/// Keys are the same bits whichever point of a pair asks, and every key at or below a row's
+/// k-th key is among its candidates, so the lists are [`search`]'s. Returns the chunks the
+/// pool allocated.
 fn search_symmetric_select(
     metric: Metric,
     points: ArrayView2<'_, f32>,
     k: usize,
     sigmas: f64,
-    on_block: &mut dyn FnMut(usize, Neighbours),
-) {
+    on_block: &mut dyn FnMut(usize, &Neighbours),
+) -> usize {
     let n = points.nrows();
     let f = row_factors(metric, points);
     let cuts = cut_offs(metric, points, &f, k, sigmas);
-    let capacity = row_capacity(n, k, sigmas);
     let nb = n.div_ceil(SYM_TILE);
-    let blocks: Vec<std::sync::Mutex<BlockLists>> = (0..nb)
-        .map(|b| {
-            let rows = (n - b * SYM_TILE).min(SYM_TILE);
-            std::sync::Mutex::new(BlockLists::new(rows, capacity))
-        })
-        .collect();
-    let tiles: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
-    tiles
-        .par_iter()
-        .for_each_init(Vec::<f32>::new, |tile, &(bi, bj)| {
-            let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
-            let (c0, c1) = (bj * SYM_TILE, ((bj + 1) * SYM_TILE).min(n));
-            let (rows, cols) = (r1 - r0, c1 - c0);
-            tile.resize(rows * cols, 0.0);
-            let t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
-                .expect("the buffer holds rows × cols values");
-            fill_keys(
-                metric,
-                (points.slice(s![r0..r1, ..]), f.slice(s![r0..r1])),
-                (points.slice(s![c0..c1, ..]), f.slice(s![c0..c1])),
-                t,
-            );
-            let tile = &tile[..rows * cols];
-            let mut row_lists = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
-            if bi == bj {
-                keep_below_cut(tile, (rows, cols), (r0, c0), &cuts, &mut row_lists, None);
-            } else {
-                let mut col_lists = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
-                keep_below_cut(
-                    tile,
-                    (rows, cols),
-                    (r0, c0),
-                    &cuts,
-                    &mut row_lists,
-                    Some(&mut col_lists),
-                );
-            }
+    let block_rows = |b: usize| (n - b * SYM_TILE).min(SYM_TILE);
+    let lists = |rows: usize| (0..rows).map(|_| RowList::default()).collect::<Vec<_>>();
+    let pool = ChunkPool::default();
+    // Each block's candidates from the tiles above it (their columns), and those from its own
+    // tile row, one set per worker (tiles of one row run in parallel), alternating between
+    // consecutive blocks (one fills while the other is sorted).
+    let from_above: Vec<Mutex<Vec<RowList>>> =
+        (0..nb).map(|b| Mutex::new(lists(block_rows(b)))).collect();
+    let workers = rayon::current_num_threads().max(1);
+    let from_row: [Vec<Mutex<Vec<RowList>>>; 2] =
+        std::array::from_fn(|_| (0..workers).map(|_| Mutex::new(lists(SYM_TILE))).collect());
+    let mut out = Neighbours {
+        indices: Array2::zeros((SYM_TILE.min(n), k)),
+        scores: Array2::zeros((SYM_TILE.min(n), k)),
+    };
+    for step in 0..=nb {
+        // Block `step - 1` is complete: its lists are taken out and sorted beside tile row
+        // `step`.
+        let done = step.checked_sub(1).map(|b| {
+            let take = |m: &Mutex<Vec<RowList>>| {
+                std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()))
+            };
+            let mut parts = vec![take(&from_above[b])];
+            parts.extend(from_row[b % 2].iter().map(take));
+            (b, parts)
         });
-    for (b, block) in blocks.into_iter().enumerate() {
-        let start = b * SYM_TILE;
-        let BlockLists {
-            mut codes,
-            lens,
-            overflow,
-            cap,
-        } = block.into_inner().unwrap_or_else(|e| e.into_inner());
-        let rows = lens.len();
-        let mut indices = Array2::<u32>::zeros((rows, k));
-        let mut scores = Array2::<f32>::zeros((rows, k));
-        let short: Vec<usize> = codes
-            .par_chunks_mut(cap)
-            .zip(lens.par_iter())
-            .zip(overflow.into_par_iter())
-            .zip(indices.axis_iter_mut(Axis(0)))
-            .zip(scores.axis_iter_mut(Axis(0)))
-            .enumerate()
-            .map_init(
-                || (SortScratch::default(), Vec::new()),
-                |(scratch, joined), (i, ((((own, &len), extra), mut idx), mut sc))| {
-                    if len < k {
-                        return Some(i);
+        if let Some((b, _)) = done
+            && block_rows(b) < out.n_queries()
+        {
+            out.indices.slice_collapse(s![..block_rows(b), ..]);
+            out.scores.slice_collapse(s![..block_rows(b), ..]);
+        }
+        let tiles = || {
+            if step == nb {
+                return;
+            }
+            (step..nb).into_par_iter().for_each_init(
+                || (Vec::<f32>::new(), Vec::new(), Stash::new(&pool)),
+                |(tile, stage, stash), bj| {
+                    let (r0, c0) = (step * SYM_TILE, bj * SYM_TILE);
+                    let (rows, cols) = (block_rows(step), block_rows(bj));
+                    tile.resize(rows * cols, 0.0);
+                    let t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
+                        .expect("the buffer holds rows × cols values");
+                    fill_keys(
+                        metric,
+                        (
+                            points.slice(s![r0..r0 + rows, ..]),
+                            f.slice(s![r0..r0 + rows]),
+                        ),
+                        (
+                            points.slice(s![c0..c0 + cols, ..]),
+                            f.slice(s![c0..c0 + cols]),
+                        ),
+                        t,
+                    );
+                    let tile = &tile[..rows * cols];
+                    let worker = rayon::current_thread_index().unwrap_or(0) % workers;
+                    {
+                        let mut row_lists = from_row[step % 2][worker]
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        let row_cuts = &cuts[r0..r0 + rows];
+                        let lists = &mut row_lists[..rows];
+                        let diagonal = bj == step;
+                        keep_rows_below_cut(
+                            tile, cols, c0, row_cuts, diagonal, lists, stage, stash,
+                        );
                     }
-                    let list: &mut [u64] = if extra.is_empty() {
-                        &mut own[..len]
-                    } else {
-                        joined.clear();
-                        joined.extend_from_slice(own);
-                        joined.extend_from_slice(&extra);
-                        joined
-                    };
-                    let sorted = sort_first_k(list, k, scratch);
-                    let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
-                        unreachable!("rows of a fresh array are contiguous")
-                    };
-                    decode_into(sorted, sc, idx);
-                    keys_to_scores(metric, sc, idx);
-                    None
+                    if bj != step {
+                        let mut col_lists =
+                            from_above[bj].lock().unwrap_or_else(|e| e.into_inner());
+                        let col_cuts = &cuts[c0..c0 + cols];
+                        let lists = &mut col_lists[..];
+                        keep_cols_below_cut(tile, rows, r0, col_cuts, lists, stage, stash);
+                    }
                 },
-            )
-            .flatten()
-            .collect();
-        drop(codes);
+            );
+        };
+        let sort = || {
+            done.as_ref().map_or_else(Vec::new, |(_, parts)| {
+                sort_block(metric, k, parts, &mut out.indices, &mut out.scores)
+            })
+        };
+        let ((), short) = rayon::join(tiles, sort);
+        let Some((b, mut parts)) = done else {
+            continue;
+        };
+        let mut freed = Vec::new();
+        for part in &mut parts {
+            for list in part.iter_mut() {
+                list.release(&mut freed);
+            }
+        }
+        pool.give_back(&mut freed);
+        // The emptied per-worker lists serve block b + 2.
+        for (slot, part) in from_row[b % 2].iter().zip(parts.drain(1..)) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = part;
+        }
+        let start = b * SYM_TILE;
         if !short.is_empty() {
             // One neighbour deeper among all points, then the row's own index dropped (or the
             // last neighbour when it is not among them).
@@ -953,13 +1167,51 @@ fn search_symmetric_select(
                     .map(|(c, (&j, &v))| (c, j, v))
                     .collect::<Vec<_>>();
                 for (c, j, v) in kept {
-                    indices[[i, c]] = j;
-                    scores[[i, c]] = v;
+                    out.indices[[i, c]] = j;
+                    out.scores[[i, c]] = v;
                 }
             }
         }
-        on_block(start, Neighbours { indices, scores });
+        on_block(start, &out);
     }
+    pool.made.load(Ordering::Relaxed)
+}
+
+/// Sorts the candidates of each row of a complete block (`parts`: the block's lists in
+/// parts, `parts[p][i]` row `i`'s part `p`) and writes its first `k` keys as scores to the
+/// rows of `indices`/`scores`; returns the rows with fewer than `k` candidates (left
+/// unwritten).
+fn sort_block(
+    metric: Metric,
+    k: usize,
+    parts: &[Vec<RowList>],
+    indices: &mut Array2<u32>,
+    scores: &mut Array2<f32>,
+) -> Vec<usize> {
+    indices
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(scores.axis_iter_mut(Axis(0)))
+        .enumerate()
+        .map_init(
+            || (SortScratch::default(), Vec::new()),
+            |(scratch, lists), (i, (mut idx, mut sc))| {
+                lists.clear();
+                lists.extend(parts.iter().map(|p| &p[i]));
+                if lists.iter().map(|l| l.len).sum::<usize>() < k {
+                    return Some(i);
+                }
+                let sorted = sort_first_k(lists, k, scratch);
+                let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
+                    unreachable!("rows of a standard-layout array are contiguous")
+                };
+                decode_into(sorted, sc, idx);
+                keys_to_scores(metric, sc, idx);
+                None
+            },
+        )
+        .flatten()
+        .collect()
 }
 
 /// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`), in 16 × 16 blocks: each
@@ -1232,14 +1484,32 @@ fn keys_to_scores(metric: Metric, keys: &mut [f32], ids: &mut [u32]) {
     }
     if metric == Metric::Euclidean {
         // sqrt is monotone but can map distinct squared distances to one value: the scores are
-        // still in order, and each run of equal scores is put back in index order.
-        let mut start = 0;
-        for end in 1..=keys.len() {
-            if end == keys.len() || keys[end] != keys[start] {
-                if end - start > 1 {
-                    ids[start..end].sort_unstable();
+        // still in order, and each run of equal scores is put back in index order. Windows of
+        // 64 scores without equal neighbours (most) are passed over by one vectorised test.
+        let n = keys.len();
+        let mut i = 1;
+        while i < n {
+            let end = (i + 64).min(n);
+            let any = keys[i - 1..end - 1]
+                .iter()
+                .zip(&keys[i..end])
+                .fold(false, |any, (a, b)| any | (a == b));
+            if !any {
+                i = end;
+                continue;
+            }
+            while i < end {
+                if keys[i] == keys[i - 1] {
+                    let start = i - 1;
+                    let mut stop = i + 1;
+                    while stop < n && keys[stop] == keys[start] {
+                        stop += 1;
+                    }
+                    ids[start..stop].sort_unstable();
+                    i = stop;
+                } else {
+                    i += 1;
                 }
-                start = end;
             }
         }
     }
@@ -1323,6 +1593,82 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Over more blocks than the pool needs lists for at once: the blocks come out in order as
+    /// their tile rows finish, each the general search's lists and score bits (with many ties,
+    /// and with every row searched again), and the chunks the pool allocated stay within the
+    /// memory estimate and below what every row's lists take at once (so they were reused).
+    #[test]
+    fn symmetric_selection_finishes_blocks_in_order_and_reuses_chunks() {
+        let (n, k) = (3_000, 600);
+        let workers = rayon::current_num_threads().max(1);
+        let estimate = symmetric_peak_entries(n, k, CUT_SIGMAS, workers);
+        for (ints, d) in [(false, 8), (true, 3)] {
+            let x = points(n, d, ints, 7);
+            for metric in [Metric::Euclidean, Metric::Cosine] {
+                let want = search(metric, x.view(), x.view(), k, Some(0));
+                for sigmas in [CUT_SIGMAS, -1e9] {
+                    let what = format!("{metric} ints={ints} sigmas={sigmas}");
+                    let mut starts = Vec::new();
+                    let made =
+                        search_symmetric_select(metric, x.view(), k, sigmas, &mut |s, nn| {
+                            let rows = s![s..s + nn.n_queries(), ..];
+                            assert_eq!(nn.indices, want.indices.slice(rows), "{what} block {s}");
+                            let same_bits = nn
+                                .scores
+                                .iter()
+                                .zip(want.scores.slice(rows))
+                                .all(|(a, b)| (a + 0.0).to_bits() == (b + 0.0).to_bits());
+                            assert!(same_bits, "{what} block {s}");
+                            starts.push(s);
+                        });
+                    assert_eq!(
+                        starts,
+                        (0..n).step_by(SYM_TILE).collect::<Vec<_>>(),
+                        "{what}"
+                    );
+                    if sigmas == CUT_SIGMAS {
+                        let held = made * LIST_CHUNK;
+                        assert!(
+                            held <= estimate,
+                            "{what}: {held} entries, estimate {estimate}"
+                        );
+                        // Every row has at least k candidates.
+                        assert!(held < n * k, "{what}: {held} entries, no reuse");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A list's codes come back in order across chunk boundaries, with its smallest and largest
+    /// key, and its chunks go back to the pool when it is released.
+    #[test]
+    fn row_lists_span_chunks() {
+        let pool = ChunkPool::default();
+        let mut stash = Stash::new(&pool);
+        let mut list = RowList::default();
+        let codes: Vec<u64> = (0..3 * LIST_CHUNK as u64 + 5)
+            .map(|i| code(((i * 37) % 101) as f32, i as u32))
+            .collect();
+        for part in codes.chunks(LIST_CHUNK / 2 + 3) {
+            list.extend(part, &mut stash);
+        }
+        let back: Vec<u64> = list.parts().flatten().copied().collect();
+        assert_eq!(back, codes);
+        assert_eq!(
+            (list.lo, list.hi),
+            ((code(0.0, 0) >> 32) as u32, (code(100.0, 0) >> 32) as u32)
+        );
+        assert_eq!(list.chunks.len(), 4);
+        let mut freed = Vec::new();
+        list.release(&mut freed);
+        assert_eq!((list.len, list.chunks.len(), freed.len()), (0, 0, 4));
+        pool.give_back(&mut freed);
+        drop(stash);
+        assert_eq!(pool.made.load(Ordering::Relaxed), 4);
+        assert_eq!(pool.free.lock().map(|f| f.len()).unwrap_or(0), 4);
     }
 
     /// The cut-off's sample rank: a margin above the expected rank of the k-th key, none when
