@@ -316,6 +316,11 @@ struct CompareArgs {
     /// Override `train.epochs` of every cell.
     #[arg(long)]
     epochs: Option<u64>,
+    /// Override `optimizer.loss_lr` of every cell: the learning rate of the loss's own
+    /// parameters (the proxies and class vectors of the proxy losses, which want far more than
+    /// the network, e.g. 100 times a fine-tuned backbone's; the margin loss's β).
+    #[arg(long)]
+    loss_lr: Option<f64>,
     /// Seeds, comma-separated: every cell trains once per seed and the table reports the mean
     /// and the (min–max) range (default: the config's `run.seed`).
     #[arg(long, value_delimiter = ',')]
@@ -997,6 +1002,10 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
     let mut config = load_config(Some(&a.config))?;
     if let Some(e) = a.epochs {
         config.train.epochs = e;
+    }
+    if let Some(lr) = a.loss_lr {
+        config.optimizer.loss_lr = Some(lr);
+        config.validate()?;
     }
     let out_dir = a
         .output_dir

@@ -241,6 +241,8 @@ fn compare_runs_proxy_losses_without_a_miner() {
         "none,batch_hard",
         "--epochs",
         "1",
+        "--loss-lr",
+        "0.025",
         "--output-dir",
         s(&out_dir),
     ]);
@@ -281,6 +283,28 @@ fn compare_runs_proxy_losses_without_a_miner() {
         cfg.contains("proxy_anchor") && !cfg.contains("[miner]"),
         "{cfg}"
     );
+    // --loss-lr reached every cell (the proxies' and the margin's β learning rate)...
+    for cell in ["proxy_anchor-none", "margin-batch_hard"] {
+        let cfg = std::fs::read_to_string(out_dir.join(cell).join("config.toml")).unwrap();
+        assert!(cfg.contains("loss_lr = 0.025"), "{cell}: {cfg}");
+    }
+    // ...and a rate that cannot train is refused before anything trains.
+    let out = dml(&[
+        "compare",
+        "--config",
+        s(&config),
+        "--losses",
+        "proxy_anchor",
+        "--miners",
+        "none",
+        "--loss-lr",
+        "0",
+        "--output-dir",
+        s(&dir.path().join("refused")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("loss_lr"), "{err}");
+    assert!(!dir.path().join("refused").exists());
 }
 
 /// A grid stopped in the middle of a run, then run again on the same folder, resumes that run
