@@ -719,14 +719,31 @@ fn cut_offs(
     cuts
 }
 
-/// Bit `t` set where `keys[t] <= cuts[t]` (up to 16 lanes; the comparison vectorises).
+/// Bit `t` set where `keys[t] <= cuts[t]` (up to 16 lanes), and those keys folded into
+/// `lo[t]`/`hi[t]` (the smallest and largest kept); branch-free, so that it vectorises.
 #[inline]
-fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
+fn below_mask(keys: &[f32], cuts: &[f32], lo: &mut [f32], hi: &mut [f32]) -> u32 {
     let mut mask = 0u32;
-    for (t, (&x, &c)) in keys.iter().zip(cuts).enumerate() {
-        mask |= u32::from(x <= c) << t;
+    for (t, (((&x, &c), lo), hi)) in keys.iter().zip(cuts).zip(lo).zip(hi).enumerate() {
+        let below = x <= c;
+        mask |= u32::from(below) << t;
+        let low = if below { x } else { f32::INFINITY };
+        let high = if below { x } else { f32::NEG_INFINITY };
+        *lo = if low < *lo { low } else { *lo };
+        *hi = if high > *hi { high } else { *hi };
     }
     mask
+}
+
+/// The ordered keys ([`code`]'s upper half) of the smallest of `lo` and the largest of `hi`.
+fn ordered_range(lo: &[f32], hi: &[f32]) -> (u32, u32) {
+    let lo = lo
+        .iter()
+        .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
+    let hi = hi
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    ((code(lo, 0) >> 32) as u32, (code(hi, 0) >> 32) as u32)
 }
 
 /// Codes per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
@@ -814,13 +831,15 @@ impl Default for RowList {
 }
 
 impl RowList {
-    /// Appends `codes`.
-    fn extend(&mut self, codes: &[u64], stash: &mut Stash<'_>) {
-        let (lo, hi) = codes.iter().fold((self.lo, self.hi), |(lo, hi), &c| {
-            let key = (c >> 32) as u32;
-            (lo.min(key), hi.max(key))
-        });
-        (self.lo, self.hi) = (lo, hi);
+    /// Appends `codes`, whose smallest and largest ordered keys ([`code`]'s upper half) are
+    /// `lo` and `hi`.
+    fn extend(&mut self, codes: &[u64], lo: u32, hi: u32, stash: &mut Stash<'_>) {
+        debug_assert!(
+            codes
+                .iter()
+                .all(|&c| (lo..=hi).contains(&((c >> 32) as u32)))
+        );
+        (self.lo, self.hi) = (self.lo.min(lo), self.hi.max(hi));
         let mut rest = codes;
         while !rest.is_empty() {
             let at = self.len % LIST_CHUNK;
@@ -872,13 +891,19 @@ fn keep_rows_below_cut(
 ) {
     stage.resize(cols, 0);
     for (i, ((keys, list), &cut)) in tile.chunks(cols).zip(lists).zip(cuts).enumerate() {
-        let cut = [cut; LANES];
+        let mut cut = [cut; LANES];
+        let mut lo = [f32::INFINITY; LANES];
+        let mut hi = [f32::NEG_INFINITY; LANES];
         let mut kept = 0;
         for (c, chunk) in keys.chunks(LANES).enumerate() {
-            let mut mask = below_mask(chunk, &cut);
-            if diagonal && i / LANES == c {
-                mask &= !(1 << (i % LANES));
+            let own = diagonal && i / LANES == c;
+            let row_cut = cut[0];
+            if own {
+                // The row's own key is never kept (NaN compares false).
+                cut[i % LANES] = f32::NAN;
             }
+            let mut mask = below_mask(chunk, &cut, &mut lo, &mut hi);
+            cut[i % LANES] = row_cut;
             while mask != 0 {
                 let t = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
@@ -886,7 +911,10 @@ fn keep_rows_below_cut(
                 kept += 1;
             }
         }
-        list.extend(&stage[..kept], stash);
+        if kept > 0 {
+            let (lo, hi) = ordered_range(&lo, &hi);
+            list.extend(&stage[..kept], lo, hi, stash);
+        }
     }
 }
 
@@ -907,9 +935,11 @@ fn keep_cols_below_cut(
     for (c, (strip, cut)) in lists.chunks_mut(LANES).zip(cuts.chunks(LANES)).enumerate() {
         let j0 = c * LANES;
         let mut kept = [0usize; LANES];
+        let mut lo = [f32::INFINITY; LANES];
+        let mut hi = [f32::NEG_INFINITY; LANES];
         for i in 0..rows {
             let keys = &tile[i * cols + j0..i * cols + j0 + strip.len()];
-            let mut mask = below_mask(keys, cut);
+            let mut mask = below_mask(keys, cut, &mut lo, &mut hi);
             let id = (r0 + i) as u32;
             while mask != 0 {
                 let t = mask.trailing_zeros() as usize;
@@ -919,7 +949,10 @@ fn keep_cols_below_cut(
             }
         }
         for (t, list) in strip.iter_mut().enumerate() {
-            list.extend(&stage[t * rows..t * rows + kept[t]], stash);
+            if kept[t] > 0 {
+                let (lo, hi) = ordered_range(&lo[t..=t], &hi[t..=t]);
+                list.extend(&stage[t * rows..t * rows + kept[t]], lo, hi, stash);
+            }
         }
     }
 }
@@ -929,20 +962,51 @@ fn keep_cols_below_cut(
 struct SortScratch {
     codes: Vec<u64>,
     spare: Vec<u64>,
-    counts: Vec<u32>,
+    counts: Vec<[u32; MAX_RADIX]>,
 }
 
 /// Widest digit of [`sort_first_k`]'s radix sort: 4,096 counters, 16 KiB, stay in L1.
 const MAX_DIGIT_BITS: u32 = 12;
+/// Counters of the widest digit.
+const MAX_RADIX: usize = 1 << MAX_DIGIT_BITS;
+
+/// Digit `p` (of `bits` bits, `mask` = `2^bits - 1`) of a code's key offset from `lo`; under
+/// [`MAX_RADIX`] whatever the arguments, which spares the counters' bounds checks.
+#[inline(always)]
+fn digit(c: u64, lo: u32, p: u32, bits: u32, mask: u32) -> usize {
+    ((((c >> 32) as u32).wrapping_sub(lo) >> (p * bits)) & mask) as usize & (MAX_RADIX - 1)
+}
+
+/// Counts the `P` digits of every code of `lists` into `counts[..P]` (zeroed by the caller),
+/// in one read of the lists.
+fn count_digits<const P: usize>(
+    lists: &[&RowList],
+    lo: u32,
+    bits: u32,
+    mask: u32,
+    counts: &mut [[u32; MAX_RADIX]],
+) {
+    let counts = &mut counts[..P];
+    for list in lists {
+        for part in list.parts() {
+            for &c in part {
+                for (p, count) in counts.iter_mut().enumerate() {
+                    count[digit(c, lo, p as u32, bits, mask)] += 1;
+                }
+            }
+        }
+    }
+}
 
 /// The first `k` of the codes of `lists` (together one row's candidates, at least `k`, in any
 /// order) in increasing order, i.e. by key, then index.
 ///
 /// A least-significant-digit radix sort on the key's offset from the smallest key, in as few
 /// digits of at most [`MAX_DIGIT_BITS`] bits as that offset's width needs (two for keys within a
-/// factor of two of each other), stable, so equal keys keep their arrival order; the first pass
-/// reads the lists' chunks. Then each run of equal keys that reaches into the first `k` is put
-/// in index order (runs are short: equal floats).
+/// factor of two of each other), stable, so equal keys keep their arrival order; the digits are
+/// counted in one read of the lists' chunks and the first pass reads them again. Then each run
+/// of equal keys that reaches into the first `k` is put in index order (runs are short: equal
+/// floats; windows of 64 codes without one are passed over by one vectorised test).
 fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) -> &'a [u64] {
     let n: usize = lists.iter().map(|l| l.len).sum();
     let k = k.min(n);
@@ -963,32 +1027,29 @@ fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) 
     let bits = width.div_ceil(passes).max(1);
     let radix = 1usize << bits;
     let mask = (radix - 1) as u32;
-    let digit = |c: u64, p: u32| ((((c >> 32) as u32 - lo) >> (p * bits)) & mask) as usize;
-    counts.clear();
-    counts.resize(radix * passes as usize, 0);
-    for list in lists {
-        for part in list.parts() {
-            for &c in part {
-                for p in 0..passes {
-                    counts[p as usize * radix + digit(c, p)] += 1;
-                }
-            }
-        }
+    counts.resize(passes as usize, [0; MAX_RADIX]);
+    for count in counts.iter_mut() {
+        count[..radix].fill(0);
     }
-    for count in counts.chunks_mut(radix) {
+    match passes {
+        1 => count_digits::<1>(lists, lo, bits, mask, counts),
+        2 => count_digits::<2>(lists, lo, bits, mask, counts),
+        _ => count_digits::<3>(lists, lo, bits, mask, counts),
+    }
+    for count in counts.iter_mut() {
         let mut offset = 0u32;
-        for c in count.iter_mut() {
+        for c in count[..radix].iter_mut() {
             let here = *c;
             *c = offset;
             offset += here;
         }
     }
     {
-        let count = &mut counts[..radix];
+        let count = &mut counts[0];
         for list in lists {
             for part in list.parts() {
                 for &c in part {
-                    let slot = &mut count[digit(c, 0)];
+                    let slot = &mut count[digit(c, lo, 0, bits, mask)];
                     codes[*slot as usize] = c;
                     *slot += 1;
                 }
@@ -997,30 +1058,38 @@ fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) 
     }
     let (mut src, mut dst): (&mut [u64], &mut [u64]) = (&mut codes[..n], &mut spare[..n]);
     for p in 1..passes {
-        let count = &mut counts[p as usize * radix..(p as usize + 1) * radix];
+        let count = &mut counts[p as usize];
         for &c in src.iter() {
-            let slot = &mut count[digit(c, p)];
+            let slot = &mut count[digit(c, lo, p, bits, mask)];
             dst[*slot as usize] = c;
             *slot += 1;
         }
         std::mem::swap(&mut src, &mut dst);
     }
-    // Runs of equal keys reaching into the first k, put in index order; most rows have none,
-    // which one vectorised pass tells.
-    let equal_neighbours: usize = src[..k.min(n - 1) + 1]
-        .iter()
-        .zip(&src[1..k.min(n - 1) + 1])
-        .map(|(a, b)| usize::from((a ^ b) >> 32 == 0))
-        .sum();
-    if equal_neighbours > 0 {
-        let mut start = 0;
-        while start < k {
-            let key = src[start] >> 32;
-            let end = start + src[start..].iter().take_while(|&&c| c >> 32 == key).count();
-            if end - start > 1 {
-                src[start..end].sort_unstable();
+    // Runs of equal keys starting before k (and reaching into the first k), put in index order.
+    let last = k.min(n - 1);
+    let mut i = 0;
+    while i < last {
+        let end = (i + 64).min(last);
+        let any = src[i..end]
+            .iter()
+            .zip(&src[i + 1..=end])
+            .fold(false, |any, (a, b)| {
+                any | ((a >> 32) as u32 == (b >> 32) as u32)
+            });
+        if !any {
+            i = end;
+            continue;
+        }
+        while i < end {
+            let key = src[i] >> 32;
+            if src[i + 1] >> 32 == key {
+                let stop = i + 2 + src[i + 2..].iter().take_while(|&&c| c >> 32 == key).count();
+                src[i..stop].sort_unstable();
+                i = stop;
+            } else {
+                i += 1;
             }
-            start = end;
         }
     }
     &src[..k]
@@ -1653,7 +1722,9 @@ mod tests {
             .map(|i| code(((i * 37) % 101) as f32, i as u32))
             .collect();
         for part in codes.chunks(LIST_CHUNK / 2 + 3) {
-            list.extend(part, &mut stash);
+            let keys = part.iter().map(|&c| (c >> 32) as u32);
+            let (lo, hi) = (keys.clone().min().unwrap_or(0), keys.max().unwrap_or(0));
+            list.extend(part, lo, hi, &mut stash);
         }
         let back: Vec<u64> = list.parts().flatten().copied().collect();
         assert_eq!(back, codes);
