@@ -719,31 +719,14 @@ fn cut_offs(
     cuts
 }
 
-/// Bit `t` set where `keys[t] <= cuts[t]` (up to 16 lanes), and those keys folded into
-/// `lo[t]`/`hi[t]` (the smallest and largest kept); branch-free, so that it vectorises.
+/// Bit `t` set where `keys[t] <= cuts[t]` (up to 16 lanes; the comparison vectorises).
 #[inline]
-fn below_mask(keys: &[f32], cuts: &[f32], lo: &mut [f32], hi: &mut [f32]) -> u32 {
+fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
     let mut mask = 0u32;
-    for (t, (((&x, &c), lo), hi)) in keys.iter().zip(cuts).zip(lo).zip(hi).enumerate() {
-        let below = x <= c;
-        mask |= u32::from(below) << t;
-        let low = if below { x } else { f32::INFINITY };
-        let high = if below { x } else { f32::NEG_INFINITY };
-        *lo = if low < *lo { low } else { *lo };
-        *hi = if high > *hi { high } else { *hi };
+    for (t, (&x, &c)) in keys.iter().zip(cuts).enumerate() {
+        mask |= u32::from(x <= c) << t;
     }
     mask
-}
-
-/// The ordered keys ([`code`]'s upper half) of the smallest of `lo` and the largest of `hi`.
-fn ordered_range(lo: &[f32], hi: &[f32]) -> (u32, u32) {
-    let lo = lo
-        .iter()
-        .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
-    let hi = hi
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    ((code(lo, 0) >> 32) as u32, (code(hi, 0) >> 32) as u32)
 }
 
 /// Codes per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
@@ -831,15 +814,13 @@ impl Default for RowList {
 }
 
 impl RowList {
-    /// Appends `codes`, whose smallest and largest ordered keys ([`code`]'s upper half) are
-    /// `lo` and `hi`.
-    fn extend(&mut self, codes: &[u64], lo: u32, hi: u32, stash: &mut Stash<'_>) {
-        debug_assert!(
-            codes
-                .iter()
-                .all(|&c| (lo..=hi).contains(&((c >> 32) as u32)))
-        );
-        (self.lo, self.hi) = (self.lo.min(lo), self.hi.max(hi));
+    /// Appends `codes`.
+    fn extend(&mut self, codes: &[u64], stash: &mut Stash<'_>) {
+        let (lo, hi) = codes.iter().fold((self.lo, self.hi), |(lo, hi), &c| {
+            let key = (c >> 32) as u32;
+            (lo.min(key), hi.max(key))
+        });
+        (self.lo, self.hi) = (lo, hi);
         let mut rest = codes;
         while !rest.is_empty() {
             let at = self.len % LIST_CHUNK;
@@ -891,19 +872,13 @@ fn keep_rows_below_cut(
 ) {
     stage.resize(cols, 0);
     for (i, ((keys, list), &cut)) in tile.chunks(cols).zip(lists).zip(cuts).enumerate() {
-        let mut cut = [cut; LANES];
-        let mut lo = [f32::INFINITY; LANES];
-        let mut hi = [f32::NEG_INFINITY; LANES];
+        let cut = [cut; LANES];
         let mut kept = 0;
         for (c, chunk) in keys.chunks(LANES).enumerate() {
-            let own = diagonal && i / LANES == c;
-            let row_cut = cut[0];
-            if own {
-                // The row's own key is never kept (NaN compares false).
-                cut[i % LANES] = f32::NAN;
+            let mut mask = below_mask(chunk, &cut);
+            if diagonal && i / LANES == c {
+                mask &= !(1 << (i % LANES));
             }
-            let mut mask = below_mask(chunk, &cut, &mut lo, &mut hi);
-            cut[i % LANES] = row_cut;
             while mask != 0 {
                 let t = mask.trailing_zeros() as usize;
                 mask &= mask - 1;
@@ -911,10 +886,7 @@ fn keep_rows_below_cut(
                 kept += 1;
             }
         }
-        if kept > 0 {
-            let (lo, hi) = ordered_range(&lo, &hi);
-            list.extend(&stage[..kept], lo, hi, stash);
-        }
+        list.extend(&stage[..kept], stash);
     }
 }
 
@@ -935,11 +907,9 @@ fn keep_cols_below_cut(
     for (c, (strip, cut)) in lists.chunks_mut(LANES).zip(cuts.chunks(LANES)).enumerate() {
         let j0 = c * LANES;
         let mut kept = [0usize; LANES];
-        let mut lo = [f32::INFINITY; LANES];
-        let mut hi = [f32::NEG_INFINITY; LANES];
         for i in 0..rows {
             let keys = &tile[i * cols + j0..i * cols + j0 + strip.len()];
-            let mut mask = below_mask(keys, cut, &mut lo, &mut hi);
+            let mut mask = below_mask(keys, cut);
             let id = (r0 + i) as u32;
             while mask != 0 {
                 let t = mask.trailing_zeros() as usize;
@@ -949,10 +919,7 @@ fn keep_cols_below_cut(
             }
         }
         for (t, list) in strip.iter_mut().enumerate() {
-            if kept[t] > 0 {
-                let (lo, hi) = ordered_range(&lo[t..=t], &hi[t..=t]);
-                list.extend(&stage[t * rows..t * rows + kept[t]], lo, hi, stash);
-            }
+            list.extend(&stage[t * rows..t * rows + kept[t]], stash);
         }
     }
 }
@@ -1722,9 +1689,7 @@ mod tests {
             .map(|i| code(((i * 37) % 101) as f32, i as u32))
             .collect();
         for part in codes.chunks(LIST_CHUNK / 2 + 3) {
-            let keys = part.iter().map(|&c| (c >> 32) as u32);
-            let (lo, hi) = (keys.clone().min().unwrap_or(0), keys.max().unwrap_or(0));
-            list.extend(part, lo, hi, &mut stash);
+            list.extend(part, &mut stash);
         }
         let back: Vec<u64> = list.parts().flatten().copied().collect();
         assert_eq!(back, codes);
