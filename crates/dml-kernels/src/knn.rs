@@ -794,9 +794,14 @@ impl Drop for Stash<'_> {
 }
 
 /// One row's candidate [`code`]s (or a part of them), in chunks from a [`ChunkPool`], with the
-/// smallest and largest of their keys (as [`code`] orders them).
+/// smallest and largest of their keys (as [`code`] orders them). The chunk being filled is held
+/// in the list itself: an append then reads its pointer from the list rather than from the
+/// full chunks' vector (a cache miss per append, a third of the appends' time, measured).
 struct RowList {
-    chunks: Vec<Chunk>,
+    /// The full chunks, in order.
+    full: Vec<Chunk>,
+    /// The chunk being filled (the last one), once there are codes.
+    tail: Option<Chunk>,
     len: usize,
     lo: u32,
     hi: u32,
@@ -805,7 +810,8 @@ struct RowList {
 impl Default for RowList {
     fn default() -> Self {
         RowList {
-            chunks: Vec::new(),
+            full: Vec::new(),
+            tail: None,
             len: 0,
             lo: u32::MAX,
             hi: 0,
@@ -824,12 +830,16 @@ impl RowList {
         let mut rest = codes;
         while !rest.is_empty() {
             let at = self.len % LIST_CHUNK;
-            if at == 0 {
-                self.chunks.push(stash.take());
-            }
+            let tail = match &mut self.tail {
+                Some(tail) if at > 0 => tail,
+                _ => {
+                    let filled = self.tail.replace(stash.take());
+                    self.full.extend(filled);
+                    self.tail.as_mut().expect("just put there")
+                }
+            };
             let n = (LIST_CHUNK - at).min(rest.len());
-            let last = self.chunks.len() - 1;
-            self.chunks[last][at..at + n].copy_from_slice(&rest[..n]);
+            tail[at..at + n].copy_from_slice(&rest[..n]);
             self.len += n;
             rest = &rest[n..];
         }
@@ -837,17 +847,25 @@ impl RowList {
 
     /// The codes, chunk by chunk.
     fn parts(&self) -> impl Iterator<Item = &[u64]> {
-        self.chunks
+        self.full
             .iter()
+            .chain(&self.tail)
             .enumerate()
             .map(|(i, c)| &c[..(self.len - i * LIST_CHUNK).min(LIST_CHUNK)])
     }
 
+    /// Chunks held.
+    #[cfg(test)]
+    fn n_chunks(&self) -> usize {
+        self.full.len() + usize::from(self.tail.is_some())
+    }
+
     /// Empties the list, its chunks moved to `into`.
     fn release(&mut self, into: &mut Vec<Chunk>) {
-        into.append(&mut self.chunks);
+        into.append(&mut self.full);
+        into.extend(self.tail.take());
         *self = RowList {
-            chunks: std::mem::take(&mut self.chunks),
+            full: std::mem::take(&mut self.full),
             ..RowList::default()
         };
     }
@@ -1697,10 +1715,10 @@ mod tests {
             (list.lo, list.hi),
             ((code(0.0, 0) >> 32) as u32, (code(100.0, 0) >> 32) as u32)
         );
-        assert_eq!(list.chunks.len(), 4);
+        assert_eq!(list.n_chunks(), 4);
         let mut freed = Vec::new();
         list.release(&mut freed);
-        assert_eq!((list.len, list.chunks.len(), freed.len()), (0, 0, 4));
+        assert_eq!((list.len, list.n_chunks(), freed.len()), (0, 0, 4));
         pool.give_back(&mut freed);
         drop(stash);
         assert_eq!(pool.made.load(Ordering::Relaxed), 4);
