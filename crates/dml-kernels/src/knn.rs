@@ -1613,6 +1613,60 @@ mod tests {
         })
     }
 
+    /// The sort of a row's lists gives the first k of a plain sort of their codes (by key,
+    /// then index) whatever the number of radix passes (keys whose offsets need up to 12, 24
+    /// and 32 bits), with runs of equal keys (arriving out of index order) inside the first k,
+    /// across its end and across the 64-code windows of the tie check.
+    #[test]
+    fn sort_first_k_equals_a_plain_sort() {
+        let pool = ChunkPool::default();
+        let mut stash = Stash::new(&pool);
+        let mut scratch = SortScratch::default();
+        let spreads: [(f32, f32); 3] = [(1.0, 1.0 + 1e-4), (0.5, 1.9), (-3e30, 2e-30)];
+        for (seed, (lo, hi)) in spreads.into_iter().enumerate() {
+            let mut state = seed as u64 + 1;
+            let mut next = || {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 40) as f32 / (1u64 << 24) as f32
+            };
+            // 300 codes, indices in a shuffled order; one key in five repeats an earlier one.
+            let mut keys: Vec<f32> = Vec::new();
+            for i in 0..300 {
+                let u = next();
+                let key = if i > 0 && u < 0.2 {
+                    keys[(next() * i as f32) as usize]
+                } else {
+                    lo + (hi - lo) * next()
+                };
+                keys.push(key);
+            }
+            let codes: Vec<u64> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, &key)| code(key, ((i * 7919) % 300) as u32))
+                .collect();
+            let mut lists: Vec<RowList> = (0..3).map(|_| RowList::default()).collect();
+            for (j, part) in codes.chunks(37).enumerate() {
+                lists[j % 3].extend(part, &mut stash);
+            }
+            let mut want = codes.clone();
+            want.sort_unstable();
+            let widths: Vec<u32> = [want[0], want[want.len() - 1]]
+                .iter()
+                .map(|c| (c >> 32) as u32)
+                .collect();
+            let width = 32 - (widths[1] - widths[0]).leading_zeros();
+            assert_eq!(width.div_ceil(MAX_DIGIT_BITS), seed as u32 + 1, "passes");
+            for k in [1, 64, 65, 150, 299, 300] {
+                let refs: Vec<&RowList> = lists.iter().collect();
+                let got = sort_first_k(&refs, k, &mut scratch).to_vec();
+                assert_eq!(got, want[..k], "spread {seed}, k = {k}");
+            }
+        }
+    }
+
     /// The large-k symmetric search gives the general search's lists and score bits whatever
     /// its cut-offs: the usual margin, none at all (every key kept), and cut-offs far below
     /// the k-th key, so that every row is searched again.
