@@ -1,12 +1,12 @@
 #!/bin/bash
 # Issue #33's glyph rows: the ImageNet MobileNetV2 of configs/glyphs-mobilenet.toml fine-tuned on
 # the CJK glyphs (6 epochs of 100 batches), three seeds: multi-similarity with its miner (the
-# shipped recipe), the best pair recipe of the emoji grid (scripts/emoji_grid.sh: contrastive
-# loss with batch-hard mining) and Proxy-Anchor (its proxies at 1e-2, a hundred times the
-# backbone's rate), beside the frozen backbone and the untrained network (the raw pixels are
-# configs/glyphs.toml's baseline, on the same held-out items). Everything goes into
-# runs/glyphs-grid/ (compare.md, compare.json, the R@1 and MAP@R charts); run again after an
-# interruption to continue.
+# first recipe tried), the best pair recipe of the emoji grid (scripts/emoji_grid.sh: contrastive
+# loss with batch-hard mining) and its best proxy recipe (the normalised softmax, class vectors
+# at 1e-2, a hundred times the backbone's rate), beside the frozen backbone and the untrained
+# network (the raw pixels are configs/glyphs.toml's baseline, on the same held-out items).
+# Everything goes into runs/glyphs-grid/ (compare.md, compare.json, the R@1 and MAP@R charts);
+# run again after an interruption to continue.
 #     nohup scripts/glyphs_grid.sh > runs/glyphs-grid.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +15,4 @@ dml=${DML:-./target/release/dml}
 base=(compare --config configs/glyphs-mobilenet.toml --seeds 0,1,2 --output-dir runs/glyphs-grid)
 "$dml" "${base[@]}" --losses multi_similarity --miners multi_similarity
 "$dml" "${base[@]}" --losses contrastive --miners batch_hard
-"$dml" "${base[@]}" --losses proxy_anchor --miners none --loss-lr 1e-2
+"$dml" "${base[@]}" --losses normalized_softmax --miners none --loss-lr 1e-2
