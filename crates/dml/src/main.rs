@@ -1004,8 +1004,8 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
         config.train.epochs = e;
     }
     if let Some(lr) = a.loss_lr {
+        // Validated with every cell's config before the first one trains.
         config.optimizer.loss_lr = Some(lr);
-        config.validate()?;
     }
     let out_dir = a
         .output_dir

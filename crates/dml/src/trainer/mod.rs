@@ -562,9 +562,11 @@ impl Trainer {
             &self.state.history,
         )?;
         if self.state.raw_input.is_none() && self.config.eval.raw_input {
-            let started = self.note_baseline_start("the raw input");
-            let raw = self.raw_input_baseline()?;
-            self.note_baseline_done("raw input", raw.metrics.as_ref(), started);
+            let raw = self.noted_baseline(
+                "raw input",
+                |t| t.raw_input_baseline(),
+                |r| r.metrics.as_ref(),
+            )?;
             log.append_raw_input(&raw)?;
             self.state.raw_input = Some(raw);
         }
@@ -574,9 +576,11 @@ impl Trainer {
             && self.config.eval.frozen_backbone
             && self.config.model.has_given_backbone()
         {
-            let started = self.note_baseline_start("the frozen backbone");
-            let m = self.frozen_backbone_baseline()?;
-            self.note_baseline_done("frozen backbone", Some(&m), started);
+            let m = self.noted_baseline(
+                "frozen backbone",
+                |t| t.frozen_backbone_baseline(),
+                |m| Some(m),
+            )?;
             log.append_frozen_backbone(&m)?;
             self.state.frozen_backbone = Some(m);
         }
@@ -585,9 +589,9 @@ impl Trainer {
             && self.state.history.is_empty()
             && self.config.train.eval_before
         {
-            let started = self.note_baseline_start("the untrained network");
-            let e = self.evaluate_network()?;
-            self.note_baseline_done("untrained network", Some(&e.metrics), started);
+            let e = self.noted_baseline("untrained network", Self::evaluate_network, |e| {
+                Some(&e.metrics)
+            })?;
             let record = EpochRecord {
                 epoch: 0,
                 loss: None,
@@ -605,30 +609,32 @@ impl Trainer {
         Ok(Some(log))
     }
 
-    /// Says that a baseline's evaluation starts (it can take minutes on a large held-out set).
-    fn note_baseline_start(&self, what: &str) -> std::time::Instant {
+    /// Evaluates a baseline with `evaluate`, saying when it starts (it can take minutes on a
+    /// large held-out set), what it scored (`metrics` of the result) and how long it took.
+    fn noted_baseline<T, E>(
+        &mut self,
+        what: &str,
+        evaluate: E,
+        metrics: impl Fn(&T) -> Option<&dml_eval::Metrics>,
+    ) -> Result<T>
+    where
+        E: FnOnce(&mut Self) -> Result<T>,
+    {
         if let Some(mut o) = self.progress() {
             o.note(&format!(
-                "evaluating {what} on the held-out items (a baseline)"
+                "evaluating the {what} on the held-out items (a baseline)"
             ));
         }
-        std::time::Instant::now()
-    }
-
-    /// Says what a baseline scored and how long it took.
-    fn note_baseline_done(
-        &self,
-        what: &str,
-        metrics: Option<&dml_eval::Metrics>,
-        started: std::time::Instant,
-    ) {
+        let started = std::time::Instant::now();
+        let result = evaluate(self)?;
         if let Some(mut o) = self.progress() {
             o.note(&crate::observe::baseline_line(
                 what,
-                metrics,
+                metrics(&result),
                 started.elapsed().as_secs_f64(),
             ));
         }
+        Ok(result)
     }
 
     /// A completed epoch: its record (mean loss and tuples, the evaluation when due, the
