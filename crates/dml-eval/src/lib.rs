@@ -98,10 +98,10 @@
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
 //! timings). A leave-one-out set of 512 dimensions or more (raw images; below that the GEMM is
-//! too cheap for it to pay) with such a large R whose candidate lists fit 4 GiB (those of the
-//! blocks in hand at once, about 0.4 of `n · R · 10` bytes: 1.0 GB for 35,000 items in
-//! classes of 7,000, of which 0.5 GB was used when measured) is searched through the
-//! symmetry of its distances instead ([`dml_kernels::knn_self_blocks`]: each distance tile
+//! too cheap for it to pay) with such a large R whose candidate lists would fit 4 GiB all at once
+//! (about `n · R · 12` bytes, 2.9 GB for 35,000 items in classes of 7,000; only the lists of
+//! the blocks in hand are held, about 1.0 GB there, 0.55 GB peak RSS measured) is searched
+//! through the symmetry of its distances instead ([`dml_kernels::knn_self_blocks`]: each distance tile
 //! computed once for both of its points, half the GEMM work), the same scores bit for bit.
 //! [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
 //! largest K. The scores over the whole ranking (mean average precision and mean reciprocal

@@ -469,9 +469,7 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
             let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
             let (c0, c1) = (bj * SYM_TILE, ((bj + 1) * SYM_TILE).min(n));
             let (rows, cols) = (r1 - r0, c1 - c0);
-            tile.resize(rows * cols, 0.0);
-            let mut t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
-                .expect("the buffer holds rows × cols values");
+            let mut t = tile_view(tile, rows, cols);
             fill_keys(
                 metric,
                 (points.slice(s![r0..r1, ..]), f.slice(s![r0..r1])),
@@ -694,9 +692,7 @@ fn cut_offs(
         |tile, (b, out)| {
             let r0 = b * QUERY_BLOCK;
             let rows = out.len();
-            tile.resize(rows * m, 0.0);
-            let t = ArrayViewMut2::from_shape((rows, m), &mut tile[..rows * m])
-                .expect("the buffer holds rows × m values");
+            let t = tile_view(tile, rows, m);
             fill_keys(
                 metric,
                 (
@@ -1143,9 +1139,7 @@ fn search_symmetric_select(
                 |(tile, stage, stash), bj| {
                     let (r0, c0) = (step * SYM_TILE, bj * SYM_TILE);
                     let (rows, cols) = (block_rows(step), block_rows(bj));
-                    tile.resize(rows * cols, 0.0);
-                    let t = ArrayViewMut2::from_shape((rows, cols), &mut tile[..rows * cols])
-                        .expect("the buffer holds rows × cols values");
+                    let t = tile_view(tile, rows, cols);
                     fill_keys(
                         metric,
                         (
@@ -1466,9 +1460,7 @@ fn scan_task(
     } else {
         REF_BLOCK.min(p1 - p0)
     };
-    ws.tile.resize(rows * cols, 0.0);
-    let mut tile = ArrayViewMut2::from_shape((rows, cols), &mut ws.tile[..rows * cols])
-        .expect("the buffer holds rows × cols values");
+    let mut tile = tile_view(&mut ws.tile, rows, cols);
     let mut row_buf = Vec::new();
     for r0 in (p0..p1).step_by(REF_BLOCK) {
         let r1 = (r0 + REF_BLOCK).min(p1);
@@ -1513,6 +1505,13 @@ fn scan_task(
         }
     }
     lens
+}
+
+/// `buf`, resized to `rows · cols` values, as a `rows × cols` tile (a buffer reused across tiles).
+fn tile_view(buf: &mut Vec<f32>, rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    buf.resize(rows * cols, 0.0);
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols])
+        .expect("the buffer holds rows × cols values")
 }
 
 /// The keys of every pair of a block of rows `a` and a block of rows `b` (with their
