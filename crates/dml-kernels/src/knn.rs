@@ -11,6 +11,7 @@ use crate::{
     Error, Metric, Result, check,
     gemm::gemm_nt,
     pairwise::{finish, gemm_alpha, row_factors},
+    tile::{code, keep_below, transpose},
 };
 
 /// Queries per block (one rayon task).
@@ -325,15 +326,6 @@ fn radix_sort_by_key<'a>(codes: &'a mut [u64], spare: &'a mut Vec<u64>) -> &'a [
         std::mem::swap(&mut src, &mut dst);
     }
     src
-}
-
-/// Packs a key and an index into one `u64` whose integer order is the order by key, then index
-/// (`-0.0` and `0.0` are one key, as for [`cmp_key`]).
-#[inline]
-fn code(key: f32, id: u32) -> u64 {
-    let bits = (key + 0.0).to_bits();
-    let mask = (((bits as i32) >> 31) as u32) | 0x8000_0000;
-    (u64::from(bits ^ mask) << 32) | u64::from(id)
 }
 
 /// The key of a [`code`] (`0.0` for a zero key).
@@ -715,16 +707,6 @@ fn cut_offs(
     cuts
 }
 
-/// Bit `t` set where `keys[t] <= cuts[t]` (up to 16 lanes; the comparison vectorises).
-#[inline]
-fn below_mask(keys: &[f32], cuts: &[f32]) -> u32 {
-    let mut mask = 0u32;
-    for (t, (&x, &c)) in keys.iter().zip(cuts).enumerate() {
-        mask |= u32::from(x <= c) << t;
-    }
-    mask
-}
-
 /// Codes per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
 /// that the sort's passes read them at the speed of a stream (2 KiB chunks cost the sort twice
 /// the time of its first pass, measured). The unit tests take 64, so that their small lists
@@ -816,6 +798,23 @@ impl Default for RowList {
 }
 
 impl RowList {
+    /// Codes in the chunk being filled, and room left in it (`0` when there is none).
+    fn tail_fill(&self) -> (usize, usize) {
+        let in_tail = self.len - self.full.len() * LIST_CHUNK;
+        let room = if self.tail.is_some() {
+            LIST_CHUNK - in_tail
+        } else {
+            0
+        };
+        (in_tail, room)
+    }
+
+    /// Starts a new chunk to fill (the one being filled, if any, is full).
+    fn next_chunk(&mut self, stash: &mut Stash<'_>) {
+        let filled = self.tail.replace(stash.take());
+        self.full.extend(filled);
+    }
+
     /// Appends `codes`.
     fn extend(&mut self, codes: &[u64], stash: &mut Stash<'_>) {
         let (lo, hi) = codes.iter().fold((self.lo, self.hi), |(lo, hi), &c| {
@@ -825,19 +824,48 @@ impl RowList {
         (self.lo, self.hi) = (lo, hi);
         let mut rest = codes;
         while !rest.is_empty() {
-            let at = self.len % LIST_CHUNK;
-            let tail = match &mut self.tail {
-                Some(tail) if at > 0 => tail,
-                _ => {
-                    let filled = self.tail.replace(stash.take());
-                    self.full.extend(filled);
-                    self.tail.as_mut().expect("just put there")
-                }
-            };
-            let n = (LIST_CHUNK - at).min(rest.len());
+            let (at, room) = self.tail_fill();
+            if room == 0 {
+                self.next_chunk(stash);
+                continue;
+            }
+            let n = room.min(rest.len());
+            let tail = self.tail.as_mut().expect("a chunk with room");
             tail[at..at + n].copy_from_slice(&rest[..n]);
             self.len += n;
             rest = &rest[n..];
+        }
+    }
+
+    /// Appends the [`code`]s of the keys of `keys` at or below `cut` (indices `id0..`),
+    /// written straight into the chunk being filled while it has room for them all.
+    fn keep_below(&mut self, keys: &[f32], cut: f32, id0: usize, stash: &mut Stash<'_>) {
+        /// Keys filtered through a small buffer once the chunk has less room than that.
+        const SMALL: usize = 64;
+        let mut from = 0;
+        while from < keys.len() {
+            let left = keys.len() - from;
+            let id = (id0 + from) as u32;
+            let (mut at, mut room) = self.tail_fill();
+            if room < left && room < SMALL {
+                if room > 0 {
+                    let part = &keys[from..from + left.min(SMALL)];
+                    let mut buf = [0u64; SMALL];
+                    let kept = keep_below(part, cut, id, &mut buf);
+                    self.extend(&buf[..kept.n], stash);
+                    from += part.len();
+                    continue;
+                }
+                self.next_chunk(stash);
+                (at, room) = (0, LIST_CHUNK);
+            }
+            let tail = self.tail.as_mut().expect("a chunk with room");
+            let part = &keys[from..from + left.min(room)];
+            let kept = keep_below(part, cut, id, &mut tail[at..]);
+            self.len += kept.n;
+            self.lo = self.lo.min(kept.lo);
+            self.hi = self.hi.max(kept.hi);
+            from += part.len();
         }
     }
 
@@ -867,13 +895,9 @@ impl RowList {
     }
 }
 
-/// Lanes of the cut-off comparisons ([`below_mask`]).
-const LANES: usize = 16;
-
 /// Appends to the rows' candidate lists the [`code`]s of the keys of `tile` (`lists.len()` rows
 /// of `cols` keys, columns `c0..`) at or below each row's cut-off (`cuts`), leaving out the
-/// diagonal when the tile is on it. `stage` holds a row's codes on their way.
-#[allow(clippy::too_many_arguments)]
+/// diagonal when the tile is on it.
 fn keep_rows_below_cut(
     tile: &[f32],
     cols: usize,
@@ -881,60 +905,35 @@ fn keep_rows_below_cut(
     cuts: &[f32],
     diagonal: bool,
     lists: &mut [RowList],
-    stage: &mut Vec<u64>,
     stash: &mut Stash<'_>,
 ) {
-    stage.resize(cols, 0);
     for (i, ((keys, list), &cut)) in tile.chunks(cols).zip(lists).zip(cuts).enumerate() {
-        let cut = [cut; LANES];
-        let mut kept = 0;
-        for (c, chunk) in keys.chunks(LANES).enumerate() {
-            let mut mask = below_mask(chunk, &cut);
-            if diagonal && i / LANES == c {
-                mask &= !(1 << (i % LANES));
-            }
-            while mask != 0 {
-                let t = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                stage[kept] = code(chunk[t], (c0 + c * LANES + t) as u32);
-                kept += 1;
-            }
+        if diagonal {
+            list.keep_below(&keys[..i], cut, c0, stash);
+            list.keep_below(&keys[i + 1..], cut, c0 + i + 1, stash);
+        } else {
+            list.keep_below(keys, cut, c0, stash);
         }
-        list.extend(&stage[..kept], stash);
     }
 }
 
 /// Appends to the columns' candidate lists the [`code`]s of the keys of `tile` (`rows` rows,
-/// rows `r0..`, of `lists.len()` keys) at or below each column's cut-off (`cuts`), a strip of
-/// [`LANES`] columns at a time. `stage` holds a strip's codes on their way.
+/// rows `r0..`, of `lists.len()` keys) at or below each column's cut-off (`cuts`), through
+/// its transpose `by_col`.
 fn keep_cols_below_cut(
     tile: &[f32],
     rows: usize,
     r0: usize,
     cuts: &[f32],
     lists: &mut [RowList],
-    stage: &mut Vec<u64>,
+    by_col: &mut Vec<f32>,
     stash: &mut Stash<'_>,
 ) {
     let cols = lists.len();
-    stage.resize(LANES * rows, 0);
-    for (c, (strip, cut)) in lists.chunks_mut(LANES).zip(cuts.chunks(LANES)).enumerate() {
-        let j0 = c * LANES;
-        let mut kept = [0usize; LANES];
-        for i in 0..rows {
-            let keys = &tile[i * cols + j0..i * cols + j0 + strip.len()];
-            let mut mask = below_mask(keys, cut);
-            let id = (r0 + i) as u32;
-            while mask != 0 {
-                let t = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                stage[t * rows + kept[t]] = code(keys[t], id);
-                kept[t] += 1;
-            }
-        }
-        for (t, list) in strip.iter_mut().enumerate() {
-            list.extend(&stage[t * rows..t * rows + kept[t]], stash);
-        }
+    by_col.resize(rows * cols, 0.0);
+    transpose(tile, rows, cols, by_col);
+    for ((keys, list), &cut) in by_col.chunks(rows).zip(lists).zip(cuts) {
+        list.keep_below(keys, cut, r0, stash);
     }
 }
 
@@ -1136,7 +1135,7 @@ fn search_symmetric_select(
             }
             (step..nb).into_par_iter().for_each_init(
                 || (Vec::<f32>::new(), Vec::new(), Stash::new(&pool)),
-                |(tile, stage, stash), bj| {
+                |(tile, by_col, stash), bj| {
                     let (r0, c0) = (step * SYM_TILE, bj * SYM_TILE);
                     let (rows, cols) = (block_rows(step), block_rows(bj));
                     let t = tile_view(tile, rows, cols);
@@ -1161,16 +1160,14 @@ fn search_symmetric_select(
                         let row_cuts = &cuts[r0..r0 + rows];
                         let lists = &mut row_lists[..rows];
                         let diagonal = bj == step;
-                        keep_rows_below_cut(
-                            tile, cols, c0, row_cuts, diagonal, lists, stage, stash,
-                        );
+                        keep_rows_below_cut(tile, cols, c0, row_cuts, diagonal, lists, stash);
                     }
                     if bj != step {
                         let mut col_lists =
                             from_above[bj].lock().unwrap_or_else(|e| e.into_inner());
                         let col_cuts = &cuts[c0..c0 + cols];
                         let lists = &mut col_lists[..];
-                        keep_cols_below_cut(tile, rows, r0, col_cuts, lists, stage, stash);
+                        keep_cols_below_cut(tile, rows, r0, col_cuts, lists, by_col, stash);
                     }
                 },
             );
@@ -1260,23 +1257,6 @@ fn sort_block(
         )
         .flatten()
         .collect()
-}
-
-/// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`), in 16 × 16 blocks: each
-/// block's rows of `dst` are written whole while its column of `src` stays in cache.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const B: usize = 16;
-    for i0 in (0..rows).step_by(B) {
-        let i1 = (i0 + B).min(rows);
-        for j0 in (0..cols).step_by(B) {
-            for j in j0..(j0 + B).min(cols) {
-                let dst_row = &mut dst[j * rows + i0..j * rows + i1];
-                for (d, i) in dst_row.iter_mut().zip(i0..i1) {
-                    *d = src[i * cols + j];
-                }
-            }
-        }
-    }
 }
 
 /// The shape of a search: how queries and references are cut into tasks.

@@ -47,6 +47,7 @@ mod normalize;
 mod pairwise;
 #[cfg(feature = "tch")]
 pub mod tensor;
+mod tile;
 
 pub use crate::{
     error::{Error, Result},
