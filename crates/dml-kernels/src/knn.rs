@@ -477,9 +477,9 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
                 transposed.resize(rows * cols, 0.0);
                 transpose(
                     &tile[..rows * cols],
-                    rows,
-                    cols,
+                    (rows, cols),
                     &mut transposed[..rows * cols],
+                    rows,
                 );
                 let mut buf = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
                 offer_all(&mut buf, &transposed[..rows * cols], rows, r0, None);
@@ -897,7 +897,9 @@ impl RowList {
 
 /// Appends to the rows' candidate lists the [`code`]s of the keys of `tile` (`lists.len()` rows
 /// of `cols` keys, columns `c0..`) at or below each row's cut-off (`cuts`), leaving out the
-/// diagonal when the tile is on it.
+/// diagonal when the tile is on it; with `by_col`, also writes the tile's transpose there, a
+/// band of 16 rows at a time right after their keys were read (so the tile is read once).
+#[allow(clippy::too_many_arguments)]
 fn keep_rows_below_cut(
     tile: &[f32],
     cols: usize,
@@ -906,32 +908,47 @@ fn keep_rows_below_cut(
     diagonal: bool,
     lists: &mut [RowList],
     stash: &mut Stash<'_>,
+    mut by_col: Option<&mut Vec<f32>>,
 ) {
-    for (i, ((keys, list), &cut)) in tile.chunks(cols).zip(lists).zip(cuts).enumerate() {
-        if diagonal {
-            list.keep_below(&keys[..i], cut, c0, stash);
-            list.keep_below(&keys[i + 1..], cut, c0 + i + 1, stash);
-        } else {
-            list.keep_below(keys, cut, c0, stash);
+    const BAND: usize = 16;
+    let rows = lists.len();
+    if let Some(t) = by_col.as_deref_mut() {
+        t.resize(rows * cols, 0.0);
+    }
+    for (band, (lists, cuts)) in lists.chunks_mut(BAND).zip(cuts.chunks(BAND)).enumerate() {
+        let i0 = band * BAND;
+        let keys = &tile[i0 * cols..(i0 + lists.len()) * cols];
+        for (i, ((keys, list), &cut)) in keys
+            .chunks(cols)
+            .zip(lists.iter_mut())
+            .zip(cuts)
+            .enumerate()
+        {
+            let own = i0 + i;
+            if diagonal {
+                list.keep_below(&keys[..own], cut, c0, stash);
+                list.keep_below(&keys[own + 1..], cut, c0 + own + 1, stash);
+            } else {
+                list.keep_below(keys, cut, c0, stash);
+            }
+        }
+        if let Some(t) = by_col.as_deref_mut() {
+            transpose(keys, (lists.len(), cols), &mut t[i0..], rows);
         }
     }
 }
 
-/// Appends to the columns' candidate lists the [`code`]s of the keys of `tile` (`rows` rows,
-/// rows `r0..`, of `lists.len()` keys) at or below each column's cut-off (`cuts`), through
-/// its transpose `by_col`.
+/// Appends to the columns' candidate lists the [`code`]s of the keys of `by_col` (the tile's
+/// transpose, `lists.len()` columns of `rows` keys, rows `r0..`) at or below each column's
+/// cut-off (`cuts`).
 fn keep_cols_below_cut(
-    tile: &[f32],
+    by_col: &[f32],
     rows: usize,
     r0: usize,
     cuts: &[f32],
     lists: &mut [RowList],
-    by_col: &mut Vec<f32>,
     stash: &mut Stash<'_>,
 ) {
-    let cols = lists.len();
-    by_col.resize(rows * cols, 0.0);
-    transpose(tile, rows, cols, by_col);
     for ((keys, list), &cut) in by_col.chunks(rows).zip(lists).zip(cuts) {
         list.keep_below(keys, cut, r0, stash);
     }
@@ -1160,14 +1177,17 @@ fn search_symmetric_select(
                         let row_cuts = &cuts[r0..r0 + rows];
                         let lists = &mut row_lists[..rows];
                         let diagonal = bj == step;
-                        keep_rows_below_cut(tile, cols, c0, row_cuts, diagonal, lists, stash);
+                        let by_col = (!diagonal).then_some(&mut *by_col);
+                        keep_rows_below_cut(
+                            tile, cols, c0, row_cuts, diagonal, lists, stash, by_col,
+                        );
                     }
                     if bj != step {
                         let mut col_lists =
                             from_above[bj].lock().unwrap_or_else(|e| e.into_inner());
                         let col_cuts = &cuts[c0..c0 + cols];
                         let lists = &mut col_lists[..];
-                        keep_cols_below_cut(tile, rows, r0, col_cuts, lists, by_col, stash);
+                        keep_cols_below_cut(by_col, rows, r0, col_cuts, lists, stash);
                     }
                 },
             );

@@ -53,39 +53,43 @@ pub(crate) fn keep_below(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> K
     keep_below_portable(keys, cut, id0, out)
 }
 
-/// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`).
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+/// Writes the transpose of `src` (`rows × cols`) into `dst`, whose rows are `stride` apart:
+/// `dst[j * stride + i] = src[i * cols + j]` (a band of rows of a larger transpose when
+/// `stride > rows`).
+pub(crate) fn transpose(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32], stride: usize) {
     assert!(
-        src.len() >= rows * cols && dst.len() >= rows * cols,
-        "transpose: {rows} × {cols} from {} into {} values",
+        src.len() >= rows * cols
+            && stride >= rows
+            && (cols == 0 || dst.len() >= (cols - 1) * stride + rows),
+        "transpose: {rows} × {cols} from {} values into {} with rows {stride} apart",
         src.len(),
         dst.len()
     );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked above); the lengths are checked above.
-        unsafe { avx512::transpose(src, rows, cols, dst) };
+        unsafe { avx512::transpose(src, (rows, cols), dst, stride) };
         return;
     }
-    transpose_part(src, (rows, cols), dst, 0..rows, 0..cols);
+    transpose_part(src, (rows, cols), (dst, stride), 0..rows, 0..cols);
 }
 
-/// The portable transpose of the rows `is` and columns `js` of `src` (`rows × cols`) into `dst`
-/// (`cols × rows`), in 16 × 16 blocks: each block's rows of `dst` are written whole while its
-/// column of `src` stays in cache.
+/// The portable [`transpose`] of the rows `is` and columns `js` of `src`, in 16 × 16 blocks:
+/// each block's rows of `dst` are written whole while its column of `src` stays in cache.
 fn transpose_part(
     src: &[f32],
     (rows, cols): (usize, usize),
-    dst: &mut [f32],
+    (dst, stride): (&mut [f32], usize),
     is: Range<usize>,
     js: Range<usize>,
 ) {
+    debug_assert!(is.end <= rows);
     const B: usize = 16;
     for i0 in is.clone().step_by(B) {
         let i1 = (i0 + B).min(is.end);
         for j0 in js.clone().step_by(B) {
             for j in j0..(j0 + B).min(js.end) {
-                let dst_row = &mut dst[j * rows + i0..j * rows + i1];
+                let dst_row = &mut dst[j * stride + i0..j * stride + i1];
                 for (d, i) in dst_row.iter_mut().zip(i0..i1) {
                     *d = src[i * cols + j];
                 }
@@ -132,9 +136,15 @@ mod avx512 {
     /// edges by the portable loop.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, and `src` and `dst` must hold `rows * cols` values.
+    /// The CPU must support AVX-512F, `src` must hold `rows * cols` values and `dst`
+    /// `(cols - 1) * stride + rows`, with `stride >= rows`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn transpose(
+        src: &[f32],
+        (rows, cols): (usize, usize),
+        dst: &mut [f32],
+        stride: usize,
+    ) {
         let (full_rows, full_cols) = (rows / 16 * 16, cols / 16 * 16);
         for i0 in (0..full_rows).step_by(16) {
             for j0 in (0..full_cols).step_by(16) {
@@ -174,14 +184,22 @@ mod avx512 {
                     ];
                     for (j, v) in out {
                         // SAFETY: row j0 + j of `dst` holds columns i0..i0 + 16.
-                        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add((j0 + j) * rows + i0), v) };
+                        unsafe {
+                            _mm512_storeu_ps(dst.as_mut_ptr().add((j0 + j) * stride + i0), v)
+                        };
                     }
                 }
             }
         }
         // The last columns of the whole row blocks, then the last rows.
-        transpose_part(src, (rows, cols), dst, 0..full_rows, full_cols..cols);
-        transpose_part(src, (rows, cols), dst, full_rows..rows, 0..cols);
+        transpose_part(
+            src,
+            (rows, cols),
+            (dst, stride),
+            0..full_rows,
+            full_cols..cols,
+        );
+        transpose_part(src, (rows, cols), (dst, stride), full_rows..rows, 0..cols);
     }
 
     /// [`super::keep_below`] with AVX-512F: sixteen keys compared at once, their codes built
@@ -309,8 +327,8 @@ mod tests {
     }
 
     #[test]
-    fn transpose_equals_the_definition_for_ragged_shapes() {
-        for (rows, cols) in [
+    fn transpose_equals_the_definition_for_ragged_shapes_and_strides() {
+        let shapes = [
             (0, 5),
             (1, 1),
             (16, 16),
@@ -318,22 +336,45 @@ mod tests {
             (48, 20),
             (512, 184),
             (3, 64),
-        ] {
-            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let mut dst = vec![f32::NAN; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(
-                        dst[j * rows + i],
-                        src[i * cols + j],
-                        "{rows} x {cols} at {i}, {j}"
+        ];
+        for (rows, cols) in shapes {
+            for pad in [0usize, 5, 16] {
+                let stride = rows + pad;
+                let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+                let len = (cols * stride).saturating_sub(pad);
+                let mut dst = vec![f32::NAN; len];
+                transpose(&src, (rows, cols), &mut dst, stride);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        assert_eq!(
+                            dst[j * stride + i],
+                            src[i * cols + j],
+                            "{rows}x{cols} {i},{j}"
+                        );
+                    }
+                }
+                // The padding between rows is left alone.
+                for j in 0..cols.saturating_sub(1) {
+                    assert!(
+                        dst[j * stride + rows..(j + 1) * stride]
+                            .iter()
+                            .all(|v| v.is_nan())
                     );
                 }
+                let mut portable = vec![f32::NAN; len];
+                transpose_part(
+                    &src,
+                    (rows, cols),
+                    (&mut portable, stride),
+                    0..rows,
+                    0..cols,
+                );
+                let same = portable
+                    .iter()
+                    .zip(&dst)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{rows}x{cols} stride {stride}");
             }
-            let mut portable = vec![f32::NAN; rows * cols];
-            transpose_part(&src, (rows, cols), &mut portable, 0..rows, 0..cols);
-            assert_eq!(portable, dst);
         }
     }
 
