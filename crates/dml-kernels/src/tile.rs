@@ -46,8 +46,10 @@ pub(crate) fn keep_below(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> K
         keys.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above); the length is checked above.
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("popcnt")
+    {
+        // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the length is checked above.
         return unsafe { avx512::keep_below(keys, cut, id0, out) };
     }
     keep_below_portable(keys, cut, id0, out)
@@ -206,8 +208,8 @@ mod avx512 {
     /// in two vectors of eight, each compressed to its kept lanes and stored with a mask.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, and `out.len() >= keys.len()`.
-    #[target_feature(enable = "avx512f")]
+    /// The CPU must support AVX-512F and POPCNT, and `out.len() >= keys.len()`.
+    #[target_feature(enable = "avx512f,popcnt")]
     pub(super) unsafe fn keep_below(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> Kept {
         let cut = _mm512_set1_ps(cut);
         let sign = _mm512_set1_epi32(i32::MIN);
