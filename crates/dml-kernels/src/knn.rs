@@ -509,7 +509,9 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
 /// Columns sampled per row to estimate the cut-off of its best `k` in the large-k symmetric
 /// search ([`knn_self_blocks`]).
 const CUT_SAMPLE: usize = 1024;
-/// Standard deviations of margin above the sample's expected rank of the k-th key: a row whose
+/// Standard deviations of margin above the sample's expected rank of the k-th key (of the
+/// binomial count of sampled keys at or below it; `√(m·q)` before, which overstates the spread
+/// by `1/√(1 − q)`, 12 % at q = k/n = 0.2, and cost as many surplus candidates): a row whose
 /// cut-off still falls below its k-th key (about one row in a thousand) is searched again.
 const CUT_SIGMAS: f64 = 3.0;
 
@@ -644,8 +646,10 @@ fn uses_symmetric_selection(n: usize, k: usize, d: usize) -> bool {
 /// The sample's rank (0-based) of a row's cut-off, or `None` for no cut-off (keep everything).
 fn cut_rank(n: usize, k: usize, sigmas: f64) -> Option<usize> {
     let m = CUT_SAMPLE.min(n);
-    let expected = k as f64 * m as f64 / (n - 1) as f64;
-    let rank = (expected + sigmas * expected.sqrt() + 2.0).max(0.0) as usize;
+    // Of m sampled keys, the number at or below the row's k-th is binomial (m, q).
+    let q = k as f64 / (n - 1) as f64;
+    let expected = q * m as f64;
+    let rank = (expected + sigmas * (expected * (1.0 - q)).sqrt() + 2.0).max(0.0) as usize;
     // One sample key may be the row's own (left out as +inf).
     (rank + 1 < m).then_some(rank)
 }
@@ -1811,9 +1815,11 @@ mod tests {
     /// it would reach the whole sample.
     #[test]
     fn cut_rank_has_its_margin() {
-        // 35,000 rows, k = 6,999: expected rank 6,999 · 1,024 / 34,999 = 204.8, plus 3 · 14.3
-        // plus 2.
-        assert_eq!(cut_rank(35_000, 6_999, 3.0), Some(249));
+        // 35,000 rows, k = 6,999: q = 6,999 / 34,999 = 0.19998, expected rank 1,024 q = 204.78,
+        // plus 3 · √(204.78 · 0.80002) = 3 · 12.80, plus 2: 245.2.
+        assert_eq!(cut_rank(35_000, 6_999, 3.0), Some(245));
+        // A small k: q = 99 / 99,999, expected 1.014, plus 3 · √(1.014 · 0.999) = 3.02, plus 2.
+        assert_eq!(cut_rank(100_000, 99, 3.0), Some(6));
         assert_eq!(cut_rank(1_100, 1_099, 3.0), None);
         assert_eq!(cut_rank(35_000, 6_999, -1e9), Some(0));
     }
