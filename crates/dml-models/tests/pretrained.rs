@@ -45,17 +45,24 @@ fn weights(name: &str) -> PathBuf {
     path
 }
 
-/// Checks one network against its fixture entry: against PyTorch computing channels-last, as
-/// dml does on the CPU, everything to 1e-5 of a tensor's scale in both modes. Against PyTorch's
-/// default channels-first layout, whose float32 sums run in another order, evaluation mode to
-/// 1e-5 and training-mode features and statistics to 1e-4; training-mode gradients are not
-/// compared there, because PyTorch's two layouts do not agree on them either: batch norm's batch
+/// Checks one network against its fixture entry, in both of PyTorch's layouts: evaluation mode
+/// (features and every gradient) to 1e-5 of a tensor's scale, training-mode features and
+/// statistics to 1e-4. Training-mode gradients are not compared by default: batch norm's batch
 /// statistics over 4 items (16 values a channel in the last stage) carry the rounding through
-/// every layer of the backward pass, and some gradients nearly cancel (measured between
-/// PyTorch's own layouts: the stem's gradient sum -29.1 against -102.1).
+/// every layer of the backward pass and some gradients nearly cancel, so they depend on the
+/// order of float32 sums, which differs between PyTorch's two layouts (the stem's gradient sum
+/// -29.1 against -102.1) and, in one layout, between CPUs: PyTorch 2.13 computing channels-last
+/// on the CPU that made the fixture and on the 2026-12-06 test machine gave training-mode
+/// gradients up to 0.5 of a tensor's scale apart (and statistics 8e-5 apart), while dml and
+/// PyTorch on one CPU agree to 1e-5. To check them too, make the fixture on the machine that
+/// runs the test (`.venv-ref/bin/python scripts/fixtures/dml-models_pretrained.py`) and set
+/// `DML_FIXTURE_SAME_CPU=1`: channels-last is then held to 1e-5 in everything, gradients of
+/// training mode included.
 fn check(config: ModelConfig, key: &str) {
     let _torch = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    check_layout(&config, key, "channels_last", 1e-5, true);
+    let same_cpu = std::env::var_os("DML_FIXTURE_SAME_CPU").is_some();
+    let tol = if same_cpu { 1e-5 } else { 1e-4 };
+    check_layout(&config, key, "channels_last", tol, same_cpu);
     check_layout(&config, key, "channels_first", 1e-4, false);
 }
 
