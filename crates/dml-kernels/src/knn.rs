@@ -1704,7 +1704,9 @@ mod tests {
     /// the k-th key, so that every row is searched again.
     #[test]
     fn symmetric_selection_equals_the_general_search_whatever_the_cut_offs() {
-        for (ints, d) in [(true, 3), (false, 9)] {
+        // Both versions of the per-key loops (AVX-512 where the CPU has it, portable).
+        for (portable, ints, d) in [(false, true, 3), (false, false, 9), (true, true, 3)] {
+            crate::tile::FORCE_PORTABLE.store(portable, Ordering::Relaxed);
             let x = points(1_100, d, ints, 99);
             for metric in Metric::ALL {
                 for k in [70, 1_099] {
@@ -1719,7 +1721,7 @@ mod tests {
                             indices.extend(nn.indices.iter().copied());
                             scores.extend(nn.scores.iter().map(|v| (v + 0.0).to_bits()));
                         });
-                        let what = format!("{metric} ints={ints} k={k} sigmas={sigmas}");
+                        let what = format!("{metric} ints={ints} k={k} sigmas={sigmas} {portable}");
                         assert_eq!(starts, vec![0, 512, 1_024], "{what}");
                         assert_eq!(
                             indices,
@@ -1733,6 +1735,7 @@ mod tests {
                 }
             }
         }
+        crate::tile::FORCE_PORTABLE.store(false, Ordering::Relaxed);
     }
 
     /// Over more blocks than the pool needs lists for at once: the blocks come out in order as

@@ -26,6 +26,24 @@ fn ordered(key: f32) -> u32 {
     bits ^ mask
 }
 
+/// Whether the AVX-512 versions run: the CPU has AVX-512F and POPCNT (and, in the unit tests,
+/// [`FORCE_PORTABLE`] is off).
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    #[cfg(test)]
+    if FORCE_PORTABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("popcnt")
+}
+
+/// Makes the unit tests run the portable versions, so that the searches' own tests cover both
+/// on a CPU with AVX-512 (the outputs are the same by design, so a test running meanwhile is not
+/// disturbed).
+#[cfg(test)]
+pub(crate) static FORCE_PORTABLE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// What [`keep_below`] kept: how many codes, and the smallest and largest of their
 /// [`ordered`] keys (`u32::MAX` and `0` when none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,9 +64,7 @@ pub(crate) fn keep_below(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> K
         keys.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("popcnt")
-    {
+    if avx512() {
         // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the length is checked above.
         return unsafe { avx512::keep_below(keys, cut, id0, out) };
     }
@@ -68,7 +84,7 @@ pub(crate) fn transpose(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f3
         dst.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if avx512() {
         // SAFETY: the CPU has AVX-512F (checked above); the lengths are checked above.
         unsafe { avx512::transpose(src, (rows, cols), dst, stride) };
         return;
