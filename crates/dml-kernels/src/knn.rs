@@ -11,7 +11,7 @@ use crate::{
     Error, Metric, Result, check,
     gemm::gemm_nt,
     pairwise::{finish, gemm_alpha, row_factors},
-    tile::{code, keep_below, transpose},
+    tile::{code, keep_below, prefetch, prefetch_start, transpose},
 };
 
 /// Queries per block (one rayon task).
@@ -955,27 +955,6 @@ fn keep_cols_below_cut(
 ) {
     for ((keys, list), &cut) in by_col.chunks(rows).zip(lists).zip(cuts) {
         list.keep_below(keys, cut, r0, stash);
-    }
-}
-
-/// Asks for the cache line at `p` (any address: a prefetch never faults, and a pointer past
-/// a list's end just fetches a line nobody reads).
-#[inline(always)]
-fn prefetch(p: *const u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of the x86-64 baseline, and a prefetch reads nothing the program
-    // sees, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Asks for the first kilobyte of a list's chunk.
-fn prefetch_start(part: &[u64]) {
-    for off in (0..part.len().min(128)).step_by(8) {
-        prefetch(part[off..].as_ptr());
     }
 }
 
