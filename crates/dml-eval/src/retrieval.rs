@@ -141,17 +141,10 @@ impl Plan {
         let precision_sum = |depth: usize| -> (f64, usize) {
             let n = hits.partition_point(|&h| h as usize <= depth);
             let mut lanes = [0.0f64; 8];
-            let whole = hits[..n].chunks_exact(8);
-            let rest = whole.remainder();
-            let mut before = 0usize;
-            for chunk in whole {
+            for (c, chunk) in hits[..n].chunks(8).enumerate() {
                 for (l, (lane, &h)) in lanes.iter_mut().zip(chunk).enumerate() {
-                    *lane += (before + l + 1) as f64 / f64::from(h);
+                    *lane += (8 * c + l + 1) as f64 / f64::from(h);
                 }
-                before += 8;
-            }
-            for (l, (lane, &h)) in lanes.iter_mut().zip(rest).enumerate() {
-                *lane += (before + l + 1) as f64 / f64::from(h);
             }
             (lanes.iter().fold(0.0, |a, &b| a + b), n)
         };
