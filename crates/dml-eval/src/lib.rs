@@ -101,8 +101,10 @@
 //! too cheap for it to pay) with such a large R whose candidate lists would fit 4 GiB all at once
 //! (about `n · R · 12` bytes, 2.9 GB for 35,000 items in classes of 7,000; only the lists of
 //! the blocks in hand are held, about 1.0 GB there, 0.55 GB peak RSS measured) is searched
-//! through the symmetry of its distances instead ([`dml_kernels::knn_self_blocks`]: each distance tile
-//! computed once for both of its points, half the GEMM work), the same scores bit for bit.
+//! through the symmetry of its distances instead ([`dml_kernels::knn_self_fold`]: each distance
+//! tile computed once for both of its points, half the GEMM work, and each query scored as soon
+//! as its candidates are sorted, so no neighbour list is written out), the same scores bit for
+//! bit.
 //! [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
 //! largest K. The scores over the whole ranking (mean average precision and mean reciprocal
 //! rank at the default depth) need the rank of every same-class item instead: the query ×
@@ -164,7 +166,7 @@ const NEIGHBOUR_BUDGET: usize = 1 << 22;
 const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
 /// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
-/// ([`dml_kernels::knn_self_blocks`], half the GEMM work): 4 GiB, against
+/// ([`dml_kernels::knn_self_fold`], half the GEMM work): 4 GiB, against
 /// [`dml_kernels::knn_self_blocks_memory`]'s bound (every list at once, whatever the order of
 /// the items). 35,000 items in classes of 7,000 are bounded by 2.9 GB and hold about 1.0 GB
 /// (0.6 GB peak RSS measured for the whole evaluation; pytorch-metric-learning with faiss
@@ -600,23 +602,32 @@ fn score_neighbours(
             .is_some_and(|b| b <= SYMMETRIC_BUDGET)
     {
         let mut acc = Accumulator::new(plan);
-        dml_kernels::knn_self_blocks(metric, query, k, &mut |start, nn| {
-            let chunk_accs = score_block(
-                plan,
-                query_labels,
-                reference_labels,
-                r_of,
-                start,
-                &nn.indices,
-            );
-            let before = std::mem::replace(&mut acc, Accumulator::new(plan));
-            acc = chunk_accs.into_iter().fold(before, Accumulator::merge);
-            on_progress(Progress::Searched {
-                done: start + nn.indices.nrows(),
-                total: n_query,
-                k,
-            });
-        })?;
+        // Each row is scored on the worker that sorted its neighbours, in chunks of
+        // SCORE_CHUNK rows merged in order: the same chunks, and bits, as score_block's.
+        dml_kernels::knn_self_fold(
+            metric,
+            query,
+            k,
+            SCORE_CHUNK,
+            &|| (Accumulator::new(plan), Vec::new()),
+            &|(chunk_acc, hits), q, nn| {
+                let label = query_labels[q];
+                let labels = nn.iter().map(|&j| reference_labels[j as usize]);
+                chunk_acc.add_neighbours(plan, label, r_of(label), labels, hits);
+            },
+            &mut |done, chunks| {
+                let before = std::mem::replace(&mut acc, Accumulator::new(plan));
+                acc = chunks
+                    .into_iter()
+                    .map(|(a, _)| a)
+                    .fold(before, Accumulator::merge);
+                on_progress(Progress::Searched {
+                    done,
+                    total: n_query,
+                    k,
+                });
+            },
+        )?;
         return Ok(acc);
     }
     let whole = full_budget && n_query.saturating_mul(k + 1) <= WHOLE_SET_BUDGET;

@@ -72,6 +72,9 @@ pub enum Error {
     /// A streamed computation asked for bands of zero rows.
     #[error("band_rows must be at least 1, got 0")]
     ZeroBand,
+    /// A fold over rows asked for chunks of zero rows.
+    #[error("chunk must be at least 1 row, got 0")]
+    ZeroChunk,
     /// An empty input where at least one row is needed.
     #[error("{0} has no rows")]
     Empty(&'static str),

@@ -560,10 +560,23 @@ pub fn knn_self_blocks(
     check_k(k, points.nrows().saturating_sub(1))?;
     check_rows(points, "points")?;
     check::finite(points, "points")?;
+    if uses_symmetric_selection(points.nrows(), k, points.ncols()) {
+        symmetric_blocks(metric, points, k, CUT_SIGMAS, on_block);
+    } else {
+        general_blocks(metric, points, k, on_block);
+    }
+    Ok(())
+}
+
+/// [`knn_self_blocks`] where it does not take the symmetry.
+fn general_blocks(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    on_block: &mut dyn FnMut(usize, &Neighbours),
+) {
     let n = points.nrows();
-    if uses_symmetric_selection(n, k, points.ncols()) {
-        search_symmetric_select(metric, points, k, CUT_SIGMAS, on_block);
-    } else if use_selection(k, n) {
+    if use_selection(k, n) {
         // Large k, low dimension: block by block through the general search.
         for start in (0..n).step_by(SYM_TILE) {
             let end = (start + SYM_TILE).min(n);
@@ -582,6 +595,80 @@ pub fn knn_self_blocks(
                 },
             );
         }
+    }
+}
+
+/// Folds the [`knn_self`] neighbour indices of every row of `points` into per-chunk states on
+/// rayon's workers, for consumers that need each row's order of neighbours but not their
+/// scores (rank-based retrieval metrics): the rows are cut into chunks of `chunk` consecutive
+/// rows (starting at multiples of `chunk`); each chunk's state is made by `init` and given
+/// its rows in order by `add(state, row, indices)`, `indices` the row's `k` nearest other
+/// rows, closest first (row `row` of one [`knn_self`] call). On the calling thread,
+/// `on_chunks(done, states)` then receives the states of the next finished chunks in order,
+/// every row before `done` folded.
+///
+/// The search is [`knn_self_blocks`]'s, and so is its memory, less its output: where it takes
+/// the symmetry, each row is folded right after its candidates are sorted, on the worker that
+/// sorted them, beside the GEMM of the next tile row, so no block of neighbour lists or scores
+/// is written and read back.
+///
+/// With the same chunks, states and `add`, the states are the same whatever the thread count,
+/// which is what deterministic sums need (add in chunks, merge the chunks in order).
+///
+/// # Errors
+/// As [`knn_self`], and [`Error::ZeroChunk`] for `chunk = 0`.
+///
+/// ```
+/// use dml_kernels::{Metric, knn_self, knn_self_fold};
+/// use ndarray::array;
+///
+/// let x = array![[0.0_f32], [1.0], [3.0], [7.0], [8.0]];
+/// // The nearest neighbour of each row, chunk by chunk of two rows.
+/// let mut chunks = Vec::new();
+/// knn_self_fold(
+///     Metric::Euclidean,
+///     x.view(),
+///     2,
+///     2,
+///     &Vec::new,
+///     &|firsts: &mut Vec<u32>, _row, nn| firsts.push(nn[0]),
+///     &mut |_done, states| chunks.extend(states),
+/// )?;
+/// assert_eq!(chunks, vec![vec![1, 0], vec![1, 4], vec![3]]);
+/// # Ok::<(), dml_kernels::Error>(())
+/// ```
+pub fn knn_self_fold<T: Send>(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    chunk: usize,
+    init: &(dyn Fn() -> T + Sync),
+    add: &(dyn Fn(&mut T, usize, &[u32]) + Sync),
+    on_chunks: &mut dyn FnMut(usize, Vec<T>),
+) -> Result<()> {
+    if chunk == 0 {
+        return Err(Error::ZeroChunk);
+    }
+    check_k(k, points.nrows().saturating_sub(1))?;
+    check_rows(points, "points")?;
+    check::finite(points, "points")?;
+    let n = points.nrows();
+    if uses_symmetric_selection(n, k, points.ncols()) {
+        symmetric_fold(metric, points, k, CUT_SIGMAS, chunk, init, add, on_chunks);
+    } else {
+        let mut carry = None;
+        general_blocks(metric, points, k, &mut |start, nn| {
+            let rows = nn.n_queries();
+            let fill = |_: &mut (), i: usize, idx: &mut Vec<u32>| idx.extend(nn.indices.row(i));
+            let states = fold_chunks(
+                (n, start, rows, chunk),
+                &mut carry,
+                (init, add),
+                &|| (),
+                &fill,
+            );
+            on_chunks(start + rows, states);
+        });
     }
     Ok(())
 }
@@ -1115,12 +1202,14 @@ fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) 
 /// Keys are the same bits whichever point of a pair asks, and every key at or below a row's
 /// k-th key is among its candidates, so the lists are [`search`]'s. Returns the chunks the
 /// pool allocated.
-fn search_symmetric_select(
+fn search_symmetric_select<S: Send>(
     metric: Metric,
     points: ArrayView2<'_, f32>,
     k: usize,
     sigmas: f64,
-    on_block: &mut dyn FnMut(usize, &Neighbours),
+    state: &mut S,
+    sort: &SortBlock<'_, S>,
+    finish: &mut dyn FnMut(&mut S, usize, usize),
 ) -> usize {
     let n = points.nrows();
     let f = row_factors(metric, points);
@@ -1137,10 +1226,6 @@ fn search_symmetric_select(
     let workers = rayon::current_num_threads().max(1);
     let from_row: [Vec<Mutex<Vec<RowList>>>; 2] =
         std::array::from_fn(|_| (0..workers).map(|_| Mutex::new(lists(SYM_TILE))).collect());
-    let mut out = Neighbours {
-        indices: Array2::zeros((SYM_TILE.min(n), k)),
-        scores: Array2::zeros((SYM_TILE.min(n), k)),
-    };
     for step in 0..=nb {
         // Block `step - 1` is complete: its lists are taken out and sorted beside tile row
         // `step`.
@@ -1152,12 +1237,6 @@ fn search_symmetric_select(
             parts.extend(from_row[b % 2].iter().map(take));
             (b, parts)
         });
-        if let Some((b, _)) = done
-            && block_rows(b) < out.n_queries()
-        {
-            out.indices.slice_collapse(s![..block_rows(b), ..]);
-            out.scores.slice_collapse(s![..block_rows(b), ..]);
-        }
         let tiles = || {
             if step == nb {
                 return;
@@ -1204,12 +1283,12 @@ fn search_symmetric_select(
                 },
             );
         };
-        let sort = || {
-            done.as_ref().map_or_else(Vec::new, |(_, parts)| {
-                sort_block(metric, k, parts, &mut out.indices, &mut out.scores)
-            })
+        let sorted = || {
+            if let Some((b, parts)) = &done {
+                sort(state, b * SYM_TILE, block_rows(*b), parts);
+            }
         };
-        let ((), short) = rayon::join(tiles, sort);
+        rayon::join(tiles, sorted);
         let Some((b, mut parts)) = done else {
             continue;
         };
@@ -1224,34 +1303,229 @@ fn search_symmetric_select(
         for (slot, part) in from_row[b % 2].iter().zip(parts.drain(1..)) {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = part;
         }
-        let start = b * SYM_TILE;
-        if !short.is_empty() {
-            // One neighbour deeper among all points, then the row's own index dropped (or the
-            // last neighbour when it is not among them).
-            let rows: Vec<usize> = short.iter().map(|&i| start + i).collect();
-            let query = points.select(Axis(0), &rows);
-            let deeper = search(metric, query.view(), points, k + 1, None);
-            for (r, &i) in short.iter().enumerate() {
-                let own = (start + i) as u32;
-                let kept = deeper
-                    .indices
-                    .row(r)
-                    .iter()
-                    .zip(deeper.scores.row(r))
-                    .filter(|&(&j, _)| j != own)
-                    .take(k)
-                    .enumerate()
-                    .map(|(c, (&j, &v))| (c, j, v))
-                    .collect::<Vec<_>>();
-                for (c, j, v) in kept {
-                    out.indices[[i, c]] = j;
-                    out.scores[[i, c]] = v;
-                }
-            }
-        }
-        on_block(start, &out);
+        finish(state, b * SYM_TILE, block_rows(b));
     }
     pool.made.load(Ordering::Relaxed)
+}
+
+/// What [`search_symmetric_select`] does with a complete block: `(state, first row, rows,
+/// the rows' lists in parts)`.
+type SortBlock<'a, S> = dyn Fn(&mut S, usize, usize, &[Vec<RowList>]) + Sync + 'a;
+
+/// [`knn_self_fold`]'s `add`: `(chunk state, row, the row's neighbours)`.
+type AddRow<'a, T> = dyn Fn(&mut T, usize, &[u32]) + Sync + 'a;
+
+/// [`search_symmetric_select`] handing out whole blocks of neighbours and scores
+/// ([`knn_self_blocks`]).
+fn symmetric_blocks(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    sigmas: f64,
+    on_block: &mut dyn FnMut(usize, &Neighbours),
+) -> usize {
+    let rows = SYM_TILE.min(points.nrows());
+    let mut state = (
+        Neighbours {
+            indices: Array2::zeros((rows, k)),
+            scores: Array2::zeros((rows, k)),
+        },
+        Vec::new(),
+    );
+    search_symmetric_select(
+        metric,
+        points,
+        k,
+        sigmas,
+        &mut state,
+        &|(out, short): &mut (Neighbours, Vec<usize>), _, rows, parts| {
+            if rows < out.n_queries() {
+                out.indices.slice_collapse(s![..rows, ..]);
+                out.scores.slice_collapse(s![..rows, ..]);
+            }
+            *short = sort_block(metric, k, parts, &mut out.indices, &mut out.scores);
+        },
+        &mut |(out, short), start, _| {
+            if !short.is_empty() {
+                let rows: Vec<usize> = short.iter().map(|&i| start + i).collect();
+                let again = search_rows_again(metric, points, k, &rows);
+                for (r, &i) in short.iter().enumerate() {
+                    out.indices.row_mut(i).assign(&again.indices.row(r));
+                    out.scores.row_mut(i).assign(&again.scores.row(r));
+                }
+            }
+            on_block(start, out);
+        },
+    )
+}
+
+/// [`search_symmetric_select`] folding each row's neighbour indices into chunk states on the
+/// workers that sort them ([`knn_self_fold`]): no block of neighbour lists and no scores are
+/// written.
+#[allow(clippy::too_many_arguments)]
+fn symmetric_fold<T: Send>(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    sigmas: f64,
+    chunk: usize,
+    init: &(dyn Fn() -> T + Sync),
+    add: &(dyn Fn(&mut T, usize, &[u32]) + Sync),
+    on_chunks: &mut dyn FnMut(usize, Vec<T>),
+) -> usize {
+    let n = points.nrows();
+    let mut state: (Option<T>, Vec<T>) = (None, Vec::new());
+    search_symmetric_select(
+        metric,
+        points,
+        k,
+        sigmas,
+        &mut state,
+        &|(carry, complete): &mut (Option<T>, Vec<T>), start, rows, parts| {
+            let fill =
+                |(scratch, lists): &mut (SortScratch, Vec<_>), i: usize, idx: &mut Vec<u32>| {
+                    lists.clear();
+                    lists.extend(parts.iter().map(|p| &p[i]));
+                    if lists.iter().map(|l| l.len).sum::<usize>() < k {
+                        let again = search_rows_again(metric, points, k, &[start + i]);
+                        idx.extend(again.indices.iter());
+                    } else {
+                        let sorted = sort_first_k(lists, k, scratch);
+                        idx.extend(sorted.iter().map(|&c| c as u32));
+                        if metric == Metric::Euclidean {
+                            order_sqrt_ties(sorted, idx);
+                        }
+                    }
+                };
+            *complete = fold_chunks(
+                (n, start, rows, chunk),
+                carry,
+                (init, add),
+                &|| (SortScratch::default(), Vec::new()),
+                &fill,
+            );
+        },
+        &mut |(_, complete), start, rows| on_chunks(start + rows, std::mem::take(complete)),
+    )
+}
+
+/// Most bits apart (as [`code`]s order them) two keys can be and still have the same square
+/// root: 2, found by trying every float from 0 to four times the smallest normal one and from
+/// 1 to 4 (`sqrt(4x) = 2·sqrt(x)` exactly elsewhere). (`-0.0` and `0.0` are one key.)
+const SQRT_TIE_BITS: u32 = 2;
+
+/// [`keys_to_scores`]'s reordering for [`Metric::Euclidean`], from the sorted codes alone:
+/// each run of neighbours whose distinct keys (squared distances) have the same square root
+/// put back in index order in `ids` (the codes' indices). Only keys at most
+/// [`SQRT_TIE_BITS`] apart can; windows of 64 without such a pair (most) are passed over by one
+/// vectorised test, and no score is computed.
+fn order_sqrt_ties(codes: &[u64], ids: &mut [u32]) {
+    let n = codes.len();
+    let score = |i: usize| decode_key(codes[i]).sqrt();
+    let mut i = 1;
+    while i < n {
+        let end = (i + 64).min(n);
+        let close = codes[i - 1..end - 1]
+            .iter()
+            .zip(&codes[i..end])
+            .fold(false, |any, (a, b)| {
+                any | (((b >> 32) as u32).wrapping_sub((a >> 32) as u32) <= SQRT_TIE_BITS)
+            });
+        if !close {
+            i = end;
+            continue;
+        }
+        while i < end {
+            if score(i) == score(i - 1) {
+                let start = i - 1;
+                let mut stop = i + 1;
+                while stop < n && score(stop) == score(start) {
+                    stop += 1;
+                }
+                ids[start..stop].sort_unstable();
+                i = stop;
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The `k` nearest other points of the points `rows` through the general search, for rows
+/// whose cut-off fell below their k-th key: one neighbour deeper among all points, then the
+/// point's own index dropped (or the last neighbour when it is not among them).
+fn search_rows_again(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    k: usize,
+    rows: &[usize],
+) -> Neighbours {
+    let query = points.select(Axis(0), rows);
+    let deeper = search(metric, query.view(), points, k + 1, None);
+    let mut out = Neighbours {
+        indices: Array2::zeros((rows.len(), k)),
+        scores: Array2::zeros((rows.len(), k)),
+    };
+    for (r, &row) in rows.iter().enumerate() {
+        let own = row as u32;
+        let kept = deeper
+            .indices
+            .row(r)
+            .into_iter()
+            .zip(deeper.scores.row(r))
+            .filter(|&(&j, _)| j != own)
+            .take(k);
+        for (c, (&j, &v)) in kept.enumerate() {
+            out.indices[[r, c]] = j;
+            out.scores[[r, c]] = v;
+        }
+    }
+    out
+}
+
+/// Folds the rows `start..start + rows` of a set of `n` rows (`geometry`) into one state per
+/// chunk of `chunk` rows, chunks starting at multiples of `chunk` whatever the blocks: each
+/// chunk on one worker, its rows in order, `fill` giving row `start + i`'s neighbour indices
+/// from a per-worker `workspace`. A chunk begun by the previous block continues from `carry`;
+/// one this block leaves unfinished (not the set's last) goes back to `carry`. Returns the
+/// finished chunks' states in order.
+fn fold_chunks<T: Send, W>(
+    (n, start, rows, chunk): (usize, usize, usize, usize),
+    carry: &mut Option<T>,
+    (init, add): (&(dyn Fn() -> T + Sync), &AddRow<'_, T>),
+    workspace: &(dyn Fn() -> W + Sync),
+    fill: &(dyn Fn(&mut W, usize, &mut Vec<u32>) + Sync),
+) -> Vec<T> {
+    let end = start + rows;
+    let mut segments = Vec::new();
+    let mut s0 = start;
+    while s0 < end {
+        let s1 = ((s0 / chunk + 1) * chunk).min(end);
+        segments.push((s0, s1, None));
+        s0 = s1;
+    }
+    if let Some(first) = segments.first_mut() {
+        first.2 = carry.take();
+    }
+    let mut states: Vec<T> = segments
+        .into_par_iter()
+        .map_init(
+            || (workspace(), Vec::new()),
+            |(w, idx), (s0, s1, state)| {
+                let mut state = state.unwrap_or_else(init);
+                for row in s0..s1 {
+                    idx.clear();
+                    fill(w, row - start, idx);
+                    add(&mut state, row, idx);
+                }
+                state
+            },
+        )
+        .collect();
+    if !end.is_multiple_of(chunk) && end < n {
+        *carry = states.pop();
+    }
+    states
 }
 
 /// Sorts the candidates of each row of a complete block (`parts`: the block's lists in
@@ -1695,7 +1969,7 @@ mod tests {
                         let mut starts = Vec::new();
                         let mut indices = Vec::new();
                         let mut scores = Vec::new();
-                        search_symmetric_select(metric, x.view(), k, sigmas, &mut |s, nn| {
+                        symmetric_blocks(metric, x.view(), k, sigmas, &mut |s, nn| {
                             starts.push(s);
                             indices.extend(nn.indices.iter().copied());
                             scores.extend(nn.scores.iter().map(|v| (v + 0.0).to_bits()));
@@ -1710,11 +1984,80 @@ mod tests {
                         let want_bits: Vec<u32> =
                             want.scores.iter().map(|v| (v + 0.0).to_bits()).collect();
                         assert_eq!(scores, want_bits, "{what}");
+                        for chunk in [64, 100, 700] {
+                            check_fold(metric, x.view(), k, sigmas, chunk, &want, &what);
+                        }
                     }
                 }
             }
         }
         crate::tile::FORCE_PORTABLE.store(false, Ordering::Relaxed);
+    }
+
+    /// [`SQRT_TIE_BITS`] holds: within every run of consecutive floats with the same square
+    /// root, the first and last are at most that many bits apart (every float from 0 to four
+    /// times the smallest normal one, and from 1 to 4, which covers the other binades).
+    #[test]
+    fn equal_square_roots_are_at_most_sqrt_tie_bits_apart() {
+        let mut widest = 0;
+        for (lo, hi) in [
+            (0u32, 4 * 0x0080_0000),
+            (1.0f32.to_bits(), 4.0f32.to_bits()),
+        ] {
+            let mut run_start = lo;
+            let mut root = f32::from_bits(lo).sqrt();
+            for bits in lo + 1..=hi {
+                let r = f32::from_bits(bits).sqrt();
+                if r == root {
+                    widest = widest.max(bits - run_start);
+                } else {
+                    (run_start, root) = (bits, r);
+                }
+            }
+        }
+        assert_eq!(widest, SQRT_TIE_BITS);
+        // Zero's two signs are one key.
+        assert_eq!(code(-0.0, 0), code(0.0, 0));
+    }
+
+    /// The symmetric fold gives each chunk of rows, in order, exactly the general search's
+    /// lists `want`, chunks starting at multiples of `chunk` across blocks.
+    fn check_fold(
+        metric: Metric,
+        x: ArrayView2<'_, f32>,
+        k: usize,
+        sigmas: f64,
+        chunk: usize,
+        want: &Neighbours,
+        what: &str,
+    ) {
+        let mut chunks: Vec<Vec<(usize, Vec<u32>)>> = Vec::new();
+        let mut dones = Vec::new();
+        symmetric_fold(
+            metric,
+            x,
+            k,
+            sigmas,
+            chunk,
+            &Vec::new,
+            &|rows: &mut Vec<(usize, Vec<u32>)>, row, nn| rows.push((row, nn.to_vec())),
+            &mut |done, states| {
+                dones.push(done);
+                chunks.extend(states);
+            },
+        );
+        let n = x.nrows();
+        assert_eq!(dones, vec![512, 1_024, n], "{what} chunk {chunk}");
+        assert_eq!(chunks.len(), n.div_ceil(chunk), "{what} chunk {chunk}");
+        for (c, rows) in chunks.iter().enumerate() {
+            let first = c * chunk;
+            let want_rows: Vec<usize> = (first..(first + chunk).min(n)).collect();
+            let got_rows: Vec<usize> = rows.iter().map(|(r, _)| *r).collect();
+            assert_eq!(got_rows, want_rows, "{what} chunk {chunk}");
+            for (r, nn) in rows {
+                assert_eq!(nn[..], want.indices.row(*r).to_vec()[..], "{what} row {r}");
+            }
+        }
     }
 
     /// Over more blocks than the pool needs lists for at once: the blocks come out in order as
@@ -1733,18 +2076,17 @@ mod tests {
                 for sigmas in [CUT_SIGMAS, -1e9] {
                     let what = format!("{metric} ints={ints} sigmas={sigmas}");
                     let mut starts = Vec::new();
-                    let made =
-                        search_symmetric_select(metric, x.view(), k, sigmas, &mut |s, nn| {
-                            let rows = s![s..s + nn.n_queries(), ..];
-                            assert_eq!(nn.indices, want.indices.slice(rows), "{what} block {s}");
-                            let same_bits = nn
-                                .scores
-                                .iter()
-                                .zip(want.scores.slice(rows))
-                                .all(|(a, b)| (a + 0.0).to_bits() == (b + 0.0).to_bits());
-                            assert!(same_bits, "{what} block {s}");
-                            starts.push(s);
-                        });
+                    let made = symmetric_blocks(metric, x.view(), k, sigmas, &mut |s, nn| {
+                        let rows = s![s..s + nn.n_queries(), ..];
+                        assert_eq!(nn.indices, want.indices.slice(rows), "{what} block {s}");
+                        let same_bits = nn
+                            .scores
+                            .iter()
+                            .zip(want.scores.slice(rows))
+                            .all(|(a, b)| (a + 0.0).to_bits() == (b + 0.0).to_bits());
+                        assert!(same_bits, "{what} block {s}");
+                        starts.push(s);
+                    });
                     assert_eq!(
                         starts,
                         (0..n).step_by(SYM_TILE).collect::<Vec<_>>(),

@@ -12,7 +12,9 @@
 //!   pair at a time.
 //! - [`knn`], [`knn_self`], [`knn_self_rows`] → [`Neighbours`]: exact k-NN, blockwise with a
 //!   fused top-k (a bucket selection for k in the thousands), never materialising the
-//!   query × reference matrix.
+//!   query × reference matrix; [`knn_self_blocks`] hands a whole set's lists out block by
+//!   block, and [`knn_self_fold`] folds each row's neighbours into per-chunk states (the
+//!   evaluation's scores) as soon as they are found.
 //! - `tensor` (feature `tch`): the same definitions on `tch::Tensor`, differentiable, with a finite
 //!   gradient at zero distance.
 //!
@@ -51,7 +53,10 @@ mod tile;
 
 pub use crate::{
     error::{Error, Result},
-    knn::{Neighbours, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_rows},
+    knn::{
+        Neighbours, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_fold,
+        knn_self_rows,
+    },
     metric::Metric,
     normalize::{NORM_EPS, l2_normalize, l2_normalize_inplace},
     pairwise::{NormedRows, paired, pairwise, pairwise_bands, pairwise_into, self_pairwise},

@@ -8,9 +8,9 @@
 //! equality with a full sort of the pairwise matrix, ties included.
 
 use dml_kernels::{
-    Error, Metric, NORM_EPS, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_rows,
-    l2_normalize, l2_normalize_inplace, paired, pairwise, pairwise_bands, pairwise_into,
-    self_pairwise,
+    Error, Metric, NORM_EPS, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_fold,
+    knn_self_rows, l2_normalize, l2_normalize_inplace, paired, pairwise, pairwise_bands,
+    pairwise_into, self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -442,7 +442,8 @@ fn symmetric_self_search_equals_the_general_search_on_floats() {
 }
 
 /// `knn_self_blocks` hands out exactly one `knn_self` call's lists and score bits, block by
-/// block in order, along each of its paths: large k by symmetry (512 dimensions), large k
+/// block in order, and `knn_self_fold` its lists in chunks of rows in order (chunks across
+/// blocks too), along each of their paths: large k by symmetry (512 dimensions), large k
 /// streamed (low dimension), small k; and its memory estimate names only the first.
 #[test]
 fn knn_self_blocks_equal_knn_self() {
@@ -479,8 +480,50 @@ fn knn_self_blocks_equal_knn_self() {
             .expect("blocks");
             assert_eq!(starts, vec![0, 512, 1_024]);
             assert_eq!(rows, 1_100);
+            for chunk in [1, 64, 100, 700, 5_000] {
+                let mut chunks = Vec::new();
+                let mut dones = Vec::new();
+                knn_self_fold(
+                    metric,
+                    x.view(),
+                    k,
+                    chunk,
+                    &Vec::new,
+                    &|rows: &mut Vec<(usize, Vec<u32>)>, row, nn| rows.push((row, nn.to_vec())),
+                    &mut |done, states| {
+                        dones.push(done);
+                        chunks.extend(states);
+                    },
+                )
+                .expect("fold");
+                let what = format!("{metric} d={d} k={k} chunk={chunk}");
+                assert_eq!(dones, vec![512, 1_024, 1_100], "{what}");
+                assert_eq!(chunks.len(), 1_100usize.div_ceil(chunk), "{what}");
+                for (c, rows) in chunks.iter().enumerate() {
+                    let want: Vec<usize> = (c * chunk..((c + 1) * chunk).min(1_100)).collect();
+                    let got: Vec<usize> = rows.iter().map(|(r, _)| *r).collect();
+                    assert_eq!(got, want, "{what}");
+                    for (r, nn) in rows {
+                        assert_eq!(nn[..], whole.indices.row(*r).to_vec()[..], "{what} row {r}");
+                    }
+                }
+            }
         }
     }
+    let x = Array2::<f32>::zeros((10, 3));
+    let fold = |chunk| {
+        knn_self_fold(
+            Metric::Euclidean,
+            x.view(),
+            2,
+            chunk,
+            &|| 0,
+            &|_, _, _| {},
+            &mut |_, _| {},
+        )
+    };
+    assert!(matches!(fold(0), Err(Error::ZeroChunk)));
+    assert!(fold(1).is_ok());
 }
 
 /// `pairwise_bands` hands out exactly `pairwise`'s values, band by band in order, and the k-NN's
