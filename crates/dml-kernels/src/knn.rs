@@ -607,10 +607,14 @@ fn general_blocks(
 /// `on_chunks(done, states)` then receives the states of the next finished chunks in order,
 /// every row before `done` folded.
 ///
-/// The search is [`knn_self_blocks`]'s, and so is its memory, less its output: where it takes
-/// the symmetry, each row is folded right after its candidates are sorted, on the worker that
-/// sorted them, beside the GEMM of the next tile row, so no block of neighbour lists or scores
-/// is written and read back.
+/// The search is [`knn_self_blocks`]'s. Where it takes the symmetry, each row is folded right
+/// after its candidates are sorted, on the worker that sorted them, beside the GEMM of the
+/// next tile row, so no block of neighbour lists or scores is written and read back; and the
+/// search takes the 1,024 rows that sample each row's cut-off first, so their rows of tiles
+/// serve both the cut-offs and the search (no GEMM of the cut-offs' own). Their neighbours are
+/// kept until their chunks come (so `on_chunks` is first called once the 1,024 rows and the
+/// next block are done), and a copy of the points in that order is held:
+/// [`knn_self_fold_memory`] bounds what it holds.
 ///
 /// With the same chunks, states and `add`, the states are the same whatever the thread count,
 /// which is what deterministic sums need (add in chunks, merge the chunks in order).
@@ -694,6 +698,22 @@ pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
     })
 }
 
+/// Bytes [`knn_self_fold`] may hold beyond its inputs when it takes the symmetry (`None` when
+/// it does not): [`knn_self_blocks_memory`]'s bound on the candidate lists, plus a copy of the
+/// points in the search's order (the cut-offs' 1,024 sample rows first, `4·n·d` bytes), the
+/// sample's two rows of tiles, kept from the cut-offs until filtered (`4·1,024·n`), and the
+/// sample rows' neighbours, kept until their chunks are folded (`4·1,024·k`): 281 MB more for
+/// 35,000 rows of 784 dimensions and k = 6,999.
+pub fn knn_self_fold_memory(n: usize, d: usize, k: usize) -> Option<usize> {
+    knn_self_blocks_memory(n, d, k).map(|lists| {
+        let extra = n
+            .saturating_mul(d)
+            .saturating_add(CUT_SAMPLE.saturating_mul(n.saturating_add(k)))
+            .saturating_mul(4);
+        lists.saturating_add(extra)
+    })
+}
+
 /// Candidate entries the large-k symmetric search ([`search_symmetric_select`]) is expected to
 /// hold at its peak: while tile row `s` runs, block `s - 1` is being sorted with all its
 /// candidates, block `s` is filling, and every later block holds its candidates from the
@@ -748,6 +768,135 @@ fn row_capacity(n: usize, k: usize, sigmas: f64) -> usize {
         None => n,
     }
     .min(n)
+}
+
+/// The order in which [`search_symmetric_select`] takes a set, and where its cut-offs come
+/// from.
+struct Layout<'a> {
+    /// The points in the search's order (its "positions").
+    points: ndarray::CowArray<'a, f32, ndarray::Ix2>,
+    /// The index each position stands for, which the candidates' codes carry (so ties are
+    /// broken, and neighbours named, by it).
+    ids: Vec<u32>,
+    /// Whether the first [`CUT_SAMPLE`] positions are the cut-offs' sample: their two tile
+    /// rows, computed first and kept, give every row's keys to the sample
+    /// ([`sample_tile_rows`]) and are then filtered as any other, so the cut-offs cost no GEMM
+    /// of their own. Otherwise [`cut_offs`] samples the rows with a stride.
+    sample_first: bool,
+}
+
+impl<'a> Layout<'a> {
+    /// The set as it is, cut-offs by [`cut_offs`].
+    fn as_given(points: ArrayView2<'a, f32>) -> Self {
+        Layout {
+            ids: (0..points.nrows() as u32).collect(),
+            points: points.into(),
+            sample_first: false,
+        }
+    }
+
+    /// [`cut_offs`]' strided sample first, then the other rows in order (a copy of the
+    /// points).
+    fn sample_first(points: ArrayView2<'a, f32>) -> Self {
+        let n = points.nrows();
+        let step = n / CUT_SAMPLE;
+        let order: Vec<usize> = (0..CUT_SAMPLE)
+            .map(|t| t * step)
+            .chain((0..n).filter(|&r| !is_sampled(r, step)))
+            .collect();
+        Layout {
+            points: points.select(Axis(0), &order).into(),
+            ids: order.iter().map(|&r| r as u32).collect(),
+            sample_first: true,
+        }
+    }
+}
+
+/// Whether row `r` is one of [`cut_offs`]' sample rows (every `step`-th, [`CUT_SAMPLE`] of
+/// them).
+fn is_sampled(r: usize, step: usize) -> bool {
+    r.is_multiple_of(step) && r / step < CUT_SAMPLE
+}
+
+// The cut-offs' sample is the first two blocks of a sample-first layout.
+const _: () = assert!(CUT_SAMPLE == 2 * SYM_TILE);
+
+/// Tiles of the first rows of tiles, `[s][bj]` tile `(s, bj)`, each taken once filtered.
+type TileRows = Vec<Vec<Mutex<Vec<f32>>>>;
+
+/// The first two tile rows of a [`Layout::sample_first`] set (its [`CUT_SAMPLE`] = 2 ×
+/// [`SYM_TILE`] sample rows against every column, on and above the diagonal: `[s][bj]` tile
+/// `(s, bj)`, empty left of the diagonal), and every row's cut-off from them: as [`cut_offs`],
+/// the key of rank [`cut_rank`] among its keys to the sample (its own left out), read down the
+/// tiles' columns.
+fn sample_tile_rows(
+    metric: Metric,
+    points: ArrayView2<'_, f32>,
+    f: &Array1<f32>,
+    k: usize,
+    sigmas: f64,
+) -> (Vec<f32>, TileRows) {
+    const SAMPLE_BLOCKS: usize = CUT_SAMPLE / SYM_TILE;
+    let n = points.nrows();
+    debug_assert!(n >= CUT_SAMPLE);
+    let nb = n.div_ceil(SYM_TILE);
+    let block = |b: usize| b * SYM_TILE..((b + 1) * SYM_TILE).min(n);
+    let keys_of = |s: usize, bj: usize| {
+        let (r, c) = (block(s), block(bj));
+        let mut tile = vec![0.0f32; r.len() * c.len()];
+        let t =
+            ArrayViewMut2::from_shape((r.len(), c.len()), &mut tile[..]).expect("a tile's shape");
+        fill_keys(
+            metric,
+            (points.slice(s![r.clone(), ..]), f.slice(s![r])),
+            (points.slice(s![c.clone(), ..]), f.slice(s![c])),
+            t,
+        );
+        tile
+    };
+    let tiles: Vec<Vec<Vec<f32>>> = (0..SAMPLE_BLOCKS)
+        .map(|s| {
+            (0..nb)
+                .into_par_iter()
+                .map(|bj| if bj < s { Vec::new() } else { keys_of(s, bj) })
+                .collect()
+        })
+        .collect();
+    let mut cuts = vec![f32::INFINITY; n];
+    if let Some(rank) = cut_rank(n, k, sigmas) {
+        cuts.par_chunks_mut(SYM_TILE).enumerate().for_each_init(
+            Vec::<f32>::new,
+            |buf, (b, out)| {
+                let rows = out.len();
+                buf.resize(rows * CUT_SAMPLE, 0.0);
+                for s in 0..SAMPLE_BLOCKS {
+                    let dst = &mut buf[s * SYM_TILE..];
+                    if s <= b {
+                        // Tile (s, b): sample rows of block s down, this block's rows across.
+                        transpose(&tiles[s][b], (SYM_TILE, rows), dst, CUT_SAMPLE);
+                    } else {
+                        // Tile (b, s) holds this block's rows against block s's.
+                        for (i, keys) in tiles[b][s].chunks(SYM_TILE).enumerate() {
+                            dst[i * CUT_SAMPLE..i * CUT_SAMPLE + SYM_TILE].copy_from_slice(keys);
+                        }
+                    }
+                }
+                for (i, (keys, cut)) in buf.chunks_mut(CUT_SAMPLE).zip(out).enumerate() {
+                    let own = b * SYM_TILE + i;
+                    if own < CUT_SAMPLE {
+                        keys[own] = f32::INFINITY;
+                    }
+                    let (_, &mut c, _) = keys.select_nth_unstable_by(rank, f32::total_cmp);
+                    *cut = c;
+                }
+            },
+        );
+    }
+    let tiles = tiles
+        .into_iter()
+        .map(|row| row.into_iter().map(Mutex::new).collect())
+        .collect();
+    (cuts, tiles)
 }
 
 /// Each row's cut-off: the key of rank [`cut_rank`] among its keys to an evenly strided sample of
@@ -928,21 +1077,21 @@ impl RowList {
         }
     }
 
-    /// Appends the [`code`]s of the keys of `keys` at or below `cut` (indices `id0..`),
+    /// Appends the [`code`]s of the keys of `keys` at or below `cut` (with the indices `ids`),
     /// written straight into the chunk being filled while it has room for them all.
-    fn keep_below(&mut self, keys: &[f32], cut: f32, id0: usize, stash: &mut Stash<'_>) {
+    fn keep_below(&mut self, keys: &[f32], cut: f32, ids: &[u32], stash: &mut Stash<'_>) {
         /// Keys filtered through a small buffer once the chunk has less room than that.
         const SMALL: usize = 64;
         let mut from = 0;
         while from < keys.len() {
             let left = keys.len() - from;
-            let id = (id0 + from) as u32;
+            let ids = &ids[from..];
             let (mut at, mut room) = self.tail_fill();
             if room < left && room < SMALL {
                 if room > 0 {
                     let part = &keys[from..from + left.min(SMALL)];
                     let mut buf = [0u64; SMALL];
-                    let kept = keep_below(part, cut, id, &mut buf);
+                    let kept = keep_below(part, cut, ids, &mut buf);
                     self.extend(&buf[..kept.n], stash);
                     from += part.len();
                     continue;
@@ -952,7 +1101,7 @@ impl RowList {
             }
             let tail = self.tail.as_mut().expect("a chunk with room");
             let part = &keys[from..from + left.min(room)];
-            let kept = keep_below(part, cut, id, &mut tail[at..]);
+            let kept = keep_below(part, cut, ids, &mut tail[at..]);
             self.len += kept.n;
             self.lo = self.lo.min(kept.lo);
             self.hi = self.hi.max(kept.hi);
@@ -987,14 +1136,14 @@ impl RowList {
 }
 
 /// Appends to the rows' candidate lists the [`code`]s of the keys of `tile` (`lists.len()` rows
-/// of `cols` keys, columns `c0..`) at or below each row's cut-off (`cuts`), leaving out the
-/// diagonal when the tile is on it; with `by_col`, also writes the tile's transpose there, a
+/// of `cols` keys, the columns' indices `col_ids`) at or below each row's cut-off (`cuts`),
+/// leaving out the diagonal when the tile is on it; with `by_col`, also writes the tile's transpose there, a
 /// band of 16 rows at a time right after their keys were read (so the tile is read once).
 #[allow(clippy::too_many_arguments)]
 fn keep_rows_below_cut(
     tile: &[f32],
     cols: usize,
-    c0: usize,
+    col_ids: &[u32],
     cuts: &[f32],
     diagonal: bool,
     lists: &mut [RowList],
@@ -1017,10 +1166,10 @@ fn keep_rows_below_cut(
         {
             let own = i0 + i;
             if diagonal {
-                list.keep_below(&keys[..own], cut, c0, stash);
-                list.keep_below(&keys[own + 1..], cut, c0 + own + 1, stash);
+                list.keep_below(&keys[..own], cut, col_ids, stash);
+                list.keep_below(&keys[own + 1..], cut, &col_ids[own + 1..], stash);
             } else {
-                list.keep_below(keys, cut, c0, stash);
+                list.keep_below(keys, cut, col_ids, stash);
             }
         }
         if let Some(t) = by_col.as_deref_mut() {
@@ -1030,18 +1179,18 @@ fn keep_rows_below_cut(
 }
 
 /// Appends to the columns' candidate lists the [`code`]s of the keys of `by_col` (the tile's
-/// transpose, `lists.len()` columns of `rows` keys, rows `r0..`) at or below each column's
-/// cut-off (`cuts`).
+/// transpose, `lists.len()` columns of `rows` keys, the rows' indices `row_ids`) at or below
+/// each column's cut-off (`cuts`).
 fn keep_cols_below_cut(
     by_col: &[f32],
     rows: usize,
-    r0: usize,
+    row_ids: &[u32],
     cuts: &[f32],
     lists: &mut [RowList],
     stash: &mut Stash<'_>,
 ) {
     for ((keys, list), &cut) in by_col.chunks(rows).zip(lists).zip(cuts) {
-        list.keep_below(keys, cut, r0, stash);
+        list.keep_below(keys, cut, row_ids, stash);
     }
 }
 
@@ -1191,29 +1340,36 @@ fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) 
     &src[..k]
 }
 
-/// The large-k leave-one-out search by symmetry ([`knn_self_blocks`]): each row keeps the
-/// [`code`]s of its keys at or below its cut-off ([`cut_offs`]) from the tiles on and above the
-/// diagonal, each fed to its rows and to its columns. The tiles go row of tiles by row of
-/// tiles: once tile row `b` is done, block `b` has all its candidates (its columns left of the
-/// diagonal came from the earlier tile rows), so while tile row `b + 1` is computed, each row
-/// of block `b` is radix-sorted and its first `k` kept, and the block is handed to `on_block`;
-/// its list chunks then go back to the pool for the blocks still filling. A row with fewer than
-/// `k` candidates (its cut-off fell below its k-th key) is searched again through [`search`].
-/// Keys are the same bits whichever point of a pair asks, and every key at or below a row's
-/// k-th key is among its candidates, so the lists are [`search`]'s. Returns the chunks the
-/// pool allocated.
+/// The large-k leave-one-out search by symmetry ([`knn_self_blocks`], [`knn_self_fold`]) over
+/// the points in `layout`'s order: each row keeps the [`code`]s (with the layout's indices) of
+/// its keys at or below its cut-off ([`cut_offs`], or [`sample_tile_rows`]) from the tiles on
+/// and above the diagonal, each fed to its rows and to its columns. The tiles go row of tiles
+/// by row of tiles: once tile row `b` is done, block `b` has all its candidates (its columns
+/// left of the diagonal came from the earlier tile rows), so while tile row `b + 1` is
+/// computed, `sort` takes the block's lists (each row radix-sorted and its first `k` kept),
+/// then `finish` the block on the calling thread; its list chunks then go back to the pool for
+/// the blocks still filling. A row with fewer than `k` candidates (its cut-off fell below its
+/// k-th key) is left to `sort` to search again through [`search`]. Keys are the same bits
+/// whichever point of a pair asks, and every key at or below a row's k-th key is among its
+/// candidates, so the lists are [`search`]'s. Returns the chunks the pool allocated.
 fn search_symmetric_select<S: Send>(
     metric: Metric,
-    points: ArrayView2<'_, f32>,
+    layout: &Layout<'_>,
     k: usize,
     sigmas: f64,
     state: &mut S,
     sort: &SortBlock<'_, S>,
     finish: &mut dyn FnMut(&mut S, usize, usize),
 ) -> usize {
+    let points = layout.points.view();
+    let ids = &layout.ids[..];
     let n = points.nrows();
     let f = row_factors(metric, points);
-    let cuts = cut_offs(metric, points, &f, k, sigmas);
+    let (cuts, first_rows) = if layout.sample_first {
+        sample_tile_rows(metric, points, &f, k, sigmas)
+    } else {
+        (cut_offs(metric, points, &f, k, sigmas), Vec::new())
+    };
     let nb = n.div_ceil(SYM_TILE);
     let block_rows = |b: usize| (n - b * SYM_TILE).min(SYM_TILE);
     let lists = |rows: usize| (0..rows).map(|_| RowList::default()).collect::<Vec<_>>();
@@ -1246,20 +1402,29 @@ fn search_symmetric_select<S: Send>(
                 |(tile, by_col, stash), bj| {
                     let (r0, c0) = (step * SYM_TILE, bj * SYM_TILE);
                     let (rows, cols) = (block_rows(step), block_rows(bj));
-                    let t = tile_view(tile, rows, cols);
-                    fill_keys(
-                        metric,
-                        (
-                            points.slice(s![r0..r0 + rows, ..]),
-                            f.slice(s![r0..r0 + rows]),
-                        ),
-                        (
-                            points.slice(s![c0..c0 + cols, ..]),
-                            f.slice(s![c0..c0 + cols]),
-                        ),
-                        t,
-                    );
-                    let tile = &tile[..rows * cols];
+                    // The sample's tile rows were computed for the cut-offs; each is dropped
+                    // once filtered.
+                    let computed = first_rows.get(step).map(|row| {
+                        std::mem::take(&mut *row[bj].lock().unwrap_or_else(|e| e.into_inner()))
+                    });
+                    let tile: &[f32] = if let Some(keys) = &computed {
+                        keys
+                    } else {
+                        let t = tile_view(tile, rows, cols);
+                        fill_keys(
+                            metric,
+                            (
+                                points.slice(s![r0..r0 + rows, ..]),
+                                f.slice(s![r0..r0 + rows]),
+                            ),
+                            (
+                                points.slice(s![c0..c0 + cols, ..]),
+                                f.slice(s![c0..c0 + cols]),
+                            ),
+                            t,
+                        );
+                        &tile[..rows * cols]
+                    };
                     let worker = rayon::current_thread_index().unwrap_or(0) % workers;
                     {
                         let mut row_lists = from_row[step % 2][worker]
@@ -1269,8 +1434,9 @@ fn search_symmetric_select<S: Send>(
                         let lists = &mut row_lists[..rows];
                         let diagonal = bj == step;
                         let by_col = (!diagonal).then_some(&mut *by_col);
+                        let col_ids = &ids[c0..c0 + cols];
                         keep_rows_below_cut(
-                            tile, cols, c0, row_cuts, diagonal, lists, stash, by_col,
+                            tile, cols, col_ids, row_cuts, diagonal, lists, stash, by_col,
                         );
                     }
                     if bj != step {
@@ -1278,7 +1444,8 @@ fn search_symmetric_select<S: Send>(
                             from_above[bj].lock().unwrap_or_else(|e| e.into_inner());
                         let col_cuts = &cuts[c0..c0 + cols];
                         let lists = &mut col_lists[..];
-                        keep_cols_below_cut(by_col, rows, r0, col_cuts, lists, stash);
+                        let row_ids = &ids[r0..r0 + rows];
+                        keep_cols_below_cut(by_col, rows, row_ids, col_cuts, lists, stash);
                     }
                 },
             );
@@ -1334,7 +1501,7 @@ fn symmetric_blocks(
     );
     search_symmetric_select(
         metric,
-        points,
+        &Layout::as_given(points),
         k,
         sigmas,
         &mut state,
@@ -1361,7 +1528,10 @@ fn symmetric_blocks(
 
 /// [`search_symmetric_select`] folding each row's neighbour indices into chunk states on the
 /// workers that sort them ([`knn_self_fold`]): no block of neighbour lists and no scores are
-/// written.
+/// written. The search takes the cut-offs' sample first ([`Layout::sample_first`]), so the
+/// sample's neighbours are kept until their chunks come; the other rows come in the set's
+/// order, block by block, each block folding the set's rows from the last one's end to its
+/// own last row.
 #[allow(clippy::too_many_arguments)]
 fn symmetric_fold<T: Send>(
     metric: Metric,
@@ -1370,85 +1540,121 @@ fn symmetric_fold<T: Send>(
     sigmas: f64,
     chunk: usize,
     init: &(dyn Fn() -> T + Sync),
-    add: &(dyn Fn(&mut T, usize, &[u32]) + Sync),
+    add: &AddRow<'_, T>,
     on_chunks: &mut dyn FnMut(usize, Vec<T>),
 ) -> usize {
+    /// The sample rows' neighbours (sorted first, folded when their chunks come), the chunk
+    /// carried over, the chunks finished by the last block, and where its rows end in the
+    /// set's order.
+    struct Fold<T> {
+        sample: Vec<Vec<u32>>,
+        carry: Option<T>,
+        complete: Vec<T>,
+        next: usize,
+    }
     let n = points.nrows();
-    let mut state: (Option<T>, Vec<T>) = (None, Vec::new());
+    let layout = Layout::sample_first(points);
+    let step = n / CUT_SAMPLE;
+    let ids = &layout.ids;
+    let mut state = Fold {
+        sample: vec![Vec::new(); CUT_SAMPLE],
+        carry: None,
+        complete: Vec::new(),
+        next: 0,
+    };
     search_symmetric_select(
         metric,
-        points,
+        &layout,
         k,
         sigmas,
         &mut state,
-        &|(carry, complete): &mut (Option<T>, Vec<T>), start, rows, parts| {
-            let fill =
-                |(scratch, lists): &mut (SortScratch, Vec<_>), i: usize, idx: &mut Vec<u32>| {
-                    lists.clear();
-                    lists.extend(parts.iter().map(|p| &p[i]));
-                    if lists.iter().map(|l| l.len).sum::<usize>() < k {
-                        let again = search_rows_again(metric, points, k, &[start + i]);
-                        idx.extend(again.indices.iter());
-                    } else {
-                        let sorted = sort_first_k(lists, k, scratch);
-                        idx.extend(sorted.iter().map(|&c| c as u32));
-                        if metric == Metric::Euclidean {
-                            order_sqrt_ties(sorted, idx);
-                        }
+        &|st: &mut Fold<T>, start, rows, parts| {
+            // Row `start + i` of the search's order: its neighbours, by index.
+            let neighbours = |(scratch, lists, roots): &mut (SortScratch, Vec<_>, Vec<f32>),
+                              i: usize,
+                              idx: &mut Vec<u32>| {
+                lists.clear();
+                lists.extend(parts.iter().map(|p| &p[i]));
+                if lists.iter().map(|l| l.len).sum::<usize>() < k {
+                    let row = ids[start + i] as usize;
+                    let again = search_rows_again(metric, points, k, &[row]);
+                    idx.extend(again.indices.iter());
+                } else {
+                    let sorted = sort_first_k(lists, k, scratch);
+                    idx.extend(sorted.iter().map(|&c| c as u32));
+                    if metric == Metric::Euclidean {
+                        order_sqrt_ties(sorted, idx, roots);
                     }
-                };
+                }
+            };
+            let Fold {
+                sample,
+                carry,
+                complete,
+                next,
+            } = st;
+            if start < CUT_SAMPLE {
+                sample[start..start + rows]
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each_init(
+                        || (SortScratch::default(), Vec::new(), Vec::new()),
+                        |w, (i, idx)| neighbours(w, i, idx),
+                    );
+                if start + rows < n {
+                    return;
+                }
+            }
+            // The set's rows from the last block's end to this block's last row (the sample
+            // rows among them are sorted already), or to the end.
+            let first = *next;
+            let end = if start + rows == n {
+                n
+            } else {
+                ids[start + rows - 1] as usize + 1
+            };
+            // (A set of the sample alone has no rows to sort here.)
+            let sample = &*sample;
+            let fill = |w: &mut (SortScratch, Vec<_>, Vec<f32>), i: usize, idx: &mut Vec<u32>| {
+                let row = first + i;
+                if is_sampled(row, step) {
+                    idx.extend_from_slice(&sample[row / step]);
+                } else {
+                    let position = CUT_SAMPLE + row - row.div_ceil(step).min(CUT_SAMPLE);
+                    neighbours(w, position - start, idx);
+                }
+            };
             *complete = fold_chunks(
-                (n, start, rows, chunk),
+                (n, first, end - first, chunk),
                 carry,
                 (init, add),
-                &|| (SortScratch::default(), Vec::new()),
+                &|| (SortScratch::default(), Vec::new(), Vec::new()),
                 &fill,
             );
+            *next = end;
         },
-        &mut |(_, complete), start, rows| on_chunks(start + rows, std::mem::take(complete)),
+        &mut |st, start, rows| {
+            if start >= CUT_SAMPLE || start + rows == n {
+                on_chunks(st.next, std::mem::take(&mut st.complete));
+            }
+        },
     )
 }
 
-/// Most bits apart (as [`code`]s order them) two keys can be and still have the same square
-/// root: 2, found by trying every float from 0 to four times the smallest normal one and from
-/// 1 to 4 (`sqrt(4x) = 2·sqrt(x)` exactly elsewhere). (`-0.0` and `0.0` are one key.)
-const SQRT_TIE_BITS: u32 = 2;
-
-/// [`keys_to_scores`]'s reordering for [`Metric::Euclidean`], from the sorted codes alone:
-/// each run of neighbours whose distinct keys (squared distances) have the same square root
-/// put back in index order in `ids` (the codes' indices). Only keys at most
-/// [`SQRT_TIE_BITS`] apart can; windows of 64 without such a pair (most) are passed over by one
-/// vectorised test, and no score is computed.
-fn order_sqrt_ties(codes: &[u64], ids: &mut [u32]) {
-    let n = codes.len();
-    let score = |i: usize| decode_key(codes[i]).sqrt();
-    let mut i = 1;
-    while i < n {
-        let end = (i + 64).min(n);
-        let close = codes[i - 1..end - 1]
+/// [`keys_to_scores`]'s reordering for [`Metric::Euclidean`], from the sorted codes: each run
+/// of neighbours whose distinct keys (squared distances) have the same square root put back
+/// in index order in `ids` (the codes' indices). The roots go to `roots`, a buffer that stays
+/// in cache, in one vectorised pass (in 784 dimensions, where distances crowd together, the
+/// pairs of keys close enough for one root are too many to test one by one).
+fn order_sqrt_ties(codes: &[u64], ids: &mut [u32], roots: &mut Vec<f32>) {
+    roots.clear();
+    // Euclidean keys are not negative: the key's bits are the code's with the top bit cleared.
+    roots.extend(
+        codes
             .iter()
-            .zip(&codes[i..end])
-            .fold(false, |any, (a, b)| {
-                any | (((b >> 32) as u32).wrapping_sub((a >> 32) as u32) <= SQRT_TIE_BITS)
-            });
-        if !close {
-            i = end;
-            continue;
-        }
-        while i < end {
-            if score(i) == score(i - 1) {
-                let start = i - 1;
-                let mut stop = i + 1;
-                while stop < n && score(stop) == score(start) {
-                    stop += 1;
-                }
-                ids[start..stop].sort_unstable();
-                i = stop;
-            } else {
-                i += 1;
-            }
-        }
-    }
+            .map(|&c| f32::from_bits((c >> 32) as u32 & 0x7fff_ffff).sqrt()),
+    );
+    order_ties(roots, ids);
 }
 
 /// The `k` nearest other points of the points `rows` through the general search, for rows
@@ -1822,33 +2028,37 @@ fn keys_to_scores(metric: Metric, keys: &mut [f32], ids: &mut [u32]) {
         *v = key_to_score(metric, *v);
     }
     if metric == Metric::Euclidean {
-        // sqrt is monotone but can map distinct squared distances to one value: the scores are
-        // still in order, and each run of equal scores is put back in index order. Windows of
-        // 64 scores without equal neighbours (most) are passed over by one vectorised test.
-        let n = keys.len();
-        let mut i = 1;
-        while i < n {
-            let end = (i + 64).min(n);
-            let any = keys[i - 1..end - 1]
-                .iter()
-                .zip(&keys[i..end])
-                .fold(false, |any, (a, b)| any | (a == b));
-            if !any {
-                i = end;
-                continue;
-            }
-            while i < end {
-                if keys[i] == keys[i - 1] {
-                    let start = i - 1;
-                    let mut stop = i + 1;
-                    while stop < n && keys[stop] == keys[start] {
-                        stop += 1;
-                    }
-                    ids[start..stop].sort_unstable();
-                    i = stop;
-                } else {
-                    i += 1;
+        // sqrt is monotone but can map distinct squared distances to one value.
+        order_ties(keys, ids);
+    }
+}
+
+/// Puts each run of equal `scores` (in order) back in index order in `ids`. Windows of 64
+/// scores without equal neighbours (most) are passed over by one vectorised test.
+fn order_ties(scores: &[f32], ids: &mut [u32]) {
+    let n = scores.len();
+    let mut i = 1;
+    while i < n {
+        let end = (i + 64).min(n);
+        let any = scores[i - 1..end - 1]
+            .iter()
+            .zip(&scores[i..end])
+            .fold(false, |any, (a, b)| any | (a == b));
+        if !any {
+            i = end;
+            continue;
+        }
+        while i < end {
+            if scores[i] == scores[i - 1] {
+                let start = i - 1;
+                let mut stop = i + 1;
+                while stop < n && scores[stop] == scores[start] {
+                    stop += 1;
                 }
+                ids[start..stop].sort_unstable();
+                i = stop;
+            } else {
+                i += 1;
             }
         }
     }
@@ -1987,37 +2197,16 @@ mod tests {
                         for chunk in [64, 100, 700] {
                             check_fold(metric, x.view(), k, sigmas, chunk, &want, &what);
                         }
+                        // The sample alone: 1,024 rows, all sorted before any is folded.
+                        let head = x.slice(s![..1_024, ..]);
+                        let k_head = k.min(1_023);
+                        let want_head = search(metric, head, head, k_head, Some(0));
+                        check_fold(metric, head, k_head, sigmas, 100, &want_head, &what);
                     }
                 }
             }
         }
         crate::tile::FORCE_PORTABLE.store(false, Ordering::Relaxed);
-    }
-
-    /// [`SQRT_TIE_BITS`] holds: within every run of consecutive floats with the same square
-    /// root, the first and last are at most that many bits apart (every float from 0 to four
-    /// times the smallest normal one, and from 1 to 4, which covers the other binades).
-    #[test]
-    fn equal_square_roots_are_at_most_sqrt_tie_bits_apart() {
-        let mut widest = 0;
-        for (lo, hi) in [
-            (0u32, 4 * 0x0080_0000),
-            (1.0f32.to_bits(), 4.0f32.to_bits()),
-        ] {
-            let mut run_start = lo;
-            let mut root = f32::from_bits(lo).sqrt();
-            for bits in lo + 1..=hi {
-                let r = f32::from_bits(bits).sqrt();
-                if r == root {
-                    widest = widest.max(bits - run_start);
-                } else {
-                    (run_start, root) = (bits, r);
-                }
-            }
-        }
-        assert_eq!(widest, SQRT_TIE_BITS);
-        // Zero's two signs are one key.
-        assert_eq!(code(-0.0, 0), code(0.0, 0));
     }
 
     /// The symmetric fold gives each chunk of rows, in order, exactly the general search's
@@ -2047,7 +2236,14 @@ mod tests {
             },
         );
         let n = x.nrows();
-        assert_eq!(dones, vec![512, 1_024, n], "{what} chunk {chunk}");
+        // Progress after each block past the sample, up to the end.
+        assert!(
+            dones.windows(2).all(|w| w[0] < w[1]),
+            "{what} chunk {chunk}"
+        );
+        assert_eq!(dones.last(), Some(&n), "{what} chunk {chunk}");
+        let reports = n.div_ceil(SYM_TILE).saturating_sub(2).max(1);
+        assert_eq!(dones.len(), reports, "{what} chunk {chunk}");
         assert_eq!(chunks.len(), n.div_ceil(chunk), "{what} chunk {chunk}");
         for (c, rows) in chunks.iter().enumerate() {
             let first = c * chunk;
@@ -2092,6 +2288,10 @@ mod tests {
                         (0..n).step_by(SYM_TILE).collect::<Vec<_>>(),
                         "{what}"
                     );
+                    // Sample rows every other row: the fold's order differs from the set's.
+                    for chunk in [64, 333] {
+                        check_fold(metric, x.view(), k, sigmas, chunk, &want, &what);
+                    }
                     if sigmas == CUT_SIGMAS {
                         let held = made * LIST_CHUNK;
                         assert!(

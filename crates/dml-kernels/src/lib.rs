@@ -55,7 +55,7 @@ pub use crate::{
     error::{Error, Result},
     knn::{
         Neighbours, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_fold,
-        knn_self_rows,
+        knn_self_fold_memory, knn_self_rows,
     },
     metric::Metric,
     normalize::{NORM_EPS, l2_normalize, l2_normalize_inplace},

@@ -57,21 +57,23 @@ pub(crate) struct Kept {
 }
 
 /// Writes to the front of `out`, in order, the [`code`] of each key of `keys` at or below `cut`
-/// (index `id0 + position`), and returns what it kept. `out` must hold `keys.len()` codes
-/// (nothing past the kept codes is written).
-pub(crate) fn keep_below(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> Kept {
+/// (with the index `ids[position]`), and returns what it kept. `ids` must hold an index for
+/// every key and `out` room for `keys.len()` codes (nothing past the kept codes is written).
+pub(crate) fn keep_below(keys: &[f32], cut: f32, ids: &[u32], out: &mut [u64]) -> Kept {
     assert!(
-        out.len() >= keys.len(),
-        "keep_below: room for {} codes, {} keys",
+        out.len() >= keys.len() && ids.len() >= keys.len(),
+        "keep_below: room for {} codes, {} indices, {} keys",
         out.len(),
+        ids.len(),
         keys.len()
     );
     #[cfg(target_arch = "x86_64")]
     if avx512() {
-        // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the length is checked above.
-        return unsafe { avx512::keep_below(keys, cut, id0, out) };
+        // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the lengths are checked
+        // above.
+        return unsafe { avx512::keep_below(keys, cut, ids, out) };
     }
-    keep_below_portable(keys, cut, id0, out)
+    keep_below_portable(keys, cut, ids, out)
 }
 
 /// Writes the transpose of `src` (`rows × cols`) into `dst`, whose rows are `stride` apart:
@@ -144,7 +146,7 @@ pub(crate) fn prefetch_start(part: &[u64]) {
 const LANES: usize = 16;
 
 /// The portable [`keep_below`].
-fn keep_below_portable(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> Kept {
+fn keep_below_portable(keys: &[f32], cut: f32, ids: &[u32], out: &mut [u64]) -> Kept {
     let mut kept = Kept {
         n: 0,
         lo: u32::MAX,
@@ -161,7 +163,7 @@ fn keep_below_portable(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> Kep
             let key = ordered(chunk[t]);
             kept.lo = kept.lo.min(key);
             kept.hi = kept.hi.max(key);
-            out[kept.n] = (u64::from(key) << 32) | u64::from(id0 + (c * LANES + t) as u32);
+            out[kept.n] = (u64::from(key) << 32) | u64::from(ids[c * LANES + t]);
             kept.n += 1;
         }
     }
@@ -250,14 +252,14 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F and POPCNT, and `out.len() >= keys.len()`.
     #[target_feature(enable = "avx512f,popcnt")]
-    pub(super) unsafe fn keep_below(keys: &[f32], cut: f32, id0: u32, out: &mut [u64]) -> Kept {
+    pub(super) unsafe fn keep_below(keys: &[f32], cut: f32, ids: &[u32], out: &mut [u64]) -> Kept {
         let cut = _mm512_set1_ps(cut);
         let sign = _mm512_set1_epi32(i32::MIN);
-        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let mut lo = _mm512_set1_epi32(-1);
         let mut hi = _mm512_setzero_si512();
         let mut n = 0usize;
         let src = keys.as_ptr();
+        let id_src = ids.as_ptr();
         let dst = out.as_mut_ptr();
         let mut at = 0usize;
         while at < keys.len() {
@@ -276,7 +278,8 @@ mod avx512 {
                     _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32::<31>(bits), sign));
                 lo = _mm512_mask_min_epu32(lo, m, lo, key);
                 hi = _mm512_mask_max_epu32(hi, m, hi, key);
-                let ids = _mm512_add_epi32(_mm512_set1_epi32((id0 as usize + at) as i32), iota);
+                // SAFETY: as the keys' load (`ids` holds at least as many).
+                let ids = unsafe { _mm512_maskz_loadu_epi32(lanes, id_src.add(at).cast()) };
                 for half in 0..2 {
                     let (k8, i8) = if half == 0 {
                         (_mm512_castsi512_si256(key), _mm512_castsi512_si256(ids))
@@ -316,12 +319,12 @@ mod tests {
     use proptest::prelude::*;
 
     /// The plain definition: every key at or below the cut, in order.
-    fn naive(keys: &[f32], cut: f32, id0: u32) -> (Vec<u64>, Kept) {
+    fn naive(keys: &[f32], cut: f32, ids: &[u32]) -> (Vec<u64>, Kept) {
         let codes: Vec<u64> = keys
             .iter()
-            .enumerate()
-            .filter(|&(_, &x)| x <= cut)
-            .map(|(i, &x)| code(x, id0 + i as u32))
+            .zip(ids)
+            .filter(|&(&x, _)| x <= cut)
+            .map(|(&x, &id)| code(x, id))
             .collect();
         let keys = codes.iter().map(|&c| (c >> 32) as u32);
         let kept = Kept {
@@ -332,16 +335,20 @@ mod tests {
         (codes, kept)
     }
 
+    /// Both versions against [`naive`], with indices `id0 + 7·position` (in order, unlike
+    /// their positions) and, as a sentinel, an index past the keys' that must not be read.
     fn check(keys: &[f32], cut: f32, id0: u32) {
-        let (want, want_kept) = naive(keys, cut, id0);
+        let mut ids: Vec<u32> = (0..keys.len() as u32).map(|i| id0 + 7 * i).collect();
+        let (want, want_kept) = naive(keys, cut, &ids);
+        ids.push(u32::MAX);
         // Room for exactly the keys, and a sentinel past the kept codes that must survive.
         let mut out = vec![u64::MAX; keys.len()];
-        let kept = keep_below(keys, cut, id0, &mut out);
+        let kept = keep_below(keys, cut, &ids, &mut out);
         assert_eq!(kept, want_kept);
         assert_eq!(&out[..kept.n], &want[..]);
         assert!(out[kept.n..].iter().all(|&c| c == u64::MAX));
         let mut out = vec![u64::MAX; keys.len()];
-        let kept = keep_below_portable(keys, cut, id0, &mut out);
+        let kept = keep_below_portable(keys, cut, &ids, &mut out);
         assert_eq!(kept, want_kept);
         assert_eq!(&out[..kept.n], &want[..]);
     }

@@ -9,8 +9,8 @@
 
 use dml_kernels::{
     Error, Metric, NORM_EPS, knn, knn_self, knn_self_blocks, knn_self_blocks_memory, knn_self_fold,
-    knn_self_rows, l2_normalize, l2_normalize_inplace, paired, pairwise, pairwise_bands,
-    pairwise_into, self_pairwise,
+    knn_self_fold_memory, knn_self_rows, l2_normalize, l2_normalize_inplace, paired, pairwise,
+    pairwise_bands, pairwise_into, self_pairwise,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
 use proptest::prelude::*;
@@ -457,6 +457,12 @@ fn knn_self_blocks_equal_knn_self() {
     for (d, k, symmetric) in [(512, 300, true), (5, 300, false), (512, 10, false)] {
         let x = Array2::from_shape_simple_fn((1_100, d), &mut next);
         assert_eq!(knn_self_blocks_memory(1_100, d, k).is_some(), symmetric);
+        // The fold's copy of the points, the sample's tile rows and its rows' neighbours.
+        let extra = 4 * (1_100 * d + 1_024 * (1_100 + k));
+        assert_eq!(
+            knn_self_fold_memory(1_100, d, k),
+            knn_self_blocks_memory(1_100, d, k).map(|b| b + extra)
+        );
         for metric in [Metric::Euclidean, Metric::Cosine] {
             let whole = knn_self(metric, x.view(), k).expect("knn_self");
             let mut starts = Vec::new();
@@ -497,7 +503,8 @@ fn knn_self_blocks_equal_knn_self() {
                 )
                 .expect("fold");
                 let what = format!("{metric} d={d} k={k} chunk={chunk}");
-                assert_eq!(dones, vec![512, 1_024, 1_100], "{what}");
+                assert!(dones.windows(2).all(|w| w[0] < w[1]), "{what}");
+                assert_eq!(dones.last(), Some(&1_100), "{what}");
                 assert_eq!(chunks.len(), 1_100usize.div_ceil(chunk), "{what}");
                 for (c, rows) in chunks.iter().enumerate() {
                     let want: Vec<usize> = (c * chunk..((c + 1) * chunk).min(1_100)).collect();
