@@ -99,12 +99,12 @@
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
 //! timings). A leave-one-out set of 512 dimensions or more (raw images; below that the GEMM is
 //! too cheap for it to pay) with such a large R whose candidate lists would fit 4 GiB all at once
-//! (about `n · R · 12` bytes, 2.9 GB for 35,000 items in classes of 7,000; only the lists of
-//! the blocks in hand are held, about 1.0 GB there, 0.55 GB peak RSS measured) is searched
-//! through the symmetry of its distances instead ([`dml_kernels::knn_self_fold`]: each distance
-//! tile computed once for both of its points, half the GEMM work, and each query scored as soon
-//! as its candidates are sorted, so no neighbour list is written out), the same scores bit for
-//! bit.
+//! (about `n · R · 12` bytes, plus a copy of the items: 3.2 GB for 35,000 items of 784
+//! dimensions in classes of 7,000; only the lists of the blocks in hand are held, about 1.0 GB
+//! there, 0.55 GB added to the process measured) is searched through the symmetry of its
+//! distances instead ([`dml_kernels::knn_self_fold`]: each distance tile computed once for both
+//! of its points, half the GEMM work, and each query scored as soon as its candidates are
+//! sorted, so no neighbour list is written out), the same scores bit for bit.
 //! [`EvalConfig::r_metrics`] switches R-precision and MAP@R off, and k is then the
 //! largest K. The scores over the whole ranking (mean average precision and mean reciprocal
 //! rank at the default depth) need the rank of every same-class item instead: the query ×
@@ -167,11 +167,11 @@ const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
 /// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
 /// ([`dml_kernels::knn_self_fold`], half the GEMM work): 4 GiB, against
-/// [`dml_kernels::knn_self_blocks_memory`]'s bound (every list at once, whatever the order of
-/// the items). 35,000 items in classes of 7,000 are bounded by 2.9 GB and hold about 1.0 GB
-/// (0.6 GB peak RSS measured for the whole evaluation; pytorch-metric-learning with faiss
-/// holds 15 GB there); larger sets stream blocks of queries through the full search in bounded
-/// memory.
+/// [`dml_kernels::knn_self_fold_memory`]'s bound (every list at once, whatever the order of
+/// the items, and the search's copy of the items). 35,000 items of 784 dimensions in classes
+/// of 7,000 are bounded by 3.2 GB and hold about 1.0 GB (the evaluation adds 0.55 GB to the
+/// process, measured; pytorch-metric-learning with faiss adds 14.8 GB there); larger sets
+/// stream blocks of queries through the full search in bounded memory.
 const SYMMETRIC_BUDGET: usize = 4 << 30;
 /// Queries scored per parallel task; a fixed size keeps the f64 sums deterministic.
 const SCORE_CHUNK: usize = 64;

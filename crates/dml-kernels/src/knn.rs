@@ -686,7 +686,8 @@ pub fn knn_self_fold<T: Send>(
 /// filled chunk per list), 2.9 GB for 35,000 rows and k = 6,999. What is held in practice is
 /// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
 /// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
-/// (1.0 GB there; 0.6 GB peak RSS measured for the whole evaluation); only a set ordered so
+/// (1.0 GB there; the evaluation through [`knn_self_fold`] adds 0.55 GB to the process,
+/// measured); only a set ordered so
 /// that every row's neighbours come first in it reaches the bound.
 pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
     uses_symmetric_selection(n, k, d).then(|| {
