@@ -805,8 +805,14 @@ impl<'a> Layout<'a> {
             .map(|t| t * step)
             .chain((0..n).filter(|&r| !is_sampled(r, step)))
             .collect();
+        // Copied in parallel: 110 MB for 35,000 rows of 784 dimensions.
+        let mut copy = Array2::zeros(points.dim());
+        copy.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(&order)
+            .for_each(|(mut row, &r)| row.assign(&points.row(r)));
         Layout {
-            points: points.select(Axis(0), &order).into(),
+            points: copy.into(),
             ids: order.iter().map(|&r| r as u32).collect(),
             sample_first: true,
         }
