@@ -121,6 +121,12 @@ pub struct TrainState {
     /// The collapse warning, once given (it is given once per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collapse: Option<String>,
+    /// The untrained network's held-out spread (mean pairwise distance) when this run did not
+    /// evaluate its epoch 0 itself: a compare grid evaluates the untrained network once per
+    /// seed, in that seed's first cell, and hands its spread to the others as the collapse
+    /// warning's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrained_spread: Option<f64>,
     /// Image files that could not be read or decoded and were left out
     /// (`data.skip_unreadable = true`), over the whole run.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
@@ -158,6 +164,7 @@ impl TrainState {
             epoch: EpochProgress::default(),
             skipped_batches: 0,
             collapse: None,
+            untrained_spread: None,
             unreadable_files: Default::default(),
             n_steps: 0,
             memory_head: None,

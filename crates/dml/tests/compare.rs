@@ -148,6 +148,16 @@ fn compare_reports_mean_and_range_over_seeds_beside_the_baselines() {
         .unwrap();
         assert_eq!(log[0].epoch, 0);
         assert_eq!(log[0].metrics.as_ref(), Some(&u.metrics));
+        // Its spread is the seed's collapse reference: the seed's other cell, which does not
+        // evaluate the untrained network, holds it in its state.
+        assert!(log[0].spread.is_some());
+        assert_eq!(u.spread, log[0].spread);
+        let later = out_dir.join(format!("margin-{}/seed-{seed}", miners[1]));
+        let state = dml::checkpoint::load(&later.join("checkpoint.safetensors"))
+            .unwrap()
+            .state;
+        assert!(state.history.iter().all(|r| r.epoch > 0));
+        assert_eq!(state.untrained_spread, u.spread);
         let j = json_of(&u.metrics);
         for (i, k) in keys.iter().enumerate() {
             untrained_values[i].push(j[k].as_f64().unwrap());

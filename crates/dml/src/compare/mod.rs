@@ -77,6 +77,11 @@ pub struct Untrained {
     pub seed: u64,
     /// Its held-out metrics.
     pub metrics: Metrics,
+    /// The mean pairwise distance of its held-out embeddings, which the seed's other cells
+    /// take as their collapse warning's reference (they do not evaluate the untrained network
+    /// again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<f64>,
 }
 
 /// Mean, minimum and maximum of one score over runs.
@@ -568,6 +573,14 @@ pub fn run(
         if let Some(flag) = &interrupt {
             trainer.set_interrupt(flag.clone());
         }
+        if let Some(spread) = report
+            .untrained
+            .iter()
+            .find(|u| u.seed == seed)
+            .and_then(|u| u.spread)
+        {
+            trainer.set_untrained_spread(spread);
+        }
         // The run reports to the grid's observer, and gives it back when it ends.
         trainer.set_observer(std::mem::replace(observer, Box::new(Silent)));
         let fitted = trainer.fit();
@@ -595,7 +608,11 @@ pub fn run(
         if let Some(m0) = fitted.initial_metrics
             && !report.untrained.iter().any(|u| u.seed == seed)
         {
-            report.untrained.push(Untrained { seed, metrics: m0 });
+            report.untrained.push(Untrained {
+                seed,
+                metrics: m0,
+                spread: trainer.untrained_spread(),
+            });
         }
         let negatives = trainer.last_negative_distances();
         if !negatives.is_empty() {

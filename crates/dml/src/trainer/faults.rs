@@ -73,11 +73,21 @@ pub(super) fn excluded_classes_warning(classes: &[u32], k: usize) -> Option<Stri
 }
 
 /// The warning for `record` when its held-out embeddings have collapsed: their mean pairwise
-/// distance is below 5 % of the first one in `history` (the untrained network's, or the first
-/// evaluation's without an epoch 0), or below 1e-3 outright.
-fn collapse_warning(history: &[EpochRecord], record: &EpochRecord) -> Option<String> {
+/// distance is below 5 % of the first one in `history` (the untrained network's), else of
+/// `untrained` (the untrained network's spread measured by another run of the same seed),
+/// else of the first evaluation's, or below 1e-3 outright.
+fn collapse_warning(
+    history: &[EpochRecord],
+    record: &EpochRecord,
+    untrained: Option<f64>,
+) -> Option<String> {
     let spread = record.spread?;
-    let reference = history.iter().find_map(|r| r.spread.map(|s| (r.epoch, s)));
+    let first = history.iter().find_map(|r| r.spread.map(|s| (r.epoch, s)));
+    let reference = match (first, untrained) {
+        (Some((0, s)), _) => Some((0, s)),
+        (_, Some(s)) => Some((0, s)),
+        (first, None) => first,
+    };
     let collapsed = match reference {
         Some((_, r)) => spread < COLLAPSE_FRACTION * r,
         None => false,
@@ -142,7 +152,7 @@ impl Trainer {
         if self.state.collapse.is_some() {
             return None;
         }
-        collapse_warning(&self.state.history, record)
+        collapse_warning(&self.state.history, record, self.state.untrained_spread)
     }
 
     /// Refuses to write weights that are not finite, so a run that goes wrong between two
@@ -229,20 +239,42 @@ mod tests {
     fn collapse_is_five_percent_of_the_first_spread_or_1e_3() {
         let history = [record(0, Some(0.16)), record(1, None)];
         // 0.0079 < 5 % of 0.16 = 0.008: collapsed; 0.0081 is not.
-        let w = collapse_warning(&history, &record(2, Some(0.0079))).unwrap();
+        let w = collapse_warning(&history, &record(2, Some(0.0079)), None).unwrap();
         assert!(
             w.contains("after epoch 2") && w.contains("0.1600 for the untrained network"),
             "{w}"
         );
-        assert_eq!(collapse_warning(&history, &record(2, Some(0.0081))), None);
+        assert_eq!(
+            collapse_warning(&history, &record(2, Some(0.0081)), None),
+            None
+        );
         // Without a reference only the absolute floor applies.
-        assert!(collapse_warning(&[], &record(1, Some(9e-4))).is_some());
-        assert_eq!(collapse_warning(&[], &record(1, Some(2e-3))), None);
+        assert!(collapse_warning(&[], &record(1, Some(9e-4)), None).is_some());
+        assert_eq!(collapse_warning(&[], &record(1, Some(2e-3)), None), None);
         let later = [record(1, Some(1.0))];
-        let w = collapse_warning(&later, &record(3, Some(0.01))).unwrap();
+        let w = collapse_warning(&later, &record(3, Some(0.01)), None).unwrap();
         assert!(w.contains("against 1.0000 after epoch 1"), "{w}");
         // An epoch that was not evaluated says nothing.
-        assert_eq!(collapse_warning(&history, &record(3, None)), None);
+        assert_eq!(collapse_warning(&history, &record(3, None), None), None);
+    }
+
+    /// A run that did not evaluate its untrained network (a compare grid's later cell) takes
+    /// the spread another run of its seed measured, before any spread of its own epochs; its
+    /// own epoch 0 would come first.
+    #[test]
+    fn collapse_takes_the_untrained_spread_of_another_run() {
+        // 1.6e-3 is above the absolute floor but below 5 % of 0.16.
+        let w = collapse_warning(&[], &record(1, Some(1.6e-3)), Some(0.16)).unwrap();
+        assert!(
+            w.contains("after epoch 1") && w.contains("against 0.1600 for the untrained network"),
+            "{w}"
+        );
+        assert_eq!(collapse_warning(&[], &record(1, Some(1.6e-3)), None), None);
+        let later = [record(1, Some(1.0))];
+        assert!(collapse_warning(&later, &record(2, Some(1e-2)), Some(0.16)).is_none());
+        let own = [record(0, Some(0.5))];
+        let w = collapse_warning(&own, &record(2, Some(2e-2)), Some(0.16)).unwrap();
+        assert!(w.contains("against 0.5000"), "{w}");
     }
 
     #[test]

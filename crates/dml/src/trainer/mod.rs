@@ -399,6 +399,22 @@ impl Trainer {
         &self.state
     }
 
+    /// Gives the run the untrained network's held-out spread measured by another run of the
+    /// same seed and data (a compare grid's first cell), as the collapse warning's reference
+    /// when this run does not evaluate its own epoch 0.
+    pub(crate) fn set_untrained_spread(&mut self, spread: f64) {
+        self.state.untrained_spread = Some(spread);
+    }
+
+    /// The held-out spread of this run's untrained network, when it evaluated epoch 0.
+    pub(crate) fn untrained_spread(&self) -> Option<f64> {
+        self.state
+            .history
+            .iter()
+            .find(|r| r.epoch == 0)
+            .and_then(|r| r.spread)
+    }
+
     /// The device the network trains on.
     pub fn device(&self) -> Device {
         self.device
