@@ -11,7 +11,7 @@ use crate::{
     Error, Metric, Result, check,
     gemm::gemm_nt,
     pairwise::{finish, gemm_alpha, row_factors},
-    tile::{code, keep_below, prefetch, prefetch_start, transpose},
+    tile::{code, keep_below, prefetch, prefetch_l2, prefetch_start, transpose},
 };
 
 /// Queries per block (one rayon task).
@@ -1225,7 +1225,10 @@ fn digit(c: u64, lo: u32, p: u32, bits: u32, mask: u32) -> usize {
 /// in one read of the lists. The lists were written one or many tile rows earlier and are read
 /// from memory: each chunk is asked for 1 KiB ahead of the reading and the next chunk's start
 /// while this one is read (the hardware prefetcher stops at page ends): 11 % off the whole
-/// sort of 8,545 codes a row, measured on rows laid out as the search leaves them.
+/// sort of 8,545 codes a row, measured on rows laid out as the search leaves them. Where the
+/// previous row's sort asked for this row's lists ([`Ahead`]), they come from L2 instead: the
+/// count's share of a 784-d evaluation's samples went from about 4 % to 2.4 %, the
+/// evaluation 2 % faster.
 fn count_digits<const P: usize>(
     lists: &[&RowList],
     lo: u32,
@@ -1250,8 +1253,44 @@ fn count_digits<const P: usize>(
     }
 }
 
+/// Walks the lists of the row to be sorted next, one cache line per [`Ahead::step`], asking
+/// for each into L2 while this row is sorted: the next row's digit count then reads its lists
+/// from L2 rather than from memory.
+struct Ahead<'a> {
+    parts: Vec<&'a [u64]>,
+    part: usize,
+    at: usize,
+}
+
+impl<'a> Ahead<'a> {
+    fn new(lists: &[&'a RowList]) -> Self {
+        Ahead {
+            parts: lists.iter().flat_map(|l| l.parts()).collect(),
+            part: 0,
+            at: 0,
+        }
+    }
+
+    /// Asks for the next line, if any is left.
+    #[inline(always)]
+    fn step(&mut self) {
+        if let Some(p) = self.parts.get(self.part) {
+            prefetch_l2(p.as_ptr().wrapping_add(self.at));
+            self.at += 8;
+            if self.at >= p.len() {
+                (self.part, self.at) = (self.part + 1, 0);
+            }
+        }
+    }
+}
+
+/// Codes sorted per [`Ahead::step`]: a row's two scatter passes then ask for about as many
+/// lines as a row of about the same length holds.
+const AHEAD_EVERY: usize = 16;
+
 /// The first `k` of the codes of `lists` (together one row's candidates, at least `k`, in any
-/// order) in increasing order, i.e. by key, then index.
+/// order) in increasing order, i.e. by key, then index; the lists of `next` (the row sorted
+/// next, or none) are asked for meanwhile.
 ///
 /// A least-significant-digit radix sort on the key's offset from the smallest key, in as few
 /// digits of at most [`MAX_DIGIT_BITS`] bits as that offset's width needs (two for keys within a
@@ -1259,7 +1298,12 @@ fn count_digits<const P: usize>(
 /// counted in one read of the lists' chunks and the first pass reads them again. Then each run
 /// of equal keys that reaches into the first `k` is put in index order (runs are short: equal
 /// floats; windows of 64 codes without one are passed over by one vectorised test).
-fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) -> &'a [u64] {
+fn sort_first_k<'a>(
+    lists: &[&RowList],
+    k: usize,
+    scratch: &'a mut SortScratch,
+    next: &[&RowList],
+) -> &'a [u64] {
     let n: usize = lists.iter().map(|l| l.len).sum();
     let k = k.min(n);
     if n == 0 {
@@ -1296,14 +1340,18 @@ fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) 
             offset += here;
         }
     }
+    let mut ahead = Ahead::new(next);
     {
         let count = &mut counts[0];
         for list in lists {
             for part in list.parts() {
-                for &c in part {
-                    let slot = &mut count[digit(c, lo, 0, bits, mask)];
-                    codes[*slot as usize] = c;
-                    *slot += 1;
+                for codes16 in part.chunks(AHEAD_EVERY) {
+                    ahead.step();
+                    for &c in codes16 {
+                        let slot = &mut count[digit(c, lo, 0, bits, mask)];
+                        codes[*slot as usize] = c;
+                        *slot += 1;
+                    }
                 }
             }
         }
@@ -1311,10 +1359,13 @@ fn sort_first_k<'a>(lists: &[&RowList], k: usize, scratch: &'a mut SortScratch) 
     let (mut src, mut dst): (&mut [u64], &mut [u64]) = (&mut codes[..n], &mut spare[..n]);
     for p in 1..passes {
         let count = &mut counts[p as usize];
-        for &c in src.iter() {
-            let slot = &mut count[digit(c, lo, p, bits, mask)];
-            dst[*slot as usize] = c;
-            *slot += 1;
+        for codes16 in src.chunks(AHEAD_EVERY) {
+            ahead.step();
+            for &c in codes16 {
+                let slot = &mut count[digit(c, lo, p, bits, mask)];
+                dst[*slot as usize] = c;
+                *slot += 1;
+            }
         }
         std::mem::swap(&mut src, &mut dst);
     }
@@ -1577,23 +1628,28 @@ fn symmetric_fold<T: Send>(
         &mut state,
         &|st: &mut Fold<T>, start, rows, parts| {
             // Row `start + i` of the search's order: its neighbours, by index.
-            let neighbours = |(scratch, lists, roots): &mut (SortScratch, Vec<_>, Vec<f32>),
-                              i: usize,
-                              idx: &mut Vec<u32>| {
-                lists.clear();
-                lists.extend(parts.iter().map(|p| &p[i]));
-                if lists.iter().map(|l| l.len).sum::<usize>() < k {
-                    let row = ids[start + i] as usize;
-                    let again = search_rows_again(metric, points, k, &[row]);
-                    idx.extend(again.indices.iter());
-                } else {
-                    let sorted = sort_first_k(lists, k, scratch);
-                    idx.extend(sorted.iter().map(|&c| c as u32));
-                    if metric == Metric::Euclidean {
-                        order_sqrt_ties(sorted, idx, roots);
+            let neighbours =
+                |(scratch, lists, next, roots): &mut (SortScratch, Vec<_>, Vec<_>, Vec<f32>),
+                 i: usize,
+                 idx: &mut Vec<u32>| {
+                    lists.clear();
+                    lists.extend(parts.iter().map(|p| &p[i]));
+                    next.clear();
+                    if i + 1 < rows {
+                        next.extend(parts.iter().map(|p| &p[i + 1]));
                     }
-                }
-            };
+                    if lists.iter().map(|l| l.len).sum::<usize>() < k {
+                        let row = ids[start + i] as usize;
+                        let again = search_rows_again(metric, points, k, &[row]);
+                        idx.extend(again.indices.iter());
+                    } else {
+                        let sorted = sort_first_k(lists, k, scratch, next);
+                        idx.extend(sorted.iter().map(|&c| c as u32));
+                        if metric == Metric::Euclidean {
+                            order_sqrt_ties(sorted, idx, roots);
+                        }
+                    }
+                };
             let Fold {
                 sample,
                 carry,
@@ -1605,7 +1661,7 @@ fn symmetric_fold<T: Send>(
                     .par_iter_mut()
                     .enumerate()
                     .for_each_init(
-                        || (SortScratch::default(), Vec::new(), Vec::new()),
+                        || (SortScratch::default(), Vec::new(), Vec::new(), Vec::new()),
                         |w, (i, idx)| neighbours(w, i, idx),
                     );
                 if start + rows < n {
@@ -1622,20 +1678,21 @@ fn symmetric_fold<T: Send>(
             };
             // (A set of the sample alone has no rows to sort here.)
             let sample = &*sample;
-            let fill = |w: &mut (SortScratch, Vec<_>, Vec<f32>), i: usize, idx: &mut Vec<u32>| {
-                let row = first + i;
-                if is_sampled(row, step) {
-                    idx.extend_from_slice(&sample[row / step]);
-                } else {
-                    let position = CUT_SAMPLE + row - row.div_ceil(step).min(CUT_SAMPLE);
-                    neighbours(w, position - start, idx);
-                }
-            };
+            let fill =
+                |w: &mut (SortScratch, Vec<_>, Vec<_>, Vec<f32>), i: usize, idx: &mut Vec<u32>| {
+                    let row = first + i;
+                    if is_sampled(row, step) {
+                        idx.extend_from_slice(&sample[row / step]);
+                    } else {
+                        let position = CUT_SAMPLE + row - row.div_ceil(step).min(CUT_SAMPLE);
+                        neighbours(w, position - start, idx);
+                    }
+                };
             *complete = fold_chunks(
                 (n, first, end - first, chunk),
                 carry,
                 (init, add),
-                &|| (SortScratch::default(), Vec::new(), Vec::new()),
+                &|| (SortScratch::default(), Vec::new(), Vec::new(), Vec::new()),
                 &fill,
             );
             *next = end;
@@ -1752,20 +1809,25 @@ fn sort_block(
     indices: &mut Array2<u32>,
     scores: &mut Array2<f32>,
 ) -> Vec<usize> {
+    let rows = indices.nrows();
     indices
         .axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(scores.axis_iter_mut(Axis(0)))
         .enumerate()
         .map_init(
-            || (SortScratch::default(), Vec::new()),
-            |(scratch, lists), (i, (mut idx, mut sc))| {
+            || (SortScratch::default(), Vec::new(), Vec::new()),
+            |(scratch, lists, next), (i, (mut idx, mut sc))| {
                 lists.clear();
                 lists.extend(parts.iter().map(|p| &p[i]));
                 if lists.iter().map(|l| l.len).sum::<usize>() < k {
                     return Some(i);
                 }
-                let sorted = sort_first_k(lists, k, scratch);
+                next.clear();
+                if i + 1 < rows {
+                    next.extend(parts.iter().map(|p| &p[i + 1]));
+                }
+                let sorted = sort_first_k(lists, k, scratch, next);
                 let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
                     unreachable!("rows of a standard-layout array are contiguous")
                 };
@@ -2163,7 +2225,7 @@ mod tests {
             assert_eq!(width.div_ceil(MAX_DIGIT_BITS), seed as u32 + 1, "passes");
             for k in [1, 64, 65, 150, 299, 300] {
                 let refs: Vec<&RowList> = lists.iter().collect();
-                let got = sort_first_k(&refs, k, &mut scratch).to_vec();
+                let got = sort_first_k(&refs, k, &mut scratch, &refs).to_vec();
                 assert_eq!(got, want[..k], "spread {seed}, k = {k}");
             }
         }

@@ -135,6 +135,18 @@ pub(crate) fn prefetch(p: *const u64) {
     let _ = p;
 }
 
+/// Asks for the cache line at `p` into the core's L2 cache only (any address, as [`prefetch`]).
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as `prefetch`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Asks for the first kilobyte of a list's chunk.
 pub(crate) fn prefetch_start(part: &[u64]) {
     for off in (0..part.len().min(128)).step_by(8) {
