@@ -5,14 +5,94 @@
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::{CompareReport, Spread};
 use crate::Result;
 use crate::plots::{DrawResult, Drawer, WIDTH, e2s, padded_range, render, value_ticks};
 
-/// Empty rows below a grid chart's cells, where its legend goes, so that it covers no cell.
-const LEGEND_ROWS: f64 = 3.0;
+/// Height of one line of the legend, which is drawn below the chart (so it covers no cell and
+/// takes no rows of it).
+const LEGEND_LINE: u32 = 24;
+/// The legend's lines: each entry is about this wide per character of its label, plus its mark.
+const LEGEND_CHAR: u32 = 7;
+const LEGEND_MARK: u32 = 40;
+
+/// How a legend entry is marked: a dashed line (a baseline: colour, dash and gap in pixels, as
+/// its line on the chart) or a dot (trained cells).
+#[derive(Clone, Copy)]
+enum Mark {
+    Line(RGBColor, u32, u32),
+    Dot(RGBColor),
+}
+
+/// The baselines' lines: raw input, frozen backbone, untrained network.
+const RAW_LINE: Mark = Mark::Line(RED, 8, 5);
+const FROZEN_LINE: Mark = Mark::Line(GREEN_LINE, 12, 4);
+const UNTRAINED_LINE: Mark = Mark::Line(BLACK, 3, 4);
+
+/// The legend's entries laid out in lines of at most `width` pixels: `(line, x)` of each.
+fn legend_layout(labels: &[String], width: u32) -> Vec<(u32, u32)> {
+    let (mut line, mut x) = (0, 0);
+    labels
+        .iter()
+        .map(|l| {
+            let w = LEGEND_MARK + LEGEND_CHAR * l.chars().count() as u32 + 24;
+            if x > 0 && x + w > width {
+                (line, x) = (line + 1, 0);
+            }
+            let at = (line, x);
+            x += w;
+            at
+        })
+        .collect()
+}
+
+/// Lines the legend of `report`'s chart takes at the chart's width.
+fn legend_lines(report: &CompareReport, score: dml_eval::Score) -> u32 {
+    let labels: Vec<String> = legend_entries(report, score)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    legend_layout(&labels, WIDTH - 60)
+        .last()
+        .map_or(0, |&(line, _)| line + 1)
+}
+
+/// The legend's entries: the baselines present, then the trained cells of each library.
+fn legend_entries(report: &CompareReport, score: dml_eval::Score) -> Vec<(String, Mark)> {
+    let mut out = Vec::new();
+    if let Some(r) = report
+        .raw_input
+        .as_ref()
+        .and_then(|r| r.metrics.as_ref()?.get(score))
+    {
+        out.push((format!("raw input ({r:.3})"), RAW_LINE));
+    }
+    if let Some(f) = report.frozen_backbone.as_ref().and_then(|m| m.get(score)) {
+        out.push((format!("frozen backbone ({f:.3})"), FROZEN_LINE));
+    }
+    if let Some(u) = report.untrained_spread(score) {
+        out.push((format!("untrained network ({:.3})", u.mean), UNTRAINED_LINE));
+    }
+    if !report.cells.is_empty() {
+        out.push((
+            "dml, trained: mean, min–max over seeds".to_owned(),
+            Mark::Dot(BLUE),
+        ));
+    }
+    if let Some(r) = report.reference.as_ref().filter(|r| !r.cells.is_empty()) {
+        out.push((
+            format!("{}, trained: mean, min–max over seeds", r.library),
+            Mark::Dot(MAGENTA),
+        ));
+    }
+    out
+}
+
+/// The frozen backbone's line colour.
+const GREEN_LINE: RGBColor = RGBColor(0, 140, 60);
 
 struct GridChart<'a> {
     report: &'a CompareReport,
@@ -24,6 +104,12 @@ impl Drawer for GridChart<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(e2s)?;
         let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
+        let legend = legend_entries(self.report, self.score);
+        let labels: Vec<String> = legend.iter().map(|(l, _)| l.clone()).collect();
+        let (width, height) = root.dim_in_pixel();
+        let layout = legend_layout(&labels, width.saturating_sub(60));
+        let lines = layout.last().map_or(0, |&(line, _)| line + 1);
+        let (root, strip) = root.split_vertically(height.saturating_sub(LEGEND_LINE * lines + 8));
         // dml's cells, then the reference library's (drawn in a second colour).
         let reference = self.report.reference.as_ref();
         let n_own = self.report.cells.len();
@@ -68,7 +154,7 @@ impl Drawer for GridChart<'_> {
             .margin(14)
             .x_label_area_size(40)
             .y_label_area_size(230)
-            .build_cartesian_2d(lo..hi, -0.5 - LEGEND_ROWS..n as f64 - 0.5)
+            .build_cartesian_2d(lo..hi, -0.5..n as f64 - 0.5)
             .map_err(e2s)?;
         let names: Vec<String> = cells.iter().map(|(name, _)| name.clone()).collect();
         let row_label = move |y: &f64| {
@@ -83,63 +169,32 @@ impl Drawer for GridChart<'_> {
             .configure_mesh()
             .x_desc(self.score.label())
             .x_label_formatter(&value_ticks(lo, hi))
-            .y_labels(n + LEGEND_ROWS as usize)
+            .y_labels(n)
             .y_label_formatter(&row_label)
             .disable_y_mesh()
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(e2s)?;
-        let y_span = (-0.5 - LEGEND_ROWS, n as f64 - 0.5);
-        if let Some(r) = raw {
+        let y_span = (-0.5, n as f64 - 0.5);
+        for (x, mark) in [
+            (raw, RAW_LINE),
+            (frozen, FROZEN_LINE),
+            (untrained.map(|u| u.mean), UNTRAINED_LINE),
+        ] {
+            let (Some(x), Mark::Line(colour, dash, gap)) = (x, mark) else {
+                continue;
+            };
             chart
                 .draw_series(DashedLineSeries::new(
-                    [(r, y_span.0), (r, y_span.1)],
-                    8,
-                    5,
-                    RED.stroke_width(2),
+                    [(x, y_span.0), (x, y_span.1)],
+                    dash,
+                    gap,
+                    colour.stroke_width(2),
                 ))
-                .map_err(e2s)?
-                .label(format!("raw input ({r:.3})"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+                .map_err(e2s)?;
         }
-        if let Some(f) = frozen {
-            let green = RGBColor(0, 140, 60);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(f, y_span.0), (f, y_span.1)],
-                    12,
-                    4,
-                    green.stroke_width(2),
-                ))
-                .map_err(e2s)?
-                .label(format!("frozen backbone ({f:.3})"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], green.stroke_width(2))
-                });
-        }
-        if let Some(u) = untrained {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(u.mean, y_span.0), (u.mean, y_span.1)],
-                    3,
-                    4,
-                    BLACK.stroke_width(2),
-                ))
-                .map_err(e2s)?
-                .label(format!("untrained network ({:.3})", u.mean))
-                .legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
-                });
-        }
-        let groups = [
-            (0..n_own, BLUE, "dml".to_owned()),
-            (
-                n_own..cells.len(),
-                MAGENTA,
-                reference.map_or_else(String::new, |r| r.library.clone()),
-            ),
-        ];
-        for (range, colour, library) in groups {
+        let groups = [(0..n_own, BLUE), (n_own..cells.len(), MAGENTA)];
+        for (range, colour) in groups {
             if range.is_empty() {
                 continue;
             }
@@ -162,23 +217,37 @@ impl Drawer for GridChart<'_> {
                         10,
                     )
                 }))
-                .map_err(e2s)?
-                .label(format!("{library}, trained: mean, min–max over seeds"))
-                .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
+                .map_err(e2s)?;
             chart
                 .draw_series(
                     rows().map(|(i, s)| Circle::new((s.mean, i as f64), 4, colour.filled())),
                 )
                 .map_err(e2s)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(e2s)?;
+        // The legend, in the strip below the chart.
+        for ((label, mark), &(line, x)) in legend.iter().zip(&layout) {
+            let (x, y) = (30 + x as i32, (LEGEND_LINE * line + LEGEND_LINE / 2) as i32);
+            match *mark {
+                Mark::Line(c, dash, gap) => strip
+                    .draw(&DashedPathElement::new(
+                        vec![(x, y), (x + 28, y)],
+                        dash,
+                        gap,
+                        c.stroke_width(2),
+                    ))
+                    .map_err(e2s)?,
+                Mark::Dot(c) => strip
+                    .draw(&Circle::new((x + 14, y), 4, c.filled()))
+                    .map_err(e2s)?,
+            }
+            strip
+                .draw(&Text::new(
+                    label.clone(),
+                    (x + LEGEND_MARK as i32 - 4, y - 7),
+                    ("sans-serif", 13),
+                ))
+                .map_err(e2s)?;
+        }
         Ok(())
     }
 }
@@ -193,7 +262,7 @@ pub(crate) fn compare_chart(
     stem: &Path,
 ) -> Result<Vec<PathBuf>> {
     let rows = report.cells.len() + report.reference.as_ref().map_or(0, |r| r.cells.len());
-    let height = 110 + 34 * (rows.max(1) + LEGEND_ROWS as usize) as u32;
+    let height = 110 + 34 * rows.max(1) as u32 + LEGEND_LINE * legend_lines(report, score) + 8;
     render(
         stem,
         (WIDTH, height.max(320)),
@@ -203,4 +272,24 @@ pub(crate) fn compare_chart(
             title,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries go left to right and wrap to a new line when the next would pass the width; an
+    /// entry wider than the width still starts a line of its own.
+    #[test]
+    fn legend_entries_wrap_at_the_width() {
+        // Each entry: 40 + 7 per character + 24 pixels; "x" × 10 is 134 wide.
+        let ten = "x".repeat(10);
+        let labels = vec![ten.clone(), ten.clone(), ten.clone(), "y".repeat(100), ten];
+        assert_eq!(
+            legend_layout(&labels, 300),
+            [(0, 0), (0, 134), (1, 0), (2, 0), (3, 0)]
+        );
+        assert_eq!(legend_layout(&labels[..2], 268), [(0, 0), (0, 134)]);
+        assert!(legend_layout(&[], 300).is_empty());
+    }
 }
