@@ -819,6 +819,17 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// A row's cut-off from its keys to the cut-offs' sample (`keys`, one per sample row, `own`
+/// the row's own place among them if it is a sample row, left out as `+inf`): the key of rank
+/// `rank` ([`cut_rank`]).
+fn cut_from_sample(keys: &mut [f32], own: Option<usize>, rank: usize) -> f32 {
+    if let Some(own) = own {
+        keys[own] = f32::INFINITY;
+    }
+    let (_, &mut c, _) = keys.select_nth_unstable_by(rank, f32::total_cmp);
+    c
+}
+
 /// Whether row `r` is one of [`cut_offs`]' sample rows (every `step`-th, [`CUT_SAMPLE`] of
 /// them).
 fn is_sampled(r: usize, step: usize) -> bool {
@@ -890,11 +901,7 @@ fn sample_tile_rows(
                 }
                 for (i, (keys, cut)) in buf.chunks_mut(CUT_SAMPLE).zip(out).enumerate() {
                     let own = b * SYM_TILE + i;
-                    if own < CUT_SAMPLE {
-                        keys[own] = f32::INFINITY;
-                    }
-                    let (_, &mut c, _) = keys.select_nth_unstable_by(rank, f32::total_cmp);
-                    *cut = c;
+                    *cut = cut_from_sample(keys, (own < CUT_SAMPLE).then_some(own), rank);
                 }
             },
         );
@@ -943,11 +950,7 @@ fn cut_offs(
             );
             for (i, (keys, cut)) in tile.chunks_mut(m).zip(out.iter_mut()).enumerate() {
                 let own = r0 + i;
-                if own.is_multiple_of(step) && own / step < m {
-                    keys[own / step] = f32::INFINITY;
-                }
-                let (_, &mut c, _) = keys.select_nth_unstable_by(rank, f32::total_cmp);
-                *cut = c;
+                *cut = cut_from_sample(keys, is_sampled(own, step).then_some(own / step), rank);
             }
         },
     );
@@ -1256,17 +1259,17 @@ fn count_digits<const P: usize>(
 /// Walks the lists of the row to be sorted next, one cache line per [`Ahead::step`], asking
 /// for each into L2 while this row is sorted: the next row's digit count then reads its lists
 /// from L2 rather than from memory.
-struct Ahead<'a> {
-    parts: Vec<&'a [u64]>,
-    part: usize,
+struct Ahead<'a, I: Iterator<Item = &'a [u64]>> {
+    parts: I,
+    part: &'a [u64],
     at: usize,
 }
 
-impl<'a> Ahead<'a> {
-    fn new(lists: &[&'a RowList]) -> Self {
+impl<'a, I: Iterator<Item = &'a [u64]>> Ahead<'a, I> {
+    fn new(parts: I) -> Self {
         Ahead {
-            parts: lists.iter().flat_map(|l| l.parts()).collect(),
-            part: 0,
+            parts,
+            part: &[],
             at: 0,
         }
     }
@@ -1274,14 +1277,41 @@ impl<'a> Ahead<'a> {
     /// Asks for the next line, if any is left.
     #[inline(always)]
     fn step(&mut self) {
-        if let Some(p) = self.parts.get(self.part) {
-            prefetch_l2(p.as_ptr().wrapping_add(self.at));
-            self.at += 8;
-            if self.at >= p.len() {
-                (self.part, self.at) = (self.part + 1, 0);
+        if self.at >= self.part.len() {
+            match self.parts.next() {
+                Some(p) => (self.part, self.at) = (p, 0),
+                None => return,
             }
         }
+        prefetch_l2(self.part.as_ptr().wrapping_add(self.at));
+        self.at += 8;
     }
+}
+
+/// Row `i` of a complete block of `rows` rows (`parts`: the block's lists in parts, as
+/// [`sort_block`] takes them): its first `k` codes in order ([`sort_first_k`], row `i + 1`'s
+/// lists asked for meanwhile), or `None` when it has fewer than `k` candidates. `lists` and
+/// `next` are buffers reused from row to row.
+fn sort_row<'s, 'p>(
+    (scratch, lists, next): (
+        &'s mut SortScratch,
+        &mut Vec<&'p RowList>,
+        &mut Vec<&'p RowList>,
+    ),
+    parts: &'p [Vec<RowList>],
+    (i, rows): (usize, usize),
+    k: usize,
+) -> Option<&'s [u64]> {
+    lists.clear();
+    lists.extend(parts.iter().map(|p| &p[i]));
+    if lists.iter().map(|l| l.len).sum::<usize>() < k {
+        return None;
+    }
+    next.clear();
+    if i + 1 < rows {
+        next.extend(parts.iter().map(|p| &p[i + 1]));
+    }
+    Some(sort_first_k(lists, k, scratch, next))
 }
 
 /// Codes sorted per [`Ahead::step`]: a row's two scatter passes then ask for about as many
@@ -1340,7 +1370,7 @@ fn sort_first_k<'a>(
             offset += here;
         }
     }
-    let mut ahead = Ahead::new(next);
+    let mut ahead = Ahead::new(next.iter().flat_map(|l| l.parts()));
     {
         let count = &mut counts[0];
         for list in lists {
@@ -1632,22 +1662,15 @@ fn symmetric_fold<T: Send>(
                 |(scratch, lists, next, roots): &mut (SortScratch, Vec<_>, Vec<_>, Vec<f32>),
                  i: usize,
                  idx: &mut Vec<u32>| {
-                    lists.clear();
-                    lists.extend(parts.iter().map(|p| &p[i]));
-                    next.clear();
-                    if i + 1 < rows {
-                        next.extend(parts.iter().map(|p| &p[i + 1]));
-                    }
-                    if lists.iter().map(|l| l.len).sum::<usize>() < k {
-                        let row = ids[start + i] as usize;
-                        let again = search_rows_again(metric, points, k, &[row]);
-                        idx.extend(again.indices.iter());
-                    } else {
-                        let sorted = sort_first_k(lists, k, scratch, next);
+                    if let Some(sorted) = sort_row((scratch, lists, next), parts, (i, rows), k) {
                         idx.extend(sorted.iter().map(|&c| c as u32));
                         if metric == Metric::Euclidean {
                             order_sqrt_ties(sorted, idx, roots);
                         }
+                    } else {
+                        let row = ids[start + i] as usize;
+                        let again = search_rows_again(metric, points, k, &[row]);
+                        idx.extend(again.indices.iter());
                     }
                 };
             let Fold {
@@ -1712,12 +1735,7 @@ fn symmetric_fold<T: Send>(
 /// pairs of keys close enough for one root are too many to test one by one).
 fn order_sqrt_ties(codes: &[u64], ids: &mut [u32], roots: &mut Vec<f32>) {
     roots.clear();
-    // Euclidean keys are not negative: the key's bits are the code's with the top bit cleared.
-    roots.extend(
-        codes
-            .iter()
-            .map(|&c| f32::from_bits((c >> 32) as u32 & 0x7fff_ffff).sqrt()),
-    );
+    roots.extend(codes.iter().map(|&c| decode_key(c).sqrt()));
     order_ties(roots, ids);
 }
 
@@ -1818,16 +1836,9 @@ fn sort_block(
         .map_init(
             || (SortScratch::default(), Vec::new(), Vec::new()),
             |(scratch, lists, next), (i, (mut idx, mut sc))| {
-                lists.clear();
-                lists.extend(parts.iter().map(|p| &p[i]));
-                if lists.iter().map(|l| l.len).sum::<usize>() < k {
+                let Some(sorted) = sort_row((scratch, lists, next), parts, (i, rows), k) else {
                     return Some(i);
-                }
-                next.clear();
-                if i + 1 < rows {
-                    next.extend(parts.iter().map(|p| &p[i + 1]));
-                }
-                let sorted = sort_first_k(lists, k, scratch, next);
+                };
                 let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
                     unreachable!("rows of a standard-layout array are contiguous")
                 };
