@@ -611,9 +611,8 @@ fn score_neighbours(
             SCORE_CHUNK,
             &|| (Accumulator::new(plan), Vec::new()),
             &|(chunk_acc, hits), q, nn| {
-                let label = query_labels[q];
-                let labels = nn.iter().map(|&j| reference_labels[j as usize]);
-                chunk_acc.add_neighbours(plan, label, r_of(label), labels, hits);
+                let labels = (query_labels, reference_labels);
+                add_query(plan, labels, r_of, (chunk_acc, hits), q, nn.iter());
             },
             &mut |done, chunks| {
                 let before = std::mem::replace(&mut acc, Accumulator::new(plan));
@@ -680,13 +679,35 @@ fn score_block(
             let mut chunk_acc = Accumulator::new(plan);
             let mut hits = Vec::new();
             for (i, row) in chunk.outer_iter().enumerate() {
-                let label = query_labels[start + c * SCORE_CHUNK + i];
-                let labels = row.iter().map(|&j| reference_labels[j as usize]);
-                chunk_acc.add_neighbours(plan, label, r_of(label), labels, &mut hits);
+                let q = start + c * SCORE_CHUNK + i;
+                let labels = (query_labels, reference_labels);
+                add_query(
+                    plan,
+                    labels,
+                    r_of,
+                    (&mut chunk_acc, &mut hits),
+                    q,
+                    row.iter(),
+                );
             }
             chunk_acc
         })
         .collect()
+}
+
+/// Adds query `q` to `acc` from the indices of its nearest references (closest first);
+/// `hits` is a buffer reused from query to query.
+fn add_query<'a>(
+    plan: &Plan,
+    (query_labels, reference_labels): (&[u32], &[u32]),
+    r_of: &(dyn Fn(u32) -> usize + Sync),
+    (acc, hits): (&mut Accumulator, &mut Vec<u32>),
+    q: usize,
+    neighbours: impl Iterator<Item = &'a u32>,
+) {
+    let label = query_labels[q];
+    let labels = neighbours.map(|&j| reference_labels[j as usize]);
+    acc.add_neighbours(plan, label, r_of(label), labels, hits);
 }
 
 /// Scores every query from the positions of all its positives in its whole ranking: the
