@@ -19,18 +19,21 @@ const LEGEND_LINE: u32 = 24;
 const LEGEND_CHAR: u32 = 7;
 const LEGEND_MARK: u32 = 40;
 
-/// How a legend entry is marked: a dashed line (a baseline: colour, dash and gap in pixels, as
-/// its line on the chart) or a dot (trained cells).
+/// A baseline's dashed line: colour, dash and gap in pixels.
 #[derive(Clone, Copy)]
-enum Mark {
-    Line(RGBColor, u32, u32),
-    Dot(RGBColor),
-}
+struct Dash(RGBColor, u32, u32);
 
 /// The baselines' lines: raw input, frozen backbone, untrained network.
-const RAW_LINE: Mark = Mark::Line(RED, 8, 5);
-const FROZEN_LINE: Mark = Mark::Line(GREEN_LINE, 12, 4);
-const UNTRAINED_LINE: Mark = Mark::Line(BLACK, 3, 4);
+const RAW_LINE: Dash = Dash(RED, 8, 5);
+const FROZEN_LINE: Dash = Dash(GREEN_LINE, 12, 4);
+const UNTRAINED_LINE: Dash = Dash(BLACK, 3, 4);
+
+/// How a legend entry is marked: a baseline's line, as on the chart, or a dot (trained cells).
+#[derive(Clone, Copy)]
+enum Mark {
+    Line(Dash),
+    Dot(RGBColor),
+}
 
 /// The legend's entries laid out in lines of at most `width` pixels: `(line, x)` of each.
 fn legend_layout(labels: &[String], width: u32) -> Vec<(u32, u32)> {
@@ -49,46 +52,60 @@ fn legend_layout(labels: &[String], width: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// Lines the legend of `report`'s chart takes at the chart's width.
-fn legend_lines(report: &CompareReport, score: dml_eval::Score) -> u32 {
-    let labels: Vec<String> = legend_entries(report, score)
-        .into_iter()
-        .map(|(l, _)| l)
-        .collect();
-    legend_layout(&labels, WIDTH - 60)
-        .last()
-        .map_or(0, |&(line, _)| line + 1)
-}
-
-/// The legend's entries: the baselines present, then the trained cells of each library.
-fn legend_entries(report: &CompareReport, score: dml_eval::Score) -> Vec<(String, Mark)> {
-    let mut out = Vec::new();
-    if let Some(r) = report
+/// The baselines of `report` present for `score`, as the chart draws them: each one's legend
+/// label, value (a vertical line there) and line.
+fn baselines(report: &CompareReport, score: dml_eval::Score) -> Vec<(String, f64, Dash)> {
+    let raw = report
         .raw_input
         .as_ref()
-        .and_then(|r| r.metrics.as_ref()?.get(score))
-    {
-        out.push((format!("raw input ({r:.3})"), RAW_LINE));
+        .and_then(|r| r.metrics.as_ref()?.get(score));
+    let frozen = report.frozen_backbone.as_ref().and_then(|m| m.get(score));
+    let untrained = report.untrained_spread(score).map(|u| u.mean);
+    [
+        ("raw input", raw, RAW_LINE),
+        ("frozen backbone", frozen, FROZEN_LINE),
+        ("untrained network", untrained, UNTRAINED_LINE),
+    ]
+    .into_iter()
+    .filter_map(|(name, v, mark)| Some((format!("{name} ({:.3})", v?), v?, mark)))
+    .collect()
+}
+
+/// A grid chart's legend: its entries (the baselines present, then the trained cells of each
+/// library) and where each goes in the strip below the chart, at the chart's width.
+struct Legend {
+    entries: Vec<(String, Mark)>,
+    at: Vec<(u32, u32)>,
+}
+
+impl Legend {
+    fn new(report: &CompareReport, score: dml_eval::Score) -> Legend {
+        let mut entries: Vec<(String, Mark)> = baselines(report, score)
+            .into_iter()
+            .map(|(label, _, dash)| (label, Mark::Line(dash)))
+            .collect();
+        if !report.cells.is_empty() {
+            entries.push((
+                "dml, trained: mean, min–max over seeds".to_owned(),
+                Mark::Dot(BLUE),
+            ));
+        }
+        if let Some(r) = report.reference.as_ref().filter(|r| !r.cells.is_empty()) {
+            entries.push((
+                format!("{}, trained: mean, min–max over seeds", r.library),
+                Mark::Dot(MAGENTA),
+            ));
+        }
+        let labels: Vec<String> = entries.iter().map(|(l, _)| l.clone()).collect();
+        let at = legend_layout(&labels, WIDTH - 60);
+        Legend { entries, at }
     }
-    if let Some(f) = report.frozen_backbone.as_ref().and_then(|m| m.get(score)) {
-        out.push((format!("frozen backbone ({f:.3})"), FROZEN_LINE));
+
+    /// Height of the strip it takes below the chart.
+    fn height(&self) -> u32 {
+        let lines = self.at.last().map_or(0, |&(line, _)| line + 1);
+        LEGEND_LINE * lines + 8
     }
-    if let Some(u) = report.untrained_spread(score) {
-        out.push((format!("untrained network ({:.3})", u.mean), UNTRAINED_LINE));
-    }
-    if !report.cells.is_empty() {
-        out.push((
-            "dml, trained: mean, min–max over seeds".to_owned(),
-            Mark::Dot(BLUE),
-        ));
-    }
-    if let Some(r) = report.reference.as_ref().filter(|r| !r.cells.is_empty()) {
-        out.push((
-            format!("{}, trained: mean, min–max over seeds", r.library),
-            Mark::Dot(MAGENTA),
-        ));
-    }
-    out
 }
 
 /// The frozen backbone's line colour.
@@ -98,18 +115,15 @@ struct GridChart<'a> {
     report: &'a CompareReport,
     score: dml_eval::Score,
     title: &'a str,
+    legend: Legend,
 }
 
 impl Drawer for GridChart<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(e2s)?;
         let root = root.titled(self.title, ("sans-serif", 22)).map_err(e2s)?;
-        let legend = legend_entries(self.report, self.score);
-        let labels: Vec<String> = legend.iter().map(|(l, _)| l.clone()).collect();
-        let (width, height) = root.dim_in_pixel();
-        let layout = legend_layout(&labels, width.saturating_sub(60));
-        let lines = layout.last().map_or(0, |&(line, _)| line + 1);
-        let (root, strip) = root.split_vertically(height.saturating_sub(LEGEND_LINE * lines + 8));
+        let height = root.dim_in_pixel().1;
+        let (root, strip) = root.split_vertically(height.saturating_sub(self.legend.height()));
         // dml's cells, then the reference library's (drawn in a second colour).
         let reference = self.report.reference.as_ref();
         let n_own = self.report.cells.len();
@@ -127,23 +141,13 @@ impl Drawer for GridChart<'_> {
                 })
             }))
             .collect();
-        let raw = self
-            .report
-            .raw_input
-            .as_ref()
-            .and_then(|r| r.metrics.as_ref()?.get(self.score));
+        let baselines = baselines(self.report, self.score);
         let untrained = self.report.untrained_spread(self.score);
-        let frozen = self
-            .report
-            .frozen_backbone
-            .as_ref()
-            .and_then(|m| m.get(self.score));
         let values = cells
             .iter()
             .filter_map(|(_, s)| *s)
             .flat_map(|s| [s.min, s.max])
-            .chain(raw)
-            .chain(frozen)
+            .chain(baselines.iter().map(|&(_, v, _)| v))
             .chain(untrained.iter().flat_map(|s| [s.min, s.max]));
         let (lo, hi) = match padded_range(values, f64::NAN) {
             (lo, hi) if lo.is_finite() && hi.is_finite() => (lo, hi),
@@ -176,14 +180,7 @@ impl Drawer for GridChart<'_> {
             .draw()
             .map_err(e2s)?;
         let y_span = (-0.5, n as f64 - 0.5);
-        for (x, mark) in [
-            (raw, RAW_LINE),
-            (frozen, FROZEN_LINE),
-            (untrained.map(|u| u.mean), UNTRAINED_LINE),
-        ] {
-            let (Some(x), Mark::Line(colour, dash, gap)) = (x, mark) else {
-                continue;
-            };
+        for &(_, x, Dash(colour, dash, gap)) in &baselines {
             chart
                 .draw_series(DashedLineSeries::new(
                     [(x, y_span.0), (x, y_span.1)],
@@ -225,10 +222,10 @@ impl Drawer for GridChart<'_> {
                 .map_err(e2s)?;
         }
         // The legend, in the strip below the chart.
-        for ((label, mark), &(line, x)) in legend.iter().zip(&layout) {
+        for ((label, mark), &(line, x)) in self.legend.entries.iter().zip(&self.legend.at) {
             let (x, y) = (30 + x as i32, (LEGEND_LINE * line + LEGEND_LINE / 2) as i32);
             match *mark {
-                Mark::Line(c, dash, gap) => strip
+                Mark::Line(Dash(c, dash, gap)) => strip
                     .draw(&DashedPathElement::new(
                         vec![(x, y), (x + 28, y)],
                         dash,
@@ -262,7 +259,8 @@ pub(crate) fn compare_chart(
     stem: &Path,
 ) -> Result<Vec<PathBuf>> {
     let rows = report.cells.len() + report.reference.as_ref().map_or(0, |r| r.cells.len());
-    let height = 110 + 34 * rows.max(1) as u32 + LEGEND_LINE * legend_lines(report, score) + 8;
+    let legend = Legend::new(report, score);
+    let height = 110 + 34 * rows.max(1) as u32 + legend.height();
     render(
         stem,
         (WIDTH, height.max(320)),
@@ -270,6 +268,7 @@ pub(crate) fn compare_chart(
             report,
             score,
             title,
+            legend,
         },
     )
 }
