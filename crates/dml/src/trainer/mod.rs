@@ -408,11 +408,12 @@ impl Trainer {
 
     /// The held-out spread of this run's untrained network, when it evaluated epoch 0.
     pub(crate) fn untrained_spread(&self) -> Option<f64> {
-        self.state
-            .history
-            .iter()
-            .find(|r| r.epoch == 0)
-            .and_then(|r| r.spread)
+        self.untrained_record().and_then(|r| r.spread)
+    }
+
+    /// The record of epoch 0 (the untrained network), when this run evaluated it.
+    fn untrained_record(&self) -> Option<&EpochRecord> {
+        self.state.history.iter().find(|r| r.epoch == 0)
     }
 
     /// The device the network trains on.
@@ -722,12 +723,7 @@ impl Trainer {
         } else {
             Vec::new()
         };
-        let initial_metrics = self
-            .state
-            .history
-            .iter()
-            .find(|r| r.epoch == 0)
-            .and_then(|r| r.metrics.clone());
+        let initial_metrics = self.untrained_record().and_then(|r| r.metrics.clone());
         let final_metrics = self
             .state
             .history
