@@ -703,7 +703,7 @@ fn add_query<'a>(
     r_of: &(dyn Fn(u32) -> usize + Sync),
     (acc, hits): (&mut Accumulator, &mut Vec<u32>),
     q: usize,
-    neighbours: impl Iterator<Item = &'a u32>,
+    neighbours: impl ExactSizeIterator<Item = &'a u32>,
 ) {
     let label = query_labels[q];
     let labels = neighbours.map(|&j| reference_labels[j as usize]);
