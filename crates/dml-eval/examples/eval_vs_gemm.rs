@@ -5,17 +5,20 @@
 //!
 //! ```text
 //! cargo run --release -p dml-eval --example eval_vs_gemm -- [n_classes] [per_class] [dim] [rounds]
+//! cargo run --release -p dml-eval --example eval_vs_gemm -- --npy EMBEDDINGS.npy LABELS.npy [rounds]
 //! ```
 //!
 //! Defaults: 5 classes of 7,000 points in 784-d (R = 6,999 per query), 3 rounds. The points are
 //! clustered unit vectors (a random centre per class plus noise of the same scale), the shape
-//! of the benchmark's `evaluate_euclidean` sets.
+//! of the benchmark's `evaluate_euclidean` sets. With `--npy`, the points and labels are read
+//! from `.npy` files instead (e.g. the 35,000 raw Fashion-MNIST images of classes 5–9, flattened
+//! and L2-normalised).
 
 mod common;
 
 use std::time::Instant;
 
-use dml_eval::{EvalConfig, evaluate};
+use dml_eval::{EvalConfig, evaluate, npy};
 use dml_kernels::{Metric, knn_self};
 use ndarray::{Array2, Axis};
 use rand::SeedableRng;
@@ -24,23 +27,26 @@ use rand_chacha::ChaCha8Rng;
 use common::{cpu_seconds, normal};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
-    let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
-    let (n_classes, per_class, d, rounds) = (arg(0, 5), arg(1, 7_000), arg(2, 784), arg(3, 3));
-    let labels: Vec<u32> = (0..n_classes as u32)
-        .flat_map(|c| std::iter::repeat_n(c, per_class))
-        .collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let centres = Array2::from_shape_simple_fn((n_classes, d), || normal(&mut rng));
-    let mut x = Array2::from_shape_simple_fn((labels.len(), d), || normal(&mut rng));
-    for (mut row, &l) in x.axis_iter_mut(Axis(0)).zip(&labels) {
-        row += &centres.row(l as usize);
-        let norm = row.dot(&row).sqrt().max(1e-12);
-        row /= norm;
-    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (x, labels, rounds) = if args.first().is_some_and(|a| a == "--npy") {
+        let (Some(emb), Some(lab)) = (args.get(1), args.get(2)) else {
+            return Err("usage: eval_vs_gemm --npy EMBEDDINGS.npy LABELS.npy [rounds]".into());
+        };
+        let (x, labels) = npy::read_embeddings_and_labels(emb, lab)?;
+        let rounds = args.get(3).map_or(Ok(3), |r| r.parse())?;
+        (x, labels, rounds)
+    } else {
+        let args: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
+        let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
+        let (n_classes, per_class, d) = (arg(0, 5), arg(1, 7_000), arg(2, 784));
+        let (x, labels) = clustered(n_classes, per_class, d);
+        (x, labels, arg(3, 3))
+    };
+    let n_classes = labels
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let d = x.ncols();
     let cfg = EvalConfig {
         nmi: false,
         ..EvalConfig::default()
@@ -76,6 +82,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// `n_classes` × `per_class` clustered unit vectors in `d` dimensions and their labels.
+fn clustered(n_classes: usize, per_class: usize, d: usize) -> (Array2<f32>, Vec<u32>) {
+    let labels: Vec<u32> = (0..n_classes as u32)
+        .flat_map(|c| std::iter::repeat_n(c, per_class))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let centres = Array2::from_shape_simple_fn((n_classes, d), || normal(&mut rng));
+    let mut x = Array2::from_shape_simple_fn((labels.len(), d), || normal(&mut rng));
+    for (mut row, &l) in x.axis_iter_mut(Axis(0)).zip(&labels) {
+        row += &centres.row(l as usize);
+        let norm = row.dot(&row).sqrt().max(1e-12);
+        row /= norm;
+    }
+    (x, labels)
 }
 
 /// The products `x_i · x_jᵀ` of every 512 × 512 tile on and above the diagonal, as the
