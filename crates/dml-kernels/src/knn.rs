@@ -1204,6 +1204,58 @@ fn keep_cols_below_cut(
     }
 }
 
+/// Values reused across parallel calls, one per worker thread: a task takes its worker's (or
+/// a new one) and gives it back when it ends, so that buffers are allocated, and their pages
+/// touched, once per search rather than once per rayon split (the tiles' buffers and the
+/// sort's scratch were about 1 % of a 784-d evaluation's samples in page faults and zeroing).
+struct Reuse<T>(Vec<Mutex<Option<T>>>);
+
+impl<T: Default> Reuse<T> {
+    fn new() -> Self {
+        let workers = rayon::current_num_threads().max(1);
+        Reuse((0..workers).map(|_| Mutex::new(None)).collect())
+    }
+
+    /// The calling worker's slot.
+    fn slot(&self) -> &Mutex<Option<T>> {
+        &self.0[rayon::current_thread_index().unwrap_or(0) % self.0.len()]
+    }
+
+    /// The calling worker's value, or a new one where it has none at hand.
+    fn take(&self) -> Reused<'_, T> {
+        let value = self.slot().lock().unwrap_or_else(|e| e.into_inner()).take();
+        Reused {
+            from: self,
+            value: Some(value.unwrap_or_default()),
+        }
+    }
+}
+
+/// A value taken from a [`Reuse`], given back (to the worker that drops it) when dropped.
+struct Reused<'a, T: Default> {
+    from: &'a Reuse<T>,
+    value: Option<T>,
+}
+
+impl<T: Default> std::ops::Deref for Reused<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("taken until dropped")
+    }
+}
+
+impl<T: Default> std::ops::DerefMut for Reused<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("taken until dropped")
+    }
+}
+
+impl<T: Default> Drop for Reused<'_, T> {
+    fn drop(&mut self) {
+        *self.from.slot().lock().unwrap_or_else(|e| e.into_inner()) = self.value.take();
+    }
+}
+
 /// Scratch space of [`sort_first_k`], reused across rows.
 #[derive(Default)]
 struct SortScratch {
@@ -1212,6 +1264,14 @@ struct SortScratch {
     counts: Vec<[u32; MAX_RADIX]>,
     /// The codes whose keys lie below the radix passes' range (see [`sort_first_k`]).
     near: Vec<u64>,
+}
+
+/// What [`symmetric_fold`] needs to turn one row's lists into its neighbours.
+#[derive(Default)]
+struct RowScratch {
+    sort: SortScratch,
+    /// The square roots of [`order_sqrt_ties`].
+    roots: Vec<f32>,
 }
 
 /// Widest digit of [`sort_first_k`]'s radix sort: 4,096 counters, 16 KiB, stay in L1.
@@ -1512,6 +1572,8 @@ fn search_symmetric_select<S: Send>(
     let from_above: Vec<Mutex<Vec<RowList>>> =
         (0..nb).map(|b| Mutex::new(lists(block_rows(b)))).collect();
     let workers = rayon::current_num_threads().max(1);
+    // Each worker's tile and transposed tile.
+    let buffers = Reuse::<(Vec<f32>, Vec<f32>)>::new();
     let from_row: [Vec<Mutex<Vec<RowList>>>; 2] =
         std::array::from_fn(|_| (0..workers).map(|_| Mutex::new(lists(SYM_TILE))).collect());
     for step in 0..=nb {
@@ -1530,8 +1592,9 @@ fn search_symmetric_select<S: Send>(
                 return;
             }
             (step..nb).into_par_iter().for_each_init(
-                || (Vec::<f32>::new(), Vec::new(), Stash::new(&pool)),
-                |(tile, by_col, stash), bj| {
+                || (buffers.take(), Stash::new(&pool)),
+                |(buffers, stash), bj| {
+                    let (tile, by_col) = &mut **buffers;
                     let (r0, c0) = (step * SYM_TILE, bj * SYM_TILE);
                     let (rows, cols) = (block_rows(step), block_rows(bj));
                     // The sample's tile rows were computed for the cut-offs; each is dropped
@@ -1688,6 +1751,8 @@ fn symmetric_fold<T: Send>(
     let layout = Layout::sample_first(points);
     let step = n / CUT_SAMPLE;
     let ids = &layout.ids;
+    // Each worker's sort scratch and square roots.
+    let scratch = Reuse::<RowScratch>::new();
     let mut state = Fold {
         sample: vec![Vec::new(); CUT_SAMPLE],
         carry: None,
@@ -1703,10 +1768,11 @@ fn symmetric_fold<T: Send>(
         &|st: &mut Fold<T>, start, rows, parts| {
             // Row `start + i` of the search's order: its neighbours, by index.
             let neighbours =
-                |(scratch, lists, next, roots): &mut (SortScratch, Vec<_>, Vec<_>, Vec<f32>),
+                |(scratch, lists, next): &mut (Reused<'_, RowScratch>, Vec<_>, Vec<_>),
                  i: usize,
                  idx: &mut Vec<u32>| {
-                    if let Some(sorted) = sort_row((scratch, lists, next), parts, (i, rows), k) {
+                    let RowScratch { sort, roots } = &mut **scratch;
+                    if let Some(sorted) = sort_row((sort, lists, next), parts, (i, rows), k) {
                         idx.extend(sorted.iter().map(|&c| c as u32));
                         if metric == Metric::Euclidean {
                             order_sqrt_ties(sorted, idx, roots);
@@ -1728,7 +1794,7 @@ fn symmetric_fold<T: Send>(
                     .par_iter_mut()
                     .enumerate()
                     .for_each_init(
-                        || (SortScratch::default(), Vec::new(), Vec::new(), Vec::new()),
+                        || (scratch.take(), Vec::new(), Vec::new()),
                         |w, (i, idx)| neighbours(w, i, idx),
                     );
                 if start + rows < n {
@@ -1746,7 +1812,7 @@ fn symmetric_fold<T: Send>(
             // (A set of the sample alone has no rows to sort here.)
             let sample = &*sample;
             let fill =
-                |w: &mut (SortScratch, Vec<_>, Vec<_>, Vec<f32>), i: usize, idx: &mut Vec<u32>| {
+                |w: &mut (Reused<'_, RowScratch>, Vec<_>, Vec<_>), i: usize, idx: &mut Vec<u32>| {
                     let row = first + i;
                     if is_sampled(row, step) {
                         idx.extend_from_slice(&sample[row / step]);
@@ -1759,7 +1825,7 @@ fn symmetric_fold<T: Send>(
                 (n, first, end - first, chunk),
                 carry,
                 (init, add),
-                &|| (SortScratch::default(), Vec::new(), Vec::new(), Vec::new()),
+                &|| (scratch.take(), Vec::new(), Vec::new()),
                 &fill,
             );
             *next = end;
