@@ -1440,7 +1440,7 @@ fn sort_first_k<'a>(
         let bits = width.div_ceil(passes).max(1);
         let radix = 1usize << bits;
         let mask = (radix - 1) as u32;
-        for count in counts.iter_mut() {
+        for count in &mut counts[..passes as usize] {
             count[..radix].fill(0);
         }
         let below = match passes {
