@@ -892,7 +892,14 @@ struct EvalSet {
     dim: usize,
     weight: Weight,
     peak_memory: bool,
+    /// Where the points come from: clustered points drawn for `sizes` and `dim` when `None`,
+    /// else these points and labels.
+    given: Option<(Array2<f32>, Vec<u32>)>,
 }
+
+/// Where `cargo xtask bench` put Fashion-MNIST (`cargo xtask data fashion-mnist`), for the
+/// evaluation of its raw images; that case is left out when this is not set.
+const FASHION_MNIST_ENV: &str = "DML_BENCH_FASHION_MNIST";
 
 fn eval(scale: Scale, out: &mut Vec<Case>) {
     let set = |name, sizes, dim, weight, peak_memory| EvalSet {
@@ -901,6 +908,7 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
         dim,
         weight,
         peak_memory,
+        given: None,
     };
     let sets = match scale {
         Scale::Quick => vec![
@@ -928,6 +936,27 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
         eval_case(s, out);
     }
     if scale == Scale::Full {
+        // The case issue #35 names: 35,000 raw Fashion-MNIST images, classes 5–9 (R = 6,999).
+        match std::env::var_os(FASHION_MNIST_ENV) {
+            Some(dir) => match data::fashion_mnist_held_out(std::path::Path::new(&dir)) {
+                Ok((x, labels)) => eval_case(
+                    EvalSet {
+                        name: "fashion_mnist_raw",
+                        sizes: Vec::new(),
+                        dim: x.ncols(),
+                        weight: Weight::Huge,
+                        peak_memory: true,
+                        given: Some((x, labels)),
+                    },
+                    out,
+                ),
+                Err(e) => eprintln!("raw Fashion-MNIST evaluation left out: {e:#}"),
+            },
+            None => eprintln!(
+                "raw Fashion-MNIST evaluation left out: {FASHION_MNIST_ENV} is not set \
+                 (`cargo xtask bench` sets it)"
+            ),
+        }
         gallery_case(100_000, 10_000, 100, 128, out);
     }
     let (n, d, k, weight) = match scale {
@@ -1015,8 +1044,9 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
         dim: d,
         weight,
         peak_memory,
+        given,
     } = set;
-    let n: usize = sizes.iter().sum();
+    let n: usize = given.as_ref().map_or(sizes.iter().sum(), |(_, l)| l.len());
     out.push(Case {
         topic: Topic::Eval,
         function: "evaluate_euclidean".into(),
@@ -1027,8 +1057,10 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
         peak_memory,
         note: "leave-one-out retrieval: k-NN with k = largest class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI)",
         make: Box::new(move || {
-            let labels = data::labels_sized(&sizes);
-            let emb = data::clustered(&labels, d, 8);
+            let (emb, labels) = given.clone().unwrap_or_else(|| {
+                let labels = data::labels_sized(&sizes);
+                (data::clustered(&labels, d, 8), labels)
+            });
             let cfg = dml_eval::EvalConfig {
                 nmi: false,
                 ..Default::default()
