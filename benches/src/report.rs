@@ -206,7 +206,9 @@ pub fn render(report: &Report) -> String {
          the other side's spinning thread pools are idle). Below 1× dml is faster. Peak memory is taken in \
          a fresh process per side: the peak resident set during one run (`VmHWM`, reset just \
          before the run) and what the run added to the resident set it started from. Inputs \
-         are seeded synthetic data: clustered unit-norm embeddings, P×K batches with K = 4.\n\n",
+         are seeded synthetic data (clustered unit-norm embeddings, P×K batches with K = 4), \
+         except the evaluation of raw Fashion-MNIST images, whose data set a full run fetches \
+         (`cargo xtask data fashion-mnist`).\n\n",
     );
     s.push_str("## Machine\n\n");
     let _ = writeln!(s, "| | |\n|---|---|");
