@@ -893,8 +893,9 @@ struct EvalSet {
     weight: Weight,
     peak_memory: bool,
     /// Where the points come from: clustered points drawn for `sizes` and `dim` when `None`,
-    /// else these points and labels.
-    given: Option<(Array2<f32>, Vec<u32>)>,
+    /// else the raw Fashion-MNIST images of this folder, read when the case runs (not when the
+    /// cases are listed: every peak-memory child lists them all).
+    fashion_mnist: Option<std::path::PathBuf>,
 }
 
 /// Where `cargo xtask bench` put Fashion-MNIST (`cargo xtask data fashion-mnist`), for the
@@ -908,7 +909,7 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
         dim,
         weight,
         peak_memory,
-        given: None,
+        fashion_mnist: None,
     };
     let sets = match scale {
         Scale::Quick => vec![
@@ -937,21 +938,22 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
     }
     if scale == Scale::Full {
         // The case issue #35 names: 35,000 raw Fashion-MNIST images, classes 5–9 (R = 6,999).
-        match std::env::var_os(FASHION_MNIST_ENV) {
-            Some(dir) => match data::fashion_mnist_held_out(std::path::Path::new(&dir)) {
-                Ok((x, labels)) => eval_case(
-                    EvalSet {
-                        name: "fashion_mnist_raw",
-                        sizes: Vec::new(),
-                        dim: x.ncols(),
-                        weight: Weight::Huge,
-                        peak_memory: true,
-                        given: Some((x, labels)),
-                    },
-                    out,
-                ),
-                Err(e) => eprintln!("raw Fashion-MNIST evaluation left out: {e:#}"),
-            },
+        match std::env::var_os(FASHION_MNIST_ENV).map(std::path::PathBuf::from) {
+            Some(dir) if dir.is_dir() => eval_case(
+                EvalSet {
+                    name: "fashion_mnist_raw",
+                    sizes: vec![7_000; 5],
+                    dim: 28 * 28,
+                    weight: Weight::Huge,
+                    peak_memory: true,
+                    fashion_mnist: Some(dir),
+                },
+                out,
+            ),
+            Some(dir) => eprintln!(
+                "raw Fashion-MNIST evaluation left out: no folder {}",
+                dir.display()
+            ),
             None => eprintln!(
                 "raw Fashion-MNIST evaluation left out: {FASHION_MNIST_ENV} is not set \
                  (`cargo xtask bench` sets it)"
@@ -1044,9 +1046,9 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
         dim: d,
         weight,
         peak_memory,
-        given,
+        fashion_mnist,
     } = set;
-    let n: usize = given.as_ref().map_or(sizes.iter().sum(), |(_, l)| l.len());
+    let n: usize = sizes.iter().sum();
     out.push(Case {
         topic: Topic::Eval,
         function: "evaluate_euclidean".into(),
@@ -1057,10 +1059,22 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
         peak_memory,
         note: "leave-one-out retrieval: k-NN with k = largest class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI)",
         make: Box::new(move || {
-            let (emb, labels) = given.clone().unwrap_or_else(|| {
-                let labels = data::labels_sized(&sizes);
-                (data::clustered(&labels, d, 8), labels)
-            });
+            let (emb, labels) = match &fashion_mnist {
+                Some(dir) => {
+                    let (emb, labels) = data::fashion_mnist_held_out(dir)?;
+                    anyhow::ensure!(
+                        emb.dim() == (n, d),
+                        "{}: {:?} held-out images, expected {n} of {d} pixels",
+                        dir.display(),
+                        emb.dim()
+                    );
+                    (emb, labels)
+                }
+                None => {
+                    let labels = data::labels_sized(&sizes);
+                    (data::clustered(&labels, d, 8), labels)
+                }
+            };
             let cfg = dml_eval::EvalConfig {
                 nmi: false,
                 ..Default::default()

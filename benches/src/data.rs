@@ -139,29 +139,29 @@ impl MemoryWorkload {
     }
 }
 
-/// The held-out half of Fashion-MNIST's class-disjoint protocol as raw input: the 35,000
-/// images of classes 5–9 (training and test files joined, as `dml_data::idx` splits them),
-/// each flattened to its 784 pixels and L2-normalised, with their labels. `dir` holds the four
-/// IDX files that `cargo xtask data fashion-mnist` stores.
+/// The held-out half of Fashion-MNIST's class-disjoint protocol as raw input: the held-out
+/// items of `dml_data::idx` (classes 5–9, 35,000 images from the training and test files),
+/// each flattened to its pixels and L2-normalised, with their labels. `dir` holds the four IDX
+/// files that `cargo xtask data fashion-mnist` stores.
 pub fn fashion_mnist_held_out(dir: &std::path::Path) -> anyhow::Result<(Array2<f32>, Vec<u32>)> {
+    let split = dml::data::idx(dir)?;
+    let dml::data::HeldOut::Set(test) = split.held_out() else {
+        anyhow::bail!("an IDX folder's split has one held-out set, not a query and a gallery");
+    };
     let mut rows: Vec<f32> = Vec::new();
-    let mut labels = Vec::new();
-    for (images, label_file) in [
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    ] {
-        let images = dml::data::read_idx_images(dir.join(images))?;
-        let classes = dml::data::read_idx_labels(dir.join(label_file))?;
-        for (image, &class) in images.outer_iter().zip(&classes) {
-            if class < 5 {
-                continue;
-            }
-            let pixels: Vec<f32> = image.iter().map(|&p| f32::from(p) / 255.0).collect();
-            let norm = pixels.iter().map(|p| p * p).sum::<f32>().sqrt().max(1e-12);
-            rows.extend(pixels.iter().map(|p| p / norm));
-            labels.push(u32::from(class));
-        }
+    for i in 0..test.len() {
+        let pixels = test.pixels(i)?;
+        let values: Vec<f32> = pixels
+            .data
+            .iter()
+            .map(|&p| f32::from(p) / pixels.max_value)
+            .collect();
+        let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        rows.extend(values.iter().map(|v| v / norm));
     }
-    let d = rows.len() / labels.len().max(1);
-    Ok((Array2::from_shape_vec((labels.len(), d), rows)?, labels))
+    let d = rows.len() / test.len().max(1);
+    Ok((
+        Array2::from_shape_vec((test.len(), d), rows)?,
+        test.labels().to_vec(),
+    ))
 }

@@ -55,7 +55,6 @@ pub use crate::dataset::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::files::ImageFileDataset;
-pub use crate::idx::{read_idx_images, read_idx_labels};
 pub use crate::layouts::{cars196, cub200, digits, emoji, glyphs, idx, image_folder, inshop, sop};
 pub use crate::memory::InMemoryDataset;
 pub use crate::transform::{Crop, IMAGENET_MEAN, IMAGENET_STD, Normalize, Pixels, Transform};
