@@ -60,22 +60,21 @@ pub fn run(args: &Args) -> Result<()> {
     let criterion_home = root.join("target").join("criterion");
     // The evaluation of raw Fashion-MNIST images (a full run's case): the data set once, from
     // its Debian package; without it that case is left out, the rest runs.
-    let fashion_mnist = (!args.quick)
-        .then(|| {
-            let fetched = crate::data::run(&crate::data::Args {
-                name: crate::data::Name::FashionMnist,
-                force: false,
-                keep_different: false,
-            });
-            match fetched {
-                Ok(()) => Some(root.join("data").join("fashion-mnist")),
-                Err(e) => {
-                    eprintln!("xtask bench: no Fashion-MNIST ({e:#}); its evaluation is left out");
-                    None
-                }
-            }
+    let fetched = (!args.quick).then(|| {
+        crate::data::run(&crate::data::Args {
+            name: crate::data::Name::FashionMnist,
+            force: false,
+            keep_different: false,
         })
-        .flatten();
+    });
+    let fashion_mnist = match fetched {
+        Some(Ok(())) => Some(root.join("data").join("fashion-mnist")),
+        Some(Err(e)) => {
+            eprintln!("xtask bench: no Fashion-MNIST ({e:#}); its evaluation is left out");
+            None
+        }
+        None => None,
+    };
 
     if !args.report_only {
         let mut cmd = cargo();
