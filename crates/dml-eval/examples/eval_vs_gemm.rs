@@ -101,9 +101,10 @@ fn clustered(n_classes: usize, per_class: usize, d: usize) -> (Array2<f32>, Vec<
 }
 
 /// The products `x_i · x_jᵀ` of every 512 × 512 tile on and above the diagonal, as the
-/// symmetric searches cut them, in parallel with one tile buffer per worker, through the same
-/// library call with the same arguments (single-threaded `gemm`, the output overwritten); the
-/// sum of one value per tile keeps the work from being optimised away.
+/// symmetric searches cut them, in parallel with one tile buffer per worker thread, kept from
+/// call to call (as the search keeps its own), through the same library call with the same
+/// arguments (single-threaded `gemm`, the output overwritten); the sum of one value per tile
+/// keeps the work from being optimised away.
 fn half_gemm(x: ndarray::ArrayView2<'_, f32>) -> f32 {
     use rayon::prelude::*;
     const TILE: usize = 512;
@@ -114,9 +115,9 @@ fn half_gemm(x: ndarray::ArrayView2<'_, f32>) -> f32 {
     let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
     pairs
         .par_iter()
-        .map_init(
-            || vec![0.0f32; TILE * TILE],
-            |tile, &(bi, bj)| {
+        .map(|&(bi, bj)| {
+            TILE_BUFFER.with_borrow_mut(|tile| {
+                tile.resize(TILE * TILE, 0.0);
                 let (r0, c0) = (bi * TILE, bj * TILE);
                 let (rows, cols) = ((n - r0).min(TILE), (n - c0).min(TILE));
                 let (a, b) = (&data[r0 * d..], &data[c0 * d..]);
@@ -148,7 +149,12 @@ fn half_gemm(x: ndarray::ArrayView2<'_, f32>) -> f32 {
                     );
                 }
                 tile[0]
-            },
-        )
+            })
+        })
         .sum()
+}
+
+thread_local! {
+    /// [`half_gemm`]'s tile buffer on each worker thread.
+    static TILE_BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
