@@ -1688,6 +1688,8 @@ fn symmetric_blocks(
     on_block: &mut dyn FnMut(usize, &Neighbours),
 ) -> usize {
     let rows = SYM_TILE.min(points.nrows());
+    // Each worker's sort scratch, kept across blocks.
+    let scratch = Reuse::<SortScratch>::new();
     let mut state = (
         Neighbours {
             indices: Array2::zeros((rows, k)),
@@ -1706,7 +1708,14 @@ fn symmetric_blocks(
                 out.indices.slice_collapse(s![..rows, ..]);
                 out.scores.slice_collapse(s![..rows, ..]);
             }
-            *short = sort_block(metric, k, parts, &mut out.indices, &mut out.scores);
+            *short = sort_block(
+                metric,
+                k,
+                parts,
+                &scratch,
+                &mut out.indices,
+                &mut out.scores,
+            );
         },
         &mut |(out, short), start, _| {
             if !short.is_empty() {
@@ -1935,6 +1944,7 @@ fn sort_block(
     metric: Metric,
     k: usize,
     parts: &[Vec<RowList>],
+    scratch: &Reuse<SortScratch>,
     indices: &mut Array2<u32>,
     scores: &mut Array2<f32>,
 ) -> Vec<usize> {
@@ -1945,7 +1955,7 @@ fn sort_block(
         .zip(scores.axis_iter_mut(Axis(0)))
         .enumerate()
         .map_init(
-            || (SortScratch::default(), Vec::new(), Vec::new()),
+            || (scratch.take(), Vec::new(), Vec::new()),
             |(scratch, lists, next), (i, (mut idx, mut sc))| {
                 let Some(sorted) = sort_row((scratch, lists, next), parts, (i, rows), k) else {
                     return Some(i);
