@@ -1776,6 +1776,15 @@ fn symmetric_fold<T: Send>(
         sigmas,
         &mut state,
         &|st: &mut Fold<T>, start, rows, parts| {
+            // The block's rows with fewer than k candidates, searched again all at once (one
+            // GEMM, where one search per row would read every point for each).
+            let short: Vec<usize> = (0..rows)
+                .filter(|&i| parts.iter().map(|p| p[i].len).sum::<usize>() < k)
+                .collect();
+            let again = (!short.is_empty()).then(|| {
+                let rows: Vec<usize> = short.iter().map(|&i| ids[start + i] as usize).collect();
+                search_rows_again(metric, points, k, &rows)
+            });
             // Row `start + i` of the search's order: its neighbours, by index.
             let neighbours =
                 |(scratch, lists, next): &mut (Reused<'_, RowScratch>, Vec<_>, Vec<_>),
@@ -1787,10 +1796,10 @@ fn symmetric_fold<T: Send>(
                         if metric == Metric::Euclidean {
                             order_sqrt_ties(sorted, idx, roots);
                         }
+                    } else if let (Ok(r), Some(again)) = (short.binary_search(&i), &again) {
+                        idx.extend(again.indices.row(r));
                     } else {
-                        let row = ids[start + i] as usize;
-                        let again = search_rows_again(metric, points, k, &[row]);
-                        idx.extend(again.indices.iter());
+                        unreachable!("a row with fewer than k candidates is among the short rows");
                     }
                 };
             let Fold {
