@@ -11,7 +11,10 @@ use crate::{
     Error, Metric, Result, check,
     gemm::gemm_nt,
     pairwise::{finish, gemm_alpha, row_factors},
-    tile::{code, keep_below, prefetch, prefetch_l2, prefetch_start, transpose},
+    tile::{
+        MASK_LANES, code, keep_below, kept_ids, prefetch, prefetch_l2, prefetch_start,
+        prefetch_write, transpose,
+    },
 };
 
 /// Queries per block (one rayon task).
@@ -530,7 +533,7 @@ const CUT_SIGMAS: f64 = 3.0;
 /// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
 /// each block is handed out as soon as its own tile row is done), about
 /// 1.0 GB for 35,000 rows and k = 6,999 when a row's neighbours are spread over the set, at
-/// most [`knn_self_blocks_memory`] bytes (all lists at once, 2.9 GB there); stream [`knn_self_rows`] over blocks instead for
+/// most [`knn_self_blocks_memory`] bytes (all lists at once, 1.9 GB there); stream [`knn_self_rows`] over blocks instead for
 /// bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
 /// blocks.
@@ -682,8 +685,10 @@ pub fn knn_self_fold<T: Send>(
 /// small `k`, a set under 1,024 rows or a dimension under 512).
 ///
 /// A bound, whatever the order of the rows: every row's candidate list at once (each row's
-/// expected candidates with the sampling margin and 10 % slack, 8 bytes each, plus one partly
-/// filled chunk per list), 2.9 GB for 35,000 rows and k = 6,999. What is held in practice is
+/// expected candidates with the sampling margin and 10 % slack, 4 bytes each, a bit for every
+/// key offered and a header per tile, plus one partly filled chunk of each kind per list),
+/// 1.9 GB for 35,000 rows and k = 6,999 (2.9 GB with the 8-byte codes the lists held before).
+/// What is held in practice is
 /// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
 /// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
 /// (1.0 GB there; the evaluation through [`knn_self_fold`] adds 0.55 GB to the process,
@@ -693,9 +698,13 @@ pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
     uses_symmetric_selection(n, k, d).then(|| {
         let workers = rayon::current_num_threads().max(1);
         let lists = n + 2 * workers * SYM_TILE;
-        n.saturating_mul(row_capacity(n, k, CUT_SIGMAS))
-            .saturating_add(lists.saturating_mul(LIST_CHUNK))
-            .saturating_mul(8)
+        // A row's mask words: one per 16 keys of each run (a tile's row, two on the diagonal),
+        // a header per run, and up to a run's words left unused at the end of each chunk.
+        let runs = n.div_ceil(SYM_TILE) + 1;
+        let words = (n / MASK_LANES + runs * (1 + RUN_HEADER)) * MASK_CHUNK
+            / (MASK_CHUNK - RUN_HEADER - RUN_KEYS / MASK_LANES);
+        n.saturating_mul(row_capacity(n, k, CUT_SIGMAS) * 4 + words * 2)
+            .saturating_add(lists.saturating_mul(LIST_CHUNK * 4 + MASK_CHUNK * 2))
     })
 }
 
@@ -957,16 +966,46 @@ fn cut_offs(
     cuts
 }
 
-/// Codes per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
+/// Keys per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
 /// that the sort's passes read them at the speed of a stream (2 KiB chunks cost the sort twice
 /// the time of its first pass, measured). The unit tests take 64, so that their small lists
 /// still span many chunks.
-const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 1024 };
+const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 2048 };
 
-/// One chunk of a candidate list.
-type Chunk = Box<[u64; LIST_CHUNK]>;
+/// One chunk of a candidate list's keys.
+type Chunk = Box<[u32; LIST_CHUNK]>;
 
-/// Chunks a worker takes from the shared free list at once.
+/// Words per chunk of a candidate list's masks ([`RowList`]): 4 KiB, a page. The unit tests
+/// take 96, so that their lists span many.
+const MASK_CHUNK: usize = if cfg!(test) { 96 } else { 2048 };
+
+/// One chunk of a candidate list's masks.
+type MaskChunk = Box<[u16; MASK_CHUNK]>;
+
+/// Most keys [`RowList::keep_below`] offers in one run: a run's header and mask words then fit
+/// a mask chunk several times over.
+const RUN_KEYS: usize = 512;
+
+/// Words of a run's header in a mask chunk: its first position (two words) and its length.
+const RUN_HEADER: usize = 3;
+
+const _: () = assert!(RUN_HEADER + RUN_KEYS / MASK_LANES <= MASK_CHUNK / 2);
+
+/// Chunks of both kinds.
+#[derive(Default)]
+struct Chunks {
+    keys: Vec<Chunk>,
+    masks: Vec<MaskChunk>,
+}
+
+impl Chunks {
+    fn append(&mut self, other: &mut Chunks) {
+        self.keys.append(&mut other.keys);
+        self.masks.append(&mut other.masks);
+    }
+}
+
+/// Chunks a worker takes from the shared free lists at once.
 const STASH: usize = 32;
 
 /// The chunks of the candidate lists of the large-k symmetric search. A finished block's
@@ -974,13 +1013,13 @@ const STASH: usize = 32;
 /// one time are ever allocated and their pages are touched once.
 #[derive(Default)]
 struct ChunkPool {
-    free: Mutex<Vec<Chunk>>,
-    /// Chunks allocated so far (the pool's high-water mark).
+    free: Mutex<Chunks>,
+    /// Key chunks allocated so far (the pool's high-water mark).
     made: AtomicUsize,
 }
 
 impl ChunkPool {
-    fn give_back(&self, chunks: &mut Vec<Chunk>) {
+    fn give_back(&self, chunks: &mut Chunks) {
         self.free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -991,27 +1030,39 @@ impl ChunkPool {
 /// A worker's few chunks at hand, refilled from the [`ChunkPool`] and returned to it on drop.
 struct Stash<'a> {
     pool: &'a ChunkPool,
-    chunks: Vec<Chunk>,
+    chunks: Chunks,
 }
 
 impl<'a> Stash<'a> {
     fn new(pool: &'a ChunkPool) -> Self {
         Stash {
             pool,
-            chunks: Vec::new(),
+            chunks: Chunks::default(),
         }
     }
 
     fn take(&mut self) -> Chunk {
-        if self.chunks.is_empty() {
+        if self.chunks.keys.is_empty() {
             let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
-            let from = free.len().saturating_sub(STASH);
-            self.chunks.extend(free.drain(from..));
+            let from = free.keys.len().saturating_sub(STASH);
+            self.chunks.keys.extend(free.keys.drain(from..));
         }
-        self.chunks.pop().unwrap_or_else(|| {
+        self.chunks.keys.pop().unwrap_or_else(|| {
             self.pool.made.fetch_add(1, Ordering::Relaxed);
             Box::new([0; LIST_CHUNK])
         })
+    }
+
+    fn take_masks(&mut self) -> MaskChunk {
+        if self.chunks.masks.is_empty() {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            let from = free.masks.len().saturating_sub(STASH);
+            self.chunks.masks.extend(free.masks.drain(from..));
+        }
+        self.chunks
+            .masks
+            .pop()
+            .unwrap_or_else(|| Box::new([0; MASK_CHUNK]))
     }
 }
 
@@ -1021,18 +1072,31 @@ impl Drop for Stash<'_> {
     }
 }
 
-/// One row's candidate [`code`]s (or a part of them), in chunks from a [`ChunkPool`], with the
-/// smallest and largest of their keys (as [`code`] orders them). The chunk being filled is held
-/// in the list itself: an append then reads its pointer from the list rather than from the
-/// full chunks' vector (a cache miss per append, a third of the appends' time, measured).
+/// One row's candidates (or a part of them): their keys (as [`code`] orders them) in chunks
+/// from a [`ChunkPool`], with the smallest and largest, and which keys of each run of keys
+/// offered were kept, one bit each ([`keep_below`]'s masks, in mask chunks from the same pool),
+/// from which [`RowList::kept_ids`] gets their indices back. A candidate takes 4 bytes and a
+/// bit rather than an 8-byte [`code`]: the lists are written once and read twice from memory.
+/// The chunks being filled are held in the list itself: an append then reads their pointers
+/// from the list rather than from the full chunks' vectors (a cache miss per append, a third of
+/// the appends' time, measured).
 struct RowList {
-    /// The full chunks, in order.
+    /// The full chunks of keys, in order.
     full: Vec<Chunk>,
-    /// The chunk being filled (the last one), once there are codes.
+    /// The chunk of keys being filled (the last one), once there are keys.
     tail: Option<Chunk>,
     len: usize,
     lo: u32,
     hi: u32,
+    /// The full chunks of masks, in order. Each run of keys offered has a header (its first
+    /// key's position in the search's order, low and high half, and its length) and one word
+    /// per 16 keys, all in one chunk; a chunk left with room for a header but not for the next
+    /// run ends with a header of length 0.
+    mask_full: Vec<MaskChunk>,
+    /// The chunk of masks being filled, once there are runs.
+    mask_tail: Option<MaskChunk>,
+    /// Words used in the chunk of masks being filled.
+    mask_at: usize,
 }
 
 impl Default for RowList {
@@ -1043,12 +1107,15 @@ impl Default for RowList {
             len: 0,
             lo: u32::MAX,
             hi: 0,
+            mask_full: Vec::new(),
+            mask_tail: None,
+            mask_at: 0,
         }
     }
 }
 
 impl RowList {
-    /// Codes in the chunk being filled, and room left in it (`0` when there is none).
+    /// Keys in the chunk being filled, and room left in it (`0` when there is none).
     fn tail_fill(&self) -> (usize, usize) {
         let in_tail = self.len - self.full.len() * LIST_CHUNK;
         let room = if self.tail.is_some() {
@@ -1065,67 +1132,122 @@ impl RowList {
         self.full.extend(filled);
     }
 
-    /// Appends `codes`.
-    fn extend(&mut self, codes: &[u64], stash: &mut Stash<'_>) {
-        let (lo, hi) = codes.iter().fold((self.lo, self.hi), |(lo, hi), &c| {
-            let key = (c >> 32) as u32;
-            (lo.min(key), hi.max(key))
-        });
-        (self.lo, self.hi) = (lo, hi);
-        let mut rest = codes;
-        while !rest.is_empty() {
-            let (at, room) = self.tail_fill();
-            if room == 0 {
-                self.next_chunk(stash);
-                continue;
-            }
-            let n = room.min(rest.len());
-            let tail = self.tail.as_mut().expect("a chunk with room");
-            tail[at..at + n].copy_from_slice(&rest[..n]);
-            self.len += n;
-            rest = &rest[n..];
+    /// Appends the keys of `keys` at or below `cut`, `keys[0]` being the point at position
+    /// `first` of the search's order and the others those after it, in runs of at most
+    /// [`RUN_KEYS`].
+    fn keep_below(&mut self, keys: &[f32], cut: f32, first: usize, stash: &mut Stash<'_>) {
+        for (r, run) in keys.chunks(RUN_KEYS).enumerate() {
+            self.keep_run(run, cut, first + r * RUN_KEYS, stash);
         }
     }
 
-    /// Appends the [`code`]s of the keys of `keys` at or below `cut` (with the indices `ids`),
-    /// written straight into the chunk being filled while it has room for them all.
-    fn keep_below(&mut self, keys: &[f32], cut: f32, ids: &[u32], stash: &mut Stash<'_>) {
-        /// Keys filtered through a small buffer once the chunk has less room than that.
-        const SMALL: usize = 64;
+    /// [`RowList::keep_below`] for one run: its header and mask words go to the chunk of masks
+    /// being filled (a new one if they do not fit), the kept keys straight into the chunk of
+    /// keys being filled, in parts of whole mask words while it has room for them, one word
+    /// through a small buffer across a chunk's end.
+    fn keep_run(&mut self, keys: &[f32], cut: f32, first: usize, stash: &mut Stash<'_>) {
+        let first = u32::try_from(first).expect("positions of a large-k search fit in u32");
+        let words = keys.len().div_ceil(MASK_LANES);
+        if self.mask_tail.is_none() || self.mask_at + RUN_HEADER + words > MASK_CHUNK {
+            if let Some(chunk) = self.mask_tail.as_mut()
+                && self.mask_at + RUN_HEADER <= MASK_CHUNK
+            {
+                chunk[self.mask_at + 2] = 0;
+            }
+            let filled = self.mask_tail.replace(stash.take_masks());
+            self.mask_full.extend(filled);
+            self.mask_at = 0;
+        }
+        let m0 = self.mask_at + RUN_HEADER;
+        {
+            let chunk = self.mask_tail.as_mut().expect("a chunk of masks with room");
+            chunk[self.mask_at] = first as u16;
+            chunk[self.mask_at + 1] = (first >> 16) as u16;
+            chunk[self.mask_at + 2] = keys.len() as u16;
+        }
+        self.mask_at = m0 + words;
         let mut from = 0;
         while from < keys.len() {
             let left = keys.len() - from;
-            let ids = &ids[from..];
             let (mut at, mut room) = self.tail_fill();
-            if room < left && room < SMALL {
-                if room > 0 {
-                    let part = &keys[from..from + left.min(SMALL)];
-                    let mut buf = [0u64; SMALL];
-                    let kept = keep_below(part, cut, ids, &mut buf);
-                    self.extend(&buf[..kept.n], stash);
-                    from += part.len();
-                    continue;
-                }
+            if room == 0 {
                 self.next_chunk(stash);
                 (at, room) = (0, LIST_CHUNK);
             }
+            let masks = &mut self.mask_tail.as_mut().expect("a chunk of masks")
+                [m0 + from / MASK_LANES..m0 + words];
             let tail = self.tail.as_mut().expect("a chunk with room");
-            let part = &keys[from..from + left.min(room)];
-            let kept = keep_below(part, cut, ids, &mut tail[at..]);
-            self.len += kept.n;
+            let kept = if room >= left.min(MASK_LANES) {
+                // Whole words while the chunk has room for all their keys (the last part may
+                // end mid-word, at the run's end).
+                let n = if room >= left {
+                    left
+                } else {
+                    room / MASK_LANES * MASK_LANES
+                };
+                let kept = keep_below(&keys[from..from + n], cut, &mut tail[at..], masks);
+                from += n;
+                self.len += kept.n;
+                kept
+            } else {
+                // One word's keys into a buffer, then across the chunk's end.
+                let n = left.min(MASK_LANES);
+                let mut buf = [0u32; MASK_LANES];
+                let kept = keep_below(&keys[from..from + n], cut, &mut buf, masks);
+                let here = kept.n.min(room);
+                tail[at..at + here].copy_from_slice(&buf[..here]);
+                self.len += here;
+                if kept.n > here {
+                    self.next_chunk(stash);
+                    let tail = self.tail.as_mut().expect("a chunk with room");
+                    tail[..kept.n - here].copy_from_slice(&buf[here..kept.n]);
+                    self.len += kept.n - here;
+                }
+                from += n;
+                kept
+            };
             self.lo = self.lo.min(kept.lo);
             self.hi = self.hi.max(kept.hi);
-            from += part.len();
         }
     }
 
-    /// The codes, chunk by chunk.
-    fn parts(&self) -> impl Iterator<Item = &[u64]> {
+    /// Asks for the lines the next [`RowList::keep_below`] writes first, to write them.
+    fn prefetch_tails(&self) {
+        if let Some(c) = &self.mask_tail {
+            prefetch_write(c.as_ptr().wrapping_add(self.mask_at));
+        }
+        if let Some(c) = &self.tail {
+            prefetch_write(c.as_ptr().wrapping_add(self.tail_fill().0));
+        }
+    }
+
+    /// The keys, chunk by chunk.
+    fn parts(&self) -> impl Iterator<Item = &[u32]> {
         self.full
             .iter()
             .chain(&self.tail)
             .enumerate()
             .map(|(i, c)| &c[..(self.len - i * LIST_CHUNK).min(LIST_CHUNK)])
+    }
+
+    /// Appends to `out` the index of each key, in the keys' order: `ids[p]` for the point at
+    /// position `p` of the search's order.
+    fn kept_ids(&self, ids: &[u32], out: &mut Vec<u32>) {
+        let chunks = self.mask_full.iter().map(|c| (c, MASK_CHUNK));
+        for (chunk, end) in chunks.chain(self.mask_tail.iter().map(|c| (c, self.mask_at))) {
+            let mut at = 0;
+            while at + RUN_HEADER <= end {
+                let first = usize::from(chunk[at]) | usize::from(chunk[at + 1]) << 16;
+                let n = usize::from(chunk[at + 2]);
+                if n == 0 {
+                    break;
+                }
+                let words = n.div_ceil(MASK_LANES);
+                let m0 = at + RUN_HEADER;
+                kept_ids(&chunk[m0..m0 + words], &ids[first..first + n], out);
+                at = m0 + words;
+            }
+        }
     }
 
     /// Chunks held.
@@ -1135,25 +1257,29 @@ impl RowList {
     }
 
     /// Empties the list, its chunks moved to `into`.
-    fn release(&mut self, into: &mut Vec<Chunk>) {
-        into.append(&mut self.full);
-        into.extend(self.tail.take());
+    fn release(&mut self, into: &mut Chunks) {
+        into.keys.append(&mut self.full);
+        into.keys.extend(self.tail.take());
+        into.masks.append(&mut self.mask_full);
+        into.masks.extend(self.mask_tail.take());
         *self = RowList {
             full: std::mem::take(&mut self.full),
+            mask_full: std::mem::take(&mut self.mask_full),
             ..RowList::default()
         };
     }
 }
 
-/// Appends to the rows' candidate lists the [`code`]s of the keys of `tile` (`lists.len()` rows
-/// of `cols` keys, the columns' indices `col_ids`) at or below each row's cut-off (`cuts`),
-/// leaving out the diagonal when the tile is on it; with `by_col`, also writes the tile's transpose there, a
-/// band of 16 rows at a time right after their keys were read (so the tile is read once).
+/// Appends to the rows' candidate lists the keys of `tile` (`lists.len()` rows of `cols` keys,
+/// the columns the points at positions `col0..col0 + cols`) at or below each row's cut-off
+/// (`cuts`), leaving out the diagonal when the tile is on it; with `by_col`, also writes the
+/// tile's transpose there, a band of 16 rows at a time right after their keys were read (so the
+/// tile is read once).
 #[allow(clippy::too_many_arguments)]
 fn keep_rows_below_cut(
     tile: &[f32],
     cols: usize,
-    col_ids: &[u32],
+    col0: usize,
     cuts: &[f32],
     diagonal: bool,
     lists: &mut [RowList],
@@ -1168,18 +1294,17 @@ fn keep_rows_below_cut(
     for (band, (lists, cuts)) in lists.chunks_mut(BAND).zip(cuts.chunks(BAND)).enumerate() {
         let i0 = band * BAND;
         let keys = &tile[i0 * cols..(i0 + lists.len()) * cols];
-        for (i, ((keys, list), &cut)) in keys
-            .chunks(cols)
-            .zip(lists.iter_mut())
-            .zip(cuts)
-            .enumerate()
-        {
+        for (i, (keys, &cut)) in keys.chunks(cols).zip(cuts).enumerate() {
             let own = i0 + i;
+            if let Some(next) = lists.get(i + 1) {
+                next.prefetch_tails();
+            }
+            let list = &mut lists[i];
             if diagonal {
-                list.keep_below(&keys[..own], cut, col_ids, stash);
-                list.keep_below(&keys[own + 1..], cut, &col_ids[own + 1..], stash);
+                list.keep_below(&keys[..own], cut, col0, stash);
+                list.keep_below(&keys[own + 1..], cut, col0 + own + 1, stash);
             } else {
-                list.keep_below(keys, cut, col_ids, stash);
+                list.keep_below(keys, cut, col0, stash);
             }
         }
         if let Some(t) = by_col.as_deref_mut() {
@@ -1188,19 +1313,22 @@ fn keep_rows_below_cut(
     }
 }
 
-/// Appends to the columns' candidate lists the [`code`]s of the keys of `by_col` (the tile's
-/// transpose, `lists.len()` columns of `rows` keys, the rows' indices `row_ids`) at or below
-/// each column's cut-off (`cuts`).
+/// Appends to the columns' candidate lists the keys of `by_col` (the tile's transpose,
+/// `lists.len()` columns of `rows` keys, the rows the points at positions `row0..row0 + rows`)
+/// at or below each column's cut-off (`cuts`).
 fn keep_cols_below_cut(
     by_col: &[f32],
     rows: usize,
-    row_ids: &[u32],
+    row0: usize,
     cuts: &[f32],
     lists: &mut [RowList],
     stash: &mut Stash<'_>,
 ) {
-    for ((keys, list), &cut) in by_col.chunks(rows).zip(lists).zip(cuts) {
-        list.keep_below(keys, cut, row_ids, stash);
+    for (i, (keys, &cut)) in by_col.chunks(rows).zip(cuts).enumerate() {
+        if let Some(next) = lists.get(i + 1) {
+            next.prefetch_tails();
+        }
+        lists[i].keep_below(keys, cut, row0, stash);
     }
 }
 
@@ -1265,6 +1393,8 @@ struct SortScratch {
     counts: Vec<[u32; MAX_RADIX]>,
     /// The codes whose keys lie below the radix passes' range (see [`sort_first_k`]).
     near: Vec<u64>,
+    /// The candidates' indices, in the lists' order ([`RowList::kept_ids`]).
+    ids: Vec<u32>,
 }
 
 /// What [`symmetric_fold`] needs to turn one row's lists into its neighbours.
@@ -1280,14 +1410,14 @@ const MAX_DIGIT_BITS: u32 = 12;
 /// Counters of the widest digit.
 const MAX_RADIX: usize = 1 << MAX_DIGIT_BITS;
 
-/// Digit `p` (of `bits` bits, `mask` = `2^bits - 1`) of a code's key offset from `lo`; under
+/// Digit `p` (of `bits` bits, `mask` = `2^bits - 1`) of a key's offset from `lo`; under
 /// [`MAX_RADIX`] whatever the arguments, which spares the counters' bounds checks.
 #[inline(always)]
-fn digit(c: u64, lo: u32, p: u32, bits: u32, mask: u32) -> usize {
-    ((((c >> 32) as u32).wrapping_sub(lo) >> (p * bits)) & mask) as usize & (MAX_RADIX - 1)
+fn digit(key: u32, lo: u32, p: u32, bits: u32, mask: u32) -> usize {
+    ((key.wrapping_sub(lo) >> (p * bits)) & mask) as usize & (MAX_RADIX - 1)
 }
 
-/// Counts the `P` digits of every code of `lists` whose key is at or above `lo` into
+/// Counts the `P` digits of every key of `lists` at or above `lo` into
 /// `counts[..P]` (zeroed by the caller), in one read of the lists; returns how many keys lie
 /// below `lo` (counted nowhere). The lists were written one or many tile rows earlier and are
 /// read from memory: each chunk is asked for 1 KiB ahead of the reading and the next chunk's
@@ -1310,16 +1440,16 @@ fn count_digits<const P: usize>(
         if let Some(next) = parts.peek() {
             prefetch_start(next);
         }
-        for (i, &c) in part.iter().enumerate() {
-            if i % 8 == 0 {
-                prefetch(part.as_ptr().wrapping_add(i + 128));
+        for (i, &key) in part.iter().enumerate() {
+            if i % 16 == 0 {
+                prefetch(part.as_ptr().wrapping_add(i + 256));
             }
-            if ((c >> 32) as u32) < lo {
+            if key < lo {
                 below += 1;
                 continue;
             }
             for (p, count) in counts.iter_mut().enumerate() {
-                count[digit(c, lo, p as u32, bits, mask)] += 1;
+                count[digit(key, lo, p as u32, bits, mask)] += 1;
             }
         }
     }
@@ -1329,13 +1459,13 @@ fn count_digits<const P: usize>(
 /// Walks the lists of the row to be sorted next, one cache line per [`Ahead::step`], asking
 /// for each into L2 while this row is sorted: the next row's digit count then reads its lists
 /// from L2 rather than from memory.
-struct Ahead<'a, I: Iterator<Item = &'a [u64]>> {
+struct Ahead<'a, I: Iterator<Item = &'a [u32]>> {
     parts: I,
-    part: &'a [u64],
+    part: &'a [u32],
     at: usize,
 }
 
-impl<'a, I: Iterator<Item = &'a [u64]>> Ahead<'a, I> {
+impl<'a, I: Iterator<Item = &'a [u32]>> Ahead<'a, I> {
     fn new(parts: I) -> Self {
         Ahead {
             parts,
@@ -1354,7 +1484,7 @@ impl<'a, I: Iterator<Item = &'a [u64]>> Ahead<'a, I> {
             }
         }
         prefetch_l2(self.part.as_ptr().wrapping_add(self.at));
-        self.at += 8;
+        self.at += 16;
     }
 }
 
@@ -1368,7 +1498,7 @@ fn sort_row<'s, 'p>(
         &mut Vec<&'p RowList>,
         &mut Vec<&'p RowList>,
     ),
-    parts: &'p [Vec<RowList>],
+    (parts, ids): (&'p [Vec<RowList>], &[u32]),
     (i, rows): (usize, usize),
     k: usize,
 ) -> Option<&'s [u64]> {
@@ -1381,25 +1511,27 @@ fn sort_row<'s, 'p>(
     if i + 1 < rows {
         next.extend(parts.iter().map(|p| &p[i + 1]));
     }
-    Some(sort_first_k(lists, k, scratch, next))
+    Some(sort_first_k(lists, k, scratch, next, ids))
 }
 
 /// Codes sorted per [`Ahead::step`]: a row's two scatter passes then ask for about as many
-/// lines as a row of about the same length holds.
-const AHEAD_EVERY: usize = 16;
+/// lines as a row of about the same length holds (16 keys a line).
+const AHEAD_EVERY: usize = 32;
 
 /// Widest key range (in bits of [`code`]'s ordered keys) that [`sort_first_k`] sorts in its
 /// radix passes: two digits of [`MAX_DIGIT_BITS`] bits.
 const RADIX_RANGE_BITS: u32 = 2 * MAX_DIGIT_BITS;
 
-/// The first `k` of the codes of `lists` (together one row's candidates, at least `k`, in any
-/// order) in increasing order, i.e. by key, then index; the lists of `next` (the row sorted
-/// next, or none) are asked for meanwhile.
+/// The first `k` of the [`code`]s of the candidates of `lists` (together one row's, at least
+/// `k`, in any order; the point at position `p` of the search's order has index `ids[p]`) in
+/// increasing order, i.e. by key, then index; the lists of `next` (the row sorted next, or
+/// none) are asked for meanwhile.
 ///
 /// A least-significant-digit radix sort on the key's offset from an origin, in as few digits
 /// of at most [`MAX_DIGIT_BITS`] bits as that offset's width needs (two for keys within a
 /// factor of two of each other), stable, so equal keys keep their arrival order; the digits
-/// are counted in one read of the lists' chunks and the first pass reads them again. Then each
+/// are counted in one read of the lists' keys, the keys' indices are got back from the lists'
+/// masks, and the first pass reads the keys again and makes the codes. Then each
 /// run of equal keys that reaches into the first `k` is put in index order (runs are short:
 /// equal floats; windows of 64 codes without one are passed over by one vectorised test).
 ///
@@ -1416,6 +1548,7 @@ fn sort_first_k<'a>(
     k: usize,
     scratch: &'a mut SortScratch,
     next: &[&RowList],
+    ids: &[u32],
 ) -> &'a [u64] {
     let n: usize = lists.iter().map(|l| l.len).sum();
     let k = k.min(n);
@@ -1429,6 +1562,7 @@ fn sort_first_k<'a>(
         spare,
         counts,
         near,
+        ids: row_ids,
     } = scratch;
     codes.resize(n, 0);
     spare.resize(n, 0);
@@ -1468,19 +1602,27 @@ fn sort_first_k<'a>(
         }
     }
     near.clear();
+    row_ids.clear();
+    for list in lists {
+        list.kept_ids(ids, row_ids);
+    }
     let mut ahead = Ahead::new(next.iter().flat_map(|l| l.parts()));
     {
         let count = &mut counts[0];
+        let mut left_ids = &row_ids[..];
         for list in lists {
             for part in list.parts() {
-                for codes16 in part.chunks(AHEAD_EVERY) {
+                let (part_ids, rest) = left_ids.split_at(part.len());
+                left_ids = rest;
+                for (keys, ids) in part.chunks(AHEAD_EVERY).zip(part_ids.chunks(AHEAD_EVERY)) {
                     ahead.step();
-                    for &c in codes16 {
-                        if ((c >> 32) as u32) < origin {
+                    for (&key, &id) in keys.iter().zip(ids) {
+                        let c = (u64::from(key) << 32) | u64::from(id);
+                        if key < origin {
                             near.push(c);
                             continue;
                         }
-                        let slot = &mut count[digit(c, origin, 0, bits, mask)];
+                        let slot = &mut count[digit(key, origin, 0, bits, mask)];
                         codes[*slot as usize] = c;
                         *slot += 1;
                     }
@@ -1494,7 +1636,7 @@ fn sort_first_k<'a>(
         for codes16 in src[below..].chunks(AHEAD_EVERY) {
             ahead.step();
             for &c in codes16 {
-                let slot = &mut count[digit(c, origin, p, bits, mask)];
+                let slot = &mut count[digit((c >> 32) as u32, origin, p, bits, mask)];
                 dst[*slot as usize] = c;
                 *slot += 1;
             }
@@ -1534,8 +1676,9 @@ fn sort_first_k<'a>(
 }
 
 /// The large-k leave-one-out search by symmetry ([`knn_self_blocks`], [`knn_self_fold`]) over
-/// the points in `layout`'s order: each row keeps the [`code`]s (with the layout's indices) of
-/// its keys at or below its cut-off ([`cut_offs`], or [`sample_tile_rows`]) from the tiles on
+/// the points in `layout`'s order: each row keeps its keys at or below its cut-off (a
+/// [`RowList`]: the keys, and which were kept, from which the sort makes [`code`]s with the
+/// layout's indices) ([`cut_offs`], or [`sample_tile_rows`]) from the tiles on
 /// and above the diagonal, each fed to its rows and to its columns. The tiles go row of tiles
 /// by row of tiles: once tile row `b` is done, block `b` has all its candidates (its columns
 /// left of the diagonal came from the earlier tile rows), so while tile row `b + 1` is
@@ -1555,7 +1698,6 @@ fn search_symmetric_select<S: Send>(
     finish: &mut dyn FnMut(&mut S, usize, usize),
 ) -> usize {
     let points = layout.points.view();
-    let ids = &layout.ids[..];
     let n = points.nrows();
     let f = row_factors(metric, points);
     let (cuts, first_rows) = if layout.sample_first {
@@ -1630,9 +1772,8 @@ fn search_symmetric_select<S: Send>(
                         let lists = &mut row_lists[..rows];
                         let diagonal = bj == step;
                         let by_col = (!diagonal).then_some(&mut *by_col);
-                        let col_ids = &ids[c0..c0 + cols];
                         keep_rows_below_cut(
-                            tile, cols, col_ids, row_cuts, diagonal, lists, stash, by_col,
+                            tile, cols, c0, row_cuts, diagonal, lists, stash, by_col,
                         );
                     }
                     if bj != step {
@@ -1640,8 +1781,7 @@ fn search_symmetric_select<S: Send>(
                             from_above[bj].lock().unwrap_or_else(|e| e.into_inner());
                         let col_cuts = &cuts[c0..c0 + cols];
                         let lists = &mut col_lists[..];
-                        let row_ids = &ids[r0..r0 + rows];
-                        keep_cols_below_cut(by_col, rows, row_ids, col_cuts, lists, stash);
+                        keep_cols_below_cut(by_col, rows, r0, col_cuts, lists, stash);
                     }
                 },
             );
@@ -1655,7 +1795,7 @@ fn search_symmetric_select<S: Send>(
         let Some((b, mut parts)) = done else {
             continue;
         };
-        let mut freed = Vec::new();
+        let mut freed = Chunks::default();
         for part in &mut parts {
             for list in part.iter_mut() {
                 list.release(&mut freed);
@@ -1688,6 +1828,7 @@ fn symmetric_blocks(
     on_block: &mut dyn FnMut(usize, &Neighbours),
 ) -> usize {
     let rows = SYM_TILE.min(points.nrows());
+    let layout = Layout::as_given(points);
     // Each worker's sort scratch, kept across blocks.
     let scratch = Reuse::<SortScratch>::new();
     let mut state = (
@@ -1699,7 +1840,7 @@ fn symmetric_blocks(
     );
     search_symmetric_select(
         metric,
-        &Layout::as_given(points),
+        &layout,
         k,
         sigmas,
         &mut state,
@@ -1711,7 +1852,7 @@ fn symmetric_blocks(
             *short = sort_block(
                 metric,
                 k,
-                parts,
+                (parts, &layout.ids),
                 &scratch,
                 &mut out.indices,
                 &mut out.scores,
@@ -1791,7 +1932,9 @@ fn symmetric_fold<T: Send>(
                  i: usize,
                  idx: &mut Vec<u32>| {
                     let RowScratch { sort, roots } = &mut **scratch;
-                    if let Some(sorted) = sort_row((sort, lists, next), parts, (i, rows), k) {
+                    if let Some(sorted) =
+                        sort_row((sort, lists, next), (parts, &ids[..]), (i, rows), k)
+                    {
                         idx.extend(sorted.iter().map(|&c| c as u32));
                         if metric == Metric::Euclidean {
                             order_sqrt_ties(sorted, idx, roots);
@@ -1952,7 +2095,7 @@ fn fold_chunks<T: Send, W>(
 fn sort_block(
     metric: Metric,
     k: usize,
-    parts: &[Vec<RowList>],
+    (parts, ids): (&[Vec<RowList>], &[u32]),
     scratch: &Reuse<SortScratch>,
     indices: &mut Array2<u32>,
     scores: &mut Array2<f32>,
@@ -1966,7 +2109,8 @@ fn sort_block(
         .map_init(
             || (scratch.take(), Vec::new(), Vec::new()),
             |(scratch, lists, next), (i, (mut idx, mut sc))| {
-                let Some(sorted) = sort_row((scratch, lists, next), parts, (i, rows), k) else {
+                let Some(sorted) = sort_row((scratch, lists, next), (parts, ids), (i, rows), k)
+                else {
                     return Some(i);
                 };
                 let (Some(idx), Some(sc)) = (idx.as_slice_mut(), sc.as_slice_mut()) else {
@@ -2358,32 +2502,44 @@ mod tests {
                 };
                 keys.push(key);
             }
-            let codes: Vec<u64> = keys
-                .iter()
-                .enumerate()
-                .map(|(i, &key)| code(key, ((i * 7919) % 300) as u32))
-                .collect();
-            let mut lists: Vec<RowList> = (0..3).map(|_| RowList::default()).collect();
-            for (j, part) in codes.chunks(37).enumerate() {
-                lists[j % 3].extend(part, &mut stash);
-            }
-            let mut want = codes.clone();
-            want.sort_unstable();
-            let widths: Vec<u32> = [want[0], want[want.len() - 1]]
-                .iter()
-                .map(|c| (c >> 32) as u32)
-                .collect();
-            let width = 32 - (widths[1] - widths[0]).leading_zeros();
-            let passes = [1, 2, 3, 3, 3][seed];
-            assert_eq!(
-                width.div_ceil(MAX_DIGIT_BITS),
-                passes,
-                "passes over all keys"
-            );
-            for k in [1, 64, 65, 150, 299, 300] {
-                let refs: Vec<&RowList> = lists.iter().collect();
-                let got = sort_first_k(&refs, k, &mut scratch, &refs).to_vec();
-                assert_eq!(got, want[..k], "spread {seed}, k = {k}");
+            // Indices in a shuffled order of the positions.
+            let ids: Vec<u32> = (0..300).map(|p| ((p * 7919) % 300) as u32).collect();
+            let mut sorted = keys.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            // Every key, then those at or below the median (the masks leave some out).
+            for cut in [f32::INFINITY, sorted[150]] {
+                let mut lists: Vec<RowList> = (0..3).map(|_| RowList::default()).collect();
+                for (j, part) in keys.chunks(37).enumerate() {
+                    lists[j % 3].keep_below(part, cut, j * 37, &mut stash);
+                }
+                let mut want: Vec<u64> = keys
+                    .iter()
+                    .zip(&ids)
+                    .filter(|&(&key, _)| key <= cut)
+                    .map(|(&key, &id)| code(key, id))
+                    .collect();
+                want.sort_unstable();
+                if cut == f32::INFINITY {
+                    let widths: Vec<u32> = [want[0], want[want.len() - 1]]
+                        .iter()
+                        .map(|c| (c >> 32) as u32)
+                        .collect();
+                    let width = 32 - (widths[1] - widths[0]).leading_zeros();
+                    let passes = [1, 2, 3, 3, 3][seed];
+                    assert_eq!(
+                        width.div_ceil(MAX_DIGIT_BITS),
+                        passes,
+                        "passes over all keys"
+                    );
+                } else {
+                    assert!(want.len() > 150 && want.len() < 300, "{}", want.len());
+                }
+                for k in [1, 64, 65, 150, 299, 300] {
+                    let k = k.min(want.len());
+                    let refs: Vec<&RowList> = lists.iter().collect();
+                    let got = sort_first_k(&refs, k, &mut scratch, &refs, &ids).to_vec();
+                    assert_eq!(got, want[..k], "spread {seed}, cut {cut}, k = {k}");
+                }
             }
         }
     }
@@ -2532,33 +2688,58 @@ mod tests {
         }
     }
 
-    /// A list's codes come back in order across chunk boundaries, with its smallest and largest
-    /// key, and its chunks go back to the pool when it is released.
+    /// A list's kept keys and their indices come back in order across the chunks of keys and
+    /// of masks (runs of many lengths, longer ones split, chunks of masks ended early), with
+    /// the smallest and largest key, and its chunks go back to the pool when it is released.
     #[test]
     fn row_lists_span_chunks() {
         let pool = ChunkPool::default();
         let mut stash = Stash::new(&pool);
         let mut list = RowList::default();
-        let codes: Vec<u64> = (0..3 * LIST_CHUNK as u64 + 5)
-            .map(|i| code(((i * 37) % 101) as f32, i as u32))
-            .collect();
-        for part in codes.chunks(LIST_CHUNK / 2 + 3) {
-            list.extend(part, &mut stash);
+        let n = 4_000;
+        let keys: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32).collect();
+        let ids: Vec<u32> = (0..n as u32).map(|p| 1_000 + 3 * p).collect();
+        let cut = 60.0;
+        let mut from = 0;
+        for len in [37, 530, 1, 16, 17, 600, 45].into_iter().cycle() {
+            let to = (from + len).min(n);
+            list.keep_below(&keys[from..to], cut, from, &mut stash);
+            from = to;
+            if from == n {
+                break;
+            }
         }
-        let back: Vec<u64> = list.parts().flatten().copied().collect();
-        assert_eq!(back, codes);
+        let kept: Vec<usize> = (0..n).filter(|&p| keys[p] <= cut).collect();
+        let want_keys: Vec<u32> = kept
+            .iter()
+            .map(|&p| (code(keys[p], 0) >> 32) as u32)
+            .collect();
+        let back: Vec<u32> = list.parts().flatten().copied().collect();
+        assert_eq!(back, want_keys);
+        let mut back_ids = Vec::new();
+        list.kept_ids(&ids, &mut back_ids);
+        assert_eq!(back_ids, kept.iter().map(|&p| ids[p]).collect::<Vec<_>>());
         assert_eq!(
             (list.lo, list.hi),
-            ((code(0.0, 0) >> 32) as u32, (code(100.0, 0) >> 32) as u32)
+            ((code(0.0, 0) >> 32) as u32, (code(60.0, 0) >> 32) as u32)
         );
-        assert_eq!(list.n_chunks(), 4);
-        let mut freed = Vec::new();
+        let chunks = kept.len().div_ceil(LIST_CHUNK);
+        assert_eq!(list.n_chunks(), chunks);
+        let mask_chunks = list.mask_full.len() + 1;
+        assert!(mask_chunks > 3, "{mask_chunks} chunks of masks");
+        let mut freed = Chunks::default();
         list.release(&mut freed);
-        assert_eq!((list.len, list.n_chunks(), freed.len()), (0, 0, 4));
+        assert_eq!((list.len, list.n_chunks()), (0, 0));
+        assert_eq!((freed.keys.len(), freed.masks.len()), (chunks, mask_chunks));
+        // Released, the list starts again from nothing.
+        let mut again = Vec::new();
+        list.kept_ids(&ids, &mut again);
+        assert!(again.is_empty() && list.parts().next().is_none());
         pool.give_back(&mut freed);
         drop(stash);
-        assert_eq!(pool.made.load(Ordering::Relaxed), 4);
-        assert_eq!(pool.free.lock().map(|f| f.len()).unwrap_or(0), 4);
+        assert_eq!(pool.made.load(Ordering::Relaxed), chunks);
+        let free = pool.free.lock().map(|f| (f.keys.len(), f.masks.len()));
+        assert_eq!(free.unwrap_or((0, 0)), (chunks, mask_chunks));
     }
 
     /// The cut-off's sample rank: a margin above the expected rank of the k-th key, none when

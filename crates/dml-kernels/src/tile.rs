@@ -4,8 +4,8 @@
 //!
 //! Each has a portable version and, on x86-64 CPUs with AVX-512F, a vector one chosen at run
 //! time, with the same output: the transpose in 16 × 16 blocks of registers, the filter by
-//! compressing the kept lanes' codes in registers and storing them with a mask (no branch per
-//! kept key). On the 2-core AVX-512 development machine the portable versions took about
+//! compressing the kept lanes' keys in registers and storing them with a mask (no branch per
+//! kept key), and the same for the kept keys' indices when the sort asks for them. On the 2-core AVX-512 development machine the portable versions took about
 //! 10.7 % of the samples of a 784-d evaluation (a third of what is not its GEMM), the vector
 //! ones about 5.6 %.
 //!
@@ -56,24 +56,63 @@ pub(crate) struct Kept {
     pub hi: u32,
 }
 
-/// Writes to the front of `out`, in order, the [`code`] of each key of `keys` at or below `cut`
-/// (with the index `ids[position]`), and returns what it kept. `ids` must hold an index for
-/// every key and `out` room for `keys.len()` codes (nothing past the kept codes is written).
-pub(crate) fn keep_below(keys: &[f32], cut: f32, ids: &[u32], out: &mut [u64]) -> Kept {
+/// Words of [`keep_below`]'s masks: one bit per key, sixteen keys a word.
+pub(crate) const MASK_LANES: usize = 16;
+
+/// Writes to the front of `out`, in order, the [`ordered`] key of each key of `keys` at or
+/// below `cut`, and to `masks` which ones: bit `t` of `masks[g]` for key `16·g + t` (the keys'
+/// indices are not written: [`kept_ids`] gets them back from the masks, so that a candidate
+/// takes 4 bytes and a bit, not the 8 bytes of a [`code`]); returns what it kept. `out` must
+/// have room for `keys.len()` keys and `masks` for `keys.len().div_ceil(16)` words (nothing past
+/// the kept keys is written).
+pub(crate) fn keep_below(keys: &[f32], cut: f32, out: &mut [u32], masks: &mut [u16]) -> Kept {
     assert!(
-        out.len() >= keys.len() && ids.len() >= keys.len(),
-        "keep_below: room for {} codes, {} indices, {} keys",
+        out.len() >= keys.len() && masks.len() >= keys.len().div_ceil(MASK_LANES),
+        "keep_below: room for {} keys and {} mask words, {} keys",
         out.len(),
-        ids.len(),
+        masks.len(),
         keys.len()
     );
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the lengths are checked
         // above.
-        return unsafe { avx512::keep_below(keys, cut, ids, out) };
+        return unsafe { avx512::keep_below(keys, cut, out, masks) };
     }
-    keep_below_portable(keys, cut, ids, out)
+    keep_below_portable(keys, cut, out, masks)
+}
+
+/// Appends to `out`, in order, `ids[16·g + t]` for each bit `t` set in `masks[g]`: the indices
+/// of the keys [`keep_below`] kept from keys whose indices are `ids` (bits past `ids` are
+/// ignored). `masks` must hold `ids.len().div_ceil(16)` words.
+pub(crate) fn kept_ids(masks: &[u16], ids: &[u32], out: &mut Vec<u32>) {
+    assert_eq!(
+        masks.len(),
+        ids.len().div_ceil(MASK_LANES),
+        "kept_ids: mask words for {} indices",
+        ids.len()
+    );
+    out.reserve(ids.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the lengths are checked
+        // above and `out` has room for every index.
+        unsafe { avx512::kept_ids(masks, ids, out) };
+        return;
+    }
+    kept_ids_portable(masks, ids, out);
+}
+
+/// The portable [`kept_ids`].
+fn kept_ids_portable(masks: &[u16], ids: &[u32], out: &mut Vec<u32>) {
+    for (&m, ids) in masks.iter().zip(ids.chunks(MASK_LANES)) {
+        out.extend(
+            ids.iter()
+                .enumerate()
+                .filter(|&(t, _)| m >> t & 1 == 1)
+                .map(|(_, &id)| id),
+        );
+    }
 }
 
 /// Writes the transpose of `src` (`rows × cols`) into `dst`, whose rows are `stride` apart:
@@ -124,7 +163,7 @@ fn transpose_part(
 /// Asks for the cache line at `p` (any address: a prefetch never faults, and a pointer past
 /// a list's end just fetches a line nobody reads).
 #[inline(always)]
-pub(crate) fn prefetch(p: *const u64) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE is part of the x86-64 baseline, and a prefetch reads nothing the program
     // sees, whatever the address.
@@ -137,7 +176,7 @@ pub(crate) fn prefetch(p: *const u64) {
 
 /// Asks for the cache line at `p` into the core's L2 cache only (any address, as [`prefetch`]).
 #[inline(always)]
-pub(crate) fn prefetch_l2(p: *const u64) {
+pub(crate) fn prefetch_l2<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as `prefetch`.
     unsafe {
@@ -147,9 +186,21 @@ pub(crate) fn prefetch_l2(p: *const u64) {
     let _ = p;
 }
 
+/// Asks for the cache line at `p` in order to write it (any address, as [`prefetch`]).
+#[inline(always)]
+pub(crate) fn prefetch_write<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as `prefetch`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Asks for the first kilobyte of a list's chunk.
-pub(crate) fn prefetch_start(part: &[u64]) {
-    for off in (0..part.len().min(128)).step_by(8) {
+pub(crate) fn prefetch_start(part: &[u32]) {
+    for off in (0..part.len().min(256)).step_by(16) {
         prefetch(part[off..].as_ptr());
     }
 }
@@ -158,24 +209,26 @@ pub(crate) fn prefetch_start(part: &[u64]) {
 const LANES: usize = 16;
 
 /// The portable [`keep_below`].
-fn keep_below_portable(keys: &[f32], cut: f32, ids: &[u32], out: &mut [u64]) -> Kept {
+fn keep_below_portable(keys: &[f32], cut: f32, out: &mut [u32], masks: &mut [u16]) -> Kept {
     let mut kept = Kept {
         n: 0,
         lo: u32::MAX,
         hi: 0,
     };
-    for (c, chunk) in keys.chunks(LANES).enumerate() {
-        let mut mask = 0u32;
+    for (chunk, word) in keys.chunks(LANES).zip(masks.iter_mut()) {
+        let mut mask = 0u16;
         for (t, &x) in chunk.iter().enumerate() {
-            mask |= u32::from(x <= cut) << t;
+            mask |= u16::from(x <= cut) << t;
         }
-        while mask != 0 {
-            let t = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
+        *word = mask;
+        let mut left = mask;
+        while left != 0 {
+            let t = left.trailing_zeros() as usize;
+            left &= left - 1;
             let key = ordered(chunk[t]);
             kept.lo = kept.lo.min(key);
             kept.hi = kept.hi.max(key);
-            out[kept.n] = (u64::from(key) << 32) | u64::from(ids[c * LANES + t]);
+            out[kept.n] = key;
             kept.n += 1;
         }
     }
@@ -258,21 +311,27 @@ mod avx512 {
         transpose_part(src, (rows, cols), (dst, stride), full_rows..rows, 0..cols);
     }
 
-    /// [`super::keep_below`] with AVX-512F: sixteen keys compared at once, their codes built
-    /// in two vectors of eight, each compressed to its kept lanes and stored with a mask.
+    /// [`super::keep_below`] with AVX-512F: sixteen keys compared at once, the comparison's
+    /// mask stored as their word, the kept lanes' keys compressed and stored with a mask.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F and POPCNT, and `out.len() >= keys.len()`.
+    /// The CPU must support AVX-512F and POPCNT, `out.len() >= keys.len()` and
+    /// `masks.len() >= keys.len().div_ceil(16)`.
     #[target_feature(enable = "avx512f,popcnt")]
-    pub(super) unsafe fn keep_below(keys: &[f32], cut: f32, ids: &[u32], out: &mut [u64]) -> Kept {
+    pub(super) unsafe fn keep_below(
+        keys: &[f32],
+        cut: f32,
+        out: &mut [u32],
+        masks: &mut [u16],
+    ) -> Kept {
         let cut = _mm512_set1_ps(cut);
         let sign = _mm512_set1_epi32(i32::MIN);
         let mut lo = _mm512_set1_epi32(-1);
         let mut hi = _mm512_setzero_si512();
         let mut n = 0usize;
         let src = keys.as_ptr();
-        let id_src = ids.as_ptr();
         let dst = out.as_mut_ptr();
+        let words = masks.as_mut_ptr();
         let mut at = 0usize;
         while at < keys.len() {
             let left = keys.len() - at;
@@ -284,36 +343,21 @@ mod avx512 {
             // SAFETY: the lanes read are within `keys` (masked loads do not touch the others).
             let x = unsafe { _mm512_maskz_loadu_ps(lanes, src.add(at)) };
             let m = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, x, cut);
+            // SAFETY: word `at / 16` is within `masks` (checked by the caller).
+            unsafe { *words.add(at / 16) = m };
             if m != 0 {
                 let bits = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));
                 let key =
                     _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32::<31>(bits), sign));
                 lo = _mm512_mask_min_epu32(lo, m, lo, key);
                 hi = _mm512_mask_max_epu32(hi, m, hi, key);
-                // SAFETY: as the keys' load (`ids` holds at least as many).
-                let ids = unsafe { _mm512_maskz_loadu_epi32(lanes, id_src.add(at).cast()) };
-                for half in 0..2 {
-                    let (k8, i8) = if half == 0 {
-                        (_mm512_castsi512_si256(key), _mm512_castsi512_si256(ids))
-                    } else {
-                        (
-                            _mm512_extracti64x4_epi64::<1>(key),
-                            _mm512_extracti64x4_epi64::<1>(ids),
-                        )
-                    };
-                    let codes = _mm512_or_si512(
-                        _mm512_slli_epi64::<32>(_mm512_cvtepu32_epi64(k8)),
-                        _mm512_cvtepu32_epi64(i8),
-                    );
-                    let mh = (m >> (8 * half)) as __mmask8;
-                    let count = mh.count_ones() as usize;
-                    let packed = _mm512_maskz_compress_epi64(mh, codes);
-                    let store = ((1u16 << count) - 1) as __mmask8;
-                    // SAFETY: `n + count` codes kept so far, at most the keys read so far, so
-                    // within `out`; the masked store writes only those lanes.
-                    unsafe { _mm512_mask_storeu_epi64(dst.add(n).cast(), store, packed) };
-                    n += count;
-                }
+                let count = m.count_ones() as usize;
+                let packed = _mm512_maskz_compress_epi32(m, key);
+                let store = ((1u32 << count) - 1) as __mmask16;
+                // SAFETY: `n + count` keys kept so far, at most the keys read so far, so
+                // within `out`; the masked store writes only those lanes.
+                unsafe { _mm512_mask_storeu_epi32(dst.add(n).cast(), store, packed) };
+                n += count;
             }
             at += 16;
         }
@@ -323,6 +367,42 @@ mod avx512 {
             hi: _mm512_reduce_max_epu32(hi),
         }
     }
+
+    /// [`super::kept_ids`] with AVX-512F: each word's sixteen indices compressed to its set
+    /// bits and stored with a mask.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and POPCNT, `masks.len() == ids.len().div_ceil(16)`, and
+    /// `out` must have spare capacity for `ids.len()` indices.
+    #[target_feature(enable = "avx512f,popcnt")]
+    pub(super) unsafe fn kept_ids(masks: &[u16], ids: &[u32], out: &mut Vec<u32>) {
+        let start = out.len();
+        // SAFETY: `out` has capacity for `start + ids.len()` indices (the caller's promise).
+        let dst = unsafe { out.as_mut_ptr().add(start) };
+        let src = ids.as_ptr();
+        let mut n = 0usize;
+        for (g, &word) in masks.iter().enumerate() {
+            let at = g * 16;
+            let left = ids.len() - at;
+            let lanes: __mmask16 = if left >= 16 {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            };
+            let m = word & lanes;
+            // SAFETY: the lanes read are within `ids` (masked loads do not touch the others).
+            let v = unsafe { _mm512_maskz_loadu_epi32(lanes, src.add(at).cast()) };
+            let count = m.count_ones() as usize;
+            let packed = _mm512_maskz_compress_epi32(m, v);
+            let store = ((1u32 << count) - 1) as __mmask16;
+            // SAFETY: `n + count` indices written so far, at most `ids.len()`, within the
+            // spare capacity; the masked store writes only those lanes.
+            unsafe { _mm512_mask_storeu_epi32(dst.add(n).cast(), store, packed) };
+            n += count;
+        }
+        // SAFETY: the first `n` spare slots were written above.
+        unsafe { out.set_len(start + n) };
+    }
 }
 
 #[cfg(test)]
@@ -330,7 +410,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The plain definition: every key at or below the cut, in order.
+    /// The plain definition: every key at or below the cut, in order, as [`code`]s with
+    /// indices `ids`.
     fn naive(keys: &[f32], cut: f32, ids: &[u32]) -> (Vec<u64>, Kept) {
         let codes: Vec<u64> = keys
             .iter()
@@ -347,22 +428,46 @@ mod tests {
         (codes, kept)
     }
 
-    /// Both versions against [`naive`], with indices `id0 + 7·position` (in order, unlike
-    /// their positions) and, as a sentinel, an index past the keys' that must not be read.
+    /// Both versions of [`keep_below`] and [`kept_ids`] against [`naive`], with indices
+    /// `id0 + 7·position` (in order, unlike their positions): the kept keys and their indices
+    /// are the codes' two halves, nothing past the kept keys or the mask words is written, and
+    /// indices past the masks' bits are not read.
     fn check(keys: &[f32], cut: f32, id0: u32) {
-        let mut ids: Vec<u32> = (0..keys.len() as u32).map(|i| id0 + 7 * i).collect();
+        let ids: Vec<u32> = (0..keys.len() as u32).map(|i| id0 + 7 * i).collect();
         let (want, want_kept) = naive(keys, cut, &ids);
-        ids.push(u32::MAX);
-        // Room for exactly the keys, and a sentinel past the kept codes that must survive.
-        let mut out = vec![u64::MAX; keys.len()];
-        let kept = keep_below(keys, cut, &ids, &mut out);
-        assert_eq!(kept, want_kept);
-        assert_eq!(&out[..kept.n], &want[..]);
-        assert!(out[kept.n..].iter().all(|&c| c == u64::MAX));
-        let mut out = vec![u64::MAX; keys.len()];
-        let kept = keep_below_portable(keys, cut, &ids, &mut out);
-        assert_eq!(kept, want_kept);
-        assert_eq!(&out[..kept.n], &want[..]);
+        let want_keys: Vec<u32> = want.iter().map(|&c| (c >> 32) as u32).collect();
+        let want_ids: Vec<u32> = want.iter().map(|&c| c as u32).collect();
+        let words = keys.len().div_ceil(MASK_LANES);
+        for portable in [false, true] {
+            // Room for exactly the keys, and sentinels past the kept keys and the words.
+            let mut out = vec![u32::MAX; keys.len()];
+            let mut masks = vec![0xdead_u16; words + 1];
+            let kept = if portable {
+                keep_below_portable(keys, cut, &mut out, &mut masks)
+            } else {
+                keep_below(keys, cut, &mut out, &mut masks)
+            };
+            assert_eq!(kept, want_kept, "portable {portable}");
+            assert_eq!(&out[..kept.n], &want_keys[..], "portable {portable}");
+            assert!(out[kept.n..].iter().all(|&c| c == u32::MAX));
+            assert_eq!(masks[words], 0xdead);
+            let mut back = vec![42];
+            if portable {
+                kept_ids_portable(&masks[..words], &ids, &mut back);
+            } else {
+                kept_ids(&masks[..words], &ids, &mut back);
+            }
+            assert_eq!(back[0], 42);
+            assert_eq!(&back[1..], &want_ids[..], "portable {portable}");
+        }
+        // Bits past the indices (the last word's) are ignored.
+        if !keys.len().is_multiple_of(MASK_LANES) {
+            let all = vec![0xffff_u16; words];
+            let (mut back, mut portable) = (Vec::new(), Vec::new());
+            kept_ids(&all, &ids, &mut back);
+            kept_ids_portable(&all, &ids, &mut portable);
+            assert_eq!((&back, &portable), (&ids, &ids));
+        }
     }
 
     #[test]
