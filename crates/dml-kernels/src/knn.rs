@@ -12,8 +12,8 @@ use crate::{
     gemm::gemm_nt,
     pairwise::{finish, gemm_alpha, row_factors},
     tile::{
-        MASK_LANES, code, keep_below, kept_ids, prefetch, prefetch_l2, prefetch_start,
-        prefetch_write, transpose,
+        MASK_LANES, code, keep_below, keep_strip_below, kept_ids, prefetch, prefetch_l2,
+        prefetch_start, prefetch_write, transpose,
     },
 };
 
@@ -1141,13 +1141,12 @@ impl RowList {
         }
     }
 
-    /// [`RowList::keep_below`] for one run: its header and mask words go to the chunk of masks
-    /// being filled (a new one if they do not fit), the kept keys straight into the chunk of
-    /// keys being filled, in parts of whole mask words while it has room for them, one word
-    /// through a small buffer across a chunk's end.
-    fn keep_run(&mut self, keys: &[f32], cut: f32, first: usize, stash: &mut Stash<'_>) {
+    /// Writes the header of a run of `n` keys from position `first` to the chunk of masks being
+    /// filled (a new one if the header and the run's words do not fit) and returns where the
+    /// run's words go in it.
+    fn start_run(&mut self, first: usize, n: usize, stash: &mut Stash<'_>) -> usize {
         let first = u32::try_from(first).expect("positions of a large-k search fit in u32");
-        let words = keys.len().div_ceil(MASK_LANES);
+        let words = n.div_ceil(MASK_LANES);
         if self.mask_tail.is_none() || self.mask_at + RUN_HEADER + words > MASK_CHUNK {
             if let Some(chunk) = self.mask_tail.as_mut()
                 && self.mask_at + RUN_HEADER <= MASK_CHUNK
@@ -1159,13 +1158,52 @@ impl RowList {
             self.mask_at = 0;
         }
         let m0 = self.mask_at + RUN_HEADER;
-        {
-            let chunk = self.mask_tail.as_mut().expect("a chunk of masks with room");
-            chunk[self.mask_at] = first as u16;
-            chunk[self.mask_at + 1] = (first >> 16) as u16;
-            chunk[self.mask_at + 2] = keys.len() as u16;
-        }
+        let chunk = self.mask_tail.as_mut().expect("a chunk of masks with room");
+        chunk[self.mask_at] = first as u16;
+        chunk[self.mask_at + 1] = (first >> 16) as u16;
+        chunk[self.mask_at + 2] = n as u16;
         self.mask_at = m0 + words;
+        m0
+    }
+
+    /// Appends a run filtered elsewhere ([`keep_strip_below`]): `n` keys offered from position
+    /// `first`, their mask words `masks` and the kept keys `keys`.
+    fn append_run(
+        &mut self,
+        (first, n): (usize, usize),
+        masks: &[u16],
+        keys: &[u32],
+        stash: &mut Stash<'_>,
+    ) {
+        let m0 = self.start_run(first, n, stash);
+        let chunk = self.mask_tail.as_mut().expect("a chunk of masks");
+        chunk[m0..m0 + masks.len()].copy_from_slice(masks);
+        let (lo, hi) = keys
+            .iter()
+            .fold((self.lo, self.hi), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+        (self.lo, self.hi) = (lo, hi);
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (mut at, mut room) = self.tail_fill();
+            if room == 0 {
+                self.next_chunk(stash);
+                (at, room) = (0, LIST_CHUNK);
+            }
+            let here = room.min(rest.len());
+            let tail = self.tail.as_mut().expect("a chunk with room");
+            tail[at..at + here].copy_from_slice(&rest[..here]);
+            self.len += here;
+            rest = &rest[here..];
+        }
+    }
+
+    /// [`RowList::keep_below`] for one run: its header and mask words go to the chunk of masks
+    /// being filled ([`RowList::start_run`]), the kept keys straight into the chunk of keys
+    /// being filled, in parts of whole mask words while it has room for them, one word
+    /// through a small buffer across a chunk's end.
+    fn keep_run(&mut self, keys: &[f32], cut: f32, first: usize, stash: &mut Stash<'_>) {
+        let words = keys.len().div_ceil(MASK_LANES);
+        let m0 = self.start_run(first, keys.len(), stash);
         let mut from = 0;
         while from < keys.len() {
             let left = keys.len() - from;
@@ -1209,6 +1247,13 @@ impl RowList {
             self.lo = self.lo.min(kept.lo);
             self.hi = self.hi.max(kept.hi);
         }
+    }
+
+    /// Asks for the list itself (two lines), which [`RowList::prefetch_tails`] reads.
+    fn prefetch_self(&self) {
+        let at = std::ptr::from_ref(self).cast::<u8>();
+        prefetch(at);
+        prefetch(at.wrapping_add(64));
     }
 
     /// Asks for the lines the next [`RowList::keep_below`] writes first, to write them.
@@ -1272,10 +1317,7 @@ impl RowList {
 
 /// Appends to the rows' candidate lists the keys of `tile` (`lists.len()` rows of `cols` keys,
 /// the columns the points at positions `col0..col0 + cols`) at or below each row's cut-off
-/// (`cuts`), leaving out the diagonal when the tile is on it; with `by_col`, also writes the
-/// tile's transpose there, a band of 16 rows at a time right after their keys were read (so the
-/// tile is read once).
-#[allow(clippy::too_many_arguments)]
+/// (`cuts`), leaving out the diagonal when the tile is on it.
 fn keep_rows_below_cut(
     tile: &[f32],
     cols: usize,
@@ -1284,51 +1326,74 @@ fn keep_rows_below_cut(
     diagonal: bool,
     lists: &mut [RowList],
     stash: &mut Stash<'_>,
-    mut by_col: Option<&mut Vec<f32>>,
 ) {
-    const BAND: usize = 16;
-    let rows = lists.len();
-    if let Some(t) = by_col.as_deref_mut() {
-        t.resize(rows * cols, 0.0);
-    }
-    for (band, (lists, cuts)) in lists.chunks_mut(BAND).zip(cuts.chunks(BAND)).enumerate() {
-        let i0 = band * BAND;
-        let keys = &tile[i0 * cols..(i0 + lists.len()) * cols];
-        for (i, (keys, &cut)) in keys.chunks(cols).zip(cuts).enumerate() {
-            let own = i0 + i;
-            if let Some(next) = lists.get(i + 1) {
-                next.prefetch_tails();
-            }
-            let list = &mut lists[i];
-            if diagonal {
-                list.keep_below(&keys[..own], cut, col0, stash);
-                list.keep_below(&keys[own + 1..], cut, col0 + own + 1, stash);
-            } else {
-                list.keep_below(keys, cut, col0, stash);
-            }
+    for (i, (keys, &cut)) in tile.chunks(cols).zip(cuts).enumerate() {
+        if let Some(next) = lists.get(i + 1) {
+            next.prefetch_tails();
         }
-        if let Some(t) = by_col.as_deref_mut() {
-            transpose(keys, (lists.len(), cols), &mut t[i0..], rows);
+        if let Some(after) = lists.get(i + 2) {
+            after.prefetch_self();
+        }
+        let list = &mut lists[i];
+        if diagonal {
+            list.keep_below(&keys[..i], cut, col0, stash);
+            list.keep_below(&keys[i + 1..], cut, col0 + i + 1, stash);
+        } else {
+            list.keep_below(keys, cut, col0, stash);
         }
     }
 }
 
-/// Appends to the columns' candidate lists the keys of `by_col` (the tile's transpose,
-/// `lists.len()` columns of `rows` keys, the rows the points at positions `row0..row0 + rows`)
-/// at or below each column's cut-off (`cuts`).
+/// A worker's room for one strip of 16 columns' kept keys and mask words
+/// ([`keep_strip_below`]).
+#[derive(Default)]
+struct Strip {
+    keys: Vec<u32>,
+    masks: Vec<u16>,
+}
+
+/// Appends to the columns' candidate lists (`lists`, one per column of `tile`, a tile of
+/// `rows` rows, the points at positions `row0..row0 + rows`) their keys at or below each
+/// column's cut-off (`cuts`), 16 columns at a time through `strip`: the tile is read again
+/// (from cache) and transposed in registers, not written out transposed.
 fn keep_cols_below_cut(
-    by_col: &[f32],
-    rows: usize,
-    row0: usize,
+    tile: &[f32],
+    (rows, row0): (usize, usize),
     cuts: &[f32],
     lists: &mut [RowList],
     stash: &mut Stash<'_>,
+    strip: &mut Strip,
 ) {
-    for (i, (keys, &cut)) in by_col.chunks(rows).zip(cuts).enumerate() {
-        if let Some(next) = lists.get(i + 1) {
-            next.prefetch_tails();
+    let cols = lists.len();
+    let words = rows.div_ceil(MASK_LANES);
+    strip.keys.resize(16 * rows, 0);
+    strip.masks.resize(16 * words, 0);
+    let mut kept = [0; 16];
+    for j0 in (0..cols).step_by(16) {
+        let w = (cols - j0).min(16);
+        keep_strip_below(
+            tile,
+            (rows, cols),
+            j0,
+            &cuts[j0..j0 + w],
+            (&mut strip.keys, &mut strip.masks),
+            &mut kept,
+        );
+        for (t, &kept) in kept.iter().enumerate().take(w) {
+            let j = j0 + t;
+            if let Some(next) = lists.get(j + 1) {
+                next.prefetch_tails();
+            }
+            if let Some(after) = lists.get(j + 2) {
+                after.prefetch_self();
+            }
+            lists[j].append_run(
+                (row0, rows),
+                &strip.masks[t * words..(t + 1) * words],
+                &strip.keys[t * rows..t * rows + kept],
+                stash,
+            );
         }
-        lists[i].keep_below(keys, cut, row0, stash);
     }
 }
 
@@ -1609,6 +1674,8 @@ fn sort_first_k<'a>(
     let mut ahead = Ahead::new(next.iter().flat_map(|l| l.parts()));
     {
         let count = &mut counts[0];
+        // A slice, so that its address and length stay in registers across the pushes.
+        let out = &mut codes[..n];
         let mut left_ids = &row_ids[..];
         for list in lists {
             for part in list.parts() {
@@ -1623,7 +1690,7 @@ fn sort_first_k<'a>(
                             continue;
                         }
                         let slot = &mut count[digit(key, origin, 0, bits, mask)];
-                        codes[*slot as usize] = c;
+                        out[*slot as usize] = c;
                         *slot += 1;
                     }
                 }
@@ -1716,7 +1783,7 @@ fn search_symmetric_select<S: Send>(
         (0..nb).map(|b| Mutex::new(lists(block_rows(b)))).collect();
     let workers = rayon::current_num_threads().max(1);
     // Each worker's tile and transposed tile.
-    let buffers = Reuse::<(Vec<f32>, Vec<f32>)>::new();
+    let buffers = Reuse::<(Vec<f32>, Strip)>::new();
     let from_row: [Vec<Mutex<Vec<RowList>>>; 2] =
         std::array::from_fn(|_| (0..workers).map(|_| Mutex::new(lists(SYM_TILE))).collect());
     for step in 0..=nb {
@@ -1737,7 +1804,7 @@ fn search_symmetric_select<S: Send>(
             (step..nb).into_par_iter().for_each_init(
                 || (buffers.take(), Stash::new(&pool)),
                 |(buffers, stash), bj| {
-                    let (tile, by_col) = &mut **buffers;
+                    let (tile, strip) = &mut **buffers;
                     let (r0, c0) = (step * SYM_TILE, bj * SYM_TILE);
                     let (rows, cols) = (block_rows(step), block_rows(bj));
                     // The sample's tile rows were computed for the cut-offs; each is dropped
@@ -1770,18 +1837,14 @@ fn search_symmetric_select<S: Send>(
                             .unwrap_or_else(|e| e.into_inner());
                         let row_cuts = &cuts[r0..r0 + rows];
                         let lists = &mut row_lists[..rows];
-                        let diagonal = bj == step;
-                        let by_col = (!diagonal).then_some(&mut *by_col);
-                        keep_rows_below_cut(
-                            tile, cols, c0, row_cuts, diagonal, lists, stash, by_col,
-                        );
+                        keep_rows_below_cut(tile, cols, c0, row_cuts, bj == step, lists, stash);
                     }
                     if bj != step {
                         let mut col_lists =
                             from_above[bj].lock().unwrap_or_else(|e| e.into_inner());
                         let col_cuts = &cuts[c0..c0 + cols];
-                        let lists = &mut col_lists[..];
-                        keep_cols_below_cut(by_col, rows, r0, col_cuts, lists, stash);
+                        let lists = &mut col_lists[..cols];
+                        keep_cols_below_cut(tile, (rows, r0), col_cuts, lists, stash, strip);
                     }
                 },
             );

@@ -1,13 +1,16 @@
 //! Per-key work on a tile of keys in the symmetric searches: transposing it (each tile above
-//! the diagonal serves its columns too) and keeping the keys at or below a cut-off as sortable
-//! codes (the large-k search's candidates, about a quarter of all n² keys).
+//! the diagonal serves its columns too) and keeping the keys at or below a cut-off (the
+//! large-k search's candidates, about a quarter of all n² keys) as sortable keys and a bit per
+//! key, by rows or by columns, and getting the kept keys' indices back from those bits.
 //!
 //! Each has a portable version and, on x86-64 CPUs with AVX-512F, a vector one chosen at run
 //! time, with the same output: the transpose in 16 × 16 blocks of registers, the filter by
 //! compressing the kept lanes' keys in registers and storing them with a mask (no branch per
-//! kept key), and the same for the kept keys' indices when the sort asks for them. On the 2-core AVX-512 development machine the portable versions took about
-//! 10.7 % of the samples of a 784-d evaluation (a third of what is not its GEMM), the vector
-//! ones about 5.6 %.
+//! kept key; a tile's columns are filtered from 16 × 16 blocks transposed in registers, so
+//! the transpose is never written out), and the indices the same way from the bits. On the
+//! 2-core AVX-512 development machine the portable filter took about 10.7 % of the samples of
+//! a 784-d evaluation (a third of what is not its GEMM), the first vector one (8-byte codes)
+//! about 5.6 %.
 //!
 //! The prefetch the large-k search's sort asks for its candidate lists lives here too, so that
 //! the kernels' architecture-specific code is in one module.
@@ -80,6 +83,73 @@ pub(crate) fn keep_below(keys: &[f32], cut: f32, out: &mut [u32], masks: &mut [u
         return unsafe { avx512::keep_below(keys, cut, out, masks) };
     }
     keep_below_portable(keys, cut, out, masks)
+}
+
+/// Columns `j0..j0 + w` of a tile of `rows × cols` keys (row-major), `w = min(16, cols - j0)`,
+/// filtered as [`keep_below`] filters a row: the keys of column `j0 + t` at or below `cuts[t]`
+/// go, in row order, to the front of `out[t * rows..]` (as [`ordered`] keys), its mask words to
+/// `masks[t * words..]` (`words = rows.div_ceil(16)`), and how many it kept to `kept[t]`. This
+/// is the filter of a tile's columns without writing the tile's transpose: each 16 × 16 block
+/// is transposed in registers and filtered there.
+pub(crate) fn keep_strip_below(
+    tile: &[f32],
+    (rows, cols): (usize, usize),
+    j0: usize,
+    cuts: &[f32],
+    (out, masks): (&mut [u32], &mut [u16]),
+    kept: &mut [usize; 16],
+) {
+    let w = cols.saturating_sub(j0).min(16);
+    let words = rows.div_ceil(MASK_LANES);
+    assert!(
+        tile.len() >= rows * cols
+            && cuts.len() >= w
+            && out.len() >= w * rows
+            && masks.len() >= w * words,
+        "keep_strip_below: {rows} × {cols} keys from {}, {} cut-offs, room for {} keys and {} \
+         words, columns from {j0}",
+        tile.len(),
+        cuts.len(),
+        out.len(),
+        masks.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the CPU has AVX-512F and POPCNT (checked above); the lengths are checked
+        // above.
+        unsafe { avx512::keep_strip_below(tile, (rows, cols), j0, cuts, (out, masks), kept) };
+        return;
+    }
+    keep_strip_below_portable(tile, (rows, cols), j0, cuts, (out, masks), kept);
+}
+
+/// The portable [`keep_strip_below`].
+fn keep_strip_below_portable(
+    tile: &[f32],
+    (rows, cols): (usize, usize),
+    j0: usize,
+    cuts: &[f32],
+    (out, masks): (&mut [u32], &mut [u16]),
+    kept: &mut [usize; 16],
+) {
+    let w = cols.saturating_sub(j0).min(16);
+    let words = rows.div_ceil(MASK_LANES);
+    for t in 0..w {
+        let (out, masks) = (&mut out[t * rows..], &mut masks[t * words..]);
+        let mut n = 0;
+        for (g, word) in masks[..words].iter_mut().enumerate() {
+            *word = 0;
+            for i in g * MASK_LANES..((g + 1) * MASK_LANES).min(rows) {
+                let x = tile[i * cols + j0 + t];
+                if x <= cuts[t] {
+                    *word |= 1 << (i % MASK_LANES);
+                    out[n] = ordered(x);
+                    n += 1;
+                }
+            }
+        }
+        kept[t] = n;
+    }
 }
 
 /// Appends to `out`, in order, `ids[16·g + t]` for each bit `t` set in `masks[g]`: the indices
@@ -261,42 +331,9 @@ mod avx512 {
                 let r: [__m512; 16] = std::array::from_fn(|i| unsafe {
                     _mm512_loadu_ps(src.as_ptr().add((i0 + i) * cols + j0))
                 });
-                // t[2p], t[2p + 1]: rows 2p and 2p + 1 interleaved, low and high pairs.
-                let t: [__m512; 16] = std::array::from_fn(|i| {
-                    let (a, b) = (r[i & !1], r[i | 1]);
-                    if i % 2 == 0 {
-                        _mm512_unpacklo_ps(a, b)
-                    } else {
-                        _mm512_unpackhi_ps(a, b)
-                    }
-                });
-                // u[4q + c]: in each 128-bit lane L, column 4L + c of rows 4q..4q + 4.
-                let u: [__m512; 16] = std::array::from_fn(|i| {
-                    let (q, c) = (i / 4, i % 4);
-                    let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
-                    if c % 2 == 0 {
-                        _mm512_shuffle_ps::<0x44>(a, b)
-                    } else {
-                        _mm512_shuffle_ps::<0xee>(a, b)
-                    }
-                });
-                for c in 0..4 {
-                    let x0 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
-                    let x1 = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
-                    let y0 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
-                    let y1 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
-                    let out = [
-                        (c, _mm512_shuffle_f32x4::<0x88>(x0, y0)),
-                        (4 + c, _mm512_shuffle_f32x4::<0x88>(x1, y1)),
-                        (8 + c, _mm512_shuffle_f32x4::<0xdd>(x0, y0)),
-                        (12 + c, _mm512_shuffle_f32x4::<0xdd>(x1, y1)),
-                    ];
-                    for (j, v) in out {
-                        // SAFETY: row j0 + j of `dst` holds columns i0..i0 + 16.
-                        unsafe {
-                            _mm512_storeu_ps(dst.as_mut_ptr().add((j0 + j) * stride + i0), v)
-                        };
-                    }
+                for (j, v) in transpose16(&r).into_iter().enumerate() {
+                    // SAFETY: row j0 + j of `dst` holds columns i0..i0 + 16.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add((j0 + j) * stride + i0), v) };
                 }
             }
         }
@@ -309,6 +346,44 @@ mod avx512 {
             full_cols..cols,
         );
         transpose_part(src, (rows, cols), (dst, stride), full_rows..rows, 0..cols);
+    }
+
+    /// The transpose of a 16 × 16 block held in sixteen registers (row `i` in `r[i]`): column
+    /// `j` in the `j`-th (pairs of rows interleaved, then groups of four, then 128-bit lanes
+    /// twice).
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: &[__m512; 16]) -> [__m512; 16] {
+        // t[2p], t[2p + 1]: rows 2p and 2p + 1 interleaved, low and high pairs.
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4q + c]: in each 128-bit lane L, column 4L + c of rows 4q..4q + 4.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (q, c) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + c / 2], t[4 * q + 2 + c / 2]);
+            if c % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm512_shuffle_ps::<0xee>(a, b)
+            }
+        });
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let x0 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+            let x1 = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+            let y0 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+            let y1 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(x0, y0);
+            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(x1, y1);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(x0, y0);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(x1, y1);
+        }
+        out
     }
 
     /// [`super::keep_below`] with AVX-512F: sixteen keys compared at once, the comparison's
@@ -365,6 +440,69 @@ mod avx512 {
             n,
             lo: _mm512_reduce_min_epu32(lo),
             hi: _mm512_reduce_max_epu32(hi),
+        }
+    }
+
+    /// [`super::keep_strip_below`] with AVX-512F: each 16 × 16 block (masked at the tile's
+    /// edges) loaded, transposed in registers, and each of its columns compared, its mask word
+    /// stored and its kept lanes' keys compressed and stored with a mask, as [`keep_below`]
+    /// does for a row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and POPCNT, and the lengths must be as
+    /// [`super::keep_strip_below`] checks them.
+    #[target_feature(enable = "avx512f,popcnt")]
+    pub(super) unsafe fn keep_strip_below(
+        tile: &[f32],
+        (rows, cols): (usize, usize),
+        j0: usize,
+        cuts: &[f32],
+        (out, masks): (&mut [u32], &mut [u16]),
+        kept: &mut [usize; 16],
+    ) {
+        let w = cols.saturating_sub(j0).min(16);
+        let words = rows.div_ceil(16);
+        let col_lanes: __mmask16 = if w == 16 { 0xffff } else { (1u16 << w) - 1 };
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let src = tile.as_ptr();
+        let dst = out.as_mut_ptr();
+        let mask_dst = masks.as_mut_ptr();
+        *kept = [0; 16];
+        for (g, i0) in (0..rows).step_by(16).enumerate() {
+            let in_block = (rows - i0).min(16);
+            let row_lanes: __mmask16 = if in_block == 16 {
+                0xffff
+            } else {
+                (1u16 << in_block) - 1
+            };
+            let r: [__m512; 16] = std::array::from_fn(|i| {
+                if i < in_block {
+                    // SAFETY: row i0 + i is within the tile, and the lanes read are its
+                    // columns j0..j0 + w (masked loads do not touch the others).
+                    unsafe { _mm512_maskz_loadu_ps(col_lanes, src.add((i0 + i) * cols + j0)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let by_col = transpose16(&r);
+            for (t, &x) in by_col.iter().enumerate().take(w) {
+                let m =
+                    _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(row_lanes, x, _mm512_set1_ps(cuts[t]));
+                // SAFETY: word g of column t is within `masks` (checked by the caller).
+                unsafe { *mask_dst.add(t * words + g) = m };
+                let bits = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));
+                let key =
+                    _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32::<31>(bits), sign));
+                let count = m.count_ones() as usize;
+                let packed = _mm512_maskz_compress_epi32(m, key);
+                let store = ((1u32 << count) - 1) as __mmask16;
+                // SAFETY: column t has kept `kept[t] + count` keys of the rows read so far, so
+                // they lie within its `rows` slots of `out`; the masked store writes only them.
+                unsafe {
+                    _mm512_mask_storeu_epi32(dst.add(t * rows + kept[t]).cast(), store, packed)
+                };
+                kept[t] += count;
+            }
         }
     }
 
@@ -540,6 +678,72 @@ mod tests {
                     .zip(&dst)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{rows}x{cols} stride {stride}");
+            }
+        }
+    }
+
+    /// Both versions of [`keep_strip_below`] give, for each column of the strip, what
+    /// [`keep_below`]'s definition gives for that column read top to bottom: ragged tiles
+    /// (rows and columns not multiples of 16, a strip narrower than 16), keys equal to the
+    /// cut-offs, and nothing written past a column's kept keys.
+    #[test]
+    fn strips_keep_what_each_column_keeps() {
+        let shapes: [(usize, usize); 6] = [
+            (16, 16),
+            (512, 512),
+            (37, 50),
+            (5, 3),
+            (184, 512),
+            (512, 184),
+        ];
+        for (rows, cols) in shapes {
+            let tile: Vec<f32> = (0..rows * cols)
+                .map(|v| ((v * 7919) % 23) as f32 - 11.0)
+                .collect();
+            let cuts: Vec<f32> = (0..cols).map(|j| (j % 9) as f32 - 5.0).collect();
+            let words = rows.div_ceil(MASK_LANES);
+            for j0 in (0..cols).step_by(16) {
+                let w = (cols - j0).min(16);
+                for portable in [false, true] {
+                    let mut out = vec![u32::MAX; 16 * rows];
+                    let mut masks = vec![0xdead_u16; 16 * words];
+                    let mut kept = [usize::MAX; 16];
+                    let args = (&tile[..], (rows, cols), j0, &cuts[j0..j0 + w]);
+                    if portable {
+                        keep_strip_below_portable(
+                            args.0,
+                            args.1,
+                            args.2,
+                            args.3,
+                            (&mut out, &mut masks),
+                            &mut kept,
+                        );
+                    } else {
+                        keep_strip_below(
+                            args.0,
+                            args.1,
+                            args.2,
+                            args.3,
+                            (&mut out, &mut masks),
+                            &mut kept,
+                        );
+                    }
+                    for t in 0..w {
+                        let column: Vec<f32> = (0..rows).map(|i| tile[i * cols + j0 + t]).collect();
+                        let mut want_keys = vec![u32::MAX; column.len()];
+                        let mut want_masks = vec![0_u16; words];
+                        let want = keep_below_portable(
+                            &column,
+                            cuts[j0 + t],
+                            &mut want_keys,
+                            &mut want_masks,
+                        );
+                        let what = format!("{rows}x{cols} column {} portable {portable}", j0 + t);
+                        assert_eq!(kept[t], want.n, "{what}");
+                        assert_eq!(out[t * rows..(t + 1) * rows], want_keys[..], "{what}");
+                        assert_eq!(masks[t * words..(t + 1) * words], want_masks[..], "{what}");
+                    }
+                }
             }
         }
     }
