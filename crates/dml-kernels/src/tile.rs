@@ -519,14 +519,20 @@ mod avx512 {
         let dst = unsafe { out.as_mut_ptr().add(start) };
         let src = ids.as_ptr();
         let mut n = 0usize;
-        for (g, &word) in masks.iter().enumerate() {
-            let at = g * 16;
-            let left = ids.len() - at;
-            let lanes: __mmask16 = if left >= 16 {
-                0xffff
-            } else {
-                (1u16 << left) - 1
-            };
+        let full = ids.len() / 16;
+        for (g, &m) in masks[..full].iter().enumerate() {
+            // SAFETY: indices 16g..16g + 16 are within `ids`.
+            let v = unsafe { _mm512_loadu_epi32(src.add(g * 16).cast()) };
+            let packed = _mm512_maskz_compress_epi32(m, v);
+            // SAFETY: n is at most 16g (the indices kept from the words before), so the 16
+            // lanes written lie within the spare capacity for `ids.len()` indices; the lanes
+            // past the kept ones are overwritten or left past the length.
+            unsafe { _mm512_storeu_epi32(dst.add(n).cast(), packed) };
+            n += m.count_ones() as usize;
+        }
+        if let Some(&word) = masks.get(full) {
+            let at = full * 16;
+            let lanes: __mmask16 = (1u16 << (ids.len() - at)) - 1;
             let m = word & lanes;
             // SAFETY: the lanes read are within `ids` (masked loads do not touch the others).
             let v = unsafe { _mm512_maskz_loadu_epi32(lanes, src.add(at).cast()) };
