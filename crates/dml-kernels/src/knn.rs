@@ -1509,12 +1509,12 @@ fn count_digits<const P: usize>(
             if i % 16 == 0 {
                 prefetch(part.as_ptr().wrapping_add(i + 256));
             }
-            if key < lo {
-                below += 1;
-                continue;
-            }
+            // Without a branch: a key below `lo` adds 0 to the counters its wrapped offset
+            // names (the few such keys lie anywhere in a row's lists).
+            let above = u32::from(key >= lo);
+            below += (1 - above) as usize;
             for (p, count) in counts.iter_mut().enumerate() {
-                count[digit(key, lo, p as u32, bits, mask)] += 1;
+                count[digit(key, lo, p as u32, bits, mask)] += above;
             }
         }
     }
