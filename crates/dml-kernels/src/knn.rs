@@ -533,7 +533,7 @@ const CUT_SIGMAS: f64 = 3.0;
 /// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
 /// each block is handed out as soon as its own tile row is done), about
 /// 1.0 GB for 35,000 rows and k = 6,999 when a row's neighbours are spread over the set, at
-/// most [`knn_self_blocks_memory`] bytes (all lists at once, 1.9 GB there); stream [`knn_self_rows`] over blocks instead for
+/// most [`knn_self_blocks_memory`] bytes (all lists at once, 1.8 GB there); stream [`knn_self_rows`] over blocks instead for
 /// bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
 /// blocks.
@@ -687,7 +687,7 @@ pub fn knn_self_fold<T: Send>(
 /// A bound, whatever the order of the rows: every row's candidate list at once (each row's
 /// expected candidates with the sampling margin and 10 % slack, 4 bytes each, a bit for every
 /// key offered and a header per tile, plus one partly filled chunk of each kind per list),
-/// 1.9 GB for 35,000 rows and k = 6,999 (2.9 GB with the 8-byte codes the lists held before).
+/// 1.8 GB for 35,000 rows and k = 6,999 (2.9 GB with the 8-byte codes the lists held before).
 /// What is held in practice is
 /// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
 /// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
@@ -975,9 +975,12 @@ const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 2048 };
 /// One chunk of a candidate list's keys.
 type Chunk = Box<[u32; LIST_CHUNK]>;
 
-/// Words per chunk of a candidate list's masks ([`RowList`]): 4 KiB, a page. The unit tests
-/// take 96, so that their lists span many.
-const MASK_CHUNK: usize = if cfg!(test) { 96 } else { 2048 };
+/// Words per chunk of a candidate list's masks ([`RowList`]): 1 KiB, fourteen runs of a tile's
+/// 512 keys. Every list holding a run holds a chunk, partly filled: with 4 KiB chunks, 35,000
+/// points of 784 dimensions held 84 MB (raw Fashion-MNIST) to 98 MB (clustered points stored
+/// class by class) more at their peak, for the same time. The unit tests take 96, so that
+/// their lists span many.
+const MASK_CHUNK: usize = if cfg!(test) { 96 } else { 512 };
 
 /// One chunk of a candidate list's masks.
 type MaskChunk = Box<[u16; MASK_CHUNK]>;
@@ -1167,7 +1170,7 @@ impl RowList {
     }
 
     /// Appends a run filtered elsewhere ([`keep_strip_below`]): `n` keys offered from position
-    /// `first`, their mask words `masks` and the kept keys `keys`.
+    /// `first`, their mask words `masks` and the kept keys `keys` (nothing when none was kept).
     fn append_run(
         &mut self,
         (first, n): (usize, usize),
@@ -1175,6 +1178,10 @@ impl RowList {
         keys: &[u32],
         stash: &mut Stash<'_>,
     ) {
+        if keys.is_empty() {
+            // Nothing kept: the run is left out.
+            return;
+        }
         let m0 = self.start_run(first, n, stash);
         let chunk = self.mask_tail.as_mut().expect("a chunk of masks");
         chunk[m0..m0 + masks.len()].copy_from_slice(masks);
@@ -1200,9 +1207,11 @@ impl RowList {
     /// [`RowList::keep_below`] for one run: its header and mask words go to the chunk of masks
     /// being filled ([`RowList::start_run`]), the kept keys straight into the chunk of keys
     /// being filled, in parts of whole mask words while it has room for them, one word
-    /// through a small buffer across a chunk's end.
+    /// through a small buffer across a chunk's end. A run of which no key was kept is left out
+    /// (in class-ordered sets most of a row's runs, whose words would cost memory for nothing).
     fn keep_run(&mut self, keys: &[f32], cut: f32, first: usize, stash: &mut Stash<'_>) {
         let words = keys.len().div_ceil(MASK_LANES);
+        let len_before = self.len;
         let m0 = self.start_run(first, keys.len(), stash);
         let mut from = 0;
         while from < keys.len() {
@@ -1246,6 +1255,10 @@ impl RowList {
             };
             self.lo = self.lo.min(kept.lo);
             self.hi = self.hi.max(kept.hi);
+        }
+        if self.len == len_before {
+            // Nothing kept: the run is left out (its header and words are written over).
+            self.mask_at = m0 - RUN_HEADER;
         }
     }
 
@@ -1743,10 +1756,10 @@ fn sort_first_k<'a>(
 }
 
 /// The large-k leave-one-out search by symmetry ([`knn_self_blocks`], [`knn_self_fold`]) over
-/// the points in `layout`'s order: each row keeps its keys at or below its cut-off (a
-/// [`RowList`]: the keys, and which were kept, from which the sort makes [`code`]s with the
-/// layout's indices) ([`cut_offs`], or [`sample_tile_rows`]) from the tiles on
-/// and above the diagonal, each fed to its rows and to its columns. The tiles go row of tiles
+/// the points in `layout`'s order: each row keeps its keys at or below its cut-off
+/// ([`cut_offs`], or [`sample_tile_rows`]) in a [`RowList`] (the keys, and which were kept,
+/// from which the sort makes [`code`]s with the layout's indices) from the tiles on and above
+/// the diagonal, each fed to its rows and to its columns. The tiles go row of tiles
 /// by row of tiles: once tile row `b` is done, block `b` has all its candidates (its columns
 /// left of the diagonal came from the earlier tile rows), so while tile row `b + 1` is
 /// computed, `sort` takes the block's lists (each row radix-sorted and its first `k` kept),
@@ -1754,7 +1767,7 @@ fn sort_first_k<'a>(
 /// the blocks still filling. A row with fewer than `k` candidates (its cut-off fell below its
 /// k-th key) is left to `sort` to search again through [`search`]. Keys are the same bits
 /// whichever point of a pair asks, and every key at or below a row's k-th key is among its
-/// candidates, so the lists are [`search`]'s. Returns the chunks the pool allocated.
+/// candidates, so the lists are [`search`]'s. Returns the chunks of keys the pool allocated.
 fn search_symmetric_select<S: Send>(
     metric: Metric,
     layout: &Layout<'_>,
@@ -2772,6 +2785,11 @@ mod tests {
                 break;
             }
         }
+        // A run of which nothing is kept leaves the list as it was, masks included.
+        let before = (list.len, list.mask_full.len(), list.mask_at);
+        list.keep_below(&[61.0; 40], cut, 7, &mut stash);
+        list.append_run((9, 40), &[0; 3], &[], &mut stash);
+        assert_eq!((list.len, list.mask_full.len(), list.mask_at), before);
         let kept: Vec<usize> = (0..n).filter(|&p| keys[p] <= cut).collect();
         let want_keys: Vec<u32> = kept
             .iter()
