@@ -533,7 +533,7 @@ const CUT_SIGMAS: f64 = 3.0;
 /// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
 /// each block is handed out as soon as its own tile row is done), about
 /// 0.6 GB for 35,000 rows and k = 6,999 when a row's neighbours are spread over the set, at
-/// most [`knn_self_blocks_memory`] bytes (all lists at once, 1.8 GB there); stream [`knn_self_rows`] over blocks instead for
+/// most [`knn_self_blocks_memory`] bytes (all lists at once, 1.7 GB there); stream [`knn_self_rows`] over blocks instead for
 /// bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
 /// blocks.
@@ -687,7 +687,7 @@ pub fn knn_self_fold<T: Send>(
 /// A bound, whatever the order of the rows: every row's candidate list at once (each row's
 /// expected candidates with the sampling margin and 10 % slack, 4 bytes each, a bit for every
 /// key offered and a header per tile, plus one partly filled chunk of each kind per list),
-/// 1.8 GB for 35,000 rows and k = 6,999 (2.9 GB with the 8-byte codes the lists held before).
+/// 1.7 GB for 35,000 rows and k = 6,999 (2.9 GB with the 8-byte codes the lists held before).
 /// What is held in practice is
 /// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
 /// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
@@ -967,11 +967,14 @@ fn cut_offs(
     cuts
 }
 
-/// Keys per chunk of a candidate list in the large-k symmetric search: 8 KiB, two pages, so
-/// that the sort's passes read them at the speed of a stream (2 KiB chunks cost the sort twice
-/// the time of its first pass, measured). The unit tests take 64, so that their small lists
-/// still span many chunks.
-const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 2048 };
+/// Keys per chunk of a candidate list in the large-k symmetric search: 4 KiB, a page. Every list
+/// holds one partly filled: 8 KiB chunks held 83 MB (raw Fashion-MNIST, 35,000 × 784) to
+/// 129 MB (clustered points stored class by class) more at the peak for the same time, 2 KiB
+/// ones 24–27 MB less for the same time again (alternating processes). 2 KiB chunks of 8-byte
+/// codes had once cost the sort twice the time of its first pass; that was before the sort
+/// asked for the next row's lists ahead ([`Ahead`]). The unit tests take 64, so that their
+/// small lists still span many chunks.
+const LIST_CHUNK: usize = if cfg!(test) { 64 } else { 1024 };
 
 /// One chunk of a candidate list's keys.
 type Chunk = Box<[u32; LIST_CHUNK]>;
