@@ -101,7 +101,7 @@
 //! too cheap for it to pay) with such a large R whose candidate lists would fit 4 GiB all at once
 //! (about `n · R · 6` bytes, plus a copy of the items: 2.0 GB for 35,000 items of 784
 //! dimensions in classes of 7,000; only the lists of the blocks in hand are held: the
-//! evaluation added 541 MiB to the process on clustered points stored class by class, 647 MiB
+//! evaluation added 407 MiB to the process on clustered points stored class by class, 567 MiB
 //! on the raw Fashion-MNIST images, whose neighbours are spread over the set) is searched
 //! through the symmetry of its
 //! distances instead ([`dml_kernels::knn_self_fold`]: each distance tile computed once for both
@@ -171,8 +171,8 @@ const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// ([`dml_kernels::knn_self_fold`], half the GEMM work): 4 GiB, against
 /// [`dml_kernels::knn_self_fold_memory`]'s bound (every list at once, whatever the order of
 /// the items, and the search's copy of the items). 35,000 items of 784 dimensions in classes
-/// of 7,000 are bounded by 2.0 GB; the evaluation adds 541 MiB to the process on clustered
-/// points stored class by class and 647 MiB on the raw Fashion-MNIST images, measured
+/// of 7,000 are bounded by 2.0 GB; the evaluation adds 407 MiB to the process on clustered
+/// points stored class by class and 567 MiB on the raw Fashion-MNIST images, measured
 /// (pytorch-metric-learning with faiss adds 14.8 GB there); larger sets
 /// stream blocks of queries through the full search in bounded memory.
 const SYMMETRIC_BUDGET: usize = 4 << 30;

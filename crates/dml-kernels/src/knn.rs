@@ -691,8 +691,8 @@ pub fn knn_self_fold<T: Send>(
 /// What is held in practice is
 /// less, since a block's lists are freed and reused as soon as its own row of tiles is done:
 /// with a row's neighbours spread over the set, about 0.3–0.4 of the bound at the worst step
-/// (about 0.6 GB there; the evaluation through [`knn_self_fold`] adds 541 MiB to the process
-/// on clustered points stored class by class and 647 MiB on raw Fashion-MNIST images,
+/// (about 0.6 GB there; the evaluation through [`knn_self_fold`] adds 407 MiB to the process
+/// on clustered points stored class by class and 567 MiB on raw Fashion-MNIST images,
 /// measured); only a set ordered so
 /// that every row's neighbours come first in it reaches the bound.
 pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
