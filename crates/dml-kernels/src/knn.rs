@@ -531,10 +531,10 @@ const CUT_SIGMAS: f64 = 3.0;
 /// its columns, half the GEMM work of [`knn_self_rows`] over the same rows. The price is memory:
 /// each row's candidates at or below a cut-off estimated from a sample of the columns are held
 /// until every tile touching its block is done (the tiles go row of tiles by row of tiles, and
-/// each block is handed out as soon as its own tile row is done), about
-/// 0.6 GB for 35,000 rows and k = 6,999 when a row's neighbours are spread over the set, at
-/// most [`knn_self_blocks_memory`] bytes (all lists at once, 1.7 GB there); stream [`knn_self_rows`] over blocks instead for
-/// bounded memory. Otherwise a large `k` goes block by block through the general search (as
+/// each block is handed out as soon as its own tile row is done), about 0.6 GB for 35,000 rows
+/// and k = 6,999 when a row's neighbours are spread over the set, at most
+/// [`knn_self_blocks_memory`] bytes (all lists at once, 1.7 GB there); stream
+/// [`knn_self_rows`] over blocks instead for bounded memory. Otherwise a large `k` goes block by block through the general search (as
 /// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
 /// blocks.
 ///
@@ -1499,9 +1499,9 @@ fn digit(key: u32, lo: u32, p: u32, bits: u32, mask: u32) -> usize {
     ((key.wrapping_sub(lo) >> (p * bits)) & mask) as usize & (MAX_RADIX - 1)
 }
 
-/// Counts the `P` digits of every key of `lists` at or above `lo` into
-/// `counts[..P]` (zeroed by the caller), in one read of the lists; returns how many keys lie
-/// below `lo` (counted nowhere). The lists were written one or many tile rows earlier and are
+/// Counts the `P` digits of every key of `lists` at or above `lo` into `counts[..P]` (zeroed by
+/// the caller), in one read of the lists; returns how many keys lie below `lo` (counted
+/// nowhere, without a branch). The lists were written one or many tile rows earlier and are
 /// read from memory: each chunk is asked for 1 KiB ahead of the reading and the next chunk's
 /// start while this one is read (the hardware prefetcher stops at page ends): 11 % off the
 /// whole sort of 8,545 codes a row, measured on rows laid out as the search leaves them. Where
@@ -1799,7 +1799,7 @@ fn search_symmetric_select<S: Send>(
     let from_above: Vec<Mutex<Vec<RowList>>> =
         (0..nb).map(|b| Mutex::new(lists(block_rows(b)))).collect();
     let workers = rayon::current_num_threads().max(1);
-    // Each worker's tile and transposed tile.
+    // Each worker's tile and room for a strip of its columns.
     let buffers = Reuse::<(Vec<f32>, Strip)>::new();
     let from_row: [Vec<Mutex<Vec<RowList>>>; 2] =
         std::array::from_fn(|_| (0..workers).map(|_| Mutex::new(lists(SYM_TILE))).collect());
