@@ -1152,6 +1152,8 @@ impl RowList {
     /// filled (a new one if the header and the run's words do not fit) and returns where the
     /// run's words go in it.
     fn start_run(&mut self, first: usize, n: usize, stash: &mut Stash<'_>) -> usize {
+        // A header of length 0 ends a chunk's runs.
+        debug_assert!(n > 0, "a run offers at least one key");
         let first = u32::try_from(first).expect("positions of a large-k search fit in u32");
         let words = n.div_ceil(MASK_LANES);
         if self.mask_tail.is_none() || self.mask_at + RUN_HEADER + words > MASK_CHUNK {
