@@ -534,9 +534,9 @@ const CUT_SIGMAS: f64 = 3.0;
 /// each block is handed out as soon as its own tile row is done), about 0.6 GB for 35,000 rows
 /// and k = 6,999 when a row's neighbours are spread over the set, at most
 /// [`knn_self_blocks_memory`] bytes (all lists at once, 1.7 GB there); stream
-/// [`knn_self_rows`] over blocks instead for bounded memory. Otherwise a large `k` goes block by block through the general search (as
-/// [`knn_self_rows`], bounded memory) and a small `k` is one [`knn_self`] call handed out in
-/// blocks.
+/// [`knn_self_rows`] over blocks instead for bounded memory. Otherwise a large `k` goes block
+/// by block through the general search (as [`knn_self_rows`], bounded memory) and a small `k`
+/// is one [`knn_self`] call handed out in blocks.
 ///
 /// # Errors
 /// As [`knn_self`].
