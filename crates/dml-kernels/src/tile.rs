@@ -348,6 +348,36 @@ mod avx512 {
         transpose_part(src, (rows, cols), (dst, stride), full_rows..rows, 0..cols);
     }
 
+    /// The first `n` of sixteen lanes (all of them from 16 on).
+    fn first_lanes(n: usize) -> __mmask16 {
+        if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+    }
+
+    /// Sixteen floats' keys as [`super::ordered`] maps them (`-0.0` as `0.0`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn ordered16(x: __m512) -> __m512i {
+        let bits = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));
+        let sign = _mm512_set1_epi32(i32::MIN);
+        _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32::<31>(bits), sign))
+    }
+
+    /// Stores the lanes of `v` that `m` selects at `dst`, in order, with a mask (nothing past
+    /// them is written); returns how many.
+    ///
+    /// # Safety
+    /// `dst` must have room for `m.count_ones()` values.
+    #[inline]
+    #[target_feature(enable = "avx512f,popcnt")]
+    unsafe fn store_kept(dst: *mut u32, m: __mmask16, v: __m512i) -> usize {
+        let count = m.count_ones() as usize;
+        let packed = _mm512_maskz_compress_epi32(m, v);
+        let store = ((1u32 << count) - 1) as __mmask16;
+        // SAFETY: the masked store writes the first `count` values, within the room promised.
+        unsafe { _mm512_mask_storeu_epi32(dst.cast(), store, packed) };
+        count
+    }
+
     /// The transpose of a 16 × 16 block held in sixteen registers (row `i` in `r[i]`): column
     /// `j` in the `j`-th (pairs of rows interleaved, then groups of four, then 128-bit lanes
     /// twice).
@@ -400,7 +430,6 @@ mod avx512 {
         masks: &mut [u16],
     ) -> Kept {
         let cut = _mm512_set1_ps(cut);
-        let sign = _mm512_set1_epi32(i32::MIN);
         let mut lo = _mm512_set1_epi32(-1);
         let mut hi = _mm512_setzero_si512();
         let mut n = 0usize;
@@ -409,30 +438,19 @@ mod avx512 {
         let words = masks.as_mut_ptr();
         let mut at = 0usize;
         while at < keys.len() {
-            let left = keys.len() - at;
-            let lanes: __mmask16 = if left >= 16 {
-                0xffff
-            } else {
-                (1u16 << left) - 1
-            };
+            let lanes = first_lanes(keys.len() - at);
             // SAFETY: the lanes read are within `keys` (masked loads do not touch the others).
             let x = unsafe { _mm512_maskz_loadu_ps(lanes, src.add(at)) };
             let m = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, x, cut);
             // SAFETY: word `at / 16` is within `masks` (checked by the caller).
             unsafe { *words.add(at / 16) = m };
             if m != 0 {
-                let bits = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));
-                let key =
-                    _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32::<31>(bits), sign));
+                let key = ordered16(x);
                 lo = _mm512_mask_min_epu32(lo, m, lo, key);
                 hi = _mm512_mask_max_epu32(hi, m, hi, key);
-                let count = m.count_ones() as usize;
-                let packed = _mm512_maskz_compress_epi32(m, key);
-                let store = ((1u32 << count) - 1) as __mmask16;
-                // SAFETY: `n + count` keys kept so far, at most the keys read so far, so
-                // within `out`; the masked store writes only those lanes.
-                unsafe { _mm512_mask_storeu_epi32(dst.add(n).cast(), store, packed) };
-                n += count;
+                // SAFETY: the keys kept so far with these are at most the keys read so far, so
+                // within `out`.
+                n += unsafe { store_kept(dst.add(n), m, key) };
             }
             at += 16;
         }
@@ -462,19 +480,14 @@ mod avx512 {
     ) {
         let w = cols.saturating_sub(j0).min(16);
         let words = rows.div_ceil(16);
-        let col_lanes: __mmask16 = if w == 16 { 0xffff } else { (1u16 << w) - 1 };
-        let sign = _mm512_set1_epi32(i32::MIN);
+        let col_lanes = first_lanes(w);
         let src = tile.as_ptr();
         let dst = out.as_mut_ptr();
         let mask_dst = masks.as_mut_ptr();
         *kept = [0; 16];
         for (g, i0) in (0..rows).step_by(16).enumerate() {
             let in_block = (rows - i0).min(16);
-            let row_lanes: __mmask16 = if in_block == 16 {
-                0xffff
-            } else {
-                (1u16 << in_block) - 1
-            };
+            let row_lanes = first_lanes(in_block);
             let r: [__m512; 16] = std::array::from_fn(|i| {
                 if i < in_block {
                     // SAFETY: row i0 + i is within the tile, and the lanes read are its
@@ -490,18 +503,9 @@ mod avx512 {
                     _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(row_lanes, x, _mm512_set1_ps(cuts[t]));
                 // SAFETY: word g of column t is within `masks` (checked by the caller).
                 unsafe { *mask_dst.add(t * words + g) = m };
-                let bits = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));
-                let key =
-                    _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32::<31>(bits), sign));
-                let count = m.count_ones() as usize;
-                let packed = _mm512_maskz_compress_epi32(m, key);
-                let store = ((1u32 << count) - 1) as __mmask16;
-                // SAFETY: column t has kept `kept[t] + count` keys of the rows read so far, so
-                // they lie within its `rows` slots of `out`; the masked store writes only them.
-                unsafe {
-                    _mm512_mask_storeu_epi32(dst.add(t * rows + kept[t]).cast(), store, packed)
-                };
-                kept[t] += count;
+                // SAFETY: with these, column t has kept at most the rows read so far, so they
+                // lie within its `rows` slots of `out`.
+                kept[t] += unsafe { store_kept(dst.add(t * rows + kept[t]), m, ordered16(x)) };
             }
         }
     }
@@ -532,17 +536,12 @@ mod avx512 {
         }
         if let Some(&word) = masks.get(full) {
             let at = full * 16;
-            let lanes: __mmask16 = (1u16 << (ids.len() - at)) - 1;
-            let m = word & lanes;
+            let lanes = first_lanes(ids.len() - at);
             // SAFETY: the lanes read are within `ids` (masked loads do not touch the others).
             let v = unsafe { _mm512_maskz_loadu_epi32(lanes, src.add(at).cast()) };
-            let count = m.count_ones() as usize;
-            let packed = _mm512_maskz_compress_epi32(m, v);
-            let store = ((1u32 << count) - 1) as __mmask16;
-            // SAFETY: `n + count` indices written so far, at most `ids.len()`, within the
-            // spare capacity; the masked store writes only those lanes.
-            unsafe { _mm512_mask_storeu_epi32(dst.add(n).cast(), store, packed) };
-            n += count;
+            // SAFETY: with these, at most `ids.len()` indices are written, within the spare
+            // capacity.
+            n += unsafe { store_kept(dst.add(n), word & lanes, v) };
         }
         // SAFETY: the first `n` spare slots were written above.
         unsafe { out.set_len(start + n) };
