@@ -1048,28 +1048,31 @@ impl<'a> Stash<'a> {
         }
     }
 
+    /// A chunk of keys: one at hand, else from the pool's free ones, else a new one.
     fn take(&mut self) -> Chunk {
-        if self.chunks.keys.is_empty() {
-            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
-            let from = free.keys.len().saturating_sub(STASH);
-            self.chunks.keys.extend(free.keys.drain(from..));
-        }
-        self.chunks.keys.pop().unwrap_or_else(|| {
+        self.take_from(|c| &mut c.keys).unwrap_or_else(|| {
             self.pool.made.fetch_add(1, Ordering::Relaxed);
             Box::new([0; LIST_CHUNK])
         })
     }
 
+    /// A chunk of masks, as [`Stash::take`].
     fn take_masks(&mut self) -> MaskChunk {
-        if self.chunks.masks.is_empty() {
-            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
-            let from = free.masks.len().saturating_sub(STASH);
-            self.chunks.masks.extend(free.masks.drain(from..));
-        }
-        self.chunks
-            .masks
-            .pop()
+        self.take_from(|c| &mut c.masks)
             .unwrap_or_else(|| Box::new([0; MASK_CHUNK]))
+    }
+
+    /// A chunk of one kind (`kind` picks it from a [`Chunks`]) at hand, the stash refilled with
+    /// up to [`STASH`] of the pool's free ones when it has none; `None` when the pool has none
+    /// either.
+    fn take_from<C>(&mut self, kind: fn(&mut Chunks) -> &mut Vec<C>) -> Option<C> {
+        if kind(&mut self.chunks).is_empty() {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            let free = kind(&mut free);
+            let from = free.len().saturating_sub(STASH);
+            kind(&mut self.chunks).extend(free.drain(from..));
+        }
+        kind(&mut self.chunks).pop()
     }
 }
 
@@ -1195,6 +1198,12 @@ impl RowList {
             .iter()
             .fold((self.lo, self.hi), |(lo, hi), &k| (lo.min(k), hi.max(k)));
         (self.lo, self.hi) = (lo, hi);
+        self.push_keys(keys, stash);
+    }
+
+    /// Appends kept keys to the chunks of keys, across a chunk's end where they reach it (their
+    /// smallest and largest are the caller's to record).
+    fn push_keys(&mut self, keys: &[u32], stash: &mut Stash<'_>) {
         let mut rest = keys;
         while !rest.is_empty() {
             let (mut at, mut room) = self.tail_fill();
@@ -1229,7 +1238,6 @@ impl RowList {
             }
             let masks = &mut self.mask_tail.as_mut().expect("a chunk of masks")
                 [m0 + from / MASK_LANES..m0 + words];
-            let tail = self.tail.as_mut().expect("a chunk with room");
             let kept = if room >= left.min(MASK_LANES) {
                 // Whole words while the chunk has room for all their keys (the last part may
                 // end mid-word, at the run's end).
@@ -1238,6 +1246,7 @@ impl RowList {
                 } else {
                     room / MASK_LANES * MASK_LANES
                 };
+                let tail = self.tail.as_mut().expect("a chunk with room");
                 let kept = keep_below(&keys[from..from + n], cut, &mut tail[at..], masks);
                 from += n;
                 self.len += kept.n;
@@ -1247,15 +1256,7 @@ impl RowList {
                 let n = left.min(MASK_LANES);
                 let mut buf = [0u32; MASK_LANES];
                 let kept = keep_below(&keys[from..from + n], cut, &mut buf, masks);
-                let here = kept.n.min(room);
-                tail[at..at + here].copy_from_slice(&buf[..here]);
-                self.len += here;
-                if kept.n > here {
-                    self.next_chunk(stash);
-                    let tail = self.tail.as_mut().expect("a chunk with room");
-                    tail[..kept.n - here].copy_from_slice(&buf[here..kept.n]);
-                    self.len += kept.n - here;
-                }
+                self.push_keys(&buf[..kept.n], stash);
                 from += n;
                 kept
             };
@@ -1347,12 +1348,7 @@ fn keep_rows_below_cut(
     stash: &mut Stash<'_>,
 ) {
     for (i, (keys, &cut)) in tile.chunks(cols).zip(cuts).enumerate() {
-        if let Some(next) = lists.get(i + 1) {
-            next.prefetch_tails();
-        }
-        if let Some(after) = lists.get(i + 2) {
-            after.prefetch_self();
-        }
+        ask_ahead(lists, i);
         let list = &mut lists[i];
         if diagonal {
             list.keep_below(&keys[..i], cut, col0, stash);
@@ -1360,6 +1356,17 @@ fn keep_rows_below_cut(
         } else {
             list.keep_below(keys, cut, col0, stash);
         }
+    }
+}
+
+/// Before list `i` of `lists` is appended to: asks for the lines list `i + 1`'s append writes
+/// first, and for list `i + 2` itself (which that request reads next time).
+fn ask_ahead(lists: &[RowList], i: usize) {
+    if let Some(next) = lists.get(i + 1) {
+        next.prefetch_tails();
+    }
+    if let Some(after) = lists.get(i + 2) {
+        after.prefetch_self();
     }
 }
 
@@ -1400,12 +1407,7 @@ fn keep_cols_below_cut(
         );
         for (t, &kept) in kept.iter().enumerate().take(w) {
             let j = j0 + t;
-            if let Some(next) = lists.get(j + 1) {
-                next.prefetch_tails();
-            }
-            if let Some(after) = lists.get(j + 2) {
-                after.prefetch_self();
-            }
+            ask_ahead(lists, j);
             lists[j].append_run(
                 (row0, rows),
                 &strip.masks[t * words..(t + 1) * words],
