@@ -151,17 +151,10 @@ pub fn fashion_mnist_held_out(dir: &std::path::Path) -> anyhow::Result<(Array2<f
     let mut rows: Vec<f32> = Vec::new();
     for i in 0..test.len() {
         let pixels = test.pixels(i)?;
-        let values: Vec<f32> = pixels
-            .data
-            .iter()
-            .map(|&p| f32::from(p) / pixels.max_value)
-            .collect();
-        let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        rows.extend(values.iter().map(|v| v / norm));
+        rows.extend(pixels.data.iter().map(|&p| f32::from(p) / pixels.max_value));
     }
     let d = rows.len() / test.len().max(1);
-    Ok((
-        Array2::from_shape_vec((test.len(), d), rows)?,
-        test.labels().to_vec(),
-    ))
+    let mut emb = Array2::from_shape_vec((test.len(), d), rows)?;
+    dml_kernels::l2_normalize_inplace(emb.view_mut());
+    Ok((emb, test.labels().to_vec()))
 }
