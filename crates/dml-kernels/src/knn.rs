@@ -12,8 +12,8 @@ use crate::{
     gemm::gemm_nt,
     pairwise::{finish, gemm_alpha, row_factors},
     tile::{
-        MASK_LANES, code, keep_below, keep_strip_below, kept_ids, prefetch, prefetch_l2,
-        prefetch_start, prefetch_write, transpose,
+        MASK_LANES, code, hits_at_or_below, keep_below, keep_strip_below, kept_ids, prefetch,
+        prefetch_l2, prefetch_start, prefetch_write, transpose,
     },
 };
 
@@ -201,13 +201,9 @@ impl TopK<'_> {
     }
 }
 
-impl Candidates for TopK<'_> {
-    /// Candidates come in increasing index order, so a key equal to the worst kept loses.
-    #[inline]
-    fn may_enter(&self, min: f32) -> bool {
-        self.len < self.keys.len() || min < self.keys[self.len - 1]
-    }
-
+impl TopK<'_> {
+    /// Offers one candidate: candidates come in increasing index order, so a key equal to the
+    /// worst kept loses.
     #[inline]
     fn offer(&mut self, key: f32, id: u32) {
         if self.len < self.keys.len() || key < self.keys[self.len - 1] {
@@ -343,29 +339,25 @@ fn decode_key(c: u64) -> f32 {
     f32::from_bits(ordered ^ mask)
 }
 
-/// What [`offer_row`] needs of a per-query candidate set.
-trait Candidates {
-    /// Whether a candidate whose key is `min` could enter now (false rejects a whole chunk).
-    fn may_enter(&self, min: f32) -> bool;
-    /// Offers one candidate; the set decides.
-    fn offer(&mut self, key: f32, id: u32);
-}
-
-/// Offers one row of keys (references `r0..r0 + keys.len()`) to a query's candidates.
+/// Offers one row of keys (references `r0..r0 + keys.len()`, `skip` left out) to a query's
+/// candidates, sixteen keys at a time: once the buffer is full, a chunk with no key below its
+/// worst is passed over after one vectorised comparison. (A chunk's minimum, folded one key
+/// after another, was a chain of dependent instructions: about four cycles a key, as much as
+/// the GEMM's own time per key at 128 dimensions.)
 #[inline]
-fn offer_row(top: &mut impl Candidates, keys: &[f32], r0: usize, skip: usize) {
+fn offer_row(top: &mut TopK<'_>, keys: &[f32], r0: usize, skip: usize) {
     const CHUNK: usize = 16;
     for (c, chunk) in keys.chunks(CHUNK).enumerate() {
-        // A branch-free minimum over the chunk rejects most chunks with one comparison.
-        let min = chunk
-            .iter()
-            .fold(f32::INFINITY, |m, &x| if x < m { x } else { m });
-        if top.may_enter(min) {
-            let base = r0 + c * CHUNK;
-            for (o, &key) in chunk.iter().enumerate() {
-                if base + o != skip {
-                    top.offer(key, (base + o) as u32);
-                }
+        if top.len == top.keys.len() {
+            let worst = top.keys[top.len - 1];
+            if !chunk.iter().fold(false, |any, &x| any | (x < worst)) {
+                continue;
+            }
+        }
+        let base = r0 + c * CHUNK;
+        for (o, &key) in chunk.iter().enumerate() {
+            if base + o != skip {
+                top.offer(key, (base + o) as u32);
             }
         }
     }
@@ -390,32 +382,106 @@ fn search_self(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Neighbo
 /// with integer comparisons.
 struct TopKAnyOrder<'a> {
     codes: &'a mut [u64],
-    len: usize,
+    len: &'a mut usize,
 }
 
-impl Candidates for TopKAnyOrder<'_> {
-    /// Candidates come in any order, so a key equal to the worst kept may still enter with a
-    /// lower index.
+impl TopKAnyOrder<'_> {
+    /// The largest key that may still enter: the worst kept (an equal key may enter by a lower
+    /// index, since candidates come in any order), `+inf` while fewer than `k` are kept.
     #[inline]
-    fn may_enter(&self, min: f32) -> bool {
-        self.len < self.codes.len() || min <= decode_key(self.codes[self.len - 1])
+    fn limit(&self) -> f32 {
+        if *self.len < self.codes.len() {
+            f32::INFINITY
+        } else {
+            decode_key(self.codes[*self.len - 1])
+        }
     }
 
+    /// Offers one candidate; the buffer decides.
     #[inline]
     fn offer(&mut self, key: f32, id: u32) {
         let k = self.codes.len();
         let c = code(key, id);
-        if self.len == k && c >= self.codes[k - 1] {
+        let len = *self.len;
+        if len == k && c >= self.codes[k - 1] {
             return;
         }
-        let pos = self.codes[..self.len].partition_point(|&x| x < c);
-        if self.len < k {
-            self.len += 1;
+        let pos = self.codes[..len].partition_point(|&x| x < c);
+        let end = len.min(k - 1);
+        *self.len = end + 1;
+        self.codes.copy_within(pos..end, pos + 1);
+        self.codes[pos] = c;
+    }
+}
+
+/// A worker's room for [`offer_tile`]: the columns' limits and one row's hits.
+#[derive(Default)]
+struct OfferScratch {
+    col_limits: Vec<f32>,
+    row_hits: Vec<u16>,
+    col_hits: Vec<u16>,
+}
+
+/// Offers a tile of the symmetric search (`tile`, row-major, `cols` wide, rows the points from
+/// `r0`, columns from `c0`) to its rows' queries (`rows_buf`) and, off the diagonal, to its
+/// columns' (`cols_buf`), reading it once in its own order. Each key is compared with the
+/// worst key kept by its row's query and by its column's (`+inf` while a query holds fewer
+/// than `k`), sixteen at a time ([`tile::hits_at_or_below`]), and offered only where it is at
+/// or below: a key above the worst kept cannot enter, one equal to it may (by a lower index),
+/// and the buffer decides, so the answers are those of offering every key. On the diagonal
+/// (`cols_buf` `None`, the same points both ways) each row leaves out its own point and the
+/// columns are not offered: the rows see every pair.
+fn offer_tile(
+    k: usize,
+    tile: &[f32],
+    (cols, r0, c0): (usize, usize, usize),
+    (rows_buf, mut cols_buf): (&mut BlockBuffers, Option<&mut BlockBuffers>),
+    scratch: &mut OfferScratch,
+) {
+    let words = cols.div_ceil(MASK_LANES);
+    let OfferScratch {
+        col_limits,
+        row_hits,
+        col_hits,
+    } = scratch;
+    col_limits.clear();
+    match cols_buf.as_deref_mut() {
+        Some(buf) => col_limits.extend((0..cols).map(|j| buf.query(k, j).limit())),
+        None => col_limits.resize(cols, f32::NEG_INFINITY),
+    }
+    row_hits.resize(words, 0);
+    col_hits.resize(words, 0);
+    let diagonal = cols_buf.is_none();
+    for (i, keys) in tile.chunks(cols).enumerate() {
+        let mut top = rows_buf.query(k, i);
+        let (any_row, any_col) =
+            hits_at_or_below(keys, top.limit(), col_limits, (row_hits, col_hits));
+        let own = if diagonal { i } else { usize::MAX };
+        if any_row {
+            for_each_hit(row_hits, |j| {
+                if j != own {
+                    top.offer(keys[j], (c0 + j) as u32);
+                }
+            });
         }
-        let end = self.len - 1;
-        if pos < k {
-            self.codes.copy_within(pos..end, pos + 1);
-            self.codes[pos] = c;
+        if let Some(buf) = cols_buf.as_deref_mut().filter(|_| any_col) {
+            for_each_hit(col_hits, |j| {
+                let mut top = buf.query(k, j);
+                top.offer(keys[j], (r0 + i) as u32);
+                col_limits[j] = top.limit();
+            });
+        }
+    }
+}
+
+/// Calls `f(16·g + t)` for each bit `t` set in `words[g]`, in order.
+#[inline]
+fn for_each_hit(words: &[u16], mut f: impl FnMut(usize)) {
+    for (g, &word) in words.iter().enumerate() {
+        let mut left = word;
+        while left != 0 {
+            f(g * MASK_LANES + left.trailing_zeros() as usize);
+            left &= left - 1;
         }
     }
 }
@@ -426,9 +492,19 @@ struct BlockBuffers {
     lens: Vec<usize>,
 }
 
+impl BlockBuffers {
+    /// Query `j`'s buffer (of `k` codes).
+    fn query(&mut self, k: usize, j: usize) -> TopKAnyOrder<'_> {
+        TopKAnyOrder {
+            codes: &mut self.codes[j * k..(j + 1) * k],
+            len: &mut self.lens[j],
+        }
+    }
+}
+
 /// Leave-one-out k-NN of a whole set through its symmetry: only the tiles on and above the
-/// diagonal are computed, and each tile feeds both its rows' queries and (transposed) its
-/// columns' queries, half the GEMM work of [`search`]. The distance of a pair is the same bits
+/// diagonal are computed, and each tile feeds both its rows' queries and its columns' queries
+/// in one read ([`offer_tile`]), half the GEMM work of [`search`]. The distance of a pair is the same bits
 /// whichever of its two points asks (the dot product sums the same terms in the same order, the
 /// norms add commutatively), and the buffers order by key then index whatever the order of the
 /// offers, so the result equals [`search`]'s.
@@ -446,21 +522,9 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
         })
         .collect();
     let tiles: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
-    let offer_all =
-        |buf: &mut BlockBuffers, tile: &[f32], width: usize, c0: usize, skip0: Option<usize>| {
-            for (i, keys) in tile.chunks(width).enumerate() {
-                let mut top = TopKAnyOrder {
-                    codes: &mut buf.codes[i * k..(i + 1) * k],
-                    len: buf.lens[i],
-                };
-                let skip = skip0.map_or(usize::MAX, |o| o + i);
-                offer_row(&mut top, keys, c0, skip);
-                buf.lens[i] = top.len;
-            }
-        };
     tiles.par_iter().for_each_init(
-        || (Vec::<f32>::new(), Vec::<f32>::new()),
-        |(tile, transposed), &(bi, bj)| {
+        || (Vec::<f32>::new(), OfferScratch::default()),
+        |(tile, scratch), &(bi, bj)| {
             let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
             let (c0, c1) = (bj * SYM_TILE, ((bj + 1) * SYM_TILE).min(n));
             let (rows, cols) = (r1 - r0, c1 - c0);
@@ -471,21 +535,20 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
                 (points.slice(s![c0..c1, ..]), f.slice(s![c0..c1])),
                 t.view_mut(),
             );
-            {
-                let mut buf = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
-                let skip = (bi == bj).then_some(r0);
-                offer_all(&mut buf, &tile[..rows * cols], cols, c0, skip);
-            }
-            if bi != bj {
-                transposed.resize(rows * cols, 0.0);
-                transpose(
-                    &tile[..rows * cols],
-                    (rows, cols),
-                    &mut transposed[..rows * cols],
-                    rows,
+            let tile = &tile[..rows * cols];
+            // Row block first, then column block: every worker locks in the same order.
+            let mut row_buf = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
+            if bi == bj {
+                offer_tile(k, tile, (cols, r0, c0), (&mut row_buf, None), scratch);
+            } else {
+                let mut col_buf = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
+                offer_tile(
+                    k,
+                    tile,
+                    (cols, r0, c0),
+                    (&mut row_buf, Some(&mut col_buf)),
+                    scratch,
                 );
-                let mut buf = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
-                offer_all(&mut buf, &transposed[..rows * cols], rows, r0, None);
             }
         },
     );
@@ -2669,6 +2732,32 @@ mod tests {
                         let want_head = search(metric, head, head, k_head, Some(0));
                         check_fold(metric, head, k_head, sigmas, 100, &want_head, &what);
                     }
+                }
+            }
+        }
+        crate::tile::FORCE_PORTABLE.store(false, Ordering::Relaxed);
+    }
+
+    /// The small-k symmetric search (each tile read once for its rows and its columns, a key
+    /// offered only where it is at or below a query's worst kept) gives the general search's
+    /// lists and score bits (which the integration tests hold against a plain sort): integer
+    /// points, where many keys equal a query's worst kept and enter or not by their index,
+    /// and floats; every metric; k from 1 to a buffer wider than a tile's offers; both
+    /// versions of the hit masks.
+    #[test]
+    fn symmetric_search_equals_the_general_search() {
+        for (portable, ints, d) in [(false, true, 3), (false, false, 9), (true, true, 3)] {
+            crate::tile::FORCE_PORTABLE.store(portable, Ordering::Relaxed);
+            let x = points(1_100, d, ints, 5);
+            for metric in Metric::ALL {
+                for k in [1, 6, 40] {
+                    assert!(!use_selection(k, x.nrows()));
+                    let want = search(metric, x.view(), x.view(), k, Some(0));
+                    let got = search_symmetric(metric, x.view(), k);
+                    let what = format!("{metric} ints={ints} k={k} portable={portable}");
+                    assert_eq!(got.indices, want.indices, "{what}");
+                    let bits = |s: &Array2<f32>| s.mapv(|v| (v + 0.0).to_bits());
+                    assert_eq!(bits(&got.scores), bits(&want.scores), "{what}");
                 }
             }
         }

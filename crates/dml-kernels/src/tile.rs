@@ -185,6 +185,59 @@ fn kept_ids_portable(masks: &[u16], ids: &[u32], out: &mut Vec<u32>) {
     }
 }
 
+/// Which keys of one row of a tile may enter a sorted buffer of the row's own query and which
+/// their column's: bit `t` of `row_hits[g]` is set where `keys[16·g + t] <= row_limit`, bit `t`
+/// of `col_hits[g]` where `keys[16·g + t] <= col_limits[16·g + t]` (bits past `keys` are
+/// clear). The symmetric search's offers then go only to the set bits, reading each tile once
+/// in its own order for both its rows and its columns. Returns whether any bit is set in each
+/// (most rows of a tile have none once the buffers are full). `col_limits` must hold a limit
+/// per key, each hits slice `keys.len().div_ceil(16)` words.
+pub(crate) fn hits_at_or_below(
+    keys: &[f32],
+    row_limit: f32,
+    col_limits: &[f32],
+    (row_hits, col_hits): (&mut [u16], &mut [u16]),
+) -> (bool, bool) {
+    let words = keys.len().div_ceil(MASK_LANES);
+    assert!(
+        col_limits.len() >= keys.len() && row_hits.len() >= words && col_hits.len() >= words,
+        "hits_at_or_below: {} keys, {} column limits, {} and {} words",
+        keys.len(),
+        col_limits.len(),
+        row_hits.len(),
+        col_hits.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the CPU has AVX-512F (checked above); the lengths are checked above.
+        return unsafe {
+            avx512::hits_at_or_below(keys, row_limit, col_limits, (row_hits, col_hits))
+        };
+    }
+    hits_at_or_below_portable(keys, row_limit, col_limits, (row_hits, col_hits))
+}
+
+/// The portable [`hits_at_or_below`].
+fn hits_at_or_below_portable(
+    keys: &[f32],
+    row_limit: f32,
+    col_limits: &[f32],
+    (row_hits, col_hits): (&mut [u16], &mut [u16]),
+) -> (bool, bool) {
+    let (mut any_row, mut any_col) = (0u16, 0u16);
+    let groups = keys.chunks(LANES).zip(col_limits.chunks(LANES));
+    for ((chunk, limits), (rh, ch)) in groups.zip(row_hits.iter_mut().zip(col_hits.iter_mut())) {
+        let (mut row, mut col) = (0u16, 0u16);
+        for (t, (&x, &limit)) in chunk.iter().zip(limits).enumerate() {
+            row |= u16::from(x <= row_limit) << t;
+            col |= u16::from(x <= limit) << t;
+        }
+        (*rh, *ch) = (row, col);
+        (any_row, any_col) = (any_row | row, any_col | col);
+    }
+    (any_row != 0, any_col != 0)
+}
+
 /// Writes the transpose of `src` (`rows × cols`) into `dst`, whose rows are `stride` apart:
 /// `dst[j * stride + i] = src[i * cols + j]` (a band of rows of a larger transpose when
 /// `stride > rows`).
@@ -414,6 +467,43 @@ mod avx512 {
             out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(x1, y1);
         }
         out
+    }
+
+    /// [`super::hits_at_or_below`] with AVX-512F: sixteen keys compared at once with the
+    /// row's limit and with their columns' (the last, partial group masked), the masks
+    /// or-ed for the answer.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, `col_limits.len() >= keys.len()` and both hits slices
+    /// must hold `keys.len().div_ceil(16)` words.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn hits_at_or_below(
+        keys: &[f32],
+        row_limit: f32,
+        col_limits: &[f32],
+        (row_hits, col_hits): (&mut [u16], &mut [u16]),
+    ) -> (bool, bool) {
+        let row_limit = _mm512_set1_ps(row_limit);
+        let (mut any_row, mut any_col) = (0u16, 0u16);
+        let (src, limits) = (keys.as_ptr(), col_limits.as_ptr());
+        let (rows, cols) = (row_hits.as_mut_ptr(), col_hits.as_mut_ptr());
+        let mut at = 0usize;
+        while at < keys.len() {
+            let lanes = first_lanes(keys.len() - at);
+            // SAFETY: the lanes read are within `keys` and `col_limits` (masked loads do not
+            // touch the others); word `at / 16` is within both hits slices.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(lanes, src.add(at));
+                let limit = _mm512_maskz_loadu_ps(lanes, limits.add(at));
+                let row = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, x, row_limit);
+                let col = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, x, limit);
+                *rows.add(at / 16) = row;
+                *cols.add(at / 16) = col;
+                (any_row, any_col) = (any_row | row, any_col | col);
+            }
+            at += 16;
+        }
+        (any_row != 0, any_col != 0)
     }
 
     /// [`super::keep_below`] with AVX-512F: sixteen keys compared at once, the comparison's
@@ -748,6 +838,57 @@ mod tests {
                         assert_eq!(out[t * rows..(t + 1) * rows], want_keys[..], "{what}");
                         assert_eq!(masks[t * words..(t + 1) * words], want_masks[..], "{what}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Both versions of [`hits_at_or_below`] set exactly the bits of the keys at or below the
+    /// row's limit and at or below their columns' limits, clear the bits past the keys, and say
+    /// whether any is set: rows of every length up to three words and a half, keys equal to
+    /// the limits, limits of `±inf` (a query not yet full; the diagonal's columns).
+    #[test]
+    fn hits_are_the_keys_at_or_below_the_limits() {
+        for len in 0..=56_usize {
+            let keys: Vec<f32> = (0..len).map(|v| ((v * 7919) % 13) as f32 - 6.0).collect();
+            let mut limits: Vec<f32> = (0..len).map(|j| ((j * 31) % 11) as f32 - 5.0).collect();
+            if len > 3 {
+                (limits[1], limits[3]) = (f32::INFINITY, f32::NEG_INFINITY);
+            }
+            for row_limit in [f32::NEG_INFINITY, -7.0, -2.0, 0.0, 6.0, f32::INFINITY] {
+                let words = len.div_ceil(MASK_LANES);
+                let bits = |test: &dyn Fn(usize) -> bool| -> Vec<u16> {
+                    (0..words)
+                        .map(|g| {
+                            (0..16)
+                                .filter(|&t| 16 * g + t < len && test(16 * g + t))
+                                .fold(0, |w, t| w | 1 << t)
+                        })
+                        .collect()
+                };
+                let want_rows = bits(&|j| keys[j] <= row_limit);
+                let want_cols = bits(&|j| keys[j] <= limits[j]);
+                let want_any = (
+                    want_rows.iter().any(|&w| w != 0),
+                    want_cols.iter().any(|&w| w != 0),
+                );
+                for portable in [false, true] {
+                    let (mut rows, mut cols) = (vec![0xdead_u16; words], vec![0xbeef_u16; words]);
+                    let args = (
+                        &keys[..],
+                        row_limit,
+                        &limits[..],
+                        (&mut rows[..], &mut cols[..]),
+                    );
+                    let any = if portable {
+                        hits_at_or_below_portable(args.0, args.1, args.2, args.3)
+                    } else {
+                        hits_at_or_below(args.0, args.1, args.2, args.3)
+                    };
+                    let what = format!("{len} keys, row limit {row_limit}, portable {portable}");
+                    assert_eq!(rows, want_rows, "{what}");
+                    assert_eq!(cols, want_cols, "{what}");
+                    assert_eq!(any, want_any, "{what}");
                 }
             }
         }
