@@ -422,22 +422,38 @@ struct OfferScratch {
     col_hits: Vec<u16>,
 }
 
-/// Offers a tile of the symmetric search (`tile`, row-major, `cols` wide, rows the points from
-/// `r0`, columns from `c0`) to its rows' queries (`rows_buf`) and, off the diagonal, to its
-/// columns' (`cols_buf`), reading it once in its own order. Each key is compared with the
-/// worst key kept by its row's query and by its column's (`+inf` while a query holds fewer
-/// than `k`), sixteen at a time ([`tile::hits_at_or_below`]), and offered only where it is at
-/// or below: a key above the worst kept cannot enter, one equal to it may (by a lower index),
-/// and the buffer decides, so the answers are those of offering every key. On the diagonal
-/// (`cols_buf` `None`, the same points both ways) each row leaves out its own point and the
-/// columns are not offered: the rows see every pair.
+/// A tile of the symmetric search before its keys are made: the GEMM's products of its rows
+/// and columns (row-major, `gemm_alpha · a·b`), the metric, and for its rows and its columns
+/// the first point and the points' [`row_factors`].
+struct Products<'a> {
+    products: &'a [f32],
+    metric: Metric,
+    rows: (usize, &'a [f32]),
+    cols: (usize, &'a [f32]),
+}
+
+/// Offers a tile of the symmetric search to its rows' queries (`rows_buf`) and, off the
+/// diagonal, to its columns' (`cols_buf`), reading its products once in their own order and
+/// never writing its keys out: each row's keys are made and compared with the worst key kept by
+/// the row's query and by each column's (`+inf` while a query holds fewer than `k`), sixteen at
+/// a time ([`hits_at_or_below`]), and only the keys at or below are made again (the same bits,
+/// by [`finish`]) and offered. A key above the worst kept cannot enter, one equal to it may (by
+/// a lower index), and the buffer decides, so the answers are those of offering every key. On
+/// the diagonal (`cols_buf` `None`, the same points both ways) each row leaves out its own
+/// point and the columns are not offered: the rows see every pair.
 fn offer_tile(
     k: usize,
-    tile: &[f32],
-    (cols, r0, c0): (usize, usize, usize),
+    tile: &Products<'_>,
     (rows_buf, mut cols_buf): (&mut BlockBuffers, Option<&mut BlockBuffers>),
     scratch: &mut OfferScratch,
 ) {
+    let Products {
+        products,
+        metric,
+        rows: (r0, fa),
+        cols: (c0, fb),
+    } = *tile;
+    let cols = fb.len();
     let words = cols.div_ceil(MASK_LANES);
     let OfferScratch {
         col_limits,
@@ -452,22 +468,27 @@ fn offer_tile(
     row_hits.resize(words, 0);
     col_hits.resize(words, 0);
     let diagonal = cols_buf.is_none();
-    for (i, keys) in tile.chunks(cols).enumerate() {
+    for (i, (row, &fi)) in products.chunks(cols).zip(fa).enumerate() {
         let mut top = rows_buf.query(k, i);
-        let (any_row, any_col) =
-            hits_at_or_below(keys, top.limit(), col_limits, (row_hits, col_hits));
+        let (any_row, any_col) = hits_at_or_below(
+            row,
+            (metric, fi, fb),
+            (top.limit(), col_limits),
+            (row_hits, col_hits),
+        );
+        let key = |j: usize| finish(metric, row[j], fi, fb[j]);
         let own = if diagonal { i } else { usize::MAX };
         if any_row {
             for_each_hit(row_hits, |j| {
                 if j != own {
-                    top.offer(keys[j], (c0 + j) as u32);
+                    top.offer(key(j), (c0 + j) as u32);
                 }
             });
         }
         if let Some(buf) = cols_buf.as_deref_mut().filter(|_| any_col) {
             for_each_hit(col_hits, |j| {
                 let mut top = buf.query(k, j);
-                top.offer(keys[j], (r0 + i) as u32);
+                top.offer(key(j), (r0 + i) as u32);
                 col_limits[j] = top.limit();
             });
         }
@@ -528,27 +549,27 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
             let (r0, r1) = (bi * SYM_TILE, ((bi + 1) * SYM_TILE).min(n));
             let (c0, c1) = (bj * SYM_TILE, ((bj + 1) * SYM_TILE).min(n));
             let (rows, cols) = (r1 - r0, c1 - c0);
-            let mut t = tile_view(tile, rows, cols);
-            fill_keys(
-                metric,
-                (points.slice(s![r0..r1, ..]), f.slice(s![r0..r1])),
-                (points.slice(s![c0..c1, ..]), f.slice(s![c0..c1])),
-                t.view_mut(),
+            let t = tile_view(tile, rows, cols);
+            gemm_nt(
+                gemm_alpha(metric, -1.0),
+                points.slice(s![r0..r1, ..]),
+                points.slice(s![c0..c1, ..]),
+                t,
             );
-            let tile = &tile[..rows * cols];
+            let f = f.as_slice().expect("a fresh array is contiguous");
+            let tile = Products {
+                products: &tile[..rows * cols],
+                metric,
+                rows: (r0, &f[r0..r1]),
+                cols: (c0, &f[c0..c1]),
+            };
             // Row block first, then column block: every worker locks in the same order.
             let mut row_buf = blocks[bi].lock().unwrap_or_else(|e| e.into_inner());
             if bi == bj {
-                offer_tile(k, tile, (cols, r0, c0), (&mut row_buf, None), scratch);
+                offer_tile(k, &tile, (&mut row_buf, None), scratch);
             } else {
                 let mut col_buf = blocks[bj].lock().unwrap_or_else(|e| e.into_inner());
-                offer_tile(
-                    k,
-                    tile,
-                    (cols, r0, c0),
-                    (&mut row_buf, Some(&mut col_buf)),
-                    scratch,
-                );
+                offer_tile(k, &tile, (&mut row_buf, Some(&mut col_buf)), scratch);
             }
         },
     );

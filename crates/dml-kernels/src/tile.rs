@@ -1,7 +1,9 @@
 //! Per-key work on a tile of keys in the symmetric searches: transposing it (each tile above
-//! the diagonal serves its columns too) and keeping the keys at or below a cut-off (the
+//! the diagonal serves its columns too), keeping the keys at or below a cut-off (the
 //! large-k search's candidates, about a quarter of all n² keys) as sortable keys and a bit per
-//! key, by rows or by columns, and getting the kept keys' indices back from those bits.
+//! key, by rows or by columns, and getting the kept keys' indices back from those bits; and,
+//! for the small-k search, making a row's keys from its GEMM products and marking those that
+//! may enter its own query's buffer or their columns' (one read of the tile for both).
 //!
 //! Each has a portable version and, on x86-64 CPUs with AVX-512F, a vector one chosen at run
 //! time, with the same output: the transpose in 16 × 16 blocks of registers, the filter by
@@ -16,6 +18,8 @@
 //! the kernels' architecture-specific code is in one module.
 
 use std::ops::Range;
+
+use crate::{Metric, pairwise::finish};
 
 /// Packs a key and an index into one `u64` whose integer order is the order by key, then index
 /// (`-0.0` and `0.0` are one key).
@@ -186,51 +190,66 @@ fn kept_ids_portable(masks: &[u16], ids: &[u32], out: &mut Vec<u32>) {
 }
 
 /// Which keys of one row of a tile may enter a sorted buffer of the row's own query and which
-/// their column's: bit `t` of `row_hits[g]` is set where `keys[16·g + t] <= row_limit`, bit `t`
-/// of `col_hits[g]` where `keys[16·g + t] <= col_limits[16·g + t]` (bits past `keys` are
-/// clear). The symmetric search's offers then go only to the set bits, reading each tile once
-/// in its own order for both its rows and its columns. Returns whether any bit is set in each
-/// (most rows of a tile have none once the buffers are full). `col_limits` must hold a limit
-/// per key, each hits slice `keys.len().div_ceil(16)` words.
+/// their column's, the keys made from the row's GEMM products on the way (so that the tile is
+/// read once and never written back): key `j` is [`finish`]`(metric, products[j], fi, fj[j])`
+/// (`fi`, `fj` the row's and the columns' [`crate::pairwise::row_factors`]); bit `t` of
+/// `row_hits[g]` is set where key `16·g + t` is at or below `row_limit`, bit `t` of
+/// `col_hits[g]` where it is at or below `col_limits[16·g + t]` (bits past the row are clear).
+/// The symmetric search's offers then go only to the set bits. Returns whether any bit is set
+/// in each (most rows of a tile have none once the buffers are full). `fj` and `col_limits`
+/// must hold a value per product, each hits slice `products.len().div_ceil(16)` words.
 pub(crate) fn hits_at_or_below(
-    keys: &[f32],
-    row_limit: f32,
-    col_limits: &[f32],
+    products: &[f32],
+    (metric, fi, fj): (Metric, f32, &[f32]),
+    (row_limit, col_limits): (f32, &[f32]),
     (row_hits, col_hits): (&mut [u16], &mut [u16]),
 ) -> (bool, bool) {
-    let words = keys.len().div_ceil(MASK_LANES);
+    let (n, words) = (products.len(), products.len().div_ceil(MASK_LANES));
     assert!(
-        col_limits.len() >= keys.len() && row_hits.len() >= words && col_hits.len() >= words,
-        "hits_at_or_below: {} keys, {} column limits, {} and {} words",
-        keys.len(),
+        fj.len() >= n
+            && col_limits.len() >= n
+            && row_hits.len() >= words
+            && col_hits.len() >= words,
+        "hits_at_or_below: {n} products, {} factors, {} column limits, {} and {} words",
+        fj.len(),
         col_limits.len(),
         row_hits.len(),
         col_hits.len()
     );
+    let args = (
+        products,
+        (metric, fi, fj),
+        (row_limit, col_limits),
+        (row_hits, col_hits),
+    );
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has AVX-512F (checked above); the lengths are checked above.
-        return unsafe {
-            avx512::hits_at_or_below(keys, row_limit, col_limits, (row_hits, col_hits))
-        };
+        return unsafe { avx512::hits_at_or_below(args.0, args.1, args.2, args.3) };
     }
-    hits_at_or_below_portable(keys, row_limit, col_limits, (row_hits, col_hits))
+    hits_at_or_below_portable(args.0, args.1, args.2, args.3)
 }
 
 /// The portable [`hits_at_or_below`].
 fn hits_at_or_below_portable(
-    keys: &[f32],
-    row_limit: f32,
-    col_limits: &[f32],
+    products: &[f32],
+    (metric, fi, fj): (Metric, f32, &[f32]),
+    (row_limit, col_limits): (f32, &[f32]),
     (row_hits, col_hits): (&mut [u16], &mut [u16]),
 ) -> (bool, bool) {
     let (mut any_row, mut any_col) = (0u16, 0u16);
-    let groups = keys.chunks(LANES).zip(col_limits.chunks(LANES));
-    for ((chunk, limits), (rh, ch)) in groups.zip(row_hits.iter_mut().zip(col_hits.iter_mut())) {
+    let groups = products
+        .chunks(LANES)
+        .zip(fj.chunks(LANES))
+        .zip(col_limits.chunks(LANES));
+    for (((chunk, fj), limits), (rh, ch)) in
+        groups.zip(row_hits.iter_mut().zip(col_hits.iter_mut()))
+    {
         let (mut row, mut col) = (0u16, 0u16);
-        for (t, (&x, &limit)) in chunk.iter().zip(limits).enumerate() {
-            row |= u16::from(x <= row_limit) << t;
-            col |= u16::from(x <= limit) << t;
+        for (t, ((&p, &fj), &limit)) in chunk.iter().zip(fj).zip(limits).enumerate() {
+            let key = finish(metric, p, fi, fj);
+            row |= u16::from(key <= row_limit) << t;
+            col |= u16::from(key <= limit) << t;
         }
         (*rh, *ch) = (row, col);
         (any_row, any_col) = (any_row | row, any_col | col);
@@ -360,7 +379,7 @@ fn keep_below_portable(keys: &[f32], cut: f32, out: &mut [u32], masks: &mut [u16
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Kept, transpose_part};
+    use super::{Kept, Metric, transpose_part};
     use std::arch::x86_64::*;
 
     /// [`super::transpose`] with AVX-512F: each whole 16 × 16 block through sixteen registers
@@ -469,34 +488,82 @@ mod avx512 {
         out
     }
 
-    /// [`super::hits_at_or_below`] with AVX-512F: sixteen keys compared at once with the
-    /// row's limit and with their columns' (the last, partial group masked), the masks
-    /// or-ed for the answer.
+    /// [`super::hits_at_or_below`] with AVX-512F: sixteen keys made at once (the metric's
+    /// [`super::finish`] in vector form, the same operations in the same order, so the same
+    /// bits) and compared with the row's limit and with their columns' (the last, partial
+    /// group masked), the masks or-ed for the answer.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, `col_limits.len() >= keys.len()` and both hits slices
-    /// must hold `keys.len().div_ceil(16)` words.
+    /// The CPU must support AVX-512F, `fj` and `col_limits` must hold a value per product and
+    /// both hits slices `products.len().div_ceil(16)` words.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn hits_at_or_below(
-        keys: &[f32],
-        row_limit: f32,
-        col_limits: &[f32],
+        products: &[f32],
+        (metric, fi, fj): (Metric, f32, &[f32]),
+        limits: (f32, &[f32]),
+        hits: (&mut [u16], &mut [u16]),
+    ) -> (bool, bool) {
+        // SAFETY: passed on from the caller.
+        unsafe {
+            match metric {
+                Metric::Euclidean | Metric::SquaredEuclidean => {
+                    hits_of::<EUCLIDEAN>(products, (fi, fj), limits, hits)
+                }
+                Metric::Cosine => hits_of::<COSINE>(products, (fi, fj), limits, hits),
+                Metric::Dot => hits_of::<DOT>(products, (fi, fj), limits, hits),
+            }
+        }
+    }
+
+    const EUCLIDEAN: u8 = 0;
+    const COSINE: u8 = 1;
+    const DOT: u8 = 2;
+
+    /// [`hits_at_or_below`] for one kind of [`super::finish`]: `((fi + fj) + p).max(0)` for
+    /// the Euclidean metrics (`max` with zero second, so that a NaN gives zero as `f32::max`
+    /// does), `(p · (fi · fj)).clamp(-1, 1)` for cosine, `p` for the dot product.
+    ///
+    /// # Safety
+    /// As [`hits_at_or_below`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn hits_of<const KIND: u8>(
+        products: &[f32],
+        (fi, fj): (f32, &[f32]),
+        (row_limit, col_limits): (f32, &[f32]),
         (row_hits, col_hits): (&mut [u16], &mut [u16]),
     ) -> (bool, bool) {
-        let row_limit = _mm512_set1_ps(row_limit);
+        let (fi, row_limit) = (_mm512_set1_ps(fi), _mm512_set1_ps(row_limit));
+        let (zero, one, minus_one) = (
+            _mm512_setzero_ps(),
+            _mm512_set1_ps(1.0),
+            _mm512_set1_ps(-1.0),
+        );
         let (mut any_row, mut any_col) = (0u16, 0u16);
-        let (src, limits) = (keys.as_ptr(), col_limits.as_ptr());
+        let (src, factors, limits) = (products.as_ptr(), fj.as_ptr(), col_limits.as_ptr());
         let (rows, cols) = (row_hits.as_mut_ptr(), col_hits.as_mut_ptr());
         let mut at = 0usize;
-        while at < keys.len() {
-            let lanes = first_lanes(keys.len() - at);
-            // SAFETY: the lanes read are within `keys` and `col_limits` (masked loads do not
-            // touch the others); word `at / 16` is within both hits slices.
+        while at < products.len() {
+            let lanes = first_lanes(products.len() - at);
+            // SAFETY: the lanes read are within `products`, `fj` and `col_limits` (masked loads
+            // do not touch the others); word `at / 16` is within both hits slices.
             unsafe {
-                let x = _mm512_maskz_loadu_ps(lanes, src.add(at));
+                let p = _mm512_maskz_loadu_ps(lanes, src.add(at));
+                let key = match KIND {
+                    EUCLIDEAN => {
+                        let fj = _mm512_maskz_loadu_ps(lanes, factors.add(at));
+                        _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(fi, fj), p), zero)
+                    }
+                    COSINE => {
+                        let fj = _mm512_maskz_loadu_ps(lanes, factors.add(at));
+                        let v = _mm512_mul_ps(p, _mm512_mul_ps(fi, fj));
+                        _mm512_min_ps(_mm512_max_ps(v, minus_one), one)
+                    }
+                    _ => p,
+                };
                 let limit = _mm512_maskz_loadu_ps(lanes, limits.add(at));
-                let row = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, x, row_limit);
-                let col = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, x, limit);
+                let row = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, key, row_limit);
+                let col = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, key, limit);
                 *rows.add(at / 16) = row;
                 *cols.add(at / 16) = col;
                 (any_row, any_col) = (any_row | row, any_col | col);
@@ -843,52 +910,68 @@ mod tests {
         }
     }
 
-    /// Both versions of [`hits_at_or_below`] set exactly the bits of the keys at or below the
-    /// row's limit and at or below their columns' limits, clear the bits past the keys, and say
-    /// whether any is set: rows of every length up to three words and a half, keys equal to
-    /// the limits, limits of `±inf` (a query not yet full; the diagonal's columns).
+    /// Both versions of [`hits_at_or_below`] set exactly the bits of the keys ([`finish`] of
+    /// the products, for every metric) at or below the row's limit and at or below their
+    /// columns' limits, clear the bits past the row, and say whether any is set: rows of every
+    /// length up to three words and a half, keys equal to the limits (small integers and
+    /// halves, exact in every metric's arithmetic), keys clamped (cosine) or floored at zero
+    /// (Euclidean), limits of `±inf` (a query not yet full; the diagonal's columns).
     #[test]
     fn hits_are_the_keys_at_or_below_the_limits() {
         for len in 0..=56_usize {
-            let keys: Vec<f32> = (0..len).map(|v| ((v * 7919) % 13) as f32 - 6.0).collect();
+            let products: Vec<f32> = (0..len).map(|v| ((v * 7919) % 13) as f32 - 6.0).collect();
+            let fj: Vec<f32> = (0..len).map(|j| [0.5, 1.0, 2.0][j % 3]).collect();
             let mut limits: Vec<f32> = (0..len).map(|j| ((j * 31) % 11) as f32 - 5.0).collect();
             if len > 3 {
                 (limits[1], limits[3]) = (f32::INFINITY, f32::NEG_INFINITY);
             }
-            for row_limit in [f32::NEG_INFINITY, -7.0, -2.0, 0.0, 6.0, f32::INFINITY] {
-                let words = len.div_ceil(MASK_LANES);
-                let bits = |test: &dyn Fn(usize) -> bool| -> Vec<u16> {
-                    (0..words)
-                        .map(|g| {
-                            (0..16)
-                                .filter(|&t| 16 * g + t < len && test(16 * g + t))
-                                .fold(0, |w, t| w | 1 << t)
-                        })
-                        .collect()
-                };
-                let want_rows = bits(&|j| keys[j] <= row_limit);
-                let want_cols = bits(&|j| keys[j] <= limits[j]);
-                let want_any = (
-                    want_rows.iter().any(|&w| w != 0),
-                    want_cols.iter().any(|&w| w != 0),
-                );
-                for portable in [false, true] {
-                    let (mut rows, mut cols) = (vec![0xdead_u16; words], vec![0xbeef_u16; words]);
-                    let args = (
-                        &keys[..],
-                        row_limit,
-                        &limits[..],
-                        (&mut rows[..], &mut cols[..]),
-                    );
-                    let any = if portable {
-                        hits_at_or_below_portable(args.0, args.1, args.2, args.3)
-                    } else {
-                        hits_at_or_below(args.0, args.1, args.2, args.3)
+            for (metric, fi) in [
+                (Metric::Euclidean, 3.0),
+                (Metric::SquaredEuclidean, 1.0),
+                (Metric::Cosine, 0.5),
+                (Metric::Dot, 0.0),
+            ] {
+                let keys: Vec<f32> = products
+                    .iter()
+                    .zip(&fj)
+                    .map(|(&p, &f)| finish(metric, p, fi, f))
+                    .collect();
+                for row_limit in [f32::NEG_INFINITY, -1.0, 0.0, 1.0, 4.0, f32::INFINITY] {
+                    let words = len.div_ceil(MASK_LANES);
+                    let bits = |test: &dyn Fn(usize) -> bool| -> Vec<u16> {
+                        (0..words)
+                            .map(|g| {
+                                (0..16)
+                                    .filter(|&t| 16 * g + t < len && test(16 * g + t))
+                                    .fold(0, |w, t| w | 1 << t)
+                            })
+                            .collect()
                     };
-                    let what = format!("{len} keys, row limit {row_limit}, portable {portable}");
-                    assert_eq!(rows, want_rows, "{what}");
-                    assert_eq!(cols, want_cols, "{what}");
-                    assert_eq!(any, want_any, "{what}");
+                    let want_rows = bits(&|j| keys[j] <= row_limit);
+                    let want_cols = bits(&|j| keys[j] <= limits[j]);
+                    let want_any = (
+                        want_rows.iter().any(|&w| w != 0),
+                        want_cols.iter().any(|&w| w != 0),
+                    );
+                    for portable in [false, true] {
+                        let mut rows = vec![0xdead_u16; words];
+                        let mut cols = vec![0xbeef_u16; words];
+                        let args = (
+                            &products[..],
+                            (metric, fi, &fj[..]),
+                            (row_limit, &limits[..]),
+                            (&mut rows[..], &mut cols[..]),
+                        );
+                        let any = if portable {
+                            hits_at_or_below_portable(args.0, args.1, args.2, args.3)
+                        } else {
+                            hits_at_or_below(args.0, args.1, args.2, args.3)
+                        };
+                        let what = format!("{metric}, {len} keys, limit {row_limit}, {portable}");
+                        assert_eq!(rows, want_rows, "{what}");
+                        assert_eq!(cols, want_cols, "{what}");
+                        assert_eq!(any, want_any, "{what}");
+                    }
                 }
             }
         }
