@@ -297,12 +297,13 @@ fn zero_and_tiny_rows_stay_finite() {
     assert_eq!(c[[0, 2]], 0.0);
 }
 
-/// Sizes that cross the kernels' internal tile and block boundaries (k-NN blocks of 128 queries ×
-/// 1024 references; pairwise tiles of up to 256 rows × 512 columns).
+/// Sizes that cross the kernels' internal tile and block boundaries (k-NN blocks of 512 queries ×
+/// 512 references for small k, 128 × 1024 for large k; pairwise tiles of up to 256 rows × 512
+/// columns).
 #[test]
 fn knn_across_block_boundaries() {
     let d = 5;
-    let q = Array2::from_shape_fn((130, d), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0);
+    let q = Array2::from_shape_fn((530, d), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0);
     let r = Array2::from_shape_fn((2100, d), |(i, j)| {
         ((i * 13 + j * 11 + i / 7) % 5) as f32 - 2.0
     });
