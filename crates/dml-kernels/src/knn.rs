@@ -350,27 +350,35 @@ fn decode_key(c: u64) -> f32 {
     f32::from_bits(ordered ^ mask)
 }
 
-/// Offers one row of keys (references `r0..r0 + keys.len()`, `skip` left out) to a query's
-/// candidates, sixteen keys at a time: once the buffer is full, a chunk with no key below its
-/// worst is passed over after one vectorised comparison. (A chunk's minimum, folded one key
-/// after another, was a chain of dependent instructions: about four cycles a key, as much as
-/// the GEMM's own time per key at 128 dimensions.)
+/// Offers one row of a tile's products (`products`, references `r0..`, with the metric and the
+/// row's and the references' [`row_factors`]; `skip` left out) to a query's candidates: its
+/// keys are made and compared with the worst kept (`+inf` while fewer than `k` are kept)
+/// sixteen at a time ([`hits_at_or_below`], masks in `hits`), and only those at or below are
+/// made again (the same bits, by [`finish`]) and offered, in index order; the buffer decides.
+/// (Offered 16 keys at a time after a chunk's minimum, folded one key after another, the row
+/// cost about four cycles a key, as much as the GEMM's own time per key at 128 dimensions; the
+/// keys were also written back by a pass of their own.)
 #[inline]
-fn offer_row(top: &mut TopK<'_>, keys: &[f32], r0: usize, skip: usize) {
-    const CHUNK: usize = 16;
-    for (c, chunk) in keys.chunks(CHUNK).enumerate() {
-        if top.len == top.keys.len() {
-            let worst = top.keys[top.len - 1];
-            if !chunk.iter().fold(false, |any, &x| any | (x < worst)) {
-                continue;
+fn offer_products(
+    top: &mut TopK<'_>,
+    (products, (metric, fi, fj)): (&[f32], (Metric, f32, &[f32])),
+    r0: usize,
+    skip: usize,
+    hits: &mut Vec<u16>,
+) {
+    hits.resize(products.len().div_ceil(MASK_LANES), 0);
+    let limit = if top.len < top.keys.len() {
+        f32::INFINITY
+    } else {
+        top.keys[top.len - 1]
+    };
+    let (any, _) = hits_at_or_below(products, (metric, fi, fj), (limit, hits), None);
+    if any {
+        for_each_hit(hits, |j| {
+            if r0 + j != skip {
+                top.offer(finish(metric, products[j], fi, fj[j]), (r0 + j) as u32);
             }
-        }
-        let base = r0 + c * CHUNK;
-        for (o, &key) in chunk.iter().enumerate() {
-            if base + o != skip {
-                top.offer(key, (base + o) as u32);
-            }
-        }
+        });
     }
 }
 
@@ -472,21 +480,17 @@ fn offer_tile(
         col_hits,
     } = scratch;
     col_limits.clear();
-    match cols_buf.as_deref_mut() {
-        Some(buf) => col_limits.extend((0..cols).map(|j| buf.query(k, j).limit())),
-        None => col_limits.resize(cols, f32::NEG_INFINITY),
+    if let Some(buf) = cols_buf.as_deref_mut() {
+        col_limits.extend((0..cols).map(|j| buf.query(k, j).limit()));
     }
     row_hits.resize(words, 0);
     col_hits.resize(words, 0);
     let diagonal = cols_buf.is_none();
     for (i, (row, &fi)) in products.chunks(cols).zip(fa).enumerate() {
         let mut top = rows_buf.query(k, i);
-        let (any_row, any_col) = hits_at_or_below(
-            row,
-            (metric, fi, fb),
-            (top.limit(), col_limits),
-            (row_hits, col_hits),
-        );
+        let columns = (!diagonal).then_some((&col_limits[..], &mut col_hits[..]));
+        let (any_row, any_col) =
+            hits_at_or_below(row, (metric, fi, fb), (top.limit(), row_hits), columns);
         let key = |j: usize| finish(metric, row[j], fi, fb[j]);
         let own = if diagonal { i } else { usize::MAX };
         if any_row {
@@ -567,7 +571,7 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
                 points.slice(s![c0..c1, ..]),
                 t,
             );
-            let f = f.as_slice().expect("a fresh array is contiguous");
+            let f = factors(&f);
             let tile = Products {
                 products: &tile[..rows * cols],
                 metric,
@@ -2320,6 +2324,8 @@ struct Plan {
 struct Workspace {
     tile: Vec<f32>,
     scratch: SelectScratch,
+    /// One row's hit masks ([`offer_products`]).
+    hits: Vec<u16>,
 }
 
 /// The search proper; inputs are validated.
@@ -2480,56 +2486,68 @@ fn scan_task(
     let rows = q1 - q0;
     let q_blk = query.slice(s![q0..q1, ..]);
     let mut lens = vec![0; rows];
-    let (cols, step) = if plan.select {
-        (p1 - p0, REF_BLOCK)
-    } else {
-        (SCAN_REF_BLOCK.min(p1 - p0), SCAN_REF_BLOCK)
-    };
+    if !plan.select {
+        // Small k: each block of references' products, then each row's hits offered.
+        let (fq, fr) = (factors(fq), factors(fr));
+        for r0 in (p0..p1).step_by(SCAN_REF_BLOCK) {
+            let r1 = (r0 + SCAN_REF_BLOCK).min(p1);
+            let width = r1 - r0;
+            let t = tile_view(&mut ws.tile, rows, width);
+            gemm_nt(
+                gemm_alpha(metric, -1.0),
+                q_blk,
+                reference.slice(s![r0..r1, ..]),
+                t,
+            );
+            let products = ws.tile[..rows * width].chunks(width);
+            for (i, (row, &fi)) in products.zip(&fq[q0..q1]).enumerate() {
+                let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
+                let mut top = TopK {
+                    keys: &mut out_keys[i * k..(i + 1) * k],
+                    idx: &mut out_idx[i * k..(i + 1) * k],
+                    len: lens[i],
+                };
+                let row = (row, (metric, fi, &fr[r0..r1]));
+                offer_products(&mut top, row, r0, skip, &mut ws.hits);
+                lens[i] = top.len;
+            }
+        }
+        return lens;
+    }
+    let cols = p1 - p0;
     let mut tile = tile_view(&mut ws.tile, rows, cols);
-    let mut row_buf = Vec::new();
-    for r0 in (p0..p1).step_by(step) {
-        let r1 = (r0 + step).min(p1);
-        let c0 = if plan.select { r0 - p0 } else { 0 };
-        let mut t = tile.slice_mut(s![.., c0..c0 + (r1 - r0)]);
+    for r0 in (p0..p1).step_by(REF_BLOCK) {
+        let r1 = (r0 + REF_BLOCK).min(p1);
+        let t = tile.slice_mut(s![.., r0 - p0..r1 - p0]);
         fill_keys(
             metric,
             (q_blk, fq.slice(s![q0..q1])),
             (reference.slice(s![r0..r1, ..]), fr.slice(s![r0..r1])),
-            t.view_mut(),
+            t,
         );
-        if plan.select {
-            continue;
-        }
-        for (i, row) in t.axis_iter(Axis(0)).enumerate() {
-            let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
-            let mut top = TopK {
-                keys: &mut out_keys[i * k..(i + 1) * k],
-                idx: &mut out_idx[i * k..(i + 1) * k],
-                len: lens[i],
-            };
-            offer_row(&mut top, contiguous(row.view(), &mut row_buf), r0, skip);
-            lens[i] = top.len;
-        }
     }
-    if plan.select {
-        // A view of a flat buffer: standard layout, rows contiguous.
-        let flat = tile
-            .as_slice()
-            .expect("a view of a flat buffer is contiguous");
-        for (i, keys) in flat.chunks(cols.max(1)).enumerate() {
-            let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
-            lens[i] = select_sorted(
-                keys,
-                p0,
-                skip,
-                k,
-                &mut ws.scratch,
-                &mut out_keys[i * k..(i + 1) * k],
-                &mut out_idx[i * k..(i + 1) * k],
-            );
-        }
+    // A view of a flat buffer: standard layout, rows contiguous.
+    let flat = tile
+        .as_slice()
+        .expect("a view of a flat buffer is contiguous");
+    for (i, keys) in flat.chunks(cols.max(1)).enumerate() {
+        let skip = plan.self_offset.map_or(usize::MAX, |o| o + q0 + i);
+        lens[i] = select_sorted(
+            keys,
+            p0,
+            skip,
+            k,
+            &mut ws.scratch,
+            &mut out_keys[i * k..(i + 1) * k],
+            &mut out_idx[i * k..(i + 1) * k],
+        );
     }
     lens
+}
+
+/// A fresh [`row_factors`] array as a slice.
+fn factors(f: &Array1<f32>) -> &[f32] {
+    f.as_slice().expect("a fresh array is contiguous")
 }
 
 /// `buf`, resized to `rows · cols` values, as a `rows × cols` tile (a buffer reused across tiles).
@@ -2593,18 +2611,6 @@ fn order_ties(scores: &[f32], ids: &mut [u32]) {
             } else {
                 i += 1;
             }
-        }
-    }
-}
-
-/// The row as a slice, copied into `buf` when it is not contiguous.
-fn contiguous<'a>(row: ndarray::ArrayView1<'a, f32>, buf: &'a mut Vec<f32>) -> &'a [f32] {
-    match row.to_slice() {
-        Some(s) => s,
-        None => {
-            buf.clear();
-            buf.extend(row.iter().copied());
-            buf
         }
     }
 }
@@ -2770,26 +2776,33 @@ mod tests {
         crate::tile::FORCE_PORTABLE.store(false, Ordering::Relaxed);
     }
 
-    /// The small-k symmetric search (each tile read once for its rows and its columns, a key
-    /// offered only where it is at or below a query's worst kept) gives the general search's
-    /// lists and score bits (which the integration tests hold against a plain sort): integer
-    /// points, where many keys equal a query's worst kept and enter or not by their index,
-    /// and floats; every metric; k from 1 to a buffer wider than a tile's offers; both
-    /// versions of the hit masks.
+    /// The small-k searches' hit masks: the symmetric search (each tile read once for its
+    /// rows and its columns, a key offered only where it is at or below a query's worst kept)
+    /// gives the general search's lists and score bits, and the general search with the
+    /// portable masks gives what it gives with the AVX-512 ones (which the integration tests
+    /// hold against a plain sort): integer points, where many keys equal a query's worst kept
+    /// and enter or not by their index, and floats; every metric; k from 1 to a buffer wider
+    /// than a tile's offers.
     #[test]
-    fn symmetric_search_equals_the_general_search() {
-        for (portable, ints, d) in [(false, true, 3), (false, false, 9), (true, true, 3)] {
-            crate::tile::FORCE_PORTABLE.store(portable, Ordering::Relaxed);
+    fn small_k_searches_equal_the_general_search_with_either_masks() {
+        for (ints, d) in [(true, 3), (false, 9)] {
             let x = points(1_100, d, ints, 5);
             for metric in Metric::ALL {
                 for k in [1, 6, 40] {
                     assert!(!use_selection(k, x.nrows()));
+                    crate::tile::FORCE_PORTABLE.store(false, Ordering::Relaxed);
                     let want = search(metric, x.view(), x.view(), k, Some(0));
-                    let got = search_symmetric(metric, x.view(), k);
-                    let what = format!("{metric} ints={ints} k={k} portable={portable}");
-                    assert_eq!(got.indices, want.indices, "{what}");
                     let bits = |s: &Array2<f32>| s.mapv(|v| (v + 0.0).to_bits());
-                    assert_eq!(bits(&got.scores), bits(&want.scores), "{what}");
+                    for portable in [false, true] {
+                        crate::tile::FORCE_PORTABLE.store(portable, Ordering::Relaxed);
+                        let what = format!("{metric} ints={ints} k={k} portable={portable}");
+                        let general = search(metric, x.view(), x.view(), k, Some(0));
+                        assert_eq!(general.indices, want.indices, "{what}");
+                        assert_eq!(bits(&general.scores), bits(&want.scores), "{what}");
+                        let got = search_symmetric(metric, x.view(), k);
+                        assert_eq!(got.indices, want.indices, "{what}");
+                        assert_eq!(bits(&got.scores), bits(&want.scores), "{what}");
+                    }
                 }
             }
         }

@@ -189,70 +189,71 @@ fn kept_ids_portable(masks: &[u16], ids: &[u32], out: &mut Vec<u32>) {
     }
 }
 
-/// Which keys of one row of a tile may enter a sorted buffer of the row's own query and which
-/// their column's, the keys made from the row's GEMM products on the way (so that the tile is
-/// read once and never written back): key `j` is [`finish`]`(metric, products[j], fi, fj[j])`
-/// (`fi`, `fj` the row's and the columns' [`crate::pairwise::row_factors`]); bit `t` of
-/// `row_hits[g]` is set where key `16·g + t` is at or below `row_limit`, bit `t` of
+/// Which keys of one row of a tile may enter a sorted buffer of the row's own query and, where
+/// `columns` is given, which their column's, the keys made from the row's GEMM products on the
+/// way (so that the tile is read once and never written back): key `j` is
+/// [`finish`]`(metric, products[j], fi, fj[j])` (`fi`, `fj` the row's and the columns'
+/// [`crate::pairwise::row_factors`]); bit `t` of `row_hits[g]` is set where key `16·g + t` is
+/// at or below `row_limit`, and with `columns = (col_limits, col_hits)` bit `t` of
 /// `col_hits[g]` where it is at or below `col_limits[16·g + t]` (bits past the row are clear).
-/// The symmetric search's offers then go only to the set bits. Returns whether any bit is set
-/// in each (most rows of a tile have none once the buffers are full). `fj` and `col_limits`
-/// must hold a value per product, each hits slice `products.len().div_ceil(16)` words.
+/// The searches' offers then go only to the set bits. Returns whether any bit is set in the
+/// rows' hits and in the columns' (most rows of a tile have none once the buffers are full).
+/// `fj` and `col_limits` must hold a value per product, each hits slice
+/// `products.len().div_ceil(16)` words.
 pub(crate) fn hits_at_or_below(
     products: &[f32],
     (metric, fi, fj): (Metric, f32, &[f32]),
-    (row_limit, col_limits): (f32, &[f32]),
-    (row_hits, col_hits): (&mut [u16], &mut [u16]),
+    (row_limit, row_hits): (f32, &mut [u16]),
+    columns: Option<(&[f32], &mut [u16])>,
 ) -> (bool, bool) {
     let (n, words) = (products.len(), products.len().div_ceil(MASK_LANES));
     assert!(
         fj.len() >= n
-            && col_limits.len() >= n
             && row_hits.len() >= words
-            && col_hits.len() >= words,
-        "hits_at_or_below: {n} products, {} factors, {} column limits, {} and {} words",
+            && columns
+                .as_ref()
+                .is_none_or(|(limits, hits)| limits.len() >= n && hits.len() >= words),
+        "hits_at_or_below: {n} products, {} factors, {} words for the row",
         fj.len(),
-        col_limits.len(),
         row_hits.len(),
-        col_hits.len()
-    );
-    let args = (
-        products,
-        (metric, fi, fj),
-        (row_limit, col_limits),
-        (row_hits, col_hits),
     );
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has AVX-512F (checked above); the lengths are checked above.
-        return unsafe { avx512::hits_at_or_below(args.0, args.1, args.2, args.3) };
+        return unsafe {
+            avx512::hits_at_or_below(products, (metric, fi, fj), (row_limit, row_hits), columns)
+        };
     }
-    hits_at_or_below_portable(args.0, args.1, args.2, args.3)
+    hits_at_or_below_portable(products, (metric, fi, fj), (row_limit, row_hits), columns)
 }
 
 /// The portable [`hits_at_or_below`].
 fn hits_at_or_below_portable(
     products: &[f32],
     (metric, fi, fj): (Metric, f32, &[f32]),
-    (row_limit, col_limits): (f32, &[f32]),
-    (row_hits, col_hits): (&mut [u16], &mut [u16]),
+    (row_limit, row_hits): (f32, &mut [u16]),
+    mut columns: Option<(&[f32], &mut [u16])>,
 ) -> (bool, bool) {
     let (mut any_row, mut any_col) = (0u16, 0u16);
-    let groups = products
-        .chunks(LANES)
-        .zip(fj.chunks(LANES))
-        .zip(col_limits.chunks(LANES));
-    for (((chunk, fj), limits), (rh, ch)) in
-        groups.zip(row_hits.iter_mut().zip(col_hits.iter_mut()))
-    {
-        let (mut row, mut col) = (0u16, 0u16);
-        for (t, ((&p, &fj), &limit)) in chunk.iter().zip(fj).zip(limits).enumerate() {
-            let key = finish(metric, p, fi, fj);
+    for (g, (chunk, fj)) in products.chunks(LANES).zip(fj.chunks(LANES)).enumerate() {
+        let keys = chunk
+            .iter()
+            .zip(fj)
+            .map(|(&p, &fj)| finish(metric, p, fi, fj));
+        let mut row = 0u16;
+        for (t, key) in keys.clone().enumerate() {
             row |= u16::from(key <= row_limit) << t;
-            col |= u16::from(key <= limit) << t;
         }
-        (*rh, *ch) = (row, col);
-        (any_row, any_col) = (any_row | row, any_col | col);
+        row_hits[g] = row;
+        any_row |= row;
+        if let Some((limits, hits)) = columns.as_mut() {
+            let mut col = 0u16;
+            for (t, (key, &limit)) in keys.zip(&limits[g * LANES..]).enumerate() {
+                col |= u16::from(key <= limit) << t;
+            }
+            hits[g] = col;
+            any_col |= col;
+        }
     }
     (any_row != 0, any_col != 0)
 }
@@ -494,23 +495,32 @@ mod avx512 {
     /// group masked), the masks or-ed for the answer.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, `fj` and `col_limits` must hold a value per product and
-    /// both hits slices `products.len().div_ceil(16)` words.
+    /// The CPU must support AVX-512F, `fj` and the column limits must hold a value per product
+    /// and the hits slices `products.len().div_ceil(16)` words.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn hits_at_or_below(
         products: &[f32],
         (metric, fi, fj): (Metric, f32, &[f32]),
-        limits: (f32, &[f32]),
-        hits: (&mut [u16], &mut [u16]),
+        row: (f32, &mut [u16]),
+        columns: Option<(&[f32], &mut [u16])>,
     ) -> (bool, bool) {
         // SAFETY: passed on from the caller.
         unsafe {
-            match metric {
-                Metric::Euclidean | Metric::SquaredEuclidean => {
-                    hits_of::<EUCLIDEAN>(products, (fi, fj), limits, hits)
+            match (metric, columns) {
+                (Metric::Euclidean | Metric::SquaredEuclidean, Some(c)) => {
+                    hits_of::<EUCLIDEAN, true>(products, (fi, fj), row, c)
                 }
-                Metric::Cosine => hits_of::<COSINE>(products, (fi, fj), limits, hits),
-                Metric::Dot => hits_of::<DOT>(products, (fi, fj), limits, hits),
+                (Metric::Euclidean | Metric::SquaredEuclidean, None) => {
+                    hits_of::<EUCLIDEAN, false>(products, (fi, fj), row, (&[], &mut []))
+                }
+                (Metric::Cosine, Some(c)) => hits_of::<COSINE, true>(products, (fi, fj), row, c),
+                (Metric::Cosine, None) => {
+                    hits_of::<COSINE, false>(products, (fi, fj), row, (&[], &mut []))
+                }
+                (Metric::Dot, Some(c)) => hits_of::<DOT, true>(products, (fi, fj), row, c),
+                (Metric::Dot, None) => {
+                    hits_of::<DOT, false>(products, (fi, fj), row, (&[], &mut []))
+                }
             }
         }
     }
@@ -519,19 +529,20 @@ mod avx512 {
     const COSINE: u8 = 1;
     const DOT: u8 = 2;
 
-    /// [`hits_at_or_below`] for one kind of [`super::finish`]: `((fi + fj) + p).max(0)` for
-    /// the Euclidean metrics (`max` with zero second, so that a NaN gives zero as `f32::max`
-    /// does), `(p · (fi · fj)).clamp(-1, 1)` for cosine, `p` for the dot product.
+    /// [`hits_at_or_below`] for one kind of [`super::finish`] (`((fi + fj) + p).max(0)` for
+    /// the Euclidean metrics, `max` with zero second so that a NaN gives zero as `f32::max`
+    /// does; `(p · (fi · fj)).clamp(-1, 1)` for cosine; `p` for the dot product), with the
+    /// columns' hits or without (`COLS`; their slices are then not read).
     ///
     /// # Safety
     /// As [`hits_at_or_below`].
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn hits_of<const KIND: u8>(
+    unsafe fn hits_of<const KIND: u8, const COLS: bool>(
         products: &[f32],
         (fi, fj): (f32, &[f32]),
-        (row_limit, col_limits): (f32, &[f32]),
-        (row_hits, col_hits): (&mut [u16], &mut [u16]),
+        (row_limit, row_hits): (f32, &mut [u16]),
+        (col_limits, col_hits): (&[f32], &mut [u16]),
     ) -> (bool, bool) {
         let (fi, row_limit) = (_mm512_set1_ps(fi), _mm512_set1_ps(row_limit));
         let (zero, one, minus_one) = (
@@ -545,8 +556,9 @@ mod avx512 {
         let mut at = 0usize;
         while at < products.len() {
             let lanes = first_lanes(products.len() - at);
-            // SAFETY: the lanes read are within `products`, `fj` and `col_limits` (masked loads
-            // do not touch the others); word `at / 16` is within both hits slices.
+            // SAFETY: the lanes read are within `products`, `fj` and (with `COLS`)
+            // `col_limits` (masked loads do not touch the others); word `at / 16` is within the
+            // hits slices.
             unsafe {
                 let p = _mm512_maskz_loadu_ps(lanes, src.add(at));
                 let key = match KIND {
@@ -561,12 +573,15 @@ mod avx512 {
                     }
                     _ => p,
                 };
-                let limit = _mm512_maskz_loadu_ps(lanes, limits.add(at));
                 let row = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, key, row_limit);
-                let col = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, key, limit);
                 *rows.add(at / 16) = row;
-                *cols.add(at / 16) = col;
-                (any_row, any_col) = (any_row | row, any_col | col);
+                any_row |= row;
+                if COLS {
+                    let limit = _mm512_maskz_loadu_ps(lanes, limits.add(at));
+                    let col = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(lanes, key, limit);
+                    *cols.add(at / 16) = col;
+                    any_col |= col;
+                }
             }
             at += 16;
         }
@@ -956,21 +971,28 @@ mod tests {
                     for portable in [false, true] {
                         let mut rows = vec![0xdead_u16; words];
                         let mut cols = vec![0xbeef_u16; words];
-                        let args = (
-                            &products[..],
-                            (metric, fi, &fj[..]),
-                            (row_limit, &limits[..]),
-                            (&mut rows[..], &mut cols[..]),
-                        );
+                        let args = (&products[..], (metric, fi, &fj[..]));
+                        let row = (row_limit, &mut rows[..]);
+                        let columns = Some((&limits[..], &mut cols[..]));
                         let any = if portable {
-                            hits_at_or_below_portable(args.0, args.1, args.2, args.3)
+                            hits_at_or_below_portable(args.0, args.1, row, columns)
                         } else {
-                            hits_at_or_below(args.0, args.1, args.2, args.3)
+                            hits_at_or_below(args.0, args.1, row, columns)
+                        };
+                        // The rows' hits alone, the columns' slices not touched.
+                        let mut alone = vec![0xdead_u16; words];
+                        let row = (row_limit, &mut alone[..]);
+                        let any_alone = if portable {
+                            hits_at_or_below_portable(args.0, args.1, row, None)
+                        } else {
+                            hits_at_or_below(args.0, args.1, row, None)
                         };
                         let what = format!("{metric}, {len} keys, limit {row_limit}, {portable}");
                         assert_eq!(rows, want_rows, "{what}");
                         assert_eq!(cols, want_cols, "{what}");
                         assert_eq!(any, want_any, "{what}");
+                        assert_eq!(alone, want_rows, "{what}");
+                        assert_eq!(any_alone, (want_any.0, false), "{what}");
                     }
                 }
             }
