@@ -351,13 +351,16 @@ fn decode_key(c: u64) -> f32 {
 }
 
 /// Offers one row of a tile's products (`products`, references `r0..`, with the metric and the
-/// row's and the references' [`row_factors`]; `skip` left out) to a query's candidates: its
-/// keys are made and compared with the worst kept (`+inf` while fewer than `k` are kept)
-/// sixteen at a time ([`hits_at_or_below`], masks in `hits`), and only those at or below are
-/// made again (the same bits, by [`finish`]) and offered, in index order; the buffer decides.
-/// (Offered 16 keys at a time after a chunk's minimum, folded one key after another, the row
-/// cost about four cycles a key, as much as the GEMM's own time per key at 128 dimensions; the
-/// keys were also written back by a pass of their own.)
+/// row's and the references' [`row_factors`]; `skip` left out) to a query's candidates, in
+/// index order: while the buffer holds fewer than `k`, sixteen keys at a time, each offered;
+/// then the rest's keys are made and compared with the worst kept sixteen at a time
+/// ([`hits_at_or_below`], masks in `hits`; in a query's first block, in parts that double, so
+/// that the worst kept compared with keeps up with the buffer), and only those at or below are
+/// made again (the same bits, by [`finish`]) and offered; the buffer decides. (Offered 16 keys at a time after a
+/// chunk's minimum, folded one key after another, the row cost about four cycles a key, as
+/// much as the GEMM's own time per key at 128 dimensions; the keys were also written back by a
+/// pass of their own. Compared with `+inf` until full, the first block of a k-means
+/// assignment against 1,000 centres offered every key: half of them.)
 #[inline]
 fn offer_products(
     top: &mut TopK<'_>,
@@ -366,19 +369,34 @@ fn offer_products(
     skip: usize,
     hits: &mut Vec<u16>,
 ) {
-    hits.resize(products.len().div_ceil(MASK_LANES), 0);
-    let limit = if top.len < top.keys.len() {
-        f32::INFINITY
-    } else {
-        top.keys[top.len - 1]
-    };
-    let (any, _) = hits_at_or_below(products, (metric, fi, fj), (limit, hits), None);
-    if any {
-        for_each_hit(hits, |j| {
-            if r0 + j != skip {
-                top.offer(finish(metric, products[j], fi, fj[j]), (r0 + j) as u32);
-            }
-        });
+    let key = |j: usize| finish(metric, products[j], fi, fj[j]);
+    let n = products.len();
+    let first = top.len < top.keys.len();
+    let mut start = 0;
+    while top.len < top.keys.len() && start < n {
+        let end = (start + MASK_LANES).min(n);
+        for j in (start..end).filter(|&j| r0 + j != skip) {
+            top.offer(key(j), (r0 + j) as u32);
+        }
+        start = end;
+    }
+    while start < n {
+        // A query's first block: its worst kept falls fast, so the rest goes in parts as long as
+        // what came before (each part's hits then number about k); later blocks in one part.
+        let end = if first { (2 * start).min(n) } else { n };
+        let part = &products[start..end];
+        hits.resize(part.len().div_ceil(MASK_LANES), 0);
+        let limit = top.keys[top.len - 1];
+        let (any, _) = hits_at_or_below(part, (metric, fi, &fj[start..end]), (limit, hits), None);
+        if any {
+            for_each_hit(hits, |j| {
+                let j = start + j;
+                if r0 + j != skip {
+                    top.offer(key(j), (r0 + j) as u32);
+                }
+            });
+        }
+        start = end;
     }
 }
 
