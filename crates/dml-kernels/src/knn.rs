@@ -352,15 +352,16 @@ fn decode_key(c: u64) -> f32 {
 
 /// Offers one row of a tile's products (`products`, references `r0..`, with the metric and the
 /// row's and the references' [`row_factors`]; `skip` left out) to a query's candidates, in
-/// index order: while the buffer holds fewer than `k`, sixteen keys at a time, each offered;
-/// then the rest's keys are made and compared with the worst kept sixteen at a time
+/// index order. While the buffer holds fewer than `k`, sixteen keys at a time are each offered.
+/// Then the rest's keys are made and compared with the worst kept sixteen at a time
 /// ([`hits_at_or_below`], masks in `hits`; in a query's first block, in parts that double, so
 /// that the worst kept compared with keeps up with the buffer), and only those at or below are
-/// made again (the same bits, by [`finish`]) and offered; the buffer decides. (Offered 16 keys at a time after a
-/// chunk's minimum, folded one key after another, the row cost about four cycles a key, as
-/// much as the GEMM's own time per key at 128 dimensions; the keys were also written back by a
-/// pass of their own. Compared with `+inf` until full, the first block of a k-means
-/// assignment against 1,000 centres offered every key: half of them.)
+/// made again (the same bits, by [`finish`]) and offered; the buffer decides.
+///
+/// Offered 16 keys at a time after a chunk's minimum, folded one key after another, a row cost
+/// about four cycles a key, as much as the GEMM's own time per key at 128 dimensions, and the
+/// keys were written back by a pass of their own. Compared with `+inf` until full, the first
+/// block of a k-means assignment against 1,000 centres offered every key: half of them.
 #[inline]
 fn offer_products(
     top: &mut TopK<'_>,
@@ -558,10 +559,10 @@ impl BlockBuffers {
 
 /// Leave-one-out k-NN of a whole set through its symmetry: only the tiles on and above the
 /// diagonal are computed, and each tile feeds both its rows' queries and its columns' queries
-/// in one read ([`offer_tile`]), half the GEMM work of [`search`]. The distance of a pair is the same bits
-/// whichever of its two points asks (the dot product sums the same terms in the same order, the
-/// norms add commutatively), and the buffers order by key then index whatever the order of the
-/// offers, so the result equals [`search`]'s.
+/// in one read ([`offer_tile`]), half the GEMM work of [`search`]. The distance of a pair is the
+/// same bits whichever of its two points asks (the dot product sums the same terms in the same
+/// order, the norms add commutatively), and the buffers order by key then index whatever the
+/// order of the offers, so the result equals [`search`]'s.
 fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Neighbours {
     let n = points.nrows();
     let f = row_factors(metric, points);
