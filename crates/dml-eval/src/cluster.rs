@@ -103,7 +103,9 @@ pub struct KMeans {
 /// groups of points that no candidate can take are skipped, and the chosen candidate's
 /// distances are kept rather than computed again. Early centres still meet every point; later
 /// ones, mostly the points still far from any centre (the points that pass the test are
-/// gathered and meet all candidates in one small GEMM).
+/// gathered and meet all candidates in one small GEMM). Where most points pass the test
+/// anyway (weakly clustered data), it is left out for a while and every point meets the
+/// candidates: the same centres, without the test's own cost.
 ///
 /// pytorch-metric-learning uses faiss k-means (random initial centroids, 20 iterations); any two
 /// k-means implementations can land in different local optima, so NMI values agree only
