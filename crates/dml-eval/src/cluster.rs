@@ -209,8 +209,8 @@ fn exact_sum(values: &[f32]) -> f64 {
 /// than its nearest centre a: by the triangle inequality `‖x − t‖ ≥ ‖t − a‖ − ‖x − a‖`, so x
 /// keeps a unless `‖t − a‖ < 2 ‖x − a‖`. The test costs one comparison per point and candidate
 /// (the candidate-to-centre distances are computed once per step); the point's row is read only
-/// when it passes. Without it every point meets every candidate; all choose the same centres. The chosen candidate's distances are kept from the
-/// comparison, not computed again.
+/// when it passes. Without it every point meets every candidate; all choose the same centres.
+/// The chosen candidate's distances are kept from the comparison, not computed again.
 fn kmeans_plus_plus(
     x: ArrayView2<'_, f32>,
     k: usize,
