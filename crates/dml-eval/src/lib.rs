@@ -97,9 +97,10 @@
 //! classes of thousands of items (R = 6,999 on half of Fashion-MNIST) the k-NN keeps each
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
-//! timings). A leave-one-out set of 512 dimensions or more (raw images; below that the GEMM is
-//! too cheap for it to pay) with such a large R whose candidate lists would fit 4 GiB all at once
-//! (about `n · R · 6` bytes, plus a copy of the items: 2.0 GB for 35,000 items of 784
+//! timings). A leave-one-out set of n items of 512 dimensions or more (raw images; below that
+//! the GEMM is too cheap for it to pay) with an R of at least 64 and R² ≥ n/4 (from about 100
+//! at 35,000 items, where sorted buffers cost more) whose candidate lists would fit 4 GiB all
+//! at once (about `n · R · 6` bytes, plus a copy of the items: 2.0 GB for 35,000 items of 784
 //! dimensions in classes of 7,000; only the lists of the blocks in hand are held: the
 //! evaluation added 407 MiB to the process on clustered points stored class by class, 567 MiB
 //! on the raw Fashion-MNIST images, whose neighbours are spread over the set) is searched
