@@ -577,6 +577,7 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
         })
         .collect();
     let tiles: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+    let f = factors(&f);
     tiles.par_iter().for_each_init(
         || (Vec::<f32>::new(), OfferScratch::default()),
         |(tile, scratch), &(bi, bj)| {
@@ -590,7 +591,6 @@ fn search_symmetric(metric: Metric, points: ArrayView2<'_, f32>, k: usize) -> Ne
                 points.slice(s![c0..c1, ..]),
                 t,
             );
-            let f = factors(&f);
             let tile = Products {
                 products: &tile[..rows * cols],
                 metric,

@@ -1,7 +1,8 @@
-//! Per-key work on a tile of keys in the symmetric searches: transposing it (each tile above
-//! the diagonal serves its columns too), keeping the keys at or below a cut-off (the
-//! large-k search's candidates, about a quarter of all n² keys) as sortable keys and a bit per
-//! key, by rows or by columns, and getting the kept keys' indices back from those bits; and,
+//! Per-key work on a tile of keys in the symmetric searches: transposing it (the large-k
+//! search reads its cut-offs' sample down the columns of its first tiles), keeping the keys at
+//! or below a cut-off (the large-k search's candidates, about a quarter of all n² keys) as
+//! sortable keys and a bit per key, by rows or by columns, and getting the kept keys' indices
+//! back from those bits; and,
 //! for the small-k search, making a row's keys from its GEMM products and marking those that
 //! may enter its own query's buffer or their columns' (one read of the tile for both).
 //!
@@ -236,21 +237,19 @@ fn hits_at_or_below_portable(
 ) -> (bool, bool) {
     let (mut any_row, mut any_col) = (0u16, 0u16);
     for (g, (chunk, fj)) in products.chunks(LANES).zip(fj.chunks(LANES)).enumerate() {
-        let keys = chunk
-            .iter()
-            .zip(fj)
-            .map(|(&p, &fj)| finish(metric, p, fi, fj));
-        let mut row = 0u16;
-        for (t, key) in keys.clone().enumerate() {
+        let limits = columns.as_ref().map(|(limits, _)| &limits[g * LANES..]);
+        let (mut row, mut col) = (0u16, 0u16);
+        for (t, (&p, &fj)) in chunk.iter().zip(fj).enumerate() {
+            // Each key made once, for its row and its column.
+            let key = finish(metric, p, fi, fj);
             row |= u16::from(key <= row_limit) << t;
+            if let Some(limits) = limits {
+                col |= u16::from(key <= limits[t]) << t;
+            }
         }
         row_hits[g] = row;
         any_row |= row;
-        if let Some((limits, hits)) = columns.as_mut() {
-            let mut col = 0u16;
-            for (t, (key, &limit)) in keys.zip(&limits[g * LANES..]).enumerate() {
-                col |= u16::from(key <= limit) << t;
-            }
+        if let Some((_, hits)) = columns.as_mut() {
             hits[g] = col;
             any_col |= col;
         }
