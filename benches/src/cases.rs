@@ -1158,7 +1158,7 @@ fn kmeans_case(n: usize, d: usize, k: usize, weight: Weight, out: &mut Vec<Case>
         unit: "points",
         weight,
         peak_memory: false,
-        note: "k-means at the same number of iterations: dml runs greedy k-means++ seeding, then at most 20 Lloyd iterations (fewer once no assignment changes, a fixed point), each a fused top-1 search of dml-kernels; faiss runs 20 iterations from random centres",
+        note: "k-means at the same number of iterations: dml runs k-means‖ seeding (its default at this size: two sampling rounds, then greedy k-means++ on the weighted candidates), then at most 20 Lloyd iterations (fewer once no assignment changes, a fixed point), each a fused top-1 search of dml-kernels; faiss runs 20 iterations from random centres",
         make: Box::new(move || {
             let labels = data::labels(k, n / k);
             let emb = data::clustered(&labels, d, 9);

@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             restarts: cfg.kmeans_restarts,
             max_iter: cfg.kmeans_max_iter,
             seed: cfg.seed,
+            seeding: cfg.kmeans_seeding,
         };
         let km = kmeans(x.view(), n_classes, &params)?;
         all.nmi = Some(normalized_mutual_info(&y, &km.assignments)?);

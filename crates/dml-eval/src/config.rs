@@ -36,6 +36,10 @@ pub struct EvalConfig {
     /// or the centres move less than scikit-learn's tolerance (`1e-4` × the mean per-feature
     /// variance). Default `300`, scikit-learn's.
     pub kmeans_max_iter: usize,
+    /// How k-means picks its initial centres: `"k-means||"` (default, k-means‖: reads the data
+    /// three times) or `"k-means++"` (scikit-learn's greedy k-means++: reads them once per
+    /// centre). See [`Seeding`](crate::Seeding).
+    pub kmeans_seeding: crate::Seeding,
     /// Whether to compute pytorch-metric-learning's `mean_average_precision`: for each query,
     /// `1/R · Σ_{i ≤ depth} P@i · rel(i)` over its ranking down to
     /// [`ranking_depth`](EvalConfig::ranking_depth) (by default the whole ranking: standard
@@ -146,6 +150,7 @@ impl Default for EvalConfig {
             seed: 0,
             kmeans_restarts: 1,
             kmeans_max_iter: 300,
+            kmeans_seeding: crate::Seeding::default(),
             mean_average_precision: false,
             mean_reciprocal_rank: false,
             ranking_depth: RankingDepth::Whole,

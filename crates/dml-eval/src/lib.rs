@@ -57,9 +57,10 @@
 //! retrieval score and counted in [`Metrics::n_queries_without_positive`]. If no query has R ≥ 1,
 //! [`Error::NoPositives`] is returned rather than NaN.
 //!
-//! **NMI** clusters the query embeddings with k-means ([`kmeans`]: greedy k-means++ seeding from
-//! [`EvalConfig::seed`], k = number of distinct query classes) and compares the clusters with
-//! the classes ([`normalized_mutual_info`], scikit-learn's definition).
+//! **NMI** clusters the query embeddings with k-means ([`kmeans`]: k-means‖ seeding from
+//! [`EvalConfig::seed`], or scikit-learn's greedy k-means++ with
+//! [`EvalConfig::kmeans_seeding`]; k = number of distinct query classes) and compares the
+//! clusters with the classes ([`normalized_mutual_info`], scikit-learn's definition).
 //!
 //! # Agreement with pytorch-metric-learning
 //!
@@ -152,7 +153,9 @@ use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
 pub use crate::{
-    cluster::{KMeans, KMeansParams, adjusted_mutual_info, kmeans, normalized_mutual_info},
+    cluster::{
+        KMeans, KMeansParams, Seeding, adjusted_mutual_info, kmeans, normalized_mutual_info,
+    },
     config::{EvalConfig, RankingDepth},
     error::{Error, Result},
     metrics::{ClassScores, Metrics, PerClass, Score},
@@ -428,6 +431,7 @@ fn run(
                 restarts: cfg.kmeans_restarts,
                 max_iter: cfg.kmeans_max_iter,
                 seed: cfg.seed,
+                seeding: cfg.kmeans_seeding,
             },
         )?;
         let nmi = cfg

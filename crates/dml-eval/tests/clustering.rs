@@ -1,7 +1,8 @@
 //! k-means, NMI and AMI against scikit-learn fixtures and hand-made cases.
 
 use dml_eval::{
-    Error, EvalConfig, KMeansParams, adjusted_mutual_info, evaluate, kmeans, normalized_mutual_info,
+    Error, EvalConfig, KMeansParams, Seeding, adjusted_mutual_info, evaluate, kmeans,
+    normalized_mutual_info,
 };
 use dml_kernels::Metric;
 use ndarray::Array2;
@@ -9,6 +10,8 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
+
+const SEEDINGS: [Seeding; 2] = [Seeding::KMeansParallel, Seeding::KMeansPlusPlus];
 
 fn labels(v: &Value) -> Vec<u32> {
     v.as_array()
@@ -94,7 +97,7 @@ fn blobs(n_classes: usize, per_class: usize, dim: usize, seed: u64) -> (Array2<f
 #[test]
 fn kmeans_recovers_well_separated_classes() {
     let (x, y) = blobs(12, 25, 6, 3);
-    for restarts in [1, 3] {
+    for (restarts, seeding) in [1, 3].into_iter().flat_map(|r| SEEDINGS.map(|s| (r, s))) {
         let km = kmeans(
             x.view(),
             12,
@@ -102,6 +105,7 @@ fn kmeans_recovers_well_separated_classes() {
                 restarts,
                 max_iter: 100,
                 seed: 9,
+                seeding,
             },
         )
         .expect("kmeans");
@@ -137,29 +141,44 @@ fn kmeans_recovers_well_separated_classes() {
 fn kmeans_is_deterministic_in_the_seed() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x = Array2::from_shape_fn((200, 5), |_| rng.random_range(-1.0f32..1.0));
-    let p = KMeansParams {
-        restarts: 2,
-        max_iter: 30,
-        seed: 42,
-    };
-    let a = kmeans(x.view(), 7, &p).expect("kmeans");
-    let b = kmeans(x.view(), 7, &p).expect("kmeans");
-    assert_eq!(a.assignments, b.assignments);
-    assert_eq!(a.inertia, b.inertia);
-    // More restarts can only keep or lower the inertia (the first run is the same).
-    let more = kmeans(x.view(), 7, &KMeansParams { restarts: 5, ..p }).expect("kmeans");
-    assert!(more.inertia <= a.inertia);
+    for seeding in SEEDINGS {
+        let p = KMeansParams {
+            restarts: 2,
+            max_iter: 30,
+            seed: 42,
+            seeding,
+        };
+        let a = kmeans(x.view(), 7, &p).expect("kmeans");
+        let b = kmeans(x.view(), 7, &p).expect("kmeans");
+        assert_eq!(a.assignments, b.assignments);
+        assert_eq!(a.inertia, b.inertia);
+        // More restarts can only keep or lower the inertia (the first run is the same).
+        let more = kmeans(x.view(), 7, &KMeansParams { restarts: 5, ..p }).expect("kmeans");
+        assert!(more.inertia <= a.inertia);
+    }
 }
 
 #[test]
 fn kmeans_handles_duplicates_and_bad_k() {
-    // Only 3 distinct points, k = 3: each distinct point becomes its own cluster.
+    // Only 3 distinct points, k = 3: each distinct point becomes its own cluster, whichever
+    // the seeding (k-means‖ with k = 3 of 6 points, and with all 6 points as clusters).
     let x = Array2::from_shape_vec((6, 1), vec![0.0f32, 0.0, 5.0, 5.0, 9.0, 9.0]).expect("shape");
-    let km = kmeans(x.view(), 3, &KMeansParams::default()).expect("kmeans");
-    assert_eq!(
-        normalized_mutual_info(&[0, 0, 1, 1, 2, 2], &km.assignments).expect("nmi"),
-        1.0
-    );
+    for seeding in SEEDINGS {
+        for seed in 0..4 {
+            let p = KMeansParams {
+                seeding,
+                seed,
+                ..KMeansParams::default()
+            };
+            let km = kmeans(x.view(), 3, &p).expect("kmeans");
+            assert_eq!(
+                normalized_mutual_info(&[0, 0, 1, 1, 2, 2], &km.assignments).expect("nmi"),
+                1.0
+            );
+            let all = kmeans(x.view(), 6, &p).expect("kmeans");
+            assert_eq!(all.inertia, 0.0, "{seeding:?} seed {seed}");
+        }
+    }
     assert!(matches!(
         kmeans(x.view(), 7, &KMeansParams::default()),
         Err(Error::TooManyClusters { k: 7, n: 6 })

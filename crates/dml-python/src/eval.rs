@@ -1,7 +1,7 @@
 //! Retrieval and clustering metrics (dml-eval) for `dml.evaluate` and `dml.AccuracyCalculator`.
 
 use dml_eval::{
-    EvalConfig, KMeansParams, Metrics, adjusted_mutual_info, evaluate_including_queries,
+    EvalConfig, KMeansParams, Metrics, Seeding, adjusted_mutual_info, evaluate_including_queries,
     evaluate_with_progress, kmeans, normalized_mutual_info,
 };
 use numpy::{PyReadonlyArray1, PyReadonlyArray2};
@@ -64,7 +64,7 @@ pub(crate) fn evaluate<'py>(
 /// evaluation whose retrieval scores are undefined (no query has a same-class reference) but
 /// whose clustering scores are not. Either is `None` when not requested.
 #[pyfunction]
-#[pyo3(signature = (x, x_labels, nmi, ami, seed, kmeans_restarts, kmeans_max_iter))]
+#[pyo3(signature = (x, x_labels, nmi, ami, seed, kmeans_restarts, kmeans_max_iter, kmeans_seeding))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cluster_scores(
     py: Python<'_>,
@@ -75,7 +75,11 @@ pub(crate) fn cluster_scores(
     seed: u64,
     kmeans_restarts: usize,
     kmeans_max_iter: usize,
+    kmeans_seeding: &str,
 ) -> PyResult<(Option<f64>, Option<f64>)> {
+    let seeding: Seeding =
+        serde_json::from_value(serde_json::Value::String(kmeans_seeding.to_owned()))
+            .map_err(|e| PyValueError::new_err(format!("kmeans_seeding: {e}")))?;
     let x = matrix(&x, "query")?;
     let y = labels(&x_labels, "query_labels")?;
     py.detach(|| -> dml_eval::Result<(Option<f64>, Option<f64>)> {
@@ -89,6 +93,7 @@ pub(crate) fn cluster_scores(
                 restarts: kmeans_restarts,
                 max_iter: kmeans_max_iter,
                 seed,
+                seeding,
             },
         )?;
         let nmi = nmi

@@ -122,6 +122,16 @@ def test_evaluate_with_a_gallery_and_clustering():
     assert abs(got["nmi"] - 1.0) < 1e-12 and abs(got["ami"] - 1.0) < 1e-12
 
 
+def test_evaluate_takes_either_kmeans_seeding_and_names_a_wrong_one():
+    rng = np.random.default_rng(6)
+    x, y = clustered(rng, 120, 4, 3, spread=0.05)
+    for seeding in ("k-means||", "k-means++"):
+        got = dml.evaluate(x, y, ami=True, kmeans_seeding=seeding)
+        assert abs(got["nmi"] - 1.0) < 1e-12 and abs(got["ami"] - 1.0) < 1e-12, seeding
+    with pytest.raises(ValueError, match="kmeans_seeding|k-means"):
+        dml.evaluate(x, y, kmeans_seeding="random")
+
+
 # --- inputs ----------------------------------------------------------------------------------
 
 

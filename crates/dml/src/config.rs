@@ -462,7 +462,8 @@ impl Default for TrainConfig {
 
 /// What is measured on the held-out classes: the retrieval metric, the baseline switches, and
 /// every key of [`dml_eval::EvalConfig`] (`recall_at`, `r_metrics`, `nmi`, `ami`,
-/// `seed`, `kmeans_restarts`, `kmeans_max_iter`) in the same `[eval]` table. A key that is
+/// `seed`, `kmeans_restarts`, `kmeans_max_iter`, `kmeans_seeding`, ...) in the same `[eval]`
+/// table. A key that is
 /// none of these is an error naming it (serde's `flatten` would let it pass silently, so the
 /// table is read by hand).
 #[derive(Debug, Clone, PartialEq, Serialize)]

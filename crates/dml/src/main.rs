@@ -158,6 +158,11 @@ struct EvalArgs {
     /// Seed of the k-means used for NMI (and of the pairs --verification draws).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How the k-means for NMI picks its initial centres: k-means‖ (reads the data three
+    /// times; used on large sets with at least 64 points a cluster, greedy k-means++ elsewhere)
+    /// or scikit-learn's greedy k-means++ at every size (reads the data once per centre).
+    #[arg(long, value_enum, default_value = "k-means||")]
+    kmeans_seeding: SeedingArg,
     /// Verification pairs: an n×3 integer .npy of rows [i, j, same] (rows of --embeddings;
     /// same 1 or 0), or a text file in LFW's pairs.txt layout (with --names).
     #[arg(long)]
@@ -193,6 +198,16 @@ struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SeedingArg {
+    /// k-means‖ (Bahmani et al. 2012, Apache Spark's default).
+    #[value(name = "k-means||", alias = "parallel")]
+    Parallel,
+    /// Greedy k-means++ (scikit-learn's default).
+    #[value(name = "k-means++", alias = "greedy")]
+    PlusPlus,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -609,6 +624,10 @@ fn eval(a: EvalArgs) -> Result<()> {
         oml_map_at: oml,
         per_class: a.per_class,
         seed: a.seed,
+        kmeans_seeding: match a.kmeans_seeding {
+            SeedingArg::Parallel => dml::eval::Seeding::KMeansParallel,
+            SeedingArg::PlusPlus => dml::eval::Seeding::KMeansPlusPlus,
+        },
         ..EvalConfig::default()
     };
     let embeddings = dml::eval::npy::read_embeddings(&a.embeddings)?;

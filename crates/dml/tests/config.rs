@@ -76,6 +76,20 @@ fn unknown_key_is_rejected_with_its_name_and_line() {
 }
 
 #[test]
+fn the_kmeans_seeding_is_read_from_eval_and_a_wrong_one_is_named() {
+    use dml::eval::Seeding;
+    assert_eq!(base().eval.config.kmeans_seeding, Seeding::KMeansParallel);
+    let text = "[data]\nkind = \"digits\"\n[eval]\nkmeans_seeding = \"k-means++\"\n";
+    let c = Config::from_toml_str(text, "t.toml").unwrap();
+    assert_eq!(c.eval.config.kmeans_seeding, Seeding::KMeansPlusPlus);
+    let text = "[data]\nkind = \"digits\"\n[eval]\nkmeans_seeding = \"random\"\n";
+    let err = Config::from_toml_str(text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("random") && err.contains("k-means||"), "{err}");
+}
+
+#[test]
 fn unknown_top_level_table_is_rejected() {
     let text = "[data]\nkind = \"digits\"\n[trian]\nepochs = 3\n";
     let err = Config::from_toml_str(text, "t.toml")

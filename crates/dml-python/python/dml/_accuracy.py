@@ -220,7 +220,7 @@ class AccuracyCalculator:
                 n_classes = len(np.unique(qy))
                 results = {m: [nan] * n_classes if self.return_per_class else nan for m in knn_metrics}
             if cluster_metrics:
-                nmi, ami = _dml.cluster_scores(q, qy, "NMI" in cluster_metrics, "AMI" in cluster_metrics, self.seed, 1, 300)
+                nmi, ami = _dml.cluster_scores(q, qy, "NMI" in cluster_metrics, "AMI" in cluster_metrics, self.seed, 1, 300, "k-means||")
                 results.update(NMI=nmi, AMI=ami)
         return {m: results[m] for m in metrics}
 

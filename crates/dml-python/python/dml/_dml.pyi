@@ -31,6 +31,7 @@ def cluster_scores(
     seed: int,
     kmeans_restarts: int,
     kmeans_max_iter: int,
+    kmeans_seeding: str,
 ) -> tuple[float | None, float | None]: ...
 def buffer_address(x: F32) -> int: ...
 

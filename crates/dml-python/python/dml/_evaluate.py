@@ -67,6 +67,7 @@ def evaluate(
     seed: int = 0,
     kmeans_restarts: int = 1,
     kmeans_max_iter: int = 300,
+    kmeans_seeding: str = "k-means||",
 ) -> dict[str, Any]:
     """Retrieval and clustering scores of embeddings, with dml's names.
 
@@ -92,7 +93,9 @@ def evaluate(
         per_class: also the scores per query class and their mean over classes (pml's
             ``return_per_class`` and ``avg_of_avgs``).
         nmi, ami: cluster the queries with k-means (k = number of query classes) and compare.
-        seed, kmeans_restarts, kmeans_max_iter: k-means++ seeding and Lloyd's iterations.
+        seed, kmeans_restarts, kmeans_max_iter: k-means' seeding and Lloyd's iterations.
+        kmeans_seeding: ``"k-means||"`` (default, k-means‖: reads the data three times) or
+            ``"k-means++"`` (scikit-learn's greedy k-means++: reads them once per centre).
 
     Returns:
         A dict with ``recall_at_<K>``, ``precision_at_1``, ``r_precision``, ``map_at_r``,
@@ -145,5 +148,6 @@ def evaluate(
         "seed": int(seed),
         "kmeans_restarts": int(kmeans_restarts),
         "kmeans_max_iter": int(kmeans_max_iter),
+        "kmeans_seeding": str(kmeans_seeding),
     }
     return run(q, labels, r, _check_metric(metric), config, bool(ref_includes_query))
