@@ -98,9 +98,9 @@
 //! classes of thousands of items (R = 6,999 on half of Fashion-MNIST) the k-NN keeps each
 //! query's candidates in a buffer cut back by selection, so the cost is the distance GEMM plus a
 //! linear scan and an O(R log R) sort per query, not O(n·R) (docs/benchmarks.md has the
-//! timings). A leave-one-out set of n items of 512 dimensions or more (raw images; below that
-//! the GEMM is too cheap for it to pay) with an R of at least 64 and R² ≥ n/4 (from about 100
-//! at 35,000 items, where sorted buffers cost more) whose candidate lists would fit 4 GiB all
+//! timings). A leave-one-out set of n items (1,024 or more, of any dimension) with an R of at
+//! least 64 and R² ≥ n/4 (from about 100 at 35,000 items, where sorted buffers cost more) whose
+//! candidate lists would fit 4 GiB all
 //! at once (about `n · R · 6` bytes, plus a copy of the items: 2.0 GB for 35,000 items of 784
 //! dimensions in classes of 7,000; only the lists of the blocks in hand are held: the
 //! evaluation added 407 MiB to the process on clustered points stored class by class, 567 MiB
@@ -171,7 +171,7 @@ const NEIGHBOUR_BUDGET: usize = 1 << 22;
 /// entries, 256 MiB of indices and scores (100,000 items at k = 100 take 80 MiB).
 const WHOLE_SET_BUDGET: usize = 1 << 25;
 /// Bytes of candidate lists up to which a leave-one-out set whose neighbours are selected from
-/// whole rows (a large R) in 512 dimensions or more is searched by the symmetry of its distances
+/// whole rows (a large R) is searched by the symmetry of its distances
 /// ([`dml_kernels::knn_self_fold`], half the GEMM work): 4 GiB, against
 /// [`dml_kernels::knn_self_fold_memory`]'s bound (every list at once, whatever the order of
 /// the items, and the search's copy of the items). 35,000 items of 784 dimensions in classes
@@ -799,9 +799,8 @@ mod tests {
     fn symmetric_large_k_path_equals_streaming() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for n in [1_023, 1_024, 1_100] {
-            // Small integer coordinates: ties everywhere. 512 dimensions: the symmetric search's
-            // smallest.
-            let x = Array2::from_shape_fn((n, 512), |_| rng.random_range(0..4) as f32);
+            // Small integer coordinates: ties everywhere.
+            let x = Array2::from_shape_fn((n, 16), |_| rng.random_range(0..4) as f32);
             let y: Vec<u32> = (0..n).map(|i| u32::from(i % 3 == 0)).collect();
             let cfg = EvalConfig {
                 recall_at: vec![1, 10],
@@ -809,8 +808,7 @@ mod tests {
                 ..EvalConfig::default()
             };
             let k = ranked_depth(&y, &y, true, &cfg).expect("depth");
-            let symmetric = dml_kernels::knn_self_fold_memory(n, 512, k);
-            assert!(dml_kernels::knn_self_fold_memory(n, 511, k).is_none());
+            let symmetric = dml_kernels::knn_self_fold_memory(n, 16, k);
             assert_eq!(symmetric.is_some(), n >= 1_024, "n = {n}, k = {k}");
             for metric in [Metric::Euclidean, Metric::Cosine] {
                 let eval = |budget| {

@@ -681,7 +681,7 @@ pub fn knn_self_blocks(
     check_k(k, points.nrows().saturating_sub(1))?;
     check_rows(points, "points")?;
     check::finite(points, "points")?;
-    if uses_symmetric_selection(points.nrows(), k, points.ncols()) {
+    if uses_symmetric_selection(points.nrows(), k) {
         symmetric_blocks(metric, points, k, CUT_SIGMAS, on_block);
     } else {
         general_blocks(metric, points, k, on_block);
@@ -778,7 +778,7 @@ pub fn knn_self_fold<T: Send>(
     check_rows(points, "points")?;
     check::finite(points, "points")?;
     let n = points.nrows();
-    if uses_symmetric_selection(n, k, points.ncols()) {
+    if uses_symmetric_selection(n, k) {
         symmetric_fold(metric, points, k, CUT_SIGMAS, chunk, init, add, on_chunks);
     } else {
         let mut carry = None;
@@ -800,7 +800,7 @@ pub fn knn_self_fold<T: Send>(
 
 /// Bytes [`knn_self_blocks`] may hold beyond its inputs and one block's output when it takes
 /// the symmetry of a large-k search of `n` rows of dimension `d`, or `None` when it does not (`k`
-/// under 64 or with `k² < n/4`, a set under 1,024 rows or a dimension under 512).
+/// under 64 or with `k² < n/4`, or a set under 1,024 rows).
 ///
 /// A bound, whatever the order of the rows: every row's candidate list at once (each row's
 /// expected candidates with the sampling margin and 10 % slack, 4 bytes each, a bit for every
@@ -814,7 +814,7 @@ pub fn knn_self_fold<T: Send>(
 /// measured); only a set ordered so
 /// that every row's neighbours come first in it reaches the bound.
 pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
-    uses_symmetric_selection(n, k, d).then(|| {
+    uses_symmetric_selection(n, k).then(|| {
         let workers = rayon::current_num_threads().max(1);
         let lists = n + 2 * workers * SYM_TILE;
         // A row's mask words: one per 16 keys of each run (a tile's row, two on the diagonal),
@@ -867,30 +867,30 @@ fn symmetric_peak_entries(n: usize, k: usize, sigmas: f64, workers: usize) -> us
     (peak_rows * per_row) as usize + lists * LIST_CHUNK
 }
 
-/// Smallest dimension at which the large-k search takes the symmetry ([`knn_self_blocks`]).
-/// It saves half the GEMM, a cost that grows with the dimension, and pays with a pass over
-/// candidate lists of about `n · k` entries (their pages and their sort), which does not: on
-/// 35,000 points with k = 6,999 (a 2-core machine at a load of 8 to 10, alternating) it took
-/// 12 s against the streamed search's 9.5 s at 64-d, the same 15.9 s at 256-d, and 20–28 s
-/// against 43–52 s at 784-d.
-const SYMMETRIC_SELECTION_MIN_DIM: usize = 512;
-
-/// Whether a leave-one-out search of `n` rows of dimension `d` for `k` neighbours takes the
-/// symmetric selection ([`knn_self_blocks`], [`knn_self_fold`]): 1,024 rows or more, 512
-/// dimensions or more, and `k` of at least 64 with `k² ≥ n/4`. That is a lower bar than the
-/// general search's `k² ≥ 4n` ([`use_selection`]): the symmetric small-k search inserts each
-/// candidate into a sorted buffer (`k · ln(n/k)` insertions of O(k) a query), the selection
-/// filters every key once and sorts a few hundred candidates a row. Measured on 35,000 clustered
-/// points at 784-d (`eval_vs_gemm`, the evaluation ÷ the bare half GEMM): k = 32, 50 and 64
-/// took 1.15–1.17 by buffers against 1.23–1.28 by selection, k = 99 1.30 against 1.26, k = 199
-/// 1.56 against 1.23 and k = 299 1.80 against 1.24; at 512-d, k = 99 took 3.17 s against
-/// 3.01 s and k = 149 3.53 s against 3.06 s.
-fn uses_symmetric_selection(n: usize, k: usize, d: usize) -> bool {
-    n >= 2 * SYM_TILE
-        && k < n
-        && k >= 64
-        && k.saturating_mul(k) >= n / 4
-        && d >= SYMMETRIC_SELECTION_MIN_DIM
+/// Whether a leave-one-out search of `n` rows for `k` neighbours takes the symmetric selection
+/// ([`knn_self_blocks`], [`knn_self_fold`]): 1,024 rows or more and `k` of at least 64 with
+/// `k² ≥ n/4`, at any dimension. That is a lower bar than the general search's `k² ≥ 4n`
+/// ([`use_selection`]): the symmetric small-k search inserts each candidate into a sorted buffer
+/// (`k · ln(n/k)` insertions of O(k) a query), the selection filters every key once and sorts a
+/// few hundred candidates a row. Measured on 35,000 clustered points at 784-d (`eval_vs_gemm`,
+/// the evaluation ÷ the bare half GEMM): k = 32, 50 and 64 took 1.15–1.17 by buffers against
+/// 1.23–1.28 by selection, k = 99 1.30 against 1.26, k = 199 1.56 against 1.23 and k = 299 1.80
+/// against 1.24; at 512-d, k = 99 took 3.17 s against 3.01 s and k = 149 3.53 s against 3.06 s.
+///
+/// It once also needed 512 dimensions (at 64-d and k = 6,999 it had taken 12 s against the
+/// streamed search's 9.5 s, on a loaded machine). Since the selection reads each tile once, it
+/// is the fastest at every dimension measured (2026-12-06, `eval_vs_gemm`, two rounds each,
+/// 35,000 clustered points unless said): k = 6,999 at 64-d 2.3 s against 4.1–4.3 s streamed,
+/// at 128-d 2.8 s against 5.2–5.4 s; k = 199 at 8-d 0.8 s against 2.1 s, at 32-d 0.9 s
+/// against 2.2 s, at 64-d 1.05 s against 2.3 s, at 128-d 1.4–1.6 s against 2.6–2.8 s (buffers),
+/// at 256-d 2.0 s against 3.1 s; k = 299 and 373 at 128-d 1.4 s against 3.6–4.2 s; k = 99 at
+/// 128-d 1.35 s against 1.5 s, and on 10,000 points 0.20 s against 0.24–0.26 s. The price is
+/// memory (the candidate lists, a copy of the points, the sample's tile rows): 317 MB peak
+/// against 80 MB at 64-d and k = 6,999, 90 MB against 30 MB on the 10,000 points, which
+/// [`knn_self_fold_memory`] bounds for the caller. Below `k² ≥ n/4` it gains nothing: k = 99 on
+/// 100,000 points at 128-d took 8.8–9.1 s either way, with 935 MB against 220 MB.
+fn uses_symmetric_selection(n: usize, k: usize) -> bool {
+    n >= 2 * SYM_TILE && k < n && k >= 64 && k.saturating_mul(k) >= n / 4
 }
 
 /// The sample's rank (0-based) of a row's cut-off, or `None` for no cut-off (keep everything).
@@ -2773,7 +2773,7 @@ mod tests {
             let x = points(1_100, d, ints, 99);
             for metric in Metric::ALL {
                 for k in [70, 1_099] {
-                    assert!(uses_symmetric_selection(x.nrows(), k, 512));
+                    assert!(uses_symmetric_selection(x.nrows(), k));
                     let want = search(metric, x.view(), x.view(), k, Some(0));
                     for sigmas in [CUT_SIGMAS, 1e9, -1e9] {
                         let mut starts = Vec::new();

@@ -444,8 +444,9 @@ fn symmetric_self_search_equals_the_general_search_on_floats() {
 
 /// `knn_self_blocks` hands out exactly one `knn_self` call's lists and score bits, block by
 /// block in order, and `knn_self_fold` its lists in chunks of rows in order (chunks across
-/// blocks too), along each of their paths: large k by symmetry (512 dimensions), large k
-/// streamed (low dimension), small k; and its memory estimate names only the first.
+/// blocks too), along each of their paths: large k by symmetry (at a high and a low dimension),
+/// large k streamed (a set under 1,024 rows), small k; and its memory estimate names only the
+/// first.
 #[test]
 fn knn_self_blocks_equal_knn_self() {
     let mut state = 4242u64;
@@ -455,14 +456,19 @@ fn knn_self_blocks_equal_knn_self() {
             .wrapping_add(1442695040888963407);
         ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
-    for (d, k, symmetric) in [(512, 300, true), (5, 300, false), (512, 10, false)] {
-        let x = Array2::from_shape_simple_fn((1_100, d), &mut next);
-        assert_eq!(knn_self_blocks_memory(1_100, d, k).is_some(), symmetric);
+    for (n, d, k, symmetric) in [
+        (1_100, 512, 300, true),
+        (1_100, 5, 300, true),
+        (1_000, 5, 300, false),
+        (1_100, 512, 10, false),
+    ] {
+        let x = Array2::from_shape_simple_fn((n, d), &mut next);
+        assert_eq!(knn_self_blocks_memory(n, d, k).is_some(), symmetric);
         // The fold's copy of the points, the sample's tile rows and its rows' neighbours.
-        let extra = 4 * (1_100 * d + 1_024 * (1_100 + k));
+        let extra = 4 * (n * d + 1_024 * (n + k));
         assert_eq!(
-            knn_self_fold_memory(1_100, d, k),
-            knn_self_blocks_memory(1_100, d, k).map(|b| b + extra)
+            knn_self_fold_memory(n, d, k),
+            knn_self_blocks_memory(n, d, k).map(|b| b + extra)
         );
         for metric in [Metric::Euclidean, Metric::Cosine] {
             let whole = knn_self(metric, x.view(), k).expect("knn_self");
@@ -485,8 +491,8 @@ fn knn_self_blocks_equal_knn_self() {
                 rows += nn.n_queries();
             })
             .expect("blocks");
-            assert_eq!(starts, vec![0, 512, 1_024]);
-            assert_eq!(rows, 1_100);
+            assert_eq!(starts, (0..n).step_by(512).collect::<Vec<_>>());
+            assert_eq!(rows, n);
             for chunk in [1, 64, 100, 700, 5_000] {
                 let mut chunks = Vec::new();
                 let mut dones = Vec::new();
@@ -505,10 +511,10 @@ fn knn_self_blocks_equal_knn_self() {
                 .expect("fold");
                 let what = format!("{metric} d={d} k={k} chunk={chunk}");
                 assert!(dones.windows(2).all(|w| w[0] < w[1]), "{what}");
-                assert_eq!(dones.last(), Some(&1_100), "{what}");
-                assert_eq!(chunks.len(), 1_100usize.div_ceil(chunk), "{what}");
+                assert_eq!(dones.last(), Some(&n), "{what}");
+                assert_eq!(chunks.len(), n.div_ceil(chunk), "{what}");
                 for (c, rows) in chunks.iter().enumerate() {
-                    let want: Vec<usize> = (c * chunk..((c + 1) * chunk).min(1_100)).collect();
+                    let want: Vec<usize> = (c * chunk..((c + 1) * chunk).min(n)).collect();
                     let got: Vec<usize> = rows.iter().map(|(r, _)| *r).collect();
                     assert_eq!(got, want, "{what}");
                     for (r, nn) in rows {
