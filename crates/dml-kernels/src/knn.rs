@@ -799,8 +799,8 @@ pub fn knn_self_fold<T: Send>(
 }
 
 /// Bytes [`knn_self_blocks`] may hold beyond its inputs and one block's output when it takes
-/// the symmetry of a large-k search of `n` rows of dimension `d`, or `None` when it does not (`k`
-/// under 64 or with `k² < n/4`, or a set under 1,024 rows).
+/// the symmetry of a large-k search of `n` rows (of any dimension), or `None` when it does not
+/// (`k` under 64 or with `k² < n/4`, or a set under 1,024 rows).
 ///
 /// A bound, whatever the order of the rows: every row's candidate list at once (each row's
 /// expected candidates with the sampling margin and 10 % slack, 4 bytes each, a bit for every
@@ -813,7 +813,7 @@ pub fn knn_self_fold<T: Send>(
 /// on clustered points stored class by class and 567 MiB on raw Fashion-MNIST images,
 /// measured); only a set ordered so
 /// that every row's neighbours come first in it reaches the bound.
-pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
+pub fn knn_self_blocks_memory(n: usize, k: usize) -> Option<usize> {
     uses_symmetric_selection(n, k).then(|| {
         let workers = rayon::current_num_threads().max(1);
         let lists = n + 2 * workers * SYM_TILE;
@@ -834,7 +834,7 @@ pub fn knn_self_blocks_memory(n: usize, d: usize, k: usize) -> Option<usize> {
 /// sample rows' neighbours, kept until their chunks are folded (`4·1,024·k`): 281 MB more for
 /// 35,000 rows of 784 dimensions and k = 6,999.
 pub fn knn_self_fold_memory(n: usize, d: usize, k: usize) -> Option<usize> {
-    knn_self_blocks_memory(n, d, k).map(|lists| {
+    knn_self_blocks_memory(n, k).map(|lists| {
         let extra = n
             .saturating_mul(d)
             .saturating_add(CUT_SAMPLE.saturating_mul(n.saturating_add(k)))

@@ -463,12 +463,12 @@ fn knn_self_blocks_equal_knn_self() {
         (1_100, 512, 10, false),
     ] {
         let x = Array2::from_shape_simple_fn((n, d), &mut next);
-        assert_eq!(knn_self_blocks_memory(n, d, k).is_some(), symmetric);
+        assert_eq!(knn_self_blocks_memory(n, k).is_some(), symmetric);
         // The fold's copy of the points, the sample's tile rows and its rows' neighbours.
         let extra = 4 * (n * d + 1_024 * (n + k));
         assert_eq!(
             knn_self_fold_memory(n, d, k),
-            knn_self_blocks_memory(n, d, k).map(|b| b + extra)
+            knn_self_blocks_memory(n, k).map(|b| b + extra)
         );
         for metric in [Metric::Euclidean, Metric::Cosine] {
             let whole = knn_self(metric, x.view(), k).expect("knn_self");
