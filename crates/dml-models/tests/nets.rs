@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 #[test]
 fn each_network_gives_unit_embeddings_of_the_configured_size() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     for (name, config, input) in common::networks() {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = EmbeddingNet::new(&vs.root(), &config, input)?;
@@ -31,6 +32,7 @@ fn each_network_gives_unit_embeddings_of_the_configured_size() -> anyhow::Result
 
 #[test]
 fn without_normalisation_the_head_output_is_returned_as_is() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     let vs = nn::VarStore::new(Device::Cpu);
     let config = ModelConfig::Mlp(MlpConfig {
         hidden: vec![],
@@ -57,6 +59,7 @@ fn without_normalisation_the_head_output_is_returned_as_is() -> anyhow::Result<(
 
 #[test]
 fn conv_net_takes_digits_and_mnist_sizes_and_names_its_variables() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     let config = ModelConfig::ConvNet(ConvNetConfig::default());
     for side in [8, 28, 13] {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -89,6 +92,7 @@ fn conv_net_takes_digits_and_mnist_sizes_and_names_its_variables() -> anyhow::Re
 
 #[test]
 fn bad_configs_are_rejected_with_the_offending_value() {
+    let _torch = common::torch_lock();
     let vs = nn::VarStore::new(Device::Cpu);
     let p = vs.root();
     let digits = InputShape::new(1, 8, 8);
@@ -175,6 +179,7 @@ fn bad_configs_are_rejected_with_the_offending_value() {
 
 #[test]
 fn batches_that_do_not_fit_are_errors_not_crashes() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     let vs = nn::VarStore::new(Device::Cpu);
     let mlp = EmbeddingNet::new(
         &(&vs.root() / "mlp"),
@@ -228,6 +233,7 @@ fn batches_that_do_not_fit_are_errors_not_crashes() -> anyhow::Result<()> {
 
 #[test]
 fn resnet_takes_grey_images_and_refuses_a_single_item_training_batch() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     let vs = nn::VarStore::new(Device::Cpu);
     let config = ModelConfig::Resnet18(BackboneConfig {
         embedding_dim: 4,
@@ -269,6 +275,7 @@ fn running_stats(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 
 #[test]
 fn frozen_batch_norm_keeps_its_running_statistics_in_training() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     let cases = [
         (
             ModelConfig::ConvNet(ConvNetConfig {
@@ -331,6 +338,7 @@ fn one_training_step_lowers_a_simple_loss_on_each_network() -> anyhow::Result<()
 
 #[test]
 fn conv_net_batch_norm_starts_as_pytorch_does() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     // PyTorch's BatchNorm2d starts with scale 1 and shift 0; tch's default draws the scale from
     // U(0, 1), which is not what a model ported from PyTorch (or compared with pml) expects.
     let vs = nn::VarStore::new(Device::Cpu);
@@ -415,6 +423,7 @@ fn textbook_conv_net(vs: &nn::VarStore, blocks: usize, xs: &Tensor) -> Tensor {
 
 #[test]
 fn conv_net_computes_the_textbook_network_whatever_its_layout_and_order() -> anyhow::Result<()> {
+    let _torch = common::torch_lock();
     // dml's ConvNet runs channels-last and pools before its ReLU; the values and gradients are
     // those of the plain channels-first conv → BN → ReLU → pool network.
     for channels in [1, 3] {

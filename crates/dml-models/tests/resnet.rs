@@ -7,16 +7,6 @@ use dml_models::{BackboneConfig, EmbeddingNet, InputShape, ModelConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-/// LibTorch's generator is global: the tests of this file take turns, so each draws what its
-/// seed says.
-static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// dml's ResNets (channels-last input, ReLU and the residual sum in place, the stem's ReLU after
 /// its max-pool) against tch's `vision::resnet` modules, the textbook composition, on the same
 /// channels-last batch: the same variables with the same names (torchvision's), and, with the
@@ -25,7 +15,7 @@ fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
 /// 2 × 2 last stage.
 #[test]
 fn resnets_compute_what_tch_vision_modules_compute() -> anyhow::Result<()> {
-    let _torch = torch_lock();
+    let _torch = common::torch_lock();
     type Plain = fn(&nn::Path) -> Box<dyn ModuleT>;
     let cases: [(&str, ModelConfig, i64, Plain); 2] = [
         (
@@ -113,7 +103,7 @@ fn resnets_compute_what_tch_vision_modules_compute() -> anyhow::Result<()> {
 /// shifts 0, running means 0 and running variances 1.
 #[test]
 fn resnets_start_as_torchvision_initialises_them() -> anyhow::Result<()> {
-    let _torch = torch_lock();
+    let _torch = common::torch_lock();
     for (config, n_convs) in [
         (ModelConfig::Resnet18(BackboneConfig::default()), 20),
         (ModelConfig::Resnet50(BackboneConfig::default()), 53),

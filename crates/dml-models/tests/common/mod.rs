@@ -65,6 +65,15 @@ pub fn row_norms(x: &Tensor) -> Vec<f64> {
         .collect()
 }
 
+/// LibTorch has one random generator per process, and the tests of one file run on parallel
+/// threads: a test that seeds it and counts on the draws that follow (weights, inputs) holds
+/// this lock, and so does every other test of its file that draws, so that no other test's
+/// draws come between. ([`one_step`] takes it itself.)
+pub fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A fixed batch (drawn on the CPU, so every device sees the same numbers) and fixed unit targets.
 pub fn batch(input: InputShape, n: i64, dim: i64, device: Device) -> (Tensor, Tensor) {
     tch::manual_seed(7);
@@ -94,6 +103,7 @@ pub fn one_step(
     device: Device,
     init: Option<&Path>,
 ) -> anyhow::Result<(f64, f64)> {
+    let _torch = torch_lock();
     tch::manual_seed(0);
     let mut vs = nn::VarStore::new(device);
     let net = EmbeddingNet::new(&vs.root(), config, input)?;
