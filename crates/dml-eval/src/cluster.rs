@@ -204,14 +204,7 @@ pub fn kmeans(x: ArrayView2<'_, f32>, k: usize, params: &KMeansParams) -> Result
         let init = if params.seeding == Seeding::KMeansParallel && uses_parallel(n, k, x.ncols()) {
             kmeans_parallel(x.view(), k, &mut rng)?
         } else {
-            kmeans_plus_plus(
-                x.view(),
-                None,
-                k,
-                greedy_trials(k),
-                &mut rng,
-                Prune::Adaptive,
-            )?
+            greedy_seeding(x.view(), k, &mut rng)?
         };
         let result = lloyd(x.view(), init, params.max_iter, tol)?;
         if best.as_ref().is_none_or(|b| result.inertia < b.inertia) {
@@ -294,7 +287,7 @@ fn exact_sum(values: &[f32], weights: Option<&[u32]>, block: usize) -> f64 {
 /// The chosen candidate's distances are kept from the comparison, not computed again.
 ///
 /// With `weights` (k-means‖'s reclustering of its candidates, each weighted by the points it
-/// stands for) it is the same algorithm on a multiset: the first centre is drawn ∝ weight, the
+/// stands for, so every weight is at least 1) it is the same algorithm on a multiset: the first centre is drawn ∝ weight, the
 /// candidates ∝ weight · D², and the potential is Σ weight · D². The centres are those of the
 /// unweighted seeding of the data with each row repeated `weight` times (exactly so where the
 /// sums are exact, as the unit test checks on integer points).
@@ -307,6 +300,7 @@ fn kmeans_plus_plus(
     prune: Prune,
 ) -> Result<Array2<f32>> {
     let (n, d) = x.dim();
+    debug_assert!(weights.is_none_or(|w| w.len() == n && w.iter().all(|&v| v >= 1)));
     // The candidates of k-means‖ are a few thousand rows: smaller blocks, so that both
     // threads take part.
     let block = if weights.is_some() {
@@ -356,7 +350,7 @@ fn kmeans_plus_plus(
             let mut next = 0;
             for (i, &w) in d2.iter().enumerate() {
                 acc += f64::from(w) * weight(i);
-                while next < n_trials && acc >= targets[next].0 && w > 0.0 && weight(i) > 0.0 {
+                while next < n_trials && acc >= targets[next].0 && w > 0.0 {
                     picked[targets[next].1] = i;
                     next += 1;
                 }
@@ -366,10 +360,8 @@ fn kmeans_plus_plus(
             }
             for p in picked.iter_mut() {
                 // Rounding can leave a target past the last positive weight; use that one.
-                if d2[*p] == 0.0 || weight(*p) == 0.0 {
-                    *p = (0..n)
-                        .rposition(|i| d2[i] > 0.0 && weight(i) > 0.0)
-                        .unwrap_or(*p);
+                if d2[*p] == 0.0 {
+                    *p = d2.iter().rposition(|&w| w > 0.0).unwrap_or(*p);
                 }
             }
             candidates.extend(picked);
@@ -496,7 +488,7 @@ fn kmeans_plus_plus(
 fn kmeans_parallel(x: ArrayView2<'_, f32>, k: usize, rng: &mut ChaCha8Rng) -> Result<Array2<f32>> {
     let (chosen, weights) = parallel_candidates(x, k, rng)?;
     if chosen.len() < k {
-        return kmeans_plus_plus(x, None, k, greedy_trials(k), rng, Prune::Adaptive);
+        return greedy_seeding(x, k, rng);
     }
     if chosen.len() == k {
         return Ok(x.select(Axis(0), &chosen));
@@ -511,6 +503,11 @@ fn kmeans_parallel(x: ArrayView2<'_, f32>, k: usize, rng: &mut ChaCha8Rng) -> Re
         rng,
         Prune::Adaptive,
     )
+}
+
+/// Greedy k-means++ on all the points, as scikit-learn seeds ([`Seeding::KMeansPlusPlus`]).
+fn greedy_seeding(x: ArrayView2<'_, f32>, k: usize, rng: &mut ChaCha8Rng) -> Result<Array2<f32>> {
+    kmeans_plus_plus(x, None, k, greedy_trials(k), rng, Prune::Adaptive)
 }
 
 /// Candidates per centre of greedy k-means++, scikit-learn's `2 + ⌊ln k⌋`.
