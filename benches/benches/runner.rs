@@ -143,6 +143,7 @@ fn report_cmd(opts: &Options) -> Result<()> {
             items: case.items,
             unit: case.unit.to_owned(),
             note: case.note.to_owned(),
+            data_note: case.data_note.map(str::to_owned),
             criterion: report::read_criterion(
                 &criterion_dir,
                 case.topic.name(),

@@ -70,6 +70,7 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
             weight: if i == 0 { Weight::Light } else { Weight::Heavy },
             peak_memory: i == 1,
             note: "n×m Euclidean distance matrix, allocating the output",
+            data_note: None,
             make: Box::new(move || {
                 let a = data::gaussian(n, d, 1);
                 let b = data::gaussian(m, d, 2);
@@ -104,6 +105,7 @@ fn kernels(scale: Scale, out: &mut Vec<Case>) {
         weight: Weight::Heavy,
         peak_memory: true,
         note: "exact k-NN of every query among the references",
+        data_note: None,
         make: Box::new(move || {
             let query = data::gaussian(q, d, 3);
             let reference = data::gaussian(r, d, 4);
@@ -244,6 +246,7 @@ fn mining(scale: Scale, out: &mut Vec<Case>) {
                 weight: Weight::Light,
                 peak_memory: false,
                 note: "the batch's distance matrix + mining",
+                data_note: None,
                 make: Box::new(move || {
                     let labels = data::labels(b / k, k);
                     let emb = data::clustered(&labels, d, 5);
@@ -412,6 +415,7 @@ fn memory(scale: Scale, out: &mut Vec<Case>) {
                     f if f > 1_000_000 => "memory of 8,192 × 128 f32: 4.2 MB",
                     _ => "memory of 1,024 × 16 f32 (quick scale): 69 kB",
                 },
+                data_note: None,
                 make: Box::new(move || {
                     // As `dml train` does before its first step.
                     dml_models::keep_freed_memory();
@@ -499,6 +503,7 @@ fn losses(scale: Scale, out: &mut Vec<Case>) {
             weight: Weight::Light,
             peak_memory: false,
             note: miner_note,
+            data_note: None,
             make: Box::new(move || {
                 let labels = data::labels(b / k, k);
                 let emb = data::clustered(&labels, d, 6);
@@ -582,6 +587,7 @@ fn proxy_losses(scale: Scale, out: &mut Vec<Case>) {
                 weight: if i == 0 { Weight::Light } else { Weight::Heavy },
                 peak_memory: false,
                 note: "loss forward + backward (no miner), gradients to the embeddings and the C class vectors (K per class for sub-centre ArcFace and SoftTriple)",
+                data_note: None,
                 make: Box::new(move || {
                     // Batch class j is training class j·⌊C / P⌋.
                     let stride = (c / batch_classes).max(1) as u32;
@@ -648,6 +654,7 @@ fn train(scale: Scale, out: &mut Vec<Case>) {
         weight: Weight::Light,
         peak_memory: false,
         note: "forward + distances + distance-weighted mining + margin loss + backward + Adam step",
+        data_note: None,
         make: Box::new(move || {
             // As `dml train` does before its first step.
             dml_models::keep_freed_memory();
@@ -752,6 +759,7 @@ fn train_pretrained(scale: Scale, out: &mut Vec<Case>) {
             },
             peak_memory: false,
             note: "pretrained backbone forward + multi-similarity miner and loss + backward + Adam step",
+            data_note: None,
             make: Box::new(move || {
                 dml_models::keep_freed_memory();
                 let root = crate::project_root();
@@ -843,6 +851,7 @@ fn train_jpeg(scale: Scale, out: &mut Vec<Case>) {
         },
         peak_memory: false,
         note: "decode + random resized crop + flip + ResNet-18 + multi-similarity miner and loss + Adam, from JPEG files",
+        data_note: None,
         make: Box::new(move || {
             let data = tempfile::tempdir()?;
             crate::jpeg::write_folder(data.path(), &crate::jpeg::class_sizes(n_train), side)?;
@@ -896,6 +905,8 @@ struct EvalSet {
     /// else the raw Fashion-MNIST images of this folder, read when the case runs (not when the
     /// cases are listed: every peak-memory child lists them all).
     fashion_mnist: Option<std::path::PathBuf>,
+    /// The case's [`Case::data_note`].
+    data_note: Option<&'static str>,
 }
 
 /// Where `cargo xtask bench` put Fashion-MNIST (`cargo xtask data fashion-mnist`), for the
@@ -910,6 +921,7 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
         weight,
         peak_memory,
         fashion_mnist: None,
+        data_note: None,
     };
     let sets = match scale {
         Scale::Quick => vec![
@@ -947,6 +959,14 @@ fn eval(scale: Scale, out: &mut Vec<Case>) {
                     weight: Weight::Huge,
                     peak_memory: true,
                     fashion_mnist: Some(dir),
+                    data_note: Some(
+                        "the set issue #35 names, 35,000 raw Fashion-MNIST images (the held-out \
+                         classes 5–9 of the class-disjoint split, training and test files \
+                         joined), each flattened to its 784 pixels and L2-normalised; `cargo \
+                         xtask bench` fetches the data set (`cargo xtask data fashion-mnist`) and \
+                         leaves the case out where it cannot. The other `_5classes` sets are \
+                         clustered points drawn for the same class sizes.",
+                    ),
                 },
                 out,
             ),
@@ -989,6 +1009,7 @@ fn rerank_cases(n: usize, classes: usize, d: usize, out: &mut Vec<Case>) {
         weight: Weight::Huge,
         peak_memory: true,
         note: "k-reciprocal re-ranking (k1 = 20, k2 = 6, λ = 0.3) of every item's list to depth R (the class size): the k-NN graph, the expanded k-reciprocal sets, Jaccard distances through an inverted index, the merge with the plain lists; dml only",
+        data_note: None,
         make: Box::new(move || {
             let labels = data::labels(classes, n / classes);
             let emb = data::clustered(&labels, d, 12);
@@ -1018,6 +1039,7 @@ fn rerank_cases(n: usize, classes: usize, d: usize, out: &mut Vec<Case>) {
         weight: Weight::Huge,
         peak_memory: false,
         note: "α-database-side augmentation of every item, then α-query expansion of every item against the augmented set (k = 2, α = 3): two k-NN searches and the weighted sums; dml only",
+        data_note: None,
         make: Box::new(move || {
             let labels = data::labels(classes, n / classes);
             let emb = data::clustered(&labels, d, 12);
@@ -1047,6 +1069,7 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
         weight,
         peak_memory,
         fashion_mnist,
+        data_note,
     } = set;
     let n: usize = sizes.iter().sum();
     out.push(Case {
@@ -1058,6 +1081,7 @@ fn eval_case(set: EvalSet, out: &mut Vec<Case>) {
         weight,
         peak_memory,
         note: "leave-one-out retrieval: k-NN with k = largest class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI)",
+        data_note,
         make: Box::new(move || {
             let (emb, labels) = match &fashion_mnist {
                 Some(dir) => {
@@ -1118,6 +1142,7 @@ fn gallery_case(
         weight: Weight::Huge,
         peak_memory: true,
         note: "queries against a separate gallery: k-NN with k = largest gallery class, Recall@{1,2,4,8}, P@1, R-precision, MAP@R (no NMI); dml only",
+        data_note: None,
         make: Box::new(move || {
             // Queries and gallery from one draw, so they share the class centres.
             let mut labels = data::labels(n_classes, per_class);
@@ -1159,6 +1184,7 @@ fn kmeans_case(n: usize, d: usize, k: usize, weight: Weight, out: &mut Vec<Case>
         weight,
         peak_memory: false,
         note: "k-means at the same number of iterations: dml runs k-means‖ seeding (its default at this size: two sampling rounds, then greedy k-means++ on the weighted candidates), then at most 20 Lloyd iterations (fewer once no assignment changes, a fixed point), each a fused top-1 search of dml-kernels; faiss runs 20 iterations from random centres",
+        data_note: None,
         make: Box::new(move || {
             let labels = data::labels(k, n / k);
             let emb = data::clustered(&labels, d, 9);

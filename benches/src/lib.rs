@@ -138,6 +138,9 @@ pub struct Case {
     pub peak_memory: bool,
     /// One line on what the timed region contains.
     pub note: &'static str,
+    /// Where this case's data comes from, when its sizes do not say it (the report gives it a
+    /// bullet of its own under its function's note).
+    pub data_note: Option<&'static str>,
     make: Box<dyn Fn() -> anyhow::Result<Prepared>>,
 }
 

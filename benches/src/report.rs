@@ -62,6 +62,9 @@ pub struct Row {
     pub unit: String,
     /// What the timed region contains.
     pub note: String,
+    /// Where the case's data comes from, when its sizes do not say it.
+    #[serde(default)]
+    pub data_note: Option<String>,
     /// criterion's estimate of the dml side.
     pub criterion: Option<Estimate>,
     /// Seconds per run of dml timed by the runner itself, for operations too slow for
@@ -332,6 +335,11 @@ pub fn render(report: &Report) -> String {
                 let _ = write!(s, "; reference: {what}");
             }
             s.push_str(".\n");
+            for case in rows.iter().filter(|c| c.function == r.function) {
+                if let Some(data) = &case.data_note {
+                    let _ = writeln!(s, "- `{}`: {data}", case.parameter);
+                }
+            }
         }
         s.push('\n');
     }
@@ -466,5 +474,27 @@ mod tests {
         assert!(md.contains("| f | p | 2.00 ms | ± 5.0 % | 500 k pairs/s | 2.00 s | 2.00 s | **1.00×** (0.75–1.25) |"), "{md}");
         assert!(md.contains("## Evaluation (dml-eval)"));
         assert!(md.contains("--compare"));
+    }
+
+    /// A case's data note is its own bullet under its function's note, once per case that has
+    /// one, and a report written before the field existed still reads.
+    #[test]
+    fn data_notes_follow_their_function_note() {
+        let mut raw = row("eval", false);
+        raw.parameter = "q".into();
+        raw.data_note = Some("raw images.".into());
+        let report = Report {
+            scale: "full".into(),
+            rows: vec![row("eval", false), raw],
+            ..Default::default()
+        };
+        let md = render(&report);
+        assert!(md.contains("- `f`: what.\n- `q`: raw images.\n"), "{md}");
+        assert_eq!(md.matches("raw images").count(), 1, "{md}");
+        let old = serde_json::to_value(row("eval", false)).expect("a row serialises");
+        let mut old = old.as_object().expect("an object").clone();
+        old.remove("data_note");
+        let back: Row = serde_json::from_value(old.into()).expect("an old row reads");
+        assert_eq!(back.data_note, None);
     }
 }

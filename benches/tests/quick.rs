@@ -70,6 +70,7 @@ fn row(case: &dml_benches::Case, comparison: Option<Comparison>) -> Row {
         items: case.items,
         unit: case.unit.into(),
         note: case.note.into(),
+        data_note: case.data_note.map(Into::into),
         comparison,
         ..Default::default()
     }
