@@ -149,6 +149,46 @@ pub enum Error {
         /// Pairs.
         n_pairs: usize,
     },
+    /// A verification pair naming an item the embeddings do not have.
+    #[error(
+        "verification pair {pair} names item {index}, but the embeddings have {n_items} rows \
+         (items are their rows, numbered from 0)"
+    )]
+    PairItem {
+        /// Position of the pair in the list.
+        pair: usize,
+        /// The item it names.
+        index: u32,
+        /// Rows of the embeddings.
+        n_items: usize,
+    },
+    /// A `.npy` pairs file that is not an n × 3 array.
+    #[error(
+        "{} holds an array of shape {shape:?}, but verification pairs are an n × 3 integer array \
+         of rows [i, j, same] (i and j rows of the embeddings, same 1 for a same-class pair and 0 \
+         for a different-class one)",
+        path.display()
+    )]
+    NpyPairsShape {
+        /// The file.
+        path: PathBuf,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A `.npy` pairs file with an index that cannot name a row.
+    #[error(
+        "{} has index {value} in row {row}; the first two columns name rows of the embeddings \
+         (0 or more)",
+        path.display()
+    )]
+    NpyPairIndex {
+        /// The file.
+        path: PathBuf,
+        /// The row.
+        row: usize,
+        /// The value.
+        value: i128,
+    },
     /// A `.npy` pairs file whose flag column holds something other than 0 or 1.
     #[error("{} has flag {value} in row {row}; the third column must be 1 (same class) or 0", path.display())]
     NpyPairFlag {

@@ -146,9 +146,11 @@ pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u32>> {
 /// integer dtype, C or Fortran order).
 ///
 /// # Errors
-/// As [`read_labels`] for the file and its dtype, [`Error::NpyNdim`] unless it is 2-D with 3
-/// columns, [`Error::NpyLabel`] for an index outside `0..=u32::MAX`, [`Error::NpyPairFlag`] for
-/// a flag other than 0 or 1, and [`Error::NoPairs`] for an empty file.
+/// As [`read_labels`] for the file and its dtype, [`Error::NpyPairsShape`] unless it is 2-D
+/// with 3 columns, [`Error::NpyPairIndex`] for an index outside `0..=u32::MAX`,
+/// [`Error::NpyPairFlag`] for a flag other than 0 or 1, and [`Error::NoPairs`] for an empty
+/// file. Whether the indices name rows of the embeddings is checked where both are known
+/// ([`VerificationPairs::check_items`](crate::verification::VerificationPairs::check_items)).
 pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::VerificationPairs> {
     let path = path.as_ref();
     let bytes = read(path)?;
@@ -161,11 +163,9 @@ pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::Verific
         });
     }
     if header.shape.len() != 2 || header.shape[1] != 3 {
-        return Err(Error::NpyNdim {
+        return Err(Error::NpyPairsShape {
             path: path.to_owned(),
-            ndim: header.shape.len(),
             shape: header.shape.clone(),
-            expected: 2,
         });
     }
     let rows = header.shape[0];
@@ -182,7 +182,7 @@ pub fn read_pairs(path: impl AsRef<Path>) -> Result<crate::verification::Verific
     for row in 0..rows {
         let index = |col: usize| {
             let value = at(row, col);
-            u32::try_from(value).map_err(|_| Error::NpyLabel {
+            u32::try_from(value).map_err(|_| Error::NpyPairIndex {
                 path: path.to_owned(),
                 row,
                 value,

@@ -81,6 +81,27 @@ impl VerificationPairs {
         Ok(Self { pairs, same })
     }
 
+    /// Checks that every pair names rows of an embedding matrix of `n_items` rows; [`verify`]
+    /// calls it first.
+    ///
+    /// # Errors
+    /// [`Error::PairItem`] for the first pair that names a row beyond them.
+    pub fn check_items(&self, n_items: usize) -> Result<()> {
+        match self
+            .pairs
+            .iter()
+            .enumerate()
+            .find_map(|(p, ij)| ij.iter().find(|&&i| i as usize >= n_items).map(|&i| (p, i)))
+        {
+            Some((pair, index)) => Err(Error::PairItem {
+                pair,
+                index,
+                n_items,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Number of pairs.
     pub fn len(&self) -> usize {
         self.pairs.len()
@@ -773,8 +794,8 @@ fn from_score(metric: Metric, s: f32) -> f32 {
 ///
 /// # Errors
 /// [`Error::BadFar`], [`Error::TooFewFolds`] or [`Error::FoldsExceedPairs`] from the config,
-/// [`Error::NoPairs`] without a positive or a negative pair, and dml-kernels' errors for an
-/// index beyond the embeddings or a non-finite value.
+/// [`Error::PairItem`] for a pair naming a row beyond the embeddings, [`Error::NoPairs`]
+/// without a positive or a negative pair, and dml-kernels' error for a non-finite value.
 ///
 /// ```
 /// use dml_eval::verification::{VerificationPairs, VerificationConfig, verify};
@@ -799,6 +820,7 @@ pub fn verify(
     cfg: &VerificationConfig,
 ) -> Result<Verification> {
     cfg.validate()?;
+    pairs.check_items(embeddings.nrows())?;
     let values = dml_kernels::paired(metric, embeddings, embeddings, pairs.pairs())?;
     verify_values(metric, &values, pairs.same(), cfg)
 }

@@ -381,12 +381,13 @@ fn pairs_from_npy() {
         "{err}"
     );
     let err = npy::read_pairs(npy_path("pairs_two_columns.npy")).expect_err("2 columns");
-    assert!(matches!(err, Error::NpyNdim { .. }), "{err}");
+    assert!(matches!(err, Error::NpyPairsShape { .. }), "{err}");
+    assert!(err.to_string().contains("n × 3"), "{err}");
     let err = npy::read_pairs(npy_path("pairs_negative.npy")).expect_err("negative");
     assert!(
         matches!(
             err,
-            Error::NpyLabel {
+            Error::NpyPairIndex {
                 row: 1,
                 value: -1,
                 ..
@@ -425,7 +426,32 @@ fn errors_name_the_problem() {
     ));
     let beyond = VerificationPairs::new(vec![[0, 3], [1, 2]], vec![true, false]).expect("ok");
     let err = verify(x.view(), &beyond, Metric::Euclidean, &cfg(vec![0.1], 2)).expect_err("3");
-    assert!(err.to_string().contains("pair 0 names row 3"), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::PairItem {
+                pair: 0,
+                index: 3,
+                n_items: 3
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("pair 0 names item 3, but the embeddings have 3 rows"),
+        "{err}"
+    );
+    let later = VerificationPairs::new(vec![[0, 1], [4, 2]], vec![true, false]).expect("ok");
+    assert!(matches!(
+        later.check_items(3),
+        Err(Error::PairItem {
+            pair: 1,
+            index: 4,
+            ..
+        })
+    ));
+    assert!(later.check_items(5).is_ok());
     let only_pos = VerificationPairs::new(vec![[0, 1], [1, 2]], vec![true, true]).expect("ok");
     assert!(matches!(
         verify(x.view(), &only_pos, Metric::Euclidean, &cfg(vec![0.1], 2)),

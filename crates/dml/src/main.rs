@@ -842,7 +842,11 @@ fn read_pairs(
     n_rows: usize,
 ) -> Result<dml::eval::verification::VerificationPairs> {
     if path.extension().is_some_and(|e| e == "npy") {
-        return Ok(dml::eval::npy::read_pairs(path)?);
+        let pairs = dml::eval::npy::read_pairs(path)?;
+        pairs
+            .check_items(n_rows)
+            .with_context(|| format!("{} does not fit --embeddings", path.display()))?;
+        return Ok(pairs);
     }
     let names = names.with_context(|| {
         format!(

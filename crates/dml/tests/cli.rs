@@ -289,6 +289,17 @@ fn eval_verification_from_labels_pairs_files_and_lfw_text() {
         text.contains("e-roc.png"),
         "the default plot sits beside the embeddings: {text}"
     );
+    // A pair naming a row beyond the embeddings is refused, naming the file and the row.
+    let beyond = dir.path().join("pairs_beyond.npy");
+    ndarray_npy::write_npy(&beyond, &ndarray::array![[0i64, 1, 1], [2, 13, 0]]).unwrap();
+    let out = dml(&["eval", "--embeddings", s(&e), "--pairs", s(&beyond)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("pairs_beyond.npy does not fit --embeddings")
+            && err.contains("pair 1 names item 13, but the embeddings have 13 rows"),
+        "{err}"
+    );
     // LFW's layout, with a names file.
     let names: Vec<String> = (0..13)
         .map(|i| format!("C{}/C{}_{:04}.jpg", labels[i], labels[i], i + 1))
